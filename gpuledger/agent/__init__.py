@@ -1,0 +1,1 @@
+"""The long-running node agent: config, scheduling, snapshot, HTTP server."""

@@ -1,0 +1,384 @@
+"""The one normalized metric schema: every metric gpuledger exports, defined once.
+
+Dashboards, alert rules, the exporter and ``docs/metrics.md`` all read this module;
+nothing else may spell a ``gpuledger_*`` name. Upstream sources change their names and
+units between versions (dcgm-exporter 4.x, vLLM 0.6 -> 0.11+); the collectors absorb
+that, so what is defined here never changes with an upstream version.
+
+Prometheus conventions: base units, ``_total`` for counters, ``_ratio`` for 0..1,
+``_bytes``, ``_seconds``, ``_watts``, ``_joules``. Every series carries ``node``.
+Run ``python -m gpuledger.schema`` to regenerate ``docs/metrics.md``.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+
+
+class Kind(StrEnum):
+    GAUGE = "gauge"
+    COUNTER = "counter"
+    HISTOGRAM = "histogram"
+
+
+@dataclass(frozen=True, slots=True)
+class MetricSpec:
+    """One exported metric. ``name`` is the family name (a counter's samples end in
+    ``_total``, which is part of the name here, as Prometheus users query it)."""
+
+    name: str
+    kind: Kind
+    unit: str
+    help: str
+    labels: tuple[str, ...]
+    group: str
+
+    @property
+    def all_labels(self) -> tuple[str, ...]:
+        return ("node", *self.labels)
+
+
+GPU_LABELS = ("gpu", "uuid", "model", "mig_instance", "mig_profile")
+"""Labels of every per-device series. ``gpu`` is the physical index, ``uuid`` the physical
+GPU's UUID; ``mig_instance``/``mig_profile`` are empty (absent) for a whole GPU and for a
+MIG-enabled GPU's board-level series."""
+
+VLLM_LABELS = ("service", "namespace", "pod", "model_name", "engine")
+PG_TABLE_LABELS = ("database", "schema", "table")
+
+_SPECS: list[MetricSpec] = []
+
+
+def _m(
+    group: str, name: str, kind: Kind, unit: str, labels: tuple[str, ...], help_: str
+) -> MetricSpec:
+    spec = MetricSpec(name=name, kind=kind, unit=unit, help=help_, labels=labels, group=group)
+    _SPECS.append(spec)
+    return spec
+
+
+G, C, H = Kind.GAUGE, Kind.COUNTER, Kind.HISTOGRAM
+
+# --- GPU telemetry (NVML and dcgm-exporter, merged: one series per device) ---------------
+GPU_INFO = _m(
+    "gpu", "gpuledger_gpu_info", G, "", (*GPU_LABELS, "driver"),
+    "Constant 1 per device; labels carry its identity and driver version.",
+)  # fmt: skip
+GPU_UTILIZATION = _m(
+    "gpu", "gpuledger_gpu_utilization_ratio", G, "ratio", GPU_LABELS,
+    "Share of time the GPU (or MIG instance) was busy, 0..1. Prefers DCGM's "
+    "graphics-engine-active, else NVML's utilization.gpu.",
+)  # fmt: skip
+GPU_MEMORY_USED = _m(
+    "gpu", "gpuledger_gpu_memory_used_bytes", G, "bytes", GPU_LABELS,
+    "Framebuffer memory in use.",
+)  # fmt: skip
+GPU_MEMORY_TOTAL = _m(
+    "gpu", "gpuledger_gpu_memory_total_bytes", G, "bytes", GPU_LABELS,
+    "Framebuffer memory size.",
+)  # fmt: skip
+GPU_POWER = _m(
+    "gpu", "gpuledger_gpu_power_watts", G, "watts", GPU_LABELS,
+    "Board power draw (board-level: on a MIG-enabled GPU only the board series has it).",
+)  # fmt: skip
+GPU_ENERGY = _m(
+    "gpu", "gpuledger_gpu_energy_joules_total", C, "joules", GPU_LABELS,
+    "Energy consumed since the driver loaded (board-level).",
+)  # fmt: skip
+GPU_TEMPERATURE = _m(
+    "gpu", "gpuledger_gpu_temperature_celsius", G, "celsius", GPU_LABELS,
+    "GPU core temperature (board-level).",
+)  # fmt: skip
+GPU_SM_CLOCK = _m(
+    "gpu", "gpuledger_gpu_sm_clock_hertz", G, "hertz", GPU_LABELS,
+    "Current SM clock (board-level).",
+)  # fmt: skip
+GPU_XID_ERRORS = _m(
+    "gpu", "gpuledger_gpu_xid_errors_total", C, "", GPU_LABELS,
+    "XID error events seen by the agent's NVML event set since it started.",
+)  # fmt: skip
+GPU_LAST_XID = _m(
+    "gpu", "gpuledger_gpu_last_xid", G, "", GPU_LABELS,
+    "Code of the last XID error reported (0 when none); from dcgm-exporter or NVML.",
+)  # fmt: skip
+GPU_THROTTLED = _m(
+    "gpu", "gpuledger_gpu_throttled", G, "", (*GPU_LABELS, "reason"),
+    "1 while the clocks are held down for this reason, else 0 (board-level).",
+)  # fmt: skip
+GPU_ECC_ERRORS = _m(
+    "gpu", "gpuledger_gpu_ecc_errors_total", C, "", (*GPU_LABELS, "type"),
+    "Aggregate (lifetime) ECC memory errors, type corrected|uncorrected.",
+)  # fmt: skip
+GPU_REMAPPED_ROWS = _m(
+    "gpu", "gpuledger_gpu_remapped_rows", G, "", (*GPU_LABELS, "kind"),
+    "Memory rows remapped, kind correctable|uncorrectable.",
+)  # fmt: skip
+GPU_ROW_REMAP_PENDING = _m(
+    "gpu", "gpuledger_gpu_row_remap_pending", G, "", GPU_LABELS,
+    "1 when a row remap is pending (the GPU needs a reset).",
+)  # fmt: skip
+GPU_ROW_REMAP_FAILED = _m(
+    "gpu", "gpuledger_gpu_row_remap_failed", G, "", GPU_LABELS,
+    "1 when a row remap failed (the GPU should be replaced).",
+)  # fmt: skip
+GPU_LOST = _m(
+    "gpu", "gpuledger_gpu_lost", G, "", GPU_LABELS,
+    "1 when NVML reports the GPU as lost (fell off the bus); its other series stop.",
+)  # fmt: skip
+
+# --- Attribution ---------------------------------------------------------------------
+GPU_ALLOCATION = _m(
+    "attribution", "gpuledger_gpu_allocation_ratio", G, "ratio",
+    ("uuid", "mig_instance", "namespace", "pod", "container", "service"),
+    "Share of the physical GPU a workload holds (1 for a whole GPU, the compute-slice "
+    "fraction for a MIG instance, a split for shared GPUs).",
+)  # fmt: skip
+SERVICE_GPU_SECONDS = _m(
+    "attribution", "gpuledger_service_gpu_seconds_total", C, "seconds",
+    ("service", "namespace", "gpu_model", "kind"),
+    "GPU-seconds a service held (kind=allocated) and kept busy (kind=busy).",
+)  # fmt: skip
+IDLE_GPU_SECONDS = _m(
+    "attribution", "gpuledger_idle_gpu_seconds_total", C, "seconds", ("gpu_model",),
+    "GPU-seconds no workload held.",
+)  # fmt: skip
+SERVICE_ENERGY = _m(
+    "attribution", "gpuledger_service_energy_joules_total", C, "joules",
+    ("service", "namespace"),
+    "Energy attributed to a service by its share of each GPU.",
+)  # fmt: skip
+
+# --- vLLM (normalized across vLLM versions) --------------------------------------------
+VLLM_REQUESTS_RUNNING = _m(
+    "vllm", "gpuledger_vllm_requests_running", G, "", VLLM_LABELS,
+    "Requests being decoded by the engine.",
+)  # fmt: skip
+VLLM_REQUESTS_WAITING = _m(
+    "vllm", "gpuledger_vllm_requests_waiting", G, "", VLLM_LABELS,
+    "Requests queued, waiting for the engine.",
+)  # fmt: skip
+VLLM_KV_CACHE_USAGE = _m(
+    "vllm", "gpuledger_vllm_kv_cache_usage_ratio", G, "ratio", VLLM_LABELS,
+    "KV-cache blocks in use, 0..1 (vLLM gpu_cache_usage_perc / kv_cache_usage_perc).",
+)  # fmt: skip
+VLLM_PROMPT_TOKENS = _m(
+    "vllm", "gpuledger_vllm_prompt_tokens_total", C, "", VLLM_LABELS,
+    "Prefill (prompt) tokens processed.",
+)  # fmt: skip
+VLLM_GENERATION_TOKENS = _m(
+    "vllm", "gpuledger_vllm_generation_tokens_total", C, "", VLLM_LABELS,
+    "Generation (output) tokens produced.",
+)  # fmt: skip
+VLLM_REQUEST_SUCCESS = _m(
+    "vllm", "gpuledger_vllm_request_success_total", C, "", (*VLLM_LABELS, "finished_reason"),
+    "Requests finished, by reason (stop, length, abort).",
+)  # fmt: skip
+VLLM_PREEMPTIONS = _m(
+    "vllm", "gpuledger_vllm_preemptions_total", C, "", VLLM_LABELS,
+    "Requests preempted by the scheduler (KV cache exhausted).",
+)  # fmt: skip
+VLLM_TTFT = _m(
+    "vllm", "gpuledger_vllm_time_to_first_token_seconds", H, "seconds", VLLM_LABELS,
+    "Time to first token (upstream bucket boundaries kept).",
+)  # fmt: skip
+VLLM_ITL = _m(
+    "vllm", "gpuledger_vllm_inter_token_latency_seconds", H, "seconds", VLLM_LABELS,
+    "Time between output tokens (vLLM time_per_output_token_seconds before 0.11).",
+)  # fmt: skip
+VLLM_E2E = _m(
+    "vllm", "gpuledger_vllm_e2e_request_latency_seconds", H, "seconds", VLLM_LABELS,
+    "End-to-end request latency.",
+)  # fmt: skip
+VLLM_QUEUE_TIME = _m(
+    "vllm", "gpuledger_vllm_request_queue_time_seconds", H, "seconds", VLLM_LABELS,
+    "Time requests spent waiting in the queue.",
+)  # fmt: skip
+
+# --- Synthetic probes ----------------------------------------------------------------
+PROBE_LABELS = ("service", "namespace", "endpoint", "model_name")
+PROBE_TTFT = _m(
+    "probe", "gpuledger_probe_ttft_seconds", G, "seconds", PROBE_LABELS,
+    "Time to first token of the last successful probe.",
+)  # fmt: skip
+PROBE_TPOT = _m(
+    "probe", "gpuledger_probe_tpot_seconds", G, "seconds", PROBE_LABELS,
+    "Time per output token of the last successful probe.",
+)  # fmt: skip
+PROBE_E2E = _m(
+    "probe", "gpuledger_probe_e2e_seconds", G, "seconds", PROBE_LABELS,
+    "End-to-end latency of the last successful probe.",
+)  # fmt: skip
+PROBE_TOKENS_PER_SECOND = _m(
+    "probe", "gpuledger_probe_output_tokens_per_second", G, "", PROBE_LABELS,
+    "Output tokens per second of the last successful probe.",
+)  # fmt: skip
+PROBE_SUCCESS = _m(
+    "probe", "gpuledger_probe_success_total", C, "", PROBE_LABELS,
+    "Probes that completed.",
+)  # fmt: skip
+PROBE_FAILURES = _m(
+    "probe", "gpuledger_probe_failures_total", C, "", (*PROBE_LABELS, "reason"),
+    "Probes that failed, by reason (connect, timeout, http_status, bad_stream, "
+    "model_mismatch).",
+)  # fmt: skip
+
+# --- PostgreSQL / pgvector storage ---------------------------------------------------
+PG_TABLE_BYTES = _m(
+    "pgvector", "gpuledger_pg_table_bytes", G, "bytes", (*PG_TABLE_LABELS, "kind"),
+    "Table size by kind: heap, toast, index, total.",
+)  # fmt: skip
+PG_TABLE_ROWS = _m(
+    "pgvector", "gpuledger_pg_table_rows_estimate", G, "", PG_TABLE_LABELS,
+    "Planner's row estimate (pg_class.reltuples).",
+)  # fmt: skip
+PG_DEAD_TUPLES = _m(
+    "pgvector", "gpuledger_pg_dead_tuples", G, "", PG_TABLE_LABELS,
+    "Dead tuples waiting for vacuum.",
+)  # fmt: skip
+PGVECTOR_DIMENSIONS = _m(
+    "pgvector", "gpuledger_pgvector_column_dimensions", G, "",
+    (*PG_TABLE_LABELS, "column", "type"),
+    "Declared dimensions of a vector/halfvec/sparsevec column (-1 when undeclared).",
+)  # fmt: skip
+PGVECTOR_INDEX_BYTES = _m(
+    "pgvector", "gpuledger_pgvector_index_bytes", G, "bytes",
+    (*PG_TABLE_LABELS, "index", "method"),
+    "Size of a pgvector index, method hnsw|ivfflat.",
+)  # fmt: skip
+PG_DATABASE_BYTES = _m(
+    "pgvector", "gpuledger_pg_database_bytes", G, "bytes", ("database",),
+    "Database size (pg_database_size).",
+)  # fmt: skip
+PG_GROWTH = _m(
+    "pgvector", "gpuledger_pg_growth_bytes_per_day", G, "bytes", ("database", "schema", "table"),
+    "Least-squares growth over the configured window (table empty: whole database).",
+)  # fmt: skip
+PG_DAYS_UNTIL_FULL = _m(
+    "pgvector", "gpuledger_pg_days_until_full", G, "days", ("database",),
+    "Free capacity / growth rate, when a capacity is configured and growth > 0.",
+)  # fmt: skip
+
+# --- The agent itself ----------------------------------------------------------------
+COLLECTOR_UP = _m(
+    "agent", "gpuledger_collector_up", G, "", ("collector",),
+    "1 if the collector's last run succeeded within its timeout, else 0.",
+)  # fmt: skip
+COLLECTOR_DURATION = _m(
+    "agent", "gpuledger_collector_duration_seconds", G, "seconds", ("collector",),
+    "Wall time of the collector's last run (its timeout when it hung).",
+)  # fmt: skip
+COLLECTOR_LAST_SUCCESS = _m(
+    "agent", "gpuledger_collector_last_success_timestamp_seconds", G, "seconds",
+    ("collector",),
+    "Unix time of the collector's last successful run.",
+)  # fmt: skip
+LEDGER_PENDING_ROWS = _m(
+    "agent", "gpuledger_ledger_pending_rows", G, "", (),
+    "Ledger buckets in the local spool not yet confirmed by the store.",
+)  # fmt: skip
+LEDGER_FLUSH_FAILURES = _m(
+    "agent", "gpuledger_ledger_flush_failures_total", C, "", (),
+    "Failed attempts to flush the spool to the ledger store.",
+)  # fmt: skip
+BUILD_INFO = _m(
+    "agent", "gpuledger_build_info", G, "", ("version",),
+    "Constant 1; the agent's version.",
+)  # fmt: skip
+
+SPECS: tuple[MetricSpec, ...] = tuple(_SPECS)
+BY_NAME: dict[str, MetricSpec] = {s.name: s for s in SPECS}
+
+
+def series_names(spec: MetricSpec) -> tuple[str, ...]:
+    """Names a PromQL query may use for this metric (histograms expose three)."""
+    if spec.kind is Kind.HISTOGRAM:
+        return (f"{spec.name}_bucket", f"{spec.name}_sum", f"{spec.name}_count")
+    return (spec.name,)
+
+
+def all_series_names() -> frozenset[str]:
+    return frozenset(n for s in SPECS for n in series_names(s))
+
+
+_GROUP_TITLES = {
+    "gpu": "GPU telemetry",
+    "attribution": "Attribution",
+    "vllm": "vLLM serving",
+    "probe": "Synthetic probes",
+    "pgvector": "PostgreSQL / pgvector storage",
+    "agent": "The agent itself",
+}
+
+_PRECEDENCE = """\
+## Where each GPU value comes from
+
+Both NVML (in-process, `nvidia-ml-py`) and dcgm-exporter (its `/metrics` page) can report
+the same quantity for the same device. gpuledger exports **one series per device**; the
+device is identified by the physical GPU UUID plus, for a MIG instance, its GPU-instance id
+(`GPU_I_ID` in dcgm-exporter, `nvmlDeviceGetGpuInstanceId` in NVML).
+
+| quantity | preferred source | fallback | why |
+|---|---|---|---|
+| utilization | DCGM `DCGM_FI_PROF_GR_ENGINE_ACTIVE` (≥ 4.9: `DCGM_FI_PROF_GR_ENGINE_UTIL_RATIO`) | DCGM `DCGM_FI_DEV_GPU_UTIL`, then NVML `utilization.gpu` | engine-active is a true time fraction, exists per MIG instance; `GPU_UTIL` is "any kernel running" and is not supported on MIG |
+| memory, power, energy, temperature, SM clock, throttle reasons, ECC, remapped rows | NVML | DCGM | NVML is read in-process at the agent's own cycle; DCGM's values may be up to its collection interval old |
+| XID errors (count) | NVML event set | — | dcgm-exporter only reports the *last* XID code, not a count |
+| last XID code | DCGM `DCGM_FI_DEV_XID_ERRORS` | NVML event data | |
+| pod / namespace / container / vgpu | DCGM (kubelet pod-resources) | — | used for attribution |
+
+A value one source does not support (NVML `NOT_SUPPORTED`, a field missing from the
+exporter's CSV) is absent, never exported as 0. When a source is down
+(`gpuledger_collector_up{collector=...} == 0`), the other source's values are exported
+alone. dcgm-exporter's upstream unit changes (MHz→Hz, mJ→J, %→ratio, MiB→bytes) are
+converted on the way in; the exported units above never change.
+"""
+
+
+def render_markdown() -> str:
+    lines = [
+        "# Metric reference",
+        "",
+        "<!-- Generated by `python -m gpuledger.schema` from gpuledger/schema.py. "
+        "Do not edit by hand. -->",
+        "",
+        "Every series also carries the label `node`. Empty label values (e.g. "
+        "`mig_instance` on a whole GPU) are absent in the exposition.",
+        "",
+    ]
+    for group, title in _GROUP_TITLES.items():
+        lines += [f"## {title}", "", "| metric | type | unit | labels | meaning |", "|---|---|---|---|---|"]
+        for s in SPECS:
+            if s.group != group:
+                continue
+            labels = ", ".join(f"`{label}`" for label in s.all_labels)
+            lines.append(f"| `{s.name}` | {s.kind.value} | {s.unit or '—'} | {labels} | {s.help} |")
+        lines.append("")
+    lines.append(_PRECEDENCE)
+    return "\n".join(lines)
+
+
+def _iter_duplicate_names() -> Iterator[str]:
+    seen: set[str] = set()
+    for s in SPECS:
+        if s.name in seen:
+            yield s.name
+        seen.add(s.name)
+
+
+def main(argv: list[str]) -> int:
+    dupes = list(_iter_duplicate_names())
+    if dupes:
+        print(f"duplicate metric names: {dupes}", file=sys.stderr)
+        return 1
+    text = render_markdown()
+    out = Path(argv[1]) if len(argv) > 1 else Path(__file__).resolve().parent.parent / "docs" / "metrics.md"
+    out.write_text(text, encoding="utf-8")
+    print(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv))
