@@ -82,6 +82,8 @@ class GpuReading:
     mig_profile: str = ""
     mig_enabled: bool = False
     mig_device_uuid: str | None = None  # NVML's "MIG-..." uuid, what device plugins hand out
+    mig_slices: int | None = None  # GPU-instance compute slices (1 for 1g.10gb, 3 for 3g.40gb)
+    mig_total_slices: int | None = None  # slices of the whole GPU (7 on A100/H100)
     driver: str | None = None
     memory_used_bytes: float | None = None
     memory_total_bytes: float | None = None
