@@ -349,7 +349,12 @@ def render_markdown() -> str:
         "",
     ]
     for group, title in _GROUP_TITLES.items():
-        lines += [f"## {title}", "", "| metric | type | unit | labels | meaning |", "|---|---|---|---|---|"]
+        lines += [
+            f"## {title}",
+            "",
+            "| metric | type | unit | labels | meaning |",
+            "|---|---|---|---|---|",
+        ]
         for s in SPECS:
             if s.group != group:
                 continue
@@ -374,7 +379,11 @@ def main(argv: list[str]) -> int:
         print(f"duplicate metric names: {dupes}", file=sys.stderr)
         return 1
     text = render_markdown()
-    out = Path(argv[1]) if len(argv) > 1 else Path(__file__).resolve().parent.parent / "docs" / "metrics.md"
+    out = (
+        Path(argv[1])
+        if len(argv) > 1
+        else Path(__file__).resolve().parent.parent / "docs" / "metrics.md"
+    )
     out.write_text(text, encoding="utf-8")
     print(f"wrote {out}")
     return 0

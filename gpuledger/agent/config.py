@@ -1,0 +1,192 @@
+"""Agent configuration: one YAML file plus ``GPULEDGER_*`` environment variables.
+
+Precedence: environment over file over defaults. Nested keys use ``__`` in the
+environment (``GPULEDGER_DCGM__URL``). Everything is validated at start and a bad config
+is refused with the offending key's path -- a typo such as ``dcgm.urll`` must not silently
+fall back to a default and leave a node unmonitored. Unknown ``GPULEDGER_*`` variables are
+refused too (pydantic-settings would ignore them).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
+
+ENV_PREFIX = "GPULEDGER_"
+DEFAULT_PORT = 9835
+
+
+class ConfigError(Exception):
+    """The configuration is invalid; ``problems`` lists ``(key path, message)``."""
+
+    def __init__(self, problems: list[tuple[str, str]]) -> None:
+        self.problems = problems
+        super().__init__("; ".join(f"{k}: {m}" for k, m in problems))
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ListenConfig(_Section):
+    host: str = "127.0.0.1"
+    port: int = Field(DEFAULT_PORT, ge=0, le=65535)
+
+
+class LogConfig(_Section):
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    format: Literal["text", "json"] = "text"
+
+
+class CollectionConfig(_Section):
+    interval_seconds: float = Field(15.0, gt=0, le=3600)
+
+
+class NvmlConfig(_Section):
+    enabled: bool = True
+    interval_seconds: float | None = Field(None, gt=0, le=3600)
+    timeout_seconds: float = Field(5.0, gt=0, le=300)
+
+
+class DcgmConfig(_Section):
+    enabled: bool = False
+    url: str = "http://127.0.0.1:9400/metrics"
+    interval_seconds: float | None = Field(None, gt=0, le=3600)
+    timeout_seconds: float = Field(5.0, gt=0, le=300)
+    max_bytes: int = Field(16 * 1024 * 1024, gt=0)
+
+    @field_validator("url")
+    @classmethod
+    def _http_url(cls, v: str) -> str:
+        if not v.startswith(("http://", "https://")):
+            raise ValueError("must be an http:// or https:// URL")
+        return v
+
+
+class HttpConfig(_Section):
+    api_token_file: Path | None = None  # bearer token required on /api/* when set
+    metrics_require_token: bool = False
+
+
+class SimulateConfig(_Section):
+    """A simulated GPU node in place of NVML (``gpuledger demo``, ``agent --simulate``)."""
+
+    enabled: bool = False
+    gpus: int = Field(8, ge=1, le=64)
+    seed: int = 42
+
+
+def _default_node_name() -> str:
+    return os.environ.get("NODE_NAME") or socket.gethostname()
+
+
+class AgentConfig(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX, env_nested_delimiter="__", extra="forbid", frozen=True
+    )
+
+    node_name: str = Field(default_factory=_default_node_name, min_length=1)
+    listen: ListenConfig = ListenConfig()
+    log: LogConfig = LogConfig()
+    collection: CollectionConfig = CollectionConfig()
+    nvml: NvmlConfig = NvmlConfig()
+    dcgm: DcgmConfig = DcgmConfig()
+    http: HttpConfig = HttpConfig()
+    simulate: SimulateConfig = SimulateConfig()
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # The YAML file arrives through init_settings (see load_config), below the
+        # environment: env > file > defaults.
+        return (env_settings, init_settings)
+
+    def interval_for(self, section: NvmlConfig | DcgmConfig) -> float:
+        return section.interval_seconds or self.collection.interval_seconds
+
+
+def _format_loc(loc: tuple[int | str, ...]) -> str:
+    return ".".join(str(p) for p in loc) or "(top level)"
+
+
+def _unknown_env_keys(environ: Mapping[str, str]) -> list[tuple[str, str]]:
+    problems: list[tuple[str, str]] = []
+    for key in environ:
+        if not key.startswith(ENV_PREFIX):
+            continue
+        parts = key[len(ENV_PREFIX) :].lower().split("__")
+        model: type[BaseModel] | None = AgentConfig
+        for part in parts:
+            fields = model.model_fields if model is not None else {}
+            if part not in fields:
+                problems.append((key, "no such setting"))
+                break
+            annotation = fields[part].annotation
+            model = (
+                annotation
+                if isinstance(annotation, type) and issubclass(annotation, BaseModel)
+                else None
+            )
+    return problems
+
+
+def load_config(
+    path: Path | None = None, *, environ: Mapping[str, str] | None = None
+) -> AgentConfig:
+    """Read, merge and validate; raise :class:`ConfigError` naming every bad key."""
+    env = os.environ if environ is None else environ
+    data: Any = {}
+    if path is not None:
+        try:
+            text = path.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise ConfigError([(str(path), f"cannot read: {exc.strerror}")]) from None
+        try:
+            data = yaml.safe_load(text) or {}
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            where = f"line {mark.line + 1}" if mark is not None else "?"
+            detail = getattr(exc, "problem", None) or "not valid YAML"
+            context = getattr(exc, "context_mark", None)
+            if context is not None:
+                detail += f" ({getattr(exc, 'context', 'started')} at line {context.line + 1})"
+            raise ConfigError([(f"{path} {where}", f"not valid YAML: {detail}")]) from None
+        if not isinstance(data, dict):
+            raise ConfigError([(str(path), "top level must be a mapping of settings")])
+    problems = _unknown_env_keys(env)
+    if problems:
+        raise ConfigError(problems)
+    saved = dict(os.environ)
+    try:
+        if environ is not None:  # let tests pass an environment explicitly
+            os.environ.clear()
+            os.environ.update(environ)
+        return AgentConfig(**data)
+    except ValidationError as exc:
+        raise ConfigError([(_format_loc(e["loc"]), e["msg"]) for e in exc.errors()]) from None
+    finally:
+        if environ is not None:
+            os.environ.clear()
+            os.environ.update(saved)
+
+
+def redacted(config: AgentConfig) -> dict[str, Any]:
+    """The effective config for display; paths to secrets are shown, never their content."""
+    return config.model_dump(mode="json")

@@ -1,0 +1,242 @@
+"""Runs every collector on its own schedule, each isolated from the others.
+
+A collector that raises, hangs past its timeout or returns something that is not its
+declared reading type sets ``up=0`` for itself only. Each run happens in a fresh daemon
+thread so that a call stuck inside a C library or a socket can be abandoned: the
+scheduler's worker waits at most the timeout, and while the stuck call is still alive
+the collector is not started again (no pile-up of hung threads). Logging happens on state
+changes only -- one line when a collector goes down (with the reason), one when it
+recovers -- so a source that stays broken for a day does not write a traceback per cycle.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+
+from apscheduler.schedulers.background import BackgroundScheduler
+
+from gpuledger.agent.snapshot import CollectorState, SnapshotStore
+from gpuledger.collectors.base import Collector, CollectorDisabled, CollectorError
+
+log = logging.getLogger(__name__)
+
+_POLL_S = 0.05  # how often a waiting worker checks for shutdown
+
+
+@dataclass(frozen=True, slots=True)
+class Schedule:
+    interval_s: float
+    timeout_s: float
+    expect: type  # the reading type this collector must return
+
+
+class _Outcome:
+    __slots__ = ("done", "error", "value")
+
+    def __init__(self) -> None:
+        self.done = threading.Event()
+        self.value: object = None
+        self.error: BaseException | None = None
+
+
+class CollectorRunner:
+    def __init__(
+        self,
+        collector: Collector,
+        schedule: Schedule,
+        store: SnapshotStore,
+        stopping: threading.Event,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.collector = collector
+        self.schedule = schedule
+        self._store = store
+        self._stopping = stopping
+        self._clock = clock
+        self._inflight: threading.Thread | None = None
+        self._state = CollectorState(name=collector.name)
+        self._last_logged_error: str | None = None
+        self._bugs_logged = 0
+        store.register(self._state)
+
+    @property
+    def name(self) -> str:
+        return self.collector.name
+
+    @property
+    def state(self) -> CollectorState:
+        return self._state
+
+    def _call(self, outcome: _Outcome) -> None:
+        try:
+            outcome.value = self.collector.collect()
+        except BaseException as exc:
+            outcome.error = exc
+        finally:
+            outcome.done.set()
+
+    def run_once(self) -> CollectorState:
+        """One scheduled run; returns the new state (also published to the store)."""
+        if not self._state.enabled or self._stopping.is_set():
+            return self._state
+        if self._inflight is not None and self._inflight.is_alive():
+            return self._fail(
+                f"previous run still stuck after its {self.schedule.timeout_s:g}s timeout",
+                self.schedule.timeout_s,
+            )
+        outcome = _Outcome()
+        started = time.monotonic()
+        thread = threading.Thread(
+            target=self._call, args=(outcome,), name=f"collect-{self.name}", daemon=True
+        )
+        self._inflight = thread
+        thread.start()
+        deadline = started + self.schedule.timeout_s
+        while not outcome.done.wait(min(_POLL_S, max(0.0, deadline - time.monotonic()))):
+            if self._stopping.is_set():
+                return self._state
+            if time.monotonic() >= deadline:
+                return self._fail(
+                    f"timed out after {self.schedule.timeout_s:g}s", self.schedule.timeout_s
+                )
+        duration = time.monotonic() - started
+        if outcome.error is not None:
+            return self._on_error(outcome.error, duration)
+        if not isinstance(outcome.value, self.schedule.expect):
+            got = type(outcome.value).__name__
+            return self._fail(f"returned {got}, expected {self.schedule.expect.__name__}", duration)
+        return self._succeed(outcome.value, duration)
+
+    def _on_error(self, exc: BaseException, duration: float) -> CollectorState:
+        if isinstance(exc, CollectorDisabled):
+            log.error("collector %s disabled: %s", self.name, exc)
+            self._state = replace(
+                self._state,
+                enabled=False,
+                up=False,
+                runs=self._state.runs + 1,
+                failures=self._state.failures + 1,
+                duration_s=duration,
+                last_error=str(exc),
+                reading=None,
+            )
+            self._store.update(self._state)
+            return self._state
+        if isinstance(exc, CollectorError):
+            return self._fail(str(exc), duration)
+        if not isinstance(exc, Exception):
+            raise exc  # KeyboardInterrupt, SystemExit: not ours to swallow
+        # An unexpected exception is a bug in a collector: show the traceback, but only
+        # the first few times, then the one-line form like any other failure.
+        if self._bugs_logged < 3:
+            self._bugs_logged += 1
+            log.error("collector %s raised unexpectedly", self.name, exc_info=exc)
+            self._last_logged_error = f"{type(exc).__name__}: {exc}"
+        return self._fail(f"{type(exc).__name__}: {exc}", duration)
+
+    def _fail(self, reason: str, duration: float) -> CollectorState:
+        if reason != self._last_logged_error:
+            level = logging.WARNING if self._state.up or self._state.runs == 0 else logging.INFO
+            log.log(level, "collector %s down: %s", self.name, reason)
+            self._last_logged_error = reason
+        self._state = replace(
+            self._state,
+            up=False,
+            runs=self._state.runs + 1,
+            failures=self._state.failures + 1,
+            duration_s=duration,
+            last_error=reason,
+            reading=None,
+        )
+        self._store.update(self._state)
+        return self._state
+
+    def _succeed(self, reading: object, duration: float) -> CollectorState:
+        if self._last_logged_error is not None:
+            log.info("collector %s recovered", self.name)
+            self._last_logged_error = None
+        self._state = replace(
+            self._state,
+            up=True,
+            runs=self._state.runs + 1,
+            duration_s=duration,
+            last_success_unix=self._clock(),
+            last_error=None,
+            reading=reading,
+        )
+        self._store.update(self._state)
+        return self._state
+
+
+class AgentRuntime:
+    """Owns the scheduler and the runners; start() returns at once, stop() within ~1 s."""
+
+    def __init__(self, store: SnapshotStore) -> None:
+        self.store = store
+        self.runners: list[CollectorRunner] = []
+        self._stopping = threading.Event()
+        self._scheduler = BackgroundScheduler(
+            timezone="UTC", job_defaults={"coalesce": True, "max_instances": 1}
+        )
+
+    def add(self, collector: Collector, schedule: Schedule) -> CollectorRunner:
+        runner = CollectorRunner(collector, schedule, self.store, self._stopping)
+        self.runners.append(runner)
+        return runner
+
+    def _job(self, runner: CollectorRunner) -> None:
+        state = runner.run_once()
+        if not state.enabled:
+            job = self._scheduler.get_job(runner.name)
+            if job is not None:
+                job.remove()
+
+    def start(self) -> None:
+        from datetime import UTC, datetime
+
+        now = datetime.now(UTC)
+        for runner in self.runners:
+            self._scheduler.add_job(
+                self._job,
+                "interval",
+                args=(runner,),
+                id=runner.name,
+                seconds=runner.schedule.interval_s,
+                next_run_time=now,
+                misfire_grace_time=max(1, int(runner.schedule.interval_s)),
+            )
+        self._scheduler.start()
+
+    def ready(self) -> tuple[bool, dict[str, str]]:
+        """Ready once every collector has succeeded at least once."""
+        pending = {
+            r.name: (r.state.last_error or "not run yet")
+            for r in self.runners
+            if r.state.last_success_unix is None
+        }
+        return (not pending, pending)
+
+    def stop(self) -> None:
+        self._stopping.set()
+        if self._scheduler.running:
+            self._scheduler.shutdown(wait=False)
+        closers = [
+            threading.Thread(target=_close_quietly, args=(r.collector,), daemon=True)
+            for r in self.runners
+        ]
+        for closer in closers:
+            closer.start()
+        deadline = time.monotonic() + 1.0
+        for closer in closers:
+            closer.join(timeout=max(0.0, deadline - time.monotonic()))
+
+
+def _close_quietly(collector: Collector) -> None:
+    try:
+        collector.close()
+    except Exception as exc:  # closing is best effort at shutdown
+        log.debug("closing collector %s failed: %s", collector.name, exc)

@@ -1,0 +1,145 @@
+"""The ``gpuledger`` command. Argument handling only; the work lives in the parts."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from pydantic import ValidationError
+from rich.console import Console
+
+from gpuledger import __version__
+from gpuledger.agent.config import AgentConfig, ConfigError, load_config, redacted
+
+app = typer.Typer(
+    name="gpuledger",
+    help="GPU observability and cost-chargeback agent for self-hosted LLM inference.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+err = Console(stderr=True)
+
+EXIT_CONFIG = 2
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"gpuledger {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_version, is_eager=True, help="Print the version."),
+    ] = False,
+) -> None:
+    """GPU observability and cost-chargeback agent for self-hosted LLM inference."""
+
+
+def _load_or_exit(path: Path | None, overrides: dict[str, object] | None = None) -> AgentConfig:
+    try:
+        cfg = load_config(path)
+        if overrides:
+            data = cfg.model_dump()
+            for dotted, value in overrides.items():
+                section, _, key = dotted.rpartition(".")
+                target = data[section] if section else data
+                target[key] = value
+            try:
+                cfg = AgentConfig.model_validate(data)
+            except ValidationError as exc:
+                raise ConfigError(
+                    [(".".join(map(str, e["loc"])), e["msg"]) for e in exc.errors()]
+                ) from None
+    except ConfigError as exc:
+        err.print(f"[bold red]invalid configuration[/] ({path or 'defaults'}):")
+        for key, message in exc.problems:
+            err.print(f"  [bold]{key}[/]: {message}")
+        raise typer.Exit(EXIT_CONFIG) from None
+    return cfg
+
+
+def _split_listen(listen: str) -> tuple[str, int]:
+    host, sep, port = listen.rpartition(":")
+    if not sep or not port.isdigit():
+        err.print(f"[bold red]--listen must be HOST:PORT[/], got {listen!r}")
+        raise typer.Exit(EXIT_CONFIG)
+    return host or "127.0.0.1", int(port)
+
+
+@app.command()
+def agent(
+    config: Annotated[Path | None, typer.Option("--config", "-c", help="YAML config file.")] = None,
+    simulate: Annotated[
+        bool, typer.Option("--simulate", help="Use a simulated GPU node instead of NVML.")
+    ] = False,
+    listen: Annotated[
+        str | None, typer.Option("--listen", help="HOST:PORT, overrides listen.*")
+    ] = None,
+) -> None:
+    """Run the node agent (serves /metrics, /healthz, /readyz, /api/v1)."""
+    from gpuledger.agent.main import run_agent
+
+    overrides: dict[str, object] = {}
+    if simulate:
+        overrides["simulate.enabled"] = True
+    if listen:
+        host, port = _split_listen(listen)
+        overrides["listen.host"], overrides["listen.port"] = host, port
+    cfg = _load_or_exit(config, overrides)
+    try:
+        code = run_agent(cfg)
+    except ConfigError as exc:
+        for key, message in exc.problems:
+            err.print(f"[bold red]invalid configuration[/] [bold]{key}[/]: {message}")
+        raise typer.Exit(EXIT_CONFIG) from None
+    raise typer.Exit(code)
+
+
+@app.command()
+def demo(
+    gpus: Annotated[int, typer.Option(help="Simulated GPUs on the node.")] = 8,
+    seed: Annotated[int, typer.Option(help="Simulation seed (same seed, same node).")] = 42,
+    listen: Annotated[str, typer.Option(help="HOST:PORT to serve on.")] = "127.0.0.1:9835",
+) -> None:
+    """Run the agent on a simulated GPU node, so you can see it work without GPUs."""
+    from gpuledger.agent.main import run_agent
+
+    host, port = _split_listen(listen)
+    cfg = _load_or_exit(
+        None,
+        {
+            "simulate.enabled": True,
+            "simulate.gpus": gpus,
+            "simulate.seed": seed,
+            "listen.host": host,
+            "listen.port": port,
+            "collection.interval_seconds": 5.0,
+        },
+    )
+    out = Console()
+    out.print(f"[bold]gpuledger demo[/]: a simulated node with {gpus} GPUs (seed {seed})")
+    out.print(f"  metrics:    http://{host}:{port}/metrics")
+    out.print(f"  readiness:  http://{host}:{port}/readyz")
+    out.print(f"  collectors: http://{host}:{port}/api/v1/collectors")
+    out.print("  Ctrl-C stops it.")
+    raise typer.Exit(run_agent(cfg))
+
+
+@app.command("check-config")
+def check_config(
+    file: Annotated[Path, typer.Argument(help="YAML config file to validate.")],
+) -> None:
+    """Validate a config file (and GPULEDGER_* variables); print the effective config."""
+    cfg = _load_or_exit(file)
+    typer.echo(json.dumps(redacted(cfg), indent=2, sort_keys=True))
+    err.print("[green]configuration is valid[/]")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(app())
