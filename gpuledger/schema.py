@@ -313,6 +313,15 @@ _GROUP_TITLES = {
     "agent": "The agent itself",
 }
 
+# Groups whose collectors have not landed yet are still part of the contract (dashboards
+# and alerts are written against it), but the reader must know nothing emits them yet.
+_PLANNED = {
+    "attribution": "Defined; emitted once workload attribution and the ledger land.",
+    "vllm": "Defined; emitted once the vLLM collector lands.",
+    "probe": "Defined; emitted once vLLM probes land.",
+    "pgvector": "Defined; emitted once the pgvector collector lands.",
+}
+
 _PRECEDENCE = """\
 ## Where each GPU value comes from
 
