@@ -1,0 +1,137 @@
+"""Bounded HTTP GET shared by the collectors that scrape a ``/metrics`` page.
+
+An exporter that misbehaves must not be able to stall the agent or exhaust its memory:
+a hung socket, a body that drips one byte a second, or a multi-gigabyte page all end in a
+:class:`CollectorError` within the collector's time budget. httpx's timeouts apply to
+each socket operation separately, so a slow drip that always delivers just before the
+read timeout would never trip them; this module therefore adds one deadline for the
+whole exchange, enforced by a watchdog that shuts the socket down.
+
+Error messages are meant for a log line that operators paste into tickets, so they never
+carry the URL's userinfo (``user:password@``), its query string, or any header value.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import threading
+import time
+from collections.abc import Mapping
+
+import httpx
+
+from gpuledger.collectors.base import CollectorError
+
+_CHUNK_BYTES = 64 * 1024
+
+
+def redact_url(url: str) -> str:
+    """The URL as it may appear in a log: no userinfo, no query (tokens often live there)."""
+    try:
+        parsed = httpx.URL(url)
+    except (httpx.InvalidURL, TypeError):
+        return "<invalid URL>"
+    host = parsed.host or ""
+    if ":" in host:  # IPv6 literal
+        host = f"[{host}]"
+    port = f":{parsed.port}" if parsed.port is not None else ""
+    return f"{parsed.scheme}://{host}{port}{parsed.path}"
+
+
+def _shutdown_stream(response: httpx.Response) -> None:
+    """Wake a read blocked in another thread. Closing a socket does not reliably
+    interrupt a blocked ``recv`` on Linux; ``shutdown`` does."""
+    stream = response.extensions.get("network_stream")
+    sock = stream.get_extra_info("socket") if stream is not None else None
+    if isinstance(sock, socket.socket):
+        with contextlib.suppress(OSError):  # already closed by the peer or the reader
+            sock.shutdown(socket.SHUT_RDWR)
+
+
+def fetch(
+    client: httpx.Client,
+    url: str,
+    *,
+    timeout_s: float,
+    max_bytes: int,
+    headers: Mapping[str, str] | None = None,
+) -> bytes:
+    """GET ``url`` and return its body, or raise :class:`CollectorError`.
+
+    The whole exchange (connect, headers, body) gets ``timeout_s``; the body is read in
+    chunks and abandoned as soon as it would pass ``max_bytes``, so at most ``max_bytes``
+    plus one chunk is ever held in memory.
+    """
+    if timeout_s <= 0:
+        raise ValueError("timeout_s must be positive")
+    if max_bytes <= 0:
+        raise ValueError("max_bytes must be positive")
+    where = redact_url(url)
+    deadline = time.monotonic() + timeout_s
+    expired = threading.Event()
+    watchdog: threading.Timer | None = None
+    try:
+        # identity: a compressed body would defeat the byte cap (a small gzip can
+        # inflate to gigabytes) and the cap is about what we hold, not what is sent.
+        request_headers = {"Accept-Encoding": "identity", **dict(headers or {})}
+        with client.stream(
+            "GET", url, headers=request_headers, timeout=httpx.Timeout(timeout_s)
+        ) as response:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise CollectorError(f"timed out after {timeout_s:g}s waiting for {where}")
+
+            def _expire() -> None:
+                expired.set()
+                _shutdown_stream(response)
+
+            watchdog = threading.Timer(remaining, _expire)
+            watchdog.daemon = True
+            watchdog.start()
+
+            if not 200 <= response.status_code < 300:
+                raise CollectorError(f"HTTP {response.status_code} from {where}")
+            declared = response.headers.get("content-length")
+            if declared is not None and declared.isdigit() and int(declared) > max_bytes:
+                raise CollectorError(
+                    f"{where} announced {int(declared)} bytes, over the {max_bytes}-byte cap"
+                )
+            body = bytearray()
+            for chunk in response.iter_raw(_CHUNK_BYTES):
+                if len(body) + len(chunk) > max_bytes:
+                    raise CollectorError(f"body from {where} exceeds the {max_bytes}-byte cap")
+                body += chunk
+                if expired.is_set():
+                    break
+            if expired.is_set():
+                raise CollectorError(f"timed out after {timeout_s:g}s reading {where}")
+            return bytes(body)
+    except CollectorError:
+        raise
+    except httpx.TimeoutException:
+        raise CollectorError(f"timed out after {timeout_s:g}s waiting for {where}") from None
+    except httpx.ConnectError as exc:
+        raise CollectorError(f"cannot connect to {where}: {_reason(exc)}") from None
+    except (httpx.HTTPError, OSError) as exc:
+        if expired.is_set():
+            raise CollectorError(f"timed out after {timeout_s:g}s reading {where}") from None
+        raise CollectorError(f"request to {where} failed: {_reason(exc)}") from None
+    finally:
+        if watchdog is not None:
+            watchdog.cancel()
+
+
+def _reason(exc: BaseException) -> str:
+    """A short cause without the URL (httpx sometimes embeds the full URL, userinfo
+    included, in its messages) -- the caller already names the redacted target."""
+    cause: BaseException = exc
+    while (nxt := cause.__cause__ or cause.__context__) is not None:
+        cause = nxt
+    if isinstance(cause, ConnectionRefusedError):
+        return "connection refused"
+    if isinstance(cause, socket.gaierror):
+        return "name resolution failed"
+    if isinstance(cause, OSError) and cause.strerror:
+        return cause.strerror.lower()
+    return type(exc).__name__
