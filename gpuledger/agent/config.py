@@ -83,7 +83,7 @@ class SimulateConfig(_Section):
     """A simulated GPU node in place of NVML (``gpuledger demo``, ``agent --simulate``)."""
 
     enabled: bool = False
-    gpus: int = Field(8, ge=1, le=64)
+    gpus: int = Field(8, ge=1, le=512)  # large values exist for benchmarks
     seed: int = 42
 
 

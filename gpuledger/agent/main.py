@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import signal
+from collections.abc import Iterator
 from pathlib import Path
 
 import uvicorn
@@ -76,10 +79,35 @@ def build(cfg: AgentConfig) -> tuple[AgentRuntime, FastAPI]:
     return runtime, app
 
 
+class _Server(uvicorn.Server):
+    """uvicorn, minus its re-raising of SIGTERM after shutdown.
+
+    uvicorn re-raises the signal it caught once it has stopped serving, which kills the
+    process with the default handler before the agent's own cleanup (collectors closed,
+    NVML shut down, later the ledger spool flushed) can run. Here a signal only asks the
+    server to stop; ``run_agent`` then finishes the shutdown and exits 0.
+    """
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        def on_signal(sig: int, _frame: object) -> None:
+            if self.should_exit:
+                self.force_exit = True
+            self.should_exit = True
+            log.info("received %s, shutting down", signal.Signals(sig).name)
+
+        previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            yield
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+
 def run_agent(cfg: AgentConfig) -> int:
     logs.configure(cfg.log.level, cfg.log.format)
     runtime, app = build(cfg)
-    server = uvicorn.Server(
+    server = _Server(
         uvicorn.Config(
             app,
             host=cfg.listen.host,

@@ -18,7 +18,6 @@ from fastapi.responses import JSONResponse
 from gpuledger import __version__
 from gpuledger.agent.runtime import AgentRuntime
 
-
 # Classic text format: every gpuledger name is a legacy-valid Prometheus name, and
 # Prometheus 2.x servers (Debian ships 2.42) expect 0.0.4 from a text/plain scrape.
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
