@@ -70,7 +70,8 @@ def test_precedence_per_field() -> None:
     assert g0.workloads == (WorkloadRef(namespace="llm", pod="vllm-0", container="vllm"),)
     assert g0.processes == (ProcessReading(pid=4242, used_memory_bytes=10**9),)
     inst = merged[(UUID1, 1)]
-    assert inst.utilization_ratio == 0.25 and inst.memory_used_bytes == 2.0e9
+    assert inst.utilization_ratio == 0.25
+    assert inst.memory_used_bytes == 2.0e9
     assert inst.mig_slices == 3
     assert merged[("GPU-only-dcgm", None)].power_watts == 90.0
     assert [r.key for r in merge_devices(NVML, DCGM)] == [
@@ -79,9 +80,12 @@ def test_precedence_per_field() -> None:
 
 
 def test_lost_gpu_ignores_stale_dcgm_values() -> None:
-    lost = GpuTelemetry(source="nvml", gpus=(GpuReading(uuid=UUID0, index=0, model=H100, lost=True),))
+    lost = GpuTelemetry(
+        source="nvml", gpus=(GpuReading(uuid=UUID0, index=0, model=H100, lost=True),)
+    )
     (merged,) = merge_devices(lost, GpuTelemetry(source="dcgm", gpus=(DCGM.gpus[0],)))
-    assert merged.lost and merged.power_watts is None
+    assert merged.lost
+    assert merged.power_watts is None
 
 
 def snapshot(*states: CollectorState) -> Snapshot:

@@ -52,7 +52,9 @@ def runner_for(c: Scripted, timeout: float = 0.3) -> tuple[CollectorRunner, Snap
 def test_success_publishes_reading() -> None:
     runner, store = runner_for(Scripted("nvml"))
     state = runner.run_once()
-    assert state.up and state.last_error is None and state.last_success_unix is not None
+    assert state.up
+    assert state.last_error is None
+    assert state.last_success_unix is not None
     assert store.snapshot.reading("nvml", GpuTelemetry) == GpuTelemetry(source="nvml")
 
 
@@ -74,7 +76,8 @@ def test_hang_is_abandoned_at_timeout_and_not_restarted_while_stuck() -> None:
     t0 = time.monotonic()
     state = runner.run_once()
     assert time.monotonic() - t0 < 0.3 + 0.25
-    assert not state.up and state.last_error == "timed out after 0.3s"
+    assert not state.up
+    assert state.last_error == "timed out after 0.3s"
     state = runner.run_once()
     assert state.last_error == "previous run still stuck after its 0.3s timeout"
     assert c.calls == 1  # no pile-up of hung threads
@@ -134,11 +137,14 @@ def test_disabled_collector_stops_being_scheduled() -> None:
     assert nvml.calls == 1
     assert dcgm.calls >= 5
     states = store.snapshot.collectors
-    assert not states["nvml"].enabled and not states["nvml"].up
+    assert not states["nvml"].enabled
+    assert not states["nvml"].up
     assert states["dcgm"].up
     ready, pending = rt.ready()
-    assert not ready and pending == {"nvml": "NVML library not found"}
-    assert nvml.closed and dcgm.closed
+    assert not ready
+    assert pending == {"nvml": "NVML library not found"}
+    assert nvml.closed
+    assert dcgm.closed
 
 
 def test_stop_returns_promptly_with_a_hung_collector() -> None:

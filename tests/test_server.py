@@ -54,7 +54,9 @@ def test_metrics_readyz_and_collectors_endpoint() -> None:
     assert raw.content == plain.content  # the client decompressed the gzip body
     assert gzip.decompress(store.rendered.gzipped) == plain.content
     col = client.get("/api/v1/collectors").json()["collectors"]["dcgm"]
-    assert col["up"] is True and col["runs"] == 2 and col["failures"] == 1
+    assert col["up"] is True
+    assert col["runs"] == 2
+    assert col["failures"] == 1
 
 
 def test_bearer_token_guards_api(tmp_path: Path) -> None:
@@ -66,7 +68,8 @@ def test_bearer_token_guards_api(tmp_path: Path) -> None:
     client = TestClient(app)
     assert client.get("/api/v1/collectors").status_code == 401
     bad = client.get("/api/v1/collectors", headers={"Authorization": "Bearer nope"})
-    assert bad.status_code == 401 and "s3cret" not in bad.text
+    assert bad.status_code == 401
+    assert "s3cret" not in bad.text
     ok = client.get("/api/v1/collectors", headers={"Authorization": "Bearer s3cret-token"})
     assert ok.status_code == 200
     assert client.get("/metrics").status_code == 200  # not required on /metrics by default

@@ -1,0 +1,309 @@
+"""Agent benchmarks: /metrics latency with a stuck collector, CPU per cycle, steady RSS.
+
+Run from the repository root:  python -m bench.bench_agent [--json FILE] [--rss-seconds N]
+
+1. ``/metrics`` p50/p99 at ~5,000 series while the dcgm collector is stuck in its
+   timeout (a stand-in that never answers): sequential scrapes and 20 concurrent scrapers,
+   each on a keep-alive connection asking for gzip as Prometheus does. Target p99 ≤ 20 ms.
+2. CPU seconds per collection cycle on 8 simulated GPUs (two in MIG mode) plus an 8-GPU
+   dcgm-exporter page served by a separate process: NVML collect + DCGM fetch/parse/
+   normalize + merge + render, measured with ``time.process_time`` in this process.
+3. Steady RSS of the agent process (simulated 8 GPUs + dcgm-exporter page, 1 s interval),
+   sampled from /proc; target ≤ 120 MiB (dcgm-exporter users report 71-500 MiB).
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+DCGM_PAGE = ROOT / "tests" / "fixtures" / "dcgm" / "exporter-3.3-h100x8.prom"
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _serve_file(path: Path) -> tuple[subprocess.Popen[bytes], str]:
+    """Serve ``path`` at /metrics from a separate process (its CPU is not ours)."""
+    tmp = Path(tempfile.mkdtemp(prefix="gpuledger-bench-dcgm-"))
+    (tmp / "metrics").write_bytes(path.read_bytes())
+    port = _free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1"],
+        cwd=tmp,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    _wait_http(port, "/metrics")
+    return proc, f"http://127.0.0.1:{port}/metrics"
+
+
+def _serve_hang() -> tuple[subprocess.Popen[bytes], str]:
+    """A port that accepts connections and never answers."""
+    port = _free_port()
+    code = (
+        "import socket,time\n"
+        f"s=socket.socket();s.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1)\n"
+        f"s.bind(('127.0.0.1',{port}));s.listen(64)\n"
+        "conns=[]\n"
+        "while True:\n"
+        "    c,_=s.accept();conns.append(c)\n"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", code])
+    time.sleep(0.3)
+    return proc, f"http://127.0.0.1:{port}/metrics"
+
+
+def _wait_http(port: int, path: str, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            c = http.client.HTTPConnection("127.0.0.1", port, timeout=1)
+            c.request("GET", path)
+            if c.getresponse().status < 500:
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"nothing answered on 127.0.0.1:{port}{path}")
+
+
+def _start_agent(config: dict[str, Any]) -> tuple[subprocess.Popen[bytes], int]:
+    port = _free_port()
+    config = {**config, "listen": {"host": "127.0.0.1", "port": port}}
+    cfg_path = Path(tempfile.mkdtemp(prefix="gpuledger-bench-")) / "agent.yaml"
+    cfg_path.write_text(yaml.safe_dump(config), encoding="utf-8")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "gpuledger", "agent", "--config", str(cfg_path)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    _wait_http(port, "/healthz")
+    return proc, port
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+def _collector_up(port: int, name: str) -> bool:
+    c = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
+    c.request("GET", "/api/v1/collectors")
+    doc = json.loads(c.getresponse().read())
+    return bool(doc["collectors"].get(name, {}).get("up"))
+
+
+def _scrape_latencies(port: int, n: int) -> list[float]:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+    out = []
+    for _ in range(n):
+        t0 = time.perf_counter()
+        conn.request("GET", "/metrics", headers={"Accept-Encoding": "gzip"})
+        resp = conn.getresponse()
+        resp.read()
+        out.append(time.perf_counter() - t0)
+        if resp.status != 200:
+            raise RuntimeError(f"/metrics answered {resp.status}")
+    return out
+
+
+def _pct(values: list[float], p: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
+
+
+def bench_metrics_latency(gpus: int, scrapes: int, concurrency: int) -> dict[str, Any]:
+    hang, hang_url = _serve_hang()
+    agent, port = _start_agent(
+        {
+            "simulate": {"enabled": True, "gpus": gpus},
+            "collection": {"interval_seconds": 1},
+            "dcgm": {"enabled": True, "url": hang_url, "timeout_seconds": 10},
+        }
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while not _collector_up(port, "nvml"):
+            if time.monotonic() > deadline:
+                raise RuntimeError("nvml collector never came up")
+            time.sleep(0.1)
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+        conn.request("GET", "/metrics")
+        body = conn.getresponse().read().decode()
+        series = sum(1 for line in body.splitlines() if line and not line.startswith("#"))
+        _scrape_latencies(port, 50)  # warm-up
+        sequential = _scrape_latencies(port, scrapes)
+        results: list[list[float]] = []
+        lock = threading.Lock()
+
+        def worker() -> None:
+            lat = _scrape_latencies(port, max(1, scrapes // concurrency))
+            with lock:
+                results.append(lat)
+
+        threads = [threading.Thread(target=worker) for _ in range(concurrency)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        concurrent = [x for r in results for x in r]
+        dcgm_stuck = not _collector_up(port, "dcgm")
+    finally:
+        _stop(agent)
+        hang.kill()
+    return {
+        "series": series,
+        "dcgm_stuck_during_run": dcgm_stuck,
+        "sequential_p50_ms": 1000 * statistics.median(sequential),
+        "sequential_p99_ms": 1000 * _pct(sequential, 99),
+        "concurrent": concurrency,
+        "concurrent_p50_ms": 1000 * statistics.median(concurrent),
+        "concurrent_p99_ms": 1000 * _pct(concurrent, 99),
+        "target_p99_ms": 20.0,
+    }
+
+
+def bench_cpu_per_cycle(cycles: int) -> dict[str, Any]:
+    from gpuledger.agent.exporter import SnapshotExporter
+    from gpuledger.agent.runtime import CollectorRunner, Schedule
+    from gpuledger.agent.snapshot import SnapshotStore
+    from gpuledger.collectors.dcgm import DcgmCollector
+    from gpuledger.collectors.nvml import NvmlCollector
+    from gpuledger.collectors.readings import GpuTelemetry
+    from gpuledger.collectors.simulation import simulated_nvml_api
+
+    server, url = _serve_file(DCGM_PAGE)
+    try:
+        store = SnapshotStore(SnapshotExporter("bench-node", "bench").render)
+        stop = threading.Event()
+        nvml = CollectorRunner(
+            NvmlCollector(simulated_nvml_api(seed=1, gpus=8)),
+            Schedule(15, 10, GpuTelemetry),
+            store,
+            stop,
+        )
+        dcgm = CollectorRunner(
+            DcgmCollector(url, timeout_s=10), Schedule(15, 10, GpuTelemetry), store, stop
+        )
+        for _ in range(5):
+            nvml.run_once()
+            dcgm.run_once()
+        assert nvml.state.up, nvml.state
+        assert dcgm.state.up, dcgm.state
+        cpu: list[float] = []
+        for _ in range(cycles):
+            t0 = time.process_time()
+            nvml.run_once()
+            dcgm.run_once()
+            cpu.append(time.process_time() - t0)
+        series = sum(
+            1 for line in store.rendered.body.decode().splitlines() if not line.startswith("#")
+        )
+        nvml.collector.close()
+        dcgm.collector.close()
+    finally:
+        server.kill()
+    return {
+        "cycles": cycles,
+        "series": series,
+        "cpu_ms_per_cycle_mean": 1000 * statistics.fmean(cpu),
+        "cpu_ms_per_cycle_p90": 1000 * _pct(cpu, 90),
+    }
+
+
+def _rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmRSS")
+
+
+def bench_rss(seconds: float) -> dict[str, Any]:
+    server, url = _serve_file(DCGM_PAGE)
+    agent, port = _start_agent(
+        {
+            "simulate": {"enabled": True, "gpus": 8},
+            "collection": {"interval_seconds": 1},
+            "dcgm": {"enabled": True, "url": url},
+        }
+    )
+    samples: list[float] = []
+    try:
+        t_end = time.monotonic() + seconds
+        while time.monotonic() < t_end:
+            _scrape_latencies(port, 1)
+            samples.append(_rss_mib(agent.pid))
+            time.sleep(0.5)
+        up = _collector_up(port, "nvml") and _collector_up(port, "dcgm")
+    finally:
+        _stop(agent)
+        server.kill()
+    half = samples[len(samples) // 2 :]
+    return {
+        "seconds": seconds,
+        "collectors_up": up,
+        "rss_steady_mib": statistics.median(half),
+        "rss_max_mib": max(samples),
+        "rss_first_half_median_mib": statistics.median(samples[: len(samples) // 2]),
+        "target_mib": 120.0,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    ap.add_argument("--json", type=Path)
+    ap.add_argument("--latency-gpus", type=int, default=140)
+    ap.add_argument("--scrapes", type=int, default=2000)
+    ap.add_argument("--cycles", type=int, default=200)
+    ap.add_argument("--rss-seconds", type=float, default=60.0)
+    args = ap.parse_args(argv)
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+
+    lat = bench_metrics_latency(args.latency_gpus, args.scrapes, 20)
+    print(f"/metrics latency, {lat['series']} series, dcgm collector stuck: "
+          f"{lat['dcgm_stuck_during_run']}")  # fmt: skip
+    for mode in ("sequential", "concurrent"):
+        p99 = lat[f"{mode}_p99_ms"]
+        verdict = "PASS" if p99 <= lat["target_p99_ms"] else "FAIL"
+        print(f"  {mode:<11} p50 {lat[f'{mode}_p50_ms']:6.2f} ms   p99 {p99:6.2f} ms   "
+              f"target p99 ≤ {lat['target_p99_ms']:.0f} ms  {verdict}")  # fmt: skip
+    cpu = bench_cpu_per_cycle(args.cycles)
+    print(f"CPU per collection cycle (8 simulated GPUs, 2 in MIG, + 8-GPU dcgm page; "
+          f"{cpu['series']} series rendered): mean {cpu['cpu_ms_per_cycle_mean']:.2f} ms, "
+          f"p90 {cpu['cpu_ms_per_cycle_p90']:.2f} ms")  # fmt: skip
+    rss = bench_rss(args.rss_seconds)
+    verdict = "PASS" if rss["rss_steady_mib"] <= rss["target_mib"] else "FAIL"
+    print(f"agent RSS over {rss['seconds']:.0f} s at 1 s interval: steady "
+          f"{rss['rss_steady_mib']:.1f} MiB (first half {rss['rss_first_half_median_mib']:.1f}, "
+          f"max {rss['rss_max_mib']:.1f}); target ≤ {rss['target_mib']:.0f} MiB  {verdict}; "
+          f"dcgm-exporter for comparison: 71-500 MiB reported in its issues")  # fmt: skip
+    if args.json:
+        args.json.write_text(json.dumps({"latency": lat, "cpu": cpu, "rss": rss}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
