@@ -9,14 +9,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import uvicorn
-from fastapi import FastAPI
 
 from gpuledger import __version__
 from gpuledger.agent import logs
 from gpuledger.agent.config import AgentConfig, ConfigError
 from gpuledger.agent.exporter import SnapshotExporter
 from gpuledger.agent.runtime import AgentRuntime, Schedule
-from gpuledger.agent.server import create_app
+from gpuledger.agent.server import ASGIApp, create_app
 from gpuledger.agent.snapshot import SnapshotStore
 from gpuledger.collectors.base import Collector
 from gpuledger.collectors.readings import GpuTelemetry
@@ -69,7 +68,7 @@ def build_collectors(cfg: AgentConfig) -> list[tuple[Collector, Schedule]]:
     return out
 
 
-def build(cfg: AgentConfig) -> tuple[AgentRuntime, FastAPI]:
+def build(cfg: AgentConfig) -> tuple[AgentRuntime, ASGIApp]:
     token = _read_token(cfg.http.api_token_file)
     exporter = SnapshotExporter(node=cfg.node_name, version=__version__)
     runtime = AgentRuntime(SnapshotStore(exporter.render))

@@ -1,0 +1,20 @@
+"""``python -m bench`` (``make bench``): every benchmark, each printing its figure and target."""
+
+from __future__ import annotations
+
+import sys
+
+from bench import bench_agent, bench_parser
+
+
+def main() -> int:
+    print("== exposition parser vs prometheus_client (same run) ==")
+    bench_parser.main([])
+    print()
+    print("== agent: /metrics latency, CPU per cycle, steady RSS ==")
+    bench_agent.main(["--latency-gpus", "180"])
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
