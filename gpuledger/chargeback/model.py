@@ -1,0 +1,128 @@
+"""The ledger's vocabulary: owners, claims and the rows that are billed from.
+
+A ledger row is a bucket's **running total** for one hour: writers always send the whole
+total (an upsert), never an increment, so replaying a row after a crash or a flush retry
+cannot count a GPU-second twice. Stores additionally keep each column's maximum
+(totals only grow within an hour), so an older replay can never lower a bucket either.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Protocol
+
+IDLE = "__idle__"
+"""Service name of capacity no workload held."""
+
+UNATTRIBUTED = "__unattributed__"
+"""Service name of capacity held by a process whose workload could not be resolved."""
+
+HOUR = 3600
+
+
+def hour_start(unix_s: float) -> int:
+    """The UTC hour containing ``unix_s``, as unix seconds."""
+    return int(unix_s // HOUR) * HOUR
+
+
+def hour_datetime(hour: int) -> datetime:
+    return datetime.fromtimestamp(hour, UTC)
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class Owner:
+    """Who holds (part of) a GPU. Buckets are keyed by ``(namespace, service)``."""
+
+    namespace: str
+    service: str
+    pod: str = ""
+    container: str = ""
+
+    @property
+    def ledger_key(self) -> tuple[str, str]:
+        return (self.namespace, self.service)
+
+
+IDLE_OWNER = Owner(namespace="", service=IDLE)
+UNATTRIBUTED_OWNER = Owner(namespace="", service=UNATTRIBUTED)
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    """One workload's hold on a device, with what the split policy may weigh it by."""
+
+    owner: Owner
+    sm_utilization_ratio: float | None = None
+    memory_bytes: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class UsageRow:
+    """Running totals of one bucket: (hour, node, physical GPU, namespace, service)."""
+
+    hour_start: int  # unix seconds, a multiple of 3600
+    node: str
+    gpu_uuid: str
+    namespace: str
+    service: str
+    gpu_model: str
+    mig_profile: str  # "" for a whole GPU; profiles joined with "+" when several
+    allocated_gpu_seconds: float
+    busy_gpu_seconds: float
+    energy_joules: float
+
+    @property
+    def key(self) -> tuple[int, str, str, str, str]:
+        return (self.hour_start, self.node, self.gpu_uuid, self.namespace, self.service)
+
+
+@dataclass(frozen=True, slots=True)
+class CoverageRow:
+    """Seconds a physical GPU was observed in an hour: the invariant's right-hand side
+    (Σ allocated over owners incl. idle = Σ observed, since a GPU's capacity is 1)."""
+
+    hour_start: int
+    node: str
+    gpu_uuid: str
+    gpu_model: str
+    observed_seconds: float
+
+    @property
+    def key(self) -> tuple[int, str, str]:
+        return (self.hour_start, self.node, self.gpu_uuid)
+
+
+USAGE_GROUP_KEYS = ("node", "gpu_uuid", "gpu_model", "namespace", "service", "hour")
+"""What ``/api/v1/usage`` may group by."""
+
+
+class StoreError(Exception):
+    """The ledger store failed (unreachable, refused the write); the spool keeps the rows."""
+
+
+class LedgerStore(Protocol):
+    """A durable ledger: SQLite (default) or PostgreSQL, same schema, same semantics."""
+
+    def migrate(self) -> None:
+        """Create or upgrade the schema (versioned migrations, idempotent)."""
+        ...
+
+    def upsert(self, usage: Sequence[UsageRow], coverage: Sequence[CoverageRow]) -> None:
+        """Write running totals in one transaction; raise StoreError on failure."""
+        ...
+
+    def usage(
+        self,
+        start: datetime,
+        end: datetime,
+        group_by: Sequence[str],
+        *,
+        node: str | None = None,
+    ) -> list[dict[str, object]]:
+        """Sum of allocated/busy GPU-seconds and energy over ``[start, end)`` hours,
+        grouped by ``group_by`` (a subset of USAGE_GROUP_KEYS), aggregated in SQL."""
+        ...
+
+    def close(self) -> None: ...
