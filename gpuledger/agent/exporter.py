@@ -13,15 +13,36 @@ not define cannot be exported; tests parse the output with prometheus_client's p
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from gpuledger import schema
 from gpuledger.agent.merge import merge_devices
 from gpuledger.agent.snapshot import Snapshot
+from gpuledger.chargeback.ledger import LedgerStatus
+from gpuledger.chargeback.model import IDLE
 from gpuledger.collectors.readings import GpuReading, GpuTelemetry
 from gpuledger.schema import Kind, MetricSpec
 
 GPU_SOURCES = ("nvml", "dcgm")
+
+
+def snapshot_devices(snap: Snapshot) -> tuple[GpuReading, ...]:
+    """The snapshot's GPU readings merged into one per device (computed once per snapshot)."""
+    cached = snap.memo.get("devices")
+    if isinstance(cached, tuple):
+        return cached
+    devices = merge_devices(*(snap.reading(src, GpuTelemetry) for src in GPU_SOURCES))
+    snap.memo["devices"] = devices
+    return devices
+
+
+def snapshot_driver(snap: Snapshot) -> str | None:
+    for src in GPU_SOURCES:
+        t = snap.reading(src, GpuTelemetry)
+        if t is not None and t.driver:
+            return t.driver
+    return None
+
 
 _LABEL_ESCAPES = str.maketrans({"\\": "\\\\", '"': '\\"', "\n": "\\n"})
 _HELP_ESCAPES = str.maketrans({"\\": "\\\\", "\n": "\\n"})
@@ -127,16 +148,40 @@ def _add_agent(f: _Families, snap: Snapshot, version: str) -> None:
             f.add(schema.COLLECTOR_LAST_SUCCESS, (name,), state.last_success_unix)
 
 
+def _add_ledger(f: _Families, status: LedgerStatus) -> None:
+    for alloc in status.allocations:
+        for share in alloc.shares:
+            if share.owner.service == IDLE:
+                continue
+            mig = "" if share.mig_instance is None else str(share.mig_instance)
+            o = share.owner
+            labels = (alloc.uuid, mig, o.namespace, o.pod, o.container, o.service)
+            f.add(schema.GPU_ALLOCATION, labels, share.share)
+    life = status.lifetime
+    for (service, namespace, model, kind), seconds in sorted(life.service_seconds.items()):
+        f.add(schema.SERVICE_GPU_SECONDS, (service, namespace, model, kind), seconds)
+    for model, seconds in sorted(life.idle_seconds.items()):
+        f.add(schema.IDLE_GPU_SECONDS, (model,), seconds)
+    for (service, namespace), joules in sorted(life.service_energy.items()):
+        f.add(schema.SERVICE_ENERGY, (service, namespace), joules)
+    f.add(schema.LEDGER_PENDING_ROWS, (), float(status.pending_rows))
+    f.add(schema.LEDGER_FLUSH_FAILURES, (), float(status.flush_failures))
+
+
 class SnapshotExporter:
-    def __init__(self, node: str, version: str) -> None:
+    def __init__(
+        self, node: str, version: str, ledger: Callable[[], LedgerStatus] | None = None
+    ) -> None:
         self.node = node
         self.version = version
+        self.ledger = ledger
 
     def render(self, snap: Snapshot) -> bytes:
         f = _Families(self.node)
-        telemetry = [snap.reading(src, GpuTelemetry) for src in GPU_SOURCES]
-        driver = next((t.driver for t in telemetry if t is not None and t.driver), None)
-        for reading in merge_devices(*telemetry):
+        driver = snapshot_driver(snap)
+        for reading in snapshot_devices(snap):
             _add_gpu(f, reading, driver)
+        if self.ledger is not None:
+            _add_ledger(f, self.ledger())
         _add_agent(f, snap, self.version)
         return f.render()

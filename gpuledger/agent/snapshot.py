@@ -41,6 +41,10 @@ class Snapshot:
     version: int = 0
     collectors: Mapping[str, CollectorState] = field(default_factory=lambda: MappingProxyType({}))
 
+    # Values derived from this snapshot (the merged device list), computed once and shared
+    # by the exporter and the ledger; never part of equality.
+    memo: dict[str, object] = field(default_factory=dict, compare=False, repr=False)
+
     def reading(self, name: str, kind: type[T]) -> T | None:
         state = self.collectors.get(name)
         if state is None or not state.up or not isinstance(state.reading, kind):
@@ -94,6 +98,7 @@ class SnapshotStore:
                 self._snapshot,
                 version=self._snapshot.version + 1,
                 collectors=MappingProxyType(collectors),
+                memo={},
             )
             rendered = Rendered.of(self._render(snap))
             self._snapshot, self._rendered = snap, rendered

@@ -1,0 +1,165 @@
+"""The agent's ledger: snapshot -> shares -> accumulator -> spool -> store.
+
+Runs as a snapshot listener (in the collector's thread, after each update) plus one
+flusher thread. The listener never touches the central store, so a database outage
+cannot slow collection; the flusher retries with exponential backoff and logs once per
+state change. At start the accumulator resumes from the spool's running totals.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from gpuledger.chargeback.accumulator import Accumulator, LifetimeTotals
+from gpuledger.chargeback.model import HOUR, Claim, LedgerStore, StoreError, hour_start
+from gpuledger.chargeback.shares import GpuAllocation, SplitPolicy, allocate
+from gpuledger.chargeback.spool import Spool
+from gpuledger.collectors.readings import GpuReading
+
+log = logging.getLogger(__name__)
+
+RETAIN_HOURS = 48  # in memory and in the spool after flushing: covers a clock stepped back
+MAX_BACKOFF_S = 300.0
+
+
+@dataclass(frozen=True, slots=True)
+class LedgerStatus:
+    allocations: tuple[GpuAllocation, ...]
+    lifetime: LifetimeTotals
+    pending_rows: int
+    flush_failures: int
+    last_flush_error: str | None
+
+
+class Ledger:
+    def __init__(
+        self,
+        node: str,
+        *,
+        spool: Spool,
+        store: LedgerStore | None,
+        claims_for: Callable[[GpuReading], Sequence[Claim]],
+        policy: SplitPolicy = "usage",
+        max_gap_s: float = 60.0,
+        flush_interval_s: float = 30.0,
+        wall: Callable[[], float] = time.time,
+        mono: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.node = node
+        self.spool = spool
+        self.store = store
+        self._claims_for = claims_for
+        self._policy = policy
+        self._wall = wall
+        self._mono = mono
+        self.flush_interval_s = flush_interval_s
+        self.accumulator = Accumulator(node, max_gap_s=max_gap_s)
+        self._stop = threading.Event()
+        self._wake = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._flush_lock = threading.Lock()
+        self._failures = 0
+        self._consecutive_failures = 0
+        self._last_error: str | None = None
+        self._pending = 0
+
+    def start(self) -> None:
+        since = hour_start(self._wall()) - RETAIN_HOURS * HOUR
+        usage, coverage = self.spool.load(since)
+        self.accumulator.restore(usage, coverage)
+        self._pending = self.spool.pending_count()
+        if usage:
+            log.info(
+                "ledger resumed from the spool",
+                extra={"fields": {"buckets": len(usage), "pending_rows": self._pending}},
+            )
+        if self.store is not None:
+            self._thread = threading.Thread(
+                target=self._flush_loop, name="ledger-flush", daemon=True
+            )
+            self._thread.start()
+
+    # --- the listener ---------------------------------------------------------------
+    def observe(self, devices: Sequence[GpuReading]) -> None:
+        allocations = allocate(devices, self._claims_for, self._policy)
+        self.accumulator.observe(self._wall(), self._mono(), allocations)
+        usage, coverage = self.accumulator.drain_dirty()
+        self.spool.write(usage, coverage)
+
+    # --- the flusher ----------------------------------------------------------------
+    def flush_once(self) -> bool:
+        """Send every pending row; True when the spool is drained (or nothing to do)."""
+        if self.store is None:
+            return True
+        with self._flush_lock:
+            usage, coverage, seq = self.spool.pending()
+            if usage or coverage:
+                try:
+                    self.store.upsert(usage, coverage)
+                except StoreError as exc:
+                    self._failures += 1
+                    self._consecutive_failures += 1
+                    if str(exc) != self._last_error:
+                        log.warning("ledger flush failed, rows stay in the spool: %s", exc)
+                    self._last_error = str(exc)
+                    self._pending = self.spool.pending_count()
+                    return False
+                self.spool.mark_flushed(usage, coverage, seq)
+            if self._last_error is not None:
+                log.info("ledger flush recovered")
+            self._last_error = None
+            self._consecutive_failures = 0
+            now_hour = hour_start(self._wall())
+            self.accumulator.forget_before(now_hour - RETAIN_HOURS * HOUR)
+            self.spool.prune(now_hour - RETAIN_HOURS * HOUR)
+            self._pending = self.spool.pending_count()
+            return self._pending == 0
+
+    def _flush_loop(self) -> None:
+        while not self._stop.is_set():
+            delay = self.flush_interval_s
+            if self._consecutive_failures:
+                delay = min(
+                    MAX_BACKOFF_S, self.flush_interval_s * 2 ** min(self._consecutive_failures, 10)
+                )
+            self._wake.wait(delay)
+            self._wake.clear()
+            if self._stop.is_set():
+                break
+            try:
+                self.flush_once()
+            except Exception:  # a bug here must not end flushing for the process lifetime
+                log.exception("ledger flush raised unexpectedly")
+
+    def request_flush(self) -> None:
+        self._wake.set()
+
+    def status(self) -> LedgerStatus:
+        return LedgerStatus(
+            allocations=self.accumulator.latest,
+            lifetime=self.accumulator.lifetime(),
+            pending_rows=self._pending,
+            flush_failures=self._failures,
+            last_flush_error=self._last_error,
+        )
+
+    def stop(self, final_flush_timeout_s: float = 2.0) -> None:
+        """Stop the flusher and try one last flush, bounded so shutdown stays quick."""
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout=1.0)
+        if self.store is not None:
+            last = threading.Thread(target=self._final_flush, daemon=True)
+            last.start()
+            last.join(timeout=final_flush_timeout_s)
+
+    def _final_flush(self) -> None:
+        try:
+            self.flush_once()
+        except Exception as exc:  # the spool still has the rows; the next start sends them
+            log.info("final ledger flush skipped: %s", exc)
