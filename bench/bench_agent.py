@@ -89,8 +89,13 @@ def _wait_http(port: int, path: str, timeout: float = 30.0) -> None:
 
 def _start_agent(config: dict[str, Any]) -> tuple[subprocess.Popen[bytes], int]:
     port = _free_port()
-    config = {**config, "listen": {"host": "127.0.0.1", "port": port}}
-    cfg_path = Path(tempfile.mkdtemp(prefix="gpuledger-bench-")) / "agent.yaml"
+    workdir = Path(tempfile.mkdtemp(prefix="gpuledger-bench-"))
+    config = {
+        "state_dir": str(workdir / "state"),
+        **config,
+        "listen": {"host": "127.0.0.1", "port": port},
+    }
+    cfg_path = workdir / "agent.yaml"
     cfg_path.write_text(yaml.safe_dump(config), encoding="utf-8")
     proc = subprocess.Popen(
         [sys.executable, "-m", "gpuledger", "agent", "--config", str(cfg_path)],

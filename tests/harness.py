@@ -48,7 +48,11 @@ class AgentProcess:
         self, workdir: Path, config: dict[str, Any], *, env: dict[str, str] | None = None
     ) -> None:
         self.port = free_port()
-        config = {**config, "listen": {"host": "127.0.0.1", "port": self.port}}
+        config = {
+            "state_dir": str(workdir / "state"),  # never the host's /var/lib/gpuledger
+            **config,
+            "listen": {"host": "127.0.0.1", "port": self.port},
+        }
         self.config_path = workdir / "agent.yaml"
         self.config_path.write_text(yaml.safe_dump(config), encoding="utf-8")
         self.log_path = workdir / "agent.log"

@@ -60,10 +60,11 @@ def test_metrics_readyz_and_collectors_endpoint() -> None:
 
 
 def test_bearer_token_guards_api(tmp_path: Path) -> None:
+    state = {"GPULEDGER_STATE_DIR": str(tmp_path / "state")}
     token_file = tmp_path / "token"
     token_file.write_text("s3cret-token\n", encoding="utf-8")
     cfg = load_config(None, environ={"GPULEDGER_HTTP__API_TOKEN_FILE": str(token_file),
-                                     "GPULEDGER_NVML__ENABLED": "false"})  # fmt: skip
+                                     "GPULEDGER_NVML__ENABLED": "false", **state})  # fmt: skip
     runtime, app = build(cfg)
     client = TestClient(app)
     assert client.get("/api/v1/collectors").status_code == 401
@@ -82,7 +83,8 @@ def test_metrics_token_optional(tmp_path: Path) -> None:
     token_file.write_text("t0k", encoding="utf-8")
     cfg = load_config(None, environ={"GPULEDGER_HTTP__API_TOKEN_FILE": str(token_file),
                                      "GPULEDGER_HTTP__METRICS_REQUIRE_TOKEN": "true",
-                                     "GPULEDGER_NVML__ENABLED": "false"})  # fmt: skip
+                                     "GPULEDGER_NVML__ENABLED": "false",
+                                     "GPULEDGER_STATE_DIR": str(tmp_path / "state")})  # fmt: skip
     _, app = build(cfg)
     client = TestClient(app)
     assert client.get("/metrics").status_code == 401

@@ -16,7 +16,14 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -79,6 +86,28 @@ class HttpConfig(_Section):
     metrics_require_token: bool = False
 
 
+class LedgerConfig(_Section):
+    """The hourly GPU-seconds ledger finance is billed from."""
+
+    enabled: bool = True
+    # sqlite:///path or postgresql://user@host/db; default: sqlite in state_dir. A URL with
+    # a password belongs in url_file (a mounted Secret) or GPULEDGER_LEDGER__URL.
+    url: str | None = None
+    url_file: Path | None = None
+    spool_path: Path | None = None  # default: state_dir/spool.db
+    flush_interval_seconds: float = Field(30.0, gt=0, le=3600)
+    split_policy: Literal["usage", "equal"] = "usage"
+    # An interval longer than this between observations is a gap (agent or sources away);
+    # default: 4 x the NVML interval.
+    max_gap_seconds: float | None = Field(None, gt=0)
+
+    @model_validator(mode="after")
+    def _one_url(self) -> LedgerConfig:
+        if self.url is not None and self.url_file is not None:
+            raise ValueError("set ledger.url or ledger.url_file, not both")
+        return self
+
+
 class SimulateConfig(_Section):
     """A simulated GPU node in place of NVML (``gpuledger demo``, ``agent --simulate``)."""
 
@@ -91,12 +120,22 @@ def _default_node_name() -> str:
     return os.environ.get("NODE_NAME") or socket.gethostname()
 
 
+def _default_state_dir() -> Path:
+    """/var/lib/gpuledger for a system service (root, or the DaemonSet's hostPath),
+    else the user's XDG state directory, so a developer's first run needs no sudo."""
+    if os.geteuid() == 0:
+        return Path("/var/lib/gpuledger")
+    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(base) / "gpuledger"
+
+
 class AgentConfig(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix=ENV_PREFIX, env_nested_delimiter="__", extra="forbid", frozen=True
     )
 
     node_name: str = Field(default_factory=_default_node_name, min_length=1)
+    state_dir: Path = Field(default_factory=_default_state_dir)
     listen: ListenConfig = ListenConfig()
     log: LogConfig = LogConfig()
     collection: CollectionConfig = CollectionConfig()
@@ -104,6 +143,7 @@ class AgentConfig(BaseSettings):
     dcgm: DcgmConfig = DcgmConfig()
     http: HttpConfig = HttpConfig()
     simulate: SimulateConfig = SimulateConfig()
+    ledger: LedgerConfig = LedgerConfig()
 
     @classmethod
     def settings_customise_sources(
@@ -120,6 +160,27 @@ class AgentConfig(BaseSettings):
 
     def interval_for(self, section: NvmlConfig | DcgmConfig) -> float:
         return section.interval_seconds or self.collection.interval_seconds
+
+    def ledger_url(self) -> str:
+        """The store URL: ledger.url, else the first line of ledger.url_file, else SQLite
+        in the state directory. Raises ConfigError when the file cannot be read."""
+        if self.ledger.url:
+            return self.ledger.url
+        if self.ledger.url_file is not None:
+            try:
+                text = self.ledger.url_file.read_text(encoding="utf-8").strip()
+            except OSError as exc:
+                raise ConfigError([("ledger.url_file", f"cannot read: {exc.strerror}")]) from None
+            if not text:
+                raise ConfigError([("ledger.url_file", "file is empty")])
+            return text.splitlines()[0].strip()
+        return f"sqlite:///{self.state_dir / 'ledger.db'}"
+
+    def spool_path(self) -> Path:
+        return self.ledger.spool_path or self.state_dir / "spool.db"
+
+    def max_gap_s(self) -> float:
+        return self.ledger.max_gap_seconds or 4 * self.interval_for(self.nvml)
 
 
 def _format_loc(loc: tuple[int | str, ...]) -> str:
@@ -188,5 +249,11 @@ def load_config(
 
 
 def redacted(config: AgentConfig) -> dict[str, Any]:
-    """The effective config for display; paths to secrets are shown, never their content."""
-    return config.model_dump(mode="json")
+    """The effective config for display; paths to secrets are shown, never their content,
+    and a password written into ledger.url is masked."""
+    from gpuledger.chargeback.store import safe_url
+
+    doc = config.model_dump(mode="json")
+    if doc["ledger"]["url"]:
+        doc["ledger"]["url"] = safe_url(doc["ledger"]["url"])
+    return doc

@@ -5,22 +5,37 @@ from __future__ import annotations
 import contextlib
 import logging
 import signal
-from collections.abc import Iterator
+import sqlite3
+import time
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import uvicorn
 
 from gpuledger import __version__
 from gpuledger.agent import logs
 from gpuledger.agent.config import AgentConfig, ConfigError
-from gpuledger.agent.exporter import SnapshotExporter
+from gpuledger.agent.exporter import SnapshotExporter, snapshot_devices
 from gpuledger.agent.runtime import AgentRuntime, Schedule
 from gpuledger.agent.server import ASGIApp, create_app
-from gpuledger.agent.snapshot import SnapshotStore
+from gpuledger.agent.snapshot import CollectorState, Snapshot, SnapshotStore
+from gpuledger.chargeback.model import Claim, StoreError
 from gpuledger.collectors.base import Collector
-from gpuledger.collectors.readings import GpuTelemetry
+from gpuledger.collectors.readings import GpuReading, GpuTelemetry
+
+if TYPE_CHECKING:
+    from gpuledger.chargeback.ledger import Ledger
+    from gpuledger.collectors.simulation import SimulatedNode
 
 log = logging.getLogger("gpuledger.agent")
+
+
+def build_claims(
+    cfg: AgentConfig, sim: SimulatedNode | None
+) -> Callable[[GpuReading], Sequence[Claim]]:
+    """Who holds a device: filled in by the attribution sources (resolver)."""
+    return lambda reading: ()
 
 
 def _read_token(path: Path | None) -> str | None:
@@ -35,24 +50,32 @@ def _read_token(path: Path | None) -> str | None:
     return token
 
 
-def _nvml_collector(cfg: AgentConfig) -> Collector:
+def _simulated_node(cfg: AgentConfig) -> SimulatedNode | None:
+    if not cfg.simulate.enabled:
+        return None
+    from gpuledger.collectors.simulation import SimulatedNode
+
+    return SimulatedNode(cfg.simulate.seed, cfg.simulate.gpus, clock=time.time)
+
+
+def _nvml_collector(sim: SimulatedNode | None) -> Collector:
     from gpuledger.collectors.nvml import NvmlCollector
 
-    if cfg.simulate.enabled:
-        from gpuledger.collectors.simulation import simulated_nvml_api
-
-        return NvmlCollector(simulated_nvml_api(seed=cfg.simulate.seed, gpus=cfg.simulate.gpus))
+    if sim is not None:
+        return NvmlCollector(sim.nvml)
     from gpuledger.collectors.nvml_backend import load_real
 
     return NvmlCollector(load_real())
 
 
-def build_collectors(cfg: AgentConfig) -> list[tuple[Collector, Schedule]]:
+def build_collectors(
+    cfg: AgentConfig, sim: SimulatedNode | None = None
+) -> list[tuple[Collector, Schedule]]:
     out: list[tuple[Collector, Schedule]] = []
     if cfg.nvml.enabled:
         out.append(
             (
-                _nvml_collector(cfg),
+                _nvml_collector(sim),
                 Schedule(cfg.interval_for(cfg.nvml), cfg.nvml.timeout_seconds, GpuTelemetry),
             )
         )
@@ -68,14 +91,82 @@ def build_collectors(cfg: AgentConfig) -> list[tuple[Collector, Schedule]]:
     return out
 
 
+def _build_ledger(cfg: AgentConfig, sim: SimulatedNode | None) -> Ledger:
+    from gpuledger.chargeback.ledger import Ledger
+    from gpuledger.chargeback.spool import Spool
+    from gpuledger.chargeback.store import open_store, safe_url
+
+    try:
+        spool = Spool(cfg.spool_path())
+    except (OSError, sqlite3.Error) as exc:
+        raise ConfigError(
+            [("ledger.spool_path", f"cannot open {cfg.spool_path()}: {exc}")]
+        ) from None
+    url = cfg.ledger_url()
+    try:
+        store = open_store(url)
+    except ValueError as exc:
+        raise ConfigError([("ledger.url", str(exc))]) from None
+    except StoreError as exc:
+        raise ConfigError([("ledger.url", f"cannot open {safe_url(url)}: {exc}")]) from None
+    return Ledger(
+        cfg.node_name,
+        spool=spool,
+        store=store,
+        claims_for=build_claims(cfg, sim),
+        policy=cfg.ledger.split_policy,
+        max_gap_s=cfg.max_gap_s(),
+        flush_interval_s=cfg.ledger.flush_interval_seconds,
+    )
+
+
+class Agent:
+    """Everything one agent process runs, built from its config."""
+
+    def __init__(self, cfg: AgentConfig) -> None:
+        self.cfg = cfg
+        token = _read_token(cfg.http.api_token_file)
+        sim = _simulated_node(cfg)
+        self.ledger = _build_ledger(cfg, sim) if cfg.ledger.enabled else None
+        exporter = SnapshotExporter(
+            node=cfg.node_name,
+            version=__version__,
+            ledger=self.ledger.status if self.ledger is not None else None,
+        )
+        self.runtime = AgentRuntime(SnapshotStore(exporter.render))
+        collectors = build_collectors(cfg, sim)
+        gpu_sources = {c.name for c, _ in collectors}
+        for collector, schedule in collectors:
+            self.runtime.add(collector, schedule)
+        if self.ledger is not None:
+            ledger = self.ledger
+
+            def on_update(snap: Snapshot, state: CollectorState) -> None:
+                if state.name in gpu_sources:
+                    ledger.observe(snapshot_devices(snap))
+
+            self.runtime.store.subscribe(on_update)
+        self.app = create_app(
+            self.runtime,
+            api_token=token,
+            metrics_require_token=cfg.http.metrics_require_token,
+            ledger_store=self.ledger.store if self.ledger is not None else None,
+        )
+
+    def start(self) -> None:
+        if self.ledger is not None:
+            self.ledger.start()
+        self.runtime.start()
+
+    def stop(self) -> None:
+        self.runtime.stop()
+        if self.ledger is not None:
+            self.ledger.stop()
+
+
 def build(cfg: AgentConfig) -> tuple[AgentRuntime, ASGIApp]:
-    token = _read_token(cfg.http.api_token_file)
-    exporter = SnapshotExporter(node=cfg.node_name, version=__version__)
-    runtime = AgentRuntime(SnapshotStore(exporter.render))
-    for collector, schedule in build_collectors(cfg):
-        runtime.add(collector, schedule)
-    app = create_app(runtime, api_token=token, metrics_require_token=cfg.http.metrics_require_token)
-    return runtime, app
+    agent = Agent(cfg)
+    return agent.runtime, agent.app
 
 
 class _Server(uvicorn.Server):
@@ -105,10 +196,11 @@ class _Server(uvicorn.Server):
 
 def run_agent(cfg: AgentConfig) -> int:
     logs.configure(cfg.log.level, cfg.log.format)
-    runtime, app = build(cfg)
+    agent = Agent(cfg)
+    runtime = agent.runtime
     server = _Server(
         uvicorn.Config(
-            app,
+            agent.app,
             host=cfg.listen.host,
             port=cfg.listen.port,
             log_level="warning",
@@ -117,7 +209,7 @@ def run_agent(cfg: AgentConfig) -> int:
             timeout_graceful_shutdown=2,
         )
     )
-    runtime.start()
+    agent.start()
     log.info(
         "gpuledger agent %s serving http://%s:%d/metrics",
         __version__,
@@ -134,6 +226,6 @@ def run_agent(cfg: AgentConfig) -> int:
     try:
         server.run()
     finally:
-        runtime.stop()
+        agent.stop()
         log.info("gpuledger agent stopped")
     return 0

@@ -13,13 +13,15 @@ from __future__ import annotations
 
 import hmac
 from collections.abc import Awaitable, Callable, MutableMapping
-from typing import Any
+from datetime import UTC, datetime
+from typing import Annotated, Any
 
-from fastapi import FastAPI
+from fastapi import FastAPI, HTTPException, Query
 from fastapi.responses import JSONResponse
 
 from gpuledger import __version__
 from gpuledger.agent.runtime import AgentRuntime
+from gpuledger.chargeback.model import LedgerStore, StoreError
 
 # Classic text format: every gpuledger name is a legacy-valid Prometheus name, and
 # Prometheus 2.x servers (Debian ships 2.42) expect 0.0.4 from a text/plain scrape.
@@ -58,9 +60,13 @@ async def _respond(
 
 
 def create_app(
-    runtime: AgentRuntime, *, api_token: str | None = None, metrics_require_token: bool = False
+    runtime: AgentRuntime,
+    *,
+    api_token: str | None = None,
+    metrics_require_token: bool = False,
+    ledger_store: LedgerStore | None = None,
 ) -> ASGIApp:
-    api = _create_api(runtime)
+    api = _create_api(runtime, ledger_store)
     store = runtime.store
     token = api_token.encode() if api_token else None
     plain_headers = [(b"content-type", CONTENT_TYPE.encode())]
@@ -93,7 +99,15 @@ def create_app(
     return app
 
 
-def _create_api(runtime: AgentRuntime) -> FastAPI:
+def _parse_time(value: str, name: str) -> datetime:
+    try:
+        t = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise HTTPException(400, f"{name}: not an ISO-8601 time: {value!r}") from None
+    return t if t.tzinfo is not None else t.replace(tzinfo=UTC)
+
+
+def _create_api(runtime: AgentRuntime, ledger_store: LedgerStore | None) -> FastAPI:
     app = FastAPI(
         title="gpuledger agent",
         version=__version__,
@@ -114,6 +128,36 @@ def _create_api(runtime: AgentRuntime) -> FastAPI:
         if pending:
             body["waiting_for"] = pending
         return JSONResponse(body, status_code=200 if ready else 503)
+
+    @app.get("/api/v1/usage")
+    def usage(
+        from_: Annotated[str, Query(alias="from")],
+        to: str,
+        group_by: str = "service,namespace,gpu_model",
+        node: str | None = None,
+    ) -> dict[str, Any]:
+        """GPU-seconds from the durable ledger over ``[from, to)`` (hours), grouped.
+
+        A sync handler on purpose: FastAPI runs it in its thread pool, so a slow store
+        query never blocks /metrics on the event loop."""
+        if ledger_store is None:
+            raise HTTPException(404, "the ledger is disabled on this agent")
+        start, end = _parse_time(from_, "from"), _parse_time(to, "to")
+        if end <= start:
+            raise HTTPException(400, "to must be after from")
+        keys = [k.strip() for k in group_by.split(",") if k.strip()]
+        try:
+            rows = ledger_store.usage(start, end, keys, node=node)
+        except ValueError as exc:
+            raise HTTPException(400, str(exc)) from None
+        except StoreError as exc:
+            raise HTTPException(503, f"ledger store unavailable: {exc}") from None
+        return {
+            "from": start.isoformat(),
+            "to": end.isoformat(),
+            "group_by": keys,
+            "rows": rows,
+        }
 
     @app.get("/api/v1/collectors")
     async def collectors() -> dict[str, Any]:

@@ -66,6 +66,7 @@ class Ledger:
         self._consecutive_failures = 0
         self._last_error: str | None = None
         self._pending = 0
+        self._migrated = False
 
     def start(self) -> None:
         since = hour_start(self._wall()) - RETAIN_HOURS * HOUR
@@ -99,6 +100,9 @@ class Ledger:
             usage, coverage, seq = self.spool.pending()
             if usage or coverage:
                 try:
+                    if not self._migrated:  # here, not at start: a database that is down
+                        self.store.migrate()  # when the agent starts must not stop it
+                        self._migrated = True
                     self.store.upsert(usage, coverage)
                 except StoreError as exc:
                     self._failures += 1
