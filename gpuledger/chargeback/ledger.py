@@ -98,20 +98,21 @@ class Ledger:
             return True
         with self._flush_lock:
             usage, coverage, seq = self.spool.pending()
-            if usage or coverage:
-                try:
-                    if not self._migrated:  # here, not at start: a database that is down
-                        self.store.migrate()  # when the agent starts must not stop it
-                        self._migrated = True
+            try:
+                if not self._migrated:  # here, not at start: a database that is down
+                    self.store.migrate()  # when the agent starts must not stop it
+                    self._migrated = True
+                if usage or coverage:
                     self.store.upsert(usage, coverage)
-                except StoreError as exc:
-                    self._failures += 1
-                    self._consecutive_failures += 1
-                    if str(exc) != self._last_error:
-                        log.warning("ledger flush failed, rows stay in the spool: %s", exc)
-                    self._last_error = str(exc)
-                    self._pending = self.spool.pending_count()
-                    return False
+            except StoreError as exc:
+                self._failures += 1
+                self._consecutive_failures += 1
+                if str(exc) != self._last_error:
+                    log.warning("ledger flush failed, rows stay in the spool: %s", exc)
+                self._last_error = str(exc)
+                self._pending = self.spool.pending_count()
+                return False
+            if usage or coverage:
                 self.spool.mark_flushed(usage, coverage, seq)
             if self._last_error is not None:
                 log.info("ledger flush recovered")
