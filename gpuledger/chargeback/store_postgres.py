@@ -1,0 +1,521 @@
+"""The fleet ledger store: one PostgreSQL database, psycopg 3 with a small connection pool.
+
+Column types (see ``docs/ledger.md``): ``hour_start timestamptz`` (an instant, so no
+session time zone can shift a bucket), text for names, ``double precision`` for
+GPU-seconds and joules (running totals up to ~10⁷ per bucket, where a double's 15-16
+significant digits are exact to far below a microsecond; numeric would cost space and
+aggregate speed for nothing), ``updated_at timestamptz``.
+
+Every identifier is composed with :mod:`psycopg.sql` even though all are constants.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from datetime import datetime
+from typing import Any
+
+import psycopg
+from psycopg import sql
+from psycopg.rows import dict_row
+from psycopg_pool import ConnectionPool, PoolTimeout
+
+from gpuledger.chargeback.model import CoverageRow, StoreError, UsageRow
+from gpuledger.chargeback.store import (
+    COVERAGE_COLUMNS,
+    COVERAGE_KEY,
+    COVERAGE_LABELS,
+    COVERAGE_TABLE,
+    COVERAGE_TOTALS,
+    GROUP_COLUMNS,
+    MIGRATIONS_TABLE,
+    SECONDS_PER_HOUR,
+    UPDATED_AT,
+    USAGE_COLUMNS,
+    USAGE_KEY,
+    USAGE_LABELS,
+    USAGE_TABLE,
+    USAGE_TOTALS,
+    aware_utc,
+    check_group_by,
+    coverage_values,
+    merge_coverage,
+    merge_usage,
+    safe_url,
+    scrub,
+    usage_values,
+)
+
+log = logging.getLogger(__name__)
+
+I = sql.Identifier  # noqa: E741 - short on purpose: it is on every line below
+
+MIGRATION_LOCK_KEY = 0x6770_756C_6564_6772  # "gpuledgr": pg_advisory_xact_lock key
+COPY_THRESHOLD = 1000
+"""Batches of at least this many rows go through COPY into a temp table."""
+
+
+def _cols(names: Sequence[str]) -> sql.Composed:
+    return sql.SQL(", ").join(I(n) for n in names)
+
+
+def _migration_1() -> list[sql.Composed]:
+    t, c = sql.SQL, I
+    return [
+        t(
+            "CREATE TABLE {usage} ("
+            " {hour_start} timestamptz NOT NULL,"
+            " {node} text NOT NULL,"
+            " {gpu_uuid} text NOT NULL,"
+            " {namespace} text NOT NULL,"
+            " {service} text NOT NULL,"
+            " {gpu_model} text NOT NULL DEFAULT '',"
+            " {mig_profile} text NOT NULL DEFAULT '',"
+            " {alloc} double precision NOT NULL DEFAULT 0,"
+            " {busy} double precision NOT NULL DEFAULT 0,"
+            " {energy} double precision NOT NULL DEFAULT 0,"
+            " {updated_at} timestamptz NOT NULL DEFAULT now(),"
+            " CONSTRAINT {pkey} PRIMARY KEY ({key}))"
+        ).format(
+            usage=c(USAGE_TABLE),
+            hour_start=c("hour_start"),
+            node=c("node"),
+            gpu_uuid=c("gpu_uuid"),
+            namespace=c("namespace"),
+            service=c("service"),
+            gpu_model=c("gpu_model"),
+            mig_profile=c("mig_profile"),
+            alloc=c("allocated_gpu_seconds"),
+            busy=c("busy_gpu_seconds"),
+            energy=c("energy_joules"),
+            updated_at=c(UPDATED_AT),
+            pkey=c("ledger_usage_pkey"),
+            key=_cols(USAGE_KEY),
+        ),
+        t("CREATE INDEX {idx} ON {usage} ({node}, {hour_start})").format(
+            idx=c("ledger_usage_node_hour_idx"),
+            usage=c(USAGE_TABLE),
+            node=c("node"),
+            hour_start=c("hour_start"),
+        ),
+        t(
+            "CREATE TABLE {coverage} ("
+            " {hour_start} timestamptz NOT NULL,"
+            " {node} text NOT NULL,"
+            " {gpu_uuid} text NOT NULL,"
+            " {gpu_model} text NOT NULL DEFAULT '',"
+            " {observed} double precision NOT NULL DEFAULT 0,"
+            " {updated_at} timestamptz NOT NULL DEFAULT now(),"
+            " CONSTRAINT {pkey} PRIMARY KEY ({key}))"
+        ).format(
+            coverage=c(COVERAGE_TABLE),
+            hour_start=c("hour_start"),
+            node=c("node"),
+            gpu_uuid=c("gpu_uuid"),
+            gpu_model=c("gpu_model"),
+            observed=c("observed_seconds"),
+            updated_at=c(UPDATED_AT),
+            pkey=c("ledger_coverage_pkey"),
+            key=_cols(COVERAGE_KEY),
+        ),
+    ]
+
+
+MIGRATIONS: tuple[tuple[int, list[sql.Composed]], ...] = ((1, _migration_1()),)
+"""Versioned migrations, applied in order, each once, in one transaction under an
+advisory lock (two agents starting at once serialize; the second finds nothing to do)."""
+
+
+def _upsert_sql(
+    table: str,
+    source: sql.Composable,
+    key: Sequence[str],
+    labels: Sequence[str],
+    totals: Sequence[str],
+    columns: Sequence[str],
+) -> sql.Composed:
+    """``INSERT … ON CONFLICT (key) DO UPDATE``: totals take GREATEST(stored, incoming),
+    labels and ``updated_at`` take the incoming value. ``source`` supplies ``columns``."""
+    sets = [
+        sql.SQL("{c} = GREATEST({t}.{c}, EXCLUDED.{c})").format(c=I(c), t=I(table)) for c in totals
+    ]
+    sets += [sql.SQL("{c} = EXCLUDED.{c}").format(c=I(c)) for c in (*labels, UPDATED_AT)]
+    return sql.SQL(
+        "INSERT INTO {table} AS {table} ({cols}, {updated_at}) {source} "
+        "ON CONFLICT ({key}) DO UPDATE SET {sets}"
+    ).format(
+        table=I(table),
+        cols=_cols(columns),
+        updated_at=I(UPDATED_AT),
+        source=source,
+        key=_cols(key),
+        sets=sql.SQL(", ").join(sets),
+    )
+
+
+def _values_source(n: int) -> sql.Composed:
+    # hour_start arrives as unix seconds; to_timestamp() makes it a timestamptz.
+    params = [sql.SQL("to_timestamp(%s::bigint)")] + [sql.Placeholder()] * (n - 1)
+    return sql.SQL("VALUES ({}, now())").format(sql.SQL(", ").join(params))
+
+
+def _select_source(temp: str, columns: Sequence[str]) -> sql.Composed:
+    cols = [sql.SQL("to_timestamp({})").format(I(columns[0]))] + [I(c) for c in columns[1:]]
+    return sql.SQL("SELECT {cols}, now() FROM {temp}").format(
+        cols=sql.SQL(", ").join(cols), temp=I(temp)
+    )
+
+
+_USAGE_TEMP = "_gpuledger_usage_in"
+_COVERAGE_TEMP = "_gpuledger_coverage_in"
+
+_UPSERT_USAGE_VALUES = _upsert_sql(
+    USAGE_TABLE,
+    _values_source(len(USAGE_COLUMNS)),
+    USAGE_KEY,
+    USAGE_LABELS,
+    USAGE_TOTALS,
+    USAGE_COLUMNS,
+)
+_UPSERT_COVERAGE_VALUES = _upsert_sql(
+    COVERAGE_TABLE,
+    _values_source(len(COVERAGE_COLUMNS)),
+    COVERAGE_KEY,
+    COVERAGE_LABELS,
+    COVERAGE_TOTALS,
+    COVERAGE_COLUMNS,
+)
+_UPSERT_USAGE_TEMP = _upsert_sql(
+    USAGE_TABLE,
+    _select_source(_USAGE_TEMP, USAGE_COLUMNS),
+    USAGE_KEY,
+    USAGE_LABELS,
+    USAGE_TOTALS,
+    USAGE_COLUMNS,
+)
+_UPSERT_COVERAGE_TEMP = _upsert_sql(
+    COVERAGE_TABLE,
+    _select_source(_COVERAGE_TEMP, COVERAGE_COLUMNS),
+    COVERAGE_KEY,
+    COVERAGE_LABELS,
+    COVERAGE_TOTALS,
+    COVERAGE_COLUMNS,
+)
+
+
+def _temp_table(temp: str, columns: Sequence[str]) -> sql.Composed:
+    """A transaction-scoped staging table: hour_start as bigint unix seconds, names text,
+    totals double precision (dropped at commit)."""
+    defs = []
+    for c in columns:
+        if c == "hour_start":
+            typ = "bigint"
+        elif c in USAGE_TOTALS or c in COVERAGE_TOTALS:
+            typ = "double precision"
+        else:
+            typ = "text"
+        defs.append(sql.SQL("{} " + typ).format(I(c)))
+    return sql.SQL("CREATE TEMP TABLE {} ({}) ON COMMIT DROP").format(
+        I(temp), sql.SQL(", ").join(defs)
+    )
+
+
+_ISO_HOUR = "to_char({col} AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"')"
+
+
+def _iso_hour(col: sql.Composable) -> sql.Composed:
+    return sql.SQL(_ISO_HOUR).format(col=col)
+
+
+class PostgresLedgerStore:
+    """The ledger in PostgreSQL. ``dsn`` is a libpq URL or key/value string; its password
+    never reaches an exception message or a log line (see ``store.redact_dsn``).
+
+    The pool opens lazily: a database that is down at start makes the first call raise
+    StoreError, not the constructor. Connections are checked when taken from the pool,
+    so the first call after the database comes back works.
+    """
+
+    def __init__(
+        self,
+        dsn: str,
+        *,
+        min_size: int = 1,
+        max_size: int = 4,
+        connect_timeout_s: int = 5,
+        statement_timeout_ms: int = 30_000,
+        pool_timeout_s: float = 10.0,
+        application_name: str = "gpuledger",
+    ) -> None:
+        self._dsn = dsn
+        self._where = safe_url(dsn)
+        try:
+            self._pool: ConnectionPool[psycopg.Connection[Any]] = ConnectionPool(
+                dsn,
+                min_size=min_size,
+                max_size=max_size,
+                kwargs={
+                    "connect_timeout": connect_timeout_s,
+                    "options": f"-c statement_timeout={int(statement_timeout_ms)}",
+                    "application_name": application_name,
+                },
+                timeout=pool_timeout_s,
+                check=ConnectionPool.check_connection,
+                reconnect_timeout=max(pool_timeout_s, 30.0),
+                name="gpuledger-ledger",
+                open=False,
+            )
+            self._pool.open(wait=False)
+        except (psycopg.Error, ValueError) as err:
+            raise StoreError(
+                f"PostgreSQL ledger {self._where}: cannot open: {scrub(str(err), dsn)}"
+            ) from None
+        self._closed = False
+
+    @property
+    def where(self) -> str:
+        """The DSN without its password."""
+        return self._where
+
+    @contextmanager
+    def _connection(self, what: str) -> Iterator[psycopg.Connection[Any]]:
+        if self._closed:
+            raise StoreError(f"PostgreSQL ledger {self._where} is closed")
+        try:
+            with self._pool.connection() as conn:
+                yield conn
+        except PoolTimeout as err:
+            raise StoreError(
+                f"PostgreSQL ledger {self._where}: {what} failed: database unreachable "
+                f"({scrub(str(err), self._dsn)})"
+            ) from None
+        except psycopg.Error as err:
+            raise StoreError(
+                f"PostgreSQL ledger {self._where}: {what} failed: "
+                f"{type(err).__name__}: {scrub(str(err), self._dsn)}"
+            ) from None
+
+    # -- schema -------------------------------------------------------------------------
+
+    def migrate(self) -> None:
+        """Apply the migrations not yet in ``schema_migrations``, in one transaction after
+        ``pg_advisory_xact_lock``: concurrent agents serialize, each version runs once."""
+        with self._connection("migration") as conn, conn.transaction():
+            conn.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK_KEY,))
+            conn.execute(
+                sql.SQL(
+                    "CREATE TABLE IF NOT EXISTS {t} ("
+                    "{v} integer PRIMARY KEY, {a} timestamptz NOT NULL DEFAULT now())"
+                ).format(t=I(MIGRATIONS_TABLE), v=I("version"), a=I("applied_at"))
+            )
+            applied = {
+                int(r[0])
+                for r in conn.execute(
+                    sql.SQL("SELECT {v} FROM {t}").format(v=I("version"), t=I(MIGRATIONS_TABLE))
+                )
+            }
+            for version, statements in MIGRATIONS:
+                if version in applied:
+                    continue
+                for stmt in statements:
+                    conn.execute(stmt)
+                conn.execute(
+                    sql.SQL("INSERT INTO {t} ({v}) VALUES (%s)").format(
+                        t=I(MIGRATIONS_TABLE), v=I("version")
+                    ),
+                    (version,),
+                )
+                log.info("ledger schema migrated to version %d on %s", version, self._where)
+
+    def applied_versions(self) -> list[int]:
+        """Migration versions recorded in ``schema_migrations``, ascending."""
+        with self._connection("reading schema_migrations") as conn:
+            rows = conn.execute(
+                sql.SQL("SELECT {v} FROM {t} ORDER BY 1").format(
+                    v=I("version"), t=I(MIGRATIONS_TABLE)
+                )
+            ).fetchall()
+        return [int(r[0]) for r in rows]
+
+    # -- writes -------------------------------------------------------------------------
+
+    def upsert(self, usage: Sequence[UsageRow], coverage: Sequence[CoverageRow]) -> None:
+        """Write running totals in one transaction: per total GREATEST(stored, incoming)
+        (a replay never lowers, a repeat never adds); labels as given. Small batches use
+        a pipelined executemany, large ones COPY into a temp table + one INSERT … SELECT."""
+        usage_rows = [usage_values(r) for r in merge_usage(usage)]
+        coverage_rows = [coverage_values(r) for r in merge_coverage(coverage)]
+        if not usage_rows and not coverage_rows:
+            return
+        what = f"upsert of {len(usage_rows)} usage + {len(coverage_rows)} coverage rows"
+        with self._connection(what) as conn, conn.transaction(), conn.cursor() as cur:
+            self._write(
+                cur,
+                usage_rows,
+                USAGE_COLUMNS,
+                _USAGE_TEMP,
+                _UPSERT_USAGE_VALUES,
+                _UPSERT_USAGE_TEMP,
+            )
+            self._write(
+                cur,
+                coverage_rows,
+                COVERAGE_COLUMNS,
+                _COVERAGE_TEMP,
+                _UPSERT_COVERAGE_VALUES,
+                _UPSERT_COVERAGE_TEMP,
+            )
+
+    @staticmethod
+    def _write(
+        cur: psycopg.Cursor[Any],
+        rows: Sequence[Sequence[object]],
+        columns: Sequence[str],
+        temp: str,
+        upsert_values: sql.Composed,
+        upsert_temp: sql.Composed,
+    ) -> None:
+        if not rows:
+            return
+        if len(rows) < COPY_THRESHOLD:
+            cur.executemany(upsert_values, rows)
+            return
+        cur.execute(_temp_table(temp, columns))
+        copy = sql.SQL("COPY {} ({}) FROM STDIN").format(I(temp), _cols(columns))
+        with cur.copy(copy) as cp:
+            for row in rows:
+                cp.write_row(row)
+        cur.execute(upsert_temp)
+
+    # -- reads --------------------------------------------------------------------------
+
+    def _query(
+        self, what: str, query: sql.Composed, params: Sequence[object]
+    ) -> list[dict[str, object]]:
+        with self._connection(what) as conn, conn.cursor(row_factory=dict_row) as cur:
+            cur.execute(query, params)
+            rows = cur.fetchall()
+        return [dict(r) for r in rows]
+
+    @staticmethod
+    def _range(
+        start: datetime, end: datetime, node: str | None
+    ) -> tuple[sql.Composed, list[object]]:
+        where = sql.SQL("{h} >= %s AND {h} < %s").format(h=I("hour_start"))
+        params: list[object] = [aware_utc(start, "start"), aware_utc(end, "end")]
+        if node is not None:
+            where = sql.SQL("{} AND {} = %s").format(where, I("node"))
+            params.append(node)
+        return where, params
+
+    def usage(
+        self,
+        start: datetime,
+        end: datetime,
+        group_by: Sequence[str],
+        *,
+        node: str | None = None,
+    ) -> list[dict[str, object]]:
+        """Σ allocated/busy GPU-seconds and energy over buckets with ``start <=
+        hour_start < end``, per ``group_by`` (``hour`` → ISO-8601 UTC string)."""
+        keys = check_group_by(group_by)
+        select: list[sql.Composable] = []
+        for key in keys:
+            col = I(GROUP_COLUMNS[key])
+            expr = _iso_hour(col) if key == "hour" else col
+            select.append(sql.SQL("{} AS {}").format(expr, I(key)))
+        select += [
+            sql.SQL("COALESCE(SUM({c}), 0)::double precision AS {c}").format(c=I(c))
+            for c in USAGE_TOTALS
+        ]
+        select.append(
+            sql.SQL("COALESCE(SUM({c}), 0) / {h} AS {a}").format(
+                c=I("allocated_gpu_seconds"),
+                h=sql.Literal(SECONDS_PER_HOUR),
+                a=I("allocated_gpu_hours"),
+            )
+        )
+        where, params = self._range(start, end, node)
+        query = sql.SQL("SELECT {sel} FROM {t} WHERE {w}").format(
+            sel=sql.SQL(", ").join(select), t=I(USAGE_TABLE), w=where
+        )
+        if keys:
+            group = sql.SQL(", ").join(I(GROUP_COLUMNS[k]) for k in keys)
+            # byte order for text (as SQLite's BINARY), whatever the database's collation
+            order = sql.SQL(", ").join(
+                I(GROUP_COLUMNS[k]) if k == "hour" else sql.SQL('{} COLLATE "C"').format(I(k))
+                for k in keys
+            )
+            query = sql.SQL("{} GROUP BY {g} ORDER BY {o}").format(query, g=group, o=order)
+        else:
+            query = sql.SQL("{} HAVING COUNT(*) > 0").format(query)
+        return self._query("usage query", query, params)
+
+    def coverage(
+        self, start: datetime, end: datetime, *, node: str | None = None
+    ) -> list[dict[str, object]]:
+        """Σ observed seconds per ``(node, gpu_uuid)`` over ``[start, end)`` hours."""
+        where, params = self._range(start, end, node)
+        query = sql.SQL(
+            "SELECT {n}, {g}, MAX({m}) AS {m}, COALESCE(SUM({o}), 0) AS {o} "
+            "FROM {t} WHERE {w} GROUP BY {n}, {g} "
+            'ORDER BY {n} COLLATE "C", {g} COLLATE "C"'
+        ).format(
+            n=I("node"),
+            g=I("gpu_uuid"),
+            m=I("gpu_model"),
+            o=I("observed_seconds"),
+            t=I(COVERAGE_TABLE),
+            w=where,
+        )
+        return self._query("coverage query", query, params)
+
+    def invariant_violations(
+        self,
+        start: datetime,
+        end: datetime,
+        rel_tol: float = 1e-9,
+        *,
+        node: str | None = None,
+    ) -> list[dict[str, object]]:
+        """``(hour, node)`` where Σ allocated over all services (incl. ``__idle__``) and
+        Σ observed seconds differ by more than ``rel_tol`` × the larger; a bucket present
+        on one side only counts as 0 on the other. Computed in SQL."""
+        where, params = self._range(start, end, node)
+        h, n = I("hour_start"), I("node")
+        query = sql.SQL(
+            "SELECT {iso} AS {hour}, {n}, SUM(a) AS {alloc}, SUM(o) AS {obs} FROM ("
+            " SELECT {h}, {n}, {alloc} AS a, 0::double precision AS o FROM {usage} WHERE {w}"
+            " UNION ALL"
+            " SELECT {h}, {n}, 0::double precision AS a, {obs} AS o FROM {cov} WHERE {w}"
+            ") AS sides GROUP BY {h}, {n}"
+            " HAVING abs(SUM(a) - SUM(o)) > %s * GREATEST(abs(SUM(a)), abs(SUM(o)))"
+            ' ORDER BY {h}, {n} COLLATE "C"'
+        ).format(
+            iso=_iso_hour(h),
+            hour=I("hour"),
+            h=h,
+            n=n,
+            alloc=I("allocated_gpu_seconds"),
+            obs=I("observed_seconds"),
+            usage=I(USAGE_TABLE),
+            cov=I(COVERAGE_TABLE),
+            w=where,
+        )
+        return self._query("invariant query", query, [*params, *params, float(rel_tol)])
+
+    def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            self._pool.close()
+
+    def __enter__(self) -> PostgresLedgerStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"PostgresLedgerStore({self._where!r})"
