@@ -30,6 +30,8 @@ from pydantic_settings import (
     SettingsConfigDict,
 )
 
+from gpuledger.chargeback.resolver import AttributionConfig
+
 ENV_PREFIX = "GPULEDGER_"
 DEFAULT_PORT = 9835
 
@@ -144,6 +146,7 @@ class AgentConfig(BaseSettings):
     http: HttpConfig = HttpConfig()
     simulate: SimulateConfig = SimulateConfig()
     ledger: LedgerConfig = LedgerConfig()
+    attribution: AttributionConfig = AttributionConfig()
 
     @classmethod
     def settings_customise_sources(

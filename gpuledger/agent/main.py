@@ -26,16 +26,29 @@ from gpuledger.collectors.readings import GpuReading, GpuTelemetry
 
 if TYPE_CHECKING:
     from gpuledger.chargeback.ledger import Ledger
+    from gpuledger.chargeback.resolver import WorkloadResolver
     from gpuledger.collectors.simulation import SimulatedNode
 
 log = logging.getLogger("gpuledger.agent")
 
 
-def build_claims(
-    cfg: AgentConfig, sim: SimulatedNode | None
-) -> Callable[[GpuReading], Sequence[Claim]]:
-    """Who holds a device: filled in by the attribution sources (resolver)."""
-    return lambda reading: ()
+def build_workload_resolver(cfg: AgentConfig, sim: SimulatedNode | None) -> WorkloadResolver:
+    """Who holds a device. A simulated node is attributed through the real path: its
+    processes get cgroup files under the state directory and its pods a directory."""
+    from gpuledger.chargeback.resolver import (
+        WorkloadResolver,
+        build_resolver,
+        simulated_sources,
+    )
+
+    if sim is None:
+        return build_resolver(cfg.attribution, cfg.node_name)
+    proc_root, pods = simulated_sources(
+        sim, cfg.state_dir / "simulated-proc", node_name=cfg.node_name
+    )
+    return WorkloadResolver(
+        proc_root=proc_root, pods=pods, static=None, label_keys=cfg.attribution.label_keys
+    )
 
 
 def _read_token(path: Path | None) -> str | None:
@@ -91,7 +104,7 @@ def build_collectors(
     return out
 
 
-def _build_ledger(cfg: AgentConfig, sim: SimulatedNode | None) -> Ledger:
+def _build_ledger(cfg: AgentConfig, claims_for: Callable[[GpuReading], Sequence[Claim]]) -> Ledger:
     from gpuledger.chargeback.ledger import Ledger
     from gpuledger.chargeback.spool import Spool
     from gpuledger.chargeback.store import open_store, safe_url
@@ -113,7 +126,7 @@ def _build_ledger(cfg: AgentConfig, sim: SimulatedNode | None) -> Ledger:
         cfg.node_name,
         spool=spool,
         store=store,
-        claims_for=build_claims(cfg, sim),
+        claims_for=claims_for,
         policy=cfg.ledger.split_policy,
         max_gap_s=cfg.max_gap_s(),
         flush_interval_s=cfg.ledger.flush_interval_seconds,
@@ -127,7 +140,11 @@ class Agent:
         self.cfg = cfg
         token = _read_token(cfg.http.api_token_file)
         sim = _simulated_node(cfg)
-        self.ledger = _build_ledger(cfg, sim) if cfg.ledger.enabled else None
+        self.resolver: WorkloadResolver | None = None
+        self.ledger: Ledger | None = None
+        if cfg.ledger.enabled:
+            self.resolver = build_workload_resolver(cfg, sim)
+            self.ledger = _build_ledger(cfg, self.resolver.claims)
         exporter = SnapshotExporter(
             node=cfg.node_name,
             version=__version__,
@@ -162,6 +179,8 @@ class Agent:
         self.runtime.stop()
         if self.ledger is not None:
             self.ledger.stop()
+        if self.resolver is not None:
+            self.resolver.close()
 
 
 def build(cfg: AgentConfig) -> tuple[AgentRuntime, ASGIApp]:
