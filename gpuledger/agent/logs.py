@@ -56,3 +56,6 @@ def configure(level: str = "info", fmt: str = "text") -> None:
     # Third-party chatter (a line per scheduled job, per HTTP request) drowns the signal.
     for noisy in ("apscheduler", "httpx", "httpcore", "uvicorn.access"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    # psycopg's pool warns on every reconnect attempt during an outage; the ledger logs
+    # the outage once when it starts and once when it ends.
+    logging.getLogger("psycopg.pool").setLevel(logging.ERROR)

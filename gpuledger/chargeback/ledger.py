@@ -107,8 +107,10 @@ class Ledger:
             except StoreError as exc:
                 self._failures += 1
                 self._consecutive_failures += 1
-                if str(exc) != self._last_error:
+                if self._consecutive_failures == 1:
                     log.warning("ledger flush failed, rows stay in the spool: %s", exc)
+                elif str(exc) != self._last_error:
+                    log.info("ledger flush still failing: %s", exc)
                 self._last_error = str(exc)
                 self._pending = self.spool.pending_count()
                 return False
