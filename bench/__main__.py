@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-from bench import bench_agent, bench_parser
+from bench import bench_accumulator, bench_agent, bench_ledger, bench_parser
 
 
 def main() -> int:
@@ -13,6 +13,12 @@ def main() -> int:
     print()
     print("== agent: /metrics latency, CPU per cycle, steady RSS ==")
     bench_agent.main(["--latency-gpus", "180"])
+    print()
+    print("== ledger: cost per cycle ==")
+    bench_accumulator.main([])
+    print()
+    print("== ledger store: rows and bytes per node-month, month query at 1,000 GPUs ==")
+    bench_ledger.main([])
     return 0
 
 
