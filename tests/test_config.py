@@ -105,3 +105,28 @@ def test_version_flag() -> None:
     result = CliRunner().invoke(app, ["--version"])
     assert result.exit_code == 0
     assert result.output.strip() == f"gpuledger {__version__}"
+
+
+def test_check_config_masks_the_ledger_password(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        "ledger:\n  url: postgresql://gpuledger:hunter2-secret@db.internal:5432/ledger\n",
+    )
+    result = CliRunner().invoke(app, ["check-config", str(path)])
+    assert result.exit_code == 0, result.output
+    assert "hunter2-secret" not in result.output
+    assert "postgresql://gpuledger:***@db.internal:5432/ledger" in result.output
+
+
+def test_ledger_url_and_url_file_are_exclusive(tmp_path: Path) -> None:
+    secret = tmp_path / "dsn"
+    secret.write_text("postgresql://u:p@h/db\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match="not both"):
+        load_config(
+            write(tmp_path, f"ledger:\n  url: sqlite:///x.db\n  url_file: {secret}\n"), environ={}
+        )
+    cfg = load_config(write(tmp_path, f"ledger:\n  url_file: {secret}\n"), environ={})
+    assert cfg.ledger_url() == "postgresql://u:p@h/db"
+    default = load_config(None, environ={"GPULEDGER_STATE_DIR": str(tmp_path / "st")})
+    assert default.ledger_url() == f"sqlite:///{tmp_path / 'st' / 'ledger.db'}"
+    assert default.spool_path() == tmp_path / "st" / "spool.db"
