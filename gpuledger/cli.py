@@ -120,6 +120,7 @@ def demo(
             "listen.host": host,
             "listen.port": port,
             "collection.interval_seconds": 5.0,
+            "ledger.flush_interval_seconds": 5.0,
         },
     )
     out = Console()
@@ -127,6 +128,7 @@ def demo(
     out.print(f"  metrics:    http://{host}:{port}/metrics")
     out.print(f"  readiness:  http://{host}:{port}/readyz")
     out.print(f"  collectors: http://{host}:{port}/api/v1/collectors")
+    out.print(f"  ledger:     http://{host}:{port}/api/v1/usage?from=<ISO time>&to=<ISO time>")
     out.print("  Ctrl-C stops it.")
     raise typer.Exit(run_agent(cfg))
 

@@ -127,20 +127,19 @@ class Ledger:
             return self._pending == 0
 
     def _flush_loop(self) -> None:
+        # The first pass runs at once: it migrates the store (so /api/v1/usage answers
+        # from the start) and sends what a previous run left in the spool.
         while not self._stop.is_set():
-            delay = self.flush_interval_s
-            if self._consecutive_failures:
-                delay = min(
-                    MAX_BACKOFF_S, self.flush_interval_s * 2 ** min(self._consecutive_failures, 10)
-                )
-            self._wake.wait(delay)
-            self._wake.clear()
-            if self._stop.is_set():
-                break
             try:
                 self.flush_once()
             except Exception:  # a bug here must not end flushing for the process lifetime
                 log.exception("ledger flush raised unexpectedly")
+            delay = self.flush_interval_s
+            if self._consecutive_failures:
+                backoff = self.flush_interval_s * 2 ** min(self._consecutive_failures, 10)
+                delay = min(MAX_BACKOFF_S, backoff)
+            self._wake.wait(delay)
+            self._wake.clear()
 
     def request_flush(self) -> None:
         self._wake.set()
