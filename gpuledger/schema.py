@@ -198,6 +198,11 @@ VLLM_QUEUE_TIME = _m(
     "Time requests spent waiting in the queue.",
 )  # fmt: skip
 
+VLLM_ENDPOINT_UP = _m(
+    "vllm", "gpuledger_vllm_endpoint_up", G, "", ("service", "namespace", "pod", "endpoint"),
+    "1 if the endpoint's /metrics was scraped and parsed in the last cycle, else 0.",
+)  # fmt: skip
+
 # --- Synthetic probes ----------------------------------------------------------------
 PROBE_LABELS = ("service", "namespace", "endpoint", "model_name")
 PROBE_TTFT = _m(
@@ -224,6 +229,17 @@ PROBE_FAILURES = _m(
     "probe", "gpuledger_probe_failures_total", C, "", (*PROBE_LABELS, "reason"),
     "Probes that failed, by reason (connect, timeout, http_status, bad_stream, "
     "model_mismatch).",
+)  # fmt: skip
+
+PROBE_SKIPPED = _m(
+    "probe", "gpuledger_probe_skipped_total", C, "", (*PROBE_LABELS, "reason"),
+    "Probes not sent, by reason (queue_full: the engine's waiting queue was over the "
+    "threshold; in_flight: the previous probe had not finished).",
+)  # fmt: skip
+PROBE_VALIDATION = _m(
+    "probe", "gpuledger_probe_validation", G, "", (*PROBE_LABELS, "check"),
+    "1 when the engine's own metrics agree with the last probe, 0 when not, per check "
+    "(tokens_counted, ttft_histogram_moved, ttft_agrees); absent when undecidable.",
 )  # fmt: skip
 
 # --- PostgreSQL / pgvector storage ---------------------------------------------------
