@@ -12,7 +12,14 @@ from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
-from gpuledger.chargeback.model import IDLE, CoverageRow, StoreError, UsageRow
+from gpuledger.chargeback.model import (
+    IDLE,
+    CoverageRow,
+    ProbeRecord,
+    StoreError,
+    TokenRow,
+    UsageRow,
+)
 from gpuledger.chargeback.store import (
     AuditableLedgerStore,
     open_store,
@@ -116,7 +123,7 @@ def _totals(row: dict[str, object]) -> tuple[object, object, object]:
 def test_migrations_are_idempotent_and_recorded(store: AuditableLedgerStore) -> None:
     store.migrate()  # the fixture already ran it once
     store.migrate()
-    assert store.applied_versions() == [1]
+    assert store.applied_versions() == [1, 2]
     store.upsert([_u(H0, "n1", "g1", "a", "b", 1, 1, 1)], [])
     assert store.usage(_dt(H0), _dt(H1), ["service"])[0]["allocated_gpu_seconds"] == 1.0
 
@@ -140,7 +147,7 @@ def test_concurrent_migrations_from_two_agents(store_url: str) -> None:
         t.join(30)
     try:
         assert errors == []
-        assert stores[0].applied_versions() == [1]
+        assert stores[0].applied_versions() == [1, 2]
     finally:
         for s in stores:
             s.close()
@@ -451,3 +458,65 @@ def test_scrub_removes_the_password_anywhere() -> None:
     assert scrub(f"server said: bad password {PASSWORD} for {dsn}", dsn) == (
         "server said: bad password *** for postgresql://u:***@h/db"
     )
+
+
+# -- tokens and probes (migration 2) -------------------------------------------------------
+
+T0 = 1_767_225_600  # 2026-01-01T00:00:00Z
+
+
+def tok(
+    hour: int, svc: str, model: str, p: float, g: float, pp: float = 0, pg: float = 0
+) -> TokenRow:
+    return TokenRow(hour, "n1", "llm", svc, model, p, g, pp, pg)
+
+
+def test_token_totals_upsert_and_group(store: AuditableLedgerStore) -> None:
+    store.upsert_tokens([tok(T0, "chat", "llama-70b", 1000, 500, 16, 16)])
+    store.upsert_tokens([tok(T0, "chat", "llama-70b", 900, 400)])  # older replay: ignored
+    store.upsert_tokens(
+        [
+            tok(T0, "chat", "llama-70b", 1200, 600, 32, 32),
+            tok(T0 + 3600, "chat", "llama-70b", 50, 5),
+            tok(T0, "rag", "llama-8b", 10, 1),
+        ]
+    )
+    lo, hi = datetime.fromtimestamp(T0, UTC), datetime.fromtimestamp(T0 + 7200, UTC)
+    rows = store.tokens(lo, hi, ["service", "model_name"])
+    assert rows == [
+        {"service": "chat", "model_name": "llama-70b", "prompt_tokens": 1250.0,
+         "generation_tokens": 605.0, "probe_prompt_tokens": 32.0, "probe_generation_tokens": 32.0},
+        {"service": "rag", "model_name": "llama-8b", "prompt_tokens": 10.0,
+         "generation_tokens": 1.0, "probe_prompt_tokens": 0.0, "probe_generation_tokens": 0.0},
+    ]  # fmt: skip
+    hourly = store.tokens(lo, hi, ["hour"])
+    assert [(r["hour"], r["prompt_tokens"]) for r in hourly] == [
+        ("2026-01-01T00:00:00Z", 1210.0),
+        ("2026-01-01T01:00:00Z", 50.0),
+    ]
+    with pytest.raises(ValueError, match="gpu_uuid"):
+        store.tokens(lo, hi, ["gpu_uuid"])
+
+
+def test_probe_records_keep_verdicts_and_summarize(store: AuditableLedgerStore) -> None:
+    base = {"node": "n1", "endpoint": "http://10.0.0.5:8000", "namespace": "llm",
+            "service": "chat", "model_name": "llama-70b"}  # fmt: skip
+    ok1 = ProbeRecord(started_unix=T0 + 10.5, ok=True, ttft_s=0.12, prompt_tokens=8,
+                      completion_tokens=16, **base)  # fmt: skip
+    ok2 = ProbeRecord(started_unix=T0 + 70.5, ok=True, ttft_s=0.11, **base)
+    bad = ProbeRecord(started_unix=T0 + 130.5, ok=False, reason="timeout", **base)
+    store.upsert_probes([ok1, ok2, bad])
+    # verdicts arrive later; a replay of the bare record must not clear them
+    store.upsert_probes(
+        [
+            ProbeRecord(started_unix=T0 + 10.5, ok=True, ttft_s=0.12, tokens_counted=True,
+                        ttft_histogram_moved=True, ttft_agrees=True, **base),
+            ProbeRecord(started_unix=T0 + 70.5, ok=True, ttft_s=0.11, tokens_counted=False,
+                        ttft_histogram_moved=True, **base),
+        ]
+    )  # fmt: skip
+    store.upsert_probes([ok1])
+    lo, hi = datetime.fromtimestamp(T0, UTC), datetime.fromtimestamp(T0 + 3600, UTC)
+    (summary,) = store.probes(lo, hi)
+    assert summary == {"namespace": "llm", "service": "chat", "model_name": "llama-70b",
+                       "probes": 3.0, "successes": 2.0, "disagree": 1.0, "agree": 1.0}  # fmt: skip

@@ -94,7 +94,59 @@ class CoverageRow:
         return (self.hour_start, self.node, self.gpu_uuid)
 
 
+@dataclass(frozen=True, slots=True)
+class TokenRow:
+    """Running totals of tokens one service's engines processed in an hour, per model.
+
+    ``prompt_tokens``/``generation_tokens`` are what the engine counted (probe traffic
+    included); ``probe_*`` is the part the agent's own probes caused, so billable =
+    engine − probe. Keyed ``(hour, node, namespace, service, model_name)``."""
+
+    hour_start: int
+    node: str
+    namespace: str
+    service: str
+    model_name: str
+    prompt_tokens: float
+    generation_tokens: float
+    probe_prompt_tokens: float
+    probe_generation_tokens: float
+
+    @property
+    def key(self) -> tuple[int, str, str, str, str]:
+        return (self.hour_start, self.node, self.namespace, self.service, self.model_name)
+
+
+@dataclass(frozen=True, slots=True)
+class ProbeRecord:
+    """One probe and, once known, its validation verdict. Keyed ``(node, endpoint,
+    started_unix)``; written when the probe ends and again when the verdict arrives."""
+
+    started_unix: float
+    node: str
+    endpoint: str
+    namespace: str
+    service: str
+    model_name: str
+    ok: bool
+    reason: str | None = None
+    ttft_s: float | None = None
+    tpot_s: float | None = None
+    e2e_s: float | None = None
+    output_tokens_per_s: float | None = None
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    tokens_counted: bool | None = None
+    ttft_histogram_moved: bool | None = None
+    ttft_agrees: bool | None = None
+
+    @property
+    def key(self) -> tuple[str, str, float]:
+        return (self.node, self.endpoint, self.started_unix)
+
+
 USAGE_GROUP_KEYS = ("node", "gpu_uuid", "gpu_model", "namespace", "service", "hour")
+TOKEN_GROUP_KEYS = ("node", "namespace", "service", "model_name", "hour")
 """What ``/api/v1/usage`` may group by."""
 
 
@@ -123,6 +175,32 @@ class LedgerStore(Protocol):
     ) -> list[dict[str, object]]:
         """Sum of allocated/busy GPU-seconds and energy over ``[start, end)`` hours,
         grouped by ``group_by`` (a subset of USAGE_GROUP_KEYS), aggregated in SQL."""
+        ...
+
+    def upsert_tokens(self, rows: Sequence[TokenRow]) -> None:
+        """Token running totals, same GREATEST rule as usage."""
+        ...
+
+    def upsert_probes(self, rows: Sequence[ProbeRecord]) -> None:
+        """Probe records; a verdict column once set is never cleared by a replay."""
+        ...
+
+    def tokens(
+        self,
+        start: datetime,
+        end: datetime,
+        group_by: Sequence[str],
+        *,
+        node: str | None = None,
+    ) -> list[dict[str, object]]:
+        """Sums of the token columns over ``[start, end)`` grouped by TOKEN_GROUP_KEYS."""
+        ...
+
+    def probes(
+        self, start: datetime, end: datetime, *, node: str | None = None
+    ) -> list[dict[str, object]]:
+        """Per (namespace, service, model_name): probes, successes, and verdict counts
+        (agree / disagree / undecided) over ``[start, end)``."""
         ...
 
     def close(self) -> None: ...

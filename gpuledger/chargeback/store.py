@@ -24,9 +24,12 @@ from typing import Protocol
 from urllib.parse import unquote, urlsplit, urlunsplit
 
 from gpuledger.chargeback.model import (
+    TOKEN_GROUP_KEYS,
     USAGE_GROUP_KEYS,
     CoverageRow,
     LedgerStore,
+    ProbeRecord,
+    TokenRow,
     UsageRow,
 )
 
@@ -54,7 +57,29 @@ GROUP_COLUMNS: dict[str, str] = {key: key for key in USAGE_GROUP_KEYS}
 GROUP_COLUMNS["hour"] = "hour_start"
 """``group_by`` key → ``ledger_usage`` column (``hour`` groups per ``hour_start``)."""
 
-SCHEMA_VERSION = 1
+TOKENS_TABLE = "ledger_tokens"
+TOKENS_KEY = ("hour_start", "node", "namespace", "service", "model_name")
+TOKENS_TOTALS = (
+    "prompt_tokens",
+    "generation_tokens",
+    "probe_prompt_tokens",
+    "probe_generation_tokens",
+)
+TOKENS_COLUMNS = TOKENS_KEY + TOKENS_TOTALS
+TOKEN_GROUP_COLUMNS: dict[str, str] = {key: key for key in TOKEN_GROUP_KEYS}
+TOKEN_GROUP_COLUMNS["hour"] = "hour_start"
+
+PROBES_TABLE = "probe_results"
+PROBES_KEY = ("node", "endpoint", "started_unix")
+PROBES_LABELS = (
+    "namespace", "service", "model_name", "ok", "reason", "ttft_s", "tpot_s", "e2e_s",
+    "output_tokens_per_s", "prompt_tokens", "completion_tokens",
+)  # fmt: skip
+PROBES_VERDICTS = ("tokens_counted", "ttft_histogram_moved", "ttft_agrees")
+"""Verdict columns: a replay without the verdict never clears one already stored."""
+PROBES_COLUMNS = PROBES_KEY + PROBES_LABELS + PROBES_VERDICTS
+
+SCHEMA_VERSION = 2
 """The newest migration version both backends define."""
 
 SECONDS_PER_HOUR = 3600.0
@@ -190,6 +215,51 @@ def coverage_values(row: CoverageRow) -> tuple[int, str, str, str, float]:
 
 _KV_PASSWORD = re.compile(r"(?i)\b(password|passwd|pwd)\s*=\s*('(?:[^'\\]|\\.)*'|[^\s&]*)")
 _URL_USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://[^:/@\s]*):([^@/\s]*)@")
+
+
+def check_token_group_by(group_by: Sequence[str]) -> tuple[str, ...]:
+    keys = tuple(group_by)
+    for key in keys:
+        if key not in TOKEN_GROUP_COLUMNS:
+            raise ValueError(
+                f"unknown group_by key {key!r} for tokens; use any of {', '.join(TOKEN_GROUP_KEYS)}"
+            )
+    return keys
+
+
+def merge_tokens(rows: Sequence[TokenRow]) -> list[TokenRow]:
+    """One row per key, keeping each total's maximum (a batch may repeat a key)."""
+    merged: dict[tuple[int, str, str, str, str], TokenRow] = {}
+    for r in rows:
+        prev = merged.get(r.key)
+        if prev is None:
+            merged[r.key] = r
+            continue
+        merged[r.key] = TokenRow(
+            *r.key,
+            max(prev.prompt_tokens, r.prompt_tokens),
+            max(prev.generation_tokens, r.generation_tokens),
+            max(prev.probe_prompt_tokens, r.probe_prompt_tokens),
+            max(prev.probe_generation_tokens, r.probe_generation_tokens),
+        )
+    return list(merged.values())
+
+
+def token_values(row: TokenRow) -> tuple[int, str, str, str, str, float, float, float, float]:
+    return (
+        row.hour_start, row.node, row.namespace, row.service, row.model_name,
+        row.prompt_tokens, row.generation_tokens, row.probe_prompt_tokens,
+        row.probe_generation_tokens,
+    )  # fmt: skip
+
+
+def probe_values(row: ProbeRecord) -> tuple[object, ...]:
+    return (
+        row.node, row.endpoint, row.started_unix, row.namespace, row.service,
+        row.model_name, row.ok, row.reason, row.ttft_s, row.tpot_s, row.e2e_s,
+        row.output_tokens_per_s, row.prompt_tokens, row.completion_tokens,
+        row.tokens_counted, row.ttft_histogram_moved, row.ttft_agrees,
+    )  # fmt: skip
 
 
 def redact_dsn(dsn: str) -> str:

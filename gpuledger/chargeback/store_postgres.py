@@ -22,7 +22,7 @@ from psycopg import sql
 from psycopg.rows import dict_row
 from psycopg_pool import ConnectionPool, PoolTimeout
 
-from gpuledger.chargeback.model import CoverageRow, StoreError, UsageRow
+from gpuledger.chargeback.model import CoverageRow, ProbeRecord, StoreError, TokenRow, UsageRow
 from gpuledger.chargeback.store import (
     COVERAGE_COLUMNS,
     COVERAGE_KEY,
@@ -31,7 +31,17 @@ from gpuledger.chargeback.store import (
     COVERAGE_TOTALS,
     GROUP_COLUMNS,
     MIGRATIONS_TABLE,
+    PROBES_COLUMNS,
+    PROBES_KEY,
+    PROBES_LABELS,
+    PROBES_TABLE,
+    PROBES_VERDICTS,
     SECONDS_PER_HOUR,
+    TOKEN_GROUP_COLUMNS,
+    TOKENS_COLUMNS,
+    TOKENS_KEY,
+    TOKENS_TABLE,
+    TOKENS_TOTALS,
     UPDATED_AT,
     USAGE_COLUMNS,
     USAGE_KEY,
@@ -40,11 +50,16 @@ from gpuledger.chargeback.store import (
     USAGE_TOTALS,
     aware_utc,
     check_group_by,
+    check_token_group_by,
     coverage_values,
     merge_coverage,
+    merge_tokens,
     merge_usage,
+    probe_values,
     safe_url,
     scrub,
+    token_values,
+    unix_seconds,
     usage_values,
 )
 
@@ -123,7 +138,55 @@ def _migration_1() -> list[sql.Composed]:
     ]
 
 
-MIGRATIONS: tuple[tuple[int, list[sql.Composed]], ...] = ((1, _migration_1()),)
+def _migration_2() -> list[sql.Composed]:
+    t, c = sql.SQL, I
+    token_cols = sql.SQL(", ").join(
+        sql.SQL("{} double precision NOT NULL DEFAULT 0").format(c(n)) for n in TOKENS_TOTALS
+    )
+    return [
+        t(
+            "CREATE TABLE {tokens} ("
+            " {hour_start} timestamptz NOT NULL, {node} text NOT NULL,"
+            " {namespace} text NOT NULL, {service} text NOT NULL, {model} text NOT NULL,"
+            " {token_cols},"
+            " {updated_at} timestamptz NOT NULL DEFAULT now(),"
+            " CONSTRAINT {pkey} PRIMARY KEY ({key}))"
+        ).format(
+            tokens=c(TOKENS_TABLE), hour_start=c("hour_start"), node=c("node"),
+            namespace=c("namespace"), service=c("service"), model=c("model_name"),
+            token_cols=token_cols, updated_at=c(UPDATED_AT), pkey=c("ledger_tokens_pkey"),
+            key=_cols(TOKENS_KEY),
+        ),
+        t(
+            "CREATE TABLE {probes} ("
+            " {node} text NOT NULL, {endpoint} text NOT NULL,"
+            " {started} double precision NOT NULL,"
+            " {namespace} text NOT NULL, {service} text NOT NULL, {model} text NOT NULL,"
+            " {ok} boolean NOT NULL, {reason} text,"
+            " {ttft} double precision, {tpot} double precision, {e2e} double precision,"
+            " {tps} double precision, {pt} integer, {ct} integer,"
+            " {tc} boolean, {hm} boolean, {ta} boolean,"
+            " {updated_at} timestamptz NOT NULL DEFAULT now(),"
+            " CONSTRAINT {pkey} PRIMARY KEY ({key}))"
+        ).format(
+            probes=c(PROBES_TABLE), node=c("node"), endpoint=c("endpoint"),
+            started=c("started_unix"), namespace=c("namespace"), service=c("service"),
+            model=c("model_name"), ok=c("ok"), reason=c("reason"), ttft=c("ttft_s"),
+            tpot=c("tpot_s"), e2e=c("e2e_s"), tps=c("output_tokens_per_s"),
+            pt=c("prompt_tokens"), ct=c("completion_tokens"), tc=c("tokens_counted"),
+            hm=c("ttft_histogram_moved"), ta=c("ttft_agrees"), updated_at=c(UPDATED_AT),
+            pkey=c("probe_results_pkey"), key=_cols(PROBES_KEY),
+        ),
+        t("CREATE INDEX {idx} ON {probes} ({started})").format(
+            idx=c("probe_results_started_idx"), probes=c(PROBES_TABLE), started=c("started_unix")
+        ),
+    ]  # fmt: skip
+
+
+MIGRATIONS: tuple[tuple[int, list[sql.Composed]], ...] = (
+    (1, _migration_1()),
+    (2, _migration_2()),
+)
 """Versioned migrations, applied in order, each once, in one transaction under an
 advisory lock (two agents starting at once serialize; the second finds nothing to do)."""
 
@@ -202,6 +265,33 @@ _UPSERT_COVERAGE_TEMP = _upsert_sql(
     COVERAGE_LABELS,
     COVERAGE_TOTALS,
     COVERAGE_COLUMNS,
+)
+
+
+_UPSERT_TOKENS = _upsert_sql(
+    TOKENS_TABLE,
+    _values_source(len(TOKENS_COLUMNS)),
+    TOKENS_KEY,
+    (),
+    TOKENS_TOTALS,
+    TOKENS_COLUMNS,
+)
+_UPSERT_PROBES = sql.SQL(
+    "INSERT INTO {t} AS {t} ({cols}, {u}) VALUES ({ph}, now()) "
+    "ON CONFLICT ({key}) DO UPDATE SET {sets}"
+).format(
+    t=I(PROBES_TABLE),
+    cols=_cols(PROBES_COLUMNS),
+    u=I(UPDATED_AT),
+    ph=sql.SQL(", ").join(sql.Placeholder() * len(PROBES_COLUMNS)),
+    key=_cols(PROBES_KEY),
+    sets=sql.SQL(", ").join(
+        [sql.SQL("{c} = EXCLUDED.{c}").format(c=I(c)) for c in (*PROBES_LABELS, UPDATED_AT)]
+        + [
+            sql.SQL("{c} = COALESCE(EXCLUDED.{c}, {t}.{c})").format(c=I(c), t=I(PROBES_TABLE))
+            for c in PROBES_VERDICTS
+        ]
+    ),
 )
 
 
@@ -389,7 +479,84 @@ class PostgresLedgerStore:
                 cp.write_row(row)
         cur.execute(upsert_temp)
 
+    def upsert_tokens(self, rows: Sequence[TokenRow]) -> None:
+        params = [token_values(r) for r in merge_tokens(rows)]
+        if not params:
+            return
+        what = f"upsert of {len(params)} token rows"
+        with self._connection(what) as conn, conn.transaction(), conn.cursor() as cur:
+            cur.executemany(_UPSERT_TOKENS, params)
+
+    def upsert_probes(self, rows: Sequence[ProbeRecord]) -> None:
+        params = [probe_values(r) for r in rows]
+        if not params:
+            return
+        what = f"upsert of {len(params)} probe records"
+        with self._connection(what) as conn, conn.transaction(), conn.cursor() as cur:
+            cur.executemany(_UPSERT_PROBES, params)
+
     # -- reads --------------------------------------------------------------------------
+
+    def tokens(
+        self,
+        start: datetime,
+        end: datetime,
+        group_by: Sequence[str],
+        *,
+        node: str | None = None,
+    ) -> list[dict[str, object]]:
+        keys = check_token_group_by(group_by)
+        select: list[sql.Composable] = []
+        for key in keys:
+            col = I(TOKEN_GROUP_COLUMNS[key])
+            expr = _iso_hour(col) if key == "hour" else col
+            select.append(sql.SQL("{} AS {}").format(expr, I(key)))
+        select += [
+            sql.SQL("COALESCE(SUM({c}), 0)::double precision AS {c}").format(c=I(c))
+            for c in TOKENS_TOTALS
+        ]
+        where, params = self._range(start, end, node)
+        query = sql.SQL("SELECT {sel} FROM {t} WHERE {w}").format(
+            sel=sql.SQL(", ").join(select), t=I(TOKENS_TABLE), w=where
+        )
+        if keys:
+            group = sql.SQL(", ").join(I(TOKEN_GROUP_COLUMNS[k]) for k in keys)
+            order = sql.SQL(", ").join(
+                I(TOKEN_GROUP_COLUMNS[k]) if k == "hour" else sql.SQL('{} COLLATE "C"').format(I(k))
+                for k in keys
+            )
+            query = sql.SQL("{} GROUP BY {g} ORDER BY {o}").format(query, g=group, o=order)
+        else:
+            query = sql.SQL("{} HAVING COUNT(*) > 0").format(query)
+        return self._query("tokens query", query, params)
+
+    def probes(
+        self, start: datetime, end: datetime, *, node: str | None = None
+    ) -> list[dict[str, object]]:
+        disagree = sql.SQL(" OR ").join(
+            sql.SQL("COALESCE(NOT {}, false)").format(I(c)) for c in PROBES_VERDICTS
+        )
+        decided = sql.SQL(" OR ").join(
+            sql.SQL("COALESCE({}, false)").format(I(c)) for c in PROBES_VERDICTS
+        )
+        where = sql.SQL("{s} >= %s AND {s} < %s").format(s=I("started_unix"))
+        params: list[object] = [unix_seconds(start, "start"), unix_seconds(end, "end")]
+        if node is not None:
+            where = sql.SQL("{} AND {} = %s").format(where, I("node"))
+            params.append(node)
+        query = sql.SQL(
+            "SELECT {ns}, {svc}, {m}, COUNT(*)::double precision AS {probes}, "
+            "COUNT(*) FILTER (WHERE {ok})::double precision AS {successes}, "
+            "COUNT(*) FILTER (WHERE {dis})::double precision AS {disagree}, "
+            "COUNT(*) FILTER (WHERE NOT ({dis}) AND ({dec}))::double precision AS {agree} "
+            "FROM {t} WHERE {w} GROUP BY {ns}, {svc}, {m} "
+            'ORDER BY {ns} COLLATE "C", {svc} COLLATE "C", {m} COLLATE "C"'
+        ).format(
+            ns=I("namespace"), svc=I("service"), m=I("model_name"), probes=I("probes"),
+            ok=I("ok"), successes=I("successes"), dis=disagree, disagree=I("disagree"),
+            dec=decided, agree=I("agree"), t=I(PROBES_TABLE), w=where,
+        )  # fmt: skip
+        return self._query("probes query", query, params)
 
     def _query(
         self, what: str, query: sql.Composed, params: Sequence[object]

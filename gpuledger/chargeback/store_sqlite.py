@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
 
-from gpuledger.chargeback.model import CoverageRow, StoreError, UsageRow
+from gpuledger.chargeback.model import CoverageRow, ProbeRecord, StoreError, TokenRow, UsageRow
 from gpuledger.chargeback.store import (
     COVERAGE_COLUMNS,
     COVERAGE_KEY,
@@ -27,7 +27,17 @@ from gpuledger.chargeback.store import (
     COVERAGE_TOTALS,
     GROUP_COLUMNS,
     MIGRATIONS_TABLE,
+    PROBES_COLUMNS,
+    PROBES_KEY,
+    PROBES_LABELS,
+    PROBES_TABLE,
+    PROBES_VERDICTS,
     SECONDS_PER_HOUR,
+    TOKEN_GROUP_COLUMNS,
+    TOKENS_COLUMNS,
+    TOKENS_KEY,
+    TOKENS_TABLE,
+    TOKENS_TOTALS,
     UPDATED_AT,
     USAGE_COLUMNS,
     USAGE_KEY,
@@ -35,9 +45,13 @@ from gpuledger.chargeback.store import (
     USAGE_TABLE,
     USAGE_TOTALS,
     check_group_by,
+    check_token_group_by,
     coverage_values,
     merge_coverage,
+    merge_tokens,
     merge_usage,
+    probe_values,
+    token_values,
     unix_seconds,
     usage_values,
 )
@@ -84,6 +98,45 @@ MIGRATIONS: tuple[tuple[int, tuple[str, ...]], ...] = (
         ),
     ),
 )
+MIGRATIONS += (
+    (
+        2,
+        (
+            f"""CREATE TABLE {q(TOKENS_TABLE)} (
+                {q("hour_start")} INTEGER NOT NULL,
+                {q("node")} TEXT NOT NULL,
+                {q("namespace")} TEXT NOT NULL,
+                {q("service")} TEXT NOT NULL,
+                {q("model_name")} TEXT NOT NULL,
+                {q("prompt_tokens")} REAL NOT NULL DEFAULT 0,
+                {q("generation_tokens")} REAL NOT NULL DEFAULT 0,
+                {q("probe_prompt_tokens")} REAL NOT NULL DEFAULT 0,
+                {q("probe_generation_tokens")} REAL NOT NULL DEFAULT 0,
+                {q(UPDATED_AT)} INTEGER NOT NULL,
+                PRIMARY KEY ({_cols(TOKENS_KEY)})
+            ) WITHOUT ROWID""",
+            f"""CREATE TABLE {q(PROBES_TABLE)} (
+                {q("node")} TEXT NOT NULL,
+                {q("endpoint")} TEXT NOT NULL,
+                {q("started_unix")} REAL NOT NULL,
+                {q("namespace")} TEXT NOT NULL,
+                {q("service")} TEXT NOT NULL,
+                {q("model_name")} TEXT NOT NULL,
+                {q("ok")} INTEGER NOT NULL,
+                {q("reason")} TEXT,
+                {q("ttft_s")} REAL, {q("tpot_s")} REAL, {q("e2e_s")} REAL,
+                {q("output_tokens_per_s")} REAL,
+                {q("prompt_tokens")} INTEGER, {q("completion_tokens")} INTEGER,
+                {q("tokens_counted")} INTEGER, {q("ttft_histogram_moved")} INTEGER,
+                {q("ttft_agrees")} INTEGER,
+                {q(UPDATED_AT)} INTEGER NOT NULL,
+                PRIMARY KEY ({_cols(PROBES_KEY)})
+            ) WITHOUT ROWID""",
+            f"CREATE INDEX {q('probe_results_started_idx')} "
+            f"ON {q(PROBES_TABLE)} ({q('started_unix')})",
+        ),
+    ),
+)
 """Versioned migrations, applied in order, each once, inside one write transaction."""
 
 
@@ -107,6 +160,17 @@ def _upsert_sql(
 _UPSERT_USAGE = _upsert_sql(USAGE_TABLE, USAGE_COLUMNS, USAGE_KEY, USAGE_LABELS, USAGE_TOTALS)
 _UPSERT_COVERAGE = _upsert_sql(
     COVERAGE_TABLE, COVERAGE_COLUMNS, COVERAGE_KEY, COVERAGE_LABELS, COVERAGE_TOTALS
+)
+
+_UPSERT_TOKENS = _upsert_sql(TOKENS_TABLE, TOKENS_COLUMNS, TOKENS_KEY, (), TOKENS_TOTALS)
+_UPSERT_PROBES = (
+    f"INSERT INTO {q(PROBES_TABLE)} ({_cols((*PROBES_COLUMNS, UPDATED_AT))}) "
+    f"VALUES ({', '.join('?' for _ in (*PROBES_COLUMNS, UPDATED_AT))}) "
+    f"ON CONFLICT ({_cols(PROBES_KEY)}) DO UPDATE SET "
+    + ", ".join(
+        [f"{q(c)} = excluded.{q(c)}" for c in (*PROBES_LABELS, UPDATED_AT)]
+        + [f"{q(c)} = coalesce(excluded.{q(c)}, {q(PROBES_TABLE)}.{q(c)})" for c in PROBES_VERDICTS]
+    )
 )
 
 _ISO_HOUR = "strftime('%Y-%m-%dT%H:%M:%SZ', {col}, 'unixepoch')"
@@ -229,7 +293,83 @@ class SqliteLedgerStore:
                     err,
                 ) from err
 
+    def _write_many(self, what: str, statement: str, params: Sequence[Sequence[object]]) -> None:
+        if not params:
+            return
+        with self._lock:
+            conn = self._live()
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+                try:
+                    conn.executemany(statement, params)
+                    conn.execute("COMMIT")
+                except BaseException:
+                    if conn.in_transaction:
+                        conn.execute("ROLLBACK")
+                    raise
+            except sqlite3.Error as err:
+                raise self._fail(what, err) from err
+
+    def upsert_tokens(self, rows: Sequence[TokenRow]) -> None:
+        now = int(time.time())
+        params = [(*token_values(r), now) for r in merge_tokens(rows)]
+        self._write_many(f"upsert of {len(params)} token rows", _UPSERT_TOKENS, params)
+
+    def upsert_probes(self, rows: Sequence[ProbeRecord]) -> None:
+        now = int(time.time())
+        params = [(*probe_values(r), now) for r in rows]
+        self._write_many(f"upsert of {len(params)} probe records", _UPSERT_PROBES, params)
+
     # -- reads --------------------------------------------------------------------------
+
+    def tokens(
+        self,
+        start: datetime,
+        end: datetime,
+        group_by: Sequence[str],
+        *,
+        node: str | None = None,
+    ) -> list[dict[str, object]]:
+        keys = check_token_group_by(group_by)
+        select: list[str] = []
+        for key in keys:
+            col = q(TOKEN_GROUP_COLUMNS[key])
+            expr = _ISO_HOUR.format(col=col) if key == "hour" else col
+            select.append(f"{expr} AS {q(key)}")
+        select += [f"TOTAL({q(c)}) AS {q(c)}" for c in TOKENS_TOTALS]
+        where = f"{q('hour_start')} >= ? AND {q('hour_start')} < ?"
+        params: list[object] = [unix_seconds(start, "start"), unix_seconds(end, "end")]
+        if node is not None:
+            where += f" AND {q('node')} = ?"
+            params.append(node)
+        sql = f"SELECT {', '.join(select)} FROM {q(TOKENS_TABLE)} WHERE {where}"
+        if keys:
+            group = ", ".join(q(TOKEN_GROUP_COLUMNS[k]) for k in keys)
+            sql += f" GROUP BY {group} ORDER BY {group}"
+        else:
+            sql += " HAVING COUNT(*) > 0"
+        return self._query("tokens query", sql, params)
+
+    def probes(
+        self, start: datetime, end: datetime, *, node: str | None = None
+    ) -> list[dict[str, object]]:
+        disagree = " OR ".join(f"coalesce({q(c)} = 0, 0)" for c in PROBES_VERDICTS)
+        decided = " OR ".join(f"coalesce({q(c)} = 1, 0)" for c in PROBES_VERDICTS)
+        where = f"{q('started_unix')} >= ? AND {q('started_unix')} < ?"
+        params: list[object] = [unix_seconds(start, "start"), unix_seconds(end, "end")]
+        if node is not None:
+            where += f" AND {q('node')} = ?"
+            params.append(node)
+        sql = (
+            f"SELECT {q('namespace')}, {q('service')}, {q('model_name')}, "
+            f"COUNT(*) AS {q('probes')}, TOTAL({q('ok')}) AS {q('successes')}, "
+            f"TOTAL(CASE WHEN ({disagree}) THEN 1 ELSE 0 END) AS {q('disagree')}, "
+            f"TOTAL(CASE WHEN NOT ({disagree}) AND ({decided}) THEN 1 ELSE 0 END) AS {q('agree')} "
+            f"FROM {q(PROBES_TABLE)} WHERE {where} "
+            f"GROUP BY {q('namespace')}, {q('service')}, {q('model_name')} "
+            f"ORDER BY {q('namespace')}, {q('service')}, {q('model_name')}"
+        )
+        return self._query("probes query", sql, params)
 
     def _query(self, what: str, sql: str, params: Sequence[object]) -> list[dict[str, object]]:
         with self._lock:
