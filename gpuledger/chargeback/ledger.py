@@ -12,13 +12,22 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from gpuledger.chargeback.accumulator import Accumulator, LifetimeTotals
-from gpuledger.chargeback.model import HOUR, Claim, LedgerStore, StoreError, hour_start
+from gpuledger.chargeback.model import (
+    HOUR,
+    Claim,
+    LedgerStore,
+    ProbeRecord,
+    StoreError,
+    hour_start,
+)
 from gpuledger.chargeback.shares import GpuAllocation, SplitPolicy, allocate
 from gpuledger.chargeback.spool import Spool
+from gpuledger.chargeback.tokens import TokenAccumulator
 from gpuledger.collectors.readings import GpuReading
+from gpuledger.collectors.vllm_types import ProbeResult, ProbeVerdict, VllmTelemetry
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +67,8 @@ class Ledger:
         self._mono = mono
         self.flush_interval_s = flush_interval_s
         self.accumulator = Accumulator(node, max_gap_s=max_gap_s)
+        self.tokens = TokenAccumulator(node)
+        self._last_probe: dict[tuple[str, str], ProbeRecord] = {}
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
@@ -72,7 +83,9 @@ class Ledger:
         since = hour_start(self._wall()) - RETAIN_HOURS * HOUR
         usage, coverage = self.spool.load(since)
         self.accumulator.restore(usage, coverage)
-        self._pending = self.spool.pending_count()
+        token_rows, baselines = self.spool.load_tokens(since)
+        self.tokens.restore(token_rows, baselines)
+        self._pending = self.spool.pending_count() + self.spool.pending_extra_count()
         if usage:
             log.info(
                 "ledger resumed from the spool",
@@ -91,6 +104,42 @@ class Ledger:
         usage, coverage = self.accumulator.drain_dirty()
         self.spool.write(usage, coverage)
 
+    def observe_vllm(self, telemetry: VllmTelemetry) -> None:
+        """Token deltas from the engines' counters, into the current hour."""
+        self.tokens.observe(self._wall(), telemetry)
+        rows, baselines = self.tokens.drain_dirty()
+        self.spool.write_tokens(rows, baselines)
+
+    def record_probe(self, result: ProbeResult) -> None:
+        ep = result.endpoint
+        record = ProbeRecord(
+            started_unix=result.started_unix, node=self.node, endpoint=ep.name,
+            namespace=ep.namespace, service=ep.service, model_name=result.model_name,
+            ok=result.ok, reason=result.reason, ttft_s=result.ttft_s, tpot_s=result.tpot_s,
+            e2e_s=result.e2e_s, output_tokens_per_s=result.output_tokens_per_s,
+            prompt_tokens=result.prompt_tokens, completion_tokens=result.completion_tokens,
+        )  # fmt: skip
+        self._last_probe[(ep.name, result.model_name)] = record
+        self.tokens.observe_probe(result)
+        rows, baselines = self.tokens.drain_dirty()
+        self.spool.write_tokens(rows, baselines)
+        self.spool.write_probe(record)
+
+    def record_verdict(self, verdict: ProbeVerdict) -> None:
+        """Attach a verdict to the probe it judged (the endpoint's last one)."""
+        key = (verdict.endpoint.name, verdict.model_name)
+        record = self._last_probe.get(key)
+        if record is None:
+            return
+        judged = replace(
+            record,
+            tokens_counted=verdict.tokens_counted,
+            ttft_histogram_moved=verdict.ttft_histogram_moved,
+            ttft_agrees=verdict.ttft_agrees,
+        )
+        self._last_probe[key] = judged
+        self.spool.write_probe(judged)
+
     # --- the flusher ----------------------------------------------------------------
     def flush_once(self) -> bool:
         """Send every pending row; True when the spool is drained (or nothing to do)."""
@@ -98,12 +147,16 @@ class Ledger:
             return True
         with self._flush_lock:
             usage, coverage, seq = self.spool.pending()
+            token_rows = self.spool.pending_tokens()
+            probes = self.spool.pending_probes()
             try:
                 if not self._migrated:  # here, not at start: a database that is down
                     self.store.migrate()  # when the agent starts must not stop it
                     self._migrated = True
                 if usage or coverage:
                     self.store.upsert(usage, coverage)
+                self.store.upsert_tokens(token_rows)
+                self.store.upsert_probes(probes)
             except StoreError as exc:
                 self._failures += 1
                 self._consecutive_failures += 1
@@ -112,18 +165,24 @@ class Ledger:
                 elif str(exc) != self._last_error:
                     log.info("ledger flush still failing: %s", exc)
                 self._last_error = str(exc)
-                self._pending = self.spool.pending_count()
+                self._pending = self.spool.pending_count() + self.spool.pending_extra_count()
                 return False
             if usage or coverage:
                 self.spool.mark_flushed(usage, coverage, seq)
+            # rows read after `seq` was taken may carry a newer seq: they stay pending
+            # and are sent again, as running totals (harmless)
+            self.spool.mark_tokens_flushed(token_rows, seq)
+            self.spool.mark_probes_flushed(probes, seq)
             if self._last_error is not None:
                 log.info("ledger flush recovered")
             self._last_error = None
             self._consecutive_failures = 0
             now_hour = hour_start(self._wall())
             self.accumulator.forget_before(now_hour - RETAIN_HOURS * HOUR)
+            self.tokens.forget_before(now_hour - RETAIN_HOURS * HOUR)
             self.spool.prune(now_hour - RETAIN_HOURS * HOUR)
-            self._pending = self.spool.pending_count()
+            self.spool.prune_extra(now_hour - RETAIN_HOURS * HOUR)
+            self._pending = self.spool.pending_count() + self.spool.pending_extra_count()
             return self._pending == 0
 
     def _flush_loop(self) -> None:

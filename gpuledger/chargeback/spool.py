@@ -9,6 +9,10 @@ flush was under way keeps its newer sequence and is sent again next time -- as a
 total, so sending it twice is harmless.
 """
 
+# Every statement below is fixed text built from constant column lists; values always
+# travel as parameters, so S608 (string-built SQL) does not apply:
+# ruff: noqa: S608
+
 from __future__ import annotations
 
 import sqlite3
@@ -16,7 +20,8 @@ import threading
 from collections.abc import Sequence
 from pathlib import Path
 
-from gpuledger.chargeback.model import CoverageRow, UsageRow
+from gpuledger.chargeback.model import CoverageRow, ProbeRecord, TokenRow, UsageRow
+from gpuledger.chargeback.tokens import Baseline
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS spool_usage (
@@ -33,6 +38,26 @@ CREATE TABLE IF NOT EXISTS spool_coverage (
     gpu_model TEXT NOT NULL, observed_seconds REAL NOT NULL,
     seq INTEGER NOT NULL, flushed_seq INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (hour_start, node, gpu_uuid)
+);
+CREATE TABLE IF NOT EXISTS spool_tokens (
+    hour_start INTEGER NOT NULL, node TEXT NOT NULL, namespace TEXT NOT NULL,
+    service TEXT NOT NULL, model_name TEXT NOT NULL,
+    prompt_tokens REAL NOT NULL, generation_tokens REAL NOT NULL,
+    probe_prompt_tokens REAL NOT NULL, probe_generation_tokens REAL NOT NULL,
+    seq INTEGER NOT NULL, flushed_seq INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (hour_start, node, namespace, service, model_name)
+);
+CREATE TABLE IF NOT EXISTS spool_token_baselines (
+    series TEXT PRIMARY KEY, prompt REAL NOT NULL, generation REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS spool_probes (
+    node TEXT NOT NULL, endpoint TEXT NOT NULL, started_unix REAL NOT NULL,
+    namespace TEXT NOT NULL, service TEXT NOT NULL, model_name TEXT NOT NULL,
+    ok INTEGER NOT NULL, reason TEXT, ttft_s REAL, tpot_s REAL, e2e_s REAL,
+    output_tokens_per_s REAL, prompt_tokens INTEGER, completion_tokens INTEGER,
+    tokens_counted INTEGER, ttft_histogram_moved INTEGER, ttft_agrees INTEGER,
+    seq INTEGER NOT NULL, flushed_seq INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (node, endpoint, started_unix)
 );
 CREATE TABLE IF NOT EXISTS spool_meta (k TEXT PRIMARY KEY, v INTEGER NOT NULL);
 INSERT OR IGNORE INTO spool_meta (k, v) VALUES ('seq', 0);
@@ -76,6 +101,47 @@ _LOAD_COVERAGE = (
     "SELECT hour_start, node, gpu_uuid, gpu_model, observed_seconds "
     "FROM spool_coverage WHERE hour_start >= ?"
 )
+_TOKENS_SELECT_LIST = (
+    "hour_start, node, namespace, service, model_name, prompt_tokens, generation_tokens, "
+    "probe_prompt_tokens, probe_generation_tokens"
+)
+_UPSERT_TOKENS = (
+    "INSERT INTO spool_tokens (hour_start, node, namespace, service, model_name, "
+    "prompt_tokens, generation_tokens, probe_prompt_tokens, probe_generation_tokens, seq) "
+    "VALUES (?,?,?,?,?,?,?,?,?,?) "
+    "ON CONFLICT (hour_start, node, namespace, service, model_name) DO UPDATE SET "
+    "prompt_tokens=excluded.prompt_tokens, generation_tokens=excluded.generation_tokens, "
+    "probe_prompt_tokens=excluded.probe_prompt_tokens, "
+    "probe_generation_tokens=excluded.probe_generation_tokens, seq=excluded.seq"
+)
+_UPSERT_BASELINE = (
+    "INSERT INTO spool_token_baselines (series, prompt, generation) VALUES (?,?,?) "
+    "ON CONFLICT (series) DO UPDATE SET prompt=excluded.prompt, generation=excluded.generation"
+)
+_PROBE_COLS = (
+    "started_unix, node, endpoint, namespace, service, model_name, ok, reason, ttft_s, "
+    "tpot_s, e2e_s, output_tokens_per_s, prompt_tokens, completion_tokens, tokens_counted, "
+    "ttft_histogram_moved, ttft_agrees"
+)
+_UPSERT_PROBE = (
+    "INSERT INTO spool_probes (started_unix, node, endpoint, namespace, service, model_name, "
+    "ok, reason, ttft_s, tpot_s, e2e_s, output_tokens_per_s, prompt_tokens, completion_tokens, "
+    "tokens_counted, ttft_histogram_moved, ttft_agrees, seq) "
+    "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?) "
+    "ON CONFLICT (node, endpoint, started_unix) DO UPDATE SET "
+    "ok=excluded.ok, reason=excluded.reason, ttft_s=excluded.ttft_s, tpot_s=excluded.tpot_s, "
+    "e2e_s=excluded.e2e_s, output_tokens_per_s=excluded.output_tokens_per_s, "
+    "prompt_tokens=excluded.prompt_tokens, completion_tokens=excluded.completion_tokens, "
+    "tokens_counted=excluded.tokens_counted, "
+    "ttft_histogram_moved=excluded.ttft_histogram_moved, ttft_agrees=excluded.ttft_agrees, "
+    "seq=excluded.seq"
+)
+_PENDING_TOKENS = (
+    "SELECT " + _TOKENS_SELECT_LIST + " FROM spool_tokens WHERE seq > flushed_seq LIMIT ?"
+)
+_PENDING_PROBES = "SELECT " + _PROBE_COLS + " FROM spool_probes WHERE seq > flushed_seq LIMIT ?"
+_LOAD_TOKENS = "SELECT " + _TOKENS_SELECT_LIST + " FROM spool_tokens WHERE hour_start >= ?"
+
 _NEXT_SEQ = "UPDATE spool_meta SET v = v + 1 WHERE k = 'seq' RETURNING v"
 
 
@@ -201,6 +267,130 @@ class Spool:
             ).rowcount
         return int(a) + int(b)
 
+    # --- tokens and probes ---------------------------------------------------------------
+    def write_tokens(self, rows: Sequence[TokenRow], baselines: dict[str, Baseline]) -> None:
+        """Token running totals and the counter baselines they were computed from, in one
+        transaction, so a restart never re-counts (or skips) a delta."""
+        if not rows and not baselines:
+            return
+        with self._lock:
+            db = self._db
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                (seq,) = db.execute(_NEXT_SEQ).fetchone()
+                db.executemany(
+                    _UPSERT_TOKENS,
+                    [(*r.key, r.prompt_tokens, r.generation_tokens, r.probe_prompt_tokens,
+                      r.probe_generation_tokens, seq) for r in rows],
+                )  # fmt: skip
+                db.executemany(
+                    _UPSERT_BASELINE,
+                    [(k, b.prompt, b.generation) for k, b in baselines.items()],
+                )
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+
+    def write_probe(self, record: ProbeRecord) -> None:
+        with self._lock:
+            db = self._db
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                (seq,) = db.execute(_NEXT_SEQ).fetchone()
+                db.execute(_UPSERT_PROBE, (*_probe_tuple(record), seq))
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+
+    def pending_tokens(self, limit: int = 50_000) -> list[TokenRow]:
+        with self._lock:
+            return [TokenRow(*r) for r in self._db.execute(_PENDING_TOKENS, (limit,))]
+
+    def pending_probes(self, limit: int = 50_000) -> list[ProbeRecord]:
+        with self._lock:
+            rows = list(self._db.execute(_PENDING_PROBES, (limit,)))
+        return [_probe_record(r) for r in rows]
+
+    def mark_tokens_flushed(self, rows: Sequence[TokenRow], seq: int) -> None:
+        with self._lock:
+            self._db.executemany(
+                "UPDATE spool_tokens SET flushed_seq = seq WHERE seq <= ? AND hour_start = ? "
+                "AND node = ? AND namespace = ? AND service = ? AND model_name = ?",
+                [(seq, *r.key) for r in rows],
+            )
+
+    def mark_probes_flushed(self, rows: Sequence[ProbeRecord], seq: int) -> None:
+        with self._lock:
+            self._db.executemany(
+                "UPDATE spool_probes SET flushed_seq = seq WHERE seq <= ? AND node = ? "
+                "AND endpoint = ? AND started_unix = ?",
+                [(seq, *r.key) for r in rows],
+            )
+
+    def current_seq(self) -> int:
+        with self._lock:
+            (seq,) = self._db.execute("SELECT v FROM spool_meta WHERE k = 'seq'").fetchone()
+        return int(seq)
+
+    def load_tokens(self, since_hour: int) -> tuple[list[TokenRow], dict[str, Baseline]]:
+        with self._lock:
+            rows = [TokenRow(*r) for r in self._db.execute(_LOAD_TOKENS, (since_hour,))]
+            baselines = {
+                k: Baseline(p, g)
+                for k, p, g in self._db.execute(
+                    "SELECT series, prompt, generation FROM spool_token_baselines"
+                )
+            }
+        return rows, baselines
+
+    def pending_extra_count(self) -> int:
+        with self._lock:
+            (t,) = self._db.execute(
+                "SELECT count(*) FROM spool_tokens WHERE seq > flushed_seq"
+            ).fetchone()
+            (p,) = self._db.execute(
+                "SELECT count(*) FROM spool_probes WHERE seq > flushed_seq"
+            ).fetchone()
+        return int(t) + int(p)
+
+    def prune_extra(self, before_hour: int) -> None:
+        with self._lock:
+            self._db.execute(
+                "DELETE FROM spool_tokens WHERE hour_start < ? AND seq <= flushed_seq",
+                (before_hour,),
+            )
+            self._db.execute(
+                "DELETE FROM spool_probes WHERE started_unix < ? AND seq <= flushed_seq",
+                (before_hour,),
+            )
+
     def close(self) -> None:
         with self._lock:
             self._db.close()
+
+
+def _probe_tuple(r: ProbeRecord) -> tuple[object, ...]:
+    return (
+        r.started_unix, r.node, r.endpoint, r.namespace, r.service, r.model_name, r.ok,
+        r.reason, r.ttft_s, r.tpot_s, r.e2e_s, r.output_tokens_per_s, r.prompt_tokens,
+        r.completion_tokens, r.tokens_counted, r.ttft_histogram_moved, r.ttft_agrees,
+    )  # fmt: skip
+
+
+def _as_bool(v: object) -> bool | None:
+    return None if v is None else bool(v)
+
+
+def _probe_record(row: Sequence[object]) -> ProbeRecord:
+    (started, node, endpoint, ns, svc, model, ok, reason, ttft, tpot, e2e, tps, pt, ct,
+     tc, hm, ta) = row  # fmt: skip
+    return ProbeRecord(
+        started_unix=float(started),  # type: ignore[arg-type]
+        node=str(node), endpoint=str(endpoint), namespace=str(ns), service=str(svc),
+        model_name=str(model), ok=bool(ok), reason=None if reason is None else str(reason),
+        ttft_s=ttft, tpot_s=tpot, e2e_s=e2e, output_tokens_per_s=tps,  # type: ignore[arg-type]
+        prompt_tokens=pt, completion_tokens=ct,  # type: ignore[arg-type]
+        tokens_counted=_as_bool(tc), ttft_histogram_moved=_as_bool(hm), ttft_agrees=_as_bool(ta),
+    )  # fmt: skip
