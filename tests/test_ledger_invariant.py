@@ -22,7 +22,15 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from gpuledger.chargeback.ledger import Ledger
-from gpuledger.chargeback.model import Claim, CoverageRow, Owner, StoreError, UsageRow
+from gpuledger.chargeback.model import (
+    Claim,
+    CoverageRow,
+    Owner,
+    ProbeRecord,
+    StoreError,
+    TokenRow,
+    UsageRow,
+)
 from gpuledger.chargeback.spool import Spool
 from gpuledger.chargeback.store import open_store
 from gpuledger.collectors.readings import GpuReading
@@ -51,6 +59,16 @@ class FlakyStore:
         if self.down:
             raise StoreError("store is down (test)")
         self.real.upsert(usage, coverage)
+
+    def upsert_tokens(self, rows: Sequence[TokenRow]) -> None:
+        if self.down:
+            raise StoreError("store is down (test)")
+        self.real.upsert_tokens(rows)
+
+    def upsert_probes(self, rows: Sequence[ProbeRecord]) -> None:
+        if self.down:
+            raise StoreError("store is down (test)")
+        self.real.upsert_probes(rows)
 
     def usage(self, *a: object, **k: object) -> list[dict[str, object]]:
         return self.real.usage(*a, **k)  # type: ignore[arg-type]
