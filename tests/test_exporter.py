@@ -150,3 +150,46 @@ def test_collector_down_exports_other_source_alone() -> None:
     assert got[key("gpuledger_collector_up", collector="dcgm")] == 0.0
     assert key("gpuledger_gpu_power_watts", gpu="2", uuid="GPU-only-dcgm", model=H100,
                mig_instance="", mig_profile="") not in got  # fmt: skip
+
+
+def test_vllm_series_histograms_keep_upstream_buckets() -> None:
+    from types import MappingProxyType as MP
+
+    from gpuledger.collectors.vllm_types import (
+        EndpointScrape,
+        Histogram,
+        VllmEndpoint,
+        VllmSeries,
+        VllmTelemetry,
+    )
+
+    ep = VllmEndpoint(url="http://10.0.0.5:8000", service="chat", namespace="llm", pod="chat-0")
+    down = VllmEndpoint(url="http://10.0.0.6:8000", service="rag", namespace="llm", pod="rag-0")
+    ttft = Histogram(buckets=((0.001, 0.0), (0.02, 3.0), (0.5, 9.0), (float("inf"), 10.0)),
+                     sum=2.25, count=10.0)  # fmt: skip
+    series = VllmSeries(
+        model_name="meta-llama/Llama-3.1-70B", engine="1", requests_running=4.0,
+        requests_waiting=0.0, kv_cache_usage_ratio=0.375, prompt_tokens=12345.0,
+        generation_tokens=678.0, request_success=MP({"stop": 9.0, "length": 1.0}), ttft=ttft,
+    )  # fmt: skip
+    tel = VllmTelemetry(
+        (EndpointScrape(ep, up=True, series=(series,)), EndpointScrape(down, up=False, error="x"))
+    )
+    snap = snapshot(CollectorState("vllm", up=True, reading=tel))
+    got = samples(SnapshotExporter("node-a", "1").render(snap).decode())
+    lab = {"service": "chat", "namespace": "llm", "pod": "chat-0",
+           "model_name": "meta-llama/Llama-3.1-70B", "engine": "1"}  # fmt: skip
+    assert got[key("gpuledger_vllm_kv_cache_usage_ratio", **lab)] == 0.375
+    assert got[key("gpuledger_vllm_prompt_tokens_total", **lab)] == 12345.0
+    assert got[key("gpuledger_vllm_request_success_total", **lab, finished_reason="length")] == 1.0
+    buckets = {
+        dict(labels)["le"]: v
+        for (name, labels), v in got.items()
+        if name == "gpuledger_vllm_time_to_first_token_seconds_bucket"
+    }
+    assert buckets == {"0.001": 0.0, "0.02": 3.0, "0.5": 9.0, "+Inf": 10.0}
+    assert got[key("gpuledger_vllm_time_to_first_token_seconds_count", **lab)] == 10.0
+    assert got[key("gpuledger_vllm_time_to_first_token_seconds_sum", **lab)] == 2.25
+    up = {dict(labels)["service"]: v for (name, labels), v in got.items()
+          if name == "gpuledger_vllm_endpoint_up"}  # fmt: skip
+    assert up == {"chat": 1.0, "rag": 0.0}

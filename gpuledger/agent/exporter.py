@@ -21,6 +21,7 @@ from gpuledger.agent.snapshot import Snapshot
 from gpuledger.chargeback.ledger import LedgerStatus
 from gpuledger.chargeback.model import IDLE
 from gpuledger.collectors.readings import GpuReading, GpuTelemetry
+from gpuledger.collectors.vllm_types import Histogram, VllmTelemetry
 from gpuledger.schema import Kind, MetricSpec
 
 GPU_SOURCES = ("nvml", "dcgm")
@@ -67,21 +68,42 @@ class _Families:
         # A device's label values recur on every one of its series: escape them once.
         self._label_text: dict[tuple[tuple[str, ...], tuple[str, ...]], str] = {}
 
-    def add(self, spec: MetricSpec, labels: Sequence[str], value: float) -> None:
+    def _label_block(self, spec: MetricSpec, labels: Sequence[str]) -> str:
         if len(labels) != len(spec.labels):
             raise ValueError(f"{spec.name}: {len(labels)} label values for {spec.labels}")
-        if spec.kind is Kind.HISTOGRAM:
-            raise ValueError(f"{spec.name}: histograms are not rendered by add()")
-        entry = self._samples.get(spec.name)
-        if entry is None:
-            entry = self._samples[spec.name] = (spec, [])
         key = (spec.labels, tuple(labels))
         label_text = self._label_text.get(key)
         if label_text is None:
             pairs = zip(spec.all_labels, (self.node, *labels), strict=True)
             label_text = ",".join(f'{k}="{v.translate(_LABEL_ESCAPES)}"' for k, v in pairs)
             self._label_text[key] = label_text
-        entry[1].append(f"{spec.name}{{{label_text}}} {format_value(float(value))}\n")
+        return label_text
+
+    def _lines(self, spec: MetricSpec) -> list[str]:
+        entry = self._samples.get(spec.name)
+        if entry is None:
+            entry = self._samples[spec.name] = (spec, [])
+        return entry[1]
+
+    def add(self, spec: MetricSpec, labels: Sequence[str], value: float) -> None:
+        if spec.kind is Kind.HISTOGRAM:
+            raise ValueError(f"{spec.name}: use add_histogram() for histograms")
+        label_text = self._label_block(spec, labels)
+        self._lines(spec).append(f"{spec.name}{{{label_text}}} {format_value(float(value))}\n")
+
+    def add_histogram(self, spec: MetricSpec, labels: Sequence[str], hist: Histogram) -> None:
+        """Buckets exactly as upstream exposed them (boundaries are never re-bucketed)."""
+        if spec.kind is not Kind.HISTOGRAM:
+            raise ValueError(f"{spec.name}: not a histogram")
+        label_text = self._label_block(spec, labels)
+        lines = self._lines(spec)
+        for le, count in hist.buckets:
+            le_text = "+Inf" if math.isinf(le) else format_value(le)
+            lines.append(
+                f'{spec.name}_bucket{{{label_text},le="{le_text}"}} {format_value(count)}\n'
+            )
+        lines.append(f"{spec.name}_sum{{{label_text}}} {format_value(hist.sum)}\n")
+        lines.append(f"{spec.name}_count{{{label_text}}} {format_value(hist.count)}\n")
 
     def render(self) -> bytes:
         out: list[str] = []
@@ -148,6 +170,44 @@ def _add_agent(f: _Families, snap: Snapshot, version: str) -> None:
             f.add(schema.COLLECTOR_LAST_SUCCESS, (name,), state.last_success_unix)
 
 
+_VLLM_GAUGES = (
+    (schema.VLLM_REQUESTS_RUNNING, "requests_running"),
+    (schema.VLLM_REQUESTS_WAITING, "requests_waiting"),
+    (schema.VLLM_KV_CACHE_USAGE, "kv_cache_usage_ratio"),
+    (schema.VLLM_PROMPT_TOKENS, "prompt_tokens"),
+    (schema.VLLM_GENERATION_TOKENS, "generation_tokens"),
+    (schema.VLLM_PREEMPTIONS, "preemptions"),
+)
+_VLLM_HISTOGRAMS = (
+    (schema.VLLM_TTFT, "ttft"),
+    (schema.VLLM_ITL, "inter_token_latency"),
+    (schema.VLLM_E2E, "e2e_latency"),
+    (schema.VLLM_QUEUE_TIME, "queue_time"),
+)
+
+
+def _add_vllm(f: _Families, telemetry: VllmTelemetry) -> None:
+    for scrape in telemetry.endpoints:
+        ep = scrape.endpoint
+        f.add(
+            schema.VLLM_ENDPOINT_UP,
+            (ep.service, ep.namespace, ep.pod, ep.name),
+            1.0 if scrape.up else 0.0,
+        )
+        for s in scrape.series:
+            labels = (ep.service, ep.namespace, ep.pod, s.model_name, s.engine)
+            for spec, attr in _VLLM_GAUGES:
+                value = getattr(s, attr)
+                if value is not None:
+                    f.add(spec, labels, float(value))
+            for reason, count in sorted(s.request_success.items()):
+                f.add(schema.VLLM_REQUEST_SUCCESS, (*labels, reason), count)
+            for spec, attr in _VLLM_HISTOGRAMS:
+                hist = getattr(s, attr)
+                if hist is not None:
+                    f.add_histogram(spec, labels, hist)
+
+
 def _add_ledger(f: _Families, status: LedgerStatus) -> None:
     for alloc in status.allocations:
         for share in alloc.shares:
@@ -181,6 +241,9 @@ class SnapshotExporter:
         driver = snapshot_driver(snap)
         for reading in snapshot_devices(snap):
             _add_gpu(f, reading, driver)
+        vllm = snap.reading("vllm", VllmTelemetry)
+        if vllm is not None:
+            _add_vllm(f, vllm)
         if self.ledger is not None:
             _add_ledger(f, self.ledger())
         _add_agent(f, snap, self.version)
