@@ -81,7 +81,8 @@ def pod_from_api(obj: object) -> PodInfo | None:
             cid, cname = _str(cs, "containerID"), _str(cs, "name")
             if cid and cname:
                 containers[strip_container_id_prefix(cid)] = cname
-    mirror = _str(_obj(meta, "annotations"), MIRROR_ANNOTATION)
+    annotations = {k: v for k, v in _obj(meta, "annotations").items() if isinstance(v, str)}
+    mirror = _str(annotations, MIRROR_ANNOTATION)
     return PodInfo(
         uid=uid,
         namespace=namespace,
@@ -92,6 +93,8 @@ def pod_from_api(obj: object) -> PodInfo | None:
         node_name=_str(_obj(obj, "spec"), "nodeName"),
         container_ids=MappingProxyType(containers),
         static_uid=mirror.lower() if mirror else None,
+        pod_ip=_str(status, "podIP"),
+        annotations=MappingProxyType(annotations),
     )
 
 

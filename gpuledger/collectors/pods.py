@@ -70,6 +70,8 @@ class PodInfo:
     # mirror pod in the API has another UID and holds this one in the
     # ``kubernetes.io/config.mirror`` annotation.
     static_uid: str | None = None
+    pod_ip: str | None = None  # status.podIP
+    annotations: Mapping[str, str] = field(default_factory=lambda: _EMPTY)
 
 
 class PodDirectory(Protocol):

@@ -1,0 +1,211 @@
+"""Benchmark: CPU per collection cycle of the vLLM collector, against prometheus_client.
+
+Run from the repository root::
+
+    python -m bench.bench_vllm [--cycles N] [--models M] [--engines E] [--json FILE]
+
+Four vLLM >= 0.11 pages of about 2,000 lines each (``bench.pages.vllm_page``: several
+models x data-parallel engines, ``_created`` series, the full V1 histogram set) are served
+by a separate ``python -m http.server`` process, so that serving costs this process
+nothing. Each cycle:
+
+- **gpuledger**: ``VllmCollector.collect()`` -- four parallel bounded fetches, the
+  project's exposition parser, :func:`gpuledger.collectors.vllm.normalize`;
+- **prometheus_client**: the same four fetches (same client, same thread pool, same
+  :func:`gpuledger.collectors.http.fetch`), then ``text_string_to_metric_families`` and an
+  equivalent normalization loop over its output (same dispatch: newest spelling wins,
+  ``server`` samples skipped, histograms rebuilt from ``_bucket``/``_sum``/``_count``).
+
+CPU is ``time.process_time`` around each cycle (all threads of this process); the figures
+are the mean and p90 over ``--cycles`` cycles after a warm-up, both paths in the same run,
+interleaved. Target: gpuledger <= 10 ms CPU per cycle. This is a report: the exit status
+is 0 whatever the figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import httpx
+from prometheus_client.parser import text_string_to_metric_families
+
+from bench.bench_agent import _free_port, _stop, _wait_http
+from bench.pages import vllm_page
+from gpuledger.collectors.http import fetch
+from gpuledger.collectors.vllm import _DISPATCH, VllmCollector
+from gpuledger.collectors.vllm_types import Histogram, VllmEndpoint, VllmSeries
+
+TARGET_MS = 10.0
+ENDPOINTS = 4
+MAX_BYTES = 16 * 1024 * 1024
+
+
+def _serve(pages: list[str]) -> tuple[subprocess.Popen[bytes], int]:
+    tmp = Path(tempfile.mkdtemp(prefix="gpuledger-bench-vllm-"))
+    for i, page in enumerate(pages):
+        (tmp / f"metrics{i}").write_text(page, encoding="utf-8")
+    port = _free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1"],
+        cwd=tmp,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    _wait_http(port, "/metrics0")
+    return proc, port
+
+
+def _prometheus_client_normalize(text: str) -> list[VllmSeries]:
+    """What collect() does after the fetch, written over prometheus_client's parser."""
+    groups: dict[tuple[str, str], dict[str, Any]] = {}
+    for family in text_string_to_metric_families(text):
+        if not family.name.startswith("vllm:"):
+            continue
+        for s in family.samples:
+            target = _DISPATCH.get(s.name)
+            labels = s.labels
+            if target is None or "server" in labels or math.isnan(s.value):
+                continue
+            key = (labels.get("model_name", ""), labels.get("engine") or "0")
+            g = groups.setdefault(key, {"scalars": {}, "success": {}, "hists": {}})
+            if target.kind == 0:
+                held = g["scalars"].get(target.field)
+                if held is None or target.rank < held[0]:
+                    g["scalars"][target.field] = (target.rank, s.value)
+            elif target.kind == 1:
+                reason = labels.get("finished_reason", "")
+                g["success"][reason] = g["success"].get(reason, 0.0) + s.value
+            else:
+                h = g["hists"].setdefault((target.field, target.rank), [{}, None, None])
+                if target.kind == 2:
+                    h[0][float(labels["le"])] = s.value
+                elif target.kind == 3:
+                    h[1] = s.value
+                else:
+                    h[2] = s.value
+    out = []
+    for (model, engine), g in sorted(groups.items()):
+        values: dict[str, Any] = {f: v for f, (_, v) in g["scalars"].items()}
+        for (fld, _rank), (buckets, total, count) in sorted(g["hists"].items()):
+            if fld not in values and total is not None and count is not None:
+                values[fld] = Histogram(tuple(sorted(buckets.items())), total, count)
+        out.append(
+            VllmSeries(model_name=model, engine=engine, request_success=g["success"], **values)
+        )
+    return out
+
+
+def _measure(fn: Callable[[], object]) -> float:
+    start = time.process_time()
+    fn()
+    return (time.process_time() - start) * 1000.0
+
+
+def _p90(values: list[float]) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, math.ceil(0.9 * len(ordered)) - 1)]
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--cycles", type=int, default=200)
+    ap.add_argument("--models", type=int, default=2)
+    ap.add_argument("--engines", type=int, default=3)
+    ap.add_argument("--json", type=Path)
+    args = ap.parse_args(argv)
+
+    pages = [vllm_page(args.models, args.engines, seed=7000 + i) for i in range(ENDPOINTS)]
+    lines = [p.count("\n") for p in pages]
+    proc, port = _serve(pages)
+    endpoints = [
+        VllmEndpoint(url=f"http://127.0.0.1:{port}", service=f"svc{i}", metrics_path=f"/metrics{i}")
+        for i in range(ENDPOINTS)
+    ]
+    collector = VllmCollector(lambda: endpoints, timeout_s=5.0, max_bytes=MAX_BYTES)
+    client = httpx.Client(follow_redirects=False, trust_env=False)
+    pool = ThreadPoolExecutor(max_workers=8)
+
+    def ours() -> object:
+        t = collector.collect()
+        assert all(s.up for s in t.endpoints)
+        return t
+
+    def fetch_one(ep: VllmEndpoint) -> list[VllmSeries]:
+        body = fetch(client, ep.metrics_url, timeout_s=5.0, max_bytes=MAX_BYTES)
+        return _prometheus_client_normalize(body.decode("utf-8"))
+
+    def theirs() -> object:
+        return list(pool.map(fetch_one, endpoints))
+
+    try:
+        # Same answers first: the comparison is only fair if both do the whole job.
+        got = [s.series for s in collector.collect().endpoints]
+        want = [tuple(x) for x in theirs()]  # type: ignore[call-overload]
+        same = [
+            [dict(a.request_success) == dict(b.request_success) for a, b in zip(x, y, strict=True)]
+            for x, y in zip(got, want, strict=True)
+        ]
+        assert all(all(row) for row in same)
+        for _ in range(10):  # warm-up: connections, caches
+            ours()
+            theirs()
+        ours_ms: list[float] = []
+        theirs_ms: list[float] = []
+        for _ in range(args.cycles):
+            ours_ms.append(_measure(ours))
+            theirs_ms.append(_measure(theirs))
+    finally:
+        collector.close()
+        client.close()
+        pool.shutdown()
+        _stop(proc)
+
+    result = {
+        "endpoints": ENDPOINTS,
+        "lines_per_page": lines,
+        "series_per_page": args.models * args.engines,
+        "cycles": args.cycles,
+        "gpuledger_ms_mean": statistics.fmean(ours_ms),
+        "gpuledger_ms_p90": _p90(ours_ms),
+        "prometheus_client_ms_mean": statistics.fmean(theirs_ms),
+        "prometheus_client_ms_p90": _p90(theirs_ms),
+        "target_ms": TARGET_MS,
+        "python": platform.python_version(),
+        "machine": platform.machine(),
+    }
+    result["ratio"] = result["prometheus_client_ms_mean"] / result["gpuledger_ms_mean"]
+    verdict = "PASS" if result["gpuledger_ms_mean"] <= TARGET_MS else "FAIL"
+    print(
+        f"vLLM collector, {ENDPOINTS} endpoints x {lines[0]:,} lines "
+        f"({args.models} models x {args.engines} engines each), {args.cycles} cycles, "
+        "CPU per cycle (time.process_time):"
+    )
+    print(
+        f"  gpuledger           mean {result['gpuledger_ms_mean']:6.2f} ms   "
+        f"p90 {result['gpuledger_ms_p90']:6.2f} ms"
+    )
+    print(
+        f"  prometheus_client   mean {result['prometheus_client_ms_mean']:6.2f} ms   "
+        f"p90 {result['prometheus_client_ms_p90']:6.2f} ms"
+    )
+    print(f"  prometheus_client / gpuledger: {result['ratio']:.2f}x")
+    print(f"  target: gpuledger mean <= {TARGET_MS:g} ms per cycle: {verdict}")
+    if args.json is not None:
+        args.json.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
