@@ -40,8 +40,8 @@ class Clock:
 def new_ledger(tmp: Path, clock: Clock) -> Ledger:
     ledger = Ledger("n1", spool=Spool(tmp / "spool.db"), store=None, claims_for=lambda r: [],
                     wall=lambda: clock.t, mono=lambda: clock.t)  # fmt: skip
+    ledger.start()  # no store yet: no background flusher; the tests flush by hand
     ledger.store = open_store(f"sqlite:///{tmp / 'ledger.db'}")
-    ledger.start()
     return ledger
 
 

@@ -31,6 +31,7 @@ from pydantic_settings import (
 )
 
 from gpuledger.chargeback.resolver import AttributionConfig
+from gpuledger.collectors.vllm_discovery import VllmConfig
 
 ENV_PREFIX = "GPULEDGER_"
 DEFAULT_PORT = 9835
@@ -110,6 +111,21 @@ class LedgerConfig(_Section):
         return self
 
 
+class ProbesConfig(_Section):
+    """Synthetic requests to every vLLM endpoint, validating what the engine reports."""
+
+    enabled: bool = True  # only acts when vllm.enabled and there are endpoints
+    interval_seconds: float = Field(60.0, gt=0, le=86400)
+    timeout_seconds: float = Field(30.0, gt=0, le=600)
+    max_tokens: int = Field(16, ge=2, le=4096)
+    prompt: str = Field("Count from one to twenty in words:", min_length=1)
+    api: Literal["completions", "chat"] = "completions"
+    model: str | None = None  # default: the first model the endpoint lists in /v1/models
+    # Skip the probe when the engine's waiting queue is longer than this: probes must
+    # never add load to a saturated server.
+    queue_threshold: float = Field(8.0, ge=0)
+
+
 class SimulateConfig(_Section):
     """A simulated GPU node in place of NVML (``gpuledger demo``, ``agent --simulate``)."""
 
@@ -147,6 +163,8 @@ class AgentConfig(BaseSettings):
     simulate: SimulateConfig = SimulateConfig()
     ledger: LedgerConfig = LedgerConfig()
     attribution: AttributionConfig = AttributionConfig()
+    vllm: VllmConfig = VllmConfig()
+    probes: ProbesConfig = ProbesConfig()
 
     @classmethod
     def settings_customise_sources(
@@ -161,7 +179,7 @@ class AgentConfig(BaseSettings):
         # environment: env > file > defaults.
         return (env_settings, init_settings)
 
-    def interval_for(self, section: NvmlConfig | DcgmConfig) -> float:
+    def interval_for(self, section: NvmlConfig | DcgmConfig | VllmConfig) -> float:
         return section.interval_seconds or self.collection.interval_seconds
 
     def ledger_url(self) -> str:

@@ -23,6 +23,7 @@ from gpuledger.agent.snapshot import CollectorState, Snapshot, SnapshotStore
 from gpuledger.chargeback.model import Claim, StoreError
 from gpuledger.collectors.base import Collector
 from gpuledger.collectors.readings import GpuReading, GpuTelemetry
+from gpuledger.collectors.vllm_types import VllmTelemetry
 
 if TYPE_CHECKING:
     from gpuledger.chargeback.ledger import Ledger
@@ -140,10 +141,9 @@ class Agent:
         self.cfg = cfg
         token = _read_token(cfg.http.api_token_file)
         sim = _simulated_node(cfg)
-        self.resolver: WorkloadResolver | None = None
+        self.resolver: WorkloadResolver = build_workload_resolver(cfg, sim)
         self.ledger: Ledger | None = None
         if cfg.ledger.enabled:
-            self.resolver = build_workload_resolver(cfg, sim)
             self.ledger = _build_ledger(cfg, self.resolver.claims)
         exporter = SnapshotExporter(
             node=cfg.node_name,
@@ -152,7 +152,9 @@ class Agent:
         )
         self.runtime = AgentRuntime(SnapshotStore(exporter.render))
         collectors = build_collectors(cfg, sim)
-        gpu_sources = {c.name for c, _ in collectors}
+        if cfg.vllm.enabled:
+            collectors.append(self._vllm_collector(cfg))
+        gpu_sources = {c.name for c, _ in collectors if c.name in ("nvml", "dcgm")}
         for collector, schedule in collectors:
             self.runtime.add(collector, schedule)
         if self.ledger is not None:
@@ -161,6 +163,10 @@ class Agent:
             def on_update(snap: Snapshot, state: CollectorState) -> None:
                 if state.name in gpu_sources:
                     ledger.observe(snapshot_devices(snap))
+                elif state.name == "vllm":
+                    telemetry = snap.reading("vllm", VllmTelemetry)
+                    if telemetry is not None:
+                        ledger.observe_vllm(telemetry)
 
             self.runtime.store.subscribe(on_update)
         self.app = create_app(
@@ -169,6 +175,28 @@ class Agent:
             metrics_require_token=cfg.http.metrics_require_token,
             ledger_store=self.ledger.store if self.ledger is not None else None,
         )
+
+    def _vllm_collector(self, cfg: AgentConfig) -> tuple[Collector, Schedule]:
+        from gpuledger.collectors.vllm import VllmCollector
+        from gpuledger.collectors.vllm_discovery import EndpointSource
+
+        try:
+            self.vllm_endpoints = EndpointSource(
+                cfg.vllm,
+                pods=self.resolver.pods,
+                label_keys=cfg.attribution.label_keys,
+                node_name=cfg.node_name,
+            )
+        except ValueError as exc:
+            raise ConfigError([("vllm", str(exc))]) from None
+        collector = VllmCollector(
+            self.vllm_endpoints, timeout_s=cfg.vllm.timeout_seconds, max_bytes=cfg.vllm.max_bytes
+        )
+        # the whole collection (all endpoints in parallel) gets a little over one timeout
+        schedule = Schedule(
+            cfg.interval_for(cfg.vllm), cfg.vllm.timeout_seconds + 2.0, VllmTelemetry
+        )
+        return collector, schedule
 
     def start(self) -> None:
         if self.ledger is not None:
@@ -179,8 +207,7 @@ class Agent:
         self.runtime.stop()
         if self.ledger is not None:
             self.ledger.stop()
-        if self.resolver is not None:
-            self.resolver.close()
+        self.resolver.close()
 
 
 def build(cfg: AgentConfig) -> tuple[AgentRuntime, ASGIApp]:
