@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
@@ -141,6 +142,97 @@ def check_config(
     cfg = _load_or_exit(file)
     typer.echo(json.dumps(redacted(cfg), indent=2, sort_keys=True))
     err.print("[green]configuration is valid[/]")
+
+
+class ProbeApi(StrEnum):
+    completions = "completions"
+    chat = "chat"
+
+
+def _seconds(value: float | None) -> str:
+    return "-" if value is None else f"{value * 1000:.1f} ms"
+
+
+@app.command()
+def probe(
+    url: Annotated[str, typer.Argument(help="vLLM server base URL, e.g. http://10.0.0.5:8000")],
+    n: Annotated[int, typer.Option("--n", min=1, help="Number of probes, one at a time.")] = 20,
+    model: Annotated[
+        str | None, typer.Option("--model", help="Model to ask for (default: first in /v1/models).")
+    ] = None,
+    max_tokens: Annotated[int, typer.Option("--max-tokens", min=2, help="Tokens per probe.")] = 16,
+    api: Annotated[ProbeApi, typer.Option("--api", help="OpenAI API to probe.")] = (
+        ProbeApi.completions
+    ),
+    timeout: Annotated[
+        float, typer.Option("--timeout", min=0.001, help="Seconds allowed per probe.")
+    ] = 30.0,
+    api_key_env: Annotated[
+        str | None,
+        typer.Option("--api-key-env", help="Environment variable holding the API key."),
+    ] = None,
+) -> None:
+    """Send N streaming probes and print TTFT / TPOT / e2e percentiles and tokens/s."""
+    import os
+
+    from rich.progress import Progress
+    from rich.table import Table
+
+    from gpuledger.collectors.probe import endpoint_from_url, run_series, summarize
+
+    api_key: str | None = None
+    if api_key_env:
+        api_key = os.environ.get(api_key_env)
+        if not api_key:
+            err.print(f"[bold red]--api-key-env[/]: environment variable {api_key_env} is not set")
+            raise typer.Exit(EXIT_CONFIG)
+    try:
+        endpoint = endpoint_from_url(url, api_key=api_key)
+    except ValueError as exc:
+        err.print(f"[bold red]URL[/]: {exc}")
+        raise typer.Exit(EXIT_CONFIG) from None
+
+    with Progress(console=err, transient=True) as progress:
+        task = progress.add_task(f"probing {endpoint.name}", total=n)
+        results = run_series(
+            endpoint,
+            n=n,
+            model=model,
+            max_tokens=max_tokens,
+            timeout_s=timeout,
+            api=api.value,
+            on_result=lambda _r: progress.advance(task),
+        )
+    summary = summarize(results)
+
+    out = Console()
+    models = sorted({r.model_name for r in results if r.model_name})
+    out.print(f"[bold]{summary.successes}/{summary.total} probes succeeded[/]")
+    out.print(
+        f"{endpoint.name}, {api.value} API, model {', '.join(models) or '?'}, "
+        f"max_tokens {max_tokens}"
+    )
+    if summary.successes:
+        table = Table(title="latency")
+        for column in ("metric", "p50", "p90", "p99"):
+            table.add_column(column, justify="left" if column == "metric" else "right")
+        for label, q in (("TTFT", summary.ttft), ("TPOT", summary.tpot), ("e2e", summary.e2e)):
+            table.add_row(label, _seconds(q.p50), _seconds(q.p90), _seconds(q.p99))
+        t = summary.tokens_per_s
+        table.add_row(
+            "output tokens/s",
+            *("-" if v is None else f"{v:.1f}" for v in (t.p50, t.p90, t.p99)),
+        )
+        out.print(table)
+    if summary.failures:
+        failures = Table(title="failures")
+        failures.add_column("reason")
+        failures.add_column("count", justify="right")
+        failures.add_column("first detail")
+        for reason, count in sorted(summary.failures.items()):
+            failures.add_row(reason, str(count), summary.failure_examples.get(reason, ""))
+        out.print(failures)
+    raise typer.Exit(1 if summary.all_failed else 0)
 
 
 if __name__ == "__main__":  # pragma: no cover
