@@ -20,6 +20,7 @@ from gpuledger.agent.merge import merge_devices
 from gpuledger.agent.snapshot import Snapshot
 from gpuledger.chargeback.ledger import LedgerStatus
 from gpuledger.chargeback.model import IDLE
+from gpuledger.collectors.probe import ProbeStatus
 from gpuledger.collectors.readings import GpuReading, GpuTelemetry
 from gpuledger.collectors.vllm_types import Histogram, VllmTelemetry
 from gpuledger.schema import Kind, MetricSpec
@@ -208,6 +209,36 @@ def _add_vllm(f: _Families, telemetry: VllmTelemetry) -> None:
                     f.add_histogram(spec, labels, hist)
 
 
+def _add_probes(f: _Families, status: ProbeStatus) -> None:
+    for ep_status in status.endpoints:
+        ep = ep_status.endpoint
+        labels = (ep.service, ep.namespace, ep.name, ep_status.model_name)
+        f.add(schema.PROBE_SUCCESS, labels, float(ep_status.successes))
+        for reason, count in sorted(ep_status.failures.items()):
+            f.add(schema.PROBE_FAILURES, (*labels, reason), float(count))
+        for reason, count in sorted(ep_status.skipped.items()):
+            f.add(schema.PROBE_SKIPPED, (*labels, reason), float(count))
+        last = ep_status.last_success
+        if last is not None:
+            for spec, value in (
+                (schema.PROBE_TTFT, last.ttft_s),
+                (schema.PROBE_TPOT, last.tpot_s),
+                (schema.PROBE_E2E, last.e2e_s),
+                (schema.PROBE_TOKENS_PER_SECOND, last.output_tokens_per_s),
+            ):
+                if value is not None:
+                    f.add(spec, labels, value)
+        verdict = ep_status.last_verdict
+        if verdict is not None:
+            for check, ok in (
+                ("tokens_counted", verdict.tokens_counted),
+                ("ttft_histogram_moved", verdict.ttft_histogram_moved),
+                ("ttft_agrees", verdict.ttft_agrees),
+            ):
+                if ok is not None:
+                    f.add(schema.PROBE_VALIDATION, (*labels, check), 1.0 if ok else 0.0)
+
+
 def _add_ledger(f: _Families, status: LedgerStatus) -> None:
     for alloc in status.allocations:
         for share in alloc.shares:
@@ -230,11 +261,16 @@ def _add_ledger(f: _Families, status: LedgerStatus) -> None:
 
 class SnapshotExporter:
     def __init__(
-        self, node: str, version: str, ledger: Callable[[], LedgerStatus] | None = None
+        self,
+        node: str,
+        version: str,
+        ledger: Callable[[], LedgerStatus] | None = None,
+        probes: Callable[[], ProbeStatus] | None = None,
     ) -> None:
         self.node = node
         self.version = version
         self.ledger = ledger
+        self.probes = probes
 
     def render(self, snap: Snapshot) -> bytes:
         f = _Families(self.node)
@@ -244,6 +280,8 @@ class SnapshotExporter:
         vllm = snap.reading("vllm", VllmTelemetry)
         if vllm is not None:
             _add_vllm(f, vllm)
+        if self.probes is not None:
+            _add_probes(f, self.probes())
         if self.ledger is not None:
             _add_ledger(f, self.ledger())
         _add_agent(f, snap, self.version)

@@ -22,12 +22,14 @@ from gpuledger.agent.server import ASGIApp, create_app
 from gpuledger.agent.snapshot import CollectorState, Snapshot, SnapshotStore
 from gpuledger.chargeback.model import Claim, StoreError
 from gpuledger.collectors.base import Collector
+from gpuledger.collectors.probe import ProbeStatus
 from gpuledger.collectors.readings import GpuReading, GpuTelemetry
 from gpuledger.collectors.vllm_types import VllmTelemetry
 
 if TYPE_CHECKING:
     from gpuledger.chargeback.ledger import Ledger
     from gpuledger.chargeback.resolver import WorkloadResolver
+    from gpuledger.collectors.probe import ProbeRunner
     from gpuledger.collectors.simulation import SimulatedNode
 
 log = logging.getLogger("gpuledger.agent")
@@ -145,15 +147,19 @@ class Agent:
         self.ledger: Ledger | None = None
         if cfg.ledger.enabled:
             self.ledger = _build_ledger(cfg, self.resolver.claims)
+        self.probes: ProbeRunner | None = None
         exporter = SnapshotExporter(
             node=cfg.node_name,
             version=__version__,
             ledger=self.ledger.status if self.ledger is not None else None,
+            probes=lambda: self.probes.status() if self.probes is not None else ProbeStatus(),
         )
         self.runtime = AgentRuntime(SnapshotStore(exporter.render))
         collectors = build_collectors(cfg, sim)
         if cfg.vllm.enabled:
             collectors.append(self._vllm_collector(cfg))
+            if cfg.probes.enabled:
+                self.probes = self._probe_runner(cfg)
         gpu_sources = {c.name for c, _ in collectors if c.name in ("nvml", "dcgm")}
         for collector, schedule in collectors:
             self.runtime.add(collector, schedule)
@@ -198,12 +204,35 @@ class Agent:
         )
         return collector, schedule
 
+    def _probe_runner(self, cfg: AgentConfig) -> ProbeRunner:
+        from gpuledger.collectors.probe import ProbeRunner
+
+        p = cfg.probes
+        ledger = self.ledger
+        return ProbeRunner(
+            self.vllm_endpoints,
+            lambda: self.runtime.store.snapshot.reading("vllm", VllmTelemetry),
+            interval_s=p.interval_seconds,
+            timeout_s=p.timeout_seconds,
+            max_tokens=p.max_tokens,
+            prompt=p.prompt,
+            model=p.model,
+            queue_threshold=p.queue_threshold,
+            api=p.api,
+            on_result=ledger.record_probe if ledger is not None else None,
+            on_verdict=ledger.record_verdict if ledger is not None else None,
+        )
+
     def start(self) -> None:
         if self.ledger is not None:
             self.ledger.start()
         self.runtime.start()
+        if self.probes is not None:
+            self.probes.start()
 
     def stop(self) -> None:
+        if self.probes is not None:
+            self.probes.stop()
         self.runtime.stop()
         if self.ledger is not None:
             self.ledger.stop()
