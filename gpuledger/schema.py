@@ -269,6 +269,29 @@ PG_DATABASE_BYTES = _m(
     "pgvector", "gpuledger_pg_database_bytes", G, "bytes", ("database",),
     "Database size (pg_database_size).",
 )  # fmt: skip
+PGVECTOR_INDEX_INFO = _m(
+    "pgvector", "gpuledger_pgvector_index_info", G, "",
+    (*PG_TABLE_LABELS, "index", "method", "m", "ef_construction", "lists"),
+    "Constant 1 per pgvector index; labels carry its build options (empty when default).",
+)  # fmt: skip
+PG_INDEX_BUILD_PROGRESS = _m(
+    "pgvector", "gpuledger_pg_index_build_progress_ratio", G, "ratio",
+    (*PG_TABLE_LABELS, "index", "phase"),
+    "Progress of a CREATE INDEX in flight (blocks done / total, else tuples), 0..1.",
+)  # fmt: skip
+PG_SKIPPED_RELATIONS = _m(
+    "pgvector", "gpuledger_pg_skipped_relations", G, "", ("database",),
+    "Relations not sized in the last collection because an ACCESS EXCLUSIVE lock was held "
+    "or queued on them (sizing would have waited behind it).",
+)  # fmt: skip
+PG_DATABASE_UP = _m(
+    "pgvector", "gpuledger_pg_database_up", G, "", ("database",),
+    "1 if the database answered the last collection within its timeouts, else 0.",
+)  # fmt: skip
+PG_CAPACITY = _m(
+    "pgvector", "gpuledger_pg_capacity_bytes", G, "bytes", ("database",),
+    "The configured capacity the database is allowed to grow to.",
+)  # fmt: skip
 PG_GROWTH = _m(
     "pgvector", "gpuledger_pg_growth_bytes_per_day", G, "bytes", ("database", "schema", "table"),
     "Least-squares growth over the configured window (table empty: whole database).",
