@@ -27,6 +27,7 @@ from gpuledger.chargeback.model import (
     CoverageRow,
     Owner,
     ProbeRecord,
+    StorageSample,
     StoreError,
     TokenRow,
     UsageRow,
@@ -69,6 +70,11 @@ class FlakyStore:
         if self.down:
             raise StoreError("store is down (test)")
         self.real.upsert_probes(rows)
+
+    def insert_storage_samples(self, rows: Sequence[StorageSample]) -> None:
+        if self.down:
+            raise StoreError("store is down (test)")
+        self.real.insert_storage_samples(rows)
 
     def usage(self, *a: object, **k: object) -> list[dict[str, object]]:
         return self.real.usage(*a, **k)  # type: ignore[arg-type]

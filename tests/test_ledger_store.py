@@ -123,7 +123,7 @@ def _totals(row: dict[str, object]) -> tuple[object, object, object]:
 def test_migrations_are_idempotent_and_recorded(store: AuditableLedgerStore) -> None:
     store.migrate()  # the fixture already ran it once
     store.migrate()
-    assert store.applied_versions() == [1, 2]
+    assert store.applied_versions() == [1, 2, 3]
     store.upsert([_u(H0, "n1", "g1", "a", "b", 1, 1, 1)], [])
     assert store.usage(_dt(H0), _dt(H1), ["service"])[0]["allocated_gpu_seconds"] == 1.0
 
@@ -147,7 +147,7 @@ def test_concurrent_migrations_from_two_agents(store_url: str) -> None:
         t.join(30)
     try:
         assert errors == []
-        assert stores[0].applied_versions() == [1, 2]
+        assert stores[0].applied_versions() == [1, 2, 3]
     finally:
         for s in stores:
             s.close()
@@ -520,3 +520,30 @@ def test_probe_records_keep_verdicts_and_summarize(store: AuditableLedgerStore) 
     (summary,) = store.probes(lo, hi)
     assert summary == {"namespace": "llm", "service": "chat", "model_name": "llama-70b",
                        "probes": 3.0, "successes": 2.0, "disagree": 1.0, "agree": 1.0}  # fmt: skip
+
+
+def test_storage_samples_are_insert_only(store: AuditableLedgerStore, store_url: str) -> None:
+    from gpuledger.chargeback.model import StorageSample
+    from gpuledger.chargeback.store import sqlite_path
+
+    a = StorageSample(T0 + 0.5, "n1", "rag", "public", 'we"ird Table', 1_000_000)
+    b = StorageSample(T0 + 300.5, "n1", "rag", "public", 'we"ird Table', 1_250_000)
+    store.insert_storage_samples([a, b])
+    store.insert_storage_samples([a])  # a replay is ignored, not an error
+    store.insert_storage_samples([StorageSample(T0 + 0.5, "n1", "rag", "public",
+                                                'we"ird Table', 7)])  # fmt: skip
+    query = 'SELECT "ts", "table_name", "bytes" FROM "storage_samples" ORDER BY "ts"'
+    if store_url.startswith("sqlite"):
+        import sqlite3
+
+        with sqlite3.connect(sqlite_path(store_url)) as conn:
+            rows = conn.execute(query).fetchall()
+    else:
+        import psycopg
+
+        with psycopg.connect(store_url) as conn:
+            rows = conn.execute(query).fetchall()
+    assert [tuple(r) for r in rows] == [
+        (T0 + 0.5, 'we"ird Table', 1_000_000),
+        (T0 + 300.5, 'we"ird Table', 1_250_000),
+    ]

@@ -57,6 +57,7 @@ class Ledger:
         flush_interval_s: float = 30.0,
         wall: Callable[[], float] = time.time,
         mono: Callable[[], float] = time.monotonic,
+        storage_retain_s: float = 8 * 86400.0,
     ) -> None:
         self.node = node
         self.spool = spool
@@ -66,6 +67,7 @@ class Ledger:
         self._wall = wall
         self._mono = mono
         self.flush_interval_s = flush_interval_s
+        self.storage_retain_s = storage_retain_s  # the growth window's samples stay local
         self.accumulator = Accumulator(node, max_gap_s=max_gap_s)
         self.tokens = TokenAccumulator(node)
         self._last_probe: dict[tuple[str, str], ProbeRecord] = {}
@@ -149,6 +151,7 @@ class Ledger:
             usage, coverage, seq = self.spool.pending()
             token_rows = self.spool.pending_tokens()
             probes = self.spool.pending_probes()
+            storage = self.spool.pending_storage_samples()
             try:
                 if not self._migrated:  # here, not at start: a database that is down
                     self.store.migrate()  # when the agent starts must not stop it
@@ -157,6 +160,7 @@ class Ledger:
                     self.store.upsert(usage, coverage)
                 self.store.upsert_tokens(token_rows)
                 self.store.upsert_probes(probes)
+                self.store.insert_storage_samples(storage)
             except StoreError as exc:
                 self._failures += 1
                 self._consecutive_failures += 1
@@ -173,6 +177,7 @@ class Ledger:
             # and are sent again, as running totals (harmless)
             self.spool.mark_tokens_flushed(token_rows, seq)
             self.spool.mark_probes_flushed(probes, seq)
+            self.spool.mark_storage_flushed(storage, seq)
             if self._last_error is not None:
                 log.info("ledger flush recovered")
             self._last_error = None
@@ -182,6 +187,7 @@ class Ledger:
             self.tokens.forget_before(now_hour - RETAIN_HOURS * HOUR)
             self.spool.prune(now_hour - RETAIN_HOURS * HOUR)
             self.spool.prune_extra(now_hour - RETAIN_HOURS * HOUR)
+            self.spool.prune_storage_samples(self._wall() - self.storage_retain_s)
             self._pending = self.spool.pending_count() + self.spool.pending_extra_count()
             return self._pending == 0
 

@@ -145,6 +145,22 @@ class ProbeRecord:
         return (self.node, self.endpoint, self.started_unix)
 
 
+@dataclass(frozen=True, slots=True)
+class StorageSample:
+    """A table's (or, with empty schema/table, a database's) size at one instant."""
+
+    ts_unix: float
+    node: str
+    database: str
+    schema: str
+    table: str
+    bytes: int
+
+    @property
+    def key(self) -> tuple[str, str, str, str, float]:
+        return (self.node, self.database, self.schema, self.table, self.ts_unix)
+
+
 USAGE_GROUP_KEYS = ("node", "gpu_uuid", "gpu_model", "namespace", "service", "hour")
 TOKEN_GROUP_KEYS = ("node", "namespace", "service", "model_name", "hour")
 """What ``/api/v1/usage`` may group by."""
@@ -201,6 +217,10 @@ class LedgerStore(Protocol):
     ) -> list[dict[str, object]]:
         """Per (namespace, service, model_name): probes, successes, and verdict counts
         (agree / disagree / undecided) over ``[start, end)``."""
+        ...
+
+    def insert_storage_samples(self, rows: Sequence[StorageSample]) -> None:
+        """Size samples (insert-only; a replayed sample is ignored)."""
         ...
 
     def close(self) -> None: ...

@@ -20,7 +20,13 @@ import threading
 from collections.abc import Sequence
 from pathlib import Path
 
-from gpuledger.chargeback.model import CoverageRow, ProbeRecord, TokenRow, UsageRow
+from gpuledger.chargeback.model import (
+    CoverageRow,
+    ProbeRecord,
+    StorageSample,
+    TokenRow,
+    UsageRow,
+)
 from gpuledger.chargeback.tokens import Baseline
 
 _SCHEMA = """
@@ -58,6 +64,12 @@ CREATE TABLE IF NOT EXISTS spool_probes (
     tokens_counted INTEGER, ttft_histogram_moved INTEGER, ttft_agrees INTEGER,
     seq INTEGER NOT NULL, flushed_seq INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (node, endpoint, started_unix)
+);
+CREATE TABLE IF NOT EXISTS spool_storage_samples (
+    node TEXT NOT NULL, database TEXT NOT NULL, schema TEXT NOT NULL, tbl TEXT NOT NULL,
+    ts_unix REAL NOT NULL, bytes INTEGER NOT NULL,
+    seq INTEGER NOT NULL, flushed_seq INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (node, database, schema, tbl, ts_unix)
 );
 CREATE TABLE IF NOT EXISTS spool_meta (k TEXT PRIMARY KEY, v INTEGER NOT NULL);
 INSERT OR IGNORE INTO spool_meta (k, v) VALUES ('seq', 0);
@@ -329,6 +341,71 @@ class Spool:
                 [(seq, *r.key) for r in rows],
             )
 
+    # --- storage samples -----------------------------------------------------------------
+    def write_storage_samples(self, rows: Sequence[StorageSample]) -> None:
+        if not rows:
+            return
+        with self._lock:
+            db = self._db
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                (seq,) = db.execute(_NEXT_SEQ).fetchone()
+                db.executemany(
+                    "INSERT INTO spool_storage_samples (node, database, schema, tbl, ts_unix, "
+                    "bytes, seq) VALUES (?,?,?,?,?,?,?) ON CONFLICT DO NOTHING",
+                    [
+                        (r.node, r.database, r.schema, r.table, r.ts_unix, r.bytes, seq)
+                        for r in rows
+                    ],
+                )
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+
+    def storage_sums(
+        self, node: str, *, since: float, origin: float
+    ) -> list[tuple[str, str, str, int, float, float, float, float]]:
+        """Per (database, schema, table) since ``since``: n, Σx, Σy, Σx², Σxy with
+        x = ts − origin (seconds) and y = bytes -- what a least-squares slope needs."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT database, schema, tbl, count(*), total(ts_unix - ?), total(bytes), "
+                "total((ts_unix - ?) * (ts_unix - ?)), total((ts_unix - ?) * bytes) "
+                "FROM spool_storage_samples WHERE node = ? AND ts_unix >= ? "
+                "GROUP BY database, schema, tbl",
+                (origin, origin, origin, origin, node, since),
+            ).fetchall()
+        return [
+            (str(d), str(s), str(t), int(n), float(sx), float(sy), float(sxx), float(sxy))
+            for d, s, t, n, sx, sy, sxx, sxy in rows
+        ]
+
+    def pending_storage_samples(self, limit: int = 50_000) -> list[StorageSample]:
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT ts_unix, node, database, schema, tbl, bytes FROM spool_storage_samples "
+                "WHERE seq > flushed_seq LIMIT ?",
+                (limit,),
+            ).fetchall()
+        return [StorageSample(float(t), n, d, s, tb, int(b)) for t, n, d, s, tb, b in rows]
+
+    def mark_storage_flushed(self, rows: Sequence[StorageSample], seq: int) -> None:
+        with self._lock:
+            self._db.executemany(
+                "UPDATE spool_storage_samples SET flushed_seq = seq WHERE seq <= ? AND node = ? "
+                "AND database = ? AND schema = ? AND tbl = ? AND ts_unix = ?",
+                [(seq, *r.key) for r in rows],
+            )
+
+    def prune_storage_samples(self, before_unix: float) -> None:
+        """Flushed samples older than the growth window are no longer needed here."""
+        with self._lock:
+            self._db.execute(
+                "DELETE FROM spool_storage_samples WHERE ts_unix < ? AND seq <= flushed_seq",
+                (before_unix,),
+            )
+
     def current_seq(self) -> int:
         with self._lock:
             (seq,) = self._db.execute("SELECT v FROM spool_meta WHERE k = 'seq'").fetchone()
@@ -353,7 +430,10 @@ class Spool:
             (p,) = self._db.execute(
                 "SELECT count(*) FROM spool_probes WHERE seq > flushed_seq"
             ).fetchone()
-        return int(t) + int(p)
+            (g,) = self._db.execute(
+                "SELECT count(*) FROM spool_storage_samples WHERE seq > flushed_seq"
+            ).fetchone()
+        return int(t) + int(p) + int(g)
 
     def prune_extra(self, before_hour: int) -> None:
         with self._lock:

@@ -79,7 +79,11 @@ PROBES_VERDICTS = ("tokens_counted", "ttft_histogram_moved", "ttft_agrees")
 """Verdict columns: a replay without the verdict never clears one already stored."""
 PROBES_COLUMNS = PROBES_KEY + PROBES_LABELS + PROBES_VERDICTS
 
-SCHEMA_VERSION = 2
+STORAGE_TABLE = "storage_samples"
+STORAGE_KEY = ("node", "database", "schema", "table_name", "ts")
+STORAGE_COLUMNS = (*STORAGE_KEY, "bytes")
+
+SCHEMA_VERSION = 3
 """The newest migration version both backends define."""
 
 SECONDS_PER_HOUR = 3600.0

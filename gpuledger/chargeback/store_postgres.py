@@ -22,7 +22,14 @@ from psycopg import sql
 from psycopg.rows import dict_row
 from psycopg_pool import ConnectionPool, PoolTimeout
 
-from gpuledger.chargeback.model import CoverageRow, ProbeRecord, StoreError, TokenRow, UsageRow
+from gpuledger.chargeback.model import (
+    CoverageRow,
+    ProbeRecord,
+    StorageSample,
+    StoreError,
+    TokenRow,
+    UsageRow,
+)
 from gpuledger.chargeback.store import (
     COVERAGE_COLUMNS,
     COVERAGE_KEY,
@@ -37,6 +44,9 @@ from gpuledger.chargeback.store import (
     PROBES_TABLE,
     PROBES_VERDICTS,
     SECONDS_PER_HOUR,
+    STORAGE_COLUMNS,
+    STORAGE_KEY,
+    STORAGE_TABLE,
     TOKEN_GROUP_COLUMNS,
     TOKENS_COLUMNS,
     TOKENS_KEY,
@@ -183,9 +193,30 @@ def _migration_2() -> list[sql.Composed]:
     ]  # fmt: skip
 
 
+def _migration_3() -> list[sql.Composed]:
+    return [
+        sql.SQL(
+            "CREATE TABLE {t} ({node} text NOT NULL, {db} text NOT NULL, {schema} text NOT NULL,"
+            " {tbl} text NOT NULL, {ts} double precision NOT NULL, {b} bigint NOT NULL,"
+            " CONSTRAINT {pkey} PRIMARY KEY ({key}))"
+        ).format(
+            t=I(STORAGE_TABLE),
+            node=I("node"),
+            db=I("database"),
+            schema=I("schema"),
+            tbl=I("table_name"),
+            ts=I("ts"),
+            b=I("bytes"),
+            pkey=I("storage_samples_pkey"),
+            key=_cols(STORAGE_KEY),
+        )
+    ]
+
+
 MIGRATIONS: tuple[tuple[int, list[sql.Composed]], ...] = (
     (1, _migration_1()),
     (2, _migration_2()),
+    (3, _migration_3()),
 )
 """Versioned migrations, applied in order, each once, in one transaction under an
 advisory lock (two agents starting at once serialize; the second finds nothing to do)."""
@@ -486,6 +517,17 @@ class PostgresLedgerStore:
         what = f"upsert of {len(params)} token rows"
         with self._connection(what) as conn, conn.transaction(), conn.cursor() as cur:
             cur.executemany(_UPSERT_TOKENS, params)
+
+    def insert_storage_samples(self, rows: Sequence[StorageSample]) -> None:
+        params = [(r.node, r.database, r.schema, r.table, r.ts_unix, r.bytes) for r in rows]
+        if not params:
+            return
+        statement = sql.SQL(
+            "INSERT INTO {t} ({cols}) VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING"
+        ).format(t=I(STORAGE_TABLE), cols=_cols(STORAGE_COLUMNS))
+        what = f"insert of {len(params)} storage samples"
+        with self._connection(what) as conn, conn.transaction(), conn.cursor() as cur:
+            cur.executemany(statement, params)
 
     def upsert_probes(self, rows: Sequence[ProbeRecord]) -> None:
         params = [probe_values(r) for r in rows]

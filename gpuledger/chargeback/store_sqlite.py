@@ -18,7 +18,14 @@ from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
 
-from gpuledger.chargeback.model import CoverageRow, ProbeRecord, StoreError, TokenRow, UsageRow
+from gpuledger.chargeback.model import (
+    CoverageRow,
+    ProbeRecord,
+    StorageSample,
+    StoreError,
+    TokenRow,
+    UsageRow,
+)
 from gpuledger.chargeback.store import (
     COVERAGE_COLUMNS,
     COVERAGE_KEY,
@@ -33,6 +40,9 @@ from gpuledger.chargeback.store import (
     PROBES_TABLE,
     PROBES_VERDICTS,
     SECONDS_PER_HOUR,
+    STORAGE_COLUMNS,
+    STORAGE_KEY,
+    STORAGE_TABLE,
     TOKEN_GROUP_COLUMNS,
     TOKENS_COLUMNS,
     TOKENS_KEY,
@@ -134,6 +144,22 @@ MIGRATIONS += (
             ) WITHOUT ROWID""",
             f"CREATE INDEX {q('probe_results_started_idx')} "
             f"ON {q(PROBES_TABLE)} ({q('started_unix')})",
+        ),
+    ),
+)
+MIGRATIONS += (
+    (
+        3,
+        (
+            f"""CREATE TABLE {q(STORAGE_TABLE)} (
+                {q("node")} TEXT NOT NULL,
+                {q("database")} TEXT NOT NULL,
+                {q("schema")} TEXT NOT NULL,
+                {q("table_name")} TEXT NOT NULL,
+                {q("ts")} REAL NOT NULL,
+                {q("bytes")} INTEGER NOT NULL,
+                PRIMARY KEY ({_cols(STORAGE_KEY)})
+            ) WITHOUT ROWID""",
         ),
     ),
 )
@@ -314,6 +340,15 @@ class SqliteLedgerStore:
         now = int(time.time())
         params = [(*token_values(r), now) for r in merge_tokens(rows)]
         self._write_many(f"upsert of {len(params)} token rows", _UPSERT_TOKENS, params)
+
+    def insert_storage_samples(self, rows: Sequence[StorageSample]) -> None:
+        params = [(r.node, r.database, r.schema, r.table, r.ts_unix, r.bytes) for r in rows]
+        self._write_many(
+            f"insert of {len(params)} storage samples",
+            f"INSERT INTO {q(STORAGE_TABLE)} ({_cols(STORAGE_COLUMNS)}) VALUES (?,?,?,?,?,?) "
+            "ON CONFLICT DO NOTHING",
+            params,
+        )
 
     def upsert_probes(self, rows: Sequence[ProbeRecord]) -> None:
         now = int(time.time())
