@@ -193,3 +193,60 @@ def test_vllm_series_histograms_keep_upstream_buckets() -> None:
     up = {dict(labels)["service"]: v for (name, labels), v in got.items()
           if name == "gpuledger_vllm_endpoint_up"}  # fmt: skip
     assert up == {"chat": 1.0, "rag": 0.0}
+
+
+def test_pgvector_tables_indexes_growth_and_days_until_full() -> None:
+    from types import MappingProxyType as MP
+
+    from gpuledger.chargeback.storage_growth import Growth
+    from gpuledger.collectors.pg_types import (
+        DatabaseStats,
+        IndexBuild,
+        PgTelemetry,
+        TableStats,
+        VectorColumn,
+        VectorIndex,
+    )
+
+    docs = TableStats(
+        "Ünïcode Schema", 'we"ird Table', heap_bytes=8192, toast_bytes=16384, index_bytes=40960,
+        total_bytes=65536, rows_estimate=1000.0, dead_tuples=12,
+        vector_columns=(VectorColumn("embedding", "vector", 1536),),
+        vector_indexes=(VectorIndex("docs_hnsw", "hnsw", 32768,
+                                    MP({"m": "24", "ef_construction": "100"})),),
+    )  # fmt: skip
+    db = DatabaseStats(
+        "rag", up=True, database_bytes=4 * 10**10, capacity_bytes=10**11, tables=(docs,),
+        skipped_locked=("public.locked",),
+        index_builds=(IndexBuild("public", "t", "t_ivf", "building index", 25, 100, 0, 0),),
+    )  # fmt: skip
+    down = DatabaseStats("analytics", up=False, error="connection refused")
+    growth = {
+        ("rag", "", ""): Growth(10**9, 12),
+        ("rag", "Ünïcode Schema", 'we"ird Table'): Growth(5.0, 12),
+    }
+    exporter = SnapshotExporter("node-a", "1", storage_growth=lambda: growth)
+    snap = snapshot(CollectorState("pgvector", up=True, reading=PgTelemetry((db, down))))
+    got = samples(exporter.render(snap).decode())
+    t = {"database": "rag", "schema": "Ünïcode Schema", "table": 'we"ird Table'}
+    assert got[key("gpuledger_pg_table_bytes", **t, kind="toast")] == 16384.0
+    assert got[key("gpuledger_pg_table_bytes", **t, kind="total")] == 65536.0
+    assert got[key("gpuledger_pg_dead_tuples", **t)] == 12.0
+    assert (
+        got[key("gpuledger_pgvector_column_dimensions", **t, column="embedding", type="vector")]
+        == 1536.0
+    )
+    assert (
+        got[key("gpuledger_pgvector_index_bytes", **t, index="docs_hnsw", method="hnsw")] == 32768.0
+    )
+    assert got[key("gpuledger_pgvector_index_info", **t, index="docs_hnsw", method="hnsw", m="24",
+                   ef_construction="100", lists="")] == 1.0  # fmt: skip
+    assert got[key("gpuledger_pg_growth_bytes_per_day", **t)] == 5.0
+    assert got[key("gpuledger_pg_growth_bytes_per_day", database="rag", schema="", table="")] == 1e9
+    # (1e11 - 4e10) / 1e9 per day
+    assert got[key("gpuledger_pg_days_until_full", database="rag")] == 60.0
+    assert got[key("gpuledger_pg_skipped_relations", database="rag")] == 1.0
+    assert got[key("gpuledger_pg_index_build_progress_ratio", database="rag", schema="public",
+                   table="t", index="t_ivf", phase="building index")] == 0.25  # fmt: skip
+    assert got[key("gpuledger_pg_database_up", database="analytics")] == 0.0
+    assert key("gpuledger_pg_database_bytes", database="analytics") not in got

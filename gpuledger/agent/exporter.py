@@ -13,13 +13,15 @@ not define cannot be exported; tests parse the output with prometheus_client's p
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 from gpuledger import schema
 from gpuledger.agent.merge import merge_devices
 from gpuledger.agent.snapshot import Snapshot
 from gpuledger.chargeback.ledger import LedgerStatus
 from gpuledger.chargeback.model import IDLE
+from gpuledger.chargeback.storage_growth import Growth, GrowthKey, days_until_full
+from gpuledger.collectors.pg_types import IndexBuild, PgTelemetry
 from gpuledger.collectors.probe import ProbeStatus
 from gpuledger.collectors.readings import GpuReading, GpuTelemetry
 from gpuledger.collectors.vllm_types import Histogram, VllmTelemetry
@@ -239,6 +241,63 @@ def _add_probes(f: _Families, status: ProbeStatus) -> None:
                     f.add(schema.PROBE_VALIDATION, (*labels, check), 1.0 if ok else 0.0)
 
 
+def _build_progress(b: IndexBuild) -> float | None:
+    if b.blocks_total > 0:
+        return min(1.0, b.blocks_done / b.blocks_total)
+    if b.tuples_total > 0:
+        return min(1.0, b.tuples_done / b.tuples_total)
+    return None
+
+
+def _add_pg(f: _Families, telemetry: PgTelemetry, growth: Mapping[GrowthKey, Growth]) -> None:
+    for db in telemetry.databases:
+        f.add(schema.PG_DATABASE_UP, (db.name,), 1.0 if db.up else 0.0)
+        if not db.up:
+            continue
+        if db.database_bytes is not None:
+            f.add(schema.PG_DATABASE_BYTES, (db.name,), float(db.database_bytes))
+        if db.capacity_bytes is not None:
+            f.add(schema.PG_CAPACITY, (db.name,), float(db.capacity_bytes))
+        f.add(schema.PG_SKIPPED_RELATIONS, (db.name,), float(len(db.skipped_locked)))
+        for t in db.tables:
+            labels = (db.name, t.schema, t.table)
+            for kind, value in (
+                ("heap", t.heap_bytes),
+                ("toast", t.toast_bytes),
+                ("index", t.index_bytes),
+                ("total", t.total_bytes),
+            ):
+                f.add(schema.PG_TABLE_BYTES, (*labels, kind), float(value))
+            f.add(schema.PG_TABLE_ROWS, labels, t.rows_estimate)
+            if t.dead_tuples is not None:
+                f.add(schema.PG_DEAD_TUPLES, labels, float(t.dead_tuples))
+            for col in t.vector_columns:
+                f.add(schema.PGVECTOR_DIMENSIONS, (*labels, col.name, col.type), col.dimensions)
+            for idx in t.vector_indexes:
+                f.add(schema.PGVECTOR_INDEX_BYTES, (*labels, idx.name, idx.method), idx.bytes)
+                opts = idx.options
+                f.add(
+                    schema.PGVECTOR_INDEX_INFO,
+                    (*labels, idx.name, idx.method, opts.get("m", ""),
+                     opts.get("ef_construction", ""), opts.get("lists", "")),
+                    1.0,
+                )  # fmt: skip
+            grown = growth.get((db.name, t.schema, t.table))
+            if grown is not None:
+                f.add(schema.PG_GROWTH, labels, grown.bytes_per_day)
+        for b in db.index_builds:
+            progress = _build_progress(b)
+            if progress is not None:
+                build_labels = (db.name, b.schema, b.table, b.index, b.phase)
+                f.add(schema.PG_INDEX_BUILD_PROGRESS, build_labels, progress)
+        whole = growth.get((db.name, "", ""))
+        if whole is not None:
+            f.add(schema.PG_GROWTH, (db.name, "", ""), whole.bytes_per_day)
+            left = days_until_full(db.capacity_bytes, db.database_bytes, whole.bytes_per_day)
+            if left is not None:
+                f.add(schema.PG_DAYS_UNTIL_FULL, (db.name,), left)
+
+
 def _add_ledger(f: _Families, status: LedgerStatus) -> None:
     for alloc in status.allocations:
         for share in alloc.shares:
@@ -266,11 +325,13 @@ class SnapshotExporter:
         version: str,
         ledger: Callable[[], LedgerStatus] | None = None,
         probes: Callable[[], ProbeStatus] | None = None,
+        storage_growth: Callable[[], Mapping[GrowthKey, Growth]] | None = None,
     ) -> None:
         self.node = node
         self.version = version
         self.ledger = ledger
         self.probes = probes
+        self.storage_growth = storage_growth
 
     def render(self, snap: Snapshot) -> bytes:
         f = _Families(self.node)
@@ -280,6 +341,9 @@ class SnapshotExporter:
         vllm = snap.reading("vllm", VllmTelemetry)
         if vllm is not None:
             _add_vllm(f, vllm)
+        pg = snap.reading("pgvector", PgTelemetry)
+        if pg is not None:
+            _add_pg(f, pg, self.storage_growth() if self.storage_growth is not None else {})
         if self.probes is not None:
             _add_probes(f, self.probes())
         if self.ledger is not None:
