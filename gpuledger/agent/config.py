@@ -31,6 +31,7 @@ from pydantic_settings import (
 )
 
 from gpuledger.chargeback.resolver import AttributionConfig
+from gpuledger.collectors.pgvector_config import PgvectorConfig
 from gpuledger.collectors.vllm_discovery import VllmConfig
 
 ENV_PREFIX = "GPULEDGER_"
@@ -165,6 +166,7 @@ class AgentConfig(BaseSettings):
     attribution: AttributionConfig = AttributionConfig()
     vllm: VllmConfig = VllmConfig()
     probes: ProbesConfig = ProbesConfig()
+    pgvector: PgvectorConfig = PgvectorConfig()
 
     @classmethod
     def settings_customise_sources(

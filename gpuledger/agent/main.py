@@ -7,7 +7,7 @@ import logging
 import signal
 import sqlite3
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -21,7 +21,9 @@ from gpuledger.agent.runtime import AgentRuntime, Schedule
 from gpuledger.agent.server import ASGIApp, create_app
 from gpuledger.agent.snapshot import CollectorState, Snapshot, SnapshotStore
 from gpuledger.chargeback.model import Claim, StoreError
+from gpuledger.chargeback.storage_growth import Growth, GrowthKey
 from gpuledger.collectors.base import Collector
+from gpuledger.collectors.pg_types import PgTelemetry
 from gpuledger.collectors.probe import ProbeStatus
 from gpuledger.collectors.readings import GpuReading, GpuTelemetry
 from gpuledger.collectors.vllm_types import VllmTelemetry
@@ -29,6 +31,7 @@ from gpuledger.collectors.vllm_types import VllmTelemetry
 if TYPE_CHECKING:
     from gpuledger.chargeback.ledger import Ledger
     from gpuledger.chargeback.resolver import WorkloadResolver
+    from gpuledger.chargeback.storage_growth import StorageGrowth
     from gpuledger.collectors.probe import ProbeRunner
     from gpuledger.collectors.simulation import SimulatedNode
 
@@ -148,11 +151,14 @@ class Agent:
         if cfg.ledger.enabled:
             self.ledger = _build_ledger(cfg, self.resolver.claims)
         self.probes: ProbeRunner | None = None
+        self.growth: StorageGrowth | None = None
+        self.latest_growth: Mapping[GrowthKey, Growth] = {}
         exporter = SnapshotExporter(
             node=cfg.node_name,
             version=__version__,
             ledger=self.ledger.status if self.ledger is not None else None,
             probes=lambda: self.probes.status() if self.probes is not None else ProbeStatus(),
+            storage_growth=lambda: self.latest_growth,
         )
         self.runtime = AgentRuntime(SnapshotStore(exporter.render))
         collectors = build_collectors(cfg, sim)
@@ -160,6 +166,8 @@ class Agent:
             collectors.append(self._vllm_collector(cfg))
             if cfg.probes.enabled:
                 self.probes = self._probe_runner(cfg)
+        if cfg.pgvector.enabled:
+            collectors.append(self._pgvector_collector(cfg))
         gpu_sources = {c.name for c, _ in collectors if c.name in ("nvml", "dcgm")}
         for collector, schedule in collectors:
             self.runtime.add(collector, schedule)
@@ -173,6 +181,11 @@ class Agent:
                     telemetry = snap.reading("vllm", VllmTelemetry)
                     if telemetry is not None:
                         ledger.observe_vllm(telemetry)
+                elif state.name == "pgvector" and self.growth is not None:
+                    pg = snap.reading("pgvector", PgTelemetry)
+                    if pg is not None:
+                        self.growth.record(pg)
+                        self.latest_growth = self.growth.compute(time.time())
 
             self.runtime.store.subscribe(on_update)
         self.app = create_app(
@@ -203,6 +216,24 @@ class Agent:
             cfg.interval_for(cfg.vllm), cfg.vllm.timeout_seconds + 2.0, VllmTelemetry
         )
         return collector, schedule
+
+    def _pgvector_collector(self, cfg: AgentConfig) -> tuple[Collector, Schedule]:
+        from gpuledger.chargeback.storage_growth import StorageGrowth
+        from gpuledger.collectors.pgvector import PgvectorCollector
+
+        pg = cfg.pgvector
+        if self.ledger is not None:  # growth needs the spool for its samples
+            window = pg.growth_window_days * 86400.0
+            self.ledger.storage_retain_s = window + 86400.0
+            self.growth = StorageGrowth(
+                self.ledger.spool, cfg.node_name, window_s=window, min_samples=pg.growth_min_samples
+            )
+        # a database that hangs is given up on by the collector itself; the runner's
+        # timeout is the backstop: connect + a few statement timeouts
+        worst = max(
+            db.connect_timeout_s + 3 * db.statement_timeout_ms / 1000 + 5 for db in pg.databases
+        )
+        return PgvectorCollector(pg.databases), Schedule(pg.interval_seconds, worst, PgTelemetry)
 
     def _probe_runner(self, cfg: AgentConfig) -> ProbeRunner:
         from gpuledger.collectors.probe import ProbeRunner

@@ -219,6 +219,9 @@ class PgvectorConfig(_Section):
     enabled: bool = False
     interval_seconds: float = Field(300.0, gt=0, le=86400)
     databases: list[PgDatabaseConfig] = Field(default_factory=list)
+    # Growth: least-squares slope over this window, reported from min_samples samples on.
+    growth_window_days: float = Field(7.0, gt=0, le=366)
+    growth_min_samples: int = Field(6, ge=2)
 
     @model_validator(mode="after")
     def _check(self) -> PgvectorConfig:
