@@ -161,8 +161,8 @@ def test_ledger_never_loses_or_double_counts(
                 policy="usage", max_gap_s=MAX_GAP,
                 wall=lambda: world.wall, mono=lambda: world.mono,
             )  # fmt: skip
-            ledger.store = store  # flushed by hand below, no background thread
-            ledger.start()
+            ledger.start()  # started without a store: no background flusher thread
+            ledger.store = store  # flushed by hand below
             return ledger
 
         ledger = new_ledger()

@@ -9,7 +9,7 @@ from pathlib import Path
 from fastapi.testclient import TestClient
 
 from gpuledger.agent.config import load_config
-from gpuledger.agent.main import build
+from gpuledger.agent.main import Agent
 from gpuledger.agent.runtime import AgentRuntime, CollectorRunner, Schedule
 from gpuledger.agent.server import create_app
 from gpuledger.agent.snapshot import SnapshotStore
@@ -65,8 +65,8 @@ def test_bearer_token_guards_api(tmp_path: Path) -> None:
     token_file.write_text("s3cret-token\n", encoding="utf-8")
     cfg = load_config(None, environ={"GPULEDGER_HTTP__API_TOKEN_FILE": str(token_file),
                                      "GPULEDGER_NVML__ENABLED": "false", **state})  # fmt: skip
-    runtime, app = build(cfg)
-    client = TestClient(app)
+    agent = Agent(cfg)
+    client = TestClient(agent.app)
     assert client.get("/api/v1/collectors").status_code == 401
     bad = client.get("/api/v1/collectors", headers={"Authorization": "Bearer nope"})
     assert bad.status_code == 401
@@ -75,7 +75,7 @@ def test_bearer_token_guards_api(tmp_path: Path) -> None:
     assert ok.status_code == 200
     assert client.get("/metrics").status_code == 200  # not required on /metrics by default
     assert "s3cret" not in client.get("/metrics").text
-    runtime.stop()
+    agent.stop()
 
 
 def test_metrics_token_optional(tmp_path: Path) -> None:
@@ -85,11 +85,12 @@ def test_metrics_token_optional(tmp_path: Path) -> None:
                                      "GPULEDGER_HTTP__METRICS_REQUIRE_TOKEN": "true",
                                      "GPULEDGER_NVML__ENABLED": "false",
                                      "GPULEDGER_STATE_DIR": str(tmp_path / "state")})  # fmt: skip
-    _, app = build(cfg)
-    client = TestClient(app)
+    agent = Agent(cfg)
+    client = TestClient(agent.app)
     assert client.get("/metrics").status_code == 401
     assert client.get("/metrics", headers={"Authorization": "Bearer t0k"}).status_code == 200
     assert client.get("/healthz").status_code == 200
+    agent.stop()
 
 
 def test_scrape_never_waits_for_a_collection() -> None:

@@ -194,7 +194,7 @@ class Ledger:
     def _flush_loop(self) -> None:
         # The first pass runs at once: it migrates the store (so /api/v1/usage answers
         # from the start) and sends what a previous run left in the spool.
-        while not self._stop.is_set():
+        while not self._stop.is_set() and not self.spool.closed:
             try:
                 self.flush_once()
             except Exception:  # a bug here must not end flushing for the process lifetime

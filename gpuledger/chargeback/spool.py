@@ -162,6 +162,7 @@ class Spool:
         if str(path) != ":memory:":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
+        self.closed = False
         self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: safe against process death
@@ -448,6 +449,7 @@ class Spool:
 
     def close(self) -> None:
         with self._lock:
+            self.closed = True
             self._db.close()
 
 
