@@ -6,7 +6,7 @@ import json
 import sys
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from pydantic import ValidationError
@@ -14,6 +14,9 @@ from rich.console import Console
 
 from gpuledger import __version__
 from gpuledger.agent.config import AgentConfig, ConfigError, load_config, redacted
+
+if TYPE_CHECKING:
+    from gpuledger.alerts.config import AlertsConfig
 
 app = typer.Typer(
     name="gpuledger",
@@ -144,6 +147,27 @@ def check_config(
     err.print("[green]configuration is valid[/]")
 
 
+@app.command()
+def dashboards(
+    out: Annotated[Path, typer.Option("--out", help="Directory to write the dashboards to.")],
+    configmap: Annotated[
+        bool,
+        typer.Option(
+            "--configmap",
+            help='Write Kubernetes ConfigMaps (label grafana_dashboard: "1") instead of JSON.',
+        ),
+    ] = False,
+    namespace: Annotated[
+        str, typer.Option("--namespace", help="Namespace of the ConfigMaps.")
+    ] = "monitoring",
+) -> None:
+    """Write the Grafana dashboards as JSON files, or as ConfigMaps for the Grafana sidecar."""
+    from gpuledger.dashboards.build import write_dashboards
+
+    for path in write_dashboards(out, as_configmap=configmap, namespace=namespace):
+        typer.echo(str(path))
+
+
 class ProbeApi(StrEnum):
     completions = "completions"
     chat = "chat"
@@ -233,6 +257,69 @@ def probe(
             failures.add_row(reason, str(count), summary.failure_examples.get(reason, ""))
         out.print(failures)
     raise typer.Exit(1 if summary.all_failed else 0)
+
+
+@app.command()
+def alerts(
+    out: Annotated[Path, typer.Option("--out", "-o", help="File to write the rules to.")],
+    prometheusrule: Annotated[
+        bool,
+        typer.Option(
+            "--prometheusrule", help="Write a PrometheusRule object (prometheus-operator)."
+        ),
+    ] = False,
+    namespace: Annotated[
+        str, typer.Option("--namespace", help="Namespace of the PrometheusRule.")
+    ] = "monitoring",
+    name: Annotated[str, typer.Option("--name", help="Name of the PrometheusRule.")] = "gpuledger",
+    config: Annotated[
+        Path | None,
+        typer.Option("--config", "-c", help="Agent config file; its alerts: section is used."),
+    ] = None,
+) -> None:
+    """Write Prometheus recording and alert rules (YAML rule file or PrometheusRule)."""
+    from gpuledger.alerts.config import AlertsConfig
+    from gpuledger.alerts.rules import prometheus_rule, rules_document, to_yaml
+
+    alerts_cfg = AlertsConfig()
+    if config is not None and "alerts" in AgentConfig.model_fields:
+        section = getattr(_load_or_exit(config), "alerts", None)
+        alerts_cfg = section if isinstance(section, AlertsConfig) else alerts_cfg
+    elif config is not None:
+        alerts_cfg = _alerts_section(config)
+    doc = (
+        prometheus_rule(alerts_cfg, namespace=namespace, name=name)
+        if prometheusrule
+        else rules_document(alerts_cfg)
+    )
+    try:
+        out.write_text(to_yaml(doc), encoding="utf-8")
+    except OSError as exc:
+        err.print(f"[bold red]cannot write {out}[/]: {exc.strerror}")
+        raise typer.Exit(1) from None
+    kind = "PrometheusRule" if prometheusrule else "rule file"
+    err.print(f"[green]wrote {kind}[/] {out}")
+
+
+def _alerts_section(path: Path) -> AlertsConfig:
+    """The file's alerts: section, read on its own while AgentConfig does not mount it."""
+    import yaml
+
+    from gpuledger.alerts.config import AlertsConfig
+
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        err.print(f"[bold red]invalid configuration[/] ({path}): {exc}")
+        raise typer.Exit(EXIT_CONFIG) from None
+    section = data.get("alerts") if isinstance(data, dict) else None
+    try:
+        return AlertsConfig.model_validate(section or {})
+    except ValidationError as exc:
+        err.print(f"[bold red]invalid configuration[/] ({path}):")
+        for e in exc.errors():
+            err.print(f"  [bold]alerts.{'.'.join(map(str, e['loc']))}[/]: {e['msg']}")
+        raise typer.Exit(EXIT_CONFIG) from None
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -121,7 +121,13 @@ def prometheus_binary() -> str | None:
 class PrometheusServer:
     """Debian's prometheus on 127.0.0.1 with a temporary TSDB, scraping given targets."""
 
-    def __init__(self, workdir: Path, targets: list[str], scrape_interval: str = "1s") -> None:
+    def __init__(
+        self,
+        workdir: Path,
+        targets: list[str],
+        scrape_interval: str = "1s",
+        rule_files: list[Path] | None = None,
+    ) -> None:
         binary = prometheus_binary()
         if binary is None:
             raise RuntimeError("prometheus is not installed (make test installs Debian's package)")
@@ -135,6 +141,8 @@ class PrometheusServer:
                 {"job_name": "gpuledger", "static_configs": [{"targets": targets}]},
             ],
         }
+        if rule_files:
+            cfg["rule_files"] = [str(p) for p in rule_files]
         self.config_path = self.dir / "prometheus.yml"
         self.config_path.write_text(yaml.safe_dump(cfg), encoding="utf-8")
         self.proc: subprocess.Popen[bytes] | None = None
@@ -173,6 +181,10 @@ class PrometheusServer:
         assert status == 200, doc
         assert doc["status"] == "success", doc
         return list(doc["data"]["result"])
+
+    def rules_health(self) -> list[dict[str, Any]]:
+        _, body = http_get(self.url + "/api/v1/rules")
+        return [r for g in json.loads(body)["data"]["groups"] for r in g["rules"]]
 
     def targets_up(self) -> bool:
         _, body = http_get(self.url + "/api/v1/targets")

@@ -30,6 +30,7 @@ from pydantic_settings import (
     SettingsConfigDict,
 )
 
+from gpuledger.alerts.config import AlertsConfig
 from gpuledger.chargeback.resolver import AttributionConfig
 from gpuledger.collectors.pgvector_config import PgvectorConfig
 from gpuledger.collectors.vllm_discovery import VllmConfig
@@ -167,6 +168,7 @@ class AgentConfig(BaseSettings):
     vllm: VllmConfig = VllmConfig()
     probes: ProbesConfig = ProbesConfig()
     pgvector: PgvectorConfig = PgvectorConfig()
+    alerts: AlertsConfig = AlertsConfig()
 
     @classmethod
     def settings_customise_sources(
