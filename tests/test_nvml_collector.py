@@ -187,7 +187,7 @@ def test_whole_gpu_every_field_with_units_converted() -> None:
             sm_clock_hertz=1_755_000_000.0,
             throttle_reasons={**NO_THROTTLE, "sw_power_cap": True, "hw_thermal_slowdown": True},
             xid_errors=0,
-            last_xid=None,
+            last_xid=0,  # the event set watches this GPU and has seen none
             ecc_errors={"corrected": 3, "uncorrected": 1},
             remapped_rows={"correctable": 2, "uncorrectable": 1},
             row_remap_pending=True,
@@ -320,6 +320,7 @@ def test_mig_gpu_is_a_board_plus_one_reading_per_instance() -> None:
         sm_clock_hertz=1.41e9,
         throttle_reasons=NO_THROTTLE,
         xid_errors=0,
+        last_xid=0,
         ecc_errors={"corrected": 0, "uncorrected": 0},
         remapped_rows={"correctable": 0, "uncorrectable": 0},
         row_remap_pending=False,

@@ -108,6 +108,7 @@ class _Engine:
         self.ttft = _Hist(TTFT_BUCKETS)
         self.itl = _Hist(ITL_BUCKETS)
         self.e2e = _Hist(E2E_BUCKETS)
+        self.queue = _Hist(E2E_BUCKETS)  # vLLM uses its request-latency buckets here too
         self.created = time.time()
 
 
@@ -333,6 +334,7 @@ class VllmStandIn:
                     with outer._lock:
                         outer._engine.success["length"] += 1
                         outer._engine.e2e.observe(time.perf_counter() - arrival)
+                        outer._engine.queue.observe(0.0)  # the stand-in never queues
                     if not b.omit_done:
                         self._event("[DONE]")
                     self._chunk(b"")
@@ -382,6 +384,7 @@ class VllmStandIn:
                 ttft=e.ttft.frozen(),
                 inter_token_latency=e.itl.frozen(),
                 e2e_latency=e.e2e.frozen(),
+                queue_time=e.queue.frozen(),
             )
 
     def render_metrics(self) -> str:
@@ -445,6 +448,8 @@ class VllmStandIn:
                  "Histogram of inter-token latency in seconds."),
                 ("vllm:e2e_request_latency_seconds", e.e2e,
                  "Histogram of e2e request latency in seconds."),
+                ("vllm:request_queue_time_seconds", e.queue,
+                 "Histogram of time spent in WAITING phase for request."),
             ):  # fmt: skip
                 family(name, "histogram", help_)
                 for le, c in zip(hist.bounds, hist.counts, strict=True):

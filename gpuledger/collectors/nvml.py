@@ -388,7 +388,11 @@ class NvmlCollector:
             "sm_clock_hertz": None if clock is None else clock * 1e6,
             "throttle_reasons": None if reasons is None else decode_throttle_reasons(reasons),
             "xid_errors": gpu.xid_count if gpu.xid_registered else None,
-            "last_xid": gpu.last_xid,
+            # 0 = "none seen" once the event set watches this GPU (the schema's meaning),
+            # absent when XID events are not supported here
+            "last_xid": gpu.last_xid
+            if gpu.last_xid is not None
+            else (0 if gpu.xid_registered else None),
             "ecc_errors": ecc_errors,
             "remapped_rows": (
                 None if rows is None else {"correctable": rows[0], "uncorrectable": rows[1]}
