@@ -15,9 +15,10 @@ total, so sending it twice is harmless.
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from gpuledger.chargeback.model import (
@@ -169,36 +170,42 @@ class Spool:
         self._db.execute("PRAGMA busy_timeout=5000")
         self._db.executescript(_SCHEMA)
 
-    def write(self, usage: Sequence[UsageRow], coverage: Sequence[CoverageRow]) -> None:
-        if not usage and not coverage:
-            return
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction under the lock: committed whole or rolled back whole."""
         with self._lock:
             db = self._db
             db.execute("BEGIN IMMEDIATE")
             try:
-                (seq,) = db.execute(
-                    "UPDATE spool_meta SET v = v + 1 WHERE k = 'seq' RETURNING v"
-                ).fetchone()
-                db.executemany(
-                    _UPSERT_USAGE,
-                    [
-                        (u.hour_start, u.node, u.gpu_uuid, u.namespace, u.service, u.gpu_model,
-                         u.mig_profile, u.allocated_gpu_seconds, u.busy_gpu_seconds,
-                         u.energy_joules, seq)
-                        for u in usage
-                    ],
-                )  # fmt: skip
-                db.executemany(
-                    _UPSERT_COVERAGE,
-                    [
-                        (c.hour_start, c.node, c.gpu_uuid, c.gpu_model, c.observed_seconds, seq)
-                        for c in coverage
-                    ],
-                )
+                yield db
                 db.execute("COMMIT")
             except BaseException:
                 db.execute("ROLLBACK")
                 raise
+
+    def write(self, usage: Sequence[UsageRow], coverage: Sequence[CoverageRow]) -> None:
+        if not usage and not coverage:
+            return
+        with self._transaction() as db:
+            (seq,) = db.execute(
+                "UPDATE spool_meta SET v = v + 1 WHERE k = 'seq' RETURNING v"
+            ).fetchone()
+            db.executemany(
+                _UPSERT_USAGE,
+                [
+                    (u.hour_start, u.node, u.gpu_uuid, u.namespace, u.service, u.gpu_model,
+                     u.mig_profile, u.allocated_gpu_seconds, u.busy_gpu_seconds,
+                     u.energy_joules, seq)
+                    for u in usage
+                ],
+            )  # fmt: skip
+            db.executemany(
+                _UPSERT_COVERAGE,
+                [
+                    (c.hour_start, c.node, c.gpu_uuid, c.gpu_model, c.observed_seconds, seq)
+                    for c in coverage
+                ],
+            )
 
     def pending(self, limit: int = 50_000) -> tuple[list[UsageRow], list[CoverageRow], int]:
         """Rows the store has not confirmed, and the sequence they were read at."""
@@ -225,24 +232,17 @@ class Spool:
     ) -> None:
         """Record that the store holds these rows as of sequence ``seq``: rows rewritten
         after ``seq`` stay pending."""
-        with self._lock:
-            db = self._db
-            db.execute("BEGIN IMMEDIATE")
-            try:
-                db.executemany(
-                    "UPDATE spool_usage SET flushed_seq = seq WHERE seq <= ? AND hour_start = ? "
-                    "AND node = ? AND gpu_uuid = ? AND namespace = ? AND service = ?",
-                    [(seq, *u.key) for u in usage],
-                )
-                db.executemany(
-                    "UPDATE spool_coverage SET flushed_seq = seq WHERE seq <= ? AND hour_start = ? "
-                    "AND node = ? AND gpu_uuid = ?",
-                    [(seq, *c.key) for c in coverage],
-                )
-                db.execute("COMMIT")
-            except BaseException:
-                db.execute("ROLLBACK")
-                raise
+        with self._transaction() as db:
+            db.executemany(
+                "UPDATE spool_usage SET flushed_seq = seq WHERE seq <= ? AND hour_start = ? "
+                "AND node = ? AND gpu_uuid = ? AND namespace = ? AND service = ?",
+                [(seq, *u.key) for u in usage],
+            )
+            db.executemany(
+                "UPDATE spool_coverage SET flushed_seq = seq WHERE seq <= ? AND hour_start = ? "
+                "AND node = ? AND gpu_uuid = ?",
+                [(seq, *c.key) for c in coverage],
+            )
 
     def pending_count(self) -> int:
         with self._lock:
@@ -286,36 +286,22 @@ class Spool:
         transaction, so a restart never re-counts (or skips) a delta."""
         if not rows and not baselines:
             return
-        with self._lock:
-            db = self._db
-            db.execute("BEGIN IMMEDIATE")
-            try:
-                (seq,) = db.execute(_NEXT_SEQ).fetchone()
-                db.executemany(
-                    _UPSERT_TOKENS,
-                    [(*r.key, r.prompt_tokens, r.generation_tokens, r.probe_prompt_tokens,
-                      r.probe_generation_tokens, seq) for r in rows],
-                )  # fmt: skip
-                db.executemany(
-                    _UPSERT_BASELINE,
-                    [(k, b.prompt, b.generation) for k, b in baselines.items()],
-                )
-                db.execute("COMMIT")
-            except BaseException:
-                db.execute("ROLLBACK")
-                raise
+        with self._transaction() as db:
+            (seq,) = db.execute(_NEXT_SEQ).fetchone()
+            db.executemany(
+                _UPSERT_TOKENS,
+                [(*r.key, r.prompt_tokens, r.generation_tokens, r.probe_prompt_tokens,
+                  r.probe_generation_tokens, seq) for r in rows],
+            )  # fmt: skip
+            db.executemany(
+                _UPSERT_BASELINE,
+                [(k, b.prompt, b.generation) for k, b in baselines.items()],
+            )
 
     def write_probe(self, record: ProbeRecord) -> None:
-        with self._lock:
-            db = self._db
-            db.execute("BEGIN IMMEDIATE")
-            try:
-                (seq,) = db.execute(_NEXT_SEQ).fetchone()
-                db.execute(_UPSERT_PROBE, (*_probe_tuple(record), seq))
-                db.execute("COMMIT")
-            except BaseException:
-                db.execute("ROLLBACK")
-                raise
+        with self._transaction() as db:
+            (seq,) = db.execute(_NEXT_SEQ).fetchone()
+            db.execute(_UPSERT_PROBE, (*_probe_tuple(record), seq))
 
     def pending_tokens(self, limit: int = 50_000) -> list[TokenRow]:
         with self._lock:
@@ -346,23 +332,13 @@ class Spool:
     def write_storage_samples(self, rows: Sequence[StorageSample]) -> None:
         if not rows:
             return
-        with self._lock:
-            db = self._db
-            db.execute("BEGIN IMMEDIATE")
-            try:
-                (seq,) = db.execute(_NEXT_SEQ).fetchone()
-                db.executemany(
-                    "INSERT INTO spool_storage_samples (node, database, schema, tbl, ts_unix, "
-                    "bytes, seq) VALUES (?,?,?,?,?,?,?) ON CONFLICT DO NOTHING",
-                    [
-                        (r.node, r.database, r.schema, r.table, r.ts_unix, r.bytes, seq)
-                        for r in rows
-                    ],
-                )
-                db.execute("COMMIT")
-            except BaseException:
-                db.execute("ROLLBACK")
-                raise
+        with self._transaction() as db:
+            (seq,) = db.execute(_NEXT_SEQ).fetchone()
+            db.executemany(
+                "INSERT INTO spool_storage_samples (node, database, schema, tbl, ts_unix, "
+                "bytes, seq) VALUES (?,?,?,?,?,?,?) ON CONFLICT DO NOTHING",
+                [(r.node, r.database, r.schema, r.table, r.ts_unix, r.bytes, seq) for r in rows],
+            )
 
     def storage_sums(
         self, node: str, *, since: float, origin: float
