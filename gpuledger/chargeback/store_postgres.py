@@ -547,30 +547,10 @@ class PostgresLedgerStore:
         *,
         node: str | None = None,
     ) -> list[dict[str, object]]:
-        keys = check_token_group_by(group_by)
-        select: list[sql.Composable] = []
-        for key in keys:
-            col = I(TOKEN_GROUP_COLUMNS[key])
-            expr = _iso_hour(col) if key == "hour" else col
-            select.append(sql.SQL("{} AS {}").format(expr, I(key)))
-        select += [
-            sql.SQL("COALESCE(SUM({c}), 0)::double precision AS {c}").format(c=I(c))
-            for c in TOKENS_TOTALS
-        ]
-        where, params = self._range(start, end, node)
-        query = sql.SQL("SELECT {sel} FROM {t} WHERE {w}").format(
-            sel=sql.SQL(", ").join(select), t=I(TOKENS_TABLE), w=where
-        )
-        if keys:
-            group = sql.SQL(", ").join(I(TOKEN_GROUP_COLUMNS[k]) for k in keys)
-            order = sql.SQL(", ").join(
-                I(TOKEN_GROUP_COLUMNS[k]) if k == "hour" else sql.SQL('{} COLLATE "C"').format(I(k))
-                for k in keys
-            )
-            query = sql.SQL("{} GROUP BY {g} ORDER BY {o}").format(query, g=group, o=order)
-        else:
-            query = sql.SQL("{} HAVING COUNT(*) > 0").format(query)
-        return self._query("tokens query", query, params)
+        return self._grouped_sums(
+            "tokens query", TOKENS_TABLE, check_token_group_by(group_by), TOKEN_GROUP_COLUMNS,
+            TOKENS_TOTALS, start, end, node,
+        )  # fmt: skip
 
     def probes(
         self, start: datetime, end: datetime, *, node: str | None = None
@@ -619,6 +599,45 @@ class PostgresLedgerStore:
             params.append(node)
         return where, params
 
+    def _grouped_sums(
+        self,
+        what: str,
+        table: str,
+        keys: Sequence[str],
+        columns: dict[str, str],
+        totals: Sequence[str],
+        start: datetime,
+        end: datetime,
+        node: str | None,
+        extra: Sequence[sql.Composable] = (),
+    ) -> list[dict[str, object]]:
+        """Σ of ``totals`` over rows with ``start <= hour_start < end`` grouped by ``keys``
+        (``hour`` → ISO-8601 UTC string), aggregated in SQL; text ordered byte-wise (as
+        SQLite's BINARY) whatever the database's collation; one row when no keys."""
+        select: list[sql.Composable] = []
+        for key in keys:
+            col = I(columns[key])
+            expr = _iso_hour(col) if key == "hour" else col
+            select.append(sql.SQL("{} AS {}").format(expr, I(key)))
+        select += [
+            sql.SQL("COALESCE(SUM({c}), 0)::double precision AS {c}").format(c=I(c)) for c in totals
+        ]
+        select += extra
+        where, params = self._range(start, end, node)
+        query = sql.SQL("SELECT {sel} FROM {t} WHERE {w}").format(
+            sel=sql.SQL(", ").join(select), t=I(table), w=where
+        )
+        if keys:
+            group = sql.SQL(", ").join(I(columns[k]) for k in keys)
+            order = sql.SQL(", ").join(
+                I(columns[k]) if k == "hour" else sql.SQL('{} COLLATE "C"').format(I(k))
+                for k in keys
+            )
+            query = sql.SQL("{} GROUP BY {g} ORDER BY {o}").format(query, g=group, o=order)
+        else:
+            query = sql.SQL("{} HAVING COUNT(*) > 0").format(query)
+        return self._query(what, query, params)
+
     def usage(
         self,
         start: datetime,
@@ -629,38 +648,15 @@ class PostgresLedgerStore:
     ) -> list[dict[str, object]]:
         """Σ allocated/busy GPU-seconds and energy over buckets with ``start <=
         hour_start < end``, per ``group_by`` (``hour`` → ISO-8601 UTC string)."""
-        keys = check_group_by(group_by)
-        select: list[sql.Composable] = []
-        for key in keys:
-            col = I(GROUP_COLUMNS[key])
-            expr = _iso_hour(col) if key == "hour" else col
-            select.append(sql.SQL("{} AS {}").format(expr, I(key)))
-        select += [
-            sql.SQL("COALESCE(SUM({c}), 0)::double precision AS {c}").format(c=I(c))
-            for c in USAGE_TOTALS
-        ]
-        select.append(
-            sql.SQL("COALESCE(SUM({c}), 0) / {h} AS {a}").format(
-                c=I("allocated_gpu_seconds"),
-                h=sql.Literal(SECONDS_PER_HOUR),
-                a=I("allocated_gpu_hours"),
-            )
+        hours = sql.SQL("COALESCE(SUM({c}), 0) / {h} AS {a}").format(
+            c=I("allocated_gpu_seconds"),
+            h=sql.Literal(SECONDS_PER_HOUR),
+            a=I("allocated_gpu_hours"),
         )
-        where, params = self._range(start, end, node)
-        query = sql.SQL("SELECT {sel} FROM {t} WHERE {w}").format(
-            sel=sql.SQL(", ").join(select), t=I(USAGE_TABLE), w=where
-        )
-        if keys:
-            group = sql.SQL(", ").join(I(GROUP_COLUMNS[k]) for k in keys)
-            # byte order for text (as SQLite's BINARY), whatever the database's collation
-            order = sql.SQL(", ").join(
-                I(GROUP_COLUMNS[k]) if k == "hour" else sql.SQL('{} COLLATE "C"').format(I(k))
-                for k in keys
-            )
-            query = sql.SQL("{} GROUP BY {g} ORDER BY {o}").format(query, g=group, o=order)
-        else:
-            query = sql.SQL("{} HAVING COUNT(*) > 0").format(query)
-        return self._query("usage query", query, params)
+        return self._grouped_sums(
+            "usage query", USAGE_TABLE, check_group_by(group_by), GROUP_COLUMNS,
+            USAGE_TOTALS, start, end, node, extra=(hours,),
+        )  # fmt: skip
 
     def coverage(
         self, start: datetime, end: datetime, *, node: str | None = None

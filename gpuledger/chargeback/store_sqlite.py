@@ -365,25 +365,10 @@ class SqliteLedgerStore:
         *,
         node: str | None = None,
     ) -> list[dict[str, object]]:
-        keys = check_token_group_by(group_by)
-        select: list[str] = []
-        for key in keys:
-            col = q(TOKEN_GROUP_COLUMNS[key])
-            expr = _ISO_HOUR.format(col=col) if key == "hour" else col
-            select.append(f"{expr} AS {q(key)}")
-        select += [f"TOTAL({q(c)}) AS {q(c)}" for c in TOKENS_TOTALS]
-        where = f"{q('hour_start')} >= ? AND {q('hour_start')} < ?"
-        params: list[object] = [unix_seconds(start, "start"), unix_seconds(end, "end")]
-        if node is not None:
-            where += f" AND {q('node')} = ?"
-            params.append(node)
-        sql = f"SELECT {', '.join(select)} FROM {q(TOKENS_TABLE)} WHERE {where}"
-        if keys:
-            group = ", ".join(q(TOKEN_GROUP_COLUMNS[k]) for k in keys)
-            sql += f" GROUP BY {group} ORDER BY {group}"
-        else:
-            sql += " HAVING COUNT(*) > 0"
-        return self._query("tokens query", sql, params)
+        return self._grouped_sums(
+            "tokens query", TOKENS_TABLE, check_token_group_by(group_by), TOKEN_GROUP_COLUMNS,
+            TOKENS_TOTALS, start, end, node,
+        )  # fmt: skip
 
     def probes(
         self, start: datetime, end: datetime, *, node: str | None = None
@@ -417,6 +402,40 @@ class SqliteLedgerStore:
                 raise self._fail(what, err) from err
         return [dict(zip(names, row, strict=True)) for row in rows]
 
+    def _grouped_sums(
+        self,
+        what: str,
+        table: str,
+        keys: Sequence[str],
+        columns: dict[str, str],
+        totals: Sequence[str],
+        start: datetime,
+        end: datetime,
+        node: str | None,
+        extra: Sequence[str] = (),
+    ) -> list[dict[str, object]]:
+        """Σ of ``totals`` over rows with ``start <= hour_start < end`` grouped by ``keys``
+        (``hour`` → ISO-8601 UTC string), aggregated in SQL; one row when ``keys`` is empty."""
+        select: list[str] = []
+        for key in keys:
+            col = q(columns[key])
+            expr = _ISO_HOUR.format(col=col) if key == "hour" else col
+            select.append(f"{expr} AS {q(key)}")
+        select += [f"TOTAL({q(c)}) AS {q(c)}" for c in totals]
+        select += extra
+        where = f"{q('hour_start')} >= ? AND {q('hour_start')} < ?"
+        params: list[object] = [unix_seconds(start, "start"), unix_seconds(end, "end")]
+        if node is not None:
+            where += f" AND {q('node')} = ?"
+            params.append(node)
+        sql = f"SELECT {', '.join(select)} FROM {q(table)} WHERE {where}"
+        if keys:
+            group = ", ".join(q(columns[k]) for k in keys)
+            sql += f" GROUP BY {group} ORDER BY {group}"
+        else:
+            sql += " HAVING COUNT(*) > 0"
+        return self._query(what, sql, params)
+
     def usage(
         self,
         start: datetime,
@@ -427,28 +446,14 @@ class SqliteLedgerStore:
     ) -> list[dict[str, object]]:
         """Σ allocated/busy GPU-seconds and energy over buckets with ``start <=
         hour_start < end``, per ``group_by`` (``hour`` → ISO-8601 UTC string)."""
-        keys = check_group_by(group_by)
-        select: list[str] = []
-        for key in keys:
-            col = q(GROUP_COLUMNS[key])
-            expr = _ISO_HOUR.format(col=col) if key == "hour" else col
-            select.append(f"{expr} AS {q(key)}")
-        select += [f"TOTAL({q(c)}) AS {q(c)}" for c in USAGE_TOTALS]
-        select.append(
+        hours = (
             f"TOTAL({q('allocated_gpu_seconds')}) / {SECONDS_PER_HOUR!r} "
             f"AS {q('allocated_gpu_hours')}"
         )
-        where = f"{q('hour_start')} >= ? AND {q('hour_start')} < ?"
-        params: list[object] = [unix_seconds(start, "start"), unix_seconds(end, "end")]
-        if node is not None:
-            where += f" AND {q('node')} = ?"
-            params.append(node)
-        sql = f"SELECT {', '.join(select)} FROM {q(USAGE_TABLE)} WHERE {where}"
-        if keys:
-            group = ", ".join(q(GROUP_COLUMNS[k]) for k in keys)
-            sql += f" GROUP BY {group} ORDER BY {group}"
-        sql += " HAVING COUNT(*) > 0" if not keys else ""
-        return self._query("usage query", sql, params)
+        return self._grouped_sums(
+            "usage query", USAGE_TABLE, check_group_by(group_by), GROUP_COLUMNS,
+            USAGE_TOTALS, start, end, node, extra=(hours,),
+        )  # fmt: skip
 
     def coverage(
         self, start: datetime, end: datetime, *, node: str | None = None
