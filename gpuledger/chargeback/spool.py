@@ -156,6 +156,7 @@ _PENDING_PROBES = "SELECT " + _PROBE_COLS + " FROM spool_probes WHERE seq > flus
 _LOAD_TOKENS = "SELECT " + _TOKENS_SELECT_LIST + " FROM spool_tokens WHERE hour_start >= ?"
 
 _NEXT_SEQ = "UPDATE spool_meta SET v = v + 1 WHERE k = 'seq' RETURNING v"
+_CURRENT_SEQ = "SELECT v FROM spool_meta WHERE k = 'seq'"
 
 
 class Spool:
@@ -187,9 +188,7 @@ class Spool:
         if not usage and not coverage:
             return
         with self._transaction() as db:
-            (seq,) = db.execute(
-                "UPDATE spool_meta SET v = v + 1 WHERE k = 'seq' RETURNING v"
-            ).fetchone()
+            (seq,) = db.execute(_NEXT_SEQ).fetchone()
             db.executemany(
                 _UPSERT_USAGE,
                 [
@@ -210,7 +209,7 @@ class Spool:
     def pending(self, limit: int = 50_000) -> tuple[list[UsageRow], list[CoverageRow], int]:
         """Rows the store has not confirmed, and the sequence they were read at."""
         with self._lock:
-            (seq,) = self._db.execute("SELECT v FROM spool_meta WHERE k = 'seq'").fetchone()
+            (seq,) = self._db.execute(_CURRENT_SEQ).fetchone()
             usage = [
                 UsageRow(*row)
                 for row in self._db.execute(
@@ -385,7 +384,7 @@ class Spool:
 
     def current_seq(self) -> int:
         with self._lock:
-            (seq,) = self._db.execute("SELECT v FROM spool_meta WHERE k = 'seq'").fetchone()
+            (seq,) = self._db.execute(_CURRENT_SEQ).fetchone()
         return int(seq)
 
     def load_tokens(self, since_hour: int) -> tuple[list[TokenRow], dict[str, Baseline]]:
