@@ -7,7 +7,11 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: demo test lint typecheck pytest bench docs prometheus clean
+FOCUS_PY ?= $(shell command -v pyenv >/dev/null 2>&1 && ls -d "$$(pyenv root)"/versions/3.1[2-9]*/bin/python3 2>/dev/null | head -n 1)
+FOCUS_VENV := .venv-focus
+FOCUS_STAMP := $(FOCUS_VENV)/.installed-stamp
+
+.PHONY: demo test lint typecheck pytest bench docs prometheus system-packages focus-validator clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -15,12 +19,29 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q -e '.[test,postgres]'
 	@touch $(STAMP)
 
-# Debian's prometheus package gives the real prometheus + promtool the tests run against.
-prometheus:
-	@command -v promtool >/dev/null 2>&1 && command -v prometheus >/dev/null 2>&1 || { \
-	  echo "installing Debian's prometheus (promtool + server) for the tests"; \
+# Debian packages the tests run against: prometheus (the real server + promtool) and
+# chromium (opens the HTML chargeback report headless).
+system-packages:
+	@command -v promtool >/dev/null 2>&1 && command -v prometheus >/dev/null 2>&1 \
+	  && command -v chromium >/dev/null 2>&1 || { \
+	  echo "installing Debian's prometheus and chromium for the tests"; \
 	  $(SUDO) apt-get update -qq && \
-	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends prometheus; }
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends \
+	    prometheus chromium; }
+
+prometheus: system-packages
+
+# The official FOCUS validator (focus-validator 2.x, FOCUS 1.2 rules) needs Python >= 3.12
+# while the project runs on 3.11: it gets a venv of its own (see docs/chargeback.md).
+$(FOCUS_STAMP):
+	@py="$(FOCUS_PY)"; [ -n "$$py" ] || py=$$(command -v python3.12 || command -v python3.13 || true); \
+	  [ -n "$$py" ] || { echo "focus-validator needs Python >= 3.12 (set FOCUS_PY=...)"; exit 1; }; \
+	  test -x $(FOCUS_VENV)/bin/python || "$$py" -m venv $(FOCUS_VENV)
+	$(FOCUS_VENV)/bin/python -m pip install -q --upgrade pip
+	$(FOCUS_VENV)/bin/python -m pip install -q "focus-validator==2.2.1" "numpy<2" "pyarrow<18"
+	@touch $(FOCUS_STAMP)
+
+focus-validator: $(FOCUS_STAMP)
 
 demo: $(STAMP)
 	$(BIN)/gpuledger demo
@@ -32,8 +53,8 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy gpuledger
 
-pytest: $(STAMP) prometheus
-	$(BIN)/pytest
+pytest: $(STAMP) system-packages focus-validator
+	GPULEDGER_TEST_FOCUS_VALIDATOR=$(CURDIR)/$(FOCUS_VENV)/bin/focus-validator $(BIN)/pytest
 
 test: lint typecheck pytest
 
@@ -44,4 +65,4 @@ docs: $(STAMP)
 	$(BIN)/python -m gpuledger.schema
 
 clean:
-	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis
+	rm -rf $(VENV) $(FOCUS_VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis

@@ -78,6 +78,10 @@ PROBES_LABELS = (
 PROBES_VERDICTS = ("tokens_counted", "ttft_histogram_moved", "ttft_agrees")
 """Verdict columns: a replay without the verdict never clears one already stored."""
 PROBES_COLUMNS = PROBES_KEY + PROBES_LABELS + PROBES_VERDICTS
+PROBE_LATENCY_METRICS = ("ttft_s", "tpot_s", "e2e_s")
+"""What ``probe_latency`` takes a quantile of."""
+QUANTILE_EPS = 1e-9
+"""``CUME_DIST() >= q - eps``: k/N computed in floating point may land a hair below q."""
 
 STORAGE_TABLE = "storage_samples"
 STORAGE_KEY = ("node", "database", "schema", "table_name", "ts")
@@ -102,7 +106,21 @@ class AuditableLedgerStore(LedgerStore, Protocol):
     def coverage(
         self, start: datetime, end: datetime, *, node: str | None = None
     ) -> list[dict[str, object]]:
-        """Observed seconds per ``(node, gpu_uuid)`` over ``[start, end)`` hours."""
+        """Per ``(node, gpu_uuid)`` over ``[start, end)`` hours: ``gpu_model``,
+        ``observed_seconds``, ``hours`` (buckets present) and ``first_hour``/``last_hour``
+        (ISO-8601 UTC)."""
+        ...
+
+    def probe_latency(
+        self,
+        start: datetime,
+        end: datetime,
+        quantile: float = 0.99,
+        *,
+        node: str | None = None,
+    ) -> list[dict[str, object]]:
+        """Per ``(namespace, service)``: the nearest-rank ``quantile`` of successful
+        probes' ``ttft_s``, ``tpot_s``, ``e2e_s`` (None where no probe measured it)."""
         ...
 
     def invariant_violations(
@@ -264,6 +282,20 @@ def probe_values(row: ProbeRecord) -> tuple[object, ...]:
         row.output_tokens_per_s, row.prompt_tokens, row.completion_tokens,
         row.tokens_counted, row.ttft_histogram_moved, row.ttft_agrees,
     )  # fmt: skip
+
+
+def pivot_probe_latency(rows: Sequence[dict[str, object]]) -> list[dict[str, object]]:
+    """``(namespace, service, metric, value, n)`` rows → one row per service with a column
+    per metric (absent metrics None), ordered by namespace, service."""
+    out: dict[tuple[str, str], dict[str, object]] = {}
+    for r in rows:
+        key = (str(r["namespace"]), str(r["service"]))
+        row = out.setdefault(
+            key,
+            {"namespace": key[0], "service": key[1], **dict.fromkeys(PROBE_LATENCY_METRICS)},
+        )
+        row[str(r["metric"])] = float(r["value"]) if r["value"] is not None else None  # type: ignore[arg-type]
+    return [out[k] for k in sorted(out)]
 
 
 def redact_dsn(dsn: str) -> str:

@@ -38,11 +38,13 @@ from gpuledger.chargeback.store import (
     COVERAGE_TOTALS,
     GROUP_COLUMNS,
     MIGRATIONS_TABLE,
+    PROBE_LATENCY_METRICS,
     PROBES_COLUMNS,
     PROBES_KEY,
     PROBES_LABELS,
     PROBES_TABLE,
     PROBES_VERDICTS,
+    QUANTILE_EPS,
     SECONDS_PER_HOUR,
     STORAGE_COLUMNS,
     STORAGE_KEY,
@@ -65,6 +67,7 @@ from gpuledger.chargeback.store import (
     merge_coverage,
     merge_tokens,
     merge_usage,
+    pivot_probe_latency,
     probe_values,
     safe_url,
     scrub,
@@ -663,8 +666,10 @@ class PostgresLedgerStore:
     ) -> list[dict[str, object]]:
         """Σ observed seconds per ``(node, gpu_uuid)`` over ``[start, end)`` hours."""
         where, params = self._range(start, end, node)
+        h = I("hour_start")
         query = sql.SQL(
-            "SELECT {n}, {g}, MAX({m}) AS {m}, COALESCE(SUM({o}), 0) AS {o} "
+            "SELECT {n}, {g}, MAX({m}) AS {m}, COALESCE(SUM({o}), 0) AS {o}, "
+            "COUNT(*)::integer AS {hours}, {first} AS {first_hour}, {last} AS {last_hour} "
             "FROM {t} WHERE {w} GROUP BY {n}, {g} "
             'ORDER BY {n} COLLATE "C", {g} COLLATE "C"'
         ).format(
@@ -672,10 +677,54 @@ class PostgresLedgerStore:
             g=I("gpu_uuid"),
             m=I("gpu_model"),
             o=I("observed_seconds"),
+            hours=I("hours"),
+            first=_iso_hour(sql.SQL("MIN({})").format(h)),
+            first_hour=I("first_hour"),
+            last=_iso_hour(sql.SQL("MAX({})").format(h)),
+            last_hour=I("last_hour"),
             t=I(COVERAGE_TABLE),
             w=where,
         )
         return self._query("coverage query", query, params)
+
+    def probe_latency(
+        self,
+        start: datetime,
+        end: datetime,
+        quantile: float = 0.99,
+        *,
+        node: str | None = None,
+    ) -> list[dict[str, object]]:
+        """Nearest-rank ``quantile`` of successful probes' TTFT, TPOT and e2e per
+        ``(namespace, service)`` over ``[start, end)`` (``CUME_DIST``, as in SQLite)."""
+        where = sql.SQL("{ok} AND {s} >= %s AND {s} < %s").format(ok=I("ok"), s=I("started_unix"))
+        base: list[object] = [unix_seconds(start, "start"), unix_seconds(end, "end")]
+        if node is not None:
+            where = sql.SQL("{} AND {} = %s").format(where, I("node"))
+            base.append(node)
+        ns, svc = I("namespace"), I("service")
+        parts: list[sql.Composable] = []
+        params: list[object] = []
+        for metric in PROBE_LATENCY_METRICS:
+            parts.append(
+                sql.SQL(
+                    "SELECT {ns}, {svc}, {label} AS metric, MIN(v) AS value, COUNT(*) AS n "
+                    "FROM (SELECT {ns}, {svc}, {m} AS v, CUME_DIST() OVER "
+                    "(PARTITION BY {ns}, {svc} ORDER BY {m}) AS cd FROM {t} "
+                    "WHERE {w} AND {m} IS NOT NULL) AS ranked "
+                    "WHERE cd >= %s GROUP BY {ns}, {svc}"
+                ).format(
+                    ns=ns,
+                    svc=svc,
+                    label=sql.Literal(metric),
+                    m=I(metric),
+                    t=I(PROBES_TABLE),
+                    w=where,
+                )
+            )
+            params += [*base, quantile - QUANTILE_EPS]
+        rows = self._query("probe latency query", sql.SQL(" UNION ALL ").join(parts), params)
+        return pivot_probe_latency(rows)
 
     def invariant_violations(
         self,

@@ -34,11 +34,13 @@ from gpuledger.chargeback.store import (
     COVERAGE_TOTALS,
     GROUP_COLUMNS,
     MIGRATIONS_TABLE,
+    PROBE_LATENCY_METRICS,
     PROBES_COLUMNS,
     PROBES_KEY,
     PROBES_LABELS,
     PROBES_TABLE,
     PROBES_VERDICTS,
+    QUANTILE_EPS,
     SECONDS_PER_HOUR,
     STORAGE_COLUMNS,
     STORAGE_KEY,
@@ -60,6 +62,7 @@ from gpuledger.chargeback.store import (
     merge_coverage,
     merge_tokens,
     merge_usage,
+    pivot_probe_latency,
     probe_values,
     token_values,
     unix_seconds,
@@ -464,13 +467,46 @@ class SqliteLedgerStore:
         if node is not None:
             where += f" AND {q('node')} = ?"
             params.append(node)
+        h = q("hour_start")
         sql = (
             f"SELECT {q('node')}, {q('gpu_uuid')}, MAX({q('gpu_model')}) AS {q('gpu_model')}, "
-            f"TOTAL({q('observed_seconds')}) AS {q('observed_seconds')} "
+            f"TOTAL({q('observed_seconds')}) AS {q('observed_seconds')}, "
+            f"COUNT(*) AS {q('hours')}, "
+            f"{_ISO_HOUR.format(col=f'MIN({h})')} AS {q('first_hour')}, "
+            f"{_ISO_HOUR.format(col=f'MAX({h})')} AS {q('last_hour')} "
             f"FROM {q(COVERAGE_TABLE)} WHERE {where} "
             f"GROUP BY {q('node')}, {q('gpu_uuid')} ORDER BY {q('node')}, {q('gpu_uuid')}"
         )
         return self._query("coverage query", sql, params)
+
+    def probe_latency(
+        self,
+        start: datetime,
+        end: datetime,
+        quantile: float = 0.99,
+        *,
+        node: str | None = None,
+    ) -> list[dict[str, object]]:
+        """Nearest-rank ``quantile`` of successful probes' TTFT, TPOT and e2e per
+        ``(namespace, service)`` over ``[start, end)``: the smallest value whose cumulative
+        share reaches the quantile (``CUME_DIST``), the same definition on both backends."""
+        lo, hi = unix_seconds(start, "start"), unix_seconds(end, "end")
+        node_filter = f" AND {q('node')} = ?" if node is not None else ""
+        ns, svc = q("namespace"), q("service")
+        parts: list[str] = []
+        params: list[object] = []
+        for metric in PROBE_LATENCY_METRICS:
+            m = q(metric)
+            parts.append(
+                f"SELECT {ns}, {svc}, '{metric}' AS metric, MIN(v) AS value, COUNT(*) AS n "
+                f"FROM (SELECT {ns}, {svc}, {m} AS v, CUME_DIST() OVER "
+                f"(PARTITION BY {ns}, {svc} ORDER BY {m}) AS cd FROM {q(PROBES_TABLE)} "
+                f"WHERE {q('ok')} = 1 AND {m} IS NOT NULL AND {q('started_unix')} >= ? "
+                f"AND {q('started_unix')} < ?{node_filter}) WHERE cd >= ? GROUP BY {ns}, {svc}"
+            )
+            params += [lo, hi, *([node] if node is not None else []), quantile - QUANTILE_EPS]
+        rows = self._query("probe latency query", " UNION ALL ".join(parts), params)
+        return pivot_probe_latency(rows)
 
     def invariant_violations(
         self,

@@ -1,0 +1,244 @@
+"""What a monthly chargeback report holds, independent of how it is written.
+
+Every money figure is either a number or ``None`` with a reason beside it: a GPU model the
+rate card does not price, a service with no tokens, a model with no API class. Nothing is
+priced at zero silently. The writers (CSV, JSON, FOCUS, HTML) only format these values.
+"""
+
+from __future__ import annotations
+
+import calendar
+import re
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+IdlePolicy = Literal["separate", "share-weighted", "share-even"]
+IDLE_POLICIES: tuple[IdlePolicy, ...] = ("separate", "share-weighted", "share-even")
+LineKind = Literal["service", "unattributed", "idle"]
+Validation = Literal["validated", "disagree", "probe-failures", "undecided", "no-probes", "n/a"]
+"""validated: probes succeed and the engine's own counters agree with them; disagree: the
+engine's metrics contradict the probes; probe-failures: too many probes failed;
+undecided: probes ran but no verdict came back; no-probes: none ran; n/a: idle capacity."""
+
+REPORT_SCHEMA_VERSION = 1
+_MONTH_RE = re.compile(r"^(\d{4})-(\d{2})$")
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class Month:
+    """A calendar month in UTC."""
+
+    year: int
+    month: int
+
+    @classmethod
+    def parse(cls, text: str) -> Month:
+        m = _MONTH_RE.match(text.strip())
+        if not m or not 1 <= int(m.group(2)) <= 12:
+            raise ValueError(f"not a month (YYYY-MM): {text!r}")
+        return cls(int(m.group(1)), int(m.group(2)))
+
+    @classmethod
+    def of(cls, t: datetime) -> Month:
+        t = t.astimezone(UTC)
+        return cls(t.year, t.month)
+
+    @property
+    def label(self) -> str:
+        return f"{self.year:04d}-{self.month:02d}"
+
+    @property
+    def start(self) -> datetime:
+        return datetime(self.year, self.month, 1, tzinfo=UTC)
+
+    @property
+    def end(self) -> datetime:
+        return self.next().start
+
+    @property
+    def hours(self) -> int:
+        return calendar.monthrange(self.year, self.month)[1] * 24
+
+    def next(self) -> Month:
+        return Month(self.year + self.month // 12, self.month % 12 + 1)
+
+    def previous(self) -> Month:
+        return Month(self.year - 1, 12) if self.month == 1 else Month(self.year, self.month - 1)
+
+    def __str__(self) -> str:
+        return self.label
+
+
+@dataclass(frozen=True, slots=True)
+class RentalQuote:
+    """A service's GPU-hours at one provider's on-demand rate."""
+
+    provider: str
+    offering: str
+    usd_per_gpu_hour: float
+    usd: float
+    source: str
+    as_of: str
+
+
+@dataclass(frozen=True, slots=True)
+class ModelLine:
+    """One (namespace, service) on one GPU model: the unit the FOCUS export bills."""
+
+    gpu_model: str
+    gpu_class: str | None
+    allocated_gpu_hours: float
+    busy_gpu_hours: float
+    energy_kwh: float
+    capacity_usd_per_gpu_hour: float | None  # None: the model has no TCO row
+    energy_usd_per_kwh: float | None
+    capacity_cost_usd: float | None
+    energy_cost_usd: float | None
+    internal_cost_usd: float | None  # capacity + energy
+    idle_share_usd: float  # idle capacity spread onto this line (negative on idle lines)
+    total_cost_usd: float | None  # internal + idle share: what the line is charged
+    hyperscaler: RentalQuote | None
+    specialist: RentalQuote | None
+
+
+@dataclass(frozen=True, slots=True)
+class TokenQuote:
+    """A served model's billable tokens at the cheapest API price for its class."""
+
+    model_name: str
+    model_class: str | None
+    prompt_tokens: float
+    generation_tokens: float
+    provider: str | None
+    usd: float | None
+    reason: str | None  # why unpriced
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceLine:
+    namespace: str
+    service: str
+    kind: LineKind
+    gpu_models: tuple[str, ...]
+    models: tuple[ModelLine, ...]
+    allocated_gpu_hours: float
+    busy_gpu_hours: float
+    utilization_ratio: float | None  # busy / allocated
+    energy_kwh: float
+    unpriced_gpu_models: tuple[str, ...]  # models without a TCO row: costs are None
+    capacity_cost_usd: float | None
+    energy_cost_usd: float | None
+    internal_cost_usd: float | None
+    idle_share_usd: float
+    total_cost_usd: float | None
+    # tokens: billable = what the engines counted − what the agent's probes caused
+    prompt_tokens: float
+    generation_tokens: float
+    probe_prompt_tokens: float
+    probe_generation_tokens: float
+    served_models: tuple[TokenQuote, ...]
+    cost_per_1m_tokens_usd: float | None
+    # counterfactuals and savings (counterfactual − total cost)
+    rental_hyperscaler_usd: float | None
+    rental_hyperscaler_basis: str
+    rental_specialist_usd: float | None
+    rental_specialist_basis: str
+    token_api_usd: float | None
+    token_api_basis: str
+    savings_vs_hyperscaler_usd: float | None
+    savings_vs_specialist_usd: float | None
+    savings_vs_token_api_usd: float | None
+    # latency (the agent's own probes) and validation
+    p99_ttft_s: float | None
+    p99_tpot_s: float | None
+    p99_e2e_s: float | None
+    probes: int
+    probe_success_ratio: float | None
+    verdicts_agree: int
+    verdicts_disagree: int
+    validation: Validation
+    counterfactual_flagged: bool  # counterfactuals rest on unvalidated measurements
+
+    @property
+    def label(self) -> str:
+        return f"{self.namespace}/{self.service}" if self.namespace else self.service
+
+
+@dataclass(frozen=True, slots=True)
+class Totals:
+    allocated_gpu_hours: float
+    busy_gpu_hours: float
+    utilization_ratio: float | None
+    idle_gpu_hours: float
+    energy_kwh: float
+    capacity_cost_usd: float
+    energy_cost_usd: float
+    internal_cost_usd: float
+    total_cost_usd: float  # equals internal: idle sharing moves cost, never makes any
+    unpriced_gpu_hours: float
+    prompt_tokens: float
+    generation_tokens: float
+    rental_hyperscaler_usd: float  # over the lines that have one
+    rental_specialist_usd: float
+    token_api_usd: float
+
+
+@dataclass(frozen=True, slots=True)
+class NodeCoverage:
+    """Seconds observed against seconds in the period, per node: gaps made visible."""
+
+    node: str
+    gpus: int
+    observed_gpu_hours: float
+    expected_gpu_hours: float  # GPUs seen × hours in the (elapsed part of the) month
+    coverage_ratio: float | None
+    first_hour: str
+    last_hour: str
+
+
+@dataclass(frozen=True, slots=True)
+class TrendPoint:
+    month: str
+    allocated_gpu_hours: float
+    idle_gpu_hours: float
+    internal_cost_usd: float
+    rental_hyperscaler_usd: float
+    unpriced_gpu_hours: float
+
+
+@dataclass(frozen=True, slots=True)
+class RateCardInfo:
+    version: str
+    digest: str
+    source: str
+
+
+@dataclass(frozen=True, slots=True)
+class Report:
+    schema_version: int
+    month: str
+    fleet: str
+    generated_at: str
+    period_start: str
+    period_end: str  # the month's end, or the last complete hour for a month under way
+    period_hours: float
+    complete: bool  # False while the month is under way
+    currency: str
+    idle_policy: IdlePolicy
+    rate_card: RateCardInfo
+    store: str  # the ledger it was read from, without a password
+    lines: tuple[ServiceLine, ...]
+    totals: Totals
+    coverage: tuple[NodeCoverage, ...]
+    fleet_coverage_ratio: float | None
+    trend: tuple[TrendPoint, ...]
+    unpriced_gpu_models: dict[str, float] = field(default_factory=dict)  # model → GPU-hours
+    notes: tuple[str, ...] = ()
+
+    @property
+    def empty(self) -> bool:
+        return not self.lines
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
