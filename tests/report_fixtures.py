@@ -100,7 +100,7 @@ def fill(store: AuditableLedgerStore) -> None:
                 tokens_counted=True if ok else None,
                 ttft_histogram_moved=True if ok else None,
                 ttft_agrees=True if ok else None,
-            )  # fmt: skip
+            )
         )
     for i in range(100):
         ok = i < 80
@@ -116,6 +116,6 @@ def fill(store: AuditableLedgerStore) -> None:
                 reason=None if ok else "http_status",
                 ttft_s=0.02 if ok else None,
                 tokens_counted=True if ok else None,
-            )  # fmt: skip
+            )
         )
     store.upsert_probes(probes)
