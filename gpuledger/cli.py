@@ -17,6 +17,7 @@ from gpuledger.agent.config import AgentConfig, ConfigError, load_config, redact
 
 if TYPE_CHECKING:
     from gpuledger.alerts.config import AlertsConfig
+    from gpuledger.chargeback.report_model import Report
 
 app = typer.Typer(
     name="gpuledger",
@@ -105,19 +106,50 @@ def agent(
     raise typer.Exit(code)
 
 
+DEMO_DIR = Path("demo-out")
+
+
 @app.command()
 def demo(
-    gpus: Annotated[int, typer.Option(help="Simulated GPUs on the node.")] = 8,
+    gpus: Annotated[int, typer.Option(help="Simulated GPUs on the live node.")] = 8,
     seed: Annotated[int, typer.Option(help="Simulation seed (same seed, same node).")] = 42,
     listen: Annotated[str, typer.Option(help="HOST:PORT to serve on.")] = "127.0.0.1:9835",
+    month: Annotated[
+        str | None,
+        typer.Option("--month", help="YYYY-MM to fast-forward and report. Default: last month."),
+    ] = None,
+    history: Annotated[
+        int, typer.Option("--history", min=0, max=12, help="Earlier months too (the trend).")
+    ] = 2,
+    out: Annotated[
+        Path, typer.Option("--out", help="Where the demo's ledger, spool and reports live.")
+    ] = DEMO_DIR,
+    serve: Annotated[
+        bool,
+        typer.Option("--serve/--no-serve", help="Then run the live agent on a simulated node."),
+    ] = True,
 ) -> None:
-    """Run the agent on a simulated GPU node, so you can see it work without GPUs."""
-    from gpuledger.agent.main import run_agent
+    """A simulated fleet's month in the ledger and its chargeback report, then the agent
+    live on a simulated node (metrics, ledger and the report served), without GPUs."""
+    from rich.progress import Progress, TaskID
 
+    from gpuledger.chargeback.monthly import run_report
+    from gpuledger.chargeback.report_model import Month
+    from gpuledger.chargeback.simulated_month import DEMO_FLEET, simulate_month
+    from gpuledger.chargeback.store_sqlite import SqliteLedgerStore
+
+    try:
+        target = Month.parse(month or _previous_month())
+    except ValueError as exc:
+        err.print(f"[bold red]--month[/]: {exc}")
+        raise typer.Exit(EXIT_CONFIG) from None
     host, port = _split_listen(listen)
+    state_dir = out / "state"
     cfg = _load_or_exit(
         None,
         {
+            "state_dir": state_dir,
+            "roles": ("node", "reporter"),
             "simulate.enabled": True,
             "simulate.gpus": gpus,
             "simulate.seed": seed,
@@ -125,15 +157,55 @@ def demo(
             "listen.port": port,
             "collection.interval_seconds": 5.0,
             "ledger.flush_interval_seconds": 5.0,
+            "report.out_dir": out / "reports",
         },
     )
-    out = Console()
-    out.print(f"[bold]gpuledger demo[/]: a simulated node with {gpus} GPUs (seed {seed})")
-    out.print(f"  metrics:    http://{host}:{port}/metrics")
-    out.print(f"  readiness:  http://{host}:{port}/readyz")
-    out.print(f"  collectors: http://{host}:{port}/api/v1/collectors")
-    out.print(f"  ledger:     http://{host}:{port}/api/v1/usage?from=<ISO time>&to=<ISO time>")
-    out.print("  Ctrl-C stops it.")
+    state_dir.mkdir(parents=True, exist_ok=True)
+    months = [target]
+    for _ in range(history):
+        months.insert(0, months[0].previous())
+    con = Console(soft_wrap=True)  # paths stay whole, to copy and paste
+    fleet = ", ".join(f"{n.name} ({n.gpus}x {n.model})" for n in DEMO_FLEET)
+    con.print(f"[bold]gpuledger demo[/]: a simulated fleet, {fleet}")
+    ledger_path = state_dir / "ledger.db"
+    with SqliteLedgerStore(ledger_path) as store:
+        store.migrate()
+        with Progress(console=err, transient=True) as bar:
+            for m in months:
+                day_task = bar.add_task(f"fast-forwarding {m.label}", total=m.hours // 24)
+
+                def advanced(done: int, _total: int, t: TaskID = day_task) -> None:
+                    bar.update(t, completed=done)
+
+                simulate_month(store, m, seed=seed, progress=advanced)
+            task = bar.add_task(f"chargeback {target.label}", total=None)
+            result, paths = run_report(
+                store,
+                cfg.report,
+                target,
+                cfg.reports_dir(),
+                store_label=f"sqlite:///{ledger_path}",
+                progress=lambda what: bar.update(task, description=f"{target.label}: {what}"),
+            )
+    _print_summary(result)
+    con.print(f"  ledger:  {ledger_path}  ({len(months)} simulated month(s))")
+    con.print("  report:")
+    for path in paths:
+        con.print(f"    {path}")
+    html = next((p for p in paths if p.suffix == ".html"), None)
+    if html is not None:
+        con.print(f"  open it: file://{html.resolve()}")
+    if not serve:
+        return
+    from gpuledger.agent.main import run_agent
+
+    con.print(f"[bold]live agent[/] on a simulated node with {gpus} GPUs (seed {seed}):")
+    con.print(f"  metrics:    http://{host}:{port}/metrics")
+    con.print(f"  reports:    http://{host}:{port}/reports/")
+    con.print(f"  report API: http://{host}:{port}/api/v1/reports/{target.label}")
+    con.print(f"  collectors: http://{host}:{port}/api/v1/collectors")
+    con.print(f"  ledger:     http://{host}:{port}/api/v1/usage?from=<ISO time>&to=<ISO time>")
+    con.print("  Ctrl-C stops it.")
     raise typer.Exit(run_agent(cfg))
 
 
@@ -166,6 +238,145 @@ def dashboards(
 
     for path in write_dashboards(out, as_configmap=configmap, namespace=namespace):
         typer.echo(str(path))
+
+
+EXIT_NO_DATA = 1
+EXIT_STORE = 3
+
+
+def _previous_month() -> str:
+    from datetime import UTC, datetime
+
+    from gpuledger.chargeback.report_model import Month
+
+    return Month.of(datetime.now(UTC)).previous().label
+
+
+@app.command()
+def report(
+    month: Annotated[
+        str | None, typer.Option("--month", help="YYYY-MM (UTC). Default: last month.")
+    ] = None,
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="Directory to write to.")] = None,
+    config: Annotated[
+        Path | None,
+        typer.Option("--config", "-c", help="Agent config: its ledger and report: sections."),
+    ] = None,
+    ledger: Annotated[
+        str | None,
+        typer.Option("--ledger", help="Ledger URL (sqlite:///… or postgresql://…), overrides."),
+    ] = None,
+    rate_card: Annotated[
+        Path | None, typer.Option("--rate-card", help="Rate card YAML, overrides report.rate_card.")
+    ] = None,
+    idle_policy: Annotated[
+        str | None,
+        typer.Option("--idle-policy", help="separate | share-weighted | share-even."),
+    ] = None,
+    formats: Annotated[
+        str | None, typer.Option("--format", help="Comma-separated: csv,json,focus,html.")
+    ] = None,
+) -> None:
+    """Write the monthly GPU chargeback (CSV, JSON, FOCUS 1.2, HTML) from the ledger."""
+    from rich.progress import Progress
+
+    from gpuledger.chargeback.model import StoreError
+    from gpuledger.chargeback.monthly import run_report
+    from gpuledger.chargeback.ratecard import RateCardError, load_rate_card
+    from gpuledger.chargeback.report import BUILD_STEPS, NoLedgerData
+    from gpuledger.chargeback.report_model import Month
+    from gpuledger.chargeback.store import open_store, safe_url
+
+    overrides: dict[str, object] = {}
+    if rate_card is not None:
+        overrides["report.rate_card"] = rate_card
+    if idle_policy is not None:
+        overrides["report.idle_policy"] = idle_policy
+    if formats is not None:
+        overrides["report.formats"] = tuple(f.strip() for f in formats.split(",") if f.strip())
+    if ledger is not None:
+        overrides["ledger.url"] = ledger
+        overrides["ledger.url_file"] = None
+    cfg = _load_or_exit(config, overrides)
+    try:
+        target = Month.parse(month or _previous_month())
+    except ValueError as exc:
+        err.print(f"[bold red]--month[/]: {exc}")
+        raise typer.Exit(EXIT_CONFIG) from None
+    try:
+        card = load_rate_card(cfg.report.rate_card)
+    except RateCardError as exc:
+        err.print(f"[bold red]invalid rate card[/] {exc.source}:")
+        for row, message in exc.problems:
+            err.print(f"  [bold]{row}[/]: {message}")
+        raise typer.Exit(EXIT_CONFIG) from None
+    try:
+        url = cfg.ledger_url()
+    except ConfigError as exc:
+        for key, message in exc.problems:
+            err.print(f"[bold red]invalid configuration[/] [bold]{key}[/]: {message}")
+        raise typer.Exit(EXIT_CONFIG) from None
+    where = safe_url(url)
+    if url.startswith("sqlite:///") and ":memory:" not in url:
+        from gpuledger.chargeback.store import sqlite_path
+
+        if not Path(sqlite_path(url)).is_file():
+            err.print(f"[bold red]no ledger at[/] {where} (set --ledger or ledger.url)")
+            raise typer.Exit(EXIT_STORE)
+    out_dir = out or cfg.reports_dir()
+    steps = BUILD_STEPS + cfg.report.trend_months - 1 + len(cfg.report.formats) + 1
+    try:
+        store = open_store(url)
+    except (ValueError, StoreError) as exc:
+        err.print(f"[bold red]cannot open the ledger[/] {where}: {exc}")
+        raise typer.Exit(EXIT_STORE) from None
+    try:
+        with Progress(console=err, transient=True) as bar:
+            task = bar.add_task(f"chargeback {target.label}", total=steps)
+
+            def progress(what: str) -> None:
+                bar.update(task, advance=1, description=f"{target.label}: {what}")
+
+            result, paths = run_report(
+                store, cfg.report, target, out_dir, card=card, store_label=where, progress=progress
+            )
+    except NoLedgerData as exc:
+        err.print(f"[bold yellow]nothing to report[/]: {exc}")
+        raise typer.Exit(EXIT_NO_DATA) from None
+    except StoreError as exc:
+        err.print(f"[bold red]ledger store failed[/]: {exc}")
+        raise typer.Exit(EXIT_STORE) from None
+    finally:
+        store.close()
+    _print_summary(result)
+    for path in paths:
+        typer.echo(str(path))
+
+
+def _print_summary(result: Report) -> None:
+    from rich.table import Table
+
+    t = result.totals
+    out = Console(stderr=True)
+    out.print(
+        f"[bold]{result.fleet} {result.month}[/]: {len(result.lines)} lines, "
+        f"rate card {result.rate_card.version} ({result.rate_card.digest}), "
+        f"idle policy {result.idle_policy}"
+    )
+    table = Table(show_header=True)
+    for col in ("GPU-hours", "busy", "internal cost", "hyperscaler", "specialist", "token API"):
+        table.add_column(col, justify="right")
+    table.add_row(
+        f"{t.allocated_gpu_hours:,.1f}",
+        f"{t.busy_gpu_hours:,.1f}",
+        f"${t.total_cost_usd:,.2f}",
+        f"${t.rental_hyperscaler_usd:,.2f}",
+        f"${t.rental_specialist_usd:,.2f}",
+        f"${t.token_api_usd:,.2f}",
+    )
+    out.print(table)
+    for note in result.notes:
+        out.print(f"  - {note}")
 
 
 class ProbeApi(StrEnum):

@@ -31,11 +31,15 @@ from pydantic_settings import (
 )
 
 from gpuledger.alerts.config import AlertsConfig
+from gpuledger.chargeback.report_config import ReportConfig
 from gpuledger.chargeback.resolver import AttributionConfig
 from gpuledger.collectors.pgvector_config import PgvectorConfig
 from gpuledger.collectors.vllm_discovery import VllmConfig
 
 ENV_PREFIX = "GPULEDGER_"
+Role = Literal["node", "reporter"]
+"""node: collect this node's GPUs into the ledger; reporter: write the monthly chargeback
+from the (fleet's) ledger on a schedule and serve it. One process may hold both."""
 DEFAULT_PORT = 9835
 
 
@@ -154,6 +158,7 @@ class AgentConfig(BaseSettings):
         env_prefix=ENV_PREFIX, env_nested_delimiter="__", extra="forbid", frozen=True
     )
 
+    roles: tuple[Role, ...] = ("node",)
     node_name: str = Field(default_factory=_default_node_name, min_length=1)
     state_dir: Path = Field(default_factory=_default_state_dir)
     listen: ListenConfig = ListenConfig()
@@ -169,6 +174,17 @@ class AgentConfig(BaseSettings):
     probes: ProbesConfig = ProbesConfig()
     pgvector: PgvectorConfig = PgvectorConfig()
     alerts: AlertsConfig = AlertsConfig()
+    report: ReportConfig = ReportConfig()
+
+    @field_validator("roles")
+    @classmethod
+    def _roles(cls, v: tuple[Role, ...]) -> tuple[Role, ...]:
+        if not v:
+            raise ValueError("name at least one role: node, reporter")
+        return tuple(dict.fromkeys(v))
+
+    def has_role(self, role: Role) -> bool:
+        return role in self.roles
 
     @classmethod
     def settings_customise_sources(
@@ -200,6 +216,9 @@ class AgentConfig(BaseSettings):
                 raise ConfigError([("ledger.url_file", "file is empty")])
             return text.splitlines()[0].strip()
         return f"sqlite:///{self.state_dir / 'ledger.db'}"
+
+    def reports_dir(self) -> Path:
+        return self.report.out_path(self.state_dir)
 
     def spool_path(self) -> Path:
         return self.ledger.spool_path or self.state_dir / "spool.db"

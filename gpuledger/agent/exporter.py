@@ -323,7 +323,7 @@ class SnapshotExporter:
         self,
         node: str,
         version: str,
-        ledger: Callable[[], LedgerStatus] | None = None,
+        ledger: Callable[[], LedgerStatus | None] | None = None,
         probes: Callable[[], ProbeStatus] | None = None,
         storage_growth: Callable[[], Mapping[GrowthKey, Growth]] | None = None,
     ) -> None:
@@ -346,7 +346,8 @@ class SnapshotExporter:
             _add_pg(f, pg, self.storage_growth() if self.storage_growth is not None else {})
         if self.probes is not None:
             _add_probes(f, self.probes())
-        if self.ledger is not None:
-            _add_ledger(f, self.ledger())
+        status = self.ledger() if self.ledger is not None else None
+        if status is not None:  # None: this agent keeps no ledger (reporter-only)
+            _add_ledger(f, status)
         _add_agent(f, snap, self.version)
         return f.render()

@@ -22,6 +22,7 @@ from gpuledger.agent.server import ASGIApp, create_app
 from gpuledger.agent.snapshot import CollectorState, Snapshot, SnapshotStore
 from gpuledger.chargeback.model import Claim, StoreError
 from gpuledger.chargeback.storage_growth import Growth, GrowthKey
+from gpuledger.chargeback.store import AuditableLedgerStore
 from gpuledger.collectors.base import Collector
 from gpuledger.collectors.pg_types import PgTelemetry
 from gpuledger.collectors.probe import ProbeStatus
@@ -29,6 +30,7 @@ from gpuledger.collectors.readings import GpuReading, GpuTelemetry
 from gpuledger.collectors.vllm_types import VllmTelemetry
 
 if TYPE_CHECKING:
+    from gpuledger.agent.reporter import Reporter
     from gpuledger.chargeback.ledger import Ledger
     from gpuledger.chargeback.resolver import WorkloadResolver
     from gpuledger.chargeback.storage_growth import StorageGrowth
@@ -140,30 +142,48 @@ def _build_ledger(cfg: AgentConfig, claims_for: Callable[[GpuReading], Sequence[
 
 
 class Agent:
-    """Everything one agent process runs, built from its config."""
+    """Everything one agent process runs, built from its config: the ``node`` role's
+    collectors and ledger, the ``reporter`` role's monthly chargeback, or both."""
 
     def __init__(self, cfg: AgentConfig) -> None:
         self.cfg = cfg
         token = _read_token(cfg.http.api_token_file)
-        sim = _simulated_node(cfg)
-        self.resolver: WorkloadResolver = build_workload_resolver(cfg, sim)
+        self.resolver: WorkloadResolver | None = None
         self.ledger: Ledger | None = None
-        if cfg.ledger.enabled:
-            self.ledger = _build_ledger(cfg, self.resolver.claims)
         self.probes: ProbeRunner | None = None
         self.growth: StorageGrowth | None = None
+        self.reporter: Reporter | None = None
         self.latest_growth: Mapping[GrowthKey, Growth] = {}
         exporter = SnapshotExporter(
             node=cfg.node_name,
             version=__version__,
-            ledger=self.ledger.status if self.ledger is not None else None,
+            ledger=lambda: self.ledger.status() if self.ledger is not None else None,
             probes=lambda: self.probes.status() if self.probes is not None else ProbeStatus(),
             storage_growth=lambda: self.latest_growth,
         )
         self.runtime = AgentRuntime(SnapshotStore(exporter.render))
+        if cfg.has_role("node"):
+            self._build_node(cfg)
+        ledger_store = self.ledger.store if self.ledger is not None else None
+        if cfg.has_role("reporter"):
+            self.reporter = self._build_reporter(cfg, ledger_store)
+            ledger_store = ledger_store or self.reporter.store
+        self.app = create_app(
+            self.runtime,
+            api_token=token,
+            metrics_require_token=cfg.http.metrics_require_token,
+            ledger_store=ledger_store,
+            reports_dir=cfg.reports_dir() if self.reporter is not None else None,
+        )
+
+    def _build_node(self, cfg: AgentConfig) -> None:
+        sim = _simulated_node(cfg)
+        self.resolver = resolver = build_workload_resolver(cfg, sim)
+        if cfg.ledger.enabled:
+            self.ledger = _build_ledger(cfg, resolver.claims)
         collectors = build_collectors(cfg, sim)
         if cfg.vllm.enabled:
-            collectors.append(self._vllm_collector(cfg))
+            collectors.append(self._vllm_collector(cfg, resolver))
             if cfg.probes.enabled:
                 self.probes = self._probe_runner(cfg)
         if cfg.pgvector.enabled:
@@ -188,21 +208,34 @@ class Agent:
                         self.latest_growth = self.growth.compute(time.time())
 
             self.runtime.store.subscribe(on_update)
-        self.app = create_app(
-            self.runtime,
-            api_token=token,
-            metrics_require_token=cfg.http.metrics_require_token,
-            ledger_store=self.ledger.store if self.ledger is not None else None,
-        )
 
-    def _vllm_collector(self, cfg: AgentConfig) -> tuple[Collector, Schedule]:
+    @staticmethod
+    def _build_reporter(cfg: AgentConfig, store: AuditableLedgerStore | None) -> Reporter:
+        """The reporter reads the node's own ledger store when this process has one,
+        else opens the configured (fleet) ledger read-only: it never migrates it."""
+        from gpuledger.agent.reporter import Reporter
+        from gpuledger.chargeback.store import open_store, safe_url
+
+        url = cfg.ledger_url()
+        if store is None:
+            try:
+                store = open_store(url)
+            except ValueError as exc:
+                raise ConfigError([("ledger.url", str(exc))]) from None
+            except StoreError as exc:
+                raise ConfigError([("ledger.url", f"cannot open {safe_url(url)}: {exc}")]) from None
+        return Reporter(cfg.report, store, cfg.reports_dir(), store_label=safe_url(url))
+
+    def _vllm_collector(
+        self, cfg: AgentConfig, resolver: WorkloadResolver
+    ) -> tuple[Collector, Schedule]:
         from gpuledger.collectors.vllm import VllmCollector
         from gpuledger.collectors.vllm_discovery import EndpointSource
 
         try:
             self.vllm_endpoints = EndpointSource(
                 cfg.vllm,
-                pods=self.resolver.pods,
+                pods=resolver.pods,
                 label_keys=cfg.attribution.label_keys,
                 node_name=cfg.node_name,
             )
@@ -260,14 +293,21 @@ class Agent:
         self.runtime.start()
         if self.probes is not None:
             self.probes.start()
+        if self.reporter is not None:
+            self.reporter.start()
 
     def stop(self) -> None:
+        if self.reporter is not None:
+            self.reporter.stop()
         if self.probes is not None:
             self.probes.stop()
         self.runtime.stop()
         if self.ledger is not None:
             self.ledger.stop()
-        self.resolver.close()
+        elif self.reporter is not None:
+            self.reporter.store.close()
+        if self.resolver is not None:
+            self.resolver.close()
 
 
 def build(cfg: AgentConfig) -> tuple[AgentRuntime, ASGIApp]:
@@ -324,6 +364,7 @@ def run_agent(cfg: AgentConfig) -> int:
         extra={
             "fields": {
                 "node": cfg.node_name,
+                "roles": ",".join(cfg.roles),
                 "collectors": ",".join(r.name for r in runtime.runners),
                 "simulated": cfg.simulate.enabled,
             }

@@ -14,10 +14,12 @@ from __future__ import annotations
 import hmac
 from collections.abc import Awaitable, Callable, MutableMapping
 from datetime import UTC, datetime
+from html import escape
+from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import FastAPI, HTTPException, Query
-from fastapi.responses import JSONResponse
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, RedirectResponse
 
 from gpuledger import __version__
 from gpuledger.agent.runtime import AgentRuntime
@@ -65,8 +67,9 @@ def create_app(
     api_token: str | None = None,
     metrics_require_token: bool = False,
     ledger_store: LedgerStore | None = None,
+    reports_dir: Path | None = None,
 ) -> ASGIApp:
-    api = _create_api(runtime, ledger_store)
+    api = _create_api(runtime, ledger_store, reports_dir)
     store = runtime.store
     token = api_token.encode() if api_token else None
     plain_headers = [(b"content-type", CONTENT_TYPE.encode())]
@@ -78,7 +81,10 @@ def create_app(
             return
         path = scope["path"]
         is_metrics = path == "/metrics"
-        protected = path.startswith("/api/") or (metrics_require_token and is_metrics)
+        protected = (
+            path.startswith(("/api/", "/reports"))  # the reports are finance's figures
+            or (metrics_require_token and is_metrics)
+        )
         if token is not None and protected and not _authorized(scope, token):
             await _respond(
                 send,
@@ -107,7 +113,9 @@ def _parse_time(value: str, name: str) -> datetime:
     return t if t.tzinfo is not None else t.replace(tzinfo=UTC)
 
 
-def _create_api(runtime: AgentRuntime, ledger_store: LedgerStore | None) -> FastAPI:
+def _create_api(
+    runtime: AgentRuntime, ledger_store: LedgerStore | None, reports_dir: Path | None
+) -> FastAPI:
     app = FastAPI(
         title="gpuledger agent",
         version=__version__,
@@ -159,6 +167,9 @@ def _create_api(runtime: AgentRuntime, ledger_store: LedgerStore | None) -> Fast
             "rows": rows,
         }
 
+    if reports_dir is not None:
+        _mount_reports(app, reports_dir)
+
     @app.get("/api/v1/collectors")
     async def collectors() -> dict[str, Any]:
         snap = store.snapshot
@@ -179,3 +190,75 @@ def _create_api(runtime: AgentRuntime, ledger_store: LedgerStore | None) -> Fast
         }
 
     return app
+
+
+_MEDIA_TYPES = {
+    ".csv": "text/csv; charset=utf-8",
+    ".json": "application/json",
+    ".html": "text/html; charset=utf-8",
+}
+_REPORT_FORMATS = {
+    "json": "{m}.json",
+    "csv": "{m}.csv",
+    "focus": "{m}-focus.csv",
+    "html": "{m}.html",
+    "coverage": "{m}-coverage.csv",
+}
+
+
+def _mount_reports(app: FastAPI, reports_dir: Path) -> None:
+    """``/reports/`` (an index page and the files) and ``/api/v1/reports[/{month}]``:
+    they serve what the reporter wrote and never build a report in the request."""
+    from gpuledger.chargeback.monthly import list_reports, report_file
+
+    def served(month: str, name: str) -> FileResponse:
+        path = report_file(reports_dir, month, name)
+        if path is None:
+            raise HTTPException(404, f"no report file {name!r} for {month!r}")
+        return FileResponse(path, media_type=_MEDIA_TYPES.get(path.suffix, "text/plain"))
+
+    @app.get("/reports", include_in_schema=False)
+    async def reports_root() -> RedirectResponse:
+        return RedirectResponse("/reports/")
+
+    @app.get("/reports/", response_class=HTMLResponse)
+    def reports_index() -> HTMLResponse:
+        rows = "".join(
+            f"<li><b>{escape(r.month)}</b>: "
+            + ", ".join(
+                f'<a href="/reports/{escape(r.month)}/{escape(f)}">{escape(f)}</a>' for f in r.files
+            )
+            + "</li>"
+            for r in list_reports(reports_dir)
+        )
+        body = f"<ul>{rows}</ul>" if rows else "<p>No report written yet.</p>"
+        return HTMLResponse(
+            "<!doctype html><html><head><meta charset='utf-8'><title>gpuledger reports</title>"
+            f"</head><body><h1>Monthly chargeback reports</h1>{body}</body></html>"
+        )
+
+    @app.get("/reports/{month}/{name}")
+    def report_download(month: str, name: str) -> FileResponse:
+        return served(month, name)
+
+    @app.get("/api/v1/reports")
+    def reports_list() -> dict[str, Any]:
+        return {
+            "reports": [
+                {
+                    "month": r.month,
+                    "files": {f: f"/reports/{r.month}/{f}" for f in r.files},
+                    "api": f"/api/v1/reports/{r.month}",
+                }
+                for r in list_reports(reports_dir)
+            ]
+        }
+
+    @app.get("/api/v1/reports/{month}")
+    def report_month(month: str, format: str = "json") -> FileResponse:
+        """The month's report as written: JSON by default, or ``format=csv|focus|html|
+        coverage``."""
+        pattern = _REPORT_FORMATS.get(format)
+        if pattern is None:
+            raise HTTPException(400, f"format must be one of {', '.join(_REPORT_FORMATS)}")
+        return served(month, "chargeback-" + pattern.format(m=month))

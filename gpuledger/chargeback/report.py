@@ -21,11 +21,11 @@ Money, in the order the report shows it (see ``docs/chargeback.md``):
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
-from gpuledger.chargeback.model import IDLE, UNATTRIBUTED, LedgerStore
+from gpuledger.chargeback.model import IDLE, UNATTRIBUTED
 from gpuledger.chargeback.ratecard import ProviderKind, RateCard
 from gpuledger.chargeback.report_model import (
     REPORT_SCHEMA_VERSION,
@@ -137,8 +137,6 @@ def _model_line(card: RateCard, row: dict[str, object], kind: LineKind) -> Model
 
 
 def _with_share(line: ModelLine, share: float) -> ModelLine:
-    from dataclasses import replace
-
     total = line.internal_cost_usd + share if line.internal_cost_usd is not None else None
     return replace(line, idle_share_usd=share, total_cost_usd=total)
 
@@ -426,32 +424,43 @@ def _trend_point(card: RateCard, month: Month, rows: Sequence[dict[str, object]]
     return TrendPoint(month.label, alloc, idle, internal, hyper, unpriced)
 
 
+BUILD_STEPS = 5
+
+
 def build_report(
-    store: LedgerStore | AuditableLedgerStore,
+    store: AuditableLedgerStore,
     card: RateCard,
     month: Month,
     *,
     options: ReportOptions | None = None,
     now: datetime | None = None,
     store_label: str = "",
+    progress: Callable[[str], None] | None = None,
 ) -> Report:
     """The chargeback for ``month`` from ``store``, priced with ``card``.
 
-    Raises :class:`NoLedgerData` when the ledger has nothing for the month, and
-    StoreError when the store fails; nothing is written anywhere."""
+    ``progress`` is told each step before it runs (:data:`BUILD_STEPS` of them, plus
+    one per earlier month of the trend). Raises :class:`NoLedgerData` when the ledger has
+    nothing for the month, and StoreError when the store fails; nothing is written."""
     opts = options or ReportOptions()
+    step = progress or (lambda _what: None)
     now = (now or datetime.now(UTC)).astimezone(UTC)
     start, end, complete = _period(month, now)
     where = store_label or "the ledger"
     if end <= start:
         raise NoLedgerData(f"{month.label} has not started yet (now {now:%Y-%m-%d %H:%M} UTC)")
+    step("GPU-seconds by service and GPU model")
     usage = store.usage(start, end, ["namespace", "service", "gpu_model"])
     if not any(_f(r, "allocated_gpu_seconds") > 0 for r in usage):
         raise NoLedgerData(f"no GPU-seconds in {where} for {month.label}")
+    step("tokens by served model")
     token_rows = store.tokens(start, end, ["namespace", "service", "model_name"])
+    step("probe verdicts")
     probe_rows = store.probes(start, end)
-    latency_rows = store.probe_latency(start, end, opts.latency_quantile)  # type: ignore[union-attr]
-    coverage_rows = store.coverage(start, end)  # type: ignore[union-attr]
+    step("probe latency quantiles")
+    latency_rows = store.probe_latency(start, end, opts.latency_quantile)
+    step("coverage per GPU")
+    coverage_rows = store.coverage(start, end)
 
     models: dict[tuple[str, str], list[ModelLine]] = defaultdict(list)
     for row in usage:
@@ -473,8 +482,6 @@ def build_report(
             probes[key][col] += _f(row, col)
     latency = {(str(r["namespace"]), str(r["service"])): r for r in latency_rows}
 
-    from dataclasses import replace
-
     lines = []
     for key in models:
         line = _service_line(
@@ -495,6 +502,7 @@ def build_report(
         m = m.previous()
         previous.append(m)
     for pm in reversed(previous):
+        step(f"trend: {pm.label}")
         rows = store.usage(pm.start, pm.end, ["service", "gpu_model"])
         if rows:
             trend.append(_trend_point(card, pm, rows))

@@ -1,0 +1,138 @@
+"""The ``reporter`` role: last month's chargeback, written on a schedule and kept.
+
+A cron job (APScheduler, UTC; ``report.schedule``, default the 1st at 02:00) builds the
+previous month's report from the ledger and writes every configured format under
+``report.out_dir``; past months stay (``report.keep_months`` prunes when set). An agent
+that was down when the job was due catches up at start: if the schedule has fired this
+month and last month's report is missing, it is written then. The work runs in the
+scheduler's thread, never in an HTTP request; ``/reports/`` only reads files.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from apscheduler.schedulers.background import BackgroundScheduler
+from apscheduler.triggers.cron import CronTrigger
+
+from gpuledger.chargeback.model import StoreError
+from gpuledger.chargeback.monthly import run_report
+from gpuledger.chargeback.ratecard import RateCardError
+from gpuledger.chargeback.report import NoLedgerData
+from gpuledger.chargeback.report_config import ReportConfig
+from gpuledger.chargeback.report_model import Month
+from gpuledger.chargeback.report_writer import file_name
+from gpuledger.chargeback.store import AuditableLedgerStore
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class ReporterStatus:
+    runs: int
+    failures: int
+    last_success_unix: float | None
+    last_month: str | None
+    last_error: str | None
+
+
+class Reporter:
+    def __init__(
+        self,
+        cfg: ReportConfig,
+        store: AuditableLedgerStore,
+        out_dir: Path,
+        *,
+        store_label: str = "",
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self.cfg = cfg
+        self.store = store
+        self.out_dir = out_dir
+        self.store_label = store_label
+        self._clock = clock
+        self._lock = threading.Lock()  # one report at a time
+        self._trigger = CronTrigger.from_crontab(cfg.schedule, timezone=UTC)
+        self._scheduler = BackgroundScheduler(
+            timezone="UTC", job_defaults={"coalesce": True, "max_instances": 1}
+        )
+        self._runs = 0
+        self._failures = 0
+        self._last_success: float | None = None
+        self._last_month: str | None = None
+        self._last_error: str | None = None
+
+    def status(self) -> ReporterStatus:
+        return ReporterStatus(
+            self._runs, self._failures, self._last_success, self._last_month, self._last_error
+        )
+
+    def start(self) -> None:
+        self._scheduler.add_job(
+            self.run,
+            self._trigger,
+            id="monthly-report",
+            misfire_grace_time=6 * 3600,  # an agent restarted within hours still runs it
+        )
+        self._scheduler.start()
+        if self.catch_up_due():
+            threading.Thread(target=self.run, name="report-catch-up", daemon=True).start()
+
+    def stop(self) -> None:
+        if self._scheduler.running:
+            self._scheduler.shutdown(wait=False)
+
+    def catch_up_due(self) -> bool:
+        """True when this month's scheduled run time has passed and last month's report
+        is not on disk (the agent was down, or this is its first start)."""
+        now = self._clock()
+        this_month = Month.of(now)
+        fire = self._trigger.get_next_fire_time(None, this_month.start)
+        if fire is None or fire > now:
+            return False
+        last = this_month.previous()
+        return not (self.out_dir / last.label / file_name(last.label, "json")).is_file()
+
+    def run(self, month: Month | None = None) -> list[Path]:
+        """Write ``month``'s report (default: the previous month); never raises, so the
+        schedule survives a bad month. Returns the paths written (empty on failure)."""
+        target = month or Month.of(self._clock()).previous()
+        with self._lock:
+            self._runs += 1
+            started = time.monotonic()
+            try:
+                report, paths = run_report(
+                    self.store,
+                    self.cfg,
+                    target,
+                    self.out_dir,
+                    now=self._clock(),
+                    store_label=self.store_label,
+                )
+            except (NoLedgerData, StoreError, RateCardError, OSError) as exc:
+                self._failures += 1
+                self._last_error = f"{target.label}: {exc}"
+                level = logging.INFO if isinstance(exc, NoLedgerData) else logging.WARNING
+                log.log(level, "monthly report %s not written: %s", target.label, exc)
+                return []
+            self._last_success = time.time()
+            self._last_month = target.label
+            self._last_error = None
+            log.info(
+                "monthly report %s written",
+                target.label,
+                extra={
+                    "fields": {
+                        "dir": str(self.out_dir / target.label),
+                        "lines": len(report.lines),
+                        "seconds": round(time.monotonic() - started, 3),
+                    }
+                },
+            )
+            return paths
