@@ -1,5 +1,6 @@
 # Two commands do all the set-up on a fresh machine:
-#   make demo   - a simulated 8-GPU node served at http://127.0.0.1:9835/metrics
+#   make demo   - a simulated fleet's last month and its chargeback report (paths printed),
+#                 then a simulated 8-GPU node served at http://127.0.0.1:9835/metrics
 #   make test   - lint, type-check and the whole test suite (installs what it needs)
 PYTHON ?= python3
 VENV   := .venv

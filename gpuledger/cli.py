@@ -16,7 +16,6 @@ from gpuledger import __version__
 from gpuledger.agent.config import AgentConfig, ConfigError, load_config, redacted
 
 if TYPE_CHECKING:
-    from gpuledger.alerts.config import AlertsConfig
     from gpuledger.chargeback.report_model import Report
 
 app = typer.Typer(
@@ -489,19 +488,15 @@ def alerts(
     ] = None,
 ) -> None:
     """Write Prometheus recording and alert rules (YAML rule file or PrometheusRule)."""
-    from gpuledger.alerts.config import AlertsConfig
     from gpuledger.alerts.rules import prometheus_rule, rules_document, to_yaml
+    from gpuledger.chargeback.ratecard import load_rate_card
 
-    alerts_cfg = AlertsConfig()
-    if config is not None and "alerts" in AgentConfig.model_fields:
-        section = getattr(_load_or_exit(config), "alerts", None)
-        alerts_cfg = section if isinstance(section, AlertsConfig) else alerts_cfg
-    elif config is not None:
-        alerts_cfg = _alerts_section(config)
+    cfg = _load_or_exit(config)
+    card = load_rate_card(cfg.report.rate_card)  # validated with the config already
     doc = (
-        prometheus_rule(alerts_cfg, namespace=namespace, name=name)
+        prometheus_rule(cfg.alerts, namespace=namespace, name=name, card=card)
         if prometheusrule
-        else rules_document(alerts_cfg)
+        else rules_document(cfg.alerts, card)
     )
     try:
         out.write_text(to_yaml(doc), encoding="utf-8")
@@ -510,27 +505,6 @@ def alerts(
         raise typer.Exit(1) from None
     kind = "PrometheusRule" if prometheusrule else "rule file"
     err.print(f"[green]wrote {kind}[/] {out}")
-
-
-def _alerts_section(path: Path) -> AlertsConfig:
-    """The file's alerts: section, read on its own while AgentConfig does not mount it."""
-    import yaml
-
-    from gpuledger.alerts.config import AlertsConfig
-
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except (OSError, yaml.YAMLError) as exc:
-        err.print(f"[bold red]invalid configuration[/] ({path}): {exc}")
-        raise typer.Exit(EXIT_CONFIG) from None
-    section = data.get("alerts") if isinstance(data, dict) else None
-    try:
-        return AlertsConfig.model_validate(section or {})
-    except ValidationError as exc:
-        err.print(f"[bold red]invalid configuration[/] ({path}):")
-        for e in exc.errors():
-            err.print(f"  [bold]alerts.{'.'.join(map(str, e['loc']))}[/]: {e['msg']}")
-        raise typer.Exit(EXIT_CONFIG) from None
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -20,12 +20,15 @@ from gpuledger.alerts import rules
 from gpuledger.alerts.config import AlertsConfig
 from gpuledger.alerts.promql import metric_names, unknown_metric_names
 from gpuledger.cli import app
+from tests import rates
 
 ROOT = Path(__file__).resolve().parent.parent
 PROMTOOL = shutil.which("promtool")
 needs_promtool = pytest.mark.skipif(PROMTOOL is None, reason="promtool not installed")
 
 H100 = "NVIDIA H100 80GB HBM3"
+RATE_H100 = rates.capacity_rate("H100-80GB")
+RATE_L4 = rates.capacity_rate("L4")
 
 
 def _promtool(*args: str) -> subprocess.CompletedProcess[str]:
@@ -360,8 +363,8 @@ def test_checker_catches_a_made_up_name() -> None:
 def test_generation_refuses_a_made_up_name(monkeypatch: pytest.MonkeyPatch) -> None:
     real = rules.recording_rules
 
-    def with_typo(cfg: AlertsConfig) -> list[dict[str, Any]]:
-        return [*real(cfg), {"record": "x:y:z", "expr": "rate(gpuledger_nope_total[5m])"}]
+    def with_typo(cfg: AlertsConfig, card: Any = None) -> list[dict[str, Any]]:
+        return [*real(cfg, card), {"record": "x:y:z", "expr": "rate(gpuledger_nope_total[5m])"}]
 
     monkeypatch.setattr(rules, "recording_rules", with_typo)
     with pytest.raises(ValueError, match="gpuledger_nope_total"):
@@ -523,7 +526,8 @@ def test_promtool_unit_tests_every_alert(tmp_path: Path) -> None:
     c.expect("20m", "GpuledgerLedgerFlushFailing", [({"node": "n1"}, 15)])
     add(c)
 
-    # Cost recording rules: 2 H100s held for a service, 1 idle L4.
+    # Cost recording rules: 2 H100s held for a service, 1 idle L4, priced with the shipped
+    # rate card's capacity rates (computed here from its YAML figures).
     c = Case(cfg)
     gpu_s = {"service": "api", "namespace": "ml", "gpu_model": H100}
     c.series(s.SERVICE_GPU_SECONDS.name, "0+120x120", node="n1", **gpu_s, kind="allocated")
@@ -540,17 +544,17 @@ def test_promtool_unit_tests_every_alert(tmp_path: Path) -> None:
     c.expr(
         "90m",
         rules.SERVICE_COST_USD_PER_HOUR,
-        [(_sel(rules.SERVICE_COST_USD_PER_HOUR, service="api", namespace="ml"), 13.76)],
+        [(_sel(rules.SERVICE_COST_USD_PER_HOUR, service="api", namespace="ml"), 2 * RATE_H100)],
     )
     c.expr(
         "90m",
         rules.IDLE_COST_USD_PER_HOUR,
-        [(_sel(rules.IDLE_COST_USD_PER_HOUR, gpu_model="NVIDIA L4"), 0.8)],
+        [(_sel(rules.IDLE_COST_USD_PER_HOUR, gpu_model="NVIDIA L4"), RATE_L4)],
     )
     c.expr(
         "1m",
         f'{rules.GPU_HOURLY_RATE_USD}{{gpu_model="{H100}"}}',
-        [(_sel(rules.GPU_HOURLY_RATE_USD, gpu_model=H100), 6.88)],
+        [(_sel(rules.GPU_HOURLY_RATE_USD, gpu_model=H100), RATE_H100)],
     )
     c.expr(
         "90m",

@@ -10,50 +10,23 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator
 from datetime import UTC, datetime
-from typing import Any
 
 import pytest
-import yaml
 
 from gpuledger.chargeback.model import IDLE, UNATTRIBUTED, CoverageRow, UsageRow
-from gpuledger.chargeback.ratecard import default_card_text, load_rate_card
+from gpuledger.chargeback.ratecard import load_rate_card
 from gpuledger.chargeback.report import NoLedgerData, ReportOptions, build_report
 from gpuledger.chargeback.report_model import Month, Report, ServiceLine
 from gpuledger.chargeback.store import AuditableLedgerStore, open_store
 from gpuledger.chargeback.store_sqlite import SqliteLedgerStore
+from tests import rates
 from tests import report_fixtures as fx
 
-CARD = yaml.safe_load(default_card_text())
 OCTOBER = Month.parse("2026-10")
 
 
-def _tco(cls: str) -> dict[str, Any]:
-    return next(r for r in CARD["tco"] if r["gpu"] == cls)
-
-
-def capacity_rate(cls: str) -> float:
-    t = _tco(cls)
-    capex = t["capex_usd_per_gpu"] * (1 - t["residual_value_ratio"])
-    capex /= t["amortization_years"] * 8760
-    colo = t["colocation_usd_per_kw_month"] * t["power_kw_per_gpu"] * 12 / 8760
-    return float((capex + colo) * (1 + t["operations_overhead_ratio"]))
-
-
-def energy_rate(cls: str) -> float:
-    t = _tco(cls)
-    return float(t["electricity_usd_per_kwh"] * t["pue"])
-
-
-def rental(cls: str, kind: str) -> float:
-    return float(
-        min(
-            r["usd_per_gpu_hour"]
-            for r in CARD["gpu_rental"]
-            if r["gpu"] == cls and r["provider_kind"] == kind
-        )
-    )
-
-
+CARD = rates.CARD
+capacity_rate, energy_rate, rental = rates.capacity_rate, rates.energy_rate, rates.rental
 RH, EH = capacity_rate("H100-80GB"), energy_rate("H100-80GB")
 RA, EA = capacity_rate("A100-80GB"), energy_rate("A100-80GB")
 H = fx.HOURS

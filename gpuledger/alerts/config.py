@@ -17,16 +17,6 @@ Duration = Annotated[str, StringConstraints(pattern=r"^([0-9]+(ms|s|m|h|d|w|y))+
 
 Severity = Literal["critical", "warning", "info"]
 
-# Placeholders until the rate card lands (a later issue): public on-demand list prices,
-# USD per GPU-hour, keyed by the GPU model name as NVML reports it (the ``gpu_model``
-# label of the attribution series).
-DEFAULT_GPU_HOURLY_RATES_USD: dict[str, float] = {
-    "NVIDIA H100 80GB HBM3": 6.88,
-    "NVIDIA A100-SXM4-80GB": 3.43,
-    "NVIDIA L40S": 1.86,
-    "NVIDIA L4": 0.80,
-}
-
 
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -89,9 +79,10 @@ class AlertsConfig(_Section):
     recording_interval: Duration = "1m"
     alerting_interval: Duration | None = None  # None: Prometheus' global interval
     extra_labels: dict[str, str] = Field(default_factory=dict)  # added to every alert
-    gpu_hourly_rates_usd: dict[str, float] = Field(
-        default_factory=lambda: dict(DEFAULT_GPU_HOURLY_RATES_USD)
-    )
+    # USD per allocated GPU-hour keyed by the exact gpu_model label. Empty (the default):
+    # the rate card's internal capacity rates (report.rate_card, else the shipped card),
+    # so dashboards and the monthly report price a GPU-hour alike.
+    gpu_hourly_rates_usd: dict[str, float] = Field(default_factory=dict)
 
     @field_validator("gpu_hourly_rates_usd")
     @classmethod

@@ -19,6 +19,7 @@ import yaml
 from gpuledger import schema
 from gpuledger.alerts.config import AlertsConfig, Severity
 from gpuledger.alerts.promql import metric_names
+from gpuledger.chargeback.ratecard import RateCard, load_rate_card
 
 # --- recording-rule names (level:metric:operations) ----------------------------------
 
@@ -106,6 +107,47 @@ def _p99(spec: schema.MetricSpec) -> str:
     )
 
 
+_RE2_SPECIAL = frozenset(".^$+()[]{}|\\")
+
+
+def glob_regex(patterns: tuple[str, ...]) -> str:
+    """A rate card class's shell globs as one case-insensitive RE2 pattern (Prometheus
+    anchors ``=~`` at both ends): ``*`` → ``.*``, ``?`` → ``.``, metacharacters escaped."""
+
+    def one(pattern: str) -> str:
+        out = []
+        for ch in pattern:
+            if ch == "*":
+                out.append(".*")
+            elif ch == "?":
+                out.append(".")
+            elif ch in _RE2_SPECIAL:
+                out.append("\\" + ch)
+            else:
+                out.append(ch)
+        return "".join(out)
+
+    return "(?i)(?:" + "|".join(one(p) for p in patterns) + ")"
+
+
+def rate_card_expr(card: RateCard) -> str | None:
+    """The card's internal capacity rate ($ per allocated GPU-hour, from its TCO rows) per
+    ``gpu_model`` label present on the GPU-seconds series, matched with the card's own
+    class globs. ``or`` keeps the left-most match: the card's first-match-wins order. A
+    model without a TCO row gets no series, so dashboards show no cost rather than 0."""
+    parts = []
+    for cls in card.gpu_models:
+        tco = next((t for t in card.tco if t.gpu == cls.name), None)
+        if tco is None:
+            continue
+        match = f"gpu_model=~{_q(glob_regex(cls.match))}"
+        parts.append(
+            f"group {_by('gpu_model')} ({SERVICE_GPU_SECONDS_RATE_1H}{{{match}}} "
+            f"or {IDLE_GPU_SECONDS_RATE_1H}{{{match}}}) * {_num(tco.capacity_usd_per_gpu_hour)}"
+        )
+    return " or ".join(parts) if parts else None
+
+
 def hourly_rate_expr(rates: Mapping[str, float]) -> str | None:
     """A constant series per GPU model carrying its hourly rate (None when no rates)."""
     parts = [
@@ -116,7 +158,7 @@ def hourly_rate_expr(rates: Mapping[str, float]) -> str | None:
     return " or ".join(parts) if parts else None
 
 
-def recording_rules(cfg: AlertsConfig) -> list[dict[str, Any]]:
+def recording_rules(cfg: AlertsConfig, card: RateCard | None = None) -> list[dict[str, Any]]:
     """The recording rules, in evaluation order (a rule only uses those above it)."""
     rules: list[dict[str, Any]] = [
         {"record": TTFT_P99, "expr": _p99(schema.VLLM_TTFT)},
@@ -137,7 +179,11 @@ def recording_rules(cfg: AlertsConfig) -> list[dict[str, Any]]:
             "expr": f"sum {_by('gpu_model')} (rate({schema.IDLE_GPU_SECONDS.name}[1h]))",
         },
     ]
-    rate_expr = hourly_rate_expr(cfg.gpu_hourly_rates_usd)
+    rate_expr = (
+        hourly_rate_expr(cfg.gpu_hourly_rates_usd)
+        if cfg.gpu_hourly_rates_usd
+        else rate_card_expr(card or load_rate_card())
+    )
     if rate_expr is not None:
         rules += [
             {"record": GPU_HOURLY_RATE_USD, "expr": rate_expr},
@@ -394,9 +440,9 @@ def unknown_names(doc: Mapping[str, Any]) -> dict[str, set[str]]:
     return bad
 
 
-def _groups(cfg: AlertsConfig) -> list[dict[str, Any]]:
+def _groups(cfg: AlertsConfig, card: RateCard | None = None) -> list[dict[str, Any]]:
     recording: dict[str, Any] = {"name": RECORDING_GROUP, "interval": cfg.recording_interval}
-    recording["rules"] = recording_rules(cfg)
+    recording["rules"] = recording_rules(cfg, card)
     alerting: dict[str, Any] = {"name": ALERTING_GROUP}
     if cfg.alerting_interval:
         alerting["interval"] = cfg.alerting_interval
@@ -408,9 +454,10 @@ def _groups(cfg: AlertsConfig) -> list[dict[str, Any]]:
     return groups
 
 
-def rules_document(cfg: AlertsConfig) -> dict[str, Any]:
-    """A Prometheus rule file (``rule_files:``)."""
-    return {"groups": _groups(cfg)}
+def rules_document(cfg: AlertsConfig, card: RateCard | None = None) -> dict[str, Any]:
+    """A Prometheus rule file (``rule_files:``). Cost rules price GPU-hours with ``card``
+    (default: the shipped rate card) unless ``alerts.gpu_hourly_rates_usd`` is set."""
+    return {"groups": _groups(cfg, card)}
 
 
 def prometheus_rule(
@@ -418,6 +465,7 @@ def prometheus_rule(
     namespace: str = "monitoring",
     name: str = "gpuledger",
     labels: Mapping[str, str] | None = None,
+    card: RateCard | None = None,
 ) -> dict[str, Any]:
     """A prometheus-operator ``PrometheusRule`` object holding the same groups."""
     meta_labels = {
@@ -429,7 +477,7 @@ def prometheus_rule(
         "apiVersion": "monitoring.coreos.com/v1",
         "kind": "PrometheusRule",
         "metadata": {"name": name, "namespace": namespace, "labels": meta_labels},
-        "spec": {"groups": _groups(cfg)},
+        "spec": {"groups": _groups(cfg, card)},
     }
 
 
