@@ -323,6 +323,18 @@ LEDGER_FLUSH_FAILURES = _m(
     "agent", "gpuledger_ledger_flush_failures_total", C, "", (),
     "Failed attempts to flush the spool to the ledger store.",
 )  # fmt: skip
+REPORT_RUNS = _m(
+    "agent", "gpuledger_report_runs_total", C, "", (),
+    "Monthly chargeback runs of the reporter role (scheduled, catch-up).",
+)  # fmt: skip
+REPORT_FAILURES = _m(
+    "agent", "gpuledger_report_failures_total", C, "", (),
+    "Reporter runs that wrote no report (no ledger data, store down, bad rate card).",
+)  # fmt: skip
+REPORT_LAST_SUCCESS = _m(
+    "agent", "gpuledger_report_last_success_timestamp_seconds", G, "seconds", (),
+    "Unix time the reporter last wrote a monthly report.",
+)  # fmt: skip
 BUILD_INFO = _m(
     "agent", "gpuledger_build_info", G, "", ("version",),
     "Constant 1; the agent's version.",

@@ -161,6 +161,11 @@ def test_reporter_role_catches_up_and_serves(
     total = next(r for r in rows if r["service"] == "TOTAL")
     assert float(total["total_cost_usd"]) == pytest.approx(doc["totals"]["total_cost_usd"])
     assert client.get("/readyz").status_code == 200  # nothing to wait for without collectors
+    metrics = client.get("/metrics").text
+    node = agent.cfg.node_name
+    assert f'gpuledger_report_runs_total{{node="{node}"}} 1.0' in metrics
+    assert f'gpuledger_report_failures_total{{node="{node}"}} 0.0' in metrics
+    assert f'gpuledger_report_last_success_timestamp_seconds{{node="{node}"}} ' in metrics
 
 
 def test_reports_refuse_unknown_files_and_traversal(

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING
 
 from gpuledger import schema
 from gpuledger.agent.merge import merge_devices
@@ -26,6 +27,9 @@ from gpuledger.collectors.probe import ProbeStatus
 from gpuledger.collectors.readings import GpuReading, GpuTelemetry
 from gpuledger.collectors.vllm_types import Histogram, VllmTelemetry
 from gpuledger.schema import Kind, MetricSpec
+
+if TYPE_CHECKING:
+    from gpuledger.agent.reporter import ReporterStatus
 
 GPU_SOURCES = ("nvml", "dcgm")
 
@@ -326,12 +330,14 @@ class SnapshotExporter:
         ledger: Callable[[], LedgerStatus | None] | None = None,
         probes: Callable[[], ProbeStatus] | None = None,
         storage_growth: Callable[[], Mapping[GrowthKey, Growth]] | None = None,
+        reporter: Callable[[], ReporterStatus | None] | None = None,
     ) -> None:
         self.node = node
         self.version = version
         self.ledger = ledger
         self.probes = probes
         self.storage_growth = storage_growth
+        self.reporter = reporter
 
     def render(self, snap: Snapshot) -> bytes:
         f = _Families(self.node)
@@ -349,5 +355,11 @@ class SnapshotExporter:
         status = self.ledger() if self.ledger is not None else None
         if status is not None:  # None: this agent keeps no ledger (reporter-only)
             _add_ledger(f, status)
+        report = self.reporter() if self.reporter is not None else None
+        if report is not None:
+            f.add(schema.REPORT_RUNS, (), float(report.runs))
+            f.add(schema.REPORT_FAILURES, (), float(report.failures))
+            if report.last_success_unix is not None:
+                f.add(schema.REPORT_LAST_SUCCESS, (), report.last_success_unix)
         _add_agent(f, snap, self.version)
         return f.render()

@@ -160,13 +160,14 @@ class Agent:
             ledger=lambda: self.ledger.status() if self.ledger is not None else None,
             probes=lambda: self.probes.status() if self.probes is not None else ProbeStatus(),
             storage_growth=lambda: self.latest_growth,
+            reporter=lambda: self.reporter.status() if self.reporter is not None else None,
         )
         self.runtime = AgentRuntime(SnapshotStore(exporter.render))
         if cfg.has_role("node"):
             self._build_node(cfg)
         ledger_store = self.ledger.store if self.ledger is not None else None
         if cfg.has_role("reporter"):
-            self.reporter = self._build_reporter(cfg, ledger_store)
+            self.reporter = self._build_reporter(cfg, ledger_store, self.runtime.store.refresh)
             ledger_store = ledger_store or self.reporter.store
         self.app = create_app(
             self.runtime,
@@ -210,7 +211,9 @@ class Agent:
             self.runtime.store.subscribe(on_update)
 
     @staticmethod
-    def _build_reporter(cfg: AgentConfig, store: AuditableLedgerStore | None) -> Reporter:
+    def _build_reporter(
+        cfg: AgentConfig, store: AuditableLedgerStore | None, on_run: Callable[[], None]
+    ) -> Reporter:
         """The reporter reads the node's own ledger store when this process has one,
         else opens the configured (fleet) ledger read-only: it never migrates it."""
         from gpuledger.agent.reporter import Reporter
@@ -224,7 +227,9 @@ class Agent:
                 raise ConfigError([("ledger.url", str(exc))]) from None
             except StoreError as exc:
                 raise ConfigError([("ledger.url", f"cannot open {safe_url(url)}: {exc}")]) from None
-        return Reporter(cfg.report, store, cfg.reports_dir(), store_label=safe_url(url))
+        return Reporter(
+            cfg.report, store, cfg.reports_dir(), store_label=safe_url(url), on_run=on_run
+        )
 
     def _vllm_collector(
         self, cfg: AgentConfig, resolver: WorkloadResolver

@@ -51,12 +51,14 @@ class Reporter:
         *,
         store_label: str = "",
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        on_run: Callable[[], None] | None = None,
     ) -> None:
         self.cfg = cfg
         self.store = store
         self.out_dir = out_dir
         self.store_label = store_label
         self._clock = clock
+        self._on_run = on_run  # the agent re-renders /metrics with the new counts
         self._lock = threading.Lock()  # one report at a time
         self._trigger = CronTrigger.from_crontab(cfg.schedule, timezone=UTC)
         self._scheduler = BackgroundScheduler(
@@ -102,6 +104,13 @@ class Reporter:
     def run(self, month: Month | None = None) -> list[Path]:
         """Write ``month``'s report (default: the previous month); never raises, so the
         schedule survives a bad month. Returns the paths written (empty on failure)."""
+        try:
+            return self._run(month)
+        finally:
+            if self._on_run is not None:
+                self._on_run()
+
+    def _run(self, month: Month | None) -> list[Path]:
         target = month or Month.of(self._clock()).previous()
         with self._lock:
             self._runs += 1

@@ -90,6 +90,12 @@ class SnapshotStore:
     def register(self, state: CollectorState) -> None:
         self.update(state)
 
+    def refresh(self) -> None:
+        """Render the current snapshot again: for state kept outside it (the reporter's
+        runs) that changed without any collector update."""
+        with self._lock:
+            self._rendered = Rendered.of(self._render(self._snapshot))
+
     def update(self, state: CollectorState) -> Snapshot:
         with self._lock:
             collectors = dict(self._snapshot.collectors)
