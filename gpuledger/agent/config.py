@@ -91,8 +91,33 @@ class DcgmConfig(_Section):
 
 
 class HttpConfig(_Section):
-    api_token_file: Path | None = None  # bearer token required on /api/* when set
+    api_token_file: Path | None = None  # bearer token required on /api/* and /reports when set
     metrics_require_token: bool = False
+    # TLS: both files or neither (PEM). With client_ca_file, clients must present a
+    # certificate it signed (mutual TLS, e.g. Prometheus' tls_config).
+    tls_cert_file: Path | None = None
+    tls_key_file: Path | None = None
+    tls_client_ca_file: Path | None = None
+    # Every endpoint is a GET: a request body over this is refused with 413, unread.
+    max_request_bytes: int = Field(64 * 1024, ge=0, le=16 * 1024 * 1024)
+    # Connections served at once; beyond it uvicorn answers 503 instead of queueing.
+    max_concurrent_connections: int = Field(128, ge=1, le=65536)
+
+    @model_validator(mode="after")
+    def _tls_pair(self) -> HttpConfig:
+        if (self.tls_cert_file is None) != (self.tls_key_file is None):
+            raise ValueError("set both http.tls_cert_file and http.tls_key_file, or neither")
+        if self.tls_client_ca_file is not None and self.tls_cert_file is None:
+            raise ValueError("http.tls_client_ca_file needs http.tls_cert_file/tls_key_file")
+        for name in ("tls_cert_file", "tls_key_file", "tls_client_ca_file"):
+            path = getattr(self, name)
+            if path is not None and not path.is_file():
+                raise ValueError(f"http.{name}: no such file {path}")
+        return self
+
+    @property
+    def tls(self) -> bool:
+        return self.tls_cert_file is not None
 
 
 class LedgerConfig(_Section):

@@ -175,6 +175,7 @@ class Agent:
             metrics_require_token=cfg.http.metrics_require_token,
             ledger_store=ledger_store,
             reports_dir=cfg.reports_dir() if self.reporter is not None else None,
+            max_request_bytes=cfg.http.max_request_bytes,
         )
 
     def _build_node(self, cfg: AgentConfig) -> None:
@@ -345,25 +346,43 @@ class _Server(uvicorn.Server):
                 signal.signal(sig, handler)
 
 
+def uvicorn_config(cfg: AgentConfig, app: ASGIApp) -> uvicorn.Config:
+    """The HTTP server: bind address from config, optional TLS (and client certificates),
+    bounded concurrency; request bodies are bounded in the app itself."""
+    import ssl
+
+    http = cfg.http
+    tls: dict[str, object] = {}
+    if http.tls:
+        tls = {"ssl_certfile": str(http.tls_cert_file), "ssl_keyfile": str(http.tls_key_file)}
+        if http.tls_client_ca_file is not None:
+            tls["ssl_ca_certs"] = str(http.tls_client_ca_file)
+            tls["ssl_cert_reqs"] = ssl.CERT_REQUIRED
+    return uvicorn.Config(
+        app,
+        host=cfg.listen.host,
+        port=cfg.listen.port,
+        log_level="warning",
+        access_log=False,
+        lifespan="off",
+        timeout_graceful_shutdown=2,
+        limit_concurrency=http.max_concurrent_connections,
+        h11_max_incomplete_event_size=16 * 1024,  # request line + headers
+        server_header=False,
+        **tls,  # type: ignore[arg-type]
+    )
+
+
 def run_agent(cfg: AgentConfig) -> int:
     logs.configure(cfg.log.level, cfg.log.format)
     agent = Agent(cfg)
     runtime = agent.runtime
-    server = _Server(
-        uvicorn.Config(
-            agent.app,
-            host=cfg.listen.host,
-            port=cfg.listen.port,
-            log_level="warning",
-            access_log=False,
-            lifespan="off",
-            timeout_graceful_shutdown=2,
-        )
-    )
+    server = _Server(uvicorn_config(cfg, agent.app))
     agent.start()
     log.info(
-        "gpuledger agent %s serving http://%s:%d/metrics",
+        "gpuledger agent %s serving %s://%s:%d/metrics",
         __version__,
+        "https" if cfg.http.tls else "http",
         cfg.listen.host,
         cfg.listen.port,
         extra={

@@ -37,6 +37,31 @@ Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 _UNAUTHORIZED = b'{"error":"bearer token required"}'
+_TOO_LARGE = b'{"error":"request body too large"}'
+_HEADERS_TOO_LARGE = b'{"error":"request headers too large"}'
+MAX_HEADER_BYTES = 16 * 1024
+"""Scrapers and API clients send a few hundred bytes of headers; more is refused (431)."""
+
+
+class RequestTooLarge(Exception):
+    """A streamed request body passed ``http.max_request_bytes``."""
+
+
+def _bounded(receive: Receive, limit: int) -> Receive:
+    """``receive`` that stops a chunked body once it passes ``limit`` bytes (a declared
+    Content-Length over the limit is refused before anything is read)."""
+    seen = 0
+
+    async def bounded() -> Message:
+        nonlocal seen
+        message = await receive()
+        if message.get("type") == "http.request":
+            seen += len(message.get("body", b""))
+            if seen > limit:
+                raise RequestTooLarge(f"request body over {limit} bytes")
+        return message
+
+    return bounded
 
 
 def _header(scope: Scope, name: bytes) -> bytes:
@@ -68,6 +93,7 @@ def create_app(
     metrics_require_token: bool = False,
     ledger_store: LedgerStore | None = None,
     reports_dir: Path | None = None,
+    max_request_bytes: int = 64 * 1024,
 ) -> ASGIApp:
     api = _create_api(runtime, ledger_store, reports_dir)
     store = runtime.store
@@ -79,6 +105,16 @@ def create_app(
         if scope["type"] != "http":
             await api(scope, receive, send)
             return
+        if sum(len(k) + len(v) for k, v in scope["headers"]) > MAX_HEADER_BYTES:
+            await _respond(send, 431, _HEADERS_TOO_LARGE, [(b"content-type", b"application/json")])
+            return
+        declared = _header(scope, b"content-length")
+        if (declared and (not declared.isdigit() or int(declared) > max_request_bytes)) or (
+            _header(scope, b"transfer-encoding") and max_request_bytes == 0
+        ):
+            await _respond(send, 413, _TOO_LARGE, [(b"content-type", b"application/json")])
+            return
+        receive = _bounded(receive, max_request_bytes)
         path = scope["path"]
         is_metrics = path == "/metrics"
         protected = (
