@@ -317,12 +317,33 @@ def load_config(
             os.environ.update(saved)
 
 
-def redacted(config: AgentConfig) -> dict[str, Any]:
-    """The effective config for display; paths to secrets are shown, never their content,
-    and a password written into ledger.url is masked."""
+_SECRET_KEYS = ("password", "secret", "token", "api_key", "apikey", "authorization")
+_URL_KEYS = ("url", "dsn", "endpoint")
+
+
+def _redact(value: Any, key: str = "") -> Any:
+    """Walk a dumped config: URLs and DSNs lose their passwords, values under secret-ish
+    keys (and every header value) are masked; paths to secret files stay visible."""
     from gpuledger.chargeback.store import safe_url
 
-    doc = config.model_dump(mode="json")
-    if doc["ledger"]["url"]:
-        doc["ledger"]["url"] = safe_url(doc["ledger"]["url"])
-    return doc
+    k = key.lower()
+    if isinstance(value, dict):
+        if k == "headers":
+            return dict.fromkeys(value, "***")
+        return {name: _redact(v, str(name)) for name, v in value.items()}
+    if isinstance(value, list):
+        return [_redact(v, key) for v in value]
+    if not isinstance(value, str) or not value or k.endswith(("_file", "_env")):
+        return value
+    if any(part in k for part in _SECRET_KEYS):
+        return "***"
+    if any(part in k for part in _URL_KEYS):
+        return safe_url(value)
+    return value
+
+
+def redacted(config: AgentConfig) -> dict[str, Any]:
+    """The effective config for display: paths to secrets are shown, never their content;
+    a password written into any URL or DSN (ledger, pgvector, vLLM) is masked."""
+    result: dict[str, Any] = _redact(config.model_dump(mode="json"))
+    return result
