@@ -29,7 +29,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
 from gpuledger.chargeback import focus
 from gpuledger.chargeback.focus import APPLICABILITY_CRITERIA, focus_csv, focus_rows
@@ -37,39 +36,20 @@ from gpuledger.chargeback.ratecard import load_rate_card
 from gpuledger.chargeback.report import ReportOptions, build_report
 from gpuledger.chargeback.report_model import IdlePolicy, Month, Report
 from gpuledger.chargeback.store_sqlite import SqliteLedgerStore
+from tests import rates
 from tests import report_fixtures as fx
 
 REPO = Path(__file__).parents[1]
-CARD = yaml.safe_load((REPO / "gpuledger/chargeback/ratecards/default.yaml").read_text())
+CARD = rates.CARD
 OCTOBER = Month.parse("2026-10")
 H = fx.HOURS
 
 
-def _tco(cls: str) -> dict[str, Any]:
-    return next(r for r in CARD["tco"] if r["gpu"] == cls)
-
-
-def capacity_rate(cls: str) -> float:
-    t = _tco(cls)
-    capex = t["capex_usd_per_gpu"] * (1 - t["residual_value_ratio"])
-    capex /= t["amortization_years"] * 8760
-    colo = t["colocation_usd_per_kw_month"] * t["power_kw_per_gpu"] * 12 / 8760
-    return float((capex + colo) * (1 + t["operations_overhead_ratio"]))
-
-
-def energy_rate(cls: str) -> float:
-    t = _tco(cls)
-    return float(t["electricity_usd_per_kwh"] * t["pue"])
+capacity_rate, energy_rate = rates.capacity_rate, rates.energy_rate
 
 
 def hyperscaler(cls: str) -> float:
-    return float(
-        min(
-            r["usd_per_gpu_hour"]
-            for r in CARD["gpu_rental"]
-            if r["gpu"] == cls and r["provider_kind"] == "hyperscaler"
-        )
-    )
+    return rates.rental(cls, "hyperscaler")
 
 
 RH, EH, LH = capacity_rate("H100-80GB"), energy_rate("H100-80GB"), hyperscaler("H100-80GB")

@@ -112,10 +112,22 @@ def build_collectors(
     return out
 
 
+def _open_ledger_store(url: str) -> AuditableLedgerStore:
+    """The store named by ``ledger.url``; a bad URL or an unopenable store is a config
+    error naming the key (the password never in the message)."""
+    from gpuledger.chargeback.store import open_store, safe_url
+
+    try:
+        return open_store(url)
+    except ValueError as exc:
+        raise ConfigError([("ledger.url", str(exc))]) from None
+    except StoreError as exc:
+        raise ConfigError([("ledger.url", f"cannot open {safe_url(url)}: {exc}")]) from None
+
+
 def _build_ledger(cfg: AgentConfig, claims_for: Callable[[GpuReading], Sequence[Claim]]) -> Ledger:
     from gpuledger.chargeback.ledger import Ledger
     from gpuledger.chargeback.spool import Spool
-    from gpuledger.chargeback.store import open_store, safe_url
 
     try:
         spool = Spool(cfg.spool_path())
@@ -123,13 +135,7 @@ def _build_ledger(cfg: AgentConfig, claims_for: Callable[[GpuReading], Sequence[
         raise ConfigError(
             [("ledger.spool_path", f"cannot open {cfg.spool_path()}: {exc}")]
         ) from None
-    url = cfg.ledger_url()
-    try:
-        store = open_store(url)
-    except ValueError as exc:
-        raise ConfigError([("ledger.url", str(exc))]) from None
-    except StoreError as exc:
-        raise ConfigError([("ledger.url", f"cannot open {safe_url(url)}: {exc}")]) from None
+    store = _open_ledger_store(cfg.ledger_url())
     return Ledger(
         cfg.node_name,
         spool=spool,
@@ -218,16 +224,11 @@ class Agent:
         """The reporter reads the node's own ledger store when this process has one,
         else opens the configured (fleet) ledger read-only: it never migrates it."""
         from gpuledger.agent.reporter import Reporter
-        from gpuledger.chargeback.store import open_store, safe_url
+        from gpuledger.chargeback.store import safe_url
 
         url = cfg.ledger_url()
         if store is None:
-            try:
-                store = open_store(url)
-            except ValueError as exc:
-                raise ConfigError([("ledger.url", str(exc))]) from None
-            except StoreError as exc:
-                raise ConfigError([("ledger.url", f"cannot open {safe_url(url)}: {exc}")]) from None
+            store = _open_ledger_store(url)
         return Reporter(
             cfg.report, store, cfg.reports_dir(), store_label=safe_url(url), on_run=on_run
         )
