@@ -507,5 +507,129 @@ def alerts(
     err.print(f"[green]wrote {kind}[/] {out}")
 
 
+@app.command()
+def manifests(
+    out: Annotated[Path, typer.Option("--out", "-o", help="Directory to write the YAML to.")],
+    namespace: Annotated[
+        str, typer.Option("--namespace", help="Namespace of the agent and the reporter.")
+    ] = "gpuledger",
+    image: Annotated[
+        str | None,
+        typer.Option(
+            "--image",
+            help=f"REGISTRY/gpuledger:TAG. Default: ghcr.io/gpuledger/gpuledger:{__version__}.",
+        ),
+    ] = None,
+    runtime_class: Annotated[
+        str | None,
+        typer.Option(
+            "--runtime-class",
+            help="runtimeClassName for the agent (e.g. nvidia), where the NVIDIA runtime "
+            "is not the node's default.",
+        ),
+    ] = None,
+    process_attribution: Annotated[
+        bool,
+        typer.Option(
+            "--process-attribution/--no-process-attribution",
+            help="hostPID and host /proc (read-only) to attribute GPU processes to pods.",
+        ),
+    ] = True,
+    pod_resources: Annotated[
+        bool,
+        typer.Option(
+            "--pod-resources",
+            help="Also mount the kubelet pod-resources socket directory (read-only). "
+            "Nothing in the agent reads it yet: off by default.",
+        ),
+    ] = False,
+    dcgm_url: Annotated[
+        str | None,
+        typer.Option(
+            "--dcgm-url",
+            help="Enable the dcgm collector at this URL; $(HOST_IP) is the node's IP, "
+            "e.g. 'http://$(HOST_IP):9400/metrics'. Default: dcgm off.",
+        ),
+    ] = None,
+    metrics_require_token: Annotated[
+        bool,
+        typer.Option(
+            "--metrics-require-token",
+            help="Require the API token on /metrics too; the monitors then send it.",
+        ),
+    ] = False,
+    priority_class: Annotated[
+        str | None, typer.Option("--priority-class", help="priorityClassName of the agent.")
+    ] = None,
+    prometheus_label: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--prometheus-label",
+            help="KEY=VALUE on the ServiceMonitor, PodMonitor and PrometheusRule "
+            "(what the Prometheus selects on, e.g. release=kube-prometheus-stack). Repeatable.",
+        ),
+    ] = None,
+    dashboards_namespace: Annotated[
+        str | None,
+        typer.Option("--dashboards-namespace", help="Namespace of the dashboard ConfigMaps."),
+    ] = None,
+    config: Annotated[
+        Path | None,
+        typer.Option(
+            "--config",
+            "-c",
+            help="Agent config: its alerts: and report: sections (and rate card) are used.",
+        ),
+    ] = None,
+) -> None:
+    """Write kustomize-ready Kubernetes manifests, one object per file plus
+    kustomization.yaml: the node agent's DaemonSet and RBAC, the reporter, the Prometheus
+    monitors and rules, the dashboard ConfigMaps.
+
+    NVML: the agent claims no GPU; NVIDIA_VISIBLE_DEVICES=all makes the NVIDIA container
+    runtime inject the driver library and device nodes, so that runtime must run the pod
+    (the node's default runtime, else --runtime-class nvidia). hostPID: NVML names GPU
+    processes by their PID in the caller's PID namespace, so attributing them to pods
+    needs the host's (--no-process-attribution drops hostPID and the /proc mount).
+
+    Secrets are referenced, never generated: gpuledger-ledger (key url, the PostgreSQL
+    DSN) and gpuledger-api-token (key token)."""
+    from gpuledger.chargeback.ratecard import RateCardError
+    from gpuledger.deploy.kubernetes import DEFAULT_IMAGE, ManifestOptions, write_manifests
+
+    labels: list[tuple[str, str]] = []
+    for item in prometheus_label or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            err.print(f"[bold red]--prometheus-label must be KEY=VALUE[/], got {item!r}")
+            raise typer.Exit(EXIT_CONFIG)
+        labels.append((key, value))
+    cfg = _load_or_exit(config)
+    try:
+        options = ManifestOptions.from_config(
+            cfg,
+            namespace=namespace,
+            image=image or DEFAULT_IMAGE,
+            runtime_class=runtime_class,
+            process_attribution=process_attribution,
+            pod_resources=pod_resources,
+            dcgm_url=dcgm_url,
+            metrics_require_token=metrics_require_token,
+            priority_class=priority_class,
+            prometheus_labels=tuple(labels),
+            dashboards_namespace=dashboards_namespace,
+        )
+    except (ValueError, RateCardError, OSError) as exc:
+        err.print(f"[bold red]cannot generate the manifests[/]: {exc}")
+        raise typer.Exit(EXIT_CONFIG) from None
+    try:
+        paths = write_manifests(out, options)
+    except OSError as exc:
+        err.print(f"[bold red]cannot write {out}[/]: {exc.strerror}")
+        raise typer.Exit(1) from None
+    for path in paths:
+        typer.echo(str(path))
+
+
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(app())
