@@ -8,7 +8,9 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
 
 import pytest
 
@@ -123,7 +125,7 @@ def _totals(row: dict[str, object]) -> tuple[object, object, object]:
 def test_migrations_are_idempotent_and_recorded(store: AuditableLedgerStore) -> None:
     store.migrate()  # the fixture already ran it once
     store.migrate()
-    assert store.applied_versions() == [1, 2, 3]
+    assert store.applied_versions() == [1, 2, 3, 4]
     store.upsert([_u(H0, "n1", "g1", "a", "b", 1, 1, 1)], [])
     assert store.usage(_dt(H0), _dt(H1), ["service"])[0]["allocated_gpu_seconds"] == 1.0
 
@@ -147,7 +149,7 @@ def test_concurrent_migrations_from_two_agents(store_url: str) -> None:
         t.join(30)
     try:
         assert errors == []
-        assert stores[0].applied_versions() == [1, 2, 3]
+        assert stores[0].applied_versions() == [1, 2, 3, 4]
     finally:
         for s in stores:
             s.close()
@@ -547,3 +549,47 @@ def test_storage_samples_are_insert_only(store: AuditableLedgerStore, store_url:
         (T0 + 0.5, 'we"ird Table', 1_000_000),
         (T0 + 300.5, 'we"ird Table', 1_250_000),
     ]
+
+
+def test_sqlite_migration_4_keeps_probe_records(tmp_path: Path) -> None:
+    """A v3 ledger with probe records: the v4 rebuild (time-first key) keeps every row
+    and every column, and replays still land on the same key."""
+    import sqlite3
+
+    from gpuledger.chargeback import store_sqlite
+    from gpuledger.chargeback.model import ProbeRecord
+
+    path = tmp_path / "v3.db"
+    v3 = store_sqlite.SqliteLedgerStore(path)
+    full = store_sqlite.MIGRATIONS
+    try:
+        store_sqlite.MIGRATIONS = full[:3]
+        v3.migrate()
+        assert v3.applied_versions() == [1, 2, 3]
+        records = [
+            ProbeRecord(1_767_225_600.0 + i, "n1", f"ep{i % 2}", "llm", "chat", "m", i % 3 != 0,
+                        None if i % 3 else "timeout", 0.05 + i / 1000, 0.01, 0.3, 80.0, 12, 16,
+                        True, None, i % 2 == 0)
+            for i in range(9)
+        ]  # fmt: skip
+        v3.upsert_probes(records)
+    finally:
+        store_sqlite.MIGRATIONS = full
+    v3.close()
+    with sqlite3.connect(path) as conn:
+        before = sorted(conn.execute("SELECT * FROM probe_results").fetchall())
+    store = store_sqlite.SqliteLedgerStore(path)
+    store.migrate()
+    assert store.applied_versions() == [1, 2, 3, 4]
+    # a replay without verdicts keeps the stored ones (ON CONFLICT on the same key columns)
+    store.upsert_probes([replace(records[0], tokens_counted=None, ttft_agrees=None)])
+    store.close()
+    with sqlite3.connect(path) as conn:
+        after = sorted(conn.execute("SELECT * FROM probe_results").fetchall())
+        (pk,) = conn.execute(
+            "SELECT group_concat(name) FROM pragma_index_info("
+            "(SELECT name FROM pragma_index_list('probe_results') WHERE origin = 'pk'))"
+        ).fetchone()
+    assert len(after) == len(before) == 9
+    assert [r[:-1] for r in after] == [r[:-1] for r in before]  # all but updated_at
+    assert pk == "started_unix,node,endpoint"

@@ -87,7 +87,7 @@ STORAGE_TABLE = "storage_samples"
 STORAGE_KEY = ("node", "database", "schema", "table_name", "ts")
 STORAGE_COLUMNS = (*STORAGE_KEY, "bytes")
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 """The newest migration version both backends define."""
 
 SECONDS_PER_HOUR = 3600.0

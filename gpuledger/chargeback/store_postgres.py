@@ -67,7 +67,6 @@ from gpuledger.chargeback.store import (
     merge_coverage,
     merge_tokens,
     merge_usage,
-    pivot_probe_latency,
     probe_values,
     safe_url,
     scrub,
@@ -216,10 +215,26 @@ def _migration_3() -> list[sql.Composed]:
     ]
 
 
+def _migration_4() -> list[sql.Composed]:
+    """The monthly report reads a month of probe records by time, a few columns of each:
+    a covering index on started_unix lets those reads skip the heap (index-only scans)."""
+    return [
+        sql.SQL("CREATE INDEX {idx} ON {t} ({s}) INCLUDE ({cols})").format(
+            idx=I("probe_results_report_idx"),
+            t=I(PROBES_TABLE),
+            s=I("started_unix"),
+            cols=_cols(("namespace", "service", "ok", "ttft_s", "tpot_s", "e2e_s",
+                        *PROBES_VERDICTS)),
+        ),
+        sql.SQL("DROP INDEX {}").format(I("probe_results_started_idx")),
+    ]  # fmt: skip
+
+
 MIGRATIONS: tuple[tuple[int, list[sql.Composed]], ...] = (
     (1, _migration_1()),
     (2, _migration_2()),
     (3, _migration_3()),
+    (4, _migration_4()),
 )
 """Versioned migrations, applied in order, each once, in one transaction under an
 advisory lock (two agents starting at once serialize; the second finds nothing to do)."""
@@ -696,35 +711,32 @@ class PostgresLedgerStore:
         node: str | None = None,
     ) -> list[dict[str, object]]:
         """Nearest-rank ``quantile`` of successful probes' TTFT, TPOT and e2e per
-        ``(namespace, service)`` over ``[start, end)`` (``CUME_DIST``, as in SQLite)."""
+        ``(namespace, service)`` over ``[start, end)``: ``percentile_disc`` is the first
+        value whose cumulative share reaches the fraction, as SQLite's ``CUME_DIST`` query;
+        one ordered-set aggregate pass instead of three window sorts (5x at a month of
+        1,000 GPUs, bench/bench_report.py). NULLs are skipped, as there."""
         where = sql.SQL("{ok} AND {s} >= %s AND {s} < %s").format(ok=I("ok"), s=I("started_unix"))
-        base: list[object] = [unix_seconds(start, "start"), unix_seconds(end, "end")]
+        params: list[object] = [unix_seconds(start, "start"), unix_seconds(end, "end")]
         if node is not None:
             where = sql.SQL("{} AND {} = %s").format(where, I("node"))
-            base.append(node)
-        ns, svc = I("namespace"), I("service")
-        parts: list[sql.Composable] = []
-        params: list[object] = []
-        for metric in PROBE_LATENCY_METRICS:
-            parts.append(
-                sql.SQL(
-                    "SELECT {ns}, {svc}, {label} AS metric, MIN(v) AS value, COUNT(*) AS n "
-                    "FROM (SELECT {ns}, {svc}, {m} AS v, CUME_DIST() OVER "
-                    "(PARTITION BY {ns}, {svc} ORDER BY {m}) AS cd FROM {t} "
-                    "WHERE {w} AND {m} IS NOT NULL) AS ranked "
-                    "WHERE cd >= %s GROUP BY {ns}, {svc}"
-                ).format(
-                    ns=ns,
-                    svc=svc,
-                    label=sql.Literal(metric),
-                    m=I(metric),
-                    t=I(PROBES_TABLE),
-                    w=where,
-                )
+            params.append(node)
+        fraction = sql.Literal(max(0.0, quantile - QUANTILE_EPS))
+        metrics = sql.SQL(", ").join(
+            sql.SQL("percentile_disc({f}) WITHIN GROUP (ORDER BY {m}) AS {m}").format(
+                f=fraction, m=I(m)
             )
-            params += [*base, quantile - QUANTILE_EPS]
-        rows = self._query("probe latency query", sql.SQL(" UNION ALL ").join(parts), params)
-        return pivot_probe_latency(rows)
+            for m in PROBE_LATENCY_METRICS
+        )
+        query = sql.SQL(
+            "SELECT {ns}, {svc}, {metrics} FROM {t} WHERE {w} GROUP BY {ns}, {svc} "
+            'ORDER BY {ns} COLLATE "C", {svc} COLLATE "C"'
+        ).format(ns=I("namespace"), svc=I("service"), metrics=metrics, t=I(PROBES_TABLE), w=where)
+        rows = self._query("probe latency query", query, params)
+        for row in rows:
+            for m in PROBE_LATENCY_METRICS:
+                value = row.get(m)
+                row[m] = float(value) if isinstance(value, int | float) else None
+        return rows
 
     def invariant_violations(
         self,

@@ -166,6 +166,38 @@ MIGRATIONS += (
         ),
     ),
 )
+MIGRATIONS += (
+    (
+        4,
+        (
+            # Probe records keyed by time first: every report reads a month of them by
+            # started_unix, and through the old (node, endpoint, started_unix) key each of a
+            # month's millions of index hits cost a second lookup into the table. Same key
+            # columns, so every ON CONFLICT target still matches.
+            f"""CREATE TABLE {q("probe_results_v4")} (
+                {q("node")} TEXT NOT NULL,
+                {q("endpoint")} TEXT NOT NULL,
+                {q("started_unix")} REAL NOT NULL,
+                {q("namespace")} TEXT NOT NULL,
+                {q("service")} TEXT NOT NULL,
+                {q("model_name")} TEXT NOT NULL,
+                {q("ok")} INTEGER NOT NULL,
+                {q("reason")} TEXT,
+                {q("ttft_s")} REAL, {q("tpot_s")} REAL, {q("e2e_s")} REAL,
+                {q("output_tokens_per_s")} REAL,
+                {q("prompt_tokens")} INTEGER, {q("completion_tokens")} INTEGER,
+                {q("tokens_counted")} INTEGER, {q("ttft_histogram_moved")} INTEGER,
+                {q("ttft_agrees")} INTEGER,
+                {q(UPDATED_AT)} INTEGER NOT NULL,
+                PRIMARY KEY ({q("started_unix")}, {q("node")}, {q("endpoint")})
+            ) WITHOUT ROWID""",
+            f"INSERT INTO {q('probe_results_v4')} SELECT {_cols((*PROBES_COLUMNS, UPDATED_AT))} "
+            f"FROM {q(PROBES_TABLE)}",
+            f"DROP TABLE {q(PROBES_TABLE)}",  # and probe_results_started_idx with it
+            f"ALTER TABLE {q('probe_results_v4')} RENAME TO {q(PROBES_TABLE)}",
+        ),
+    ),
+)
 """Versioned migrations, applied in order, each once, inside one write transaction."""
 
 
