@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-from bench import bench_accumulator, bench_agent, bench_ledger, bench_parser
+from bench import bench_accumulator, bench_agent, bench_ledger, bench_parser, bench_report
 
 
 def main() -> int:
@@ -19,6 +19,9 @@ def main() -> int:
     print()
     print("== ledger store: rows and bytes per node-month, month query at 1,000 GPUs ==")
     bench_ledger.main([])
+    print()
+    print("== monthly report: build + write at 10, 100 and 1,000 GPUs, SQLite and PostgreSQL ==")
+    bench_report.main([])
     return 0
 
 
