@@ -30,6 +30,7 @@ from pydantic_settings import (
     SettingsConfigDict,
 )
 
+from gpuledger.agent.otel_config import OtelConfig
 from gpuledger.alerts.config import AlertsConfig
 from gpuledger.chargeback.report_config import ReportConfig
 from gpuledger.chargeback.resolver import AttributionConfig
@@ -200,6 +201,7 @@ class AgentConfig(BaseSettings):
     pgvector: PgvectorConfig = PgvectorConfig()
     alerts: AlertsConfig = AlertsConfig()
     report: ReportConfig = ReportConfig()
+    otel: OtelConfig = OtelConfig()
 
     @field_validator("roles")
     @classmethod

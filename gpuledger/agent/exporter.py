@@ -8,13 +8,16 @@ on the reference machine (see bench/bench_agent.py), while the names here are fi
 the schema and only label *values* need escaping. Every family is created from its
 :class:`gpuledger.schema.MetricSpec`, so a name, type or label set that the schema does
 not define cannot be exported; tests parse the output with prometheus_client's parser.
+The samples are built once, in structured form (:class:`MetricSamples`), and the text is
+written from them; the OTLP export (:mod:`gpuledger.agent.otel`) reads the same object.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping, Sequence
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from types import MappingProxyType
+from typing import TYPE_CHECKING, NamedTuple
 
 from gpuledger import schema
 from gpuledger.agent.merge import merge_devices
@@ -66,27 +69,84 @@ def format_value(value: float) -> str:
     return repr(value)
 
 
+class Sample(NamedTuple):
+    """One exported series of one render: the values of ``spec.labels`` in order (``node``
+    is the :class:`MetricSamples`' own) and its value; a histogram carries its buckets in
+    ``histogram`` (exactly as upstream exposed them) and its count in ``value``."""
+
+    spec: MetricSpec
+    labels: tuple[str, ...]
+    value: float
+    histogram: Histogram | None = None
+
+
+class MetricSamples:
+    """Every sample one snapshot exports, grouped per metric in exposition order.
+
+    The Prometheus text is written from this (:meth:`render`) and the OTLP export reads
+    it (:mod:`gpuledger.agent.otel`), so the two can never disagree. Immutable.
+    """
+
+    __slots__ = ("_families", "node")
+
+    def __init__(
+        self, node: str, families: Mapping[str, tuple[MetricSpec, tuple[Sample, ...]]]
+    ) -> None:
+        self.node = node
+        self._families = MappingProxyType(dict(families))
+
+    def families(self) -> Iterator[tuple[MetricSpec, tuple[Sample, ...]]]:
+        return iter(self._families.values())
+
+    def of(self, spec: MetricSpec) -> tuple[Sample, ...]:
+        entry = self._families.get(spec.name)
+        return () if entry is None else entry[1]
+
+    def labels(self, sample: Sample) -> dict[str, str]:
+        """``node`` plus the sample's labels, as the exposition writes them."""
+        return dict(zip(sample.spec.all_labels, (self.node, *sample.labels), strict=True))
+
+    def render(self) -> bytes:
+        """The Prometheus text format (0.0.4)."""
+        # A device's label values recur on every one of its series: escape them once.
+        label_text: dict[tuple[tuple[str, ...], tuple[str, ...]], str] = {}
+        node = self.node
+        out: list[str] = []
+        for spec, samples in self._families.values():
+            out.append(f"# HELP {spec.name} {spec.help.translate(_HELP_ESCAPES)}\n")
+            out.append(f"# TYPE {spec.name} {spec.kind.value}\n")
+            name, names = spec.name, spec.labels
+            for _spec, labels, value, hist in samples:
+                key = (names, labels)
+                text = label_text.get(key)
+                if text is None:
+                    pairs = zip(spec.all_labels, (node, *labels), strict=True)
+                    text = ",".join(f'{k}="{v.translate(_LABEL_ESCAPES)}"' for k, v in pairs)
+                    label_text[key] = text
+                if hist is None:
+                    out.append(f"{name}{{{text}}} {format_value(value)}\n")
+                    continue
+                for le, count in hist.buckets:
+                    le_text = "+Inf" if math.isinf(le) else format_value(le)
+                    out.append(
+                        f'{spec.name}_bucket{{{text},le="{le_text}"}} {format_value(count)}\n'
+                    )
+                out.append(f"{spec.name}_sum{{{text}}} {format_value(hist.sum)}\n")
+                out.append(f"{spec.name}_count{{{text}}} {format_value(hist.count)}\n")
+        return "".join(out).encode("utf-8")
+
+
 class _Families:
-    """Samples grouped per spec, with label arity checked on every add."""
+    """Builds a :class:`MetricSamples`: samples grouped per spec, label arity checked on
+    every add."""
 
     def __init__(self, node: str) -> None:
         self.node = node
-        self._samples: dict[str, tuple[MetricSpec, list[str]]] = {}
-        # A device's label values recur on every one of its series: escape them once.
-        self._label_text: dict[tuple[tuple[str, ...], tuple[str, ...]], str] = {}
+        self._samples: dict[str, tuple[MetricSpec, list[Sample]]] = {}
 
-    def _label_block(self, spec: MetricSpec, labels: Sequence[str]) -> str:
+    def _list(self, spec: MetricSpec, labels: Sequence[str]) -> list[Sample]:
         if len(labels) != len(spec.labels):
             raise ValueError(f"{spec.name}: {len(labels)} label values for {spec.labels}")
-        key = (spec.labels, tuple(labels))
-        label_text = self._label_text.get(key)
-        if label_text is None:
-            pairs = zip(spec.all_labels, (self.node, *labels), strict=True)
-            label_text = ",".join(f'{k}="{v.translate(_LABEL_ESCAPES)}"' for k, v in pairs)
-            self._label_text[key] = label_text
-        return label_text
-
-    def _lines(self, spec: MetricSpec) -> list[str]:
         entry = self._samples.get(spec.name)
         if entry is None:
             entry = self._samples[spec.name] = (spec, [])
@@ -95,30 +155,18 @@ class _Families:
     def add(self, spec: MetricSpec, labels: Sequence[str], value: float) -> None:
         if spec.kind is Kind.HISTOGRAM:
             raise ValueError(f"{spec.name}: use add_histogram() for histograms")
-        label_text = self._label_block(spec, labels)
-        self._lines(spec).append(f"{spec.name}{{{label_text}}} {format_value(float(value))}\n")
+        self._list(spec, labels).append(Sample(spec, tuple(labels), float(value)))
 
     def add_histogram(self, spec: MetricSpec, labels: Sequence[str], hist: Histogram) -> None:
         """Buckets exactly as upstream exposed them (boundaries are never re-bucketed)."""
         if spec.kind is not Kind.HISTOGRAM:
             raise ValueError(f"{spec.name}: not a histogram")
-        label_text = self._label_block(spec, labels)
-        lines = self._lines(spec)
-        for le, count in hist.buckets:
-            le_text = "+Inf" if math.isinf(le) else format_value(le)
-            lines.append(
-                f'{spec.name}_bucket{{{label_text},le="{le_text}"}} {format_value(count)}\n'
-            )
-        lines.append(f"{spec.name}_sum{{{label_text}}} {format_value(hist.sum)}\n")
-        lines.append(f"{spec.name}_count{{{label_text}}} {format_value(hist.count)}\n")
+        self._list(spec, labels).append(Sample(spec, tuple(labels), float(hist.count), hist))
 
-    def render(self) -> bytes:
-        out: list[str] = []
-        for spec, lines in self._samples.values():
-            out.append(f"# HELP {spec.name} {spec.help.translate(_HELP_ESCAPES)}\n")
-            out.append(f"# TYPE {spec.name} {spec.kind.value}\n")
-            out.extend(lines)
-        return "".join(out).encode("utf-8")
+    def build(self) -> MetricSamples:
+        return MetricSamples(
+            self.node, {name: (spec, tuple(s)) for name, (spec, s) in self._samples.items()}
+        )
 
 
 def _gpu_labels(r: GpuReading) -> tuple[str, ...]:
@@ -338,8 +386,11 @@ class SnapshotExporter:
         self.probes = probes
         self.storage_growth = storage_growth
         self.reporter = reporter
+        self.latest = MetricSamples(node, {})  # the samples of the last render()
 
-    def render(self, snap: Snapshot) -> bytes:
+    def samples(self, snap: Snapshot) -> MetricSamples:
+        """Every sample ``snap`` exports (with the ledger, probe, growth and reporter
+        state as of now), in structured form; :meth:`render` writes exactly these."""
         f = _Families(self.node)
         driver = snapshot_driver(snap)
         for reading in snapshot_devices(snap):
@@ -362,4 +413,11 @@ class SnapshotExporter:
             if report.last_success_unix is not None:
                 f.add(schema.REPORT_LAST_SUCCESS, (), report.last_success_unix)
         _add_agent(f, snap, self.version)
-        return f.render()
+        return f.build()
+
+    def render(self, snap: Snapshot) -> bytes:
+        """The Prometheus text of :meth:`samples`; those samples are kept as
+        :attr:`latest` (what the OTLP export reads: the same values /metrics serves)."""
+        built = self.samples(snap)
+        self.latest = built
+        return built.render()

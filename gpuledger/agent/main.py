@@ -27,9 +27,10 @@ from gpuledger.collectors.base import Collector
 from gpuledger.collectors.pg_types import PgTelemetry
 from gpuledger.collectors.probe import ProbeStatus
 from gpuledger.collectors.readings import GpuReading, GpuTelemetry
-from gpuledger.collectors.vllm_types import VllmTelemetry
+from gpuledger.collectors.vllm_types import ProbeResult, VllmTelemetry
 
 if TYPE_CHECKING:
+    from gpuledger.agent.otel import OtelExport
     from gpuledger.agent.reporter import Reporter
     from gpuledger.chargeback.ledger import Ledger
     from gpuledger.chargeback.resolver import WorkloadResolver
@@ -125,6 +126,36 @@ def _open_ledger_store(url: str) -> AuditableLedgerStore:
         raise ConfigError([("ledger.url", f"cannot open {safe_url(url)}: {exc}")]) from None
 
 
+def _build_otel(cfg: AgentConfig, exporter: SnapshotExporter) -> OtelExport:
+    """The OTLP export (the ``otel`` extra): imported only when ``otel.enabled``."""
+    from gpuledger.agent.otel_config import require_sdk
+
+    require_sdk()
+    from gpuledger.agent.otel import OtelExport
+
+    return OtelExport(
+        cfg.otel, node=cfg.node_name, version=__version__, samples=lambda: exporter.latest
+    )
+
+
+def _fan_out(
+    *callbacks: Callable[[ProbeResult], None] | None,
+) -> Callable[[ProbeResult], None] | None:
+    """One ``on_result`` for several consumers; one that fails does not starve the rest."""
+    present = [c for c in callbacks if c is not None]
+    if len(present) <= 1:
+        return present[0] if present else None
+
+    def each(result: ProbeResult) -> None:
+        for callback in present:
+            try:
+                callback(result)
+            except Exception:
+                log.exception("probe result consumer %r failed", callback)
+
+    return each
+
+
 def _build_ledger(cfg: AgentConfig, claims_for: Callable[[GpuReading], Sequence[Claim]]) -> Ledger:
     from gpuledger.chargeback.ledger import Ledger
     from gpuledger.chargeback.spool import Spool
@@ -160,6 +191,7 @@ class Agent:
         self.growth: StorageGrowth | None = None
         self.reporter: Reporter | None = None
         self.latest_growth: Mapping[GrowthKey, Growth] = {}
+        self.otel: OtelExport | None = None
         exporter = SnapshotExporter(
             node=cfg.node_name,
             version=__version__,
@@ -169,6 +201,8 @@ class Agent:
             reporter=lambda: self.reporter.status() if self.reporter is not None else None,
         )
         self.runtime = AgentRuntime(SnapshotStore(exporter.render))
+        if cfg.otel.enabled:
+            self.otel = _build_otel(cfg, exporter)
         if cfg.has_role("node"):
             self._build_node(cfg)
         ledger_store = self.ledger.store if self.ledger is not None else None
@@ -280,6 +314,7 @@ class Agent:
 
         p = cfg.probes
         ledger = self.ledger
+        spans = self.otel.on_probe if self.otel is not None and cfg.otel.probe_spans else None
         return ProbeRunner(
             self.vllm_endpoints,
             lambda: self.runtime.store.snapshot.reading("vllm", VllmTelemetry),
@@ -290,11 +325,13 @@ class Agent:
             model=p.model,
             queue_threshold=p.queue_threshold,
             api=p.api,
-            on_result=ledger.record_probe if ledger is not None else None,
+            on_result=_fan_out(ledger.record_probe if ledger is not None else None, spans),
             on_verdict=ledger.record_verdict if ledger is not None else None,
         )
 
     def start(self) -> None:
+        if self.otel is not None:
+            self.otel.start()
         if self.ledger is not None:
             self.ledger.start()
         self.runtime.start()
@@ -308,6 +345,8 @@ class Agent:
             self.reporter.stop()
         if self.probes is not None:
             self.probes.stop()
+        if self.otel is not None:  # a last export, bounded (~2 s) even if the receiver hangs
+            self.otel.stop()
         self.runtime.stop()
         if self.ledger is not None:
             self.ledger.stop()
