@@ -54,8 +54,10 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy gpuledger
 
+# Not GPULEDGER_-prefixed: the agent refuses unknown GPULEDGER_* variables, and the tests'
+# agent subprocesses inherit this environment.
 pytest: $(STAMP) system-packages focus-validator
-	GPULEDGER_TEST_FOCUS_VALIDATOR=$(CURDIR)/$(FOCUS_VENV)/bin/focus-validator $(BIN)/pytest
+	FOCUS_VALIDATOR_BIN=$(CURDIR)/$(FOCUS_VENV)/bin/focus-validator $(BIN)/pytest
 
 test: lint typecheck pytest
 

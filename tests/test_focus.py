@@ -434,7 +434,7 @@ def unexcused(v: Verdict, parents: dict[str, set[str]]) -> list[str]:
 
 
 def _validator() -> Path | None:
-    env = os.environ.get("GPULEDGER_TEST_FOCUS_VALIDATOR")
+    env = os.environ.get("FOCUS_VALIDATOR_BIN")
     for candidate in (Path(env) if env else None, REPO / ".venv-focus/bin/focus-validator"):
         if candidate is not None and candidate.is_file():
             return candidate
@@ -491,7 +491,7 @@ def verdicts(
     binary = _validator()
     if binary is None:
         pytest.skip(
-            "focus-validator not found: set GPULEDGER_TEST_FOCUS_VALIDATOR or run "
+            "focus-validator not found: set FOCUS_VALIDATOR_BIN or run "
             "`make focus-validator` (it builds .venv-focus)"
         )
     sites = [p for p in binary.parent.parent.glob("lib/python3.*/site-packages")
