@@ -356,7 +356,7 @@ def _print_summary(result: Report) -> None:
     from rich.table import Table
 
     t = result.totals
-    out = Console(stderr=True)
+    out = Console(stderr=True, soft_wrap=True)  # notes and paths stay whole lines
     out.print(
         f"[bold]{result.fleet} {result.month}[/]: {len(result.lines)} lines, "
         f"rate card {result.rate_card.version} ({result.rate_card.digest}), "
