@@ -9,8 +9,12 @@ refused too (pydantic-settings would ignore them).
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import socket
+import types
+import typing
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
@@ -28,6 +32,7 @@ from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
+    SettingsError,
 )
 
 from gpuledger.agent.otel_config import OtelConfig
@@ -112,7 +117,12 @@ class HttpConfig(_Section):
             raise ValueError("http.tls_client_ca_file needs http.tls_cert_file/tls_key_file")
         for name in ("tls_cert_file", "tls_key_file", "tls_client_ca_file"):
             path = getattr(self, name)
-            if path is not None and not path.is_file():
+            try:
+                is_file = path is None or path.is_file()
+            except OSError as exc:  # ENAMETOOLONG, EACCES: is_file() only hides ENOENT & co.
+                shown = str(path) if len(str(path)) <= 80 else str(path)[:80] + "..."
+                raise ValueError(f"http.{name}: cannot read {shown}: {exc.strerror}") from None
+            if not is_file:
                 raise ValueError(f"http.{name}: no such file {path}")
         return self
 
@@ -158,12 +168,28 @@ class ProbesConfig(_Section):
     queue_threshold: float = Field(8.0, ge=0)
 
 
+class LoseGpuConfig(_Section):
+    """A simulated GPU that falls off the bus: from ``after_seconds`` after the agent
+    started (monotonic clock) every NVML call naming it raises GpuIsLost, until the
+    process ends. For fault-injection runs (``tests/test_soak.py``); 0 = lost at start."""
+
+    index: int = Field(ge=0)
+    after_seconds: float = Field(0.0, ge=0)
+
+
 class SimulateConfig(_Section):
     """A simulated GPU node in place of NVML (``gpuledger demo``, ``agent --simulate``)."""
 
     enabled: bool = False
     gpus: int = Field(8, ge=1, le=512)  # large values exist for benchmarks
     seed: int = 42
+    lose_gpu: LoseGpuConfig | None = None
+
+    @model_validator(mode="after")
+    def _lost_gpu_exists(self) -> SimulateConfig:
+        if self.lose_gpu is not None and self.lose_gpu.index >= self.gpus:
+            raise ValueError(f"simulate.lose_gpu.index must be below simulate.gpus ({self.gpus})")
+        return self
 
 
 def _default_node_name() -> str:
@@ -258,25 +284,147 @@ def _format_loc(loc: tuple[int | str, ...]) -> str:
     return ".".join(str(p) for p in loc) or "(top level)"
 
 
+def _env_parts(key: str) -> list[str] | None:
+    """The setting path a variable names, read as pydantic-settings reads it (without case:
+    ``gpuledger_listen__port`` sets listen.port), or None for a variable not ours."""
+    name = key.lower()
+    if not name.startswith(ENV_PREFIX.lower()):
+        return None
+    return name[len(ENV_PREFIX) :].split("__")
+
+
+def _env_annotation(parts: list[str]) -> Any:
+    """The annotation of the setting at ``parts``; KeyError when there is none."""
+    model: type[BaseModel] | None = AgentConfig
+    annotation: Any = None
+    for part in parts:
+        fields = model.model_fields if model is not None else {}
+        if part not in fields:
+            raise KeyError(part)
+        annotation = fields[part].annotation
+        model = (
+            annotation
+            if isinstance(annotation, type) and issubclass(annotation, BaseModel)
+            else None
+        )
+    return annotation
+
+
 def _unknown_env_keys(environ: Mapping[str, str]) -> list[tuple[str, str]]:
     problems: list[tuple[str, str]] = []
     for key in environ:
-        if not key.startswith(ENV_PREFIX):
+        parts = _env_parts(key)
+        if parts is None:
             continue
-        parts = key[len(ENV_PREFIX) :].lower().split("__")
-        model: type[BaseModel] | None = AgentConfig
-        for part in parts:
-            fields = model.model_fields if model is not None else {}
-            if part not in fields:
-                problems.append((key, "no such setting"))
-                break
-            annotation = fields[part].annotation
-            model = (
-                annotation
-                if isinstance(annotation, type) and issubclass(annotation, BaseModel)
-                else None
-            )
+        try:
+            _env_annotation(parts)
+        except KeyError:
+            problems.append((key, "no such setting"))
     return problems
+
+
+def _is_complex(annotation: Any) -> bool:
+    """A setting pydantic-settings reads from the environment as JSON."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return True
+    origin = typing.get_origin(annotation)
+    if origin in (list, tuple, dict, set, frozenset):
+        return True
+    if origin in (typing.Union, types.UnionType, typing.Annotated):
+        return any(_is_complex(a) for a in typing.get_args(annotation) if a is not type(None))
+    return False
+
+
+def _env_json_problems(
+    environ: Mapping[str, str], exc: SettingsError | RecursionError
+) -> list[tuple[str, str]]:
+    """The variables behind a SettingsError (or RecursionError) from the environment
+    source: list, mapping and section settings are decoded as JSON, and the error names
+    only the top-level field."""
+    found = re.search(r'field "([^"]+)"', str(exc)) if isinstance(exc, SettingsError) else None
+    field = found.group(1) if found else None
+    candidates: list[str] = []
+    problems: list[tuple[str, str]] = []
+    for key, value in environ.items():
+        parts = _env_parts(key)
+        if parts is None or (field is not None and parts[0] != field):
+            continue
+        candidates.append(key)
+        try:
+            complex_ = _is_complex(_env_annotation(parts))
+        except KeyError:
+            continue
+        if not complex_ or (len(parts) > 1 and not value):  # nested and empty: not decoded
+            continue
+        try:
+            json.loads(value)
+        except RecursionError:
+            problems.append((key, "not valid JSON: nested too deeply"))
+        except ValueError as err:
+            problems.append(
+                (key, f"not valid JSON ({err}): a list, mapping or section is given as JSON")
+            )
+    if problems:
+        return problems
+    cause = exc.__cause__ if isinstance(exc, SettingsError) else exc
+    message = f"cannot read: {cause or exc}"
+    return [(key, message) for key in candidates] or [("(environment)", message)]
+
+
+class _YamlLoader(yaml.SafeLoader):
+    """SafeLoader whose scalar constructors fail with a YAMLError at the node's line:
+    PyYAML lets ValueError & co. escape for ``2026-02-30``, a 5000-digit integer,
+    ``!!int x``, ``!!bool x``, ``!!timestamp x``."""
+
+    def construct_object(self, node: yaml.Node, deep: bool = False) -> Any:
+        try:
+            return super().construct_object(node, deep)
+        except yaml.YAMLError:
+            raise
+        except (ValueError, LookupError, AttributeError, TypeError, OverflowError) as exc:
+            raise _constructor_error(node, exc) from None
+
+
+def _constructor_error(node: yaml.Node, exc: Exception) -> yaml.MarkedYAMLError:
+    kind = str(node.tag).rsplit(":", 1)[-1]
+    what = f"{node.value[:40]!r} is no valid {kind}" if isinstance(node.value, str) else kind
+    if isinstance(exc, ValueError | OverflowError):
+        what += f": {str(exc)[:200]}"
+    return yaml.MarkedYAMLError(problem=what, problem_mark=node.start_mark)
+
+
+def _safe_load(text: str) -> Any:
+    """``yaml.safe_load`` that fails only with YAMLError."""
+    try:
+        return yaml.load(text, Loader=_YamlLoader)  # noqa: S506 - a SafeLoader
+    except RecursionError:
+        raise yaml.MarkedYAMLError(problem="nested too deeply") from None
+    except (ValueError, LookupError, AttributeError, TypeError, OverflowError) as exc:
+        raise yaml.MarkedYAMLError(problem=str(exc)[:200] or type(exc).__name__) from None
+
+
+def _file_settings(data: dict[Any, Any]) -> tuple[dict[str, Any], list[tuple[str, str]]]:
+    """The file's top-level settings, and its keys that name none. Only exact setting
+    names go on to the model: pydantic-settings' init source would take ``NODE_NAME:``
+    for node_name (two spellings in one file silently, the first winning), reads
+    ``_env_prefix:``-style keys as its own options, and a key that is no string is a
+    TypeError."""
+    settings: dict[str, Any] = {}
+    problems: list[tuple[str, str]] = []
+    for key, value in data.items():
+        if isinstance(key, str) and key in AgentConfig.model_fields:
+            settings[key] = value
+        elif not isinstance(key, str):
+            try:
+                name = str(key)
+            except ValueError:  # an int over 4300 digits (PyYAML reads 0x... of any length)
+                name = f"<an integer of {key.bit_length()} bits>"
+            problems.append((name, f"a setting's name is text, not {type(key).__name__}"))
+        elif key.lower() in AgentConfig.model_fields:
+            problems.append((key, f"Extra inputs are not permitted (write {key.lower()})"))
+        else:
+            problems.append((_format_loc((key,)), "Extra inputs are not permitted"))
+    return settings, problems
 
 
 def load_config(
@@ -290,33 +438,42 @@ def load_config(
             text = path.read_text(encoding="utf-8")
         except OSError as exc:
             raise ConfigError([(str(path), f"cannot read: {exc.strerror}")]) from None
+        except UnicodeDecodeError as exc:
+            line = exc.object[: exc.start].count(b"\n") + 1
+            raise ConfigError([(f"{path} line {line}", f"not UTF-8 text: {exc.reason}")]) from None
         try:
-            data = yaml.safe_load(text) or {}
+            data = _safe_load(text) or {}
         except yaml.YAMLError as exc:
             mark = getattr(exc, "problem_mark", None)
-            where = f"line {mark.line + 1}" if mark is not None else "?"
+            where = f"{path} line {mark.line + 1}" if mark is not None else str(path)
             detail = getattr(exc, "problem", None) or "not valid YAML"
             context = getattr(exc, "context_mark", None)
             if context is not None:
                 detail += f" ({getattr(exc, 'context', 'started')} at line {context.line + 1})"
-            raise ConfigError([(f"{path} {where}", f"not valid YAML: {detail}")]) from None
+            raise ConfigError([(where, f"not valid YAML: {detail}")]) from None
         if not isinstance(data, dict):
             raise ConfigError([(str(path), "top level must be a mapping of settings")])
     problems = _unknown_env_keys(env)
     if problems:
         raise ConfigError(problems)
+    settings, problems = _file_settings(data)
     saved = dict(os.environ)
     try:
         if environ is not None:  # let tests pass an environment explicitly
             os.environ.clear()
             os.environ.update(environ)
-        return AgentConfig(**data)
+        config = AgentConfig(**settings)
     except ValidationError as exc:
-        raise ConfigError([(_format_loc(e["loc"]), e["msg"]) for e in exc.errors()]) from None
+        problems = [(_format_loc(e["loc"]), e["msg"]) for e in exc.errors()] + problems
+    except (SettingsError, RecursionError) as exc:  # a GPULEDGER_* value that is no JSON
+        raise ConfigError(_env_json_problems(env, exc)) from None
     finally:
         if environ is not None:
             os.environ.clear()
             os.environ.update(saved)
+    if problems:
+        raise ConfigError(problems)
+    return config
 
 
 _SECRET_KEYS = ("password", "secret", "token", "api_key", "apikey", "authorization")

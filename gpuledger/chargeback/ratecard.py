@@ -17,6 +17,8 @@ first class whose pattern matches wins, so put narrow patterns before broad ones
 from __future__ import annotations
 
 import hashlib
+import math
+from collections import Counter
 from dataclasses import dataclass
 from datetime import date
 from fnmatch import fnmatchcase
@@ -46,7 +48,8 @@ class RateCardError(Exception):
 
 
 class _Row(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # allow_inf_nan=False: ``.inf`` would price every GPU-hour or token at infinity.
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class _Sourced(_Row):
@@ -99,7 +102,9 @@ class TokenPrice(_Sourced):
     usd_per_1m_input: float = Field(ge=0)
     usd_per_1m_output: float = Field(ge=0)
 
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+    model_config = ConfigDict(
+        extra="forbid", frozen=True, allow_inf_nan=False, populate_by_name=True
+    )
 
     @property
     def key(self) -> tuple[str, str]:
@@ -118,6 +123,16 @@ class Tco(_Sourced):
     pue: float = Field(ge=1, le=3)
     colocation_usd_per_kw_month: float = Field(ge=0)
     operations_overhead_ratio: float = Field(0.0, ge=0, le=5)  # staff, support, network
+
+    @model_validator(mode="after")
+    def _finite_rates(self) -> Tco:
+        # Each figure is finite, but a huge capex over a tiny amortization (or a huge
+        # colocation fee x power) can still overflow to an infinite rate.
+        if not math.isfinite(self.capacity_usd_per_gpu_hour):
+            raise ValueError("the capacity rate (capex and colocation per GPU-hour) overflows")
+        if not math.isfinite(self.energy_usd_per_kwh):
+            raise ValueError("the energy rate (electricity_usd_per_kwh x pue) overflows")
+        return self
 
     @property
     def amortized_capex_usd_per_hour(self) -> float:
@@ -214,14 +229,29 @@ class RateCard:
 # -- loading ---------------------------------------------------------------------------------
 
 
+LABEL_PART_CHARS = 60
+
+
+def _label_part(value: Any) -> str | None:
+    """A row field as shown in its label: scalars only (an aliased structure would be
+    printed in full), cut short."""
+    if isinstance(value, bool) or not isinstance(value, str | int | float):
+        return None
+    try:
+        text = str(value)
+    except ValueError:  # an int over 4300 digits (PyYAML reads 0x... of any length)
+        return None
+    return text if len(text) <= LABEL_PART_CHARS else text[: LABEL_PART_CHARS - 3] + "..."
+
+
 def _row_label(section: str, index: int, raw: Any) -> str:
     """``gpu_rental[3] (H100-80GB/AWS/p5.48xlarge)``: where a finance user looks."""
     label = f"{section}[{index}]"
     if isinstance(raw, dict):
         parts = [
-            str(raw[k])
+            part
             for k in ("name", "gpu", "class", "provider", "offering")
-            if k in raw and raw[k] is not None
+            if (part := _label_part(raw.get(k))) is not None
         ]
         if parts:
             label += f" ({'/'.join(parts)})"
@@ -243,9 +273,39 @@ def _problems(exc: ValidationError, data: dict[str, Any]) -> list[tuple[str, str
     return out
 
 
+class _YamlLoader(yaml.SafeLoader):
+    """SafeLoader whose scalar constructors fail with a YAMLError at the node's line:
+    PyYAML lets ValueError & co. escape for an unquoted ``as_of: 2026-02-30``, a
+    5000-digit integer, ``!!int x``, ``!!bool x``, ``!!timestamp x``."""
+
+    def construct_object(self, node: yaml.Node, deep: bool = False) -> Any:
+        try:
+            return super().construct_object(node, deep)
+        except yaml.YAMLError:
+            raise
+        except (ValueError, LookupError, AttributeError, TypeError, OverflowError) as exc:
+            kind = str(node.tag).rsplit(":", 1)[-1]
+            what = (
+                f"{node.value[:40]!r} is no valid {kind}" if isinstance(node.value, str) else kind
+            )
+            if isinstance(exc, ValueError | OverflowError):
+                what += f": {str(exc)[:200]}"
+            raise yaml.MarkedYAMLError(problem=what, problem_mark=node.start_mark) from None
+
+
+def _safe_load(text: str) -> Any:
+    """``yaml.safe_load`` that fails only with YAMLError."""
+    try:
+        return yaml.load(text, Loader=_YamlLoader)  # noqa: S506 - a SafeLoader
+    except RecursionError:
+        raise yaml.MarkedYAMLError(problem="nested too deeply") from None
+    except (ValueError, LookupError, AttributeError, TypeError, OverflowError) as exc:
+        raise yaml.MarkedYAMLError(problem=str(exc)[:200] or type(exc).__name__) from None
+
+
 def _parse(text: str, source: str) -> _CardFile:
     try:
-        data = yaml.safe_load(text)
+        data = _safe_load(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}" if mark is not None else "(file)"
@@ -296,10 +356,14 @@ def _check_references(card: _CardFile, source: str) -> None:
         if p.model_class not in model_names:
             label = _row_label("token_api", i, {"class": p.model_class, "provider": p.provider})
             problems.append((label, f"class: no model_classes entry {p.model_class!r}"))
-    keys = [r.key for r in card.gpu_rental]
-    dupes_r = sorted({"/".join(k) for k in keys if keys.count(k) > 1})
-    if dupes_r:
-        problems.append(("gpu_rental", f"row given twice: {', '.join(dupes_r)}"))
+    for section, keys in (
+        ("gpu_rental", [r.key for r in card.gpu_rental]),
+        ("token_api", [t.key for t in card.token_api]),
+    ):
+        twice = [k for k, n in Counter(keys).items() if n > 1]
+        if twice:
+            shown = ", ".join(sorted("/".join(k) for k in twice))
+            problems.append((section, f"row given twice: {shown}"))
     if problems:
         raise RateCardError(source, problems)
 
@@ -361,4 +425,9 @@ def load_rate_card(path: Path | None = None) -> RateCard:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise RateCardError(str(path), [("(file)", f"cannot read: {exc.strerror}")]) from None
+    except UnicodeDecodeError as exc:
+        line = exc.object[: exc.start].count(b"\n") + 1
+        raise RateCardError(
+            str(path), [(f"line {line}", f"not UTF-8 text: {exc.reason}")]
+        ) from None
     return parse_rate_card(text, str(path))

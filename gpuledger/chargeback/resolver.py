@@ -75,6 +75,10 @@ def _valid_regex(pattern: str) -> str:
         re.compile(pattern)
     except re.error as exc:
         raise ValueError(f"not a valid regular expression: {exc}") from None
+    except OverflowError as exc:  # a{4294967296}
+        raise ValueError(f"not a valid regular expression: {exc}") from None
+    except RecursionError:  # ~1000 nested groups
+        raise ValueError("not a valid regular expression: nested too deeply") from None
     return pattern
 
 
