@@ -12,7 +12,7 @@ FOCUS_PY ?= $(shell command -v pyenv >/dev/null 2>&1 && ls -d "$$(pyenv root)"/v
 FOCUS_VENV := .venv-focus
 FOCUS_STAMP := $(FOCUS_VENV)/.installed-stamp
 
-.PHONY: demo test lint typecheck pytest bench docs prometheus system-packages focus-validator clean
+.PHONY: demo test lint typecheck pytest bench soak docs prometheus system-packages focus-validator clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -20,15 +20,16 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q -e '.[test,postgres]'
 	@touch $(STAMP)
 
-# Debian packages the tests run against: prometheus (the real server + promtool) and
-# chromium (opens the HTML chargeback report headless).
+# Debian packages the tests run against: prometheus (the real server + promtool),
+# chromium (opens the HTML chargeback report headless) and faketime (the soak steps the
+# agent's wall clock for real).
 system-packages:
 	@command -v promtool >/dev/null 2>&1 && command -v prometheus >/dev/null 2>&1 \
-	  && command -v chromium >/dev/null 2>&1 || { \
-	  echo "installing Debian's prometheus and chromium for the tests"; \
+	  && command -v chromium >/dev/null 2>&1 && command -v faketime >/dev/null 2>&1 || { \
+	  echo "installing Debian's prometheus, chromium and faketime for the tests"; \
 	  $(SUDO) apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends \
-	    prometheus chromium; }
+	    prometheus chromium faketime; }
 
 prometheus: system-packages
 
@@ -63,6 +64,12 @@ test: lint typecheck pytest
 
 bench: $(STAMP)
 	$(BIN)/python -m bench
+
+# The fault-injection soak: 5 minutes by default, `make soak SOAK_SECONDS=1800` for longer
+# (a 60 s version runs inside `make test`).
+SOAK_SECONDS ?= 300
+soak: $(STAMP) system-packages
+	SOAK_SECONDS=$(SOAK_SECONDS) $(BIN)/pytest -m soak tests/test_soak.py -s
 
 docs: $(STAMP)
 	$(BIN)/python -m gpuledger.schema

@@ -77,7 +77,14 @@ def _simulated_node(cfg: AgentConfig) -> SimulatedNode | None:
         return None
     from gpuledger.collectors.simulation import SimulatedNode
 
-    return SimulatedNode(cfg.simulate.seed, cfg.simulate.gpus, clock=time.time)
+    lose = cfg.simulate.lose_gpu
+    return SimulatedNode(
+        cfg.simulate.seed,
+        cfg.simulate.gpus,
+        clock=time.time,
+        lose_gpu=None if lose is None else lose.index,
+        lose_after_s=0.0 if lose is None else lose.after_seconds,
+    )
 
 
 def _nvml_collector(sim: SimulatedNode | None) -> Collector:

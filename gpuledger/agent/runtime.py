@@ -12,12 +12,11 @@ recovers -- so a source that stays broken for a day does not write a traceback p
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-
-from apscheduler.schedulers.background import BackgroundScheduler
 
 from gpuledger.agent.snapshot import CollectorState, SnapshotStore
 from gpuledger.collectors.base import Collector, CollectorDisabled, CollectorError
@@ -173,43 +172,50 @@ class CollectorRunner:
 
 
 class AgentRuntime:
-    """Owns the scheduler and the runners; start() returns at once, stop() within ~1 s."""
+    """Owns one scheduling thread per runner; start() returns at once, stop() within ~1 s.
+
+    Runs are timed on the monotonic clock. A wall-clock step (NTP correcting a drifted
+    clock, a VM resumed, ``date -s``) must not stop collection: a wall-clock scheduler
+    (APScheduler) sleeps until the wall clock reaches its next run time -- an hour after a
+    -1 h step, with /metrics and the ledger frozen meanwhile. A run that overruns its
+    interval skips the missed runs (no burst), as coalescing did.
+    """
 
     def __init__(self, store: SnapshotStore) -> None:
         self.store = store
         self.runners: list[CollectorRunner] = []
         self._stopping = threading.Event()
-        self._scheduler = BackgroundScheduler(
-            timezone="UTC", job_defaults={"coalesce": True, "max_instances": 1}
-        )
+        self._threads: list[threading.Thread] = []
 
     def add(self, collector: Collector, schedule: Schedule) -> CollectorRunner:
         runner = CollectorRunner(collector, schedule, self.store, self._stopping)
         self.runners.append(runner)
         return runner
 
-    def _job(self, runner: CollectorRunner) -> None:
-        state = runner.run_once()
-        if not state.enabled:
-            job = self._scheduler.get_job(runner.name)
-            if job is not None:
-                job.remove()
+    def _loop(self, runner: CollectorRunner) -> None:
+        interval = runner.schedule.interval_s
+        due = time.monotonic()
+        while not self._stopping.is_set():
+            try:
+                state = runner.run_once()
+            except Exception:  # never expected (run_once catches); keep the schedule alive
+                log.exception("collector %s: scheduling its run failed", runner.name)
+                state = runner.state
+            if not state.enabled:
+                return
+            due += interval
+            now = time.monotonic()
+            if due < now:
+                due += interval * math.ceil((now - due) / interval)
+            self._stopping.wait(due - now)
 
     def start(self) -> None:
-        from datetime import UTC, datetime
-
-        now = datetime.now(UTC)
         for runner in self.runners:
-            self._scheduler.add_job(
-                self._job,
-                "interval",
-                args=(runner,),
-                id=runner.name,
-                seconds=runner.schedule.interval_s,
-                next_run_time=now,
-                misfire_grace_time=max(1, int(runner.schedule.interval_s)),
+            thread = threading.Thread(
+                target=self._loop, args=(runner,), name=f"schedule-{runner.name}", daemon=True
             )
-        self._scheduler.start()
+            self._threads.append(thread)
+            thread.start()
 
     def ready(self) -> tuple[bool, dict[str, str]]:
         """Ready once every collector has succeeded at least once."""
@@ -222,8 +228,6 @@ class AgentRuntime:
 
     def stop(self) -> None:
         self._stopping.set()
-        if self._scheduler.running:
-            self._scheduler.shutdown(wait=False)
         closers = [
             threading.Thread(target=_close_quietly, args=(r.collector,), daemon=True)
             for r in self.runners

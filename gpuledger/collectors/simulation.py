@@ -265,6 +265,11 @@ class SimulatedNode:
     Time advances either explicitly (:meth:`advance_to`, for tests and fast-forwarding)
     or, when ``clock`` is given, by itself: every NVML call first brings the node to
     ``clock()`` (at most once per second of clock time), so the agent needs no hook.
+
+    ``lose_gpu`` (an index) makes that GPU fall off the bus ``lose_after_s`` seconds of
+    ``mono`` (the monotonic clock: a wall-clock step must not move it) after the node was
+    built: from the first NVML call after that, every call naming it raises GpuIsLost,
+    for the rest of the node's life (``simulate.lose_gpu``; a fault for soak runs).
     """
 
     def __init__(
@@ -277,9 +282,14 @@ class SimulatedNode:
         clock: Callable[[], float] | None = None,
         uptime_s: float = 6 * 3600.0,
         driver_version: str = "550.127.05",
+        lose_gpu: int | None = None,
+        lose_after_s: float = 0.0,
+        mono: Callable[[], float] = time.monotonic,
     ) -> None:
         if gpus < 1:
             raise ValueError("a node has at least one GPU")
+        if lose_gpu is not None and not 0 <= lose_gpu < gpus:
+            raise ValueError(f"lose_gpu {lose_gpu} is not a GPU of this node (0..{gpus - 1})")
         if model not in MODELS:
             raise ValueError(f"unknown GPU model {model!r}; known: {sorted(MODELS)}")
         self.seed = seed
@@ -301,10 +311,14 @@ class SimulatedNode:
         k0 = int(self.driver_loaded_at // KNOT_S)
         self._power = [self._power_knot_fn(g) for g in self.gpus]
         self._energy = [_Integral(f, k0) for f in self._power]
+        self._mono = mono
+        self._lose: tuple[int, float] | None = (
+            None if lose_gpu is None else (lose_gpu, mono() + lose_after_s)
+        )
         self.nvml = FakeNvml(
             [self._spec(g) for g in self.gpus],
             driver_version=driver_version,
-            before_call=self._follow_clock if clock is not None else None,
+            before_call=self._before_call if clock is not None or lose_gpu is not None else None,
         )
         self.now = start
         self._push(start, previous=None)
@@ -571,6 +585,13 @@ class SimulatedNode:
         previous = self.now
         self.now = t
         self._push(t, previous)
+
+    def _before_call(self) -> None:
+        if self._lose is not None and self._mono() >= self._lose[1]:
+            self.nvml.mark_lost(self._lose[0])
+            self._lose = None  # lost for good: nothing in the simulation resets a GPU
+        if self._clock is not None:
+            self._follow_clock()
 
     def _follow_clock(self) -> None:
         assert self._clock is not None
