@@ -73,7 +73,9 @@ def test_timings_follow_the_injected_delays(
     assert r.ttft_s is not None
     assert 0.3 <= r.ttft_s < 0.4
     assert r.tpot_s is not None
-    assert 0.02 <= r.tpot_s < 0.035
+    # TPOT = (e2e - TTFT) / 15: a first token that arrives a hair late shortens it, so
+    # the lower bound allows 2 % (seen: 0.019996 on a loaded 2-core machine)
+    assert 0.0196 <= r.tpot_s < 0.035
     assert r.e2e_s is not None
     assert 0.3 + 15 * 0.02 <= r.e2e_s < 0.3 + 15 * 0.02 + 0.2
     assert r.completion_tokens == 16
