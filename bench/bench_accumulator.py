@@ -19,6 +19,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from bench.results import Row, command, row
 from gpuledger.chargeback.ledger import Ledger
 from gpuledger.chargeback.resolver import WorkloadResolver, simulated_sources
 from gpuledger.chargeback.spool import Spool
@@ -28,7 +29,7 @@ from gpuledger.collectors.simulation import SimulatedNode
 TARGET_MS = 5.0
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None) -> list[Row]:
     ap = argparse.ArgumentParser(description="ledger cost per cycle")
     ap.add_argument("--cycles", type=int, default=2000)
     args = ap.parse_args(argv)
@@ -66,8 +67,15 @@ def main(argv: list[str] | None = None) -> int:
         f"{args.cycles} cycles of 15 s): mean {mean_ms:.2f} ms, p99 {p99_ms:.2f} ms; "
         f"target ≤ {TARGET_MS:.0f} ms  {verdict}"
     )
-    return 0
+    cmd = command("bench.bench_accumulator", argv)
+    what = f"{len(devices)} device readings, {len(node.processes)} processes"
+    return [
+        row(f"ledger cost per cycle, mean ({what})", f"{mean_ms:.2f} ms", mean_ms,
+            target=f"≤ {TARGET_MS:.0f} ms", passed=mean_ms <= TARGET_MS, command=cmd),
+        row(f"ledger cost per cycle, p99 ({what})", f"{p99_ms:.2f} ms", p99_ms, command=cmd),
+    ]  # fmt: skip
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    main()
+    raise SystemExit(0)

@@ -31,6 +31,8 @@ from typing import Any
 
 import yaml
 
+from bench.results import Row, command, row
+
 ROOT = Path(__file__).resolve().parent.parent
 DCGM_PAGE = ROOT / "tests" / "fixtures" / "dcgm" / "exporter-3.3-h100x8.prom"
 
@@ -87,7 +89,15 @@ def _wait_http(port: int, path: str, timeout: float = 30.0) -> None:
     raise RuntimeError(f"nothing answered on 127.0.0.1:{port}{path}")
 
 
-def _start_agent(config: dict[str, Any]) -> tuple[subprocess.Popen[bytes], int]:
+def _start_agent(
+    config: dict[str, Any],
+    launcher: list[str] | None = None,
+    *,
+    ready_timeout_s: float = 30.0,
+    log_to: Path | None = None,
+) -> tuple[subprocess.Popen[bytes], int]:
+    """The agent as a subprocess on ``config``; ``launcher`` replaces ``-m gpuledger
+    agent`` (it is given ``--config FILE``); its stderr goes to ``log_to`` if given."""
     port = _free_port()
     workdir = Path(tempfile.mkdtemp(prefix="gpuledger-bench-"))
     config = {
@@ -98,11 +108,11 @@ def _start_agent(config: dict[str, Any]) -> tuple[subprocess.Popen[bytes], int]:
     cfg_path = workdir / "agent.yaml"
     cfg_path.write_text(yaml.safe_dump(config), encoding="utf-8")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "gpuledger", "agent", "--config", str(cfg_path)],
+        [sys.executable, *(launcher or ["-m", "gpuledger", "agent"]), "--config", str(cfg_path)],
         stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL if log_to is None else log_to.open("ab"),
     )
-    _wait_http(port, "/healthz")
+    _wait_http(port, "/healthz", ready_timeout_s)
     return proc, port
 
 
@@ -300,7 +310,48 @@ def bench_rss(seconds: float) -> dict[str, Any]:
     }
 
 
-def main(argv: list[str] | None = None) -> int:
+def rows(results: dict[str, Any], cmd: str) -> list[Row]:
+    """The summary rows of whatever part ran."""
+    out: list[Row] = []
+    lat = results.get("latency")
+    if lat is not None:
+        target = lat["target_p99_ms"]
+        stuck = "dcgm stuck" if lat["dcgm_stuck_during_run"] else "dcgm NOT stuck"
+        where = f"{lat['series']:,} series, {stuck}"
+        for mode, label in (
+            ("concurrent", f"{lat['concurrent']} concurrent scrapers"),
+            ("sequential", "1 scraper"),
+        ):
+            out.append(
+                row(f"/metrics p50, {label} ({where})", f"{lat[f'{mode}_p50_ms']:.2f} ms",
+                    lat[f"{mode}_p50_ms"], command=cmd)
+            )  # fmt: skip
+            p99 = lat[f"{mode}_p99_ms"]
+            out.append(
+                row(f"/metrics p99, {label} ({where})", f"{p99:.2f} ms", p99,
+                    target=f"≤ {target:.0f} ms", passed=p99 <= target, command=cmd)
+            )  # fmt: skip
+    cpu = results.get("cpu")
+    if cpu is not None:
+        mean = cpu["cpu_ms_per_cycle_mean"]
+        out.append(
+            row("agent CPU per cycle (8 sim. GPUs, 2 MIG, + dcgm page), in-process",
+                f"{mean:.1f} ms (p90 {cpu['cpu_ms_per_cycle_p90']:.1f}; "
+                f"{mean / 15_000 * 100:.2f} % of a core at 15 s)", mean, command=cmd)
+        )  # fmt: skip
+    rss = results.get("rss")
+    if rss is not None:
+        steady = rss["rss_steady_mib"]
+        out.append(
+            row("agent steady RSS (8 sim. GPUs + dcgm page, 1 s interval)",
+                f"{steady:.1f} MiB (max {rss['rss_max_mib']:.1f})", steady,
+                target=f"≤ {rss['target_mib']:.0f} MiB", passed=steady <= rss["target_mib"],
+                command=cmd)
+        )  # fmt: skip
+    return out
+
+
+def main(argv: list[str] | None = None) -> list[Row]:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     ap.add_argument("--json", type=Path)
     ap.add_argument("--latency-gpus", type=int, default=140)
@@ -323,7 +374,7 @@ def main(argv: list[str] | None = None) -> int:
         results["rss"] = _report_rss(bench_rss(args.rss_seconds))
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))
-    return 0
+    return rows(results, command("bench.bench_agent", argv))
 
 
 def _report_latency(lat: dict[str, Any]) -> dict[str, Any]:
@@ -354,4 +405,5 @@ def _report_rss(rss: dict[str, Any]) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    main()
+    raise SystemExit(0)

@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any, cast
 from urllib.parse import urlsplit, urlunsplit
 
+from bench.results import Row, command, row
 from gpuledger.chargeback.model import IDLE, CoverageRow, UsageRow
 from gpuledger.chargeback.store_sqlite import SqliteLedgerStore
 
@@ -254,7 +255,26 @@ def _mib(n: float) -> str:
     return f"{n / 2**20:.2f} MiB"
 
 
-def main(argv: list[str] | None = None) -> int:
+def rows(nm: dict[str, Any], fq: dict[str, Any], cmd: str) -> list[Row]:
+    n = nm["usage_rows"] + nm["coverage_rows"]
+    median = fq["query_median_s"]
+    return [
+        row("ledger bytes per node-month, SQLite (8 GPUs, 744 h)",
+            f"{_mib(nm['sqlite_bytes'])} ({nm['sqlite_bytes'] / n:.0f} B/row)",
+            nm["sqlite_bytes"] / 2**20, command=cmd),
+        row("ledger bytes per node-month, PostgreSQL (8 GPUs, 744 h)",
+            f"{_mib(nm['postgres_bytes'])} ({nm['postgres_bytes'] / n:.0f} B/row)",
+            nm["postgres_bytes"] / 2**20, command=cmd),
+        row(f"usage() month query, {fq['gpus']:,} GPUs, PostgreSQL "
+            f"({fq['usage_rows']:,} rows)",
+            f"{median:.2f} s (max {fq['query_max_s']:.2f})" + ("" if fq["sum_check_ok"]
+                                                              else ", sums WRONG"),
+            median, target=f"≤ {QUERY_TARGET_S:.0f} s",
+            passed=median <= QUERY_TARGET_S and fq["sum_check_ok"], command=cmd),
+    ]  # fmt: skip
+
+
+def main(argv: list[str] | None = None) -> list[Row]:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     ap.add_argument("--gpus", type=int, default=1000, help="fleet size for the query bench")
     ap.add_argument("--postgres-url", default=os.environ.get("GPULEDGER_BENCH_POSTGRES_URL"))
@@ -303,8 +323,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"(bench wall time {time.perf_counter() - wall:.0f} s)")
     if args.json:
         args.json.write_text(json.dumps({"node_month": nm, "fleet_query": fq}, indent=2))
-    return 0 if ok else 1
+    return rows(nm, fq, command("bench.bench_ledger", argv))
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(0 if all(r["pass"] is not False for r in main()) else 1)

@@ -24,6 +24,7 @@ from dataclasses import asdict, dataclass
 from prometheus_client.parser import text_string_to_metric_families
 
 from bench.pages import dcgm_page, vllm_page
+from bench.results import Row, command, row
 from gpuledger.collectors.exposition import parse
 
 TARGET_RATIO = 5.0
@@ -116,7 +117,24 @@ def _table(results: list[Result]) -> str:
     return "\n".join(out)
 
 
-def main(argv: list[str] | None = None) -> int:
+def rows(results: list[Result], cmd: str) -> list[Row]:
+    return [
+        row(
+            f"parser: {r.page}",
+            f"{r.ours_lines_per_s:,.0f} lines/s",
+            r.ours_lines_per_s,
+            target=f"≥ {r.target:.0f}× prometheus_client",
+            passed=r.passed,
+            peer=f"prometheus_client {r.prometheus_client_lines_per_s:,.0f} lines/s",
+            peer_value=r.prometheus_client_lines_per_s,
+            ratio=f"{r.ratio:.1f}×",
+            command=cmd,
+        )
+        for r in results
+    ]
+
+
+def main(argv: list[str] | None = None) -> list[Row]:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     ap.add_argument("--repeats", type=int, default=7, help="timed runs per figure (best kept)")
     ap.add_argument("--json", metavar="FILE", help="also write the figures as JSON here")
@@ -140,8 +158,9 @@ def main(argv: list[str] | None = None) -> int:
                 indent=2,
             )
             fh.write("\n")
-    return 0
+    return rows(results, command("bench.bench_parser", argv))
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()
+    sys.exit(0)

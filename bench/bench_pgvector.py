@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+from bench.results import Row, command, row
 from gpuledger.collectors.pgvector import PgvectorCollector
 from gpuledger.collectors.pgvector_config import PgDatabaseConfig
 
@@ -86,7 +87,7 @@ def _time_collection(db: PgDatabaseConfig, repeat: int) -> tuple[list[float], in
     return times, reported, skipped
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None) -> list[Row]:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     ap.add_argument("--tables", type=int, default=5000)
     ap.add_argument("--vector-share", type=float, default=0.1)
@@ -116,13 +117,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"setup: {args.tables} tables ({n_vector} with vector(16) + HNSW) in {setup_s:.1f} s")
 
         results: dict[str, Any] = {"tables": args.tables, "vector_tables": n_vector}
-        ok = True
+        out: list[Row] = []
+        cmd = command("bench.bench_pgvector", argv)
         for label, all_tables in (("vector tables", False), ("all tables", True)):
             db = PgDatabaseConfig(name="bench", dsn=url, all_tables=all_tables)
             times, reported, skipped = _time_collection(db, args.repeat)
             median = statistics.median(times)
             verdict = "PASS" if median <= TARGET_S else "FAIL"
-            ok = ok and median <= TARGET_S
             print(
                 f"collection ({label}): median {median:.3f} s of {args.repeat} "
                 f"[{', '.join(f'{t:.3f}' for t in times)}], {reported} tables sized, "
@@ -134,9 +135,14 @@ def main(argv: list[str] | None = None) -> int:
                 "tables_reported": reported,
                 "verdict": verdict,
             }
+            out.append(
+                row(f"pgvector collection, {args.tables:,} tables, {label} ({reported:,} sized)",
+                    f"{median:.2f} s", median, target=f"≤ {TARGET_S:.0f} s",
+                    passed=median <= TARGET_S, command=cmd)
+            )  # fmt: skip
         if args.json is not None:
             args.json.write_text(json.dumps(results, indent=2))
-        return 0 if ok else 1
+        return out
     finally:
         if srv is not None:
             srv.cleanup()
@@ -144,4 +150,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(0 if all(r["pass"] is not False for r in main()) else 1)

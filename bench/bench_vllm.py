@@ -36,13 +36,14 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
 from bench.bench_agent import _free_port, _stop, _wait_http
 from bench.pages import vllm_page
+from bench.results import Row, command, row
 from gpuledger.collectors.http import fetch
 from gpuledger.collectors.vllm import _DISPATCH, VllmCollector
 from gpuledger.collectors.vllm_types import Histogram, VllmEndpoint, VllmSeries
@@ -118,7 +119,7 @@ def _p90(values: list[float]) -> float:
     return ordered[min(len(ordered) - 1, math.ceil(0.9 * len(ordered)) - 1)]
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None) -> list[Row]:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--cycles", type=int, default=200)
     ap.add_argument("--models", type=int, default=2)
@@ -152,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         # Same answers first: the comparison is only fair if both do the whole job.
         got = [s.series for s in collector.collect().endpoints]
-        want = [tuple(x) for x in theirs()]  # type: ignore[call-overload]
+        want = [tuple(x) for x in cast(list[list[VllmSeries]], theirs())]
         same = [
             [dict(a.request_success) == dict(b.request_success) for a, b in zip(x, y, strict=True)]
             for x, y in zip(got, want, strict=True)
@@ -204,8 +205,16 @@ def main(argv: list[str] | None = None) -> int:
     print(f"  target: gpuledger mean <= {TARGET_MS:g} ms per cycle: {verdict}")
     if args.json is not None:
         args.json.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
-    return 0
+    mean, peer_ms = result["gpuledger_ms_mean"], result["prometheus_client_ms_mean"]
+    return [
+        row(f"vLLM collector CPU per cycle ({ENDPOINTS} endpoints × {lines[0]:,} lines)",
+            f"{mean:.1f} ms (p90 {result['gpuledger_ms_p90']:.1f})", mean,
+            target=f"≤ {TARGET_MS:g} ms", passed=mean <= TARGET_MS,
+            peer=f"prometheus_client {peer_ms:.1f} ms", peer_value=peer_ms,
+            ratio=f"{result['ratio']:.1f}× less CPU", command=command("bench.bench_vllm", argv))
+    ]  # fmt: skip
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()
+    sys.exit(0)
