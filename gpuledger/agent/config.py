@@ -41,6 +41,7 @@ from gpuledger.chargeback.report_config import ReportConfig
 from gpuledger.chargeback.resolver import AttributionConfig
 from gpuledger.collectors.pgvector_config import PgvectorConfig
 from gpuledger.collectors.vllm_discovery import VllmConfig
+from gpuledger.yamlio import safe_load
 
 ENV_PREFIX = "GPULEDGER_"
 Role = Literal["node", "reporter"]
@@ -371,38 +372,6 @@ def _env_json_problems(
     return [(key, message) for key in candidates] or [("(environment)", message)]
 
 
-class _YamlLoader(yaml.SafeLoader):
-    """SafeLoader whose scalar constructors fail with a YAMLError at the node's line:
-    PyYAML lets ValueError & co. escape for ``2026-02-30``, a 5000-digit integer,
-    ``!!int x``, ``!!bool x``, ``!!timestamp x``."""
-
-    def construct_object(self, node: yaml.Node, deep: bool = False) -> Any:
-        try:
-            return super().construct_object(node, deep)
-        except yaml.YAMLError:
-            raise
-        except (ValueError, LookupError, AttributeError, TypeError, OverflowError) as exc:
-            raise _constructor_error(node, exc) from None
-
-
-def _constructor_error(node: yaml.Node, exc: Exception) -> yaml.MarkedYAMLError:
-    kind = str(node.tag).rsplit(":", 1)[-1]
-    what = f"{node.value[:40]!r} is no valid {kind}" if isinstance(node.value, str) else kind
-    if isinstance(exc, ValueError | OverflowError):
-        what += f": {str(exc)[:200]}"
-    return yaml.MarkedYAMLError(problem=what, problem_mark=node.start_mark)
-
-
-def _safe_load(text: str) -> Any:
-    """``yaml.safe_load`` that fails only with YAMLError."""
-    try:
-        return yaml.load(text, Loader=_YamlLoader)  # noqa: S506 - a SafeLoader
-    except RecursionError:
-        raise yaml.MarkedYAMLError(problem="nested too deeply") from None
-    except (ValueError, LookupError, AttributeError, TypeError, OverflowError) as exc:
-        raise yaml.MarkedYAMLError(problem=str(exc)[:200] or type(exc).__name__) from None
-
-
 def _file_settings(data: dict[Any, Any]) -> tuple[dict[str, Any], list[tuple[str, str]]]:
     """The file's top-level settings, and its keys that name none. Only exact setting
     names go on to the model: pydantic-settings' init source would take ``NODE_NAME:``
@@ -442,7 +411,7 @@ def load_config(
             line = exc.object[: exc.start].count(b"\n") + 1
             raise ConfigError([(f"{path} line {line}", f"not UTF-8 text: {exc.reason}")]) from None
         try:
-            data = _safe_load(text) or {}
+            data = safe_load(text) or {}
         except yaml.YAMLError as exc:
             mark = getattr(exc, "problem_mark", None)
             where = f"{path} line {mark.line + 1}" if mark is not None else str(path)

@@ -29,6 +29,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from gpuledger.yamlio import safe_load
+
 HOURS_PER_YEAR = 8760.0
 """365 days: the amortization and colocation-month conversions use the calendar year."""
 MONTHS_PER_YEAR = 12.0
@@ -273,39 +275,9 @@ def _problems(exc: ValidationError, data: dict[str, Any]) -> list[tuple[str, str
     return out
 
 
-class _YamlLoader(yaml.SafeLoader):
-    """SafeLoader whose scalar constructors fail with a YAMLError at the node's line:
-    PyYAML lets ValueError & co. escape for an unquoted ``as_of: 2026-02-30``, a
-    5000-digit integer, ``!!int x``, ``!!bool x``, ``!!timestamp x``."""
-
-    def construct_object(self, node: yaml.Node, deep: bool = False) -> Any:
-        try:
-            return super().construct_object(node, deep)
-        except yaml.YAMLError:
-            raise
-        except (ValueError, LookupError, AttributeError, TypeError, OverflowError) as exc:
-            kind = str(node.tag).rsplit(":", 1)[-1]
-            what = (
-                f"{node.value[:40]!r} is no valid {kind}" if isinstance(node.value, str) else kind
-            )
-            if isinstance(exc, ValueError | OverflowError):
-                what += f": {str(exc)[:200]}"
-            raise yaml.MarkedYAMLError(problem=what, problem_mark=node.start_mark) from None
-
-
-def _safe_load(text: str) -> Any:
-    """``yaml.safe_load`` that fails only with YAMLError."""
-    try:
-        return yaml.load(text, Loader=_YamlLoader)  # noqa: S506 - a SafeLoader
-    except RecursionError:
-        raise yaml.MarkedYAMLError(problem="nested too deeply") from None
-    except (ValueError, LookupError, AttributeError, TypeError, OverflowError) as exc:
-        raise yaml.MarkedYAMLError(problem=str(exc)[:200] or type(exc).__name__) from None
-
-
 def _parse(text: str, source: str) -> _CardFile:
     try:
-        data = _safe_load(text)
+        data = safe_load(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}" if mark is not None else "(file)"
