@@ -32,7 +32,7 @@ RUN python -m venv --without-pip /opt/gpuledger/venv \
         -r deploy/requirements.lock
 
 # The build backend lives in a throwaway venv of this stage only, at exact versions (the
-# resolution of pyproject's build-system.requires; tests/test_dockerfile.py checks they
+# resolution of pyproject's build-system.requires; tests/deploy/test_dockerfile.py checks they
 # satisfy it). It never reaches the final image.
 RUN python -m venv /opt/build \
     && /opt/build/bin/pip install --no-cache-dir --no-deps \

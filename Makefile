@@ -69,7 +69,7 @@ bench: $(STAMP)
 # (a 60 s version runs inside `make test`).
 SOAK_SECONDS ?= 300
 soak: $(STAMP) system-packages
-	SOAK_SECONDS=$(SOAK_SECONDS) $(BIN)/pytest -m soak tests/test_soak.py -s
+	SOAK_SECONDS=$(SOAK_SECONDS) $(BIN)/pytest -m soak tests/e2e/test_soak.py -s
 
 docs: $(STAMP)
 	$(BIN)/python -m gpuledger.schema

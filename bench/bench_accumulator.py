@@ -20,11 +20,12 @@ import time
 from pathlib import Path
 
 from bench.results import Row, command, row
-from gpuledger.chargeback.ledger import Ledger
-from gpuledger.chargeback.resolver import WorkloadResolver, simulated_sources
-from gpuledger.chargeback.spool import Spool
-from gpuledger.collectors.nvml import NvmlCollector
-from gpuledger.collectors.simulation import SimulatedNode
+from gpuledger.chargeback.attribution.resolver import WorkloadResolver
+from gpuledger.chargeback.ledger.flusher import Ledger
+from gpuledger.chargeback.ledger.spool import Spool
+from gpuledger.collectors.gpu.nvml import NvmlCollector
+from gpuledger.sim.attribution import simulated_sources
+from gpuledger.sim.node import SimulatedNode
 
 TARGET_MS = 5.0
 

@@ -34,7 +34,7 @@ import yaml
 from bench.results import Row, command, row
 
 ROOT = Path(__file__).resolve().parent.parent
-DCGM_PAGE = ROOT / "tests" / "fixtures" / "dcgm" / "exporter-3.3-h100x8.prom"
+DCGM_PAGE = ROOT / "tests" / "support" / "fixtures" / "dcgm" / "exporter-3.3-h100x8.prom"
 
 
 def _free_port() -> int:
@@ -228,10 +228,10 @@ def bench_cpu_per_cycle(cycles: int) -> dict[str, Any]:
     from gpuledger.agent.exporter import SnapshotExporter
     from gpuledger.agent.runtime import CollectorRunner, Schedule
     from gpuledger.agent.snapshot import SnapshotStore
-    from gpuledger.collectors.dcgm import DcgmCollector
-    from gpuledger.collectors.nvml import NvmlCollector
-    from gpuledger.collectors.readings import GpuTelemetry
-    from gpuledger.collectors.simulation import simulated_nvml_api
+    from gpuledger.collectors.gpu.dcgm import DcgmCollector
+    from gpuledger.collectors.gpu.nvml import NvmlCollector
+    from gpuledger.collectors.gpu.readings import GpuTelemetry
+    from gpuledger.sim.node import simulated_nvml_api
 
     server, url = _serve_file(DCGM_PAGE)
     try:

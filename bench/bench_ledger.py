@@ -34,8 +34,9 @@ from typing import Any, cast
 from urllib.parse import urlsplit, urlunsplit
 
 from bench.results import Row, command, row
-from gpuledger.chargeback.model import IDLE, CoverageRow, UsageRow
-from gpuledger.chargeback.store_sqlite import SqliteLedgerStore
+from gpuledger.chargeback.attribution.claims import IDLE
+from gpuledger.chargeback.ledger.model import CoverageRow, UsageRow
+from gpuledger.chargeback.ledger.store.sqlite import SqliteLedgerStore
 
 HOURS = 744  # a 31-day month
 MONTH_START = int(datetime(2025, 1, 1, tzinfo=UTC).timestamp())
@@ -162,7 +163,7 @@ def _rows(url_or_store: Any, sql_text: str) -> int:
 
 
 def bench_node_month(server: _Server) -> dict[str, Any]:
-    from gpuledger.chargeback.store_postgres import PostgresLedgerStore
+    from gpuledger.chargeback.ledger.store.postgres import PostgresLedgerStore
 
     tmp = Path(tempfile.mkdtemp(prefix="gpuledger-bench-sqlite-"))
     try:
@@ -210,7 +211,7 @@ def bench_node_month(server: _Server) -> dict[str, Any]:
 
 
 def bench_fleet_query(server: _Server, gpus: int, repeats: int = 5) -> dict[str, Any]:
-    from gpuledger.chargeback.store_postgres import PostgresLedgerStore
+    from gpuledger.chargeback.ledger.store.postgres import PostgresLedgerStore
 
     url = server.database("bench_fleet")
     store = PostgresLedgerStore(url, statement_timeout_ms=600_000)

@@ -25,7 +25,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from bench.pages import dcgm_page, vllm_page
 from bench.results import Row, command, row
-from gpuledger.collectors.exposition import parse
+from gpuledger.collectors.textformat.parse import parse
 
 TARGET_RATIO = 5.0
 

@@ -32,8 +32,8 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from bench.results import Row, command, row
-from gpuledger.collectors.pgvector import PgvectorCollector
-from gpuledger.collectors.pgvector_config import PgDatabaseConfig
+from gpuledger.collectors.pgvector.catalog import PgvectorCollector
+from gpuledger.collectors.pgvector.config import PgDatabaseConfig
 
 TARGET_S = 2.0
 BATCH = 250  # tables per transaction (keeps the lock table well within its default size)

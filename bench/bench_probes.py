@@ -51,7 +51,7 @@ from urllib.parse import urlsplit
 from bench.bench_agent import _pct, _start_agent, _stop
 from bench.bench_reference import get, metric_sum, start_standins, stop_standins
 from bench.results import Row, command, row
-from gpuledger.collectors.exposition import parse
+from gpuledger.collectors.textformat.parse import parse
 
 DEFAULT_PROBE_INTERVAL_S = 60.0
 MODEL = "meta-llama/Llama-3.1-8B-Instruct"

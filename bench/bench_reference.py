@@ -53,7 +53,7 @@ from bench.bench_ledger import _Server
 from bench.bench_pgvector import _populate
 from bench.reference_node import REFERENCE_PROCESSES
 from bench.results import Row, command, row
-from gpuledger.collectors.exposition import parse
+from gpuledger.collectors.textformat.parse import parse
 
 TARGET_RSS_MIB = 120.0
 DEFAULT_INTERVAL_S = 15.0

@@ -54,13 +54,19 @@ from typing import Any, cast
 
 from bench.bench_ledger import MODELS, _Server
 from bench.results import Row, command, row
-from gpuledger.chargeback import report_writer
-from gpuledger.chargeback.model import IDLE, CoverageRow, ProbeRecord, TokenRow, UsageRow
-from gpuledger.chargeback.ratecard import RateCard, load_rate_card
-from gpuledger.chargeback.report import build_report
-from gpuledger.chargeback.report_model import Month, Report
-from gpuledger.chargeback.report_writer import Format, lines_csv, report_json, write_report
-from gpuledger.chargeback.store_sqlite import SqliteLedgerStore
+from gpuledger.chargeback.attribution.claims import IDLE
+from gpuledger.chargeback.ledger.model import CoverageRow, ProbeRecord, TokenRow, UsageRow
+from gpuledger.chargeback.ledger.store.sqlite import SqliteLedgerStore
+from gpuledger.chargeback.report.build import build_report
+from gpuledger.chargeback.report.model import Month, Report
+from gpuledger.chargeback.report.ratecard import RateCard, load_rate_card
+from gpuledger.chargeback.report.writers import csv_json as report_writer
+from gpuledger.chargeback.report.writers.csv_json import (
+    Format,
+    lines_csv,
+    report_json,
+    write_report,
+)
 
 MONTH = Month(2026, 10)
 MONTH_START = int(MONTH.start.timestamp())
@@ -258,8 +264,8 @@ def _renderers() -> tuple[list[Format], dict[Format, Callable[[Report], str]], l
     renderers: dict[Format, Callable[[Report], str]] = {"csv": lines_csv, "json": report_json}
     missing: list[str] = []
     for fmt, module, func in (
-        ("focus", "gpuledger.chargeback.focus", "focus_csv"),
-        ("html", "gpuledger.chargeback.report_html", "render_html"),
+        ("focus", "gpuledger.chargeback.report.writers.focus", "focus_csv"),
+        ("html", "gpuledger.chargeback.report.writers.html", "render_html"),
     ):
         try:
             renderers[cast(Format, fmt)] = getattr(importlib.import_module(module), func)
@@ -422,7 +428,7 @@ def explain(sqlite_path: Path, pg_url: str, card: RateCard) -> dict[str, dict[st
     (ANALYZE, BUFFERS). The trend's (empty) months are left out."""
     from psycopg import sql
 
-    from gpuledger.chargeback.store_postgres import PostgresLedgerStore
+    from gpuledger.chargeback.ledger.store.postgres import PostgresLedgerStore
 
     plans: dict[str, dict[str, str]] = {"sqlite": {}, "postgres": {}}
     sq = SqliteLedgerStore(sqlite_path)
@@ -502,7 +508,7 @@ def bench_size(
     """Load one fleet size into both backends, time the report on each; optionally the
     query plans."""
 
-    from gpuledger.chargeback.store_postgres import PostgresLedgerStore
+    from gpuledger.chargeback.ledger.store.postgres import PostgresLedgerStore
 
     tmp = Path(tempfile.mkdtemp(prefix="gpuledger-bench-report-"))
     db_name = f"bench_report_{gpus}"

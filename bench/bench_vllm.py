@@ -10,7 +10,7 @@ by a separate ``python -m http.server`` process, so that serving costs this proc
 nothing. Each cycle:
 
 - **gpuledger**: ``VllmCollector.collect()`` -- four parallel bounded fetches, the
-  project's exposition parser, :func:`gpuledger.collectors.vllm.normalize`;
+  project's exposition parser, :func:`gpuledger.collectors.vllm.scrape.normalize`;
 - **prometheus_client**: the same four fetches (same client, same thread pool, same
   :func:`gpuledger.collectors.http.fetch`), then ``text_string_to_metric_families`` and an
   equivalent normalization loop over its output (same dispatch: newest spelling wins,
@@ -45,8 +45,8 @@ from bench.bench_agent import _free_port, _stop, _wait_http
 from bench.pages import vllm_page
 from bench.results import Row, command, row
 from gpuledger.collectors.http import fetch
-from gpuledger.collectors.vllm import _DISPATCH, VllmCollector
-from gpuledger.collectors.vllm_types import Histogram, VllmEndpoint, VllmSeries
+from gpuledger.collectors.vllm.scrape import _DISPATCH, VllmCollector
+from gpuledger.collectors.vllm.types import Histogram, VllmEndpoint, VllmSeries
 
 TARGET_MS = 10.0
 ENDPOINTS = 4

@@ -1,6 +1,6 @@
 """The reference node of the benchmarks: 8 simulated GPUs (MIG on two) with 32 GPU processes.
 
-:class:`ReferenceNode` is the project's :class:`~gpuledger.collectors.simulation.SimulatedNode`
+:class:`ReferenceNode` is the project's :class:`~gpuledger.sim.node.SimulatedNode`
 (its 8-GPU layout holds 13 processes: a tensor-parallel LLM on four GPUs, a batch job, a
 time-sliced GPU with two services, two MIG GPUs with three services each) plus small
 time-sliced pods on the six whole GPUs until the node holds ``processes`` GPU processes:
@@ -24,8 +24,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from gpuledger.collectors.nvml_fake import MIB, GpuModel
-from gpuledger.collectors.simulation import (
+from gpuledger.sim.node import (
     _M64,
     LoadProfile,
     SimDevice,
@@ -35,6 +34,7 @@ from gpuledger.collectors.simulation import (
     _mix,
     _Service,
 )
+from gpuledger.sim.nvml_fake import MIB, GpuModel
 
 REFERENCE_PROCESSES = 32
 

@@ -4,7 +4,7 @@ Run from the repository root::
 
     python -m bench.vllm_standins --count 4 [--first-token-delay S] [--per-token-delay S]
 
-starts ``--count`` :class:`tests.vllm_standin.VllmStandIn` servers (real streaming
+starts ``--count`` :class:`tests.support.vllm_standin.VllmStandIn` servers (real streaming
 ``/v1/completions``, ``/v1/models`` and a ``/metrics`` whose counters move with what they
 serve), prints one JSON line ``[{"url": ..., "model": ...}, ...]`` on stdout, and serves
 until stdin is closed or the process is terminated. Serving from another process keeps
@@ -29,7 +29,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from bench.pages import _VLLM_MODELS, vllm_page
-from tests.vllm_standin import VllmBehaviour, VllmStandIn
+from tests.support.vllm_standin import VllmBehaviour, VllmStandIn
 
 _TYPE = re.compile(r"^# TYPE (\S+) ", re.M)
 

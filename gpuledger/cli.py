@@ -16,7 +16,7 @@ from gpuledger import __version__
 from gpuledger.agent.config import AgentConfig, ConfigError, load_config, redacted
 
 if TYPE_CHECKING:
-    from gpuledger.chargeback.report_model import Report
+    from gpuledger.chargeback.report.model import Report
 
 app = typer.Typer(
     name="gpuledger",
@@ -132,10 +132,10 @@ def demo(
     live on a simulated node (metrics, ledger and the report served), without GPUs."""
     from rich.progress import Progress, TaskID
 
-    from gpuledger.chargeback.monthly import run_report
-    from gpuledger.chargeback.report_model import Month
-    from gpuledger.chargeback.simulated_month import DEMO_FLEET, simulate_month
-    from gpuledger.chargeback.store_sqlite import SqliteLedgerStore
+    from gpuledger.chargeback.ledger.store.sqlite import SqliteLedgerStore
+    from gpuledger.chargeback.report.model import Month
+    from gpuledger.chargeback.report.monthly import run_report
+    from gpuledger.sim.month import DEMO_FLEET, simulate_month
 
     try:
         target = Month.parse(month or _previous_month())
@@ -246,7 +246,7 @@ EXIT_STORE = 3
 def _previous_month() -> str:
     from datetime import UTC, datetime
 
-    from gpuledger.chargeback.report_model import Month
+    from gpuledger.chargeback.report.model import Month
 
     return Month.of(datetime.now(UTC)).previous().label
 
@@ -279,12 +279,13 @@ def report(
     """Write the monthly GPU chargeback (CSV, JSON, FOCUS 1.2, HTML) from the ledger."""
     from rich.progress import Progress
 
-    from gpuledger.chargeback.model import StoreError
-    from gpuledger.chargeback.monthly import run_report
-    from gpuledger.chargeback.ratecard import RateCardError, load_rate_card
-    from gpuledger.chargeback.report import BUILD_STEPS, NoLedgerData
-    from gpuledger.chargeback.report_model import Month
-    from gpuledger.chargeback.store import open_store, safe_url
+    from gpuledger.chargeback.ledger.model import StoreError
+    from gpuledger.chargeback.ledger.store import open_store
+    from gpuledger.chargeback.report.build import BUILD_STEPS, NoLedgerData
+    from gpuledger.chargeback.report.model import Month
+    from gpuledger.chargeback.report.monthly import run_report
+    from gpuledger.chargeback.report.ratecard import RateCardError, load_rate_card
+    from gpuledger.redact import safe_url
 
     overrides: dict[str, object] = {}
     if rate_card is not None:
@@ -317,7 +318,7 @@ def report(
         raise typer.Exit(EXIT_CONFIG) from None
     where = safe_url(url)
     if url.startswith("sqlite:///") and ":memory:" not in url:
-        from gpuledger.chargeback.store import sqlite_path
+        from gpuledger.chargeback.ledger.store.common import sqlite_path
 
         if not Path(sqlite_path(url)).is_file():
             err.print(f"[bold red]no ledger at[/] {where} (set --ledger or ledger.url)")
@@ -412,7 +413,7 @@ def probe(
     from rich.progress import Progress
     from rich.table import Table
 
-    from gpuledger.collectors.probe import endpoint_from_url, run_series, summarize
+    from gpuledger.collectors.vllm.probe.runner import endpoint_from_url, run_series, summarize
 
     api_key: str | None = None
     if api_key_env:
@@ -489,7 +490,7 @@ def alerts(
 ) -> None:
     """Write Prometheus recording and alert rules (YAML rule file or PrometheusRule)."""
     from gpuledger.alerts.rules import prometheus_rule, rules_document, to_yaml
-    from gpuledger.chargeback.ratecard import load_rate_card
+    from gpuledger.chargeback.report.ratecard import load_rate_card
 
     cfg = _load_or_exit(config)
     card = load_rate_card(cfg.report.rate_card)  # validated with the config already
@@ -594,7 +595,7 @@ def manifests(
 
     Secrets are referenced, never generated: gpuledger-ledger (key url, the PostgreSQL
     DSN) and gpuledger-api-token (key token)."""
-    from gpuledger.chargeback.ratecard import RateCardError
+    from gpuledger.chargeback.report.ratecard import RateCardError
     from gpuledger.deploy.kubernetes import DEFAULT_IMAGE, ManifestOptions, write_manifests
 
     labels: list[tuple[str, str]] = []

@@ -35,12 +35,12 @@ from pydantic_settings import (
     SettingsError,
 )
 
-from gpuledger.agent.otel_config import OtelConfig
+from gpuledger.agent.otel.config import OtelConfig
 from gpuledger.alerts.config import AlertsConfig
-from gpuledger.chargeback.report_config import ReportConfig
-from gpuledger.chargeback.resolver import AttributionConfig
-from gpuledger.collectors.pgvector_config import PgvectorConfig
-from gpuledger.collectors.vllm_discovery import VllmConfig
+from gpuledger.chargeback.attribution.resolver import AttributionConfig
+from gpuledger.chargeback.report.config import ReportConfig
+from gpuledger.collectors.pgvector.config import PgvectorConfig
+from gpuledger.collectors.vllm.discovery import VllmConfig
 from gpuledger.yamlio import safe_load
 
 ENV_PREFIX = "GPULEDGER_"
@@ -172,7 +172,7 @@ class ProbesConfig(_Section):
 class LoseGpuConfig(_Section):
     """A simulated GPU that falls off the bus: from ``after_seconds`` after the agent
     started (monotonic clock) every NVML call naming it raises GpuIsLost, until the
-    process ends. For fault-injection runs (``tests/test_soak.py``); 0 = lost at start."""
+    process ends. For fault-injection runs (``tests/e2e/test_soak.py``); 0 = lost at start."""
 
     index: int = Field(ge=0)
     after_seconds: float = Field(0.0, ge=0)
@@ -452,7 +452,7 @@ _URL_KEYS = ("url", "dsn", "endpoint")
 def _redact(value: Any, key: str = "") -> Any:
     """Walk a dumped config: URLs and DSNs lose their passwords, values under secret-ish
     keys (and every header value) are masked; paths to secret files stay visible."""
-    from gpuledger.chargeback.store import safe_url
+    from gpuledger.redact import safe_url
 
     k = key.lower()
     if isinstance(value, dict):

@@ -9,7 +9,7 @@ the schema and only label *values* need escaping. Every family is created from i
 :class:`gpuledger.schema.MetricSpec`, so a name, type or label set that the schema does
 not define cannot be exported; tests parse the output with prometheus_client's parser.
 The samples are built once, in structured form (:class:`MetricSamples`), and the text is
-written from them; the OTLP export (:mod:`gpuledger.agent.otel`) reads the same object.
+written from them; the OTLP export (:mod:`gpuledger.agent.otel.export`) reads the same object.
 """
 
 from __future__ import annotations
@@ -20,15 +20,15 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING, NamedTuple
 
 from gpuledger import schema
-from gpuledger.agent.merge import merge_devices
 from gpuledger.agent.snapshot import Snapshot
-from gpuledger.chargeback.ledger import LedgerStatus
-from gpuledger.chargeback.model import IDLE
-from gpuledger.chargeback.storage_growth import Growth, GrowthKey, days_until_full
-from gpuledger.collectors.pg_types import IndexBuild, PgTelemetry
-from gpuledger.collectors.probe import ProbeStatus
-from gpuledger.collectors.readings import GpuReading, GpuTelemetry
-from gpuledger.collectors.vllm_types import Histogram, VllmTelemetry
+from gpuledger.chargeback.attribution.claims import IDLE
+from gpuledger.chargeback.ledger.flusher import LedgerStatus
+from gpuledger.chargeback.ledger.storage_growth import Growth, GrowthKey, days_until_full
+from gpuledger.collectors.gpu.merge import merge_devices
+from gpuledger.collectors.gpu.readings import GpuReading, GpuTelemetry
+from gpuledger.collectors.pgvector.types import IndexBuild, PgTelemetry
+from gpuledger.collectors.vllm.probe.runner import ProbeStatus
+from gpuledger.collectors.vllm.types import Histogram, VllmTelemetry
 from gpuledger.schema import Kind, MetricSpec
 
 if TYPE_CHECKING:
@@ -84,7 +84,7 @@ class MetricSamples:
     """Every sample one snapshot exports, grouped per metric in exposition order.
 
     The Prometheus text is written from this (:meth:`render`) and the OTLP export reads
-    it (:mod:`gpuledger.agent.otel`), so the two can never disagree. Immutable.
+    it (:mod:`gpuledger.agent.otel.export`), so the two can never disagree. Immutable.
     """
 
     __slots__ = ("_families", "node")

@@ -20,23 +20,24 @@ from gpuledger.agent.exporter import SnapshotExporter, snapshot_devices
 from gpuledger.agent.runtime import AgentRuntime, Schedule
 from gpuledger.agent.server import ASGIApp, create_app
 from gpuledger.agent.snapshot import CollectorState, Snapshot, SnapshotStore
-from gpuledger.chargeback.model import Claim, StoreError
-from gpuledger.chargeback.storage_growth import Growth, GrowthKey
-from gpuledger.chargeback.store import AuditableLedgerStore
+from gpuledger.chargeback.attribution.claims import Claim
+from gpuledger.chargeback.ledger.model import StoreError
+from gpuledger.chargeback.ledger.storage_growth import Growth, GrowthKey
+from gpuledger.chargeback.ledger.store.common import AuditableLedgerStore
 from gpuledger.collectors.base import Collector
-from gpuledger.collectors.pg_types import PgTelemetry
-from gpuledger.collectors.probe import ProbeStatus
-from gpuledger.collectors.readings import GpuReading, GpuTelemetry
-from gpuledger.collectors.vllm_types import ProbeResult, VllmTelemetry
+from gpuledger.collectors.gpu.readings import GpuReading, GpuTelemetry
+from gpuledger.collectors.pgvector.types import PgTelemetry
+from gpuledger.collectors.vllm.probe.runner import ProbeStatus
+from gpuledger.collectors.vllm.types import ProbeResult, VllmTelemetry
 
 if TYPE_CHECKING:
-    from gpuledger.agent.otel import OtelExport
+    from gpuledger.agent.otel.export import OtelExport
     from gpuledger.agent.reporter import Reporter
-    from gpuledger.chargeback.ledger import Ledger
-    from gpuledger.chargeback.resolver import WorkloadResolver
-    from gpuledger.chargeback.storage_growth import StorageGrowth
-    from gpuledger.collectors.probe import ProbeRunner
-    from gpuledger.collectors.simulation import SimulatedNode
+    from gpuledger.chargeback.attribution.resolver import WorkloadResolver
+    from gpuledger.chargeback.ledger.flusher import Ledger
+    from gpuledger.chargeback.ledger.storage_growth import StorageGrowth
+    from gpuledger.collectors.vllm.probe.runner import ProbeRunner
+    from gpuledger.sim.node import SimulatedNode
 
 log = logging.getLogger("gpuledger.agent")
 
@@ -44,11 +45,8 @@ log = logging.getLogger("gpuledger.agent")
 def build_workload_resolver(cfg: AgentConfig, sim: SimulatedNode | None) -> WorkloadResolver:
     """Who holds a device. A simulated node is attributed through the real path: its
     processes get cgroup files under the state directory and its pods a directory."""
-    from gpuledger.chargeback.resolver import (
-        WorkloadResolver,
-        build_resolver,
-        simulated_sources,
-    )
+    from gpuledger.chargeback.attribution.resolver import WorkloadResolver, build_resolver
+    from gpuledger.sim.attribution import simulated_sources
 
     if sim is None:
         return build_resolver(cfg.attribution, cfg.node_name)
@@ -75,7 +73,7 @@ def _read_token(path: Path | None) -> str | None:
 def _simulated_node(cfg: AgentConfig) -> SimulatedNode | None:
     if not cfg.simulate.enabled:
         return None
-    from gpuledger.collectors.simulation import SimulatedNode
+    from gpuledger.sim.node import SimulatedNode
 
     lose = cfg.simulate.lose_gpu
     return SimulatedNode(
@@ -88,11 +86,11 @@ def _simulated_node(cfg: AgentConfig) -> SimulatedNode | None:
 
 
 def _nvml_collector(sim: SimulatedNode | None) -> Collector:
-    from gpuledger.collectors.nvml import NvmlCollector
+    from gpuledger.collectors.gpu.nvml import NvmlCollector
 
     if sim is not None:
         return NvmlCollector(sim.nvml)
-    from gpuledger.collectors.nvml_backend import load_real
+    from gpuledger.collectors.gpu.nvml_backend import load_real
 
     return NvmlCollector(load_real())
 
@@ -109,7 +107,7 @@ def build_collectors(
             )
         )
     if cfg.dcgm.enabled:
-        from gpuledger.collectors.dcgm import DcgmCollector
+        from gpuledger.collectors.gpu.dcgm import DcgmCollector
 
         dcgm = DcgmCollector(
             cfg.dcgm.url, timeout_s=cfg.dcgm.timeout_seconds, max_bytes=cfg.dcgm.max_bytes
@@ -123,7 +121,8 @@ def build_collectors(
 def _open_ledger_store(url: str) -> AuditableLedgerStore:
     """The store named by ``ledger.url``; a bad URL or an unopenable store is a config
     error naming the key (the password never in the message)."""
-    from gpuledger.chargeback.store import open_store, safe_url
+    from gpuledger.chargeback.ledger.store import open_store
+    from gpuledger.redact import safe_url
 
     try:
         return open_store(url)
@@ -135,10 +134,10 @@ def _open_ledger_store(url: str) -> AuditableLedgerStore:
 
 def _build_otel(cfg: AgentConfig, exporter: SnapshotExporter) -> OtelExport:
     """The OTLP export (the ``otel`` extra): imported only when ``otel.enabled``."""
-    from gpuledger.agent.otel_config import require_sdk
+    from gpuledger.agent.otel.config import require_sdk
 
     require_sdk()
-    from gpuledger.agent.otel import OtelExport
+    from gpuledger.agent.otel.export import OtelExport
 
     return OtelExport(
         cfg.otel, node=cfg.node_name, version=__version__, samples=lambda: exporter.latest
@@ -164,8 +163,8 @@ def _fan_out(
 
 
 def _build_ledger(cfg: AgentConfig, claims_for: Callable[[GpuReading], Sequence[Claim]]) -> Ledger:
-    from gpuledger.chargeback.ledger import Ledger
-    from gpuledger.chargeback.spool import Spool
+    from gpuledger.chargeback.ledger.flusher import Ledger
+    from gpuledger.chargeback.ledger.spool import Spool
 
     try:
         spool = Spool(cfg.spool_path())
@@ -265,7 +264,7 @@ class Agent:
         """The reporter reads the node's own ledger store when this process has one,
         else opens the configured (fleet) ledger read-only: it never migrates it."""
         from gpuledger.agent.reporter import Reporter
-        from gpuledger.chargeback.store import safe_url
+        from gpuledger.redact import safe_url
 
         url = cfg.ledger_url()
         if store is None:
@@ -277,8 +276,8 @@ class Agent:
     def _vllm_collector(
         self, cfg: AgentConfig, resolver: WorkloadResolver
     ) -> tuple[Collector, Schedule]:
-        from gpuledger.collectors.vllm import VllmCollector
-        from gpuledger.collectors.vllm_discovery import EndpointSource
+        from gpuledger.collectors.vllm.discovery import EndpointSource
+        from gpuledger.collectors.vllm.scrape import VllmCollector
 
         try:
             self.vllm_endpoints = EndpointSource(
@@ -299,8 +298,8 @@ class Agent:
         return collector, schedule
 
     def _pgvector_collector(self, cfg: AgentConfig) -> tuple[Collector, Schedule]:
-        from gpuledger.chargeback.storage_growth import StorageGrowth
-        from gpuledger.collectors.pgvector import PgvectorCollector
+        from gpuledger.chargeback.ledger.storage_growth import StorageGrowth
+        from gpuledger.collectors.pgvector.catalog import PgvectorCollector
 
         pg = cfg.pgvector
         if self.ledger is not None:  # growth needs the spool for its samples
@@ -317,7 +316,7 @@ class Agent:
         return PgvectorCollector(pg.databases), Schedule(pg.interval_seconds, worst, PgTelemetry)
 
     def _probe_runner(self, cfg: AgentConfig) -> ProbeRunner:
-        from gpuledger.collectors.probe import ProbeRunner
+        from gpuledger.collectors.vllm.probe.runner import ProbeRunner
 
         p = cfg.probes
         ledger = self.ledger

@@ -21,14 +21,14 @@ from pathlib import Path
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.cron import CronTrigger
 
-from gpuledger.chargeback.model import StoreError
-from gpuledger.chargeback.monthly import run_report
-from gpuledger.chargeback.ratecard import RateCardError
-from gpuledger.chargeback.report import NoLedgerData
-from gpuledger.chargeback.report_config import ReportConfig
-from gpuledger.chargeback.report_model import Month
-from gpuledger.chargeback.report_writer import file_name
-from gpuledger.chargeback.store import AuditableLedgerStore
+from gpuledger.chargeback.ledger.model import StoreError
+from gpuledger.chargeback.ledger.store.common import AuditableLedgerStore
+from gpuledger.chargeback.report.build import NoLedgerData
+from gpuledger.chargeback.report.config import ReportConfig
+from gpuledger.chargeback.report.model import Month
+from gpuledger.chargeback.report.monthly import run_report
+from gpuledger.chargeback.report.ratecard import RateCardError
+from gpuledger.chargeback.report.writers.csv_json import file_name
 
 log = logging.getLogger(__name__)
 

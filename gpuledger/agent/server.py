@@ -23,7 +23,7 @@ from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Redirect
 
 from gpuledger import __version__
 from gpuledger.agent.runtime import AgentRuntime
-from gpuledger.chargeback.model import LedgerStore, StoreError
+from gpuledger.chargeback.ledger.model import LedgerStore, StoreError
 
 # Classic text format: every gpuledger name is a legacy-valid Prometheus name, and
 # Prometheus 2.x servers (Debian ships 2.42) expect 0.0.4 from a text/plain scrape.
@@ -245,7 +245,7 @@ _REPORT_FORMATS = {
 def _mount_reports(app: FastAPI, reports_dir: Path) -> None:
     """``/reports/`` (an index page and the files) and ``/api/v1/reports[/{month}]``:
     they serve what the reporter wrote and never build a report in the request."""
-    from gpuledger.chargeback.monthly import list_reports, report_file
+    from gpuledger.chargeback.report.monthly import list_reports, report_file
 
     def served(month: str, name: str) -> FileResponse:
         path = report_file(reports_dir, month, name)

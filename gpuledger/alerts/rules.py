@@ -19,7 +19,7 @@ import yaml
 from gpuledger import schema
 from gpuledger.alerts.config import AlertsConfig, Severity
 from gpuledger.alerts.promql import metric_names
-from gpuledger.chargeback.ratecard import RateCard, load_rate_card
+from gpuledger.chargeback.report.ratecard import RateCard, load_rate_card
 
 # --- recording-rule names (level:metric:operations) ----------------------------------
 

@@ -42,8 +42,8 @@ from gpuledger import __version__
 from gpuledger.agent.config import DEFAULT_PORT, AgentConfig
 from gpuledger.alerts.config import AlertsConfig
 from gpuledger.alerts.rules import prometheus_rule
-from gpuledger.chargeback.ratecard import load_rate_card, parse_rate_card
-from gpuledger.chargeback.report_config import ReportConfig
+from gpuledger.chargeback.report.config import ReportConfig
+from gpuledger.chargeback.report.ratecard import load_rate_card, parse_rate_card
 from gpuledger.dashboards.build import all_dashboards, configmap
 
 __all__ = [

@@ -1,0 +1,282 @@
+"""Who holds each GPU: a device reading → the claims of the workloads holding it.
+
+Sources, in the order they are consulted for one device reading (see docs/attribution.md):
+
+a. **Static GPU mapping** (config ``attribution.static.gpus``): the device's MIG uuid or
+   its GPU uuid names a service → that single claim, nothing else is consulted. For
+   dedicated hardware outside Kubernetes, or to pin a GPU to a team.
+b. **NVML processes**, one by one: ``/proc/<pid>/cgroup`` → pod UID and container ID →
+   the :class:`~gpuledger.collectors.workload.pods.PodDirectory` → ``Owner(namespace, service, pod,
+   container)``; failing that, a static process pattern (``attribution.static.processes``,
+   a regex searched in ``comm`` then the command line) → its service; failing that the
+   process is held by :data:`~gpuledger.chargeback.ledger.model.UNATTRIBUTED_OWNER` -- the GPU is
+   busy for someone unknown, never silently idle. Each claim carries its processes' SM
+   utilization and memory, summed per owner (a pod's several processes make one claim).
+c. **dcgm-exporter's workloads** (``GpuReading.workloads``, from the kubelet's
+   pod-resources API), used when no process resolved: dcgm knows which pod the device
+   plugin gave the device to even before that pod has a process on it. The service comes
+   from the pod directory when it knows the pod, else from the pod name (ReplicaSet hash
+   stripped).
+
+An empty list means nobody holds the device; the share code turns that into idle.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+
+from gpuledger.chargeback.attribution.claims import UNATTRIBUTED_OWNER, Claim, Owner
+from gpuledger.collectors.gpu.readings import GpuReading, ProcessReading, WorkloadRef
+from gpuledger.collectors.workload.cgroup import ProcessInfo, read_process
+from gpuledger.collectors.workload.pods import (
+    DEFAULT_LABEL_KEYS,
+    PodDirectory,
+    PodInfo,
+    service_from_pod_name,
+    service_name,
+)
+
+__all__ = [
+    "AttributionConfig",
+    "KubernetesAttributionConfig",
+    "StaticAttributionConfig",
+    "StaticGpuOwner",
+    "StaticMapping",
+    "StaticProcessRule",
+    "WorkloadResolver",
+    "build_resolver",
+]
+
+log = logging.getLogger(__name__)
+
+
+# --- configuration -------------------------------------------------------------------------
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _valid_regex(pattern: str) -> str:
+    try:
+        re.compile(pattern)
+    except re.error as exc:
+        raise ValueError(f"not a valid regular expression: {exc}") from None
+    except OverflowError as exc:  # a{4294967296}
+        raise ValueError(f"not a valid regular expression: {exc}") from None
+    except RecursionError:  # ~1000 nested groups
+        raise ValueError("not a valid regular expression: nested too deeply") from None
+    return pattern
+
+
+class StaticGpuOwner(_Section):
+    service: str = Field(min_length=1)
+    namespace: str = ""
+
+
+class StaticProcessRule(_Section):
+    pattern: Annotated[str, AfterValidator(_valid_regex)] = Field(min_length=1)
+    service: str = Field(min_length=1)
+    namespace: str = ""
+
+
+class StaticAttributionConfig(_Section):
+    gpus: dict[str, StaticGpuOwner] = Field(default_factory=dict)  # GPU-/MIG- uuid → owner
+    processes: list[StaticProcessRule] = Field(default_factory=list)
+
+
+class KubernetesAttributionConfig(_Section):
+    enabled: bool = False
+    kubeconfig: Path | None = None  # None: in-cluster service account, else ~/.kube/config
+    resync_seconds: float = Field(60.0, gt=0, le=3600)
+    watch: bool = True
+
+
+class AttributionConfig(_Section):
+    """``attribution:`` in the agent's YAML."""
+
+    proc_root: Path | None = Path("/proc")  # None: do not read processes' cgroups
+    label_keys: tuple[str, ...] = DEFAULT_LABEL_KEYS
+    kubernetes: KubernetesAttributionConfig = KubernetesAttributionConfig()
+    static: StaticAttributionConfig = StaticAttributionConfig()
+
+
+# --- static mapping ------------------------------------------------------------------------
+class StaticMapping:
+    """GPU uuid → owner, and process patterns → owner (first matching rule wins)."""
+
+    def __init__(
+        self,
+        gpus: dict[str, Owner] | None = None,
+        processes: Iterable[tuple[str, Owner]] = (),
+    ) -> None:
+        self.gpus = dict(gpus or {})
+        self.processes = tuple((re.compile(p), owner) for p, owner in processes)
+
+    @classmethod
+    def from_config(cls, cfg: StaticAttributionConfig) -> StaticMapping:
+        return cls(
+            {u: Owner(namespace=o.namespace, service=o.service) for u, o in cfg.gpus.items()},
+            [(r.pattern, Owner(namespace=r.namespace, service=r.service)) for r in cfg.processes],
+        )
+
+    def __bool__(self) -> bool:
+        return bool(self.gpus or self.processes)
+
+    def for_device(self, reading: GpuReading) -> Owner | None:
+        if reading.mig_device_uuid is not None:
+            owner = self.gpus.get(reading.mig_device_uuid)
+            if owner is not None:
+                return owner
+        return self.gpus.get(reading.uuid)
+
+    def for_process(self, comm: str | None, cmdline: str | None) -> Owner | None:
+        for pattern, owner in self.processes:
+            if (comm and pattern.search(comm)) or (cmdline and pattern.search(cmdline)):
+                return owner
+        return None
+
+
+# --- the resolver --------------------------------------------------------------------------
+@dataclass
+class _Sum:
+    util: float | None = None
+    memory: int | None = None
+
+    def add(self, util: float | None, memory: int | None) -> None:
+        if util is not None:
+            self.util = (self.util or 0.0) + util
+        if memory is not None:
+            self.memory = (self.memory or 0) + memory
+
+    def claim(self, owner: Owner) -> Claim:
+        return Claim(owner=owner, sm_utilization_ratio=self.util, memory_bytes=self.memory)
+
+
+class WorkloadResolver:
+    """Turns a :class:`GpuReading` into claims. Reads ``/proc`` and memory only; the pod
+    directory is filled elsewhere (in the background), so :meth:`claims` is cheap and
+    safe to call inside a collection.
+
+    ``counters`` counts, over the resolver's life, how each process was resolved:
+    ``pod``, ``static_process``, ``unattributed``, and why not: ``exited`` (gone before
+    it was read), ``no_cgroup`` (host process or unknown layout), ``permission``,
+    ``unreadable``, ``unknown_pod`` (a pod UID the directory does not know).
+    """
+
+    def __init__(
+        self,
+        *,
+        proc_root: Path | None,
+        pods: PodDirectory | None,
+        static: StaticMapping | None,
+        label_keys: Sequence[str] = DEFAULT_LABEL_KEYS,
+    ) -> None:
+        self.proc_root = proc_root
+        self.pods = pods
+        self.static = static if static else None
+        self.label_keys = tuple(label_keys)
+        self.counters: Counter[str] = Counter()
+
+    def claims(self, reading: GpuReading) -> list[Claim]:
+        if self.static is not None:
+            owner = self.static.for_device(reading)
+            if owner is not None:
+                total = _Sum()
+                for p in reading.processes:
+                    total.add(p.sm_utilization_ratio, p.used_memory_bytes)
+                return [total.claim(owner)]
+        resolved: dict[Owner, _Sum] = {}
+        unresolved = _Sum()
+        unresolved_count = 0
+        for p in reading.processes:
+            owner = self._process_owner(p)
+            if owner is None:
+                unresolved_count += 1
+                unresolved.add(p.sm_utilization_ratio, p.used_memory_bytes)
+            else:
+                resolved.setdefault(owner, _Sum()).add(p.sm_utilization_ratio, p.used_memory_bytes)
+        if not resolved and reading.workloads:
+            owners = list(dict.fromkeys(self._workload_owner(w) for w in reading.workloads))
+            if len(owners) == 1:
+                return [unresolved.claim(owners[0])]
+            return [Claim(owner=o) for o in owners]
+        claims = [s.claim(o) for o, s in sorted(resolved.items())]
+        if unresolved_count:
+            self.counters["unattributed"] += unresolved_count
+            claims.append(unresolved.claim(UNATTRIBUTED_OWNER))
+        return claims
+
+    def close(self) -> None:
+        closer = getattr(self.pods, "close", None)
+        if callable(closer):
+            closer()
+
+    # --- per source ----------------------------------------------------------------------
+    def _process_owner(self, p: ProcessReading) -> Owner | None:
+        info: ProcessInfo | None = None
+        if self.proc_root is not None:
+            info = read_process(self.proc_root, p.pid)
+            if info is None:
+                self.counters["exited"] += 1
+            elif info.problem is not None:
+                self.counters[info.problem] += 1
+            elif info.cgroup is None:
+                self.counters["no_cgroup"] += 1
+        if info is not None and info.cgroup is not None and self.pods is not None:
+            ref = info.cgroup
+            pod: PodInfo | None = None
+            if ref.pod_uid is not None:
+                pod = self.pods.by_uid(ref.pod_uid)
+            if pod is None and ref.container_id is not None:
+                pod = self.pods.by_container_id(ref.container_id)
+            if pod is not None:
+                self.counters["pod"] += 1
+                container = pod.container_ids.get(ref.container_id or "", "")
+                return Owner(
+                    namespace=pod.namespace,
+                    service=service_name(pod, self.label_keys),
+                    pod=pod.name,
+                    container=container,
+                )
+            if ref.pod_uid is not None:
+                self.counters["unknown_pod"] += 1
+        if self.static is not None and info is not None:
+            owner = self.static.for_process(info.comm, info.cmdline)
+            if owner is not None:
+                self.counters["static_process"] += 1
+                return owner
+        return None
+
+    def _workload_owner(self, w: WorkloadRef) -> Owner:
+        pod = self.pods.by_name(w.namespace, w.pod) if self.pods is not None else None
+        service = service_name(pod, self.label_keys) if pod else service_from_pod_name(w.pod)
+        return Owner(namespace=w.namespace, service=service, pod=w.pod, container=w.container)
+
+
+def build_resolver(config: AttributionConfig, node_name: str) -> WorkloadResolver:
+    """The resolver an agent runs with; starts the Kubernetes pod directory when enabled
+    (its first list happens in the background; :meth:`WorkloadResolver.close` stops it)."""
+    pods: PodDirectory | None = None
+    if config.kubernetes.enabled:
+        from gpuledger.collectors.workload.kubernetes import KubernetesPodDirectory
+
+        pods = KubernetesPodDirectory(
+            node_name,
+            kubeconfig=config.kubernetes.kubeconfig,
+            resync_seconds=config.kubernetes.resync_seconds,
+            watch=config.kubernetes.watch,
+        )
+    static = StaticMapping.from_config(config.static)
+    return WorkloadResolver(
+        proc_root=config.proc_root,
+        pods=pods,
+        static=static if static else None,
+        label_keys=config.label_keys,
+    )

@@ -1,0 +1,83 @@
+"""Storage growth from sampled sizes: a least-squares slope, and days until full.
+
+Every pgvector collection adds one sample per table (its total bytes) and one per
+database (``table = ""``, the database size). The samples live in the node-local spool
+for the growth window and are flushed to the ledger store (``storage_samples``) for the
+record. Growth is the ordinary least-squares slope of bytes over time across the window's
+samples -- robust to the scrape jitter and the VACUUM dips that make "last minus first"
+misleading -- reported only once there are ``min_samples`` of them. The sums the slope
+needs are computed in SQL; time is measured from "now" so the sums stay small.
+
+Days until full = (capacity − current database size) / growth per day, only when a
+capacity is configured and growth is positive (a shrinking or flat database never fills).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from gpuledger.chargeback.ledger.model import StorageSample
+from gpuledger.chargeback.ledger.spool import Spool
+from gpuledger.collectors.pgvector.types import PgTelemetry
+
+DAY = 86400.0
+
+GrowthKey = tuple[str, str, str]  # database, schema, table ("" schema/table: whole database)
+
+
+@dataclass(frozen=True, slots=True)
+class Growth:
+    bytes_per_day: float
+    samples: int
+
+
+def slope_from_sums(n: int, sx: float, sy: float, sxx: float, sxy: float) -> float | None:
+    """Least-squares slope (y per x) from the usual sums; None when x does not vary."""
+    denominator = n * sxx - sx * sx
+    if n < 2 or denominator <= 0:
+        return None
+    return (n * sxy - sx * sy) / denominator
+
+
+def days_until_full(
+    capacity: int | None, current: int | None, per_day: float | None
+) -> float | None:
+    if capacity is None or current is None or per_day is None or per_day <= 0:
+        return None
+    return max(0.0, (capacity - current) / per_day)
+
+
+def samples_of(node: str, telemetry: PgTelemetry) -> list[StorageSample]:
+    out: list[StorageSample] = []
+    for db in telemetry.databases:
+        if not db.up or db.database_bytes is None:
+            continue
+        ts = db.collected_unix
+        out.append(StorageSample(ts, node, db.name, "", "", db.database_bytes))
+        out += [
+            StorageSample(ts, node, db.name, t.schema, t.table, t.total_bytes) for t in db.tables
+        ]
+    return out
+
+
+class StorageGrowth:
+    def __init__(self, spool: Spool, node: str, *, window_s: float, min_samples: int) -> None:
+        self.spool = spool
+        self.node = node
+        self.window_s = window_s
+        self.min_samples = max(2, min_samples)
+
+    def record(self, telemetry: PgTelemetry) -> None:
+        self.spool.write_storage_samples(samples_of(self.node, telemetry))
+
+    def compute(self, now: float) -> dict[GrowthKey, Growth]:
+        out: dict[GrowthKey, Growth] = {}
+        for database, schema, table, n, sx, sy, sxx, sxy in self.spool.storage_sums(
+            self.node, since=now - self.window_s, origin=now
+        ):
+            if n < self.min_samples:
+                continue
+            slope = slope_from_sums(n, sx, sy, sxx, sxy)
+            if slope is not None:
+                out[(database, schema, table)] = Growth(slope * DAY, n)
+        return out

@@ -1,0 +1,121 @@
+"""Token counts per (hour, service, model) from vLLM's cumulative counters.
+
+vLLM's ``prompt_tokens_total``/``generation_tokens_total`` count since the engine started.
+Each scrape's delta against the last value seen for the same series (endpoint, model,
+engine) is added to the current hour. A value lower than the last one means the engine
+restarted: the counter began again at 0, so the whole new value is the delta (tokens the
+old engine served after our last scrape are lost with it -- nothing can recover them).
+The first value ever seen for a series only sets the baseline: tokens served before the
+agent first looked cannot be placed in an hour. The baselines are persisted in the spool,
+so tokens served while the agent itself was restarting are counted, in the hour the agent
+sees them.
+
+Probe tokens (the agent's own synthetic requests) are kept in separate columns so that
+billable traffic = engine − probe.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+from gpuledger.chargeback.ledger.model import TokenRow, hour_start
+from gpuledger.collectors.vllm.types import ProbeResult, VllmTelemetry
+
+TokenKey = tuple[int, str, str, str, str]  # hour, node, namespace, service, model_name
+
+
+@dataclass(frozen=True, slots=True)
+class Baseline:
+    prompt: float
+    generation: float
+
+
+def series_key(endpoint: str, model_name: str, engine: str) -> str:
+    return f"{endpoint}|{model_name}|{engine}"
+
+
+def counter_delta(previous: float | None, current: float) -> float:
+    """Tokens since ``previous`` for a counter that may have been reset to 0."""
+    if previous is None:
+        return 0.0
+    return current - previous if current >= previous else current
+
+
+class TokenAccumulator:
+    def __init__(self, node: str) -> None:
+        self.node = node
+        self._lock = threading.Lock()
+        self._totals: dict[TokenKey, list[float]] = {}
+        self._dirty: set[TokenKey] = set()
+        self._baselines: dict[str, Baseline] = {}
+        self._dirty_baselines: set[str] = set()
+        self.resets = 0
+
+    def restore(self, rows: Iterable[TokenRow], baselines: Mapping[str, Baseline]) -> None:
+        with self._lock:
+            for r in rows:
+                self._totals[r.key] = [
+                    r.prompt_tokens,
+                    r.generation_tokens,
+                    r.probe_prompt_tokens,
+                    r.probe_generation_tokens,
+                ]
+            self._baselines.update(baselines)
+
+    def _add(self, key: TokenKey, column: int, value: float) -> None:
+        if value <= 0:
+            return
+        totals = self._totals.get(key)
+        if totals is None:
+            totals = self._totals[key] = [0.0, 0.0, 0.0, 0.0]
+        totals[column] += value
+        self._dirty.add(key)
+
+    def observe(self, wall: float, telemetry: VllmTelemetry) -> None:
+        hour = hour_start(wall)
+        with self._lock:
+            for scrape in telemetry.endpoints:
+                if not scrape.up:
+                    continue  # a missed scrape is caught up by the next delta
+                ep = scrape.endpoint
+                for s in scrape.series:
+                    if s.prompt_tokens is None or s.generation_tokens is None:
+                        continue
+                    skey = series_key(ep.name, s.model_name, s.engine)
+                    prev = self._baselines.get(skey)
+                    if prev is not None and (
+                        s.prompt_tokens < prev.prompt or s.generation_tokens < prev.generation
+                    ):
+                        self.resets += 1
+                    key = (hour, self.node, ep.namespace, ep.service, s.model_name)
+                    before_p = None if prev is None else prev.prompt
+                    before_g = None if prev is None else prev.generation
+                    self._add(key, 0, counter_delta(before_p, s.prompt_tokens))
+                    self._add(key, 1, counter_delta(before_g, s.generation_tokens))
+                    self._baselines[skey] = Baseline(s.prompt_tokens, s.generation_tokens)
+                    self._dirty_baselines.add(skey)
+
+    def observe_probe(self, result: ProbeResult) -> None:
+        if not result.ok:
+            return
+        ep = result.endpoint
+        key = (hour_start(result.started_unix), self.node, ep.namespace, ep.service,
+               result.model_name)  # fmt: skip
+        with self._lock:
+            self._add(key, 2, float(result.prompt_tokens or 0))
+            self._add(key, 3, float(result.completion_tokens or 0))
+
+    def drain_dirty(self) -> tuple[list[TokenRow], dict[str, Baseline]]:
+        with self._lock:
+            rows = [TokenRow(*k, *self._totals[k]) for k in sorted(self._dirty)]
+            baselines = {k: self._baselines[k] for k in self._dirty_baselines}
+            self._dirty.clear()
+            self._dirty_baselines.clear()
+        return rows, baselines
+
+    def forget_before(self, hour: int) -> None:
+        with self._lock:
+            for key in [k for k in self._totals if k[0] < hour and k not in self._dirty]:
+                del self._totals[key]

@@ -1,0 +1,72 @@
+"""The ``report:`` section of the agent config: how the monthly chargeback is priced,
+written and scheduled.
+
+The ``reporter`` role (``roles: [reporter]``, or ``[node, reporter]`` on a single server)
+runs the schedule; ``gpuledger report`` reads the same section for a one-off run, so a
+report written by hand and one written by the schedule are priced the same way.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from gpuledger.chargeback.report.model import IdlePolicy
+from gpuledger.chargeback.report.writers.csv_json import FORMATS, Format
+
+DEFAULT_SCHEDULE = "0 2 1 * *"
+"""The 1st of the month at 02:00 UTC: last month's buckets are final by then."""
+
+
+class ReportConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    rate_card: Path | None = None  # default: the card shipped with gpuledger
+    idle_policy: IdlePolicy = "separate"
+    out_dir: Path | None = None  # default: <state_dir>/reports
+    schedule: str = DEFAULT_SCHEDULE  # crontab, UTC
+    formats: tuple[Format, ...] = FORMATS
+    fleet: str = Field("default", min_length=1)  # names the fleet in every format
+    # A service's counterfactuals are flagged unless its probes succeed this often and
+    # the engine's own metrics disagree with them at most this often.
+    min_probe_success_ratio: float = Field(0.95, ge=0, le=1)
+    max_disagree_ratio: float = Field(0.05, ge=0, le=1)
+    trend_months: int = Field(6, ge=1, le=36)
+    keep_months: int = Field(0, ge=0)  # 0: keep every report written
+
+    @field_validator("schedule")
+    @classmethod
+    def _crontab(cls, v: str) -> str:
+        from apscheduler.triggers.cron import CronTrigger
+
+        try:
+            CronTrigger.from_crontab(v, timezone=UTC)
+        except ValueError as exc:
+            raise ValueError(f"not a crontab expression (m h dom mon dow): {exc}") from None
+        return v
+
+    @field_validator("rate_card")
+    @classmethod
+    def _card(cls, v: Path | None) -> Path | None:
+        """A card that does not load is refused with the config, naming its bad rows."""
+        if v is not None:
+            from gpuledger.chargeback.report.ratecard import RateCardError, load_rate_card
+
+            try:
+                load_rate_card(v)
+            except RateCardError as exc:
+                rows = "; ".join(f"{row}: {msg}" for row, msg in exc.problems[:5])
+                raise ValueError(f"rate card {v}: {rows}") from None
+        return v
+
+    @field_validator("formats")
+    @classmethod
+    def _formats(cls, v: tuple[Format, ...]) -> tuple[Format, ...]:
+        if not v:
+            raise ValueError(f"name at least one of {', '.join(FORMATS)}")
+        return tuple(dict.fromkeys(v))
+
+    def out_path(self, state_dir: Path) -> Path:
+        return self.out_dir or state_dir / "reports"

@@ -1,0 +1,118 @@
+"""One monthly chargeback run: ledger + rate card + ``report:`` config → files on disk.
+
+Shared by ``gpuledger report`` (a one-off run), the agent's ``reporter`` role (the
+schedule) and ``gpuledger demo --month``, so all three price and lay out a month the
+same way. Also the catalogue of reports already written, which ``/reports/`` and
+``/api/v1/reports`` serve.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+from gpuledger.chargeback.ledger.store.common import AuditableLedgerStore
+from gpuledger.chargeback.report.build import ReportOptions, build_report
+from gpuledger.chargeback.report.config import ReportConfig
+from gpuledger.chargeback.report.model import Month, Report
+from gpuledger.chargeback.report.ratecard import RateCard, load_rate_card
+from gpuledger.chargeback.report.writers.csv_json import FORMATS, file_name, write_report
+
+_MONTH_DIR = re.compile(r"^\d{4}-\d{2}$")
+
+
+def report_options(cfg: ReportConfig) -> ReportOptions:
+    return ReportOptions(
+        idle_policy=cfg.idle_policy,
+        fleet=cfg.fleet,
+        min_probe_success_ratio=cfg.min_probe_success_ratio,
+        max_disagree_ratio=cfg.max_disagree_ratio,
+        trend_months=cfg.trend_months,
+    )
+
+
+def run_report(
+    store: AuditableLedgerStore,
+    cfg: ReportConfig,
+    month: Month,
+    out_dir: Path,
+    *,
+    card: RateCard | None = None,
+    now: datetime | None = None,
+    store_label: str = "",
+    progress: Callable[[str], None] | None = None,
+) -> tuple[Report, list[Path]]:
+    """Build ``month``'s report and write every configured format under ``out_dir``.
+
+    Raises NoLedgerData, RateCardError or StoreError before anything is written."""
+    card = card or load_rate_card(cfg.rate_card)
+    report = build_report(
+        store,
+        card,
+        month,
+        options=report_options(cfg),
+        now=now,
+        store_label=store_label,
+        progress=progress,
+    )
+
+    def written(path: Path) -> None:
+        if progress is not None:
+            progress(f"wrote {path.name}")
+
+    paths = write_report(report, out_dir, cfg.formats, on_written=written)
+    if cfg.keep_months:
+        prune_reports(out_dir, cfg.keep_months)
+    return report, paths
+
+
+@dataclass(frozen=True, slots=True)
+class WrittenReport:
+    month: str
+    files: tuple[str, ...]  # names inside the month's directory
+
+
+def list_reports(out_dir: Path) -> list[WrittenReport]:
+    """The months with a report under ``out_dir``, newest first."""
+    if not out_dir.is_dir():
+        return []
+    out: list[WrittenReport] = []
+    for entry in out_dir.iterdir():
+        if not (entry.is_dir() and _MONTH_DIR.match(entry.name)):
+            continue
+        files = tuple(
+            sorted(
+                f.name
+                for f in entry.iterdir()
+                if f.is_file() and not f.name.startswith(".") and f.name.startswith("chargeback-")
+            )
+        )
+        if files:
+            out.append(WrittenReport(entry.name, files))
+    return sorted(out, key=lambda r: r.month, reverse=True)
+
+
+def report_file(out_dir: Path, month: str, name: str) -> Path | None:
+    """The path of a written report file, or None. Only names the writer produces are
+    accepted, so a request can never reach outside ``out_dir``."""
+    try:
+        m = Month.parse(month)
+    except ValueError:
+        return None
+    allowed = {file_name(m.label, f) for f in FORMATS} | {f"chargeback-{m.label}-coverage.csv"}
+    if name not in allowed:
+        return None
+    path = out_dir / m.label / name
+    return path if path.is_file() else None
+
+
+def prune_reports(out_dir: Path, keep_months: int) -> list[str]:
+    """Delete all but the newest ``keep_months`` months; returns the months removed."""
+    removed = [r.month for r in list_reports(out_dir)[keep_months:]]
+    for month in removed:
+        shutil.rmtree(out_dir / month, ignore_errors=True)
+    return removed

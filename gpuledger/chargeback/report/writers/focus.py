@@ -1,0 +1,323 @@
+"""The monthly chargeback as a FOCUS 1.2 cost-and-usage dataset.
+
+FinOps tools and finance teams read cloud bills in FOCUS. Writing the self-hosted fleet in
+the same columns puts its GPU-hours beside the cloud bill in one report, with the cloud's
+price for the same hours next to the internal one. The column-by-column mapping, and how
+to check a file with the official validator, are in ``docs/focus.md``.
+
+The choices the FOCUS columns force on a self-hosted fleet, and the reasons for them:
+
+- One row per :class:`~gpuledger.chargeback.report.model.ModelLine` (a namespace/service
+  on one GPU model) over the report's period. A FOCUS row has one SKU and one unit
+  price, and a service that runs on two GPU models has two prices.
+- ``ContractedCost`` is what the line used, at the internal rate (capacity + energy).
+  ``BilledCost`` = ``EffectiveCost`` is what the line is charged. Under the idle policies
+  ``share-*`` that includes its share of idle capacity (``x_IdleShareCost``). Sharing moves
+  cost and never creates any, so the rows' ``BilledCost`` add up to the report's total, and
+  an idle row whose cost moved onto services is billed 0.
+- ``ContractedUnitPrice`` is ``ContractedCost / PricingQuantity``, a blended $/GPU-hour.
+  The internal cost has a per-hour capacity part and a per-kWh energy part, but FOCUS
+  wants unit price × quantity = cost on every row. Both parts stay traceable in
+  ``x_CapacityUnitPrice``/``x_CapacityCost`` and ``x_EnergyUnitPrice``/``x_EnergyCost``.
+- ``ListCost`` is the counterfactual: the same GPU-hours at the cheapest hyperscaler's
+  on-demand rate. That is the "list price" a FinOps reader measures a discount against.
+  Idle capacity has no cloud counterpart, and a GPU class may have no hyperscaler rate.
+  FOCUS still needs a list price (it cannot be null), so such rows are listed at the
+  internal rate, and ``x_ListCostBasis`` says so.
+- The cost columns FOCUS makes mandatory cannot be null. A line the rate card does not
+  price is therefore written with 0 there, but never silently: ``x_PricingStatus`` is
+  ``unpriced``, ``ChargeDescription`` starts with ``UNPRICED:``, and the ``x_`` cost
+  columns are empty.
+- Idle capacity (``kind == "idle"``) belongs to nobody: it has no ``SubAccountId``, and
+  ``x_Allocation`` is ``unallocated``. Unattributed GPU time (held by a process no service
+  claims) has no namespace either; its ``x_Allocation`` is ``unattributed``.
+- ``InvoiceId`` is present and null. gpuledger issues no invoice, and the validator counts
+  the column's absence as a failure (it is RECOMMENDED).
+- Numbers keep every digit Python's ``repr`` gives and are never written as exponents.
+  The validator checks unit price × quantity = cost to a relative 1e-9, which six decimals
+  would break, and FOCUS forbids ``e+NN``. Every number has a decimal point, so a column
+  whose values are all whole still reads as decimal, not integer.
+- The strings this module writes are ASCII, because the validator holds FOCUS string
+  columns to ASCII.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+from datetime import UTC, datetime
+from decimal import Decimal
+
+from gpuledger.chargeback.report.model import ModelLine, Month, Report, ServiceLine
+
+FOCUS_VERSION = "1.2"
+PROVIDER = "gpuledger (self-hosted)"
+"""ProviderName, PublisherName and InvoiceIssuerName. The fleet is its own provider, and
+the chargeback comes from gpuledger's report, not from a vendor."""
+SERVICE_NAME = "GPU compute"
+SERVICE_CATEGORY = "AI and Machine Learning"
+SERVICE_SUBCATEGORY = "AI Platforms"
+UNIT = "GPU-Hours"
+TAG_PREFIX = "gpuledger/"
+"""FOCUS wants provider-defined tag keys under a provider prefix (Tags-C-012-M)."""
+SUB_ACCOUNT_TYPE = "Kubernetes Namespace"
+
+APPLICABILITY_CRITERIA: tuple[str, ...] = (
+    "ACCOUNT_NAMING_SUPPORTED",
+    "BILLING_BASED_ON_PROVISIONED_RESOURCES_SUPPORTED",
+    "NEGOTIATED_PRICING_SUPPORTED",
+    "PUBLIC_PRICE_LIST_SUPPORTED",
+    "RESOURCE_TYPE_ASSIGNMENT_SUPPORTED",
+    "SUB_ACCOUNT_SUPPORTED",
+    "TAGGING_SUPPORTED",
+    "UNIT_PRICING_SUPPORTED",
+    "USAGE_MEASUREMENT_SUPPORTED",
+)
+"""The FOCUS applicability criteria that hold for this dataset, as passed to the
+validator's ``--applicability-criteria``. Every conditional column they call for is
+written. Not claimed: availability zones, regions, capacity reservations, commitment
+discounts, several account or pricing-category types, and pricing or virtual currencies
+other than the billing currency."""
+
+FOCUS_COLUMNS: tuple[str, ...] = (
+    "BilledCost", "BillingAccountId", "BillingAccountName", "BillingCurrency",
+    "BillingPeriodEnd", "BillingPeriodStart", "ChargeCategory", "ChargeClass",
+    "ChargeDescription", "ChargeFrequency", "ChargePeriodEnd", "ChargePeriodStart",
+    "CommitmentDiscountStatus", "ConsumedQuantity", "ConsumedUnit", "ContractedCost",
+    "ContractedUnitPrice", "EffectiveCost", "InvoiceId", "InvoiceIssuerName", "ListCost",
+    "ListUnitPrice", "PricingCategory", "PricingCurrency",
+    "PricingCurrencyContractedUnitPrice", "PricingCurrencyEffectiveCost",
+    "PricingCurrencyListUnitPrice", "PricingQuantity", "PricingUnit", "ProviderName",
+    "PublisherName", "ResourceId", "ResourceName", "ResourceType", "ServiceCategory",
+    "ServiceName", "ServiceSubcategory", "SkuId", "SkuMeter", "SkuPriceDetails",
+    "SkuPriceId", "SubAccountId", "SubAccountName", "SubAccountType", "Tags",
+)  # fmt: skip
+CUSTOM_COLUMNS: tuple[str, ...] = (
+    "x_Month", "x_Namespace", "x_Service", "x_GpuModel", "x_GpuClass", "x_LineKind",
+    "x_Allocation", "x_BusyGpuHours", "x_EnergyKWh", "x_CapacityUnitPrice",
+    "x_CapacityCost", "x_EnergyUnitPrice", "x_EnergyCost", "x_InternalCost",
+    "x_IdleShareCost", "x_IdlePolicy", "x_PricingStatus", "x_ListCostBasis",
+    "x_SpecialistCost", "x_SpecialistBasis", "x_Validation", "x_CounterfactualFlagged",
+    "x_RateCardVersion", "x_RateCardDigest", "x_PeriodComplete",
+)  # fmt: skip
+COLUMNS: tuple[str, ...] = FOCUS_COLUMNS + CUSTOM_COLUMNS
+"""The FOCUS columns come first and the custom ones after them (ColumnHandling-A-012/013)."""
+
+_RESOURCE_TYPE = {
+    "service": "Service",
+    "unattributed": "Unattributed GPU time",
+    "idle": "Idle GPU capacity",
+}
+_ALLOCATION = {"service": "allocated", "unattributed": "unattributed", "idle": "unallocated"}
+
+
+def _num(value: float) -> str:
+    if not math.isfinite(value):
+        raise ValueError(f"not a finite number: {value!r}")
+    if value == 0:
+        return "0.0"  # also turns -0.0 into 0.0
+    text = format(Decimal(repr(value)), "f")
+    return text if "." in text else text + ".0"
+
+
+def _opt(value: float | None) -> str | None:
+    return None if value is None else _num(value)
+
+
+def _utc(text: str) -> str:
+    """ISO 8601 ending in the ``Z`` FOCUS wants, from the report's ``+00:00`` form."""
+    t = datetime.fromisoformat(text)
+    if t.tzinfo is None:
+        t = t.replace(tzinfo=UTC)
+    return t.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _ascii(text: str) -> str:
+    return text.encode("ascii", "backslashreplace").decode("ascii")
+
+
+def _sku(ml: ModelLine) -> str:
+    """The rate card prices GPU classes. A model outside every class is its own SKU."""
+    return ml.gpu_class or ml.gpu_model or "unknown GPU"
+
+
+def _list_price(
+    report: Report, line: ServiceLine, ml: ModelLine, contracted: float, unit: float | None
+) -> tuple[float, float | None, str]:
+    """ListCost, ListUnitPrice and the text saying where they come from."""
+    if ml.hyperscaler is not None:
+        q = ml.hyperscaler
+        return (
+            q.usd,
+            q.usd_per_gpu_hour,
+            f"cloud counterfactual: {q.provider} {q.offering} at {q.usd_per_gpu_hour} "
+            f"{report.currency}/GPU-hour on demand (as of {q.as_of}; {q.source})",
+        )
+    if line.kind == "idle":
+        why = "idle capacity has no cloud counterpart"
+    else:
+        where = f"class {ml.gpu_class}" if ml.gpu_class else "not on the rate card"
+        why = f"no hyperscaler rate for {ml.gpu_model} ({where})"
+    if ml.internal_cost_usd is None:
+        return contracted, unit, f"no cloud rate: {why}; unpriced, listed at 0"
+    return contracted, unit, f"no cloud rate: {why}; listed at the internal rate"
+
+
+def _description(report: Report, line: ServiceLine, ml: ModelLine) -> str:
+    hours = f"{ml.allocated_gpu_hours:.3f} GPU-hours"
+    where = f"{ml.gpu_model} ({ml.gpu_class})" if ml.gpu_class else ml.gpu_model
+    policy = f"idle policy {report.idle_policy}"
+    if ml.internal_cost_usd is None:
+        return (
+            f"UNPRICED: {ml.gpu_model} is not on the rate card {report.rate_card.version} "
+            f"(no cost-of-ownership row); {hours} of {line.label} are shown at cost 0, "
+            "not charged"
+        )
+    if line.kind == "idle":
+        text = f"Unallocated (idle) capacity on {where}: {hours}"
+        if ml.idle_share_usd:
+            text += f"; its cost is spread over the services on this GPU model ({policy})"
+        return text
+    if line.kind == "unattributed":
+        text = f"Unattributed GPU time on {where}: {hours} held by processes no service claims"
+    else:
+        text = f"{line.label} on {where}: {hours} at the internal rate"
+    if ml.idle_share_usd:
+        text += f", plus a share of idle capacity ({policy})"
+    return text
+
+
+def _tags(line: ServiceLine, ml: ModelLine) -> str:
+    tags = {
+        "allocation": _ALLOCATION[line.kind],
+        "gpu_class": ml.gpu_class,
+        "gpu_model": ml.gpu_model,
+        "kind": line.kind,
+        "namespace": line.namespace or None,
+        "service": line.service,
+    }
+    # Keys without a value are left out (Tags-C-006-M: keys SHOULD carry values).
+    return json.dumps(
+        {TAG_PREFIX + k: v for k, v in tags.items() if v}, sort_keys=True, ensure_ascii=True
+    )
+
+
+def _row(report: Report, line: ServiceLine, ml: ModelLine) -> dict[str, str | None]:
+    hours = ml.allocated_gpu_hours
+    priced = ml.internal_cost_usd is not None and ml.total_cost_usd is not None
+    contracted = ml.internal_cost_usd if ml.internal_cost_usd is not None else 0.0
+    billed = ml.total_cost_usd if ml.total_cost_usd is not None else 0.0
+    # No GPU-hours, no price per GPU-hour: the unit prices stay null rather than break
+    # unit price × quantity = cost.
+    contracted_unit = contracted / hours if hours > 0 else None
+    list_cost, list_unit, list_basis = _list_price(report, line, ml, contracted, contracted_unit)
+    namespace = line.namespace or None
+    month = Month.parse(report.month)
+    spec = ml.specialist
+    sku = _ascii(_sku(ml))
+    details = (
+        json.dumps({"x_CapacityUnitPrice": ml.capacity_usd_per_gpu_hour})
+        if ml.capacity_usd_per_gpu_hour is not None
+        else None
+    )
+    return {
+        "BilledCost": _num(billed),
+        "BillingAccountId": _ascii(f"gpuledger:fleet:{report.fleet}"),
+        "BillingAccountName": _ascii(report.fleet),
+        "BillingCurrency": report.currency,
+        # The billing period is the calendar month even while it is under way; the charge
+        # period is the part of it the report covers.
+        "BillingPeriodEnd": _utc(month.end.isoformat()),
+        "BillingPeriodStart": _utc(month.start.isoformat()),
+        "ChargeCategory": "Usage",
+        "ChargeClass": None,
+        "ChargeDescription": _ascii(_description(report, line, ml)),
+        "ChargeFrequency": "Usage-Based",
+        "ChargePeriodEnd": _utc(report.period_end),
+        "ChargePeriodStart": _utc(report.period_start),
+        "CommitmentDiscountStatus": None,
+        "ConsumedQuantity": _num(hours),
+        "ConsumedUnit": UNIT,
+        "ContractedCost": _num(contracted),
+        "ContractedUnitPrice": _opt(contracted_unit),
+        "EffectiveCost": _num(billed),
+        "InvoiceId": None,
+        "InvoiceIssuerName": PROVIDER,
+        "ListCost": _num(list_cost),
+        "ListUnitPrice": _opt(list_unit),
+        "PricingCategory": "Standard",
+        "PricingCurrency": report.currency,
+        "PricingCurrencyContractedUnitPrice": _opt(contracted_unit),
+        "PricingCurrencyEffectiveCost": _num(billed),
+        "PricingCurrencyListUnitPrice": _opt(list_unit),
+        "PricingQuantity": _num(hours),
+        "PricingUnit": UNIT,
+        "ProviderName": PROVIDER,
+        "PublisherName": PROVIDER,
+        "ResourceId": _ascii(line.label),
+        # Idle and unattributed time have no display name of their own.
+        "ResourceName": _ascii(line.service) if line.kind == "service" else None,
+        "ResourceType": _RESOURCE_TYPE[line.kind],
+        "ServiceCategory": SERVICE_CATEGORY,
+        "ServiceName": SERVICE_NAME,
+        "ServiceSubcategory": SERVICE_SUBCATEGORY,
+        "SkuId": sku,
+        "SkuMeter": UNIT,
+        "SkuPriceDetails": details,
+        "SkuPriceId": _ascii(f"{sku}@{report.rate_card.version}"),
+        "SubAccountId": _ascii(namespace) if namespace else None,
+        "SubAccountName": _ascii(namespace) if namespace else None,
+        "SubAccountType": SUB_ACCOUNT_TYPE if namespace else None,
+        "Tags": _tags(line, ml),
+        "x_Month": report.month,
+        "x_Namespace": line.namespace or None,
+        "x_Service": line.service,
+        "x_GpuModel": ml.gpu_model,
+        "x_GpuClass": ml.gpu_class,
+        "x_LineKind": line.kind,
+        "x_Allocation": _ALLOCATION[line.kind],
+        "x_BusyGpuHours": _num(ml.busy_gpu_hours),
+        "x_EnergyKWh": _num(ml.energy_kwh),
+        "x_CapacityUnitPrice": _opt(ml.capacity_usd_per_gpu_hour),
+        "x_CapacityCost": _opt(ml.capacity_cost_usd),
+        "x_EnergyUnitPrice": _opt(ml.energy_usd_per_kwh),
+        "x_EnergyCost": _opt(ml.energy_cost_usd),
+        "x_InternalCost": _opt(ml.internal_cost_usd),
+        "x_IdleShareCost": _num(ml.idle_share_usd) if priced else None,
+        "x_IdlePolicy": report.idle_policy,
+        "x_PricingStatus": "priced" if priced else "unpriced",
+        "x_ListCostBasis": list_basis,
+        "x_SpecialistCost": _num(spec.usd) if spec is not None else None,
+        "x_SpecialistBasis": (
+            f"{spec.provider} {spec.offering} at {spec.usd_per_gpu_hour} "
+            f"{report.currency}/GPU-hour on demand (as of {spec.as_of})"
+            if spec is not None
+            else None
+        ),
+        "x_Validation": line.validation,
+        "x_CounterfactualFlagged": "true" if line.counterfactual_flagged else "false",
+        "x_RateCardVersion": report.rate_card.version,
+        "x_RateCardDigest": report.rate_card.digest,
+        "x_PeriodComplete": "true" if report.complete else "false",
+    }
+
+
+def focus_rows(report: Report) -> list[dict[str, str]]:
+    """One row per (namespace, service, GPU model), in the report's line order. Cells are
+    the text the CSV holds, with ``""`` for null."""
+    rows = []
+    for line in report.lines:
+        for ml in line.models:
+            row = _row(report, line, ml)
+            rows.append({col: row[col] or "" for col in COLUMNS})
+    return rows
+
+
+def focus_csv(report: Report) -> str:
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=COLUMNS, lineterminator="\n")
+    w.writeheader()
+    w.writerows(focus_rows(report))
+    return buf.getvalue()

@@ -1,0 +1,209 @@
+"""Property: whatever happens, the store's ledger neither loses nor double counts.
+
+Random sequences of ticks (with wall-clock steps and gaps), pod churn, MIG
+reconfiguration, agent restarts (a new Ledger resuming from the same spool) and store
+outages run against the real SQLite store. At the end, after the store is back and
+drained, for every node and hour Σ allocated over all owners (incl. __idle__) equals
+Σ observed GPU-seconds (relative error ≤ 1e-9), and the total observed equals what an
+independent model of the run says was observed: the sum, over ticks that followed an
+observation of the same process within max_gap, of dt × GPUs present.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from gpuledger.chargeback.attribution.claims import Claim, Owner
+from gpuledger.chargeback.ledger.flusher import Ledger
+from gpuledger.chargeback.ledger.model import (
+    CoverageRow,
+    ProbeRecord,
+    StorageSample,
+    StoreError,
+    TokenRow,
+    UsageRow,
+)
+from gpuledger.chargeback.ledger.spool import Spool
+from gpuledger.chargeback.ledger.store import open_store
+from gpuledger.collectors.gpu.readings import GpuReading
+
+H100 = "NVIDIA H100 80GB HBM3"
+START = 1_767_225_600.0  # 2026-01-01T00:00:00Z
+MAX_GAP = 120.0
+NODE = "prop-node"
+OWNERS = [Owner("a", "chat"), Owner("a", "embed"), Owner("b", "batch"), Owner("b", "rerank")]
+PROFILES = [("1g.10gb", 1), ("2g.20gb", 2), ("3g.40gb", 3)]
+
+
+class FlakyStore:
+    """The real SQLite store behind a switch that makes it refuse writes."""
+
+    def __init__(self, url: str) -> None:
+        self.real = open_store(url)
+        self.down = False
+
+    def migrate(self) -> None:
+        if self.down:
+            raise StoreError("store is down (test)")
+        self.real.migrate()
+
+    def upsert(self, usage: Sequence[UsageRow], coverage: Sequence[CoverageRow]) -> None:
+        if self.down:
+            raise StoreError("store is down (test)")
+        self.real.upsert(usage, coverage)
+
+    def upsert_tokens(self, rows: Sequence[TokenRow]) -> None:
+        if self.down:
+            raise StoreError("store is down (test)")
+        self.real.upsert_tokens(rows)
+
+    def upsert_probes(self, rows: Sequence[ProbeRecord]) -> None:
+        if self.down:
+            raise StoreError("store is down (test)")
+        self.real.upsert_probes(rows)
+
+    def insert_storage_samples(self, rows: Sequence[StorageSample]) -> None:
+        if self.down:
+            raise StoreError("store is down (test)")
+        self.real.insert_storage_samples(rows)
+
+    def usage(self, *a: object, **k: object) -> list[dict[str, object]]:
+        return self.real.usage(*a, **k)  # type: ignore[arg-type]
+
+    def close(self) -> None:
+        self.real.close()
+
+
+@dataclass
+class World:
+    """The simulated truth the steps mutate."""
+
+    gpus: dict[str, list[tuple[int | None, str, list[Owner]]]] = field(default_factory=dict)
+    wall: float = START
+    mono: float = 1000.0
+
+    def devices(self) -> list[GpuReading]:
+        out: list[GpuReading] = []
+        for i, (uuid, parts) in enumerate(sorted(self.gpus.items())):
+            mig = any(inst is not None for inst, _, _ in parts)
+            if mig:
+                out.append(GpuReading(uuid=uuid, index=i, model=H100, mig_enabled=True,
+                                      power_watts=300.0, mig_total_slices=7))  # fmt: skip
+            for inst, profile, _ in parts:
+                slices = int(profile.split("g.")[0]) if profile else None
+                out.append(
+                    GpuReading(uuid=uuid, index=i, model=H100, mig_instance=inst,
+                               mig_profile=profile, mig_slices=slices,
+                               mig_total_slices=7 if mig else None, utilization_ratio=0.5,
+                               power_watts=None if mig else 250.0)
+                )  # fmt: skip
+        return out
+
+    def claims(self, reading: GpuReading) -> list[Claim]:
+        for inst, _, owners in self.gpus.get(reading.uuid, []):
+            if inst == reading.mig_instance:
+                return [Claim(o) for o in owners]
+        return []
+
+
+owners_st = st.lists(st.sampled_from(OWNERS), max_size=3)
+whole_st = st.tuples(st.just(None), st.just(""), owners_st).map(lambda t: [t])
+mig_st = st.lists(st.tuples(st.sampled_from(PROFILES), owners_st), min_size=1, max_size=3).map(
+    lambda xs: [
+        (i + 1, p[0], o) for i, (p, o) in enumerate(xs) if sum(q[1] for q, _ in xs[: i + 1]) <= 7
+    ]
+)
+layout_st = st.one_of(whole_st, mig_st)
+
+dt_st = st.one_of(
+    st.floats(0.5, MAX_GAP),
+    st.floats(0.5, MAX_GAP),
+    st.floats(0.5, MAX_GAP),
+    st.floats(MAX_GAP + 1, 4 * MAX_GAP),  # a gap now and then
+)
+jump_st = st.sampled_from([0.0] * 8 + [3600.0, -3600.0])  # wall-clock steps, rarely
+tick_st = st.tuples(st.just("tick"), dt_st, jump_st)
+step_st = st.one_of(
+    tick_st, tick_st, tick_st, tick_st,
+    st.tuples(st.just("relayout"), st.integers(0, 2), layout_st),
+    st.tuples(st.just("remove"), st.integers(0, 2)),
+    st.tuples(st.just("restart")),
+    st.tuples(st.just("store"), st.booleans()),
+    st.tuples(st.just("flush")),
+)  # fmt: skip
+
+
+@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    initial=st.lists(layout_st, min_size=1, max_size=3),
+    steps=st.lists(step_st, min_size=5, max_size=60),
+)
+def test_ledger_never_loses_or_double_counts(
+    initial: list[list[tuple[int | None, str, list[Owner]]]], steps: list[tuple[object, ...]]
+) -> None:
+    world = World(gpus={f"GPU-{i}": layout for i, layout in enumerate(initial)})
+    with tempfile.TemporaryDirectory() as tmp:
+        store = FlakyStore(f"sqlite:///{Path(tmp) / 'ledger.db'}")
+        spool_path = Path(tmp) / "spool.db"
+
+        def new_ledger() -> Ledger:
+            ledger = Ledger(
+                NODE, spool=Spool(spool_path), store=None, claims_for=world.claims,
+                policy="usage", max_gap_s=MAX_GAP,
+                wall=lambda: world.wall, mono=lambda: world.mono,
+            )  # fmt: skip
+            ledger.start()  # started without a store: no background flusher thread
+            ledger.store = store  # flushed by hand below
+            return ledger
+
+        ledger = new_ledger()
+        expected_observed = 0.0
+        observed_once = False  # has this process observed anything yet?
+        ledger.observe(world.devices())
+        observed_once = True
+        for step in steps:
+            kind = step[0]
+            if kind == "tick":
+                dt, jump = float(step[1]), float(step[2])  # type: ignore[arg-type]
+                world.mono += dt
+                world.wall += dt + jump
+                if observed_once and dt <= MAX_GAP:
+                    expected_observed += dt * len(world.gpus)
+                ledger.observe(world.devices())
+                observed_once = True
+            elif kind == "relayout":
+                world.gpus[f"GPU-{step[1]}"] = step[2]  # type: ignore[assignment]
+            elif kind == "remove":
+                world.gpus.pop(f"GPU-{step[1]}", None)
+            elif kind == "restart":
+                ledger.flush_once()  # may fail: the spool keeps it
+                ledger.spool.close()
+                ledger = new_ledger()
+                observed_once = False
+                world.mono += 5.0  # a new process, a new monotonic origin
+                world.wall += 5.0
+            elif kind == "store":
+                store.down = bool(step[1])
+            elif kind == "flush":
+                ledger.flush_once()
+        store.down = False
+        assert ledger.flush_once()
+        assert ledger.status().pending_rows == 0
+
+        lo = datetime.fromtimestamp(START - 100 * 3600, UTC)
+        hi = datetime.fromtimestamp(world.wall + 100 * 3600, UTC)
+        assert store.real.invariant_violations(lo, hi, rel_tol=1e-9) == []
+        observed = sum(float(r["observed_seconds"]) for r in store.real.coverage(lo, hi))  # type: ignore[arg-type]
+        assert observed == pytest.approx(expected_observed, rel=1e-9, abs=1e-6)
+        allocated = sum(float(r["allocated_gpu_seconds"]) for r in store.real.usage(lo, hi, []))  # type: ignore[arg-type]
+        assert allocated == pytest.approx(expected_observed, rel=1e-9, abs=1e-6)
+        ledger.spool.close()
+        store.close()

@@ -1,0 +1,193 @@
+"""fetch() against real sockets: caps, the overall deadline, and what errors may say."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Iterator
+
+import httpx
+import pytest
+
+from gpuledger.collectors.base import CollectorError
+from gpuledger.collectors.http import fetch, redact_url
+from tests.support.standins import Behaviour, StandIn
+
+
+@pytest.fixture
+def client() -> Iterator[httpx.Client]:
+    with httpx.Client() as c:
+        yield c
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class SlowDrip:
+    """Sends the status line and headers at once, then one body byte every ``gap_s``
+    forever: every single read finishes well inside any per-operation timeout."""
+
+    def __init__(self, gap_s: float) -> None:
+        self.gap_s = gap_s
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(4)
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.sock.getsockname()[1]}/metrics"
+
+    def _serve(self) -> None:
+        self.sock.settimeout(0.2)
+        while not self.stop.is_set():
+            try:
+                conn, _ = self.sock.accept()
+            except TimeoutError:
+                continue
+            with conn:
+                conn.recv(65536)
+                conn.sendall(
+                    b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n"
+                    b"Content-Length: 1000000\r\n\r\n"
+                )
+                try:
+                    while not self.stop.wait(self.gap_s):
+                        conn.sendall(b"#")
+                except OSError:
+                    pass
+
+    def __enter__(self) -> SlowDrip:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        self.thread.join(5)
+        self.sock.close()
+
+
+def test_returns_the_body(client: httpx.Client) -> None:
+    with StandIn(Behaviour(body=b"DCGM_FI_DEV_GPU_TEMP 61\n")) as s:
+        assert fetch(client, s.url, timeout_s=2, max_bytes=1024) == b"DCGM_FI_DEV_GPU_TEMP 61\n"
+
+
+def test_non_2xx_names_the_status(client: httpx.Client) -> None:
+    with (
+        StandIn(Behaviour(body=b"boom", status=500)) as s,
+        pytest.raises(CollectorError, match=r"^HTTP 500 from http://127\.0\.0\.1:\d+/metrics$"),
+    ):
+        fetch(client, s.url, timeout_s=2, max_bytes=1024)
+
+
+def test_body_exactly_at_the_cap_is_accepted(client: httpx.Client) -> None:
+    with StandIn(Behaviour(body=b"a" * 1000)) as s:
+        assert len(fetch(client, s.url, timeout_s=2, max_bytes=1000)) == 1000
+
+
+def test_declared_length_over_the_cap_fails_before_reading(client: httpx.Client) -> None:
+    cap = pytest.raises(CollectorError, match="1001 bytes, over the 1000-byte cap")
+    with StandIn(Behaviour(body=b"a" * 1001)) as s, cap:
+        fetch(client, s.url, timeout_s=2, max_bytes=1000)
+
+
+def test_undeclared_length_is_capped_while_streaming(client: httpx.Client) -> None:
+    # HTTP/1.0 close-delimited body: no Content-Length for the early check to use.
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(1)
+
+    def serve() -> None:
+        conn, _ = srv.accept()
+        with conn:
+            conn.recv(65536)
+            conn.sendall(b"HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\n\r\n")
+            try:
+                for _ in range(200):  # up to 12.5 MiB, far past the cap
+                    conn.sendall(b"b" * 65536)
+            except OSError:
+                pass
+
+    t = threading.Thread(target=serve, daemon=True)
+    t.start()
+    try:
+        url = f"http://127.0.0.1:{srv.getsockname()[1]}/metrics"
+        with pytest.raises(CollectorError, match="exceeds the 100000-byte cap"):
+            fetch(client, url, timeout_s=5, max_bytes=100_000)
+    finally:
+        t.join(5)
+        srv.close()
+
+
+def test_hang_before_headers_hits_the_deadline(client: httpx.Client) -> None:
+    with StandIn(Behaviour(body=b"x", delay_s=30)) as s:
+        start = time.monotonic()
+        with pytest.raises(CollectorError, match=r"timed out after 0\.5s"):
+            fetch(client, s.url, timeout_s=0.5, max_bytes=1024)
+        assert time.monotonic() - start < 1.5
+
+
+def test_slow_drip_body_hits_the_overall_deadline(client: httpx.Client) -> None:
+    # Each byte arrives after 0.1 s, so no single read ever times out; only an overall
+    # deadline stops this.
+    with SlowDrip(gap_s=0.1) as s:
+        start = time.monotonic()
+        with pytest.raises(CollectorError, match=r"timed out after 1s reading"):
+            fetch(client, s.url, timeout_s=1.0, max_bytes=10_000_000)
+        assert time.monotonic() - start < 1.8
+
+
+def test_connection_refused(client: httpx.Client) -> None:
+    url = f"http://127.0.0.1:{_free_port()}/metrics"
+    with pytest.raises(CollectorError, match=r"cannot connect to .*: connection refused"):
+        fetch(client, url, timeout_s=2, max_bytes=1024)
+
+
+def test_password_never_appears_in_errors(client: httpx.Client) -> None:
+    with StandIn(Behaviour(body=b"no", status=401)) as s:
+        url = f"http://scraper:hunter2-s3cret@127.0.0.1:{s.port}/metrics?token=abc123"
+        with pytest.raises(CollectorError) as info:
+            fetch(client, url, timeout_s=2, max_bytes=1024, headers={"Authorization": "Bearer zz9"})
+    message = str(info.value)
+    assert message == f"HTTP 401 from http://127.0.0.1:{s.port}/metrics"
+    for secret in ("hunter2", "s3cret", "scraper", "abc123", "zz9", "Bearer"):
+        assert secret not in message
+
+
+def test_password_not_echoed_when_connection_fails(client: httpx.Client) -> None:
+    url = f"http://admin:pa55word@127.0.0.1:{_free_port()}/metrics"
+    with pytest.raises(CollectorError) as info:
+        fetch(client, url, timeout_s=2, max_bytes=1024)
+    assert "pa55word" not in str(info.value)
+    assert "admin" not in str(info.value)
+    assert info.value.__cause__ is None  # the chained httpx error would carry the URL
+
+
+def test_sends_caller_headers(client: httpx.Client) -> None:
+    seen: dict[str, str] = {}
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.update(request.headers)
+        return httpx.Response(200, stream=httpx.ByteStream(b"ok"))
+
+    with httpx.Client(transport=httpx.MockTransport(handler)) as mocked:
+        fetch(mocked, "http://exporter/metrics", timeout_s=1, max_bytes=10, headers={"X-A": "1"})
+    assert seen["x-a"] == "1"
+    assert seen["accept-encoding"] == "identity"
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("http://u:p@host:9400/metrics?x=1", "http://host:9400/metrics"),
+        ("https://host/metrics", "https://host/metrics"),
+        ("http://[::1]:9400/metrics", "http://[::1]:9400/metrics"),
+    ],
+)
+def test_redact_url(url: str, shown: str) -> None:
+    assert redact_url(url) == shown
