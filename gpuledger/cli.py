@@ -233,7 +233,7 @@ def dashboards(
     ] = "monitoring",
 ) -> None:
     """Write the Grafana dashboards as JSON files, or as ConfigMaps for the Grafana sidecar."""
-    from gpuledger.dashboards.build import write_dashboards
+    from gpuledger.dashboards.output import write_dashboards
 
     for path in write_dashboards(out, as_configmap=configmap, namespace=namespace):
         typer.echo(str(path))

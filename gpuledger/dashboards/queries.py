@@ -341,6 +341,6 @@ def concrete(expr: str) -> str:
 
 def all_queries() -> dict[str, list[str]]:
     """Every panel query (templated, as in the dashboard JSON) by dashboard uid."""
-    from gpuledger.dashboards.build import all_dashboards, panel_exprs
+    from gpuledger.dashboards.output import all_dashboards, panel_exprs
 
     return {uid: panel_exprs(d) for uid, d in all_dashboards().items()}

@@ -44,7 +44,7 @@ from gpuledger.alerts.config import AlertsConfig
 from gpuledger.alerts.rules import prometheus_rule
 from gpuledger.chargeback.report.config import ReportConfig
 from gpuledger.chargeback.report.ratecard import load_rate_card, parse_rate_card
-from gpuledger.dashboards.build import all_dashboards, configmap
+from gpuledger.dashboards.output import all_dashboards, configmap
 
 __all__ = [
     "AGENT_RESOURCES",

@@ -19,7 +19,7 @@ from gpuledger import schema
 from gpuledger.alerts.promql import metric_names
 from gpuledger.cli import app
 from gpuledger.dashboards import queries
-from gpuledger.dashboards.build import (
+from gpuledger.dashboards.output import (
     all_dashboards,
     configmap,
     panel_exprs,

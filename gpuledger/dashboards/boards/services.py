@@ -1,0 +1,113 @@
+"""Services: GPU-hours allocated and busy, idle capacity, energy and cost per service (the
+ops view of what the monthly chargeback bills).
+"""
+
+from __future__ import annotations
+
+from grafana_foundation_sdk.models import dashboard
+
+from gpuledger import schema
+from gpuledger.dashboards import queries as q
+from gpuledger.dashboards.layout import Cell, make_dashboard
+from gpuledger.dashboards.panels import (
+    CURRENCY,
+    KWH,
+    SHORT,
+    WATTS,
+    Target,
+    bar_panel,
+    stat_panel,
+    table_panel,
+    ts,
+)
+
+UID = "gpuledger-services"
+
+
+def build() -> dashboard.Dashboard:
+    cells = [
+        Cell(
+            ts(
+                "GPUs allocated vs busy by service",
+                SHORT,
+                Target(q.service_gpus("allocated"), legend="{{service}} allocated"),
+                Target(q.service_gpus("busy"), legend="{{service}} busy"),
+                description="GPU-hours per hour: GPUs a service holds, and how many of them "
+                "it keeps busy.",
+            )
+        ),
+        Cell(
+            ts(
+                "Idle capacity",
+                SHORT,
+                Target(q.idle_gpus(), legend="{{node}} {{gpu_model}}"),
+                description="GPUs no workload holds (GPU-hours per hour).",
+                stacked=True,
+            )
+        ),
+        Cell(
+            table_panel(
+                "GPU-hours by service (range)",
+                SHORT,
+                Target(q.service_gpu_hours_in_range(), instant=True, table=True),
+                value_name="GPU-hours",
+            ),
+            w=8,
+        ),
+        Cell(
+            bar_panel(
+                "Top over-provisioned services",
+                SHORT,
+                Target(q.over_provisioned_gpu_hours(), legend="{{service}}", instant=True),
+                description="Allocated minus busy GPU-hours over the dashboard's range.",
+            ),
+            w=8,
+        ),
+        Cell(
+            stat_panel(
+                "Idle GPU-hours (range)",
+                SHORT,
+                Target(q.idle_gpu_hours_in_range(), instant=True),
+            ),
+            w=8,
+        ),
+        Cell(
+            ts(
+                "Power by service",
+                WATTS,
+                Target(q.service_power(), legend="{{service}}"),
+                stacked=True,
+            )
+        ),
+        Cell(
+            bar_panel(
+                "Energy by service (range)",
+                KWH,
+                Target(q.service_energy_kwh_in_range(), legend="{{service}}", instant=True),
+            )
+        ),
+        Cell(
+            ts(
+                "Cost per hour by service",
+                CURRENCY,
+                Target(q.service_cost_per_hour(), legend="{{service}}"),
+                description="GPU-hours priced with the rate card (recording rule).",
+                stacked=True,
+            )
+        ),
+        Cell(
+            ts(
+                "Cost per 1M tokens by service",
+                CURRENCY,
+                Target(q.service_cost_per_million_tokens(), legend="{{service}}"),
+                description="Internal cost per million tokens served (recording rule).",
+            )
+        ),
+    ]
+    return make_dashboard(
+        UID,
+        "gpuledger / Services",
+        "GPU-hours allocated and busy, idle capacity, energy and cost by service.",
+        schema.SERVICE_GPU_SECONDS,
+        cells,
+    )
