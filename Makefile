@@ -12,7 +12,7 @@ FOCUS_PY ?= $(shell command -v pyenv >/dev/null 2>&1 && ls -d "$$(pyenv root)"/v
 FOCUS_VENV := .venv-focus
 FOCUS_STAMP := $(FOCUS_VENV)/.installed-stamp
 
-.PHONY: demo test lint typecheck pytest bench soak docs prometheus system-packages focus-validator clean
+.PHONY: demo test lint typecheck pytest bench soak docs golden prometheus system-packages focus-validator clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -73,6 +73,11 @@ soak: $(STAMP) system-packages
 
 docs: $(STAMP)
 	$(BIN)/python -m gpuledger.schema
+
+# The golden /metrics of a seeded simulated node (tests/support/fixtures/golden/): rewrite
+# it after an intended change to the exported surface, then review its diff.
+golden: $(STAMP)
+	$(BIN)/python -m tests.support.golden
 
 clean:
 	rm -rf $(VENV) $(FOCUS_VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis
