@@ -596,7 +596,8 @@ def manifests(
     Secrets are referenced, never generated: gpuledger-ledger (key url, the PostgreSQL
     DSN) and gpuledger-api-token (key token)."""
     from gpuledger.chargeback.report.ratecard import RateCardError
-    from gpuledger.deploy.kubernetes import DEFAULT_IMAGE, ManifestOptions, write_manifests
+    from gpuledger.deploy.kubernetes.options import DEFAULT_IMAGE, ManifestOptions
+    from gpuledger.deploy.kubernetes.output import write_manifests
 
     labels: list[tuple[str, str]] = []
     for item in prometheus_label or []:

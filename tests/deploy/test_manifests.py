@@ -24,8 +24,9 @@ from gpuledger.agent.config import AgentConfig, ConfigError, load_config
 from gpuledger.alerts.config import AlertsConfig
 from gpuledger.chargeback.report.ratecard import default_card_text
 from gpuledger.cli import app
-from gpuledger.deploy import kubernetes as k8s
-from gpuledger.deploy.kubernetes import ManifestOptions, manifests, write_manifests
+from gpuledger.deploy.kubernetes import common as k8s
+from gpuledger.deploy.kubernetes.options import ManifestOptions
+from gpuledger.deploy.kubernetes.output import GENERATED_HEADER, manifests, render, write_manifests
 from tests.support.paths import REPO_ROOT
 
 ROOT = REPO_ROOT
@@ -155,14 +156,14 @@ def test_output_is_deterministic_and_drops_files_it_no_longer_generates(tmp_path
     assert {p.name: p.read_bytes() for p in a.iterdir()} == {
         p.name: p.read_bytes() for p in b.iterdir()
     }
-    (a / "dashboard-retired.yaml").write_text(k8s.GENERATED_HEADER + " (old)\nkind: X\n")
+    (a / "dashboard-retired.yaml").write_text(GENERATED_HEADER + " (old)\nkind: X\n")
     (a / "my-patch.yaml").write_text("kind: Y\n")  # not ours: left alone
     write_manifests(a, EVERYTHING_ON)
     assert not (a / "dashboard-retired.yaml").exists()
     assert (a / "my-patch.yaml").exists()
     for path in b.iterdir():
         text = path.read_text(encoding="utf-8")
-        assert text.startswith(k8s.GENERATED_HEADER)
+        assert text.startswith(GENERATED_HEADER)
         assert "&id0" not in text
         assert "*id0" not in text
         assert yaml.safe_load(text) == manifests(EVERYTHING_ON)[path.name]
@@ -496,7 +497,7 @@ def test_rbac_is_exactly_what_the_pod_directory_needs() -> None:
 def test_secrets_are_referenced_never_generated(variant: str) -> None:
     docs = manifests(VARIANTS[variant])
     assert not by_kind(docs, "Secret")
-    text = "\n".join(k8s.render(n, o, VARIANTS[variant]) for n, o in docs.items())
+    text = "\n".join(render(n, o, VARIANTS[variant]) for n, o in docs.items())
     assert "kind: Secret\n" not in text
     for workload in workloads(docs):
         secrets = {
