@@ -413,7 +413,9 @@ def probe(
     from rich.progress import Progress
     from rich.table import Table
 
-    from gpuledger.collectors.vllm.probe.runner import endpoint_from_url, run_series, summarize
+    from gpuledger.collectors.vllm.probe.client import endpoint_from_url
+    from gpuledger.collectors.vllm.probe.runner import run_series
+    from gpuledger.collectors.vllm.probe.statistics import summarize
 
     api_key: str | None = None
     if api_key_env:

@@ -10,15 +10,9 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from gpuledger.collectors.vllm.probe.runner import (
-    DEFAULT_PROMPT,
-    ProbeRunner,
-    endpoint_from_url,
-    percentile,
-    probe_once,
-    run_series,
-    summarize,
-)
+from gpuledger.collectors.vllm.probe.client import DEFAULT_PROMPT, endpoint_from_url, probe_once
+from gpuledger.collectors.vllm.probe.runner import ProbeRunner, run_series
+from gpuledger.collectors.vllm.probe.statistics import percentile, summarize
 from gpuledger.collectors.vllm.types import (
     EndpointScrape,
     ProbeResult,

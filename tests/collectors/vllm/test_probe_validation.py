@@ -8,7 +8,7 @@ import httpx
 import pytest
 
 from gpuledger.collectors.textformat.parse import parse
-from gpuledger.collectors.vllm.probe.runner import probe_once
+from gpuledger.collectors.vllm.probe.client import probe_once
 from gpuledger.collectors.vllm.probe.validation import endpoint_series, merge_series, validate
 from gpuledger.collectors.vllm.types import (
     EndpointScrape,
