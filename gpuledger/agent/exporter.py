@@ -14,10 +14,8 @@ written from them; the OTLP export (:mod:`gpuledger.agent.otel.export`) reads th
 
 from __future__ import annotations
 
-import math
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from types import MappingProxyType
-from typing import TYPE_CHECKING, NamedTuple
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING
 
 from gpuledger import schema
 from gpuledger.agent.snapshot import Snapshot
@@ -27,9 +25,9 @@ from gpuledger.chargeback.ledger.storage_growth import Growth, GrowthKey, days_u
 from gpuledger.collectors.gpu.merge import merge_devices
 from gpuledger.collectors.gpu.readings import GpuReading, GpuTelemetry
 from gpuledger.collectors.pgvector.types import IndexBuild, PgTelemetry
+from gpuledger.collectors.textformat.render import FamiliesBuilder, MetricSamples
 from gpuledger.collectors.vllm.probe.runner import ProbeStatus
-from gpuledger.collectors.vllm.types import Histogram, VllmTelemetry
-from gpuledger.schema import Kind, MetricSpec
+from gpuledger.collectors.vllm.types import VllmTelemetry
 
 if TYPE_CHECKING:
     from gpuledger.agent.reporter import ReporterStatus
@@ -55,120 +53,6 @@ def snapshot_driver(snap: Snapshot) -> str | None:
     return None
 
 
-_LABEL_ESCAPES = str.maketrans({"\\": "\\\\", '"': '\\"', "\n": "\\n"})
-_HELP_ESCAPES = str.maketrans({"\\": "\\\\", "\n": "\\n"})
-
-
-def format_value(value: float) -> str:
-    if math.isnan(value):
-        return "NaN"
-    if math.isinf(value):
-        return "+Inf" if value > 0 else "-Inf"
-    if value.is_integer() and abs(value) < 1e15:
-        return f"{int(value)}.0"
-    return repr(value)
-
-
-class Sample(NamedTuple):
-    """One exported series of one render: the values of ``spec.labels`` in order (``node``
-    is the :class:`MetricSamples`' own) and its value; a histogram carries its buckets in
-    ``histogram`` (exactly as upstream exposed them) and its count in ``value``."""
-
-    spec: MetricSpec
-    labels: tuple[str, ...]
-    value: float
-    histogram: Histogram | None = None
-
-
-class MetricSamples:
-    """Every sample one snapshot exports, grouped per metric in exposition order.
-
-    The Prometheus text is written from this (:meth:`render`) and the OTLP export reads
-    it (:mod:`gpuledger.agent.otel.export`), so the two can never disagree. Immutable.
-    """
-
-    __slots__ = ("_families", "node")
-
-    def __init__(
-        self, node: str, families: Mapping[str, tuple[MetricSpec, tuple[Sample, ...]]]
-    ) -> None:
-        self.node = node
-        self._families = MappingProxyType(dict(families))
-
-    def families(self) -> Iterator[tuple[MetricSpec, tuple[Sample, ...]]]:
-        return iter(self._families.values())
-
-    def of(self, spec: MetricSpec) -> tuple[Sample, ...]:
-        entry = self._families.get(spec.name)
-        return () if entry is None else entry[1]
-
-    def labels(self, sample: Sample) -> dict[str, str]:
-        """``node`` plus the sample's labels, as the exposition writes them."""
-        return dict(zip(sample.spec.all_labels, (self.node, *sample.labels), strict=True))
-
-    def render(self) -> bytes:
-        """The Prometheus text format (0.0.4)."""
-        # A device's label values recur on every one of its series: escape them once.
-        label_text: dict[tuple[tuple[str, ...], tuple[str, ...]], str] = {}
-        node = self.node
-        out: list[str] = []
-        for spec, samples in self._families.values():
-            out.append(f"# HELP {spec.name} {spec.help.translate(_HELP_ESCAPES)}\n")
-            out.append(f"# TYPE {spec.name} {spec.kind.value}\n")
-            name, names = spec.name, spec.labels
-            for _spec, labels, value, hist in samples:
-                key = (names, labels)
-                text = label_text.get(key)
-                if text is None:
-                    pairs = zip(spec.all_labels, (node, *labels), strict=True)
-                    text = ",".join(f'{k}="{v.translate(_LABEL_ESCAPES)}"' for k, v in pairs)
-                    label_text[key] = text
-                if hist is None:
-                    out.append(f"{name}{{{text}}} {format_value(value)}\n")
-                    continue
-                for le, count in hist.buckets:
-                    le_text = "+Inf" if math.isinf(le) else format_value(le)
-                    out.append(
-                        f'{spec.name}_bucket{{{text},le="{le_text}"}} {format_value(count)}\n'
-                    )
-                out.append(f"{spec.name}_sum{{{text}}} {format_value(hist.sum)}\n")
-                out.append(f"{spec.name}_count{{{text}}} {format_value(hist.count)}\n")
-        return "".join(out).encode("utf-8")
-
-
-class _Families:
-    """Builds a :class:`MetricSamples`: samples grouped per spec, label arity checked on
-    every add."""
-
-    def __init__(self, node: str) -> None:
-        self.node = node
-        self._samples: dict[str, tuple[MetricSpec, list[Sample]]] = {}
-
-    def _list(self, spec: MetricSpec, labels: Sequence[str]) -> list[Sample]:
-        if len(labels) != len(spec.labels):
-            raise ValueError(f"{spec.name}: {len(labels)} label values for {spec.labels}")
-        entry = self._samples.get(spec.name)
-        if entry is None:
-            entry = self._samples[spec.name] = (spec, [])
-        return entry[1]
-
-    def add(self, spec: MetricSpec, labels: Sequence[str], value: float) -> None:
-        if spec.kind is Kind.HISTOGRAM:
-            raise ValueError(f"{spec.name}: use add_histogram() for histograms")
-        self._list(spec, labels).append(Sample(spec, tuple(labels), float(value)))
-
-    def add_histogram(self, spec: MetricSpec, labels: Sequence[str], hist: Histogram) -> None:
-        """Buckets exactly as upstream exposed them (boundaries are never re-bucketed)."""
-        if spec.kind is not Kind.HISTOGRAM:
-            raise ValueError(f"{spec.name}: not a histogram")
-        self._list(spec, labels).append(Sample(spec, tuple(labels), float(hist.count), hist))
-
-    def build(self) -> MetricSamples:
-        return MetricSamples(
-            self.node, {name: (spec, tuple(s)) for name, (spec, s) in self._samples.items()}
-        )
-
-
 def _gpu_labels(r: GpuReading) -> tuple[str, ...]:
     return (
         str(r.index),
@@ -179,7 +63,7 @@ def _gpu_labels(r: GpuReading) -> tuple[str, ...]:
     )
 
 
-def _add_gpu(f: _Families, r: GpuReading, driver: str | None) -> None:
+def _add_gpu(f: FamiliesBuilder, r: GpuReading, driver: str | None) -> None:
     labels = _gpu_labels(r)
     f.add(schema.GPU_INFO, (*labels, r.driver or driver or ""), 1.0)
     f.add(schema.GPU_LOST, labels, 1.0 if r.lost else 0.0)
@@ -214,7 +98,7 @@ def _add_gpu(f: _Families, r: GpuReading, driver: str | None) -> None:
         f.add(schema.GPU_ROW_REMAP_FAILED, labels, float(r.row_remap_failed))
 
 
-def _add_agent(f: _Families, snap: Snapshot, version: str) -> None:
+def _add_agent(f: FamiliesBuilder, snap: Snapshot, version: str) -> None:
     f.add(schema.BUILD_INFO, (version,), 1.0)
     for name in sorted(snap.collectors):
         state = snap.collectors[name]
@@ -241,7 +125,7 @@ _VLLM_HISTOGRAMS = (
 )
 
 
-def _add_vllm(f: _Families, telemetry: VllmTelemetry) -> None:
+def _add_vllm(f: FamiliesBuilder, telemetry: VllmTelemetry) -> None:
     for scrape in telemetry.endpoints:
         ep = scrape.endpoint
         f.add(
@@ -263,7 +147,7 @@ def _add_vllm(f: _Families, telemetry: VllmTelemetry) -> None:
                     f.add_histogram(spec, labels, hist)
 
 
-def _add_probes(f: _Families, status: ProbeStatus) -> None:
+def _add_probes(f: FamiliesBuilder, status: ProbeStatus) -> None:
     for ep_status in status.endpoints:
         ep = ep_status.endpoint
         labels = (ep.service, ep.namespace, ep.name, ep_status.model_name)
@@ -301,7 +185,7 @@ def _build_progress(b: IndexBuild) -> float | None:
     return None
 
 
-def _add_pg(f: _Families, telemetry: PgTelemetry, growth: Mapping[GrowthKey, Growth]) -> None:
+def _add_pg(f: FamiliesBuilder, telemetry: PgTelemetry, growth: Mapping[GrowthKey, Growth]) -> None:
     for db in telemetry.databases:
         f.add(schema.PG_DATABASE_UP, (db.name,), 1.0 if db.up else 0.0)
         if not db.up:
@@ -350,7 +234,7 @@ def _add_pg(f: _Families, telemetry: PgTelemetry, growth: Mapping[GrowthKey, Gro
                 f.add(schema.PG_DAYS_UNTIL_FULL, (db.name,), left)
 
 
-def _add_ledger(f: _Families, status: LedgerStatus) -> None:
+def _add_ledger(f: FamiliesBuilder, status: LedgerStatus) -> None:
     for alloc in status.allocations:
         for share in alloc.shares:
             if share.owner.service == IDLE:
@@ -391,7 +275,7 @@ class SnapshotExporter:
     def samples(self, snap: Snapshot) -> MetricSamples:
         """Every sample ``snap`` exports (with the ledger, probe, growth and reporter
         state as of now), in structured form; :meth:`render` writes exactly these."""
-        f = _Families(self.node)
+        f = FamiliesBuilder(self.node)
         driver = snapshot_driver(snap)
         for reading in snapshot_devices(snap):
             _add_gpu(f, reading, driver)

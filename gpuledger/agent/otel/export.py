@@ -66,9 +66,9 @@ from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import SpanKind, Status, StatusCode, Tracer
 
 from gpuledger import schema
-from gpuledger.agent.exporter import MetricSamples, Sample
 from gpuledger.agent.otel.config import OtelConfig, Signal
 from gpuledger.collectors.http import redact_url
+from gpuledger.collectors.textformat.render import MetricSamples, Series
 from gpuledger.collectors.vllm.types import Histogram as PromHistogram
 from gpuledger.collectors.vllm.types import ProbeResult
 from gpuledger.schema import Kind, MetricSpec
@@ -127,7 +127,7 @@ def otel_unit(spec: MetricSpec) -> str:
     return UCUM_UNITS[spec.unit]
 
 
-def attributes(samples: MetricSamples, sample: Sample) -> dict[str, str]:
+def attributes(samples: MetricSamples, sample: Series) -> dict[str, str]:
     """The sample's labels, ``node`` included, as attributes. An empty label value means
     "absent" in the schema (Prometheus drops it too), so it is left out."""
     return {k: v for k, v in samples.labels(sample).items() if v != ""}
