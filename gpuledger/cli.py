@@ -6,7 +6,7 @@ import json
 import sys
 from enum import StrEnum
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import Annotated
 
 import typer
 from pydantic import ValidationError
@@ -14,9 +14,6 @@ from rich.console import Console
 
 from gpuledger import __version__
 from gpuledger.agent.config import AgentConfig, ConfigError, load_config, redacted
-
-if TYPE_CHECKING:
-    from gpuledger.chargeback.report.model import Report
 
 app = typer.Typer(
     name="gpuledger",
@@ -130,12 +127,8 @@ def demo(
 ) -> None:
     """A simulated fleet's month in the ledger and its chargeback report, then the agent
     live on a simulated node (metrics, ledger and the report served), without GPUs."""
-    from rich.progress import Progress, TaskID
-
-    from gpuledger.chargeback.ledger.store.sqlite import SqliteLedgerStore
     from gpuledger.chargeback.report.model import Month
-    from gpuledger.chargeback.report.monthly import run_report
-    from gpuledger.sim.month import DEMO_FLEET, simulate_month
+    from gpuledger.sim.demo import Demo, run_demo
 
     try:
         target = Month.parse(month or _previous_month())
@@ -143,69 +136,9 @@ def demo(
         err.print(f"[bold red]--month[/]: {exc}")
         raise typer.Exit(EXIT_CONFIG) from None
     host, port = _split_listen(listen)
-    state_dir = out / "state"
-    cfg = _load_or_exit(
-        None,
-        {
-            "state_dir": state_dir,
-            "roles": ("node", "reporter"),
-            "simulate.enabled": True,
-            "simulate.gpus": gpus,
-            "simulate.seed": seed,
-            "listen.host": host,
-            "listen.port": port,
-            "collection.interval_seconds": 5.0,
-            "ledger.flush_interval_seconds": 5.0,
-            "report.out_dir": out / "reports",
-        },
-    )
-    state_dir.mkdir(parents=True, exist_ok=True)
-    months = [target]
-    for _ in range(history):
-        months.insert(0, months[0].previous())
-    con = Console(soft_wrap=True)  # paths stay whole, to copy and paste
-    fleet = ", ".join(f"{n.name} ({n.gpus}x {n.model})" for n in DEMO_FLEET)
-    con.print(f"[bold]gpuledger demo[/]: a simulated fleet, {fleet}")
-    ledger_path = state_dir / "ledger.db"
-    with SqliteLedgerStore(ledger_path) as store:
-        store.migrate()
-        with Progress(console=err, transient=True) as bar:
-            for m in months:
-                day_task = bar.add_task(f"fast-forwarding {m.label}", total=m.hours // 24)
-
-                def advanced(done: int, _total: int, t: TaskID = day_task) -> None:
-                    bar.update(t, completed=done)
-
-                simulate_month(store, m, seed=seed, progress=advanced)
-            task = bar.add_task(f"chargeback {target.label}", total=None)
-            result, paths = run_report(
-                store,
-                cfg.report,
-                target,
-                cfg.reports_dir(),
-                store_label=f"sqlite:///{ledger_path}",
-                progress=lambda what: bar.update(task, description=f"{target.label}: {what}"),
-            )
-    _print_summary(result)
-    con.print(f"  ledger:  {ledger_path}  ({len(months)} simulated month(s))")
-    con.print("  report:")
-    for path in paths:
-        con.print(f"    {path}")
-    html = next((p for p in paths if p.suffix == ".html"), None)
-    if html is not None:
-        con.print(f"  open it: file://{html.resolve()}")
-    if not serve:
-        return
-    from gpuledger.agent.main import run_agent
-
-    con.print(f"[bold]live agent[/] on a simulated node with {gpus} GPUs (seed {seed}):")
-    con.print(f"  metrics:    http://{host}:{port}/metrics")
-    con.print(f"  reports:    http://{host}:{port}/reports/")
-    con.print(f"  report API: http://{host}:{port}/api/v1/reports/{target.label}")
-    con.print(f"  collectors: http://{host}:{port}/api/v1/collectors")
-    con.print(f"  ledger:     http://{host}:{port}/api/v1/usage?from=<ISO time>&to=<ISO time>")
-    con.print("  Ctrl-C stops it.")
-    raise typer.Exit(run_agent(cfg))
+    plan = Demo(target=target, out=out, gpus=gpus, seed=seed, host=host, port=port, history=history)
+    cfg = _load_or_exit(None, plan.config_overrides())
+    raise typer.Exit(run_demo(plan, cfg, serve=serve))
 
 
 @app.command("check-config")
@@ -281,7 +214,8 @@ def report(
 
     from gpuledger.chargeback.ledger.model import StoreError
     from gpuledger.chargeback.ledger.store import open_store
-    from gpuledger.chargeback.report.build import BUILD_STEPS, NoLedgerData
+    from gpuledger.chargeback.report.build import NoLedgerData
+    from gpuledger.chargeback.report.console import print_summary, progress_steps
     from gpuledger.chargeback.report.model import Month
     from gpuledger.chargeback.report.monthly import run_report
     from gpuledger.chargeback.report.ratecard import RateCardError, load_rate_card
@@ -324,7 +258,7 @@ def report(
             err.print(f"[bold red]no ledger at[/] {where} (set --ledger or ledger.url)")
             raise typer.Exit(EXIT_STORE)
     out_dir = out or cfg.reports_dir()
-    steps = BUILD_STEPS + cfg.report.trend_months - 1 + len(cfg.report.formats) + 1
+    steps = progress_steps(cfg.report)
     try:
         store = open_store(url)
     except (ValueError, StoreError) as exc:
@@ -348,35 +282,9 @@ def report(
         raise typer.Exit(EXIT_STORE) from None
     finally:
         store.close()
-    _print_summary(result)
+    print_summary(result)
     for path in paths:
         typer.echo(str(path))
-
-
-def _print_summary(result: Report) -> None:
-    from rich.table import Table
-
-    t = result.totals
-    out = Console(stderr=True, soft_wrap=True)  # notes and paths stay whole lines
-    out.print(
-        f"[bold]{result.fleet} {result.month}[/]: {len(result.lines)} lines, "
-        f"rate card {result.rate_card.version} ({result.rate_card.digest}), "
-        f"idle policy {result.idle_policy}"
-    )
-    table = Table(show_header=True)
-    for col in ("GPU-hours", "busy", "internal cost", "hyperscaler", "specialist", "token API"):
-        table.add_column(col, justify="right")
-    table.add_row(
-        f"{t.allocated_gpu_hours:,.1f}",
-        f"{t.busy_gpu_hours:,.1f}",
-        f"${t.total_cost_usd:,.2f}",
-        f"${t.rental_hyperscaler_usd:,.2f}",
-        f"${t.rental_specialist_usd:,.2f}",
-        f"${t.token_api_usd:,.2f}",
-    )
-    out.print(table)
-    for note in result.notes:
-        out.print(f"  - {note}")
 
 
 class ProbeApi(StrEnum):
