@@ -47,6 +47,8 @@ from gpuledger.agent.config import AgentConfig, ConfigError, load_config
 from gpuledger.agent.exporter import SnapshotExporter
 from gpuledger.agent.main import Agent, _fan_out
 from gpuledger.agent.otel import export as otel
+from gpuledger.agent.otel import health as otel_health
+from gpuledger.agent.otel import readers as otel_readers
 from gpuledger.agent.otel.config import OtelConfig, parse_headers_text
 from gpuledger.agent.snapshot import CollectorState, Snapshot
 from gpuledger.collectors.vllm.types import (
@@ -337,7 +339,7 @@ def test_metrics_export_carries_the_schema_with_the_exposition_values(
     for name, m in metrics.items():
         spec = schema.BY_NAME[name]
         assert m.description == spec.help
-        assert m.unit == otel.otel_unit(spec)
+        assert m.unit == otel_readers.otel_unit(spec)
         if spec.kind is schema.Kind.GAUGE:
             assert m.WhichOneof("data") == "gauge", name
         else:
@@ -418,7 +420,7 @@ def test_a_stable_snapshot_is_exported_from_one_render() -> None:
         exporter.render(Snapshot(version=next(renders)))
         return exporter.latest
 
-    pin = otel._Pin(latest)
+    pin = otel_readers.Pin(latest)
     a, b = pin.current(), pin.current()
     assert a is b
     pin.release()
@@ -450,11 +452,11 @@ def cumulative(counts: list[int], total_sum: float) -> Histogram:
 
 def test_histogram_buckets_conversion() -> None:
     hist = Histogram(buckets=((0.1, 1.0), (0.5, 4.0), (1.0, 4.0), (INF, 6.0)), sum=3.5, count=6.0)
-    assert otel.histogram_buckets(hist) == ((0.1, 0.5, 1.0), (1, 3, 0, 2))
+    assert otel_readers.histogram_buckets(hist) == ((0.1, 0.5, 1.0), (1, 3, 0, 2))
     torn = Histogram(buckets=((0.1, 3.0), (0.5, 2.0), (INF, 5.0)), sum=1.0, count=5.0)
-    assert otel.histogram_buckets(torn) == ((0.1, 0.5), (3, 0, 2))
+    assert otel_readers.histogram_buckets(torn) == ((0.1, 0.5), (3, 0, 2))
     no_inf = Histogram(buckets=((1.0, 2.0),), sum=1.0, count=3.0)
-    assert otel.histogram_buckets(no_inf) == ((1.0,), (2, 1))
+    assert otel_readers.histogram_buckets(no_inf) == ((1.0,), (2, 1))
 
 
 def test_histograms_are_exported_with_upstream_bounds(receiver: OtlpReceiver) -> None:
@@ -662,7 +664,7 @@ def test_receiver_500_then_hanging_never_blocks_the_agent(
     ours = [
         r
         for r in caplog.records
-        if r.name == "gpuledger.agent.otel.export" and receiver.url in r.getMessage()
+        if r.name == "gpuledger.agent.otel.health" and receiver.url in r.getMessage()
     ]
     warned = [r.getMessage() for r in ours if r.levelno == logging.WARNING]
     failed = [m for m in warned if " failed: " in m]
@@ -711,9 +713,9 @@ def test_receiver_down_is_logged_once(caplog: pytest.LogCaptureFixture) -> None:
 def test_health_logs_state_changes_and_scrubs_header_values(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    caplog.set_level(logging.INFO, logger="gpuledger.agent.otel.export")
-    scrub = otel._Scrubber({"Authorization": f"Bearer {SECRET}"})
-    health = otel.ExportHealth("metrics", "http://user:pw@c:4318/v1/metrics?k=v", scrub)
+    caplog.set_level(logging.INFO, logger="gpuledger.agent.otel.health")
+    scrub = otel_health.Scrubber({"Authorization": f"Bearer {SECRET}"})
+    health = otel_health.ExportHealth("metrics", "http://user:pw@c:4318/v1/metrics?k=v", scrub)
     for _ in range(5):
         health.record(False, [f"HTTP 401 for token {SECRET}", "again"])
     health.record(True)
@@ -752,6 +754,7 @@ ENV = """{{"GPULEDGER_STATE_DIR": {state!r}, "GPULEDGER_SIMULATE__ENABLED": "tru
 # ``opentelemetry.trace``, ...) is imported by FastAPI itself (>= 0.16x depends on
 # opentelemetry-api), so the base install has it; the SDK and the exporter it does not.
 OTEL_EXTRA = ("opentelemetry.sdk", "opentelemetry.exporter", "opentelemetry.proto")
+OTEL_PIPELINE = tuple(f"gpuledger.agent.otel.{m}" for m in ("export", "health", "readers", "spans"))
 
 
 def test_disabled_otel_imports_no_opentelemetry_sdk(tmp_path: Path) -> None:
@@ -759,6 +762,7 @@ def test_disabled_otel_imports_no_opentelemetry_sdk(tmp_path: Path) -> None:
     code = f"""
 import json, sys, time
 OTEL_EXTRA = {OTEL_EXTRA!r}
+OTEL_PIPELINE = {OTEL_PIPELINE!r}
 import gpuledger.cli
 from gpuledger.agent.config import load_config
 from gpuledger.agent.main import Agent
@@ -768,7 +772,7 @@ time.sleep(0.5)
 agent.stop()
 assert agent.otel is None
 print(json.dumps(sorted(m for m in sys.modules
-                        if m.startswith(OTEL_EXTRA) or m == "gpuledger.agent.otel.export")))
+                        if m.startswith(OTEL_EXTRA) or m in OTEL_PIPELINE)))
 """
     done = run_python(code, tmp_path)
     assert done.returncode == 0, done.stderr
@@ -929,9 +933,9 @@ def utf8_with_suffixes(name: str, unit: str, kind: schema.Kind) -> str:
 
 
 def test_every_schema_name_survives_prometheus_otlp_translation() -> None:
-    assert {s.unit for s in schema.SPECS} <= set(otel.UCUM_UNITS)
+    assert {s.unit for s in schema.SPECS} <= set(otel_readers.UCUM_UNITS)
     for spec in schema.SPECS:
-        unit = otel.otel_unit(spec)
+        unit = otel_readers.otel_unit(spec)
         for translate in (underscore_escaping_with_suffixes, utf8_with_suffixes):
             assert translate(spec.name, unit, spec.kind) == spec.name, (spec.name, unit)
     # why unitless metrics carry no "1", and why two metrics carry no unit at all
@@ -949,4 +953,4 @@ def test_attribute_and_observation_shapes() -> None:
     exporter = SnapshotExporter("node-a", "1")
     exporter.render(Snapshot())
     (build,) = exporter.latest.of(schema.BUILD_INFO)
-    assert otel.attributes(exporter.latest, build) == {"node": "node-a", "version": "1"}
+    assert otel_readers.attributes(exporter.latest, build) == {"node": "node-a", "version": "1"}
