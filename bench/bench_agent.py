@@ -226,8 +226,9 @@ def bench_metrics_latency(gpus: int, scrapes: int, concurrency: int) -> dict[str
 
 def bench_cpu_per_cycle(cycles: int) -> dict[str, Any]:
     from gpuledger.agent.exporter import SnapshotExporter
-    from gpuledger.agent.runtime import CollectorRunner, Schedule
+    from gpuledger.agent.runtime import CollectorRunner
     from gpuledger.agent.snapshot import SnapshotStore
+    from gpuledger.collectors.base import Schedule
     from gpuledger.collectors.gpu.dcgm import DcgmCollector
     from gpuledger.collectors.gpu.nvml import NvmlCollector
     from gpuledger.collectors.gpu.readings import GpuTelemetry

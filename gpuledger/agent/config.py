@@ -15,9 +15,9 @@ import re
 import socket
 import types
 import typing
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 import yaml
 from pydantic import (
@@ -25,6 +25,7 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
+    create_model,
     field_validator,
     model_validator,
 )
@@ -39,8 +40,8 @@ from gpuledger.agent.otel.config import OtelConfig
 from gpuledger.alerts.config import AlertsConfig
 from gpuledger.chargeback.attribution.resolver import AttributionConfig
 from gpuledger.chargeback.report.config import ReportConfig
-from gpuledger.collectors.pgvector.config import PgvectorConfig
-from gpuledger.collectors.vllm.discovery import VllmConfig
+from gpuledger.collectors import registry
+from gpuledger.collectors.source import AnySource, ConfigT, Source
 from gpuledger.yamlio import safe_load
 
 ENV_PREFIX = "GPULEDGER_"
@@ -74,27 +75,6 @@ class LogConfig(_Section):
 
 class CollectionConfig(_Section):
     interval_seconds: float = Field(15.0, gt=0, le=3600)
-
-
-class NvmlConfig(_Section):
-    enabled: bool = True
-    interval_seconds: float | None = Field(None, gt=0, le=3600)
-    timeout_seconds: float = Field(5.0, gt=0, le=300)
-
-
-class DcgmConfig(_Section):
-    enabled: bool = False
-    url: str = "http://127.0.0.1:9400/metrics"
-    interval_seconds: float | None = Field(None, gt=0, le=3600)
-    timeout_seconds: float = Field(5.0, gt=0, le=300)
-    max_bytes: int = Field(16 * 1024 * 1024, gt=0)
-
-    @field_validator("url")
-    @classmethod
-    def _http_url(cls, v: str) -> str:
-        if not v.startswith(("http://", "https://")):
-            raise ValueError("must be an http:// or https:// URL")
-        return v
 
 
 class HttpConfig(_Section):
@@ -154,21 +134,6 @@ class LedgerConfig(_Section):
         return self
 
 
-class ProbesConfig(_Section):
-    """Synthetic requests to every vLLM endpoint, validating what the engine reports."""
-
-    enabled: bool = True  # only acts when vllm.enabled and there are endpoints
-    interval_seconds: float = Field(60.0, gt=0, le=86400)
-    timeout_seconds: float = Field(30.0, gt=0, le=600)
-    max_tokens: int = Field(16, ge=2, le=4096)
-    prompt: str = Field("Count from one to twenty in words:", min_length=1)
-    api: Literal["completions", "chat"] = "completions"
-    model: str | None = None  # default: the first model the endpoint lists in /v1/models
-    # Skip the probe when the engine's waiting queue is longer than this: probes must
-    # never add load to a saturated server.
-    queue_threshold: float = Field(8.0, ge=0)
-
-
 class LoseGpuConfig(_Section):
     """A simulated GPU that falls off the bus: from ``after_seconds`` after the agent
     started (monotonic clock) every NVML call naming it raises GpuIsLost, until the
@@ -206,7 +171,28 @@ def _default_state_dir() -> Path:
     return Path(base) / "gpuledger"
 
 
-class AgentConfig(BaseSettings):
+class _Interval(Protocol):
+    @property
+    def interval_seconds(self) -> float | None: ...
+
+
+def source_fields(sources: Iterable[AnySource]) -> dict[str, Any]:
+    """One top-level section per source, under its config key, defaulting to its model's
+    defaults: the fields :func:`pydantic.create_model` adds for them."""
+    return {s.config_key: (s.config_model, Field(default_factory=s.config_model)) for s in sources}
+
+
+# The sources' sections come from the registry; the agent's own, below, are typed fields.
+# (mypy sees the plain base: a source's section is read through AgentConfig.section.)
+if TYPE_CHECKING:
+    _SourceSections = BaseSettings
+else:
+    _SourceSections = create_model(
+        "_SourceSections", __base__=BaseSettings, **source_fields(registry.sources())
+    )
+
+
+class AgentConfig(_SourceSections):
     model_config = SettingsConfigDict(
         env_prefix=ENV_PREFIX, env_nested_delimiter="__", extra="forbid", frozen=True
     )
@@ -217,15 +203,10 @@ class AgentConfig(BaseSettings):
     listen: ListenConfig = ListenConfig()
     log: LogConfig = LogConfig()
     collection: CollectionConfig = CollectionConfig()
-    nvml: NvmlConfig = NvmlConfig()
-    dcgm: DcgmConfig = DcgmConfig()
     http: HttpConfig = HttpConfig()
     simulate: SimulateConfig = SimulateConfig()
     ledger: LedgerConfig = LedgerConfig()
     attribution: AttributionConfig = AttributionConfig()
-    vllm: VllmConfig = VllmConfig()
-    probes: ProbesConfig = ProbesConfig()
-    pgvector: PgvectorConfig = PgvectorConfig()
     alerts: AlertsConfig = AlertsConfig()
     report: ReportConfig = ReportConfig()
     otel: OtelConfig = OtelConfig()
@@ -253,7 +234,14 @@ class AgentConfig(BaseSettings):
         # environment: env > file > defaults.
         return (env_settings, init_settings)
 
-    def interval_for(self, section: NvmlConfig | DcgmConfig | VllmConfig) -> float:
+    def section(self, source: Source[ConfigT, Any]) -> ConfigT:
+        """``source``'s section of this config (its defaults when the file has none)."""
+        value = getattr(self, source.config_key, None)
+        if not isinstance(value, source.config_model):
+            raise KeyError(f"no {source.config_key}: section for source {source.name!r}")
+        return value
+
+    def interval_for(self, section: _Interval) -> float:
         return section.interval_seconds or self.collection.interval_seconds
 
     def ledger_url(self) -> str:
@@ -278,7 +266,25 @@ class AgentConfig(BaseSettings):
         return self.ledger.spool_path or self.state_dir / "spool.db"
 
     def max_gap_s(self) -> float:
-        return self.ledger.max_gap_seconds or 4 * self.interval_for(self.nvml)
+        """ledger.max_gap_seconds, else 4 intervals of the source that paces the ledger's
+        observations (NVML's), else of the agent's collection interval."""
+        if self.ledger.max_gap_seconds:
+            return self.ledger.max_gap_seconds
+        pace = next((s for s in registry.sources() if s.paces_ledger), None)
+        if pace is None:
+            return 4 * self.collection.interval_seconds
+        return 4 * self.interval_for(self.section(pace))
+
+
+def _check_source_keys() -> None:
+    """A source whose key is one of the agent's own sections would be silently shadowed."""
+    for source in registry.sources():
+        field = AgentConfig.model_fields.get(source.config_key)
+        if field is None or field.annotation is not source.config_model:
+            raise RuntimeError(f"source {source.name!r}: {source.config_key}: is the agent's")
+
+
+_check_source_keys()
 
 
 def _format_loc(loc: tuple[int | str, ...]) -> str:

@@ -7,7 +7,7 @@ import logging
 import signal
 import sqlite3
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -16,19 +16,22 @@ import uvicorn
 from gpuledger import __version__
 from gpuledger.agent import logs
 from gpuledger.agent.config import AgentConfig, ConfigError
-from gpuledger.agent.exporter import SnapshotExporter, snapshot_devices
-from gpuledger.agent.runtime import AgentRuntime, Schedule
+from gpuledger.agent.exporter import SnapshotExporter
+from gpuledger.agent.runtime import AgentRuntime
 from gpuledger.agent.server import ASGIApp, create_app
 from gpuledger.agent.snapshot import CollectorState, Snapshot, SnapshotStore
 from gpuledger.chargeback.attribution.claims import Claim
 from gpuledger.chargeback.ledger.model import StoreError
-from gpuledger.chargeback.ledger.storage_growth import Growth, GrowthKey
 from gpuledger.chargeback.ledger.store.common import AuditableLedgerStore
-from gpuledger.collectors.base import Collector
-from gpuledger.collectors.gpu.readings import GpuReading, GpuTelemetry
-from gpuledger.collectors.pgvector.types import PgTelemetry
-from gpuledger.collectors.vllm.probe.runner import ProbeStatus
-from gpuledger.collectors.vllm.types import ProbeResult, VllmTelemetry
+from gpuledger.collectors import registry
+from gpuledger.collectors.gpu.readings import GpuReading
+from gpuledger.collectors.source import (
+    AnySource,
+    BuildContext,
+    Built,
+    Service,
+    SourceConfigError,
+)
 
 if TYPE_CHECKING:
     from gpuledger.agent.otel.export import OtelExport
@@ -36,7 +39,6 @@ if TYPE_CHECKING:
     from gpuledger.chargeback.attribution.resolver import WorkloadResolver
     from gpuledger.chargeback.ledger.flusher import Ledger
     from gpuledger.chargeback.ledger.storage_growth import StorageGrowth
-    from gpuledger.collectors.vllm.probe.runner import ProbeRunner
     from gpuledger.sim.node import SimulatedNode
 
 log = logging.getLogger("gpuledger.agent")
@@ -85,36 +87,21 @@ def _simulated_node(cfg: AgentConfig) -> SimulatedNode | None:
     )
 
 
-def _nvml_collector(sim: SimulatedNode | None) -> Collector:
-    from gpuledger.collectors.gpu.nvml import NvmlCollector
-
-    if sim is not None:
-        return NvmlCollector(sim.nvml)
-    from gpuledger.collectors.gpu.nvml_backend import load_real
-
-    return NvmlCollector(load_real())
-
-
-def build_collectors(
-    cfg: AgentConfig, sim: SimulatedNode | None = None
-) -> list[tuple[Collector, Schedule]]:
-    out: list[tuple[Collector, Schedule]] = []
-    if cfg.nvml.enabled:
-        out.append(
-            (
-                _nvml_collector(sim),
-                Schedule(cfg.interval_for(cfg.nvml), cfg.nvml.timeout_seconds, GpuTelemetry),
-            )
-        )
-    if cfg.dcgm.enabled:
-        from gpuledger.collectors.gpu.dcgm import DcgmCollector
-
-        dcgm = DcgmCollector(
-            cfg.dcgm.url, timeout_s=cfg.dcgm.timeout_seconds, max_bytes=cfg.dcgm.max_bytes
-        )
-        out.append(
-            (dcgm, Schedule(cfg.interval_for(cfg.dcgm), cfg.dcgm.timeout_seconds, GpuTelemetry))
-        )
+def build_sources(
+    cfg: AgentConfig, ctx: BuildContext, live: dict[str, object]
+) -> list[tuple[AnySource, Built[object]]]:
+    """Every registered source built from its section, in registry order; each one's
+    live state goes into ``live`` (the exporter's) under its name. A section that cannot
+    be used here is a config error naming its key."""
+    out: list[tuple[AnySource, Built[object]]] = []
+    for source in registry.sources():
+        try:
+            built = source.build(cfg.section(source), ctx)
+        except SourceConfigError as exc:
+            raise ConfigError([(exc.key, exc.message)]) from None
+        if built.live is not None:
+            live[source.name] = built.live
+        out.append((source, built))
     return out
 
 
@@ -142,24 +129,6 @@ def _build_otel(cfg: AgentConfig, exporter: SnapshotExporter) -> OtelExport:
     return OtelExport(
         cfg.otel, node=cfg.node_name, version=__version__, samples=lambda: exporter.latest
     )
-
-
-def _fan_out(
-    *callbacks: Callable[[ProbeResult], None] | None,
-) -> Callable[[ProbeResult], None] | None:
-    """One ``on_result`` for several consumers; one that fails does not starve the rest."""
-    present = [c for c in callbacks if c is not None]
-    if len(present) <= 1:
-        return present[0] if present else None
-
-    def each(result: ProbeResult) -> None:
-        for callback in present:
-            try:
-                callback(result)
-            except Exception:
-                log.exception("probe result consumer %r failed", callback)
-
-    return each
 
 
 def _build_ledger(cfg: AgentConfig, claims_for: Callable[[GpuReading], Sequence[Claim]]) -> Ledger:
@@ -193,18 +162,16 @@ class Agent:
         token = _read_token(cfg.http.api_token_file)
         self.resolver: WorkloadResolver | None = None
         self.ledger: Ledger | None = None
-        self.probes: ProbeRunner | None = None
-        self.growth: StorageGrowth | None = None
+        self.services: list[Service] = []  # the sources' background work (probes)
         self.reporter: Reporter | None = None
-        self.latest_growth: Mapping[GrowthKey, Growth] = {}
         self.otel: OtelExport | None = None
+        self.live: dict[str, object] = {}  # each source's live state, by source name
         exporter = SnapshotExporter(
             node=cfg.node_name,
             version=__version__,
             ledger=lambda: self.ledger.status() if self.ledger is not None else None,
-            probes=lambda: self.probes.status() if self.probes is not None else ProbeStatus(),
-            storage_growth=lambda: self.latest_growth,
             reporter=lambda: self.reporter.status() if self.reporter is not None else None,
+            live=self.live,
         )
         self.runtime = AgentRuntime(SnapshotStore(exporter.render))
         if cfg.otel.enabled:
@@ -229,33 +196,44 @@ class Agent:
         self.resolver = resolver = build_workload_resolver(cfg, sim)
         if cfg.ledger.enabled:
             self.ledger = _build_ledger(cfg, resolver.claims)
-        collectors = build_collectors(cfg, sim)
-        if cfg.vllm.enabled:
-            collectors.append(self._vllm_collector(cfg, resolver))
-            if cfg.probes.enabled:
-                self.probes = self._probe_runner(cfg)
-        if cfg.pgvector.enabled:
-            collectors.append(self._pgvector_collector(cfg))
-        gpu_sources = {c.name for c, _ in collectors if c.name in ("nvml", "dcgm")}
-        for collector, schedule in collectors:
-            self.runtime.add(collector, schedule)
+        otel = self.otel
+        ctx = BuildContext(
+            node_name=cfg.node_name,
+            default_interval_s=cfg.collection.interval_seconds,
+            snapshot=lambda: self.runtime.store.snapshot,
+            label_keys=cfg.attribution.label_keys,
+            pods=resolver.pods,
+            nvml=sim.nvml if sim is not None else None,
+            ledger=self.ledger,
+            storage_growth=self._storage_growth if self.ledger is not None else None,
+            probe_spans=otel.on_probe if otel is not None and cfg.otel.probe_spans else None,
+        )
+        hooks: dict[str, tuple[AnySource, object]] = {}
+        for source, built in build_sources(cfg, ctx, self.live):
+            for collector, schedule in built.collectors:
+                self.runtime.add(collector, schedule)
+                hooks[collector.name] = (source, built.live)
+            self.services.extend(built.services)
         if self.ledger is not None:
             ledger = self.ledger
 
             def on_update(snap: Snapshot, state: CollectorState) -> None:
-                if state.name in gpu_sources:
-                    ledger.observe(snapshot_devices(snap))
-                elif state.name == "vllm":
-                    telemetry = snap.reading("vllm", VllmTelemetry)
-                    if telemetry is not None:
-                        ledger.observe_vllm(telemetry)
-                elif state.name == "pgvector" and self.growth is not None:
-                    pg = snap.reading("pgvector", PgTelemetry)
-                    if pg is not None:
-                        self.growth.record(pg)
-                        self.latest_growth = self.growth.compute(time.time())
+                entry = hooks.get(state.name)
+                if entry is not None and entry[0].ledger is not None:
+                    entry[0].ledger(ledger, snap, entry[1])
 
             self.runtime.store.subscribe(on_update)
+
+    def _storage_growth(self, window_s: float, min_samples: int) -> StorageGrowth:
+        """Growth over ``window_s`` from the samples the ledger's spool keeps (for a day
+        past the window)."""
+        from gpuledger.chargeback.ledger.storage_growth import StorageGrowth
+
+        assert self.ledger is not None
+        self.ledger.storage_retain_s = window_s + 86400.0
+        return StorageGrowth(
+            self.ledger.spool, self.cfg.node_name, window_s=window_s, min_samples=min_samples
+        )
 
     @staticmethod
     def _build_reporter(
@@ -273,84 +251,22 @@ class Agent:
             cfg.report, store, cfg.reports_dir(), store_label=safe_url(url), on_run=on_run
         )
 
-    def _vllm_collector(
-        self, cfg: AgentConfig, resolver: WorkloadResolver
-    ) -> tuple[Collector, Schedule]:
-        from gpuledger.collectors.vllm.discovery import EndpointSource
-        from gpuledger.collectors.vllm.scrape import VllmCollector
-
-        try:
-            self.vllm_endpoints = EndpointSource(
-                cfg.vllm,
-                pods=resolver.pods,
-                label_keys=cfg.attribution.label_keys,
-                node_name=cfg.node_name,
-            )
-        except ValueError as exc:
-            raise ConfigError([("vllm", str(exc))]) from None
-        collector = VllmCollector(
-            self.vllm_endpoints, timeout_s=cfg.vllm.timeout_seconds, max_bytes=cfg.vllm.max_bytes
-        )
-        # the whole collection (all endpoints in parallel) gets a little over one timeout
-        schedule = Schedule(
-            cfg.interval_for(cfg.vllm), cfg.vllm.timeout_seconds + 2.0, VllmTelemetry
-        )
-        return collector, schedule
-
-    def _pgvector_collector(self, cfg: AgentConfig) -> tuple[Collector, Schedule]:
-        from gpuledger.chargeback.ledger.storage_growth import StorageGrowth
-        from gpuledger.collectors.pgvector.catalog import PgvectorCollector
-
-        pg = cfg.pgvector
-        if self.ledger is not None:  # growth needs the spool for its samples
-            window = pg.growth_window_days * 86400.0
-            self.ledger.storage_retain_s = window + 86400.0
-            self.growth = StorageGrowth(
-                self.ledger.spool, cfg.node_name, window_s=window, min_samples=pg.growth_min_samples
-            )
-        # a database that hangs is given up on by the collector itself; the runner's
-        # timeout is the backstop: connect + a few statement timeouts
-        worst = max(
-            db.connect_timeout_s + 3 * db.statement_timeout_ms / 1000 + 5 for db in pg.databases
-        )
-        return PgvectorCollector(pg.databases), Schedule(pg.interval_seconds, worst, PgTelemetry)
-
-    def _probe_runner(self, cfg: AgentConfig) -> ProbeRunner:
-        from gpuledger.collectors.vllm.probe.runner import ProbeRunner
-
-        p = cfg.probes
-        ledger = self.ledger
-        spans = self.otel.on_probe if self.otel is not None and cfg.otel.probe_spans else None
-        return ProbeRunner(
-            self.vllm_endpoints,
-            lambda: self.runtime.store.snapshot.reading("vllm", VllmTelemetry),
-            interval_s=p.interval_seconds,
-            timeout_s=p.timeout_seconds,
-            max_tokens=p.max_tokens,
-            prompt=p.prompt,
-            model=p.model,
-            queue_threshold=p.queue_threshold,
-            api=p.api,
-            on_result=_fan_out(ledger.record_probe if ledger is not None else None, spans),
-            on_verdict=ledger.record_verdict if ledger is not None else None,
-        )
-
     def start(self) -> None:
         if self.otel is not None:
             self.otel.start()
         if self.ledger is not None:
             self.ledger.start()
         self.runtime.start()
-        if self.probes is not None:
-            self.probes.start()
+        for service in self.services:
+            service.start()
         if self.reporter is not None:
             self.reporter.start()
 
     def stop(self) -> None:
         if self.reporter is not None:
             self.reporter.stop()
-        if self.probes is not None:
-            self.probes.stop()
+        for service in reversed(self.services):
+            service.stop()
         if self.otel is not None:  # a last export, bounded (~2 s) even if the receiver hangs
             self.otel.stop()
         self.runtime.stop()

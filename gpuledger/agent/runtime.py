@@ -16,21 +16,14 @@ import math
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import replace
 
 from gpuledger.agent.snapshot import CollectorState, SnapshotStore
-from gpuledger.collectors.base import Collector, CollectorDisabled, CollectorError
+from gpuledger.collectors.base import Collector, CollectorDisabled, CollectorError, Schedule
 
 log = logging.getLogger(__name__)
 
 _POLL_S = 0.05  # how often a waiting worker checks for shutdown
-
-
-@dataclass(frozen=True, slots=True)
-class Schedule:
-    interval_s: float
-    timeout_s: float
-    expect: type  # the reading type this collector must return
 
 
 class _Outcome:

@@ -1,14 +1,25 @@
-"""The contract between a source and the agent runtime.
+"""The contract between a collector and the agent runtime.
 
-Modelled on node_exporter's collectors: each source is one object with a ``name`` and a
-``collect()`` that either returns a complete, immutable reading or raises. The runtime
-(``gpuledger.agent.runtime``) owns timeouts, scheduling and the ``collector_up`` metric, so
-a collector never catches an error just to hide it.
+Modelled on node_exporter's collectors: each collector is one object with a ``name`` and a
+``collect()`` that either returns a complete, immutable reading or raises, run on its
+:class:`Schedule`. The runtime (``gpuledger.agent.runtime``) owns timeouts, scheduling and
+the ``collector_up`` metric, so a collector never catches an error just to hide it.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
+
+
+@dataclass(frozen=True, slots=True)
+class Schedule:
+    """How the runtime runs one collector: every ``interval_s``, abandoned after
+    ``timeout_s``; a reading that is not an ``expect`` counts as a failed run."""
+
+    interval_s: float
+    timeout_s: float
+    expect: type  # the reading type this collector must return
 
 
 class CollectorError(Exception):

@@ -198,7 +198,9 @@ def test_vllm_series_histograms_keep_upstream_buckets() -> None:
 def test_pgvector_tables_indexes_growth_and_days_until_full() -> None:
     from types import MappingProxyType as MP
 
-    from gpuledger.chargeback.ledger.storage_growth import Growth
+    from gpuledger.collectors.pgvector.export import GrowthState
+    from gpuledger.collectors.pgvector.growth import Growth
+    from gpuledger.collectors.pgvector.source import PGVECTOR_SOURCE
     from gpuledger.collectors.pgvector.types import (
         DatabaseStats,
         IndexBuild,
@@ -225,7 +227,7 @@ def test_pgvector_tables_indexes_growth_and_days_until_full() -> None:
         ("rag", "", ""): Growth(10**9, 12),
         ("rag", "Ünïcode Schema", 'we"ird Table'): Growth(5.0, 12),
     }
-    exporter = SnapshotExporter("node-a", "1", storage_growth=lambda: growth)
+    exporter = SnapshotExporter("node-a", "1", live={PGVECTOR_SOURCE.name: GrowthState(growth)})
     snap = snapshot(CollectorState("pgvector", up=True, reading=PgTelemetry((db, down))))
     got = samples(exporter.render(snap).decode())
     t = {"database": "rag", "schema": "Ünïcode Schema", "table": 'we"ird Table'}

@@ -45,12 +45,13 @@ from prometheus_client.parser import text_string_to_metric_families
 from gpuledger import schema
 from gpuledger.agent.config import AgentConfig, ConfigError, load_config
 from gpuledger.agent.exporter import SnapshotExporter
-from gpuledger.agent.main import Agent, _fan_out
+from gpuledger.agent.main import Agent
 from gpuledger.agent.otel import export as otel
 from gpuledger.agent.otel import health as otel_health
 from gpuledger.agent.otel import readers as otel_readers
 from gpuledger.agent.otel.config import OtelConfig, parse_headers_text
 from gpuledger.agent.snapshot import CollectorState, Snapshot
+from gpuledger.collectors.vllm.probe.source import fan_out
 from gpuledger.collectors.vllm.types import (
     EndpointScrape,
     Histogram,
@@ -611,13 +612,13 @@ def test_fan_out_feeds_every_consumer_even_when_one_fails() -> None:
     def broken(_r: ProbeResult) -> None:
         raise RuntimeError("bug")
 
-    both = _fan_out(broken, lambda r: got.append(r.model_name))
+    both = fan_out(broken, lambda r: got.append(r.model_name))
     assert both is not None
     both(probe(True))
     assert got == ["m/llama"]
-    only = _fan_out(None, broken)
+    only = fan_out(None, broken)
     assert only is broken
-    assert _fan_out(None, None) is None
+    assert fan_out(None, None) is None
 
 
 # -- faults -------------------------------------------------------------------------

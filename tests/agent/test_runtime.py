@@ -9,9 +9,9 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from gpuledger.agent.runtime import AgentRuntime, CollectorRunner, Schedule
+from gpuledger.agent.runtime import AgentRuntime, CollectorRunner
 from gpuledger.agent.snapshot import SnapshotStore
-from gpuledger.collectors.base import CollectorDisabled, CollectorError
+from gpuledger.collectors.base import CollectorDisabled, CollectorError, Schedule
 from gpuledger.collectors.gpu.readings import GpuTelemetry
 
 

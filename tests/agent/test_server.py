@@ -10,10 +10,10 @@ from fastapi.testclient import TestClient
 
 from gpuledger.agent.config import load_config
 from gpuledger.agent.main import Agent
-from gpuledger.agent.runtime import AgentRuntime, CollectorRunner, Schedule
+from gpuledger.agent.runtime import AgentRuntime, CollectorRunner
 from gpuledger.agent.server import create_app
 from gpuledger.agent.snapshot import SnapshotStore
-from gpuledger.collectors.base import CollectorError
+from gpuledger.collectors.base import CollectorError, Schedule
 from gpuledger.collectors.gpu.readings import GpuTelemetry
 
 

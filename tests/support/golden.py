@@ -81,15 +81,16 @@ def normalise(text: str) -> str:
 def generate() -> str:
     """The exposition after :data:`CYCLES` NVML collections of the seeded node, with the
     ledger's allocations and service seconds as the agent would export them."""
-    from gpuledger.agent.exporter import SnapshotExporter, snapshot_devices
-    from gpuledger.agent.runtime import CollectorRunner, Schedule
+    from gpuledger.agent.exporter import SnapshotExporter
+    from gpuledger.agent.runtime import CollectorRunner
     from gpuledger.agent.snapshot import CollectorState, Snapshot, SnapshotStore
     from gpuledger.chargeback.attribution.resolver import WorkloadResolver
     from gpuledger.chargeback.ledger.flusher import Ledger
     from gpuledger.chargeback.ledger.spool import Spool
+    from gpuledger.collectors.base import Schedule
+    from gpuledger.collectors.gpu.export import merged_devices
     from gpuledger.collectors.gpu.nvml import NvmlCollector
     from gpuledger.collectors.gpu.readings import GpuTelemetry
-    from gpuledger.collectors.vllm.probe.runner import ProbeStatus
     from gpuledger.sim.attribution import simulated_sources
     from gpuledger.sim.node import SimulatedNode
 
@@ -110,15 +111,13 @@ def generate() -> str:
             wall=clocks.wall,
             mono=clocks.mono,
         )
-        exporter = SnapshotExporter(
-            node=NODE, version=VERSION, ledger=ledger.status, probes=ProbeStatus
-        )
+        exporter = SnapshotExporter(node=NODE, version=VERSION, ledger=ledger.status)
         store = SnapshotStore(exporter.render)
 
         def feed_ledger(snap: Snapshot, state: CollectorState) -> None:
             # as the agent's wiring does: every GPU update goes to the ledger
             if state.name == "nvml":
-                ledger.observe(snapshot_devices(snap))
+                ledger.observe(merged_devices(snap))
 
         store.subscribe(feed_ledger)
         collector = NvmlCollector(node.nvml)

@@ -1,4 +1,4 @@
-"""Storage growth from sampled sizes: a least-squares slope, and days until full.
+"""Storage growth from the samples the ledger keeps: the spool-backed side of growth.
 
 Every pgvector collection adds one sample per table (its total bytes) and one per
 database (``table = ""``, the database size). The samples live in the node-local spool
@@ -6,45 +6,17 @@ for the growth window and are flushed to the ledger store (``storage_samples``) 
 record. Growth is the ordinary least-squares slope of bytes over time across the window's
 samples -- robust to the scrape jitter and the VACUUM dips that make "last minus first"
 misleading -- reported only once there are ``min_samples`` of them. The sums the slope
-needs are computed in SQL; time is measured from "now" so the sums stay small.
-
-Days until full = (capacity − current database size) / growth per day, only when a
-capacity is configured and growth is positive (a shrinking or flat database never fills).
+needs are computed in SQL; time is measured from "now" so the sums stay small. The
+math itself (the slope, days until full) is the pgvector source's:
+:mod:`gpuledger.collectors.pgvector.growth`, whose ``GrowthTracker`` this satisfies.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from gpuledger.chargeback.ledger.model import StorageSample
 from gpuledger.chargeback.ledger.spool import Spool
+from gpuledger.collectors.pgvector.growth import DAY, Growth, GrowthKey, slope_from_sums
 from gpuledger.collectors.pgvector.types import PgTelemetry
-
-DAY = 86400.0
-
-GrowthKey = tuple[str, str, str]  # database, schema, table ("" schema/table: whole database)
-
-
-@dataclass(frozen=True, slots=True)
-class Growth:
-    bytes_per_day: float
-    samples: int
-
-
-def slope_from_sums(n: int, sx: float, sy: float, sxx: float, sxy: float) -> float | None:
-    """Least-squares slope (y per x) from the usual sums; None when x does not vary."""
-    denominator = n * sxx - sx * sx
-    if n < 2 or denominator <= 0:
-        return None
-    return (n * sxy - sx * sy) / denominator
-
-
-def days_until_full(
-    capacity: int | None, current: int | None, per_day: float | None
-) -> float | None:
-    if capacity is None or current is None or per_day is None or per_day <= 0:
-        return None
-    return max(0.0, (capacity - current) / per_day)
 
 
 def samples_of(node: str, telemetry: PgTelemetry) -> list[StorageSample]:

@@ -7,11 +7,8 @@ from pathlib import Path
 import pytest
 
 from gpuledger.chargeback.ledger.spool import Spool
-from gpuledger.chargeback.ledger.storage_growth import (
-    StorageGrowth,
-    days_until_full,
-    slope_from_sums,
-)
+from gpuledger.chargeback.ledger.storage_growth import StorageGrowth
+from gpuledger.collectors.pgvector.growth import days_until_full, slope_from_sums
 from gpuledger.collectors.pgvector.types import DatabaseStats, PgTelemetry, TableStats
 
 T0 = 1_767_225_600.0

@@ -7,12 +7,8 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from gpuledger.collectors.vllm.discovery import (
-    EndpointSource,
-    VllmConfig,
-    VllmDiscoveryConfig,
-    endpoint_from_pod,
-)
+from gpuledger.collectors.vllm.config import VllmConfig, VllmDiscoveryConfig
+from gpuledger.collectors.vllm.discovery import EndpointSource, endpoint_from_pod
 from gpuledger.collectors.workload.kubernetes import pod_from_api
 from gpuledger.collectors.workload.pods import PodInfo, StaticPodDirectory
 
