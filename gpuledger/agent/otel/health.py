@@ -43,6 +43,8 @@ from gpuledger.collectors.http import redact_url
 
 log = logging.getLogger(__name__)
 
+# Every instrument kind exported cumulative, as /metrics serves it (the OTLP exporter and
+# the wrapper around it must prefer the same temporality).
 CUMULATIVE: dict[type, AggregationTemporality] = dict.fromkeys(
     (
         Counter,
