@@ -12,7 +12,7 @@ FOCUS_PY ?= $(shell command -v pyenv >/dev/null 2>&1 && ls -d "$$(pyenv root)"/v
 FOCUS_VENV := .venv-focus
 FOCUS_STAMP := $(FOCUS_VENV)/.installed-stamp
 
-.PHONY: demo test lint typecheck pytest bench soak docs golden prometheus system-packages focus-validator clean
+.PHONY: demo test lint typecheck pytest bench soak docs golden screenshots prometheus system-packages focus-validator clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -78,6 +78,12 @@ docs: $(STAMP)
 # it after an intended change to the exported surface, then review its diff.
 golden: $(STAMP)
 	$(BIN)/python -m tests.support.golden
+
+# The README's pictures (docs/images/report.png, dashboard.png), redrawn from the demo:
+# its month's HTML report in headless Chromium, and the GPU fleet dashboard's panels over
+# the simulated agent as a real Prometheus recorded it (about two minutes).
+screenshots: $(STAMP) system-packages
+	$(BIN)/python docs/images/generate.py
 
 clean:
 	rm -rf $(VENV) $(FOCUS_VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis
