@@ -7,10 +7,11 @@ later on a dashboard. ``tests/e2e/test_golden_metrics.py`` regenerates it in mem
 compares; ``make golden`` (``python -m tests.support.golden``) rewrites the file.
 
 The text comes from the agent's real path, not a copy of it: the simulated node's fake
-NVML read by the real :class:`NvmlCollector`, run by the real :class:`CollectorRunner`
-into a :class:`SnapshotStore` that renders with the real :class:`SnapshotExporter`, and
-the real ledger (resolver over the simulated proc tree and pod directory, accumulator,
-spool) fed by a snapshot listener as the agent's wiring feeds it. Only the clocks are
+NVML read by the collector the NVML source's registry record builds, run by the real
+:class:`CollectorRunner` into a :class:`SnapshotStore` that renders with the real
+:class:`SnapshotExporter` (every registered source's export), and the real ledger
+(resolver over the simulated proc tree and pod directory, accumulator, spool) fed by the
+source's own ledger hook after each update, as the agent's wiring calls it. Only the clocks are
 fixed: the node, the runner's last-success time and the ledger all read a wall and a
 monotonic clock that this module steps, so the output is the same on every machine.
 
@@ -42,9 +43,7 @@ START_UNIX = 1_736_157_600.0
 """2025-01-06 10:00:00 UTC, a Monday morning: the simulated services are busy."""
 MONO_START = 10_000.0
 INTERVAL_S = 15.0
-"""The agent's default collection interval."""
-TIMEOUT_S = 5.0
-"""The NVML section's default timeout."""
+"""The agent's default collection interval (the NVML section's timeout is its default)."""
 CYCLES = 8
 """Collection cycles: the first gives the ledger its baseline, the other seven integrate."""
 DURATION_PLACEHOLDER = "0.001"
@@ -87,10 +86,9 @@ def generate() -> str:
     from gpuledger.chargeback.attribution.resolver import WorkloadResolver
     from gpuledger.chargeback.ledger.flusher import Ledger
     from gpuledger.chargeback.ledger.spool import Spool
-    from gpuledger.collectors.base import Schedule
-    from gpuledger.collectors.gpu.export import merged_devices
-    from gpuledger.collectors.gpu.nvml import NvmlCollector
-    from gpuledger.collectors.gpu.readings import GpuTelemetry
+    from gpuledger.collectors.gpu.config import NvmlConfig
+    from gpuledger.collectors.gpu.source import NVML_SOURCE
+    from gpuledger.collectors.source import BuildContext
     from gpuledger.sim.attribution import simulated_sources
     from gpuledger.sim.node import SimulatedNode
 
@@ -113,21 +111,30 @@ def generate() -> str:
         )
         exporter = SnapshotExporter(node=NODE, version=VERSION, ledger=ledger.status)
         store = SnapshotStore(exporter.render)
+        # the NVML source's own record builds its collector and feeds the ledger, as the
+        # agent's wiring calls them (the simulated node's NVML in place of the library's)
+        built = NVML_SOURCE.build(
+            NvmlConfig(),
+            BuildContext(
+                node_name=NODE,
+                default_interval_s=INTERVAL_S,
+                snapshot=lambda: store.snapshot,
+                pods=pods,
+                nvml=node.nvml,
+                ledger=ledger,
+            ),
+        )
+        hook = NVML_SOURCE.ledger
+        assert hook is not None
+        assert len(built.collectors) == 1
+        (collector, schedule), live = built.collectors[0], built.live
 
         def feed_ledger(snap: Snapshot, state: CollectorState) -> None:
-            # as the agent's wiring does: every GPU update goes to the ledger
-            if state.name == "nvml":
-                ledger.observe(merged_devices(snap))
+            if state.name == collector.name:
+                hook(ledger, snap, live)
 
         store.subscribe(feed_ledger)
-        collector = NvmlCollector(node.nvml)
-        runner = CollectorRunner(
-            collector,
-            Schedule(INTERVAL_S, TIMEOUT_S, GpuTelemetry),
-            store,
-            threading.Event(),
-            clock=clocks.wall,
-        )
+        runner = CollectorRunner(collector, schedule, store, threading.Event(), clock=clocks.wall)
         ledger.start()
         try:
             for _ in range(CYCLES):
