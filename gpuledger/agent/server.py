@@ -200,7 +200,7 @@ def _create_api(
             "from": start.isoformat(),
             "to": end.isoformat(),
             "group_by": keys,
-            "rows": rows,
+            "rows": [row.as_json(keys) for row in rows],
         }
 
     if reports_dir is not None:

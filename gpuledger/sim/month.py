@@ -30,8 +30,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from gpuledger.chargeback.attribution.claims import IDLE
-from gpuledger.chargeback.ledger.model import CoverageRow, ProbeRecord, TokenRow, UsageRow
 from gpuledger.chargeback.ledger.store.common import AuditableLedgerStore
+from gpuledger.chargeback.ledger.tables import CoverageRow, ProbeRecord, TokenRow, UsageRow
 from gpuledger.chargeback.report.model import Month
 from gpuledger.sim.node import KNOT_S, SimDevice, SimulatedNode
 from gpuledger.sim.nvml_fake import H100_80GB, L40S

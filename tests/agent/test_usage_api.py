@@ -10,8 +10,8 @@ from fastapi.testclient import TestClient
 from gpuledger.agent.runtime import AgentRuntime
 from gpuledger.agent.server import create_app
 from gpuledger.agent.snapshot import SnapshotStore
-from gpuledger.chargeback.ledger.model import CoverageRow, UsageRow
 from gpuledger.chargeback.ledger.store import open_store
+from gpuledger.chargeback.ledger.tables import CoverageRow, UsageRow
 
 H = 1_767_225_600  # 2026-01-01T00:00:00Z
 

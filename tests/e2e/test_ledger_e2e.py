@@ -14,16 +14,15 @@ import json
 import signal
 import sqlite3
 import time
-from collections import defaultdict
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from gpuledger.chargeback.attribution.claims import IDLE
 from gpuledger.chargeback.ledger.store import open_store
 from gpuledger.sim.node import SimulatedNode
+from tests.support.expected_shares import expected_shares
 from tests.support.harness import AgentProcess, http_get
 from tests.support.standins import wait_until
 
@@ -33,22 +32,6 @@ SEED = 7
 INTERVAL = 0.5
 FAR_PAST = datetime(2000, 1, 1, tzinfo=UTC)
 FAR_FUTURE = datetime(2100, 1, 1, tzinfo=UTC)
-
-
-def expected_shares(seed: int) -> dict[tuple[str, str], dict[str, float]]:
-    """{(namespace, service): {gpu_uuid: share}} from the simulator's layout."""
-    out: dict[tuple[str, str], dict[str, float]] = defaultdict(dict)
-    for gpu in SimulatedNode(seed).gpus:
-        held = 0.0
-        for dev in gpu.devices:
-            fraction = dev.slices / dev.total_slices if dev.slices and dev.total_slices else 1.0
-            owners = sorted({(p.namespace, p.service) for p in dev.processes})
-            for owner in owners:
-                out[owner][gpu.uuid] = out[owner].get(gpu.uuid, 0.0) + fraction / len(owners)
-                held += fraction / len(owners)
-        if held < 1.0 - 1e-12:
-            out[("", IDLE)][gpu.uuid] = 1.0 - held
-    return out
 
 
 def agent_config(**ledger: Any) -> dict[str, Any]:
@@ -73,7 +56,7 @@ def check_against_ground_truth(url: str, windows: list[tuple[float, float]]) -> 
     store = open_store(url)
     try:
         assert store.invariant_violations(FAR_PAST, FAR_FUTURE, rel_tol=1e-9) == []
-        observed = {r["gpu_uuid"]: float(r["observed_seconds"])  # type: ignore[arg-type]
+        observed = {r.gpu_uuid: r.observed_seconds
                     for r in store.coverage(FAR_PAST, FAR_FUTURE)}  # fmt: skip
         up = sum(end - start for start, end in windows)
         sim_gpus = [g.uuid for g in SimulatedNode(SEED).gpus]
@@ -84,7 +67,7 @@ def check_against_ground_truth(url: str, windows: list[tuple[float, float]]) -> 
             # ... and at most the cycle in flight plus one interval lost per run
             assert seconds >= up - len(windows) * (2 * INTERVAL + 0.5), (uuid, seconds, up)
         rows = store.usage(FAR_PAST, FAR_FUTURE, ["namespace", "service"])
-        got = {(str(r["namespace"]), str(r["service"])): float(r["allocated_gpu_seconds"])  # type: ignore[arg-type]
+        got = {(str(r.namespace), str(r.service)): r.allocated_gpu_seconds
                for r in rows}  # fmt: skip
         expected = {
             owner: sum(share * observed[g] for g, share in per_gpu.items())
@@ -161,7 +144,7 @@ def test_postgres_outage_spool_grows_then_drains(
     spool.close()
     store = open_store(postgres_db_url)
     store_totals = {
-        str(r["service"]): float(r["allocated_gpu_seconds"])  # type: ignore[arg-type]
+        str(r.service): r.allocated_gpu_seconds
         for r in store.usage(FAR_PAST, FAR_FUTURE, ["service"])
     }
     store.close()

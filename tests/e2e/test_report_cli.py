@@ -14,8 +14,8 @@ from typer.testing import CliRunner
 from gpuledger.chargeback.ledger.store.sqlite import SqliteLedgerStore
 from gpuledger.chargeback.report.model import Month
 from gpuledger.cli import app
-from tests.chargeback.report.test_report import CHAT_COST, CHAT_H
 from tests.support import report_fixtures as fx
+from tests.support.report_expected import CHAT_COST, CHAT_H
 
 runner = CliRunner()
 

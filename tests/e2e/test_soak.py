@@ -54,7 +54,7 @@ from gpuledger.chargeback.ledger.spool import Spool
 from gpuledger.chargeback.ledger.store import open_store
 from gpuledger.collectors.gpu.nvml import NvmlCollector
 from gpuledger.sim.node import DEFAULT_START, SimulatedNode
-from tests.e2e.test_ledger_e2e import expected_shares
+from tests.support.expected_shares import expected_shares
 from tests.support.harness import AgentProcess, http_get
 from tests.support.paths import FIXTURES
 from tests.support.soak_tools import (
@@ -533,12 +533,9 @@ class Evaluation:
         store = open_store(soak.db_url)
         try:
             self.violations = store.invariant_violations(LO, HI, rel_tol=1e-9)
-            self.coverage = {
-                str(r["gpu_uuid"]): float(r["observed_seconds"])  # type: ignore[arg-type]
-                for r in store.coverage(LO, HI)
-            }
+            self.coverage = {r.gpu_uuid: r.observed_seconds for r in store.coverage(LO, HI)}
             self.usage = {
-                (str(r["namespace"]), str(r["service"])): float(r["allocated_gpu_seconds"])  # type: ignore[arg-type]
+                (str(r.namespace), str(r.service)): r.allocated_gpu_seconds
                 for r in store.usage(LO, HI, ["namespace", "service"])
             }
             self.tokens = store.tokens(LO, HI, ["service", "model_name"])
@@ -646,7 +643,7 @@ class Evaluation:
         by_service: dict[str, float] = defaultdict(float)
         for (_, service), seconds in self.usage.items():
             by_service[service] += seconds
-        tokens = {str(r["service"]): float(r["generation_tokens"]) for r in self.tokens}  # type: ignore[arg-type]
+        tokens = {str(r.service): r.generation_tokens for r in self.tokens}
         self.check(
             "the store holds exactly the spool's running totals (usage, coverage, tokens)",
             same_totals(spool["service"], dict(by_service))
@@ -679,8 +676,8 @@ class Evaluation:
     def tokens_billed(self) -> None:
         vllm = self.soak.vllm
         want_prompt, want_gen = vllm.expected_tokens()
-        got_prompt = sum(float(r["prompt_tokens"]) for r in self.tokens)  # type: ignore[arg-type]
-        got_gen = sum(float(r["generation_tokens"]) for r in self.tokens)  # type: ignore[arg-type]
+        got_prompt = sum(r.prompt_tokens for r in self.tokens)
+        got_gen = sum(r.generation_tokens for r in self.tokens)
         lost = sum(r["final_generation"] - r["last_seen_generation"] for r in vllm.restarts)
         epochs = list(dict.fromkeys(r.epoch for r in vllm.renders))
         first_reads = [next(r.generation for r in vllm.renders if r.epoch == e) for e in epochs]

@@ -111,10 +111,10 @@ def test_agent_scrapes_probes_validates_and_bills_tokens(tmp_path: Path) -> None
         store.close()
     # every completion the stand-in served was a probe of MAX_TOKENS tokens; the engine
     # counted them and so did the probe columns, so billable (engine - probe) is ~0
-    assert tokens["probe_generation_tokens"] == probes["successes"] * MAX_TOKENS
-    assert probes["successes"] >= 1
-    assert probes["successes"] <= served
-    assert tokens["generation_tokens"] >= tokens["probe_generation_tokens"] - MAX_TOKENS
-    assert tokens["generation_tokens"] <= served * MAX_TOKENS
-    assert probes["agree"] >= 1
-    assert probes["disagree"] == 0
+    assert tokens.probe_generation_tokens == probes.successes * MAX_TOKENS
+    assert probes.successes >= 1
+    assert probes.successes <= served
+    assert tokens.generation_tokens >= tokens.probe_generation_tokens - MAX_TOKENS
+    assert tokens.generation_tokens <= served * MAX_TOKENS
+    assert probes.agree >= 1
+    assert probes.disagree == 0

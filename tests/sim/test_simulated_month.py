@@ -28,24 +28,24 @@ def test_every_gpu_second_has_one_owner(store: SqliteLedgerStore) -> None:
     assert store.invariant_violations(FEB.start, FEB.end) == []
     cov = store.coverage(FEB.start, FEB.end)
     assert len(cov) == 8
-    assert all(r["observed_seconds"] == pytest.approx((FEB.hours - 5) * 3600.0) for r in cov)
+    assert all(r.observed_seconds == pytest.approx((FEB.hours - 5) * 3600.0) for r in cov)
 
 
 def test_dedicated_gpu_equals_the_model(store: SqliteLedgerStore) -> None:
     sim = SimulatedNode(7, 8, model=H100_80GB.name, start=FEB.start.timestamp())
     gpu = next(g for g in sim.gpus if g.role == "dedicated")
     rows = {
-        r["hour"]: r
+        r.hour: r
         for r in store.usage(FEB.start, FEB.end, ["gpu_uuid", "service", "hour"])
-        if r["gpu_uuid"] == gpu.uuid
+        if r.gpu_uuid == gpu.uuid
     }
     t0 = FEB.start.timestamp() + 10 * 3600  # hour 10 of the month: before the outage
     hour = rows["2026-02-01T10:00:00Z"]
-    assert hour["service"] == gpu.devices[0].processes[0].service
-    assert hour["allocated_gpu_seconds"] == pytest.approx(3600.0)
-    assert hour["busy_gpu_seconds"] == pytest.approx(sim.busy_seconds(gpu.index, t0, t0 + 3600))
+    assert hour.service == gpu.devices[0].processes[0].service
+    assert hour.allocated_gpu_seconds == pytest.approx(3600.0)
+    assert hour.busy_gpu_seconds == pytest.approx(sim.busy_seconds(gpu.index, t0, t0 + 3600))
     energy = sim.energy_joules(gpu.index, t0 + 3600) - sim.energy_joules(gpu.index, t0)
-    assert hour["energy_joules"] == pytest.approx(energy, rel=1e-9)
+    assert hour.energy_joules == pytest.approx(energy, rel=1e-9)
     assert "2026-02-03T04:00:00Z" not in rows  # the outage: 03:00-08:00 on the 3rd
 
 
@@ -53,9 +53,9 @@ def test_mig_instances_hold_their_slices(store: SqliteLedgerStore) -> None:
     sim = SimulatedNode(7, 8, model=H100_80GB.name, start=FEB.start.timestamp())
     mig = next(g for g in sim.gpus if g.role == "mig")
     held = {
-        (r["service"]): r["allocated_gpu_seconds"]
+        (r.service): r.allocated_gpu_seconds
         for r in store.usage(FEB.start, FEB.end, ["gpu_uuid", "service"])
-        if r["gpu_uuid"] == mig.uuid
+        if r.gpu_uuid == mig.uuid
     }
     hours = FEB.hours - 5
     expected: dict[str, float] = {}
@@ -74,9 +74,9 @@ def test_time_sliced_gpu_split_by_process_utilization(store: SqliteLedgerStore) 
     a, b = shared.devices[0].processes
     t0 = FEB.start.timestamp() + 14 * 3600
     rows = {
-        r["service"]: r
+        r.service: r
         for r in store.usage(FEB.start, FEB.end, ["gpu_uuid", "service", "hour"])
-        if r["gpu_uuid"] == shared.uuid and r["hour"] == "2026-02-01T14:00:00Z"
+        if r.gpu_uuid == shared.uuid and r.hour == "2026-02-01T14:00:00Z"
     }
     # each process's busy seconds is its own SM time; the two shares fill the hour
     for p in (a, b):
@@ -84,21 +84,21 @@ def test_time_sliced_gpu_split_by_process_utilization(store: SqliteLedgerStore) 
             sum(sim.process_utilization(p.pid, t0 + 60 * k) for k in range(61))
             - (sim.process_utilization(p.pid, t0) + sim.process_utilization(p.pid, t0 + 3600)) / 2
         )
-        assert rows[p.service]["busy_gpu_seconds"] == pytest.approx(60 * own, rel=1e-9)
-    total = rows[a.service]["allocated_gpu_seconds"] + rows[b.service]["allocated_gpu_seconds"]
+        assert rows[p.service].busy_gpu_seconds == pytest.approx(60 * own, rel=1e-9)
+    total = rows[a.service].allocated_gpu_seconds + rows[b.service].allocated_gpu_seconds
     assert total == pytest.approx(3600.0)
 
 
 def test_tokens_and_probes_follow_the_served_models(store: SqliteLedgerStore) -> None:
-    tokens = {r["service"]: r for r in store.tokens(FEB.start, FEB.end, ["service"])}
+    tokens = {r.service: r for r in store.tokens(FEB.start, FEB.end, ["service"])}
     assert set(tokens) >= {"chat-llama-70b", "summarize-mistral-7b"}
     assert "embed-bge-m3" not in tokens  # embedding services serve no generation tokens
     chat = tokens["chat-llama-70b"]
-    assert chat["probe_prompt_tokens"] > 0
-    assert chat["prompt_tokens"] > chat["probe_prompt_tokens"]
-    probes = {(r["service"]): r for r in store.probes(FEB.start, FEB.end)}
-    assert probes["guard-llama-8b"]["disagree"] > 0
-    assert probes["summarize-mistral-7b"]["successes"] < probes["summarize-mistral-7b"]["probes"]
+    assert chat.probe_prompt_tokens > 0
+    assert chat.prompt_tokens > chat.probe_prompt_tokens
+    probes = {(r.service): r for r in store.probes(FEB.start, FEB.end)}
+    assert probes["guard-llama-8b"].disagree > 0
+    assert probes["summarize-mistral-7b"].successes < probes["summarize-mistral-7b"].probes
 
 
 def test_rerun_writes_the_same_totals(store: SqliteLedgerStore) -> None:

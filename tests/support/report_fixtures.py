@@ -28,9 +28,9 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from gpuledger.chargeback.attribution.claims import IDLE, UNATTRIBUTED
-from gpuledger.chargeback.ledger.model import CoverageRow, ProbeRecord, TokenRow
-from gpuledger.chargeback.ledger.model import UsageRow as U
 from gpuledger.chargeback.ledger.store.common import AuditableLedgerStore
+from gpuledger.chargeback.ledger.tables import CoverageRow, ProbeRecord, TokenRow
+from gpuledger.chargeback.ledger.tables import UsageRow as U
 
 OCT = int(datetime(2026, 10, 1, tzinfo=UTC).timestamp())
 SEP = int(datetime(2026, 9, 1, tzinfo=UTC).timestamp())

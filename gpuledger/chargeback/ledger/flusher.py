@@ -17,8 +17,9 @@ from dataclasses import dataclass, replace
 from gpuledger.chargeback.attribution.claims import Claim
 from gpuledger.chargeback.attribution.shares import GpuAllocation, SplitPolicy, allocate
 from gpuledger.chargeback.ledger.accumulator import Accumulator, LifetimeTotals
-from gpuledger.chargeback.ledger.model import HOUR, LedgerStore, ProbeRecord, StoreError, hour_start
+from gpuledger.chargeback.ledger.model import HOUR, LedgerStore, StoreError, hour_start
 from gpuledger.chargeback.ledger.spool import Spool
+from gpuledger.chargeback.ledger.tables import ProbeRecord
 from gpuledger.chargeback.ledger.tokens import TokenAccumulator
 from gpuledger.collectors.gpu.readings import GpuReading
 from gpuledger.collectors.vllm.types import ProbeResult, ProbeVerdict, VllmTelemetry

@@ -1,18 +1,23 @@
-"""The ledger's rows: what is billed from (owners and claims are attribution's, in
-:mod:`gpuledger.chargeback.attribution.claims`).
-
-A ledger row is a bucket's **running total** for one hour: writers always send the whole
-total (an upsert), never an increment, so replaying a row after a crash or a flush retry
-cannot count a GPU-second twice. Stores additionally keep each column's maximum
-(totals only grow within an hour), so an older replay can never lower a bucket either.
+"""The ledger store's contract: what a store is asked (:class:`LedgerStore`) and what its
+reads return (typed groups). What is written -- the tables and their rows -- is declared
+in :mod:`gpuledger.chargeback.ledger.tables`; owners and claims are attribution's, in
+:mod:`gpuledger.chargeback.attribution.claims`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Protocol
+
+from gpuledger.chargeback.ledger.tables import (
+    CoverageRow,
+    ProbeRecord,
+    StorageSample,
+    TokenRow,
+    UsageRow,
+)
 
 HOUR = 3600
 
@@ -26,107 +31,157 @@ def hour_datetime(hour: int) -> datetime:
     return datetime.fromtimestamp(hour, UTC)
 
 
-@dataclass(frozen=True, slots=True)
-class UsageRow:
-    """Running totals of one bucket: (hour, node, physical GPU, namespace, service)."""
+# -- what store reads return ---------------------------------------------------------------
+# Sums come back from SQL already aggregated (a month of a fleet is millions of rows and a
+# few hundred groups); these are the groups, typed, so no caller coerces field by field.
 
-    hour_start: int  # unix seconds, a multiple of 3600
-    node: str
-    gpu_uuid: str
-    namespace: str
-    service: str
-    gpu_model: str
-    mig_profile: str  # "" for a whole GPU; profiles joined with "+" when several
+
+def _float(value: object) -> float:
+    return float(value) if isinstance(value, int | float) else 0.0
+
+
+def _opt_float(value: object) -> float | None:
+    return float(value) if isinstance(value, int | float) else None
+
+
+def _opt_str(value: object) -> str | None:
+    return None if value is None else str(value)
+
+
+@dataclass(frozen=True, slots=True)
+class UsageGroup:
+    """Σ of one group of usage buckets; a key not grouped by is None."""
+
     allocated_gpu_seconds: float
     busy_gpu_seconds: float
     energy_joules: float
+    allocated_gpu_hours: float
+    node: str | None = None
+    gpu_uuid: str | None = None
+    gpu_model: str | None = None
+    namespace: str | None = None
+    service: str | None = None
+    hour: str | None = None  # ISO-8601 UTC, e.g. 2026-01-01T00:00:00Z
 
-    @property
-    def key(self) -> tuple[int, str, str, str, str]:
-        return (self.hour_start, self.node, self.gpu_uuid, self.namespace, self.service)
+    @classmethod
+    def from_row(cls, row: Mapping[str, object]) -> UsageGroup:
+        return cls(
+            allocated_gpu_seconds=_float(row["allocated_gpu_seconds"]),
+            busy_gpu_seconds=_float(row["busy_gpu_seconds"]),
+            energy_joules=_float(row["energy_joules"]),
+            allocated_gpu_hours=_float(row["allocated_gpu_hours"]),
+            **{k: _opt_str(row[k]) for k in USAGE_GROUP_KEYS if k in row},
+        )
+
+    def as_json(self, group_by: Sequence[str]) -> dict[str, object]:
+        """The ``/api/v1/usage`` row: the grouped keys (in ``group_by`` order), then sums."""
+        out: dict[str, object] = {k: getattr(self, k) for k in dict.fromkeys(group_by)}
+        out["allocated_gpu_seconds"] = self.allocated_gpu_seconds
+        out["busy_gpu_seconds"] = self.busy_gpu_seconds
+        out["energy_joules"] = self.energy_joules
+        out["allocated_gpu_hours"] = self.allocated_gpu_hours
+        return out
 
 
 @dataclass(frozen=True, slots=True)
-class CoverageRow:
-    """Seconds a physical GPU was observed in an hour: the invariant's right-hand side
-    (Σ allocated over owners incl. idle = Σ observed, since a GPU's capacity is 1)."""
+class TokenGroup:
+    """Σ of one group of token rows; a key not grouped by is None."""
 
-    hour_start: int
-    node: str
-    gpu_uuid: str
-    gpu_model: str
-    observed_seconds: float
-
-    @property
-    def key(self) -> tuple[int, str, str]:
-        return (self.hour_start, self.node, self.gpu_uuid)
-
-
-@dataclass(frozen=True, slots=True)
-class TokenRow:
-    """Running totals of tokens one service's engines processed in an hour, per model.
-
-    ``prompt_tokens``/``generation_tokens`` are what the engine counted (probe traffic
-    included); ``probe_*`` is the part the agent's own probes caused, so billable =
-    engine − probe. Keyed ``(hour, node, namespace, service, model_name)``."""
-
-    hour_start: int
-    node: str
-    namespace: str
-    service: str
-    model_name: str
     prompt_tokens: float
     generation_tokens: float
     probe_prompt_tokens: float
     probe_generation_tokens: float
+    node: str | None = None
+    namespace: str | None = None
+    service: str | None = None
+    model_name: str | None = None
+    hour: str | None = None
 
-    @property
-    def key(self) -> tuple[int, str, str, str, str]:
-        return (self.hour_start, self.node, self.namespace, self.service, self.model_name)
+    @classmethod
+    def from_row(cls, row: Mapping[str, object]) -> TokenGroup:
+        return cls(
+            prompt_tokens=_float(row["prompt_tokens"]),
+            generation_tokens=_float(row["generation_tokens"]),
+            probe_prompt_tokens=_float(row["probe_prompt_tokens"]),
+            probe_generation_tokens=_float(row["probe_generation_tokens"]),
+            **{k: _opt_str(row[k]) for k in TOKEN_GROUP_KEYS if k in row},
+        )
 
 
 @dataclass(frozen=True, slots=True)
-class ProbeRecord:
-    """One probe and, once known, its validation verdict. Keyed ``(node, endpoint,
-    started_unix)``; written when the probe ends and again when the verdict arrives."""
+class ProbeVerdictGroup:
+    """Probes of one (namespace, service, model) and how their verdicts came out."""
 
-    started_unix: float
-    node: str
-    endpoint: str
     namespace: str
     service: str
     model_name: str
-    ok: bool
-    reason: str | None = None
-    ttft_s: float | None = None
-    tpot_s: float | None = None
-    e2e_s: float | None = None
-    output_tokens_per_s: float | None = None
-    prompt_tokens: int | None = None
-    completion_tokens: int | None = None
-    tokens_counted: bool | None = None
-    ttft_histogram_moved: bool | None = None
-    ttft_agrees: bool | None = None
+    probes: int
+    successes: int
+    disagree: int  # at least one verdict says the engine's own figures disagree
+    agree: int  # no disagreement and at least one verdict decided
 
-    @property
-    def key(self) -> tuple[str, str, float]:
-        return (self.node, self.endpoint, self.started_unix)
+    @classmethod
+    def from_row(cls, row: Mapping[str, object]) -> ProbeVerdictGroup:
+        return cls(
+            str(row["namespace"]), str(row["service"]), str(row["model_name"]),
+            *(int(_float(row[k])) for k in ("probes", "successes", "disagree", "agree")),
+        )  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)
-class StorageSample:
-    """A table's (or, with empty schema/table, a database's) size at one instant."""
+class ProbeLatencyGroup:
+    """A quantile of one service's successful probes (None where none measured it)."""
 
-    ts_unix: float
+    namespace: str
+    service: str
+    ttft_s: float | None
+    tpot_s: float | None
+    e2e_s: float | None
+
+    @classmethod
+    def from_row(cls, row: Mapping[str, object]) -> ProbeLatencyGroup:
+        return cls(
+            str(row["namespace"]), str(row["service"]),
+            *(_opt_float(row.get(k)) for k in ("ttft_s", "tpot_s", "e2e_s")),
+        )  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
+class CoverageGroup:
+    """How long one GPU was observed over a range of hours."""
+
     node: str
-    database: str
-    schema: str
-    table: str
-    bytes: int
+    gpu_uuid: str
+    gpu_model: str
+    observed_seconds: float
+    hours: int  # buckets present
+    first_hour: str  # ISO-8601 UTC
+    last_hour: str
 
-    @property
-    def key(self) -> tuple[str, str, str, str, float]:
-        return (self.node, self.database, self.schema, self.table, self.ts_unix)
+    @classmethod
+    def from_row(cls, row: Mapping[str, object]) -> CoverageGroup:
+        return cls(
+            str(row["node"]), str(row["gpu_uuid"]), str(row["gpu_model"] or ""),
+            _float(row["observed_seconds"]), int(_float(row["hours"])),
+            str(row["first_hour"] or ""), str(row["last_hour"] or ""),
+        )  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
+class InvariantViolation:
+    """An (hour, node) whose Σ allocated differs from its Σ observed seconds."""
+
+    hour: str
+    node: str
+    allocated_gpu_seconds: float
+    observed_seconds: float
+
+    @classmethod
+    def from_row(cls, row: Mapping[str, object]) -> InvariantViolation:
+        return cls(
+            str(row["hour"]), str(row["node"]),
+            _float(row["allocated_gpu_seconds"]), _float(row["observed_seconds"]),
+        )  # fmt: skip
 
 
 USAGE_GROUP_KEYS = ("node", "gpu_uuid", "gpu_model", "namespace", "service", "hour")
@@ -156,7 +211,7 @@ class LedgerStore(Protocol):
         group_by: Sequence[str],
         *,
         node: str | None = None,
-    ) -> list[dict[str, object]]:
+    ) -> list[UsageGroup]:
         """Sum of allocated/busy GPU-seconds and energy over ``[start, end)`` hours,
         grouped by ``group_by`` (a subset of USAGE_GROUP_KEYS), aggregated in SQL."""
         ...
@@ -176,13 +231,13 @@ class LedgerStore(Protocol):
         group_by: Sequence[str],
         *,
         node: str | None = None,
-    ) -> list[dict[str, object]]:
+    ) -> list[TokenGroup]:
         """Sums of the token columns over ``[start, end)`` grouped by TOKEN_GROUP_KEYS."""
         ...
 
     def probes(
         self, start: datetime, end: datetime, *, node: str | None = None
-    ) -> list[dict[str, object]]:
+    ) -> list[ProbeVerdictGroup]:
         """Per (namespace, service, model_name): probes, successes, and verdict counts
         (agree / disagree / undecided) over ``[start, end)``."""
         ...

@@ -13,8 +13,8 @@ math itself (the slope, days until full) is the pgvector source's:
 
 from __future__ import annotations
 
-from gpuledger.chargeback.ledger.model import StorageSample
 from gpuledger.chargeback.ledger.spool import Spool
+from gpuledger.chargeback.ledger.tables import StorageSample
 from gpuledger.collectors.pgvector.growth import DAY, Growth, GrowthKey, slope_from_sums
 from gpuledger.collectors.pgvector.types import PgTelemetry
 

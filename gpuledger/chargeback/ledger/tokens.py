@@ -20,7 +20,8 @@ import threading
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-from gpuledger.chargeback.ledger.model import TokenRow, hour_start
+from gpuledger.chargeback.ledger.model import hour_start
+from gpuledger.chargeback.ledger.tables import TokenRow
 from gpuledger.collectors.vllm.types import ProbeResult, VllmTelemetry
 
 TokenKey = tuple[int, str, str, str, str]  # hour, node, namespace, service, model_name

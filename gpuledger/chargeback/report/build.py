@@ -26,6 +26,12 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
 from gpuledger.chargeback.attribution.claims import IDLE, UNATTRIBUTED
+from gpuledger.chargeback.ledger.model import (
+    CoverageGroup,
+    ProbeLatencyGroup,
+    TokenGroup,
+    UsageGroup,
+)
 from gpuledger.chargeback.ledger.store.common import AuditableLedgerStore
 from gpuledger.chargeback.report.model import (
     REPORT_SCHEMA_VERSION,
@@ -62,11 +68,6 @@ class ReportOptions:
     max_disagree_ratio: float = 0.05
     latency_quantile: float = 0.99
     trend_months: int = 6  # the month and the five before it
-
-
-def _f(row: dict[str, object], key: str) -> float:
-    value = row.get(key)
-    return float(value) if isinstance(value, int | float) else 0.0
 
 
 def _kind(service: str) -> LineKind:
@@ -107,10 +108,10 @@ def _quote(card: RateCard, model: str, hours: float, kind: ProviderKind) -> Rent
     )
 
 
-def _model_line(card: RateCard, row: dict[str, object], kind: LineKind) -> ModelLine:
-    model = str(row.get("gpu_model") or "")
-    hours = _f(row, "allocated_gpu_seconds") / SECONDS_PER_HOUR
-    kwh = _f(row, "energy_joules") / JOULES_PER_KWH
+def _model_line(card: RateCard, row: UsageGroup, kind: LineKind) -> ModelLine:
+    model = row.gpu_model or ""
+    hours = row.allocated_gpu_seconds / SECONDS_PER_HOUR
+    kwh = row.energy_joules / JOULES_PER_KWH
     tco = card.tco_for(model)
     cap_rate = tco.capacity_usd_per_gpu_hour if tco else None
     kwh_rate = tco.energy_usd_per_kwh if tco else None
@@ -122,7 +123,7 @@ def _model_line(card: RateCard, row: dict[str, object], kind: LineKind) -> Model
         gpu_model=model,
         gpu_class=card.gpu_class(model),
         allocated_gpu_hours=hours,
-        busy_gpu_hours=_f(row, "busy_gpu_seconds") / SECONDS_PER_HOUR,
+        busy_gpu_hours=row.busy_gpu_seconds / SECONDS_PER_HOUR,
         energy_kwh=kwh,
         capacity_usd_per_gpu_hour=cap_rate,
         energy_usd_per_kwh=kwh_rate,
@@ -180,10 +181,10 @@ def share_idle(
 # -- tokens -------------------------------------------------------------------------------
 
 
-def _token_quote(card: RateCard, row: dict[str, object]) -> TokenQuote:
-    name = str(row.get("model_name") or "")
-    prompt = max(0.0, _f(row, "prompt_tokens") - _f(row, "probe_prompt_tokens"))
-    generation = max(0.0, _f(row, "generation_tokens") - _f(row, "probe_generation_tokens"))
+def _token_quote(card: RateCard, row: TokenGroup) -> TokenQuote:
+    name = row.model_name or ""
+    prompt = max(0.0, row.prompt_tokens - row.probe_prompt_tokens)
+    generation = max(0.0, row.generation_tokens - row.probe_generation_tokens)
     cls = card.model_class(name)
     if cls is None:
         return TokenQuote(name, None, prompt, generation, None, None,
@@ -267,7 +268,7 @@ def _service_line(
     models: list[ModelLine],
     quotes: Sequence[TokenQuote],
     probe: dict[str, float],
-    latency: dict[str, object],
+    latency: ProbeLatencyGroup | None,
     opts: ReportOptions,
 ) -> ServiceLine:
     namespace, service = key
@@ -295,10 +296,6 @@ def _service_line(
 
     def saving(counterfactual: float | None) -> float | None:
         return counterfactual - total if counterfactual is not None and total is not None else None
-
-    def lat(metric: str) -> float | None:
-        v = latency.get(metric)
-        return float(v) if isinstance(v, int | float) else None
 
     return ServiceLine(
         namespace=namespace,
@@ -335,9 +332,9 @@ def _service_line(
         savings_vs_hyperscaler_usd=saving(hyper[0]),
         savings_vs_specialist_usd=saving(spec[0]),
         savings_vs_token_api_usd=saving(api[0]),
-        p99_ttft_s=lat("ttft_s"),
-        p99_tpot_s=lat("tpot_s"),
-        p99_e2e_s=lat("e2e_s"),
+        p99_ttft_s=latency.ttft_s if latency else None,
+        p99_tpot_s=latency.tpot_s if latency else None,
+        p99_e2e_s=latency.e2e_s if latency else None,
         probes=n_probes,
         probe_success_ratio=successes / n_probes if n_probes else None,
         verdicts_agree=int(agree),
@@ -381,15 +378,15 @@ def _totals(lines: Sequence[ServiceLine]) -> Totals:
 
 
 def _coverage(
-    rows: Sequence[dict[str, object]], period_hours: float
+    rows: Sequence[CoverageGroup], period_hours: float
 ) -> tuple[tuple[NodeCoverage, ...], float | None]:
-    per_node: dict[str, list[dict[str, object]]] = defaultdict(list)
+    per_node: dict[str, list[CoverageGroup]] = defaultdict(list)
     for r in rows:
-        per_node[str(r["node"])].append(r)
+        per_node[r.node].append(r)
     out: list[NodeCoverage] = []
     for node in sorted(per_node):
         gpus = per_node[node]
-        observed = sum(_f(g, "observed_seconds") for g in gpus) / SECONDS_PER_HOUR
+        observed = sum(g.observed_seconds for g in gpus) / SECONDS_PER_HOUR
         expected = len(gpus) * period_hours
         out.append(
             NodeCoverage(
@@ -398,8 +395,8 @@ def _coverage(
                 observed_gpu_hours=observed,
                 expected_gpu_hours=expected,
                 coverage_ratio=observed / expected if expected > 0 else None,
-                first_hour=min(str(g.get("first_hour") or "") for g in gpus),
-                last_hour=max(str(g.get("last_hour") or "") for g in gpus),
+                first_hour=min(g.first_hour for g in gpus),
+                last_hour=max(g.last_hour for g in gpus),
             )
         )
     expected_all = sum(n.expected_gpu_hours for n in out)
@@ -407,10 +404,10 @@ def _coverage(
     return tuple(out), fleet
 
 
-def _trend_point(card: RateCard, month: Month, rows: Sequence[dict[str, object]]) -> TrendPoint:
+def _trend_point(card: RateCard, month: Month, rows: Sequence[UsageGroup]) -> TrendPoint:
     alloc = idle = internal = hyper = unpriced = 0.0
     for row in rows:
-        service = str(row.get("service") or "")
+        service = row.service or ""
         ml = _model_line(card, row, _kind(service))
         alloc += ml.allocated_gpu_hours
         if service == IDLE:
@@ -451,7 +448,7 @@ def build_report(
         raise NoLedgerData(f"{month.label} has not started yet (now {now:%Y-%m-%d %H:%M} UTC)")
     step("GPU-seconds by service and GPU model")
     usage = store.usage(start, end, ["namespace", "service", "gpu_model"])
-    if not any(_f(r, "allocated_gpu_seconds") > 0 for r in usage):
+    if not any(r.allocated_gpu_seconds > 0 for r in usage):
         raise NoLedgerData(f"no GPU-seconds in {where} for {month.label}")
     step("tokens by served model")
     token_rows = store.tokens(start, end, ["namespace", "service", "model_name"])
@@ -464,28 +461,30 @@ def build_report(
 
     models: dict[tuple[str, str], list[ModelLine]] = defaultdict(list)
     for row in usage:
-        key = (str(row.get("namespace") or ""), str(row.get("service") or ""))
+        key = (row.namespace or "", row.service or "")
         models[key].append(_model_line(card, row, _kind(key[1])))
     models = share_idle(models, opts.idle_policy)
 
     quotes: dict[tuple[str, str], list[TokenQuote]] = defaultdict(list)
     probe_tokens: dict[tuple[str, str], list[float]] = defaultdict(lambda: [0.0, 0.0])
-    for row in token_rows:
-        key = (str(row["namespace"]), str(row["service"]))
-        quotes[key].append(_token_quote(card, row))
-        probe_tokens[key][0] += _f(row, "probe_prompt_tokens")
-        probe_tokens[key][1] += _f(row, "probe_generation_tokens")
+    for tokens in token_rows:
+        key = (tokens.namespace or "", tokens.service or "")
+        quotes[key].append(_token_quote(card, tokens))
+        probe_tokens[key][0] += tokens.probe_prompt_tokens
+        probe_tokens[key][1] += tokens.probe_generation_tokens
     probes: dict[tuple[str, str], dict[str, float]] = defaultdict(lambda: defaultdict(float))
-    for row in probe_rows:
-        key = (str(row["namespace"]), str(row["service"]))
-        for col in ("probes", "successes", "agree", "disagree"):
-            probes[key][col] += _f(row, col)
-    latency = {(str(r["namespace"]), str(r["service"])): r for r in latency_rows}
+    for verdicts in probe_rows:
+        key = (verdicts.namespace, verdicts.service)
+        probes[key]["probes"] += float(verdicts.probes)
+        probes[key]["successes"] += float(verdicts.successes)
+        probes[key]["agree"] += float(verdicts.agree)
+        probes[key]["disagree"] += float(verdicts.disagree)
+    latency = {(r.namespace, r.service): r for r in latency_rows}
 
     lines = []
     for key in models:
         line = _service_line(
-            key, models[key], quotes.get(key, ()), probes.get(key, {}), latency.get(key, {}), opts
+            key, models[key], quotes.get(key, ()), probes.get(key, {}), latency.get(key), opts
         )
         pt = probe_tokens.get(key)
         if pt is not None:

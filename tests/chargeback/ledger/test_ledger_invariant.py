@@ -23,16 +23,16 @@ from hypothesis import strategies as st
 
 from gpuledger.chargeback.attribution.claims import Claim, Owner
 from gpuledger.chargeback.ledger.flusher import Ledger
-from gpuledger.chargeback.ledger.model import (
+from gpuledger.chargeback.ledger.model import StoreError, UsageGroup
+from gpuledger.chargeback.ledger.spool import Spool
+from gpuledger.chargeback.ledger.store import open_store
+from gpuledger.chargeback.ledger.tables import (
     CoverageRow,
     ProbeRecord,
     StorageSample,
-    StoreError,
     TokenRow,
     UsageRow,
 )
-from gpuledger.chargeback.ledger.spool import Spool
-from gpuledger.chargeback.ledger.store import open_store
 from gpuledger.collectors.gpu.readings import GpuReading
 
 H100 = "NVIDIA H100 80GB HBM3"
@@ -75,7 +75,7 @@ class FlakyStore:
             raise StoreError("store is down (test)")
         self.real.insert_storage_samples(rows)
 
-    def usage(self, *a: object, **k: object) -> list[dict[str, object]]:
+    def usage(self, *a: object, **k: object) -> list[UsageGroup]:
         return self.real.usage(*a, **k)  # type: ignore[arg-type]
 
     def close(self) -> None:
@@ -201,9 +201,9 @@ def test_ledger_never_loses_or_double_counts(
         lo = datetime.fromtimestamp(START - 100 * 3600, UTC)
         hi = datetime.fromtimestamp(world.wall + 100 * 3600, UTC)
         assert store.real.invariant_violations(lo, hi, rel_tol=1e-9) == []
-        observed = sum(float(r["observed_seconds"]) for r in store.real.coverage(lo, hi))  # type: ignore[arg-type]
+        observed = sum(r.observed_seconds for r in store.real.coverage(lo, hi))
         assert observed == pytest.approx(expected_observed, rel=1e-9, abs=1e-6)
-        allocated = sum(float(r["allocated_gpu_seconds"]) for r in store.real.usage(lo, hi, []))  # type: ignore[arg-type]
+        allocated = sum(r.allocated_gpu_seconds for r in store.real.usage(lo, hi, []))
         assert allocated == pytest.approx(expected_observed, rel=1e-9, abs=1e-6)
         ledger.spool.close()
         store.close()

@@ -7,25 +7,28 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Iterator
+from collections.abc import Sequence
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 
 from gpuledger.chargeback.attribution.claims import IDLE
 from gpuledger.chargeback.ledger.model import (
-    CoverageRow,
-    ProbeRecord,
+    ProbeVerdictGroup,
     StoreError,
-    TokenRow,
-    UsageRow,
+    TokenGroup,
+    UsageGroup,
 )
 from gpuledger.chargeback.ledger.store import open_store
 from gpuledger.chargeback.ledger.store.common import AuditableLedgerStore
+from gpuledger.chargeback.ledger.tables import CoverageRow, ProbeRecord, TokenRow, UsageRow
 from gpuledger.redact import redact_dsn, safe_url, scrub
-from tests.conftest import EmbeddedPostgres
+from tests.support.postgres import EmbeddedPostgres
+
+R = TypeVar("R")
 
 T0 = datetime(2025, 3, 1, tzinfo=UTC)
 H0 = int(T0.timestamp())
@@ -83,51 +86,34 @@ def _dataset() -> tuple[list[UsageRow], list[CoverageRow]]:
 # -- fixtures -----------------------------------------------------------------------------
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
-def store_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> str:
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path_factory.mktemp('ledger') / 'ledger.db'}"
-    return str(request.getfixturevalue("postgres_db_url"))
-
-
 @pytest.fixture
-def store(store_url: str) -> Iterator[AuditableLedgerStore]:
-    s = open_store(store_url)
-    s.migrate()
-    try:
-        yield s
-    finally:
-        s.close()
-
-
-@pytest.fixture
-def loaded(store: AuditableLedgerStore) -> AuditableLedgerStore:
+def loaded(ledger_store: AuditableLedgerStore) -> AuditableLedgerStore:
     usage, coverage = _dataset()
-    store.upsert(usage, coverage)
-    return store
+    ledger_store.upsert(usage, coverage)
+    return ledger_store
 
 
-def _by(rows: list[dict[str, object]], *keys: str) -> dict[tuple[object, ...], dict[str, object]]:
-    return {tuple(r[k] for k in keys): r for r in rows}
+def _by(rows: Sequence[R], *keys: str) -> dict[tuple[object, ...], R]:
+    return {tuple(getattr(r, k) for k in keys): r for r in rows}
 
 
-def _totals(row: dict[str, object]) -> tuple[object, object, object]:
-    return (row["allocated_gpu_seconds"], row["busy_gpu_seconds"], row["energy_joules"])
+def _totals(row: UsageGroup) -> tuple[float, float, float]:
+    return (row.allocated_gpu_seconds, row.busy_gpu_seconds, row.energy_joules)
 
 
 # -- schema -------------------------------------------------------------------------------
 
 
-def test_migrations_are_idempotent_and_recorded(store: AuditableLedgerStore) -> None:
-    store.migrate()  # the fixture already ran it once
-    store.migrate()
-    assert store.applied_versions() == [1, 2, 3, 4]
-    store.upsert([_u(H0, "n1", "g1", "a", "b", 1, 1, 1)], [])
-    assert store.usage(_dt(H0), _dt(H1), ["service"])[0]["allocated_gpu_seconds"] == 1.0
+def test_migrations_are_idempotent_and_recorded(ledger_store: AuditableLedgerStore) -> None:
+    ledger_store.migrate()  # the fixture already ran it once
+    ledger_store.migrate()
+    assert ledger_store.applied_versions() == [1, 2, 3, 4]
+    ledger_store.upsert([_u(H0, "n1", "g1", "a", "b", 1, 1, 1)], [])
+    assert ledger_store.usage(_dt(H0), _dt(H1), ["service"])[0].allocated_gpu_seconds == 1.0
 
 
-def test_concurrent_migrations_from_two_agents(store_url: str) -> None:
-    stores = [open_store(store_url) for _ in range(2)]
+def test_concurrent_migrations_from_two_agents(ledger_store_url: str) -> None:
+    stores = [open_store(ledger_store_url) for _ in range(2)]
     barrier = threading.Barrier(2)
     errors: list[BaseException] = []
 
@@ -161,7 +147,7 @@ def test_replay_of_older_totals_never_lowers(loaded: AuditableLedgerStore) -> No
     loaded.upsert(*_dataset())  # a full replay of the same totals adds nothing
     assert loaded.usage(_dt(H0), _dt(H3), ["hour", "node", "gpu_uuid", "service"]) == before
     cov = _by(loaded.coverage(_dt(H0), _dt(H1)), "node", "gpu_uuid")
-    assert cov[("n1", "g1")]["observed_seconds"] == 3600.0
+    assert cov[("n1", "g1")].observed_seconds == 3600.0
 
 
 def test_larger_totals_update_per_column_and_labels_follow(loaded: AuditableLedgerStore) -> None:
@@ -180,30 +166,34 @@ def test_larger_totals_update_per_column_and_labels_follow(loaded: AuditableLedg
     assert ("g1", "chat", "H100") not in rows
 
 
-def test_duplicate_keys_in_one_batch_keep_the_larger_totals(store: AuditableLedgerStore) -> None:
-    store.upsert(
+def test_duplicate_keys_in_one_batch_keep_the_larger_totals(
+    ledger_store: AuditableLedgerStore,
+) -> None:
+    ledger_store.upsert(
         [
             _u(H0, "n1", "g1", "ns", "svc", 100, 90, 5.0),
             _u(H0, "n1", "g1", "ns", "svc", 80, 95, 7.0),
         ],
         [_c(H0, "n1", "g1", 50.0), _c(H0, "n1", "g1", 40.0)],
     )
-    (row,) = store.usage(_dt(H0), _dt(H1), ["service"])
+    (row,) = ledger_store.usage(_dt(H0), _dt(H1), ["service"])
     assert _totals(row) == (100.0, 95.0, 7.0)
-    assert store.coverage(_dt(H0), _dt(H1))[0]["observed_seconds"] == 50.0
+    assert ledger_store.coverage(_dt(H0), _dt(H1))[0].observed_seconds == 50.0
 
 
-def test_large_batch_takes_the_bulk_path(store: AuditableLedgerStore) -> None:
+def test_large_batch_takes_the_bulk_path(ledger_store: AuditableLedgerStore) -> None:
     # 1,500 rows crosses the PostgreSQL COPY threshold (1,000); then replay them lower.
     rows = [
         _u(H0 + 3600 * (i // 100), "n1", f"g{i % 100}", "ns", "svc", 10, 5, 2) for i in range(1500)
     ]
     cov = [_c(r.hour_start, r.node, r.gpu_uuid, 10.0) for r in rows]
-    store.upsert(rows, cov)
-    store.upsert([_u(r.hour_start, r.node, r.gpu_uuid, "ns", "svc", 1, 1, 1) for r in rows], cov)
-    (total,) = store.usage(_dt(H0), _dt(H0 + 15 * 3600), [])
+    ledger_store.upsert(rows, cov)
+    ledger_store.upsert(
+        [_u(r.hour_start, r.node, r.gpu_uuid, "ns", "svc", 1, 1, 1) for r in rows], cov
+    )
+    (total,) = ledger_store.usage(_dt(H0), _dt(H0 + 15 * 3600), [])
     assert _totals(total) == (15000.0, 7500.0, 3000.0)
-    assert store.invariant_violations(_dt(H0), _dt(H0 + 15 * 3600)) == []
+    assert ledger_store.invariant_violations(_dt(H0), _dt(H0 + 15 * 3600)) == []
 
 
 # -- usage queries ------------------------------------------------------------------------
@@ -211,19 +201,22 @@ def test_large_batch_takes_the_bulk_path(store: AuditableLedgerStore) -> None:
 
 def test_usage_by_service(loaded: AuditableLedgerStore) -> None:
     rows = loaded.usage(_dt(H0), _dt(H2), ["service"])
-    assert [r["service"] for r in rows] == [IDLE, "chat", "embed"]  # byte order
+    assert [r.service for r in rows] == [IDLE, "chat", "embed"]  # byte order
     got = _by(rows, "service")
     assert _totals(got[("chat",)]) == (9600.0, 6800.0, 3.3e6)
     assert _totals(got[("embed",)]) == (9000.0, 1600.0, 1.2e6)
     assert _totals(got[(IDLE,)]) == (3000.0, 0.0, 3.0e5)
-    assert got[("chat",)]["allocated_gpu_hours"] == pytest.approx(9600 / 3600)
-    assert set(rows[0]) == {
+    assert got[("chat",)].allocated_gpu_hours == pytest.approx(9600 / 3600)
+    assert set(rows[0].as_json(["service"])) == {
         "service",
         "allocated_gpu_seconds",
         "busy_gpu_seconds",
         "energy_joules",
         "allocated_gpu_hours",
     }
+    # keys not grouped by are not filled in
+    assert (rows[0].node, rows[0].gpu_uuid, rows[0].gpu_model, rows[0].namespace) == (None,) * 4
+    assert rows[0].hour is None
 
 
 def test_usage_by_namespace_service_model(loaded: AuditableLedgerStore) -> None:
@@ -244,7 +237,7 @@ def test_usage_by_namespace_service_model(loaded: AuditableLedgerStore) -> None:
 
 def test_usage_by_hour_is_iso_utc(loaded: AuditableLedgerStore) -> None:
     rows = loaded.usage(_dt(H0), _dt(H2), ["hour"])
-    assert [(r["hour"], *_totals(r)) for r in rows] == [
+    assert [(r.hour, *_totals(r)) for r in rows] == [
         ("2025-03-01T00:00:00Z", 10800.0, 5700.0, 2.9e6),
         ("2025-03-01T01:00:00Z", 10800.0, 2700.0, 1.9e6),
     ]
@@ -271,7 +264,7 @@ def test_usage_without_grouping_and_empty_range(loaded: AuditableLedgerStore) ->
 def test_half_open_range_boundaries(loaded: AuditableLedgerStore) -> None:
     def chat(start: datetime, end: datetime) -> object:
         rows = _by(loaded.usage(start, end, ["service"]), "service")
-        return rows[("chat",)]["allocated_gpu_seconds"] if ("chat",) in rows else None
+        return rows[("chat",)].allocated_gpu_seconds if ("chat",) in rows else None
 
     assert chat(_dt(H0), _dt(H3)) == 13200.0  # H0 + H1 + H2
     assert chat(_dt(H0), _dt(H2)) == 9600.0  # end is exclusive
@@ -292,12 +285,12 @@ def test_unknown_group_key_is_named(loaded: AuditableLedgerStore) -> None:
 
 def test_coverage_sums_observed_seconds(loaded: AuditableLedgerStore) -> None:
     rows = loaded.coverage(_dt(H0), _dt(H3))
-    assert [(r["node"], r["gpu_uuid"], r["gpu_model"], r["observed_seconds"]) for r in rows] == [
+    assert [(r.node, r.gpu_uuid, r.gpu_model, r.observed_seconds) for r in rows] == [
         ("n1", "g1", "H100", 10800.0),
         ("n1", "g2", "A100", 7200.0),
         ("n2", "g3", "H100", 7200.0),
     ]
-    assert [r["gpu_uuid"] for r in loaded.coverage(_dt(H0), _dt(H3), node="n2")] == ["g3"]
+    assert [r.gpu_uuid for r in loaded.coverage(_dt(H0), _dt(H3), node="n2")] == ["g3"]
 
 
 # -- the invariant ------------------------------------------------------------------------
@@ -316,13 +309,11 @@ def test_invariant_finds_planted_violations(loaded: AuditableLedgerStore) -> Non
     # n1 at H0: the chat bucket grows past the hour's capacity.
     loaded.upsert([_u(H0, "n1", "g1", "team-a", "chat", 2500, 1800, 1.0e6)], [])
     got = loaded.invariant_violations(_dt(H0), _dt(H3))
-    assert [
-        (v["hour"], v["node"], v["allocated_gpu_seconds"], v["observed_seconds"]) for v in got
-    ] == [
+    assert [(v.hour, v.node, v.allocated_gpu_seconds, v.observed_seconds) for v in got] == [
         ("2025-03-01T00:00:00Z", "n1", 7300.0, 7200.0),
         ("2025-03-01T01:00:00Z", "n2", 3600.0, 7200.0),
     ]
-    assert [v["node"] for v in loaded.invariant_violations(_dt(H0), _dt(H3), node="n2")] == ["n2"]
+    assert [v.node for v in loaded.invariant_violations(_dt(H0), _dt(H3), node="n2")] == ["n2"]
     assert loaded.invariant_violations(_dt(H2), _dt(H3)) == []
 
 
@@ -336,18 +327,20 @@ HOSTILE = [
 ]
 
 
-def test_hostile_strings_round_trip(store: AuditableLedgerStore) -> None:
+def test_hostile_strings_round_trip(ledger_store: AuditableLedgerStore) -> None:
     rows = [
         _u(H0, "n'1", f'g"{i}', ns, svc, 100.0 * (i + 1), 1, 1)
         for i, (ns, svc) in enumerate(HOSTILE)
     ]
-    store.upsert(rows, [])
-    store.upsert(rows, [])
-    got = _by(store.usage(_dt(H0), _dt(H1), ["namespace", "service"]), "namespace", "service")
-    assert {k: v["allocated_gpu_seconds"] for k, v in got.items()} == {
+    ledger_store.upsert(rows, [])
+    ledger_store.upsert(rows, [])
+    got = _by(
+        ledger_store.usage(_dt(H0), _dt(H1), ["namespace", "service"]), "namespace", "service"
+    )
+    assert {k: v.allocated_gpu_seconds for k, v in got.items()} == {
         pair: 100.0 * (i + 1) for i, pair in enumerate(HOSTILE)
     }
-    assert [r["node"] for r in store.usage(_dt(H0), _dt(H1), ["node"], node="n'1")] == ["n'1"]
+    assert [r.node for r in ledger_store.usage(_dt(H0), _dt(H1), ["node"], node="n'1")] == ["n'1"]
 
 
 # -- failures -----------------------------------------------------------------------------
@@ -355,13 +348,13 @@ def test_hostile_strings_round_trip(store: AuditableLedgerStore) -> None:
 PASSWORD = "s3cr3t-Pa55"
 
 
-def test_closed_store_raises_store_error(store: AuditableLedgerStore) -> None:
-    store.close()
+def test_closed_store_raises_store_error(ledger_store: AuditableLedgerStore) -> None:
+    ledger_store.close()
     with pytest.raises(StoreError, match="closed"):
-        store.upsert([_u(H0, "n1", "g1", "a", "b", 1, 1, 1)], [])
+        ledger_store.upsert([_u(H0, "n1", "g1", "a", "b", 1, 1, 1)], [])
     with pytest.raises(StoreError):
-        store.usage(_dt(H0), _dt(H1), ["service"])
-    store.close()  # twice is fine
+        ledger_store.usage(_dt(H0), _dt(H1), ["service"])
+    ledger_store.close()  # twice is fine
 
 
 def test_unopenable_sqlite_raises_store_error(tmp_path: object) -> None:
@@ -469,10 +462,10 @@ def tok(
     return TokenRow(hour, "n1", "llm", svc, model, p, g, pp, pg)
 
 
-def test_token_totals_upsert_and_group(store: AuditableLedgerStore) -> None:
-    store.upsert_tokens([tok(T0, "chat", "llama-70b", 1000, 500, 16, 16)])
-    store.upsert_tokens([tok(T0, "chat", "llama-70b", 900, 400)])  # older replay: ignored
-    store.upsert_tokens(
+def test_token_totals_upsert_and_group(ledger_store: AuditableLedgerStore) -> None:
+    ledger_store.upsert_tokens([tok(T0, "chat", "llama-70b", 1000, 500, 16, 16)])
+    ledger_store.upsert_tokens([tok(T0, "chat", "llama-70b", 900, 400)])  # older replay: ignored
+    ledger_store.upsert_tokens(
         [
             tok(T0, "chat", "llama-70b", 1200, 600, 32, 32),
             tok(T0 + 3600, "chat", "llama-70b", 50, 5),
@@ -480,32 +473,33 @@ def test_token_totals_upsert_and_group(store: AuditableLedgerStore) -> None:
         ]
     )
     lo, hi = datetime.fromtimestamp(T0, UTC), datetime.fromtimestamp(T0 + 7200, UTC)
-    rows = store.tokens(lo, hi, ["service", "model_name"])
+    rows = ledger_store.tokens(lo, hi, ["service", "model_name"])
     assert rows == [
-        {"service": "chat", "model_name": "llama-70b", "prompt_tokens": 1250.0,
-         "generation_tokens": 605.0, "probe_prompt_tokens": 32.0, "probe_generation_tokens": 32.0},
-        {"service": "rag", "model_name": "llama-8b", "prompt_tokens": 10.0,
-         "generation_tokens": 1.0, "probe_prompt_tokens": 0.0, "probe_generation_tokens": 0.0},
+        TokenGroup(service="chat", model_name="llama-70b", prompt_tokens=1250.0,
+                   generation_tokens=605.0, probe_prompt_tokens=32.0,
+                   probe_generation_tokens=32.0),
+        TokenGroup(service="rag", model_name="llama-8b", prompt_tokens=10.0,
+                   generation_tokens=1.0, probe_prompt_tokens=0.0, probe_generation_tokens=0.0),
     ]  # fmt: skip
-    hourly = store.tokens(lo, hi, ["hour"])
-    assert [(r["hour"], r["prompt_tokens"]) for r in hourly] == [
+    hourly = ledger_store.tokens(lo, hi, ["hour"])
+    assert [(r.hour, r.prompt_tokens) for r in hourly] == [
         ("2026-01-01T00:00:00Z", 1210.0),
         ("2026-01-01T01:00:00Z", 50.0),
     ]
     with pytest.raises(ValueError, match="gpu_uuid"):
-        store.tokens(lo, hi, ["gpu_uuid"])
+        ledger_store.tokens(lo, hi, ["gpu_uuid"])
 
 
-def test_probe_records_keep_verdicts_and_summarize(store: AuditableLedgerStore) -> None:
+def test_probe_records_keep_verdicts_and_summarize(ledger_store: AuditableLedgerStore) -> None:
     base = {"node": "n1", "endpoint": "http://10.0.0.5:8000", "namespace": "llm",
             "service": "chat", "model_name": "llama-70b"}  # fmt: skip
     ok1 = ProbeRecord(started_unix=T0 + 10.5, ok=True, ttft_s=0.12, prompt_tokens=8,
                       completion_tokens=16, **base)  # fmt: skip
     ok2 = ProbeRecord(started_unix=T0 + 70.5, ok=True, ttft_s=0.11, **base)
     bad = ProbeRecord(started_unix=T0 + 130.5, ok=False, reason="timeout", **base)
-    store.upsert_probes([ok1, ok2, bad])
+    ledger_store.upsert_probes([ok1, ok2, bad])
     # verdicts arrive later; a replay of the bare record must not clear them
-    store.upsert_probes(
+    ledger_store.upsert_probes(
         [
             ProbeRecord(started_unix=T0 + 10.5, ok=True, ttft_s=0.12, tokens_counted=True,
                         ttft_histogram_moved=True, ttft_agrees=True, **base),
@@ -513,33 +507,35 @@ def test_probe_records_keep_verdicts_and_summarize(store: AuditableLedgerStore) 
                         ttft_histogram_moved=True, **base),
         ]
     )  # fmt: skip
-    store.upsert_probes([ok1])
+    ledger_store.upsert_probes([ok1])
     lo, hi = datetime.fromtimestamp(T0, UTC), datetime.fromtimestamp(T0 + 3600, UTC)
-    (summary,) = store.probes(lo, hi)
-    assert summary == {"namespace": "llm", "service": "chat", "model_name": "llama-70b",
-                       "probes": 3.0, "successes": 2.0, "disagree": 1.0, "agree": 1.0}  # fmt: skip
+    (summary,) = ledger_store.probes(lo, hi)
+    assert summary == ProbeVerdictGroup(namespace="llm", service="chat", model_name="llama-70b",
+                                        probes=3, successes=2, disagree=1, agree=1)  # fmt: skip
 
 
-def test_storage_samples_are_insert_only(store: AuditableLedgerStore, store_url: str) -> None:
-    from gpuledger.chargeback.ledger.model import StorageSample
+def test_storage_samples_are_insert_only(
+    ledger_store: AuditableLedgerStore, ledger_store_url: str
+) -> None:
     from gpuledger.chargeback.ledger.store.common import sqlite_path
+    from gpuledger.chargeback.ledger.tables import StorageSample
 
     a = StorageSample(T0 + 0.5, "n1", "rag", "public", 'we"ird Table', 1_000_000)
     b = StorageSample(T0 + 300.5, "n1", "rag", "public", 'we"ird Table', 1_250_000)
-    store.insert_storage_samples([a, b])
-    store.insert_storage_samples([a])  # a replay is ignored, not an error
-    store.insert_storage_samples([StorageSample(T0 + 0.5, "n1", "rag", "public",
+    ledger_store.insert_storage_samples([a, b])
+    ledger_store.insert_storage_samples([a])  # a replay is ignored, not an error
+    ledger_store.insert_storage_samples([StorageSample(T0 + 0.5, "n1", "rag", "public",
                                                 'we"ird Table', 7)])  # fmt: skip
     query = 'SELECT "ts", "table_name", "bytes" FROM "storage_samples" ORDER BY "ts"'
-    if store_url.startswith("sqlite"):
+    if ledger_store_url.startswith("sqlite"):
         import sqlite3
 
-        with sqlite3.connect(sqlite_path(store_url)) as conn:
+        with sqlite3.connect(sqlite_path(ledger_store_url)) as conn:
             rows = conn.execute(query).fetchall()
     else:
         import psycopg
 
-        with psycopg.connect(store_url) as conn:
+        with psycopg.connect(ledger_store_url) as conn:
             rows = conn.execute(query).fetchall()
     assert [tuple(r) for r in rows] == [
         (T0 + 0.5, 'we"ird Table', 1_000_000),
@@ -552,7 +548,6 @@ def test_sqlite_migration_4_keeps_probe_records(tmp_path: Path) -> None:
     and every column, and replays still land on the same key."""
     import sqlite3
 
-    from gpuledger.chargeback.ledger.model import ProbeRecord
     from gpuledger.chargeback.ledger.store import sqlite as store_sqlite
 
     path = tmp_path / "v3.db"
@@ -574,12 +569,12 @@ def test_sqlite_migration_4_keeps_probe_records(tmp_path: Path) -> None:
     v3.close()
     with sqlite3.connect(path) as conn:
         before = sorted(conn.execute("SELECT * FROM probe_results").fetchall())
-    store = store_sqlite.SqliteLedgerStore(path)
-    store.migrate()
-    assert store.applied_versions() == [1, 2, 3, 4]
+    ledger_store = store_sqlite.SqliteLedgerStore(path)
+    ledger_store.migrate()
+    assert ledger_store.applied_versions() == [1, 2, 3, 4]
     # a replay without verdicts keeps the stored ones (ON CONFLICT on the same key columns)
-    store.upsert_probes([replace(records[0], tokens_counted=None, ttft_agrees=None)])
-    store.close()
+    ledger_store.upsert_probes([replace(records[0], tokens_counted=None, ttft_agrees=None)])
+    ledger_store.close()
     with sqlite3.connect(path) as conn:
         after = sorted(conn.execute("SELECT * FROM probe_results").fetchall())
         (pk,) = conn.execute(

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from gpuledger.chargeback.ledger.model import CoverageRow, UsageRow
 from gpuledger.chargeback.ledger.spool import Spool
+from gpuledger.chargeback.ledger.tables import CoverageRow, UsageRow
 
 H = 1_767_225_600
 

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from gpuledger.chargeback.ledger.flusher import Ledger
+from gpuledger.chargeback.ledger.model import TokenGroup
 from gpuledger.chargeback.ledger.spool import Spool
 from gpuledger.chargeback.ledger.store import open_store
 from gpuledger.chargeback.ledger.tokens import counter_delta
@@ -45,7 +46,7 @@ def new_ledger(tmp: Path, clock: Clock) -> Ledger:
     return ledger
 
 
-def totals(ledger: Ledger, *group: str) -> list[dict[str, object]]:
+def totals(ledger: Ledger, *group: str) -> list[TokenGroup]:
     assert ledger.flush_once()
     assert ledger.store is not None
     return ledger.store.tokens(LO, HI, list(group))
@@ -66,7 +67,7 @@ def test_deltas_engines_and_hours(tmp_path: Path) -> None:
     clock.t = H + 3600 + 30  # next hour
     ledger.observe_vllm(telemetry(("0", 1400, 170), ("1", 90, 10)))
     rows = totals(ledger, "hour", "service", "model_name")
-    assert [(r["hour"], r["prompt_tokens"], r["generation_tokens"]) for r in rows] == [
+    assert [(r.hour, r.prompt_tokens, r.generation_tokens) for r in rows] == [
         ("2026-01-01T00:00:00Z", 330.0, 64.0),
         ("2026-01-01T01:00:00Z", 110.0, 11.0),
     ]
@@ -80,7 +81,7 @@ def test_engine_restart_and_missed_scrape(tmp_path: Path) -> None:
     ledger.observe_vllm(telemetry(("0", 1200, 130)))  # caught up by the next delta
     ledger.observe_vllm(telemetry(("0", 25, 4)))  # engine restarted
     (row,) = totals(ledger, "service")
-    assert (row["prompt_tokens"], row["generation_tokens"]) == (225.0, 34.0)
+    assert (row.prompt_tokens, row.generation_tokens) == (225.0, 34.0)
     assert ledger.tokens.resets == 1
 
 
@@ -93,7 +94,7 @@ def test_agent_restart_keeps_baselines_no_double_count(tmp_path: Path) -> None:
     second = new_ledger(tmp_path, clock)
     second.observe_vllm(telemetry(("0", 1500, 150)))  # served while the agent was away
     (row,) = totals(second, "service")
-    assert (row["prompt_tokens"], row["generation_tokens"]) == (500.0, 50.0)
+    assert (row.prompt_tokens, row.generation_tokens) == (500.0, 50.0)
 
 
 def test_probe_tokens_kept_apart_and_verdict_attached(tmp_path: Path) -> None:
@@ -115,12 +116,12 @@ def test_probe_tokens_kept_apart_and_verdict_attached(tmp_path: Path) -> None:
         )
     )
     (row,) = totals(ledger, "service", "model_name")
-    assert row == {"service": "chat", "model_name": "llama-70b", "prompt_tokens": 9.0,
-                   "generation_tokens": 16.0, "probe_prompt_tokens": 9.0,
-                   "probe_generation_tokens": 16.0}  # fmt: skip
+    assert row == TokenGroup(service="chat", model_name="llama-70b", prompt_tokens=9.0,
+                             generation_tokens=16.0, probe_prompt_tokens=9.0,
+                             probe_generation_tokens=16.0)  # fmt: skip
     assert ledger.store is not None
     (summary,) = ledger.store.probes(LO, HI)
-    assert (summary["probes"], summary["successes"], summary["disagree"]) == (1.0, 1.0, 1.0)
+    assert (summary.probes, summary.successes, summary.disagree) == (1.0, 1.0, 1.0)
 
 
 def test_pending_rows_include_tokens_and_probes(tmp_path: Path) -> None:

@@ -8,71 +8,46 @@ test. The same assertions run on SQLite and on a real PostgreSQL 18.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
 from datetime import UTC, datetime
 
 import pytest
 
 from gpuledger.chargeback.attribution.claims import IDLE, UNATTRIBUTED
-from gpuledger.chargeback.ledger.model import CoverageRow, UsageRow
-from gpuledger.chargeback.ledger.store import open_store
 from gpuledger.chargeback.ledger.store.common import AuditableLedgerStore
-from gpuledger.chargeback.ledger.store.sqlite import SqliteLedgerStore
+from gpuledger.chargeback.ledger.tables import CoverageRow, UsageRow
 from gpuledger.chargeback.report.build import NoLedgerData, ReportOptions, build_report
 from gpuledger.chargeback.report.model import Month, Report, ServiceLine
 from gpuledger.chargeback.report.ratecard import load_rate_card
-from tests.support import rates
 from tests.support import report_fixtures as fx
+from tests.support.report_expected import (
+    CHAT_API,
+    CHAT_BUSY,
+    CHAT_COST,
+    CHAT_GEN,
+    CHAT_H,
+    CHAT_KWH,
+    CHAT_PROMPT,
+    EH,
+    EMBED_A100_H,
+    EMBED_COST,
+    EMBED_H100_H,
+    EMBED_H100_KWH,
+    IDLE_COST,
+    IDLE_H,
+    RA,
+    RH,
+    UNATTR_COST,
+    H,
+    rental,
+)
 
 OCTOBER = Month.parse("2026-10")
 
 
-CARD = rates.CARD
-capacity_rate, energy_rate, rental = rates.capacity_rate, rates.energy_rate, rates.rental
-RH, EH = capacity_rate("H100-80GB"), energy_rate("H100-80GB")
-RA, EA = capacity_rate("A100-80GB"), energy_rate("A100-80GB")
-H = fx.HOURS
-
-# prod/chat: 2700 s on GPU-h1 + 1800 s on GPU-h2 every hour; 1.8 + 0.9 MJ
-CHAT_H = (2700 + 1800) * H / 3600
-CHAT_KWH = (1.8e6 + 0.9e6) * H / 3.6e6
-CHAT_BUSY = (1800 + 900) * H / 3600
-CHAT_COST = CHAT_H * RH + CHAT_KWH * EH
-# search/embed: 1200 s on GPU-h2 (744 h) + 3600 s on GPU-a1 (100 h)
-EMBED_H100_H, EMBED_A100_H = 1200 * H / 3600, 100.0
-EMBED_H100_KWH, EMBED_A100_KWH = 0.6e6 * H / 3.6e6, 1.08e6 * 100 / 3.6e6
-EMBED_COST = EMBED_H100_H * RH + EMBED_H100_KWH * EH + EMBED_A100_H * RA + EMBED_A100_KWH * EA
-UNATTR_COST = H * RH + 0.36e6 * H / 3.6e6 * EH
-IDLE_H = (900 + 600) * H / 3600
-IDLE_COST = IDLE_H * RH + (0.09e6 + 0.06e6) * H / 3.6e6 * EH
-# tokens: the engine's counts minus the probes'
-CHAT_PROMPT = (1.0e9 + 2.0e8) - (1.0e5 + 2.0e4)
-CHAT_GEN = (2.5e8 + 5.0e7) - (1.5e5 + 5.0e4)
-GROQ_70B = next(
-    t for t in CARD["token_api"] if t["class"] == "llama-3.1-70b" and t["provider"] == "Groq"
-)
-CHAT_API = (
-    CHAT_PROMPT * GROQ_70B["usd_per_1m_input"] + CHAT_GEN * GROQ_70B["usd_per_1m_output"]
-) / 1e6
-
-
-@pytest.fixture(params=["sqlite", "postgres"])
-def store(request: pytest.FixtureRequest) -> Iterator[AuditableLedgerStore]:
-    if request.param == "sqlite":
-        s: AuditableLedgerStore = SqliteLedgerStore(":memory:")
-    else:
-        s = open_store(request.getfixturevalue("postgres_db_url"))
-    s.migrate()
-    try:
-        yield s
-    finally:
-        s.close()
-
-
 @pytest.fixture
-def filled(store: AuditableLedgerStore) -> AuditableLedgerStore:
-    fx.fill(store)
-    return store
+def filled(ledger_store: AuditableLedgerStore) -> AuditableLedgerStore:
+    fx.fill(ledger_store)
+    return ledger_store
 
 
 def _report(store: AuditableLedgerStore, policy: str = "separate") -> Report:
@@ -230,7 +205,10 @@ def test_report_header_names_card_policy_and_period(filled: AuditableLedgerStore
     assert r.complete
 
 
-def test_month_under_way_covers_complete_hours_only(store: AuditableLedgerStore) -> None:
+def test_month_under_way_covers_complete_hours_only(
+    ledger_store: AuditableLedgerStore,
+) -> None:
+    store = ledger_store
     start = int(datetime(2026, 12, 1, tzinfo=UTC).timestamp())
     rows = [
         UsageRow(start + 3600 * h, "n1", "g", "ns", "svc", fx.H100, "", 3600.0, 0.0, 0.0)

@@ -24,9 +24,9 @@ from matplotlib.image import imread
 
 import tests.support.report_fixtures as fx
 from gpuledger.chargeback.attribution.claims import IDLE
-from gpuledger.chargeback.ledger.model import CoverageRow
-from gpuledger.chargeback.ledger.model import UsageRow as U
 from gpuledger.chargeback.ledger.store.sqlite import SqliteLedgerStore
+from gpuledger.chargeback.ledger.tables import CoverageRow
+from gpuledger.chargeback.ledger.tables import UsageRow as U
 from gpuledger.chargeback.report.build import ReportOptions, build_report
 from gpuledger.chargeback.report.model import Month, Report
 from gpuledger.chargeback.report.ratecard import RateCard, load_rate_card

@@ -10,14 +10,15 @@ schema and the same semantics (see ``docs/ledger.md``):
   :class:`~gpuledger.chargeback.ledger.store.postgres.PostgresLedgerStore` (one database for the
   fleet; needs the ``postgres`` extra: psycopg 3 + psycopg-pool).
 
-This module holds the names (tables, columns, keys), the group-by vocabulary, the
-in-batch merge of running totals that both backends use. It does
-not import psycopg, so the SQLite default works without the ``postgres`` extra.
+The tables themselves (columns, keys, merge rules) are declared in
+:mod:`gpuledger.chargeback.ledger.tables`; this module holds what both backends' reads
+share: the group-by vocabulary, time ranges, the extended protocol. It does not import
+psycopg, so the SQLite default works without the ``postgres`` extra.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Protocol
 from urllib.parse import unquote
@@ -25,67 +26,28 @@ from urllib.parse import unquote
 from gpuledger.chargeback.ledger.model import (
     TOKEN_GROUP_KEYS,
     USAGE_GROUP_KEYS,
-    CoverageRow,
+    CoverageGroup,
+    InvariantViolation,
     LedgerStore,
-    ProbeRecord,
-    TokenRow,
-    UsageRow,
+    ProbeLatencyGroup,
 )
 from gpuledger.redact import safe_url
 
 # -- names --------------------------------------------------------------------------------
 
-USAGE_TABLE = "ledger_usage"
-COVERAGE_TABLE = "ledger_coverage"
 MIGRATIONS_TABLE = "schema_migrations"
-
-USAGE_KEY = ("hour_start", "node", "gpu_uuid", "namespace", "service")
-USAGE_LABELS = ("gpu_model", "mig_profile")
-"""Descriptive columns: an upsert takes the incoming (``excluded``) value."""
-USAGE_TOTALS = ("allocated_gpu_seconds", "busy_gpu_seconds", "energy_joules")
-"""Running totals: an upsert keeps the larger of stored and incoming value."""
-USAGE_COLUMNS = USAGE_KEY + USAGE_LABELS + USAGE_TOTALS
-
-COVERAGE_KEY = ("hour_start", "node", "gpu_uuid")
-COVERAGE_LABELS = ("gpu_model",)
-COVERAGE_TOTALS = ("observed_seconds",)
-COVERAGE_COLUMNS = COVERAGE_KEY + COVERAGE_LABELS + COVERAGE_TOTALS
-
-UPDATED_AT = "updated_at"
 
 GROUP_COLUMNS: dict[str, str] = {key: key for key in USAGE_GROUP_KEYS}
 GROUP_COLUMNS["hour"] = "hour_start"
 """``group_by`` key → ``ledger_usage`` column (``hour`` groups per ``hour_start``)."""
 
-TOKENS_TABLE = "ledger_tokens"
-TOKENS_KEY = ("hour_start", "node", "namespace", "service", "model_name")
-TOKENS_TOTALS = (
-    "prompt_tokens",
-    "generation_tokens",
-    "probe_prompt_tokens",
-    "probe_generation_tokens",
-)
-TOKENS_COLUMNS = TOKENS_KEY + TOKENS_TOTALS
 TOKEN_GROUP_COLUMNS: dict[str, str] = {key: key for key in TOKEN_GROUP_KEYS}
 TOKEN_GROUP_COLUMNS["hour"] = "hour_start"
 
-PROBES_TABLE = "probe_results"
-PROBES_KEY = ("node", "endpoint", "started_unix")
-PROBES_LABELS = (
-    "namespace", "service", "model_name", "ok", "reason", "ttft_s", "tpot_s", "e2e_s",
-    "output_tokens_per_s", "prompt_tokens", "completion_tokens",
-)  # fmt: skip
-PROBES_VERDICTS = ("tokens_counted", "ttft_histogram_moved", "ttft_agrees")
-"""Verdict columns: a replay without the verdict never clears one already stored."""
-PROBES_COLUMNS = PROBES_KEY + PROBES_LABELS + PROBES_VERDICTS
 PROBE_LATENCY_METRICS = ("ttft_s", "tpot_s", "e2e_s")
 """What ``probe_latency`` takes a quantile of."""
 QUANTILE_EPS = 1e-9
 """``CUME_DIST() >= q - eps``: k/N computed in floating point may land a hair below q."""
-
-STORAGE_TABLE = "storage_samples"
-STORAGE_KEY = ("node", "database", "schema", "table_name", "ts")
-STORAGE_COLUMNS = (*STORAGE_KEY, "bytes")
 
 SCHEMA_VERSION = 4
 """The newest migration version both backends define."""
@@ -105,7 +67,7 @@ class AuditableLedgerStore(LedgerStore, Protocol):
 
     def coverage(
         self, start: datetime, end: datetime, *, node: str | None = None
-    ) -> list[dict[str, object]]:
+    ) -> list[CoverageGroup]:
         """Per ``(node, gpu_uuid)`` over ``[start, end)`` hours: ``gpu_model``,
         ``observed_seconds``, ``hours`` (buckets present) and ``first_hour``/``last_hour``
         (ISO-8601 UTC)."""
@@ -118,7 +80,7 @@ class AuditableLedgerStore(LedgerStore, Protocol):
         quantile: float = 0.99,
         *,
         node: str | None = None,
-    ) -> list[dict[str, object]]:
+    ) -> list[ProbeLatencyGroup]:
         """Per ``(namespace, service)``: the nearest-rank ``quantile`` of successful
         probes' ``ttft_s``, ``tpot_s``, ``e2e_s`` (None where no probe measured it)."""
         ...
@@ -130,7 +92,7 @@ class AuditableLedgerStore(LedgerStore, Protocol):
         rel_tol: float = 1e-9,
         *,
         node: str | None = None,
-    ) -> list[dict[str, object]]:
+    ) -> list[InvariantViolation]:
         """``(hour, node)`` buckets where Σ allocated (all services incl. ``__idle__``)
         differs from Σ observed seconds by more than ``rel_tol`` (relative)."""
         ...
@@ -169,70 +131,6 @@ def unix_seconds(value: datetime, name: str) -> int:
     return whole + 1 if ts > whole else whole
 
 
-def merge_usage(rows: Sequence[UsageRow]) -> list[UsageRow]:
-    """Collapse rows with the same key within one batch: per total the larger value,
-    labels from the last row. A database upsert cannot touch one row twice in a statement
-    (PostgreSQL refuses it), and this is exactly what two sequential upserts would do."""
-    merged: dict[tuple[int, str, str, str, str], UsageRow] = {}
-    for row in rows:
-        prev = merged.get(row.key)
-        if prev is None:
-            merged[row.key] = row
-        else:
-            merged[row.key] = UsageRow(
-                hour_start=row.hour_start,
-                node=row.node,
-                gpu_uuid=row.gpu_uuid,
-                namespace=row.namespace,
-                service=row.service,
-                gpu_model=row.gpu_model,
-                mig_profile=row.mig_profile,
-                allocated_gpu_seconds=max(prev.allocated_gpu_seconds, row.allocated_gpu_seconds),
-                busy_gpu_seconds=max(prev.busy_gpu_seconds, row.busy_gpu_seconds),
-                energy_joules=max(prev.energy_joules, row.energy_joules),
-            )
-    return list(merged.values())
-
-
-def merge_coverage(rows: Sequence[CoverageRow]) -> list[CoverageRow]:
-    """As :func:`merge_usage`, for coverage rows."""
-    merged: dict[tuple[int, str, str], CoverageRow] = {}
-    for row in rows:
-        prev = merged.get(row.key)
-        if prev is None:
-            merged[row.key] = row
-        else:
-            merged[row.key] = CoverageRow(
-                hour_start=row.hour_start,
-                node=row.node,
-                gpu_uuid=row.gpu_uuid,
-                gpu_model=row.gpu_model,
-                observed_seconds=max(prev.observed_seconds, row.observed_seconds),
-            )
-    return list(merged.values())
-
-
-def usage_values(row: UsageRow) -> tuple[int, str, str, str, str, str, str, float, float, float]:
-    """A row's values in :data:`USAGE_COLUMNS` order."""
-    return (
-        row.hour_start,
-        row.node,
-        row.gpu_uuid,
-        row.namespace,
-        row.service,
-        row.gpu_model,
-        row.mig_profile,
-        float(row.allocated_gpu_seconds),
-        float(row.busy_gpu_seconds),
-        float(row.energy_joules),
-    )
-
-
-def coverage_values(row: CoverageRow) -> tuple[int, str, str, str, float]:
-    """A row's values in :data:`COVERAGE_COLUMNS` order."""
-    return (row.hour_start, row.node, row.gpu_uuid, row.gpu_model, float(row.observed_seconds))
-
-
 def check_token_group_by(group_by: Sequence[str]) -> tuple[str, ...]:
     keys = tuple(group_by)
     for key in keys:
@@ -243,43 +141,8 @@ def check_token_group_by(group_by: Sequence[str]) -> tuple[str, ...]:
     return keys
 
 
-def merge_tokens(rows: Sequence[TokenRow]) -> list[TokenRow]:
-    """One row per key, keeping each total's maximum (a batch may repeat a key)."""
-    merged: dict[tuple[int, str, str, str, str], TokenRow] = {}
-    for r in rows:
-        prev = merged.get(r.key)
-        if prev is None:
-            merged[r.key] = r
-            continue
-        merged[r.key] = TokenRow(
-            *r.key,
-            max(prev.prompt_tokens, r.prompt_tokens),
-            max(prev.generation_tokens, r.generation_tokens),
-            max(prev.probe_prompt_tokens, r.probe_prompt_tokens),
-            max(prev.probe_generation_tokens, r.probe_generation_tokens),
-        )
-    return list(merged.values())
-
-
-def token_values(row: TokenRow) -> tuple[int, str, str, str, str, float, float, float, float]:
-    return (
-        row.hour_start, row.node, row.namespace, row.service, row.model_name,
-        row.prompt_tokens, row.generation_tokens, row.probe_prompt_tokens,
-        row.probe_generation_tokens,
-    )  # fmt: skip
-
-
-def probe_values(row: ProbeRecord) -> tuple[object, ...]:
-    return (
-        row.node, row.endpoint, row.started_unix, row.namespace, row.service,
-        row.model_name, row.ok, row.reason, row.ttft_s, row.tpot_s, row.e2e_s,
-        row.output_tokens_per_s, row.prompt_tokens, row.completion_tokens,
-        row.tokens_counted, row.ttft_histogram_moved, row.ttft_agrees,
-    )  # fmt: skip
-
-
-def pivot_probe_latency(rows: Sequence[dict[str, object]]) -> list[dict[str, object]]:
-    """``(namespace, service, metric, value, n)`` rows → one row per service with a column
+def pivot_probe_latency(rows: Sequence[Mapping[str, object]]) -> list[ProbeLatencyGroup]:
+    """``(namespace, service, metric, value, n)`` rows → one group per service with a value
     per metric (absent metrics None), ordered by namespace, service."""
     out: dict[tuple[str, str], dict[str, object]] = {}
     for r in rows:
@@ -288,8 +151,8 @@ def pivot_probe_latency(rows: Sequence[dict[str, object]]) -> list[dict[str, obj
             key,
             {"namespace": key[0], "service": key[1], **dict.fromkeys(PROBE_LATENCY_METRICS)},
         )
-        row[str(r["metric"])] = float(r["value"]) if r["value"] is not None else None  # type: ignore[arg-type]
-    return [out[k] for k in sorted(out)]
+        row[str(r["metric"])] = r["value"]
+    return [ProbeLatencyGroup.from_row(out[k]) for k in sorted(out)]
 
 
 def sqlite_path(url: str) -> str:

@@ -23,54 +23,41 @@ from psycopg.rows import dict_row
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from gpuledger.chargeback.ledger.model import (
-    CoverageRow,
-    ProbeRecord,
-    StorageSample,
+    CoverageGroup,
+    InvariantViolation,
+    ProbeLatencyGroup,
+    ProbeVerdictGroup,
     StoreError,
-    TokenRow,
-    UsageRow,
+    TokenGroup,
+    UsageGroup,
 )
 from gpuledger.chargeback.ledger.store.common import (
-    COVERAGE_COLUMNS,
-    COVERAGE_KEY,
-    COVERAGE_LABELS,
-    COVERAGE_TABLE,
-    COVERAGE_TOTALS,
     GROUP_COLUMNS,
     MIGRATIONS_TABLE,
     PROBE_LATENCY_METRICS,
-    PROBES_COLUMNS,
-    PROBES_KEY,
-    PROBES_LABELS,
-    PROBES_TABLE,
-    PROBES_VERDICTS,
     QUANTILE_EPS,
     SECONDS_PER_HOUR,
-    STORAGE_COLUMNS,
-    STORAGE_KEY,
-    STORAGE_TABLE,
     TOKEN_GROUP_COLUMNS,
-    TOKENS_COLUMNS,
-    TOKENS_KEY,
-    TOKENS_TABLE,
-    TOKENS_TOTALS,
-    UPDATED_AT,
-    USAGE_COLUMNS,
-    USAGE_KEY,
-    USAGE_LABELS,
-    USAGE_TABLE,
-    USAGE_TOTALS,
     aware_utc,
     check_group_by,
     check_token_group_by,
-    coverage_values,
-    merge_coverage,
-    merge_tokens,
-    merge_usage,
-    probe_values,
-    token_values,
     unix_seconds,
-    usage_values,
+)
+from gpuledger.chargeback.ledger.tables import (
+    COVERAGE,
+    PROBES,
+    STORAGE,
+    TOKENS,
+    UPDATED_AT,
+    USAGE,
+    CoverageRow,
+    Index,
+    ProbeRecord,
+    Role,
+    StorageSample,
+    Table,
+    TokenRow,
+    UsageRow,
 )
 from gpuledger.redact import safe_url, scrub
 
@@ -105,7 +92,7 @@ def _migration_1() -> list[sql.Composed]:
             " {updated_at} timestamptz NOT NULL DEFAULT now(),"
             " CONSTRAINT {pkey} PRIMARY KEY ({key}))"
         ).format(
-            usage=c(USAGE_TABLE),
+            usage=c("ledger_usage"),
             hour_start=c("hour_start"),
             node=c("node"),
             gpu_uuid=c("gpu_uuid"),
@@ -116,13 +103,13 @@ def _migration_1() -> list[sql.Composed]:
             alloc=c("allocated_gpu_seconds"),
             busy=c("busy_gpu_seconds"),
             energy=c("energy_joules"),
-            updated_at=c(UPDATED_AT),
+            updated_at=c("updated_at"),
             pkey=c("ledger_usage_pkey"),
-            key=_cols(USAGE_KEY),
+            key=_cols(("hour_start", "node", "gpu_uuid", "namespace", "service")),
         ),
         t("CREATE INDEX {idx} ON {usage} ({node}, {hour_start})").format(
             idx=c("ledger_usage_node_hour_idx"),
-            usage=c(USAGE_TABLE),
+            usage=c("ledger_usage"),
             node=c("node"),
             hour_start=c("hour_start"),
         ),
@@ -136,15 +123,15 @@ def _migration_1() -> list[sql.Composed]:
             " {updated_at} timestamptz NOT NULL DEFAULT now(),"
             " CONSTRAINT {pkey} PRIMARY KEY ({key}))"
         ).format(
-            coverage=c(COVERAGE_TABLE),
+            coverage=c("ledger_coverage"),
             hour_start=c("hour_start"),
             node=c("node"),
             gpu_uuid=c("gpu_uuid"),
             gpu_model=c("gpu_model"),
             observed=c("observed_seconds"),
-            updated_at=c(UPDATED_AT),
+            updated_at=c("updated_at"),
             pkey=c("ledger_coverage_pkey"),
-            key=_cols(COVERAGE_KEY),
+            key=_cols(("hour_start", "node", "gpu_uuid")),
         ),
     ]
 
@@ -152,7 +139,13 @@ def _migration_1() -> list[sql.Composed]:
 def _migration_2() -> list[sql.Composed]:
     t, c = sql.SQL, I
     token_cols = sql.SQL(", ").join(
-        sql.SQL("{} double precision NOT NULL DEFAULT 0").format(c(n)) for n in TOKENS_TOTALS
+        sql.SQL("{} double precision NOT NULL DEFAULT 0").format(c(n))
+        for n in (
+            "prompt_tokens",
+            "generation_tokens",
+            "probe_prompt_tokens",
+            "probe_generation_tokens",
+        )
     )
     return [
         t(
@@ -163,10 +156,10 @@ def _migration_2() -> list[sql.Composed]:
             " {updated_at} timestamptz NOT NULL DEFAULT now(),"
             " CONSTRAINT {pkey} PRIMARY KEY ({key}))"
         ).format(
-            tokens=c(TOKENS_TABLE), hour_start=c("hour_start"), node=c("node"),
+            tokens=c("ledger_tokens"), hour_start=c("hour_start"), node=c("node"),
             namespace=c("namespace"), service=c("service"), model=c("model_name"),
-            token_cols=token_cols, updated_at=c(UPDATED_AT), pkey=c("ledger_tokens_pkey"),
-            key=_cols(TOKENS_KEY),
+            token_cols=token_cols, updated_at=c("updated_at"), pkey=c("ledger_tokens_pkey"),
+            key=_cols(("hour_start", "node", "namespace", "service", "model_name")),
         ),
         t(
             "CREATE TABLE {probes} ("
@@ -180,16 +173,16 @@ def _migration_2() -> list[sql.Composed]:
             " {updated_at} timestamptz NOT NULL DEFAULT now(),"
             " CONSTRAINT {pkey} PRIMARY KEY ({key}))"
         ).format(
-            probes=c(PROBES_TABLE), node=c("node"), endpoint=c("endpoint"),
+            probes=c("probe_results"), node=c("node"), endpoint=c("endpoint"),
             started=c("started_unix"), namespace=c("namespace"), service=c("service"),
             model=c("model_name"), ok=c("ok"), reason=c("reason"), ttft=c("ttft_s"),
             tpot=c("tpot_s"), e2e=c("e2e_s"), tps=c("output_tokens_per_s"),
             pt=c("prompt_tokens"), ct=c("completion_tokens"), tc=c("tokens_counted"),
-            hm=c("ttft_histogram_moved"), ta=c("ttft_agrees"), updated_at=c(UPDATED_AT),
-            pkey=c("probe_results_pkey"), key=_cols(PROBES_KEY),
+            hm=c("ttft_histogram_moved"), ta=c("ttft_agrees"), updated_at=c("updated_at"),
+            pkey=c("probe_results_pkey"), key=_cols(("node", "endpoint", "started_unix")),
         ),
         t("CREATE INDEX {idx} ON {probes} ({started})").format(
-            idx=c("probe_results_started_idx"), probes=c(PROBES_TABLE), started=c("started_unix")
+            idx=c("probe_results_started_idx"), probes=c("probe_results"), started=c("started_unix")
         ),
     ]  # fmt: skip
 
@@ -201,7 +194,7 @@ def _migration_3() -> list[sql.Composed]:
             " {tbl} text NOT NULL, {ts} double precision NOT NULL, {b} bigint NOT NULL,"
             " CONSTRAINT {pkey} PRIMARY KEY ({key}))"
         ).format(
-            t=I(STORAGE_TABLE),
+            t=I("storage_samples"),
             node=I("node"),
             db=I("database"),
             schema=I("schema"),
@@ -209,7 +202,7 @@ def _migration_3() -> list[sql.Composed]:
             ts=I("ts"),
             b=I("bytes"),
             pkey=I("storage_samples_pkey"),
-            key=_cols(STORAGE_KEY),
+            key=_cols(("node", "database", "schema", "table_name", "ts")),
         )
     ]
 
@@ -220,10 +213,10 @@ def _migration_4() -> list[sql.Composed]:
     return [
         sql.SQL("CREATE INDEX {idx} ON {t} ({s}) INCLUDE ({cols})").format(
             idx=I("probe_results_report_idx"),
-            t=I(PROBES_TABLE),
+            t=I("probe_results"),
             s=I("started_unix"),
             cols=_cols(("namespace", "service", "ok", "ttft_s", "tpot_s", "e2e_s",
-                        *PROBES_VERDICTS)),
+                        "tokens_counted", "ttft_histogram_moved", "ttft_agrees")),
         ),
         sql.SQL("DROP INDEX {}").format(I("probe_results_started_idx")),
     ]  # fmt: skip
@@ -239,125 +232,105 @@ MIGRATIONS: tuple[tuple[int, list[sql.Composed]], ...] = (
 advisory lock (two agents starting at once serialize; the second finds nothing to do)."""
 
 
-def _upsert_sql(
-    table: str,
-    source: sql.Composable,
-    key: Sequence[str],
-    labels: Sequence[str],
-    totals: Sequence[str],
-    columns: Sequence[str],
-) -> sql.Composed:
+def create_statements(table: Table[Any]) -> list[sql.Composed]:
+    """The newest version's CREATE TABLE (and indexes) of ``table`` in PostgreSQL."""
+    defs: list[sql.Composable] = []
+    for c in table.columns:
+        spec = c.type.postgres + ("" if c.nullable else " NOT NULL")
+        spec += f" DEFAULT {c.default}" if c.default is not None else ""
+        defs.append(sql.SQL("{} " + spec).format(I(c.store)))
+    if table.stamped:
+        defs.append(sql.SQL("{} timestamptz NOT NULL DEFAULT now()").format(I(UPDATED_AT)))
+    defs.append(
+        sql.SQL("CONSTRAINT {} PRIMARY KEY ({})").format(
+            I(f"{table.store}_pkey"), _cols([c.store for c in table.primary_key["postgres"]])
+        )
+    )
+    out = [sql.SQL("CREATE TABLE {} ({})").format(I(table.store), sql.SQL(", ").join(defs))]
+    out += [_create_index(table, i) for i in table.indexes if "postgres" in i.backends]
+    return out
+
+
+def _create_index(table: Table[Any], index: Index) -> sql.Composed:
+    stmt = sql.SQL("CREATE INDEX {} ON {} ({})").format(
+        I(index.name), I(table.store), _cols([table.by_attr[a].store for a in index.columns])
+    )
+    if index.include:
+        include = _cols([table.by_attr[a].store for a in index.include])
+        stmt = sql.SQL("{} INCLUDE ({})").format(stmt, include)
+    return stmt
+
+
+def upsert_statement(table: Table[Any], source: sql.Composable) -> sql.Composed:
     """``INSERT … ON CONFLICT (key) DO UPDATE``: totals take GREATEST(stored, incoming),
-    labels and ``updated_at`` take the incoming value. ``source`` supplies ``columns``."""
+    labels and ``updated_at`` the incoming value, verdicts the incoming one unless NULL;
+    insert-only tables ignore a conflicting row. ``source`` supplies the columns."""
+    columns = [*table.names(), *((UPDATED_AT,) if table.stamped else ())]
+    head = sql.SQL("INSERT INTO {t} AS {t} ({cols}) {source} ").format(
+        t=I(table.store), cols=_cols(columns), source=source
+    )
+    if table.insert_only:
+        return sql.SQL("{}ON CONFLICT DO NOTHING").format(head)
+    t = I(table.store)
     sets = [
-        sql.SQL("{c} = GREATEST({t}.{c}, EXCLUDED.{c})").format(c=I(c), t=I(table)) for c in totals
+        sql.SQL("{c} = GREATEST({t}.{c}, EXCLUDED.{c})").format(c=I(c), t=t)
+        for c in table.names(Role.TOTAL)
     ]
-    sets += [sql.SQL("{c} = EXCLUDED.{c}").format(c=I(c)) for c in (*labels, UPDATED_AT)]
-    return sql.SQL(
-        "INSERT INTO {table} AS {table} ({cols}, {updated_at}) {source} "
-        "ON CONFLICT ({key}) DO UPDATE SET {sets}"
-    ).format(
-        table=I(table),
-        cols=_cols(columns),
-        updated_at=I(UPDATED_AT),
-        source=source,
-        key=_cols(key),
-        sets=sql.SQL(", ").join(sets),
+    sets += [
+        sql.SQL("{c} = EXCLUDED.{c}").format(c=I(c)) for c in (*table.names(Role.LABEL), UPDATED_AT)
+    ]
+    sets += [
+        sql.SQL("{c} = COALESCE(EXCLUDED.{c}, {t}.{c})").format(c=I(c), t=t)
+        for c in table.names(Role.VERDICT)
+    ]
+    return sql.SQL("{}ON CONFLICT ({key}) DO UPDATE SET {sets}").format(
+        head, key=_cols(table.names(Role.KEY)), sets=sql.SQL(", ").join(sets)
     )
 
 
-def _values_source(n: int) -> sql.Composed:
-    # hour_start arrives as unix seconds; to_timestamp() makes it a timestamptz.
-    params = [sql.SQL("to_timestamp(%s::bigint)")] + [sql.Placeholder()] * (n - 1)
-    return sql.SQL("VALUES ({}, now())").format(sql.SQL(", ").join(params))
+def _values_source(table: Table[Any]) -> sql.Composed:
+    """One row of bound values (an hour arrives as unix seconds: to_timestamp())."""
+    params: list[sql.Composable] = [sql.SQL(c.type.pg_param) for c in table.columns]
+    if table.stamped:
+        params.append(sql.SQL("now()"))
+    return sql.SQL("VALUES ({})").format(sql.SQL(", ").join(params))
 
 
-def _select_source(temp: str, columns: Sequence[str]) -> sql.Composed:
-    cols = [sql.SQL("to_timestamp({})").format(I(columns[0]))] + [I(c) for c in columns[1:]]
-    return sql.SQL("SELECT {cols}, now() FROM {temp}").format(
-        cols=sql.SQL(", ").join(cols), temp=I(temp)
+def _staging_name(table: Table[Any]) -> str:
+    return f"_gpuledger_{table.store.removeprefix('ledger_')}_in"
+
+
+def _select_source(table: Table[Any]) -> sql.Composed:
+    """Every row of the COPY staging table, converted to the columns' types."""
+    cols: list[sql.Composable] = [
+        sql.SQL(c.type.pg_unstage or "{}").format(I(c.store)) for c in table.columns
+    ]
+    if table.stamped:
+        cols.append(sql.SQL("now()"))
+    return sql.SQL("SELECT {cols} FROM {temp}").format(
+        cols=sql.SQL(", ").join(cols), temp=I(_staging_name(table))
     )
 
 
-_USAGE_TEMP = "_gpuledger_usage_in"
-_COVERAGE_TEMP = "_gpuledger_coverage_in"
-
-_UPSERT_USAGE_VALUES = _upsert_sql(
-    USAGE_TABLE,
-    _values_source(len(USAGE_COLUMNS)),
-    USAGE_KEY,
-    USAGE_LABELS,
-    USAGE_TOTALS,
-    USAGE_COLUMNS,
-)
-_UPSERT_COVERAGE_VALUES = _upsert_sql(
-    COVERAGE_TABLE,
-    _values_source(len(COVERAGE_COLUMNS)),
-    COVERAGE_KEY,
-    COVERAGE_LABELS,
-    COVERAGE_TOTALS,
-    COVERAGE_COLUMNS,
-)
-_UPSERT_USAGE_TEMP = _upsert_sql(
-    USAGE_TABLE,
-    _select_source(_USAGE_TEMP, USAGE_COLUMNS),
-    USAGE_KEY,
-    USAGE_LABELS,
-    USAGE_TOTALS,
-    USAGE_COLUMNS,
-)
-_UPSERT_COVERAGE_TEMP = _upsert_sql(
-    COVERAGE_TABLE,
-    _select_source(_COVERAGE_TEMP, COVERAGE_COLUMNS),
-    COVERAGE_KEY,
-    COVERAGE_LABELS,
-    COVERAGE_TOTALS,
-    COVERAGE_COLUMNS,
-)
-
-
-_UPSERT_TOKENS = _upsert_sql(
-    TOKENS_TABLE,
-    _values_source(len(TOKENS_COLUMNS)),
-    TOKENS_KEY,
-    (),
-    TOKENS_TOTALS,
-    TOKENS_COLUMNS,
-)
-_UPSERT_PROBES = sql.SQL(
-    "INSERT INTO {t} AS {t} ({cols}, {u}) VALUES ({ph}, now()) "
-    "ON CONFLICT ({key}) DO UPDATE SET {sets}"
-).format(
-    t=I(PROBES_TABLE),
-    cols=_cols(PROBES_COLUMNS),
-    u=I(UPDATED_AT),
-    ph=sql.SQL(", ").join(sql.Placeholder() * len(PROBES_COLUMNS)),
-    key=_cols(PROBES_KEY),
-    sets=sql.SQL(", ").join(
-        [sql.SQL("{c} = EXCLUDED.{c}").format(c=I(c)) for c in (*PROBES_LABELS, UPDATED_AT)]
-        + [
-            sql.SQL("{c} = COALESCE(EXCLUDED.{c}, {t}.{c})").format(c=I(c), t=I(PROBES_TABLE))
-            for c in PROBES_VERDICTS
-        ]
-    ),
-)
-
-
-def _temp_table(temp: str, columns: Sequence[str]) -> sql.Composed:
-    """A transaction-scoped staging table: hour_start as bigint unix seconds, names text,
-    totals double precision (dropped at commit)."""
-    defs = []
-    for c in columns:
-        if c == "hour_start":
-            typ = "bigint"
-        elif c in USAGE_TOTALS or c in COVERAGE_TOTALS:
-            typ = "double precision"
-        else:
-            typ = "text"
-        defs.append(sql.SQL("{} " + typ).format(I(c)))
+def _staging_table(table: Table[Any]) -> sql.Composed:
+    """A transaction-scoped staging table for COPY (dropped at commit): each column in
+    its wire type (an hour as bigint unix seconds)."""
+    defs = [
+        sql.SQL("{} " + (c.type.pg_staging or c.type.postgres)).format(I(c.store))
+        for c in table.columns
+    ]
     return sql.SQL("CREATE TEMP TABLE {} ({}) ON COMMIT DROP").format(
-        I(temp), sql.SQL(", ").join(defs)
+        I(_staging_name(table)), sql.SQL(", ").join(defs)
     )
+
+
+_UPSERT_USAGE_VALUES = upsert_statement(USAGE, _values_source(USAGE))
+_UPSERT_COVERAGE_VALUES = upsert_statement(COVERAGE, _values_source(COVERAGE))
+_UPSERT_USAGE_TEMP = upsert_statement(USAGE, _select_source(USAGE))
+_UPSERT_COVERAGE_TEMP = upsert_statement(COVERAGE, _select_source(COVERAGE))
+_UPSERT_TOKENS = upsert_statement(TOKENS, _values_source(TOKENS))
+_UPSERT_PROBES = upsert_statement(PROBES, _values_source(PROBES))
+_INSERT_STORAGE = upsert_statement(STORAGE, _values_source(STORAGE))
 
 
 _ISO_HOUR = "to_char({col} AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"')"
@@ -483,35 +456,22 @@ class PostgresLedgerStore:
         """Write running totals in one transaction: per total GREATEST(stored, incoming)
         (a replay never lowers, a repeat never adds); labels as given. Small batches use
         a pipelined executemany, large ones COPY into a temp table + one INSERT … SELECT."""
-        usage_rows = [usage_values(r) for r in merge_usage(usage)]
-        coverage_rows = [coverage_values(r) for r in merge_coverage(coverage)]
+        usage_rows = [USAGE.values(r) for r in USAGE.merge(usage)]
+        coverage_rows = [COVERAGE.values(r) for r in COVERAGE.merge(coverage)]
         if not usage_rows and not coverage_rows:
             return
         what = f"upsert of {len(usage_rows)} usage + {len(coverage_rows)} coverage rows"
         with self._connection(what) as conn, conn.transaction(), conn.cursor() as cur:
+            self._write(cur, usage_rows, USAGE, _UPSERT_USAGE_VALUES, _UPSERT_USAGE_TEMP)
             self._write(
-                cur,
-                usage_rows,
-                USAGE_COLUMNS,
-                _USAGE_TEMP,
-                _UPSERT_USAGE_VALUES,
-                _UPSERT_USAGE_TEMP,
-            )
-            self._write(
-                cur,
-                coverage_rows,
-                COVERAGE_COLUMNS,
-                _COVERAGE_TEMP,
-                _UPSERT_COVERAGE_VALUES,
-                _UPSERT_COVERAGE_TEMP,
+                cur, coverage_rows, COVERAGE, _UPSERT_COVERAGE_VALUES, _UPSERT_COVERAGE_TEMP
             )
 
     @staticmethod
     def _write(
         cur: psycopg.Cursor[Any],
         rows: Sequence[Sequence[object]],
-        columns: Sequence[str],
-        temp: str,
+        table: Table[Any],
         upsert_values: sql.Composed,
         upsert_temp: sql.Composed,
     ) -> None:
@@ -520,15 +480,17 @@ class PostgresLedgerStore:
         if len(rows) < COPY_THRESHOLD:
             cur.executemany(upsert_values, rows)
             return
-        cur.execute(_temp_table(temp, columns))
-        copy = sql.SQL("COPY {} ({}) FROM STDIN").format(I(temp), _cols(columns))
+        cur.execute(_staging_table(table))
+        copy = sql.SQL("COPY {} ({}) FROM STDIN").format(
+            I(_staging_name(table)), _cols(table.names())
+        )
         with cur.copy(copy) as cp:
             for row in rows:
                 cp.write_row(row)
         cur.execute(upsert_temp)
 
     def upsert_tokens(self, rows: Sequence[TokenRow]) -> None:
-        params = [token_values(r) for r in merge_tokens(rows)]
+        params = [TOKENS.values(r) for r in TOKENS.merge(rows)]
         if not params:
             return
         what = f"upsert of {len(params)} token rows"
@@ -536,18 +498,15 @@ class PostgresLedgerStore:
             cur.executemany(_UPSERT_TOKENS, params)
 
     def insert_storage_samples(self, rows: Sequence[StorageSample]) -> None:
-        params = [(r.node, r.database, r.schema, r.table, r.ts_unix, r.bytes) for r in rows]
+        params = [STORAGE.values(r) for r in rows]
         if not params:
             return
-        statement = sql.SQL(
-            "INSERT INTO {t} ({cols}) VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING"
-        ).format(t=I(STORAGE_TABLE), cols=_cols(STORAGE_COLUMNS))
         what = f"insert of {len(params)} storage samples"
         with self._connection(what) as conn, conn.transaction(), conn.cursor() as cur:
-            cur.executemany(statement, params)
+            cur.executemany(_INSERT_STORAGE, params)
 
     def upsert_probes(self, rows: Sequence[ProbeRecord]) -> None:
-        params = [probe_values(r) for r in rows]
+        params = [PROBES.values(r) for r in rows]
         if not params:
             return
         what = f"upsert of {len(params)} probe records"
@@ -563,20 +522,22 @@ class PostgresLedgerStore:
         group_by: Sequence[str],
         *,
         node: str | None = None,
-    ) -> list[dict[str, object]]:
-        return self._grouped_sums(
-            "tokens query", TOKENS_TABLE, check_token_group_by(group_by), TOKEN_GROUP_COLUMNS,
-            TOKENS_TOTALS, start, end, node,
+    ) -> list[TokenGroup]:
+        rows = self._grouped_sums(
+            "tokens query", TOKENS.store, check_token_group_by(group_by), TOKEN_GROUP_COLUMNS,
+            TOKENS.names(Role.TOTAL), start, end, node,
         )  # fmt: skip
+        return [TokenGroup.from_row(r) for r in rows]
 
     def probes(
         self, start: datetime, end: datetime, *, node: str | None = None
-    ) -> list[dict[str, object]]:
+    ) -> list[ProbeVerdictGroup]:
+        verdicts = PROBES.names(Role.VERDICT)
         disagree = sql.SQL(" OR ").join(
-            sql.SQL("COALESCE(NOT {}, false)").format(I(c)) for c in PROBES_VERDICTS
+            sql.SQL("COALESCE(NOT {}, false)").format(I(c)) for c in verdicts
         )
         decided = sql.SQL(" OR ").join(
-            sql.SQL("COALESCE({}, false)").format(I(c)) for c in PROBES_VERDICTS
+            sql.SQL("COALESCE({}, false)").format(I(c)) for c in verdicts
         )
         where = sql.SQL("{s} >= %s AND {s} < %s").format(s=I("started_unix"))
         params: list[object] = [unix_seconds(start, "start"), unix_seconds(end, "end")]
@@ -593,9 +554,9 @@ class PostgresLedgerStore:
         ).format(
             ns=I("namespace"), svc=I("service"), m=I("model_name"), probes=I("probes"),
             ok=I("ok"), successes=I("successes"), dis=disagree, disagree=I("disagree"),
-            dec=decided, agree=I("agree"), t=I(PROBES_TABLE), w=where,
+            dec=decided, agree=I("agree"), t=I(PROBES.store), w=where,
         )  # fmt: skip
-        return self._query("probes query", query, params)
+        return [ProbeVerdictGroup.from_row(r) for r in self._query("probes query", query, params)]
 
     def _query(
         self, what: str, query: sql.Composed, params: Sequence[object]
@@ -662,7 +623,7 @@ class PostgresLedgerStore:
         group_by: Sequence[str],
         *,
         node: str | None = None,
-    ) -> list[dict[str, object]]:
+    ) -> list[UsageGroup]:
         """Σ allocated/busy GPU-seconds and energy over buckets with ``start <=
         hour_start < end``, per ``group_by`` (``hour`` → ISO-8601 UTC string)."""
         hours = sql.SQL("COALESCE(SUM({c}), 0) / {h} AS {a}").format(
@@ -670,14 +631,15 @@ class PostgresLedgerStore:
             h=sql.Literal(SECONDS_PER_HOUR),
             a=I("allocated_gpu_hours"),
         )
-        return self._grouped_sums(
-            "usage query", USAGE_TABLE, check_group_by(group_by), GROUP_COLUMNS,
-            USAGE_TOTALS, start, end, node, extra=(hours,),
+        rows = self._grouped_sums(
+            "usage query", USAGE.store, check_group_by(group_by), GROUP_COLUMNS,
+            USAGE.names(Role.TOTAL), start, end, node, extra=(hours,),
         )  # fmt: skip
+        return [UsageGroup.from_row(r) for r in rows]
 
     def coverage(
         self, start: datetime, end: datetime, *, node: str | None = None
-    ) -> list[dict[str, object]]:
+    ) -> list[CoverageGroup]:
         """Σ observed seconds per ``(node, gpu_uuid)`` over ``[start, end)`` hours."""
         where, params = self._range(start, end, node)
         h = I("hour_start")
@@ -696,10 +658,10 @@ class PostgresLedgerStore:
             first_hour=I("first_hour"),
             last=_iso_hour(sql.SQL("MAX({})").format(h)),
             last_hour=I("last_hour"),
-            t=I(COVERAGE_TABLE),
+            t=I(COVERAGE.store),
             w=where,
         )
-        return self._query("coverage query", query, params)
+        return [CoverageGroup.from_row(r) for r in self._query("coverage query", query, params)]
 
     def probe_latency(
         self,
@@ -708,7 +670,7 @@ class PostgresLedgerStore:
         quantile: float = 0.99,
         *,
         node: str | None = None,
-    ) -> list[dict[str, object]]:
+    ) -> list[ProbeLatencyGroup]:
         """Nearest-rank ``quantile`` of successful probes' TTFT, TPOT and e2e per
         ``(namespace, service)`` over ``[start, end)``: ``percentile_disc`` is the first
         value whose cumulative share reaches the fraction, as SQLite's ``CUME_DIST`` query;
@@ -729,13 +691,9 @@ class PostgresLedgerStore:
         query = sql.SQL(
             "SELECT {ns}, {svc}, {metrics} FROM {t} WHERE {w} GROUP BY {ns}, {svc} "
             'ORDER BY {ns} COLLATE "C", {svc} COLLATE "C"'
-        ).format(ns=I("namespace"), svc=I("service"), metrics=metrics, t=I(PROBES_TABLE), w=where)
+        ).format(ns=I("namespace"), svc=I("service"), metrics=metrics, t=I(PROBES.store), w=where)
         rows = self._query("probe latency query", query, params)
-        for row in rows:
-            for m in PROBE_LATENCY_METRICS:
-                value = row.get(m)
-                row[m] = float(value) if isinstance(value, int | float) else None
-        return rows
+        return [ProbeLatencyGroup.from_row(r) for r in rows]
 
     def invariant_violations(
         self,
@@ -744,7 +702,7 @@ class PostgresLedgerStore:
         rel_tol: float = 1e-9,
         *,
         node: str | None = None,
-    ) -> list[dict[str, object]]:
+    ) -> list[InvariantViolation]:
         """``(hour, node)`` where Σ allocated over all services (incl. ``__idle__``) and
         Σ observed seconds differ by more than ``rel_tol`` × the larger; a bucket present
         on one side only counts as 0 on the other. Computed in SQL."""
@@ -765,11 +723,12 @@ class PostgresLedgerStore:
             n=n,
             alloc=I("allocated_gpu_seconds"),
             obs=I("observed_seconds"),
-            usage=I(USAGE_TABLE),
-            cov=I(COVERAGE_TABLE),
+            usage=I(USAGE.store),
+            cov=I(COVERAGE.store),
             w=where,
         )
-        return self._query("invariant query", query, [*params, *params, float(rel_tol)])
+        rows = self._query("invariant query", query, [*params, *params, float(rel_tol)])
+        return [InvariantViolation.from_row(r) for r in rows]
 
     def close(self) -> None:
         if not self._closed:

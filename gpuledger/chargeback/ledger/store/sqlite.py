@@ -14,76 +14,71 @@ from __future__ import annotations
 import sqlite3
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 from gpuledger.chargeback.ledger.model import (
-    CoverageRow,
-    ProbeRecord,
-    StorageSample,
+    CoverageGroup,
+    InvariantViolation,
+    ProbeLatencyGroup,
+    ProbeVerdictGroup,
     StoreError,
-    TokenRow,
-    UsageRow,
+    TokenGroup,
+    UsageGroup,
 )
+from gpuledger.chargeback.ledger.sqlite_sql import cols, column_def, insert, q
 from gpuledger.chargeback.ledger.store.common import (
-    COVERAGE_COLUMNS,
-    COVERAGE_KEY,
-    COVERAGE_LABELS,
-    COVERAGE_TABLE,
-    COVERAGE_TOTALS,
     GROUP_COLUMNS,
     MIGRATIONS_TABLE,
     PROBE_LATENCY_METRICS,
-    PROBES_COLUMNS,
-    PROBES_KEY,
-    PROBES_LABELS,
-    PROBES_TABLE,
-    PROBES_VERDICTS,
     QUANTILE_EPS,
     SECONDS_PER_HOUR,
-    STORAGE_COLUMNS,
-    STORAGE_KEY,
-    STORAGE_TABLE,
     TOKEN_GROUP_COLUMNS,
-    TOKENS_COLUMNS,
-    TOKENS_KEY,
-    TOKENS_TABLE,
-    TOKENS_TOTALS,
-    UPDATED_AT,
-    USAGE_COLUMNS,
-    USAGE_KEY,
-    USAGE_LABELS,
-    USAGE_TABLE,
-    USAGE_TOTALS,
     check_group_by,
     check_token_group_by,
-    coverage_values,
-    merge_coverage,
-    merge_tokens,
-    merge_usage,
     pivot_probe_latency,
-    probe_values,
-    token_values,
     unix_seconds,
-    usage_values,
+)
+from gpuledger.chargeback.ledger.tables import (
+    COVERAGE,
+    PROBES,
+    STORAGE,
+    TOKENS,
+    UPDATED_AT,
+    USAGE,
+    CoverageRow,
+    Index,
+    ProbeRecord,
+    Role,
+    StorageSample,
+    Table,
+    TokenRow,
+    UsageRow,
 )
 
+_cols = cols
 
-def q(name: str) -> str:
-    """An SQLite identifier, quoted (names are constants, quoted all the same)."""
-    return '"' + name.replace('"', '""') + '"'
-
-
-def _cols(names: Sequence[str]) -> str:
-    return ", ".join(q(n) for n in names)
-
+# The migrations are history: each creates what its version had, in literal names, and
+# never changes once released. What the newest version must look like is derived from
+# the declarations (create_statements below); a test checks that both agree.
+_USAGE_KEY = ("hour_start", "node", "gpu_uuid", "namespace", "service")
+_COVERAGE_KEY = ("hour_start", "node", "gpu_uuid")
+_TOKENS_KEY = ("hour_start", "node", "namespace", "service", "model_name")
+_PROBES_KEY_V2 = ("node", "endpoint", "started_unix")
+_PROBES_COLUMNS_V2 = (
+    "node", "endpoint", "started_unix", "namespace", "service", "model_name", "ok", "reason",
+    "ttft_s", "tpot_s", "e2e_s", "output_tokens_per_s", "prompt_tokens", "completion_tokens",
+    "tokens_counted", "ttft_histogram_moved", "ttft_agrees", "updated_at",
+)  # fmt: skip
+_STORAGE_KEY = ("node", "database", "schema", "table_name", "ts")
 
 MIGRATIONS: tuple[tuple[int, tuple[str, ...]], ...] = (
     (
         1,
         (
-            f"""CREATE TABLE {q(USAGE_TABLE)} (
+            f"""CREATE TABLE {q("ledger_usage")} (
                 {q("hour_start")} INTEGER NOT NULL,
                 {q("node")} TEXT NOT NULL,
                 {q("gpu_uuid")} TEXT NOT NULL,
@@ -94,19 +89,19 @@ MIGRATIONS: tuple[tuple[int, tuple[str, ...]], ...] = (
                 {q("allocated_gpu_seconds")} REAL NOT NULL DEFAULT 0,
                 {q("busy_gpu_seconds")} REAL NOT NULL DEFAULT 0,
                 {q("energy_joules")} REAL NOT NULL DEFAULT 0,
-                {q(UPDATED_AT)} INTEGER NOT NULL,
-                PRIMARY KEY ({_cols(USAGE_KEY)})
+                {q("updated_at")} INTEGER NOT NULL,
+                PRIMARY KEY ({_cols(_USAGE_KEY)})
             ) WITHOUT ROWID""",
             f"CREATE INDEX {q('ledger_usage_node_hour_idx')} "
-            f"ON {q(USAGE_TABLE)} ({q('node')}, {q('hour_start')})",
-            f"""CREATE TABLE {q(COVERAGE_TABLE)} (
+            f"ON {q('ledger_usage')} ({q('node')}, {q('hour_start')})",
+            f"""CREATE TABLE {q("ledger_coverage")} (
                 {q("hour_start")} INTEGER NOT NULL,
                 {q("node")} TEXT NOT NULL,
                 {q("gpu_uuid")} TEXT NOT NULL,
                 {q("gpu_model")} TEXT NOT NULL DEFAULT '',
                 {q("observed_seconds")} REAL NOT NULL DEFAULT 0,
-                {q(UPDATED_AT)} INTEGER NOT NULL,
-                PRIMARY KEY ({_cols(COVERAGE_KEY)})
+                {q("updated_at")} INTEGER NOT NULL,
+                PRIMARY KEY ({_cols(_COVERAGE_KEY)})
             ) WITHOUT ROWID""",
         ),
     ),
@@ -115,7 +110,7 @@ MIGRATIONS += (
     (
         2,
         (
-            f"""CREATE TABLE {q(TOKENS_TABLE)} (
+            f"""CREATE TABLE {q("ledger_tokens")} (
                 {q("hour_start")} INTEGER NOT NULL,
                 {q("node")} TEXT NOT NULL,
                 {q("namespace")} TEXT NOT NULL,
@@ -125,10 +120,10 @@ MIGRATIONS += (
                 {q("generation_tokens")} REAL NOT NULL DEFAULT 0,
                 {q("probe_prompt_tokens")} REAL NOT NULL DEFAULT 0,
                 {q("probe_generation_tokens")} REAL NOT NULL DEFAULT 0,
-                {q(UPDATED_AT)} INTEGER NOT NULL,
-                PRIMARY KEY ({_cols(TOKENS_KEY)})
+                {q("updated_at")} INTEGER NOT NULL,
+                PRIMARY KEY ({_cols(_TOKENS_KEY)})
             ) WITHOUT ROWID""",
-            f"""CREATE TABLE {q(PROBES_TABLE)} (
+            f"""CREATE TABLE {q("probe_results")} (
                 {q("node")} TEXT NOT NULL,
                 {q("endpoint")} TEXT NOT NULL,
                 {q("started_unix")} REAL NOT NULL,
@@ -142,11 +137,11 @@ MIGRATIONS += (
                 {q("prompt_tokens")} INTEGER, {q("completion_tokens")} INTEGER,
                 {q("tokens_counted")} INTEGER, {q("ttft_histogram_moved")} INTEGER,
                 {q("ttft_agrees")} INTEGER,
-                {q(UPDATED_AT)} INTEGER NOT NULL,
-                PRIMARY KEY ({_cols(PROBES_KEY)})
+                {q("updated_at")} INTEGER NOT NULL,
+                PRIMARY KEY ({_cols(_PROBES_KEY_V2)})
             ) WITHOUT ROWID""",
             f"CREATE INDEX {q('probe_results_started_idx')} "
-            f"ON {q(PROBES_TABLE)} ({q('started_unix')})",
+            f"ON {q('probe_results')} ({q('started_unix')})",
         ),
     ),
 )
@@ -154,14 +149,14 @@ MIGRATIONS += (
     (
         3,
         (
-            f"""CREATE TABLE {q(STORAGE_TABLE)} (
+            f"""CREATE TABLE {q("storage_samples")} (
                 {q("node")} TEXT NOT NULL,
                 {q("database")} TEXT NOT NULL,
                 {q("schema")} TEXT NOT NULL,
                 {q("table_name")} TEXT NOT NULL,
                 {q("ts")} REAL NOT NULL,
                 {q("bytes")} INTEGER NOT NULL,
-                PRIMARY KEY ({_cols(STORAGE_KEY)})
+                PRIMARY KEY ({_cols(_STORAGE_KEY)})
             ) WITHOUT ROWID""",
         ),
     ),
@@ -188,51 +183,54 @@ MIGRATIONS += (
                 {q("prompt_tokens")} INTEGER, {q("completion_tokens")} INTEGER,
                 {q("tokens_counted")} INTEGER, {q("ttft_histogram_moved")} INTEGER,
                 {q("ttft_agrees")} INTEGER,
-                {q(UPDATED_AT)} INTEGER NOT NULL,
+                {q("updated_at")} INTEGER NOT NULL,
                 PRIMARY KEY ({q("started_unix")}, {q("node")}, {q("endpoint")})
             ) WITHOUT ROWID""",
-            f"INSERT INTO {q('probe_results_v4')} SELECT {_cols((*PROBES_COLUMNS, UPDATED_AT))} "
-            f"FROM {q(PROBES_TABLE)}",
-            f"DROP TABLE {q(PROBES_TABLE)}",  # and probe_results_started_idx with it
-            f"ALTER TABLE {q('probe_results_v4')} RENAME TO {q(PROBES_TABLE)}",
+            f"INSERT INTO {q('probe_results_v4')} SELECT {_cols(_PROBES_COLUMNS_V2)} "
+            f"FROM {q('probe_results')}",
+            f"DROP TABLE {q('probe_results')}",  # and probe_results_started_idx with it
+            f"ALTER TABLE {q('probe_results_v4')} RENAME TO {q('probe_results')}",
         ),
     ),
 )
 """Versioned migrations, applied in order, each once, inside one write transaction."""
 
 
-def _upsert_sql(
-    table: str,
-    columns: Sequence[str],
-    key: Sequence[str],
-    labels: Sequence[str],
-    totals: Sequence[str],
-) -> str:
-    all_cols = (*columns, UPDATED_AT)
-    placeholders = ", ".join("?" for _ in all_cols)
-    sets = [f"{q(c)} = max({q(table)}.{q(c)}, excluded.{q(c)})" for c in totals]
-    sets += [f"{q(c)} = excluded.{q(c)}" for c in (*labels, UPDATED_AT)]
-    return (
-        f"INSERT INTO {q(table)} ({_cols(all_cols)}) VALUES ({placeholders}) "
-        f"ON CONFLICT ({_cols(key)}) DO UPDATE SET {', '.join(sets)}"
-    )
+def create_statements(table: Table[Any]) -> list[str]:
+    """The newest version's CREATE TABLE (and indexes) of ``table`` in the SQLite store."""
+    defs = [column_def(c, c.store, with_default=True) for c in table.columns]
+    if table.stamped:
+        defs.append(f"{q(UPDATED_AT)} INTEGER NOT NULL")
+    defs.append(f"PRIMARY KEY ({cols([c.store for c in table.primary_key['sqlite']])})")
+    out = [f"CREATE TABLE {q(table.store)} ({', '.join(defs)}) WITHOUT ROWID"]
+    out += [_create_index(table, i) for i in table.indexes if "sqlite" in i.backends]
+    return out
 
 
-_UPSERT_USAGE = _upsert_sql(USAGE_TABLE, USAGE_COLUMNS, USAGE_KEY, USAGE_LABELS, USAGE_TOTALS)
-_UPSERT_COVERAGE = _upsert_sql(
-    COVERAGE_TABLE, COVERAGE_COLUMNS, COVERAGE_KEY, COVERAGE_LABELS, COVERAGE_TOTALS
-)
+def _create_index(table: Table[Any], index: Index) -> str:
+    names = [table.by_attr[a].store for a in index.columns]
+    return f"CREATE INDEX {q(index.name)} ON {q(table.store)} ({cols(names)})"
 
-_UPSERT_TOKENS = _upsert_sql(TOKENS_TABLE, TOKENS_COLUMNS, TOKENS_KEY, (), TOKENS_TOTALS)
-_UPSERT_PROBES = (
-    f"INSERT INTO {q(PROBES_TABLE)} ({_cols((*PROBES_COLUMNS, UPDATED_AT))}) "
-    f"VALUES ({', '.join('?' for _ in (*PROBES_COLUMNS, UPDATED_AT))}) "
-    f"ON CONFLICT ({_cols(PROBES_KEY)}) DO UPDATE SET "
-    + ", ".join(
-        [f"{q(c)} = excluded.{q(c)}" for c in (*PROBES_LABELS, UPDATED_AT)]
-        + [f"{q(c)} = coalesce(excluded.{q(c)}, {q(PROBES_TABLE)}.{q(c)})" for c in PROBES_VERDICTS]
-    )
-)
+
+def upsert_statement(table: Table[Any]) -> str:
+    """Insert ``table``'s columns (+ ``updated_at``); on a key conflict totals keep the
+    larger value, labels (and ``updated_at``) the incoming one, verdicts the incoming one
+    unless NULL. Insert-only tables ignore a conflicting row."""
+    columns = (*table.names(), *((UPDATED_AT,) if table.stamped else ()))
+    if table.insert_only:
+        return insert(table.store, columns, (), ())
+    t = q(table.store)
+    sets = [f"{q(c)} = max({t}.{q(c)}, excluded.{q(c)})" for c in table.names(Role.TOTAL)]
+    sets += [f"{q(c)} = excluded.{q(c)}" for c in (*table.names(Role.LABEL), UPDATED_AT)]
+    sets += [f"{q(c)} = coalesce(excluded.{q(c)}, {t}.{q(c)})" for c in table.names(Role.VERDICT)]
+    return insert(table.store, columns, table.names(Role.KEY), sets)
+
+
+_UPSERT_USAGE = upsert_statement(USAGE)
+_UPSERT_COVERAGE = upsert_statement(COVERAGE)
+_UPSERT_TOKENS = upsert_statement(TOKENS)
+_UPSERT_PROBES = upsert_statement(PROBES)
+_INSERT_STORAGE = upsert_statement(STORAGE)
 
 _ISO_HOUR = "strftime('%Y-%m-%dT%H:%M:%SZ', {col}, 'unixepoch')"
 
@@ -330,8 +328,8 @@ class SqliteLedgerStore:
         """Write running totals in one transaction: per total the larger of stored and
         incoming value (a replay never lowers, a repeat never adds); labels as given."""
         now = int(time.time())
-        usage_params = [(*usage_values(r), now) for r in merge_usage(usage)]
-        coverage_params = [(*coverage_values(r), now) for r in merge_coverage(coverage)]
+        usage_params = [(*USAGE.values(r), now) for r in USAGE.merge(usage)]
+        coverage_params = [(*COVERAGE.values(r), now) for r in COVERAGE.merge(coverage)]
         if not usage_params and not coverage_params:
             return
         with self._lock:
@@ -373,21 +371,16 @@ class SqliteLedgerStore:
 
     def upsert_tokens(self, rows: Sequence[TokenRow]) -> None:
         now = int(time.time())
-        params = [(*token_values(r), now) for r in merge_tokens(rows)]
+        params = [(*TOKENS.values(r), now) for r in TOKENS.merge(rows)]
         self._write_many(f"upsert of {len(params)} token rows", _UPSERT_TOKENS, params)
 
     def insert_storage_samples(self, rows: Sequence[StorageSample]) -> None:
-        params = [(r.node, r.database, r.schema, r.table, r.ts_unix, r.bytes) for r in rows]
-        self._write_many(
-            f"insert of {len(params)} storage samples",
-            f"INSERT INTO {q(STORAGE_TABLE)} ({_cols(STORAGE_COLUMNS)}) VALUES (?,?,?,?,?,?) "
-            "ON CONFLICT DO NOTHING",
-            params,
-        )
+        params = [STORAGE.values(r) for r in rows]
+        self._write_many(f"insert of {len(params)} storage samples", _INSERT_STORAGE, params)
 
     def upsert_probes(self, rows: Sequence[ProbeRecord]) -> None:
         now = int(time.time())
-        params = [(*probe_values(r), now) for r in rows]
+        params = [(*PROBES.values(r), now) for r in rows]
         self._write_many(f"upsert of {len(params)} probe records", _UPSERT_PROBES, params)
 
     # -- reads --------------------------------------------------------------------------
@@ -399,17 +392,19 @@ class SqliteLedgerStore:
         group_by: Sequence[str],
         *,
         node: str | None = None,
-    ) -> list[dict[str, object]]:
-        return self._grouped_sums(
-            "tokens query", TOKENS_TABLE, check_token_group_by(group_by), TOKEN_GROUP_COLUMNS,
-            TOKENS_TOTALS, start, end, node,
+    ) -> list[TokenGroup]:
+        rows = self._grouped_sums(
+            "tokens query", TOKENS.store, check_token_group_by(group_by), TOKEN_GROUP_COLUMNS,
+            TOKENS.names(Role.TOTAL), start, end, node,
         )  # fmt: skip
+        return [TokenGroup.from_row(r) for r in rows]
 
     def probes(
         self, start: datetime, end: datetime, *, node: str | None = None
-    ) -> list[dict[str, object]]:
-        disagree = " OR ".join(f"coalesce({q(c)} = 0, 0)" for c in PROBES_VERDICTS)
-        decided = " OR ".join(f"coalesce({q(c)} = 1, 0)" for c in PROBES_VERDICTS)
+    ) -> list[ProbeVerdictGroup]:
+        verdicts = PROBES.names(Role.VERDICT)
+        disagree = " OR ".join(f"coalesce({q(c)} = 0, 0)" for c in verdicts)
+        decided = " OR ".join(f"coalesce({q(c)} = 1, 0)" for c in verdicts)
         where = f"{q('started_unix')} >= ? AND {q('started_unix')} < ?"
         params: list[object] = [unix_seconds(start, "start"), unix_seconds(end, "end")]
         if node is not None:
@@ -420,13 +415,13 @@ class SqliteLedgerStore:
             f"COUNT(*) AS {q('probes')}, TOTAL({q('ok')}) AS {q('successes')}, "
             f"TOTAL(CASE WHEN ({disagree}) THEN 1 ELSE 0 END) AS {q('disagree')}, "
             f"TOTAL(CASE WHEN NOT ({disagree}) AND ({decided}) THEN 1 ELSE 0 END) AS {q('agree')} "
-            f"FROM {q(PROBES_TABLE)} WHERE {where} "
+            f"FROM {q(PROBES.store)} WHERE {where} "
             f"GROUP BY {q('namespace')}, {q('service')}, {q('model_name')} "
             f"ORDER BY {q('namespace')}, {q('service')}, {q('model_name')}"
         )
-        return self._query("probes query", sql, params)
+        return [ProbeVerdictGroup.from_row(r) for r in self._query("probes query", sql, params)]
 
-    def _query(self, what: str, sql: str, params: Sequence[object]) -> list[dict[str, object]]:
+    def _query(self, what: str, sql: str, params: Sequence[object]) -> list[Mapping[str, object]]:
         with self._lock:
             conn = self._live()
             try:
@@ -448,7 +443,7 @@ class SqliteLedgerStore:
         end: datetime,
         node: str | None,
         extra: Sequence[str] = (),
-    ) -> list[dict[str, object]]:
+    ) -> list[Mapping[str, object]]:
         """Σ of ``totals`` over rows with ``start <= hour_start < end`` grouped by ``keys``
         (``hour`` → ISO-8601 UTC string), aggregated in SQL; one row when ``keys`` is empty."""
         select: list[str] = []
@@ -478,21 +473,22 @@ class SqliteLedgerStore:
         group_by: Sequence[str],
         *,
         node: str | None = None,
-    ) -> list[dict[str, object]]:
+    ) -> list[UsageGroup]:
         """Σ allocated/busy GPU-seconds and energy over buckets with ``start <=
         hour_start < end``, per ``group_by`` (``hour`` → ISO-8601 UTC string)."""
         hours = (
             f"TOTAL({q('allocated_gpu_seconds')}) / {SECONDS_PER_HOUR!r} "
             f"AS {q('allocated_gpu_hours')}"
         )
-        return self._grouped_sums(
-            "usage query", USAGE_TABLE, check_group_by(group_by), GROUP_COLUMNS,
-            USAGE_TOTALS, start, end, node, extra=(hours,),
+        rows = self._grouped_sums(
+            "usage query", USAGE.store, check_group_by(group_by), GROUP_COLUMNS,
+            USAGE.names(Role.TOTAL), start, end, node, extra=(hours,),
         )  # fmt: skip
+        return [UsageGroup.from_row(r) for r in rows]
 
     def coverage(
         self, start: datetime, end: datetime, *, node: str | None = None
-    ) -> list[dict[str, object]]:
+    ) -> list[CoverageGroup]:
         """Σ observed seconds per ``(node, gpu_uuid)`` over ``[start, end)`` hours."""
         where = f"{q('hour_start')} >= ? AND {q('hour_start')} < ?"
         params: list[object] = [unix_seconds(start, "start"), unix_seconds(end, "end")]
@@ -506,10 +502,10 @@ class SqliteLedgerStore:
             f"COUNT(*) AS {q('hours')}, "
             f"{_ISO_HOUR.format(col=f'MIN({h})')} AS {q('first_hour')}, "
             f"{_ISO_HOUR.format(col=f'MAX({h})')} AS {q('last_hour')} "
-            f"FROM {q(COVERAGE_TABLE)} WHERE {where} "
+            f"FROM {q(COVERAGE.store)} WHERE {where} "
             f"GROUP BY {q('node')}, {q('gpu_uuid')} ORDER BY {q('node')}, {q('gpu_uuid')}"
         )
-        return self._query("coverage query", sql, params)
+        return [CoverageGroup.from_row(r) for r in self._query("coverage query", sql, params)]
 
     def probe_latency(
         self,
@@ -518,7 +514,7 @@ class SqliteLedgerStore:
         quantile: float = 0.99,
         *,
         node: str | None = None,
-    ) -> list[dict[str, object]]:
+    ) -> list[ProbeLatencyGroup]:
         """Nearest-rank ``quantile`` of successful probes' TTFT, TPOT and e2e per
         ``(namespace, service)`` over ``[start, end)``: the smallest value whose cumulative
         share reaches the quantile (``CUME_DIST``), the same definition on both backends."""
@@ -532,7 +528,7 @@ class SqliteLedgerStore:
             parts.append(
                 f"SELECT {ns}, {svc}, '{metric}' AS metric, MIN(v) AS value, COUNT(*) AS n "
                 f"FROM (SELECT {ns}, {svc}, {m} AS v, CUME_DIST() OVER "
-                f"(PARTITION BY {ns}, {svc} ORDER BY {m}) AS cd FROM {q(PROBES_TABLE)} "
+                f"(PARTITION BY {ns}, {svc} ORDER BY {m}) AS cd FROM {q(PROBES.store)} "
                 f"WHERE {q('ok')} = 1 AND {m} IS NOT NULL AND {q('started_unix')} >= ? "
                 f"AND {q('started_unix')} < ?{node_filter}) WHERE cd >= ? GROUP BY {ns}, {svc}"
             )
@@ -547,7 +543,7 @@ class SqliteLedgerStore:
         rel_tol: float = 1e-9,
         *,
         node: str | None = None,
-    ) -> list[dict[str, object]]:
+    ) -> list[InvariantViolation]:
         """``(hour, node)`` where Σ allocated over all services (incl. ``__idle__``) and
         Σ observed seconds differ by more than ``rel_tol`` × the larger; a bucket present
         on one side only counts as 0 on the other. Computed in SQL."""
@@ -561,16 +557,17 @@ class SqliteLedgerStore:
                    TOTAL(o) AS {q("observed_seconds")}
             FROM (
                 SELECT {h}, {n}, {q("allocated_gpu_seconds")} AS a, 0.0 AS o
-                FROM {q(USAGE_TABLE)} WHERE {h} >= ? AND {h} < ?{node_filter}
+                FROM {q(USAGE.store)} WHERE {h} >= ? AND {h} < ?{node_filter}
                 UNION ALL
                 SELECT {h}, {n}, 0.0 AS a, {q("observed_seconds")} AS o
-                FROM {q(COVERAGE_TABLE)} WHERE {h} >= ? AND {h} < ?{node_filter}
+                FROM {q(COVERAGE.store)} WHERE {h} >= ? AND {h} < ?{node_filter}
             )
             GROUP BY {h}, {n}
             HAVING abs(TOTAL(a) - TOTAL(o)) > ? * max(abs(TOTAL(a)), abs(TOTAL(o)))
             ORDER BY {h}, {n}
         """
-        return self._query("invariant query", sql, [*per_side, *per_side, float(rel_tol)])
+        rows = self._query("invariant query", sql, [*per_side, *per_side, float(rel_tol)])
+        return [InvariantViolation.from_row(r) for r in rows]
 
     def close(self) -> None:
         with self._lock:

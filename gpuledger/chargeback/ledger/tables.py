@@ -1,0 +1,435 @@
+"""The ledger's tables, each declared once: its row type, names, key, and per column its
+role and SQL type. The spool, both stores and the schema tests derive from these.
+
+A ledger row is a bucket's **running total** for one hour: writers always send the whole
+total (an upsert), never an increment, so replaying a row after a crash or a flush retry
+cannot count a GPU-second twice. Stores additionally keep each total's maximum (totals
+only grow within an hour), so an older replay can never lower a bucket either.
+
+A column's role says what a store does when a row with the same key arrives again:
+
+- ``KEY``: part of the conflict target;
+- ``LABEL``: descriptive or measured once, the incoming value wins;
+- ``TOTAL``: a running total, the larger of stored and incoming value wins
+  (``max()`` in SQLite, ``GREATEST`` in PostgreSQL, ``max`` in the in-batch merge);
+- ``VERDICT``: filled in later, the incoming value wins unless it is NULL (a replay of
+  the bare record never clears a verdict);
+- ``VALUE``: the payload of an insert-only table (a replayed row is ignored).
+
+The node-local spool is different on purpose: it holds the accumulator's latest running
+totals, so there every non-key column takes the incoming value.
+
+Adding a column: add the field here (role, type, default for existing rows) and one
+migration per backend that adds it; ``tests/chargeback/ledger/test_tables.py`` fails until
+the migrated schema and this declaration agree.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, fields, replace
+from enum import StrEnum
+from operator import attrgetter
+from typing import Any, Generic, TypeVar
+
+
+class Role(StrEnum):
+    KEY = "key"
+    LABEL = "label"
+    TOTAL = "total"
+    VERDICT = "verdict"
+    VALUE = "value"
+
+
+@dataclass(frozen=True, slots=True)
+class SqlType:
+    """A column's type on each backend, and the Python type its values are coerced to."""
+
+    sqlite: str
+    postgres: str
+    python: type
+    pg_param: str = "%s"
+    """How a bound value enters a PostgreSQL statement."""
+    pg_staging: str | None = None
+    """The column's type in a COPY staging table, where it differs from ``postgres``."""
+    pg_unstage: str | None = None
+    """How a staged value becomes the column's type (``{}``: the staged column)."""
+
+
+HOUR = SqlType(
+    "INTEGER",
+    "timestamptz",
+    int,
+    pg_param="to_timestamp(%s::bigint)",
+    pg_staging="bigint",
+    pg_unstage="to_timestamp({})",
+)
+"""An hour's start: unix seconds in SQLite, an instant (timestamptz) in PostgreSQL, so no
+session time zone can shift a bucket."""
+TEXT = SqlType("TEXT", "text", str)
+REAL = SqlType("REAL", "double precision", float)
+"""GPU-seconds, joules, tokens, seconds: a double's 15-16 digits are exact far below what
+is billed, and numeric would cost space and aggregate speed for nothing."""
+INT = SqlType("INTEGER", "integer", int)
+BIGINT = SqlType("INTEGER", "bigint", int)
+BOOL = SqlType("INTEGER", "boolean", bool)
+
+
+@dataclass(frozen=True, slots=True)
+class Column:
+    """One column: the row attribute's role and type, and where its names differ."""
+
+    role: Role
+    type: SqlType
+    nullable: bool = False
+    default: str | None = None
+    """The stores' DDL default (SQL text); the spool always receives every value."""
+    store_name: str | None = None
+    spool_name: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class BoundColumn:
+    """A :class:`Column` with its attribute and resolved names."""
+
+    attr: str
+    store: str
+    spool: str
+    role: Role
+    type: SqlType
+    nullable: bool
+    default: str | None
+
+
+_META = "gpuledger.column"
+
+
+def _column(role: Role, sql_type: SqlType, **kw: Any) -> Mapping[str, Column]:
+    return {_META: Column(role, sql_type, **kw)}
+
+
+def key(sql_type: SqlType, **kw: Any) -> Mapping[str, Column]:
+    return _column(Role.KEY, sql_type, **kw)
+
+
+def label(sql_type: SqlType, **kw: Any) -> Mapping[str, Column]:
+    return _column(Role.LABEL, sql_type, **kw)
+
+
+def total(sql_type: SqlType = REAL, **kw: Any) -> Mapping[str, Column]:
+    return _column(Role.TOTAL, sql_type, default="0", **kw)
+
+
+def verdict(**kw: Any) -> Mapping[str, Column]:
+    return _column(Role.VERDICT, BOOL, nullable=True, **kw)
+
+
+def value(sql_type: SqlType, **kw: Any) -> Mapping[str, Column]:
+    return _column(Role.VALUE, sql_type, **kw)
+
+
+# -- the rows -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class UsageRow:
+    """Running totals of one bucket: (hour, node, physical GPU, namespace, service)."""
+
+    hour_start: int = field(metadata=key(HOUR))  # unix seconds, a multiple of 3600
+    node: str = field(metadata=key(TEXT))
+    gpu_uuid: str = field(metadata=key(TEXT))
+    namespace: str = field(metadata=key(TEXT))
+    service: str = field(metadata=key(TEXT))
+    gpu_model: str = field(metadata=label(TEXT, default="''"))
+    mig_profile: str = field(metadata=label(TEXT, default="''"))  # "" for a whole GPU
+    allocated_gpu_seconds: float = field(metadata=total())
+    busy_gpu_seconds: float = field(metadata=total())
+    energy_joules: float = field(metadata=total())
+
+    @property
+    def key(self) -> tuple[int, str, str, str, str]:
+        return (self.hour_start, self.node, self.gpu_uuid, self.namespace, self.service)
+
+
+@dataclass(frozen=True, slots=True)
+class CoverageRow:
+    """Seconds a physical GPU was observed in an hour: the invariant's right-hand side
+    (Σ allocated over owners incl. idle = Σ observed, since a GPU's capacity is 1)."""
+
+    hour_start: int = field(metadata=key(HOUR))
+    node: str = field(metadata=key(TEXT))
+    gpu_uuid: str = field(metadata=key(TEXT))
+    gpu_model: str = field(metadata=label(TEXT, default="''"))
+    observed_seconds: float = field(metadata=total())
+
+    @property
+    def key(self) -> tuple[int, str, str]:
+        return (self.hour_start, self.node, self.gpu_uuid)
+
+
+@dataclass(frozen=True, slots=True)
+class TokenRow:
+    """Running totals of tokens one service's engines processed in an hour, per model.
+
+    ``prompt_tokens``/``generation_tokens`` are what the engine counted (probe traffic
+    included); ``probe_*`` is the part the agent's own probes caused, so billable =
+    engine − probe."""
+
+    hour_start: int = field(metadata=key(HOUR))
+    node: str = field(metadata=key(TEXT))
+    namespace: str = field(metadata=key(TEXT))
+    service: str = field(metadata=key(TEXT))
+    model_name: str = field(metadata=key(TEXT))
+    prompt_tokens: float = field(metadata=total())
+    generation_tokens: float = field(metadata=total())
+    probe_prompt_tokens: float = field(metadata=total())
+    probe_generation_tokens: float = field(metadata=total())
+
+    @property
+    def key(self) -> tuple[int, str, str, str, str]:
+        return (self.hour_start, self.node, self.namespace, self.service, self.model_name)
+
+
+_MEASURED = label(REAL, nullable=True)
+_COUNTED = label(INT, nullable=True)
+
+
+@dataclass(frozen=True, slots=True)
+class ProbeRecord:
+    """One probe and, once known, its validation verdict. Written when the probe ends and
+    again when the verdict arrives."""
+
+    started_unix: float = field(metadata=key(REAL))
+    node: str = field(metadata=key(TEXT))
+    endpoint: str = field(metadata=key(TEXT))
+    namespace: str = field(metadata=label(TEXT))
+    service: str = field(metadata=label(TEXT))
+    model_name: str = field(metadata=label(TEXT))
+    ok: bool = field(metadata=label(BOOL))
+    reason: str | None = field(default=None, metadata=label(TEXT, nullable=True))
+    ttft_s: float | None = field(default=None, metadata=_MEASURED)
+    tpot_s: float | None = field(default=None, metadata=_MEASURED)
+    e2e_s: float | None = field(default=None, metadata=_MEASURED)
+    output_tokens_per_s: float | None = field(default=None, metadata=_MEASURED)
+    prompt_tokens: int | None = field(default=None, metadata=_COUNTED)
+    completion_tokens: int | None = field(default=None, metadata=_COUNTED)
+    tokens_counted: bool | None = field(default=None, metadata=verdict())
+    ttft_histogram_moved: bool | None = field(default=None, metadata=verdict())
+    ttft_agrees: bool | None = field(default=None, metadata=verdict())
+
+    @property
+    def key(self) -> tuple[str, str, float]:
+        return (self.node, self.endpoint, self.started_unix)
+
+
+@dataclass(frozen=True, slots=True)
+class StorageSample:
+    """A table's (or, with empty schema/table, a database's) size at one instant."""
+
+    ts_unix: float = field(metadata=key(REAL, store_name="ts"))
+    node: str = field(metadata=key(TEXT))
+    database: str = field(metadata=key(TEXT))
+    schema: str = field(metadata=key(TEXT))
+    table: str = field(metadata=key(TEXT, store_name="table_name", spool_name="tbl"))
+    bytes: int = field(metadata=value(BIGINT))
+
+    @property
+    def key(self) -> tuple[str, str, str, str, float]:
+        return (self.node, self.database, self.schema, self.table, self.ts_unix)
+
+
+# -- the tables ---------------------------------------------------------------------------
+
+R = TypeVar("R")
+
+Backend = str
+"""``"sqlite"`` or ``"postgres"``."""
+
+
+@dataclass(frozen=True, slots=True)
+class Index:
+    name: str
+    columns: tuple[str, ...]
+    """Attribute names."""
+    include: tuple[str, ...] = ()
+    """PostgreSQL ``INCLUDE`` columns (a covering index)."""
+    backends: tuple[Backend, ...] = ("sqlite", "postgres")
+
+
+class Table(Generic[R]):
+    """One ledger table: its row type and everything the spool and stores derive from it.
+
+    Column order (in every DDL, value tuple and statement) is the key, in key order, then
+    the row's other fields in declaration order."""
+
+    def __init__(
+        self,
+        row: type[R],
+        *,
+        store: str,
+        spool: str,
+        key: Sequence[str],
+        stamped: bool = True,
+        insert_only: bool = False,
+        sqlite_primary_key: Sequence[str] | None = None,
+        indexes: Sequence[Index] = (),
+    ) -> None:
+        self.row = row
+        self.store = store
+        """The table's name in both stores."""
+        self.spool = spool
+        """The table's name in the node-local spool."""
+        self.stamped = stamped
+        """Stores add an ``updated_at`` column, set on every write."""
+        self.insert_only = insert_only
+        self.indexes = tuple(indexes)
+        declared: dict[str, Column] = {}
+        for f in fields(row):  # type: ignore[arg-type]
+            column = f.metadata.get(_META)
+            if not isinstance(column, Column):
+                raise TypeError(f"{row.__name__}.{f.name} has no column declaration")
+            declared[f.name] = column
+        if [declared[a].role for a in key] != [Role.KEY] * len(key) or len(key) != sum(
+            c.role is Role.KEY for c in declared.values()
+        ):
+            raise TypeError(f"{row.__name__}: key {tuple(key)} != its KEY columns")
+        order = [*key, *(a for a in declared if a not in key)]
+        self.columns = tuple(
+            BoundColumn(
+                attr=a,
+                store=declared[a].store_name or a,
+                spool=declared[a].spool_name or a,
+                role=declared[a].role,
+                type=declared[a].type,
+                nullable=declared[a].nullable,
+                default=declared[a].default,
+            )
+            for a in order
+        )
+        self.by_attr = {c.attr: c for c in self.columns}
+        self.key = tuple(self.by_attr[a] for a in key)
+        self.primary_key = {
+            "sqlite": tuple(self.by_attr[a] for a in (sqlite_primary_key or key)),
+            "postgres": self.key,
+        }
+        """Physical primary-key order per backend; the conflict target is always ``key``."""
+        self._get = attrgetter(*order)
+        self._floats = tuple(i for i, c in enumerate(self.columns) if c.type.python is float)
+        field_order = [f.name for f in fields(row)]  # type: ignore[arg-type]
+        self._to_field_order = tuple(order.index(name) for name in field_order)
+        self._convert: tuple[Callable[[Any], Any], ...] = tuple(
+            self.columns[i].type.python for i in self._to_field_order
+        )
+
+    def names(self, role: Role | None = None, *, spool: bool = False) -> tuple[str, ...]:
+        """Column names (store names, or the spool's), all or those of one role."""
+        return tuple(
+            c.spool if spool else c.store for c in self.columns if role is None or c.role is role
+        )
+
+    def values(self, row: R) -> tuple[Any, ...]:
+        """``row``'s values in column order (floats as float, whatever was passed)."""
+        got: tuple[Any, ...] = self._get(row)
+        if not self._floats:
+            return got
+        out = list(got)
+        for i in self._floats:
+            if out[i] is not None:
+                out[i] = float(out[i])
+        return tuple(out)
+
+    def from_values(self, values: Sequence[Any]) -> R:
+        """The row whose :meth:`values` these are (as read back from the spool)."""
+        args = [
+            None if values[i] is None else convert(values[i])
+            for i, convert in zip(self._to_field_order, self._convert, strict=True)
+        ]
+        return self.row(*args)
+
+    def key_values(self, row: R) -> tuple[Any, ...]:
+        return tuple(getattr(row, c.attr) for c in self.key)
+
+    def merge(self, rows: Sequence[R]) -> list[R]:
+        """Collapse rows with the same key within one batch, exactly as two sequential
+        upserts would: totals keep the larger value, labels the last row's, verdicts the
+        last non-NULL. A database statement cannot touch one row twice (PostgreSQL refuses
+        it), so batches go through this first."""
+        merged: dict[tuple[Any, ...], R] = {}
+        for row in rows:
+            k = self.key_values(row)
+            prev = merged.get(k)
+            if prev is None:
+                merged[k] = row
+                continue
+            changes: dict[str, Any] = {}
+            for c in self.columns:
+                old, new = getattr(prev, c.attr), getattr(row, c.attr)
+                if c.role is Role.TOTAL:
+                    changes[c.attr] = max(old, new)
+                elif c.role is Role.VERDICT and new is None:
+                    changes[c.attr] = old
+            merged[k] = _replace(row, changes)
+        return list(merged.values())
+
+    def __repr__(self) -> str:
+        return f"Table({self.row.__name__}, store={self.store!r}, spool={self.spool!r})"
+
+
+def _replace(row: R, changes: Mapping[str, Any]) -> R:
+    return replace(row, **changes) if changes else row  # type: ignore[type-var]
+
+
+USAGE: Table[UsageRow] = Table(
+    UsageRow,
+    store="ledger_usage",
+    spool="spool_usage",
+    key=("hour_start", "node", "gpu_uuid", "namespace", "service"),
+    indexes=(Index("ledger_usage_node_hour_idx", ("node", "hour_start")),),
+)
+COVERAGE: Table[CoverageRow] = Table(
+    CoverageRow,
+    store="ledger_coverage",
+    spool="spool_coverage",
+    key=("hour_start", "node", "gpu_uuid"),
+)
+TOKENS: Table[TokenRow] = Table(
+    TokenRow,
+    store="ledger_tokens",
+    spool="spool_tokens",
+    key=("hour_start", "node", "namespace", "service", "model_name"),
+)
+PROBES: Table[ProbeRecord] = Table(
+    ProbeRecord,
+    store="probe_results",
+    spool="spool_probes",
+    key=("node", "endpoint", "started_unix"),
+    # SQLite keys the table time-first (migration 4): every report reads a month of probes
+    # by started_unix, and through a (node, endpoint, …) key each index hit cost a second
+    # lookup. PostgreSQL gets the same from a covering index instead.
+    sqlite_primary_key=("started_unix", "node", "endpoint"),
+    indexes=(
+        Index(
+            "probe_results_report_idx",
+            ("started_unix",),
+            include=(
+                *("namespace", "service", "ok", "ttft_s", "tpot_s", "e2e_s"),
+                *("tokens_counted", "ttft_histogram_moved", "ttft_agrees"),
+            ),
+            backends=("postgres",),
+        ),
+    ),
+)
+STORAGE: Table[StorageSample] = Table(
+    StorageSample,
+    store="storage_samples",
+    spool="spool_storage_samples",
+    key=("node", "database", "schema", "table", "ts_unix"),
+    stamped=False,
+    insert_only=True,
+)
+
+TABLES: tuple[Table[Any], ...] = (USAGE, COVERAGE, TOKENS, PROBES, STORAGE)
+"""Every ledger table, in the order migrations created them."""
+
+UPDATED_AT = "updated_at"
+"""The stores' write stamp on every ``stamped`` table (not part of a row)."""

