@@ -1,0 +1,117 @@
+"""A ledger and a spool written by the previous release (commit 9334fbc, before the ledger
+tables were declared once) open, flush and report identically with the current code.
+
+The fixtures and how they were made: tests/support/fixtures/ledger-prev/README.md.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sqlite3
+from dataclasses import fields
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from gpuledger.chargeback.ledger.flusher import Ledger
+from gpuledger.chargeback.ledger.spool import Spool
+from gpuledger.chargeback.ledger.store.common import SCHEMA_VERSION
+from gpuledger.chargeback.ledger.store.sqlite import SqliteLedgerStore
+from gpuledger.chargeback.ledger.tables import TABLES, UPDATED_AT
+from gpuledger.chargeback.report.build import build_report
+from gpuledger.chargeback.report.model import Month
+from gpuledger.chargeback.report.ratecard import load_rate_card
+from gpuledger.chargeback.report.writers.csv_json import coverage_csv, lines_csv, report_json
+from tests.support.paths import FIXTURES
+
+PREV = FIXTURES / "ledger-prev"
+MONTH = Month.parse("2026-02")
+NOW = datetime(2026, 3, 2, 6, 0, tzinfo=UTC)  # as the fixture's report was generated
+
+
+def _copy(name: str, tmp: Path) -> Path:
+    shutil.copy(PREV / name, tmp / name)
+    return tmp / name
+
+
+def _schema(path: Path) -> list[tuple[Any, ...]]:
+    with sqlite3.connect(path) as conn:
+        return conn.execute(
+            "SELECT type, name, tbl_name, sql FROM sqlite_master ORDER BY 2"
+        ).fetchall()
+
+
+def _tables(path: Path) -> dict[str, list[list[object]]]:
+    """Every ledger table's rows, all columns but updated_at, sorted (as the fixture)."""
+    out: dict[str, list[list[object]]] = {}
+    with sqlite3.connect(path) as conn:
+        for table in TABLES:
+            cols = [r[1] for r in conn.execute(f'PRAGMA table_info("{table.store}")')]
+            keep = ", ".join(f'"{c}"' for c in cols if c != UPDATED_AT)
+            rows = conn.execute(f'SELECT {keep} FROM "{table.store}"')
+            out[table.store] = sorted([list(r) for r in rows], key=repr)
+    return out
+
+
+def _without_stamp(text: str) -> list[str]:
+    return [line for line in text.splitlines() if '"generated_at"' not in line]
+
+
+def _plain(rows: list[Any]) -> list[list[object]]:
+    return sorted([[getattr(r, f.name) for f in fields(r)] for r in rows], key=repr)
+
+
+def test_migrate_is_a_no_op_on_the_previous_ledger(tmp_path: Path) -> None:
+    path = _copy("ledger.db", tmp_path)
+    before = _schema(path)
+    with sqlite3.connect(path) as conn:
+        applied = conn.execute("SELECT version, applied_at FROM schema_migrations").fetchall()
+    with SqliteLedgerStore(path) as store:
+        assert store.applied_versions() == list(range(1, SCHEMA_VERSION + 1))
+        store.migrate()
+        assert store.applied_versions() == list(range(1, SCHEMA_VERSION + 1))
+    assert _schema(path) == before
+    with sqlite3.connect(path) as conn:
+        assert (
+            conn.execute("SELECT version, applied_at FROM schema_migrations").fetchall() == applied
+        )
+
+
+def test_report_of_the_previous_ledger_is_unchanged(tmp_path: Path) -> None:
+    with SqliteLedgerStore(_copy("ledger.db", tmp_path)) as store:
+        store.migrate()
+        report = build_report(store, load_rate_card(), MONTH, now=NOW, store_label="ledger.db")
+    got, want = json.loads(report_json(report)), json.loads((PREV / "report.json").read_text())
+    got.pop("generated_at")
+    want.pop("generated_at")
+    assert got == want
+    assert _without_stamp(report_json(report)) == _without_stamp((PREV / "report.json").read_text())
+    assert lines_csv(report) == (PREV / "report.csv").read_text()
+    assert coverage_csv(report) == (PREV / "report-coverage.csv").read_text()
+
+
+def test_previous_spool_flushes_identically(tmp_path: Path) -> None:
+    expected = json.loads((PREV / "spool-flushed.json").read_text())
+    spool = Spool(_copy("spool.db", tmp_path))
+    usage, coverage, _ = spool.pending()
+    pending = {
+        "usage": _plain(usage),
+        "coverage": _plain(coverage),
+        "tokens": _plain(spool.pending_tokens()),
+        "probes": _plain(spool.pending_probes()),
+        "storage": _plain(spool.pending_storage_samples()),
+    }
+    assert json.loads(json.dumps(pending)) == expected["pending"]
+    assert spool.pending_count() + spool.pending_extra_count() == sum(map(len, pending.values()))
+    _, baselines = spool.load_tokens(0)
+    assert baselines  # the counter baselines survive: a restart does not re-count
+
+    store = SqliteLedgerStore(tmp_path / "fresh.db")
+    ledger = Ledger("gpu-node-03", spool=spool, store=store, claims_for=lambda r: [])
+    try:
+        assert ledger.flush_once()
+    finally:
+        store.close()
+        spool.close()
+    assert json.loads(json.dumps(_tables(tmp_path / "fresh.db"))) == expected["tables"]

@@ -1,0 +1,193 @@
+"""The ledger tables' single declaration: what it derives, and that the migrations (which
+are history and never change) build exactly the schema it declares, on both backends and
+in the spool."""
+
+from __future__ import annotations
+
+import shutil
+import sqlite3
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from gpuledger.chargeback.ledger.spool import Spool
+from gpuledger.chargeback.ledger.sqlite_sql import q
+from gpuledger.chargeback.ledger.store import sqlite as store_sqlite
+from gpuledger.chargeback.ledger.tables import (
+    COVERAGE,
+    PROBES,
+    STORAGE,
+    TABLES,
+    TOKENS,
+    USAGE,
+    CoverageRow,
+    ProbeRecord,
+    Role,
+    StorageSample,
+    TokenRow,
+    UsageRow,
+)
+from tests.support.paths import FIXTURES
+
+SAMPLES: list[tuple[Any, Any]] = [
+    (USAGE, UsageRow(3600, "n1", "g1", "ns", "svc", "H100", "", 1, 2.5, 3)),
+    (COVERAGE, CoverageRow(3600, "n1", "g1", "H100", 3600)),
+    (TOKENS, TokenRow(3600, "n1", "ns", "svc", "m", 10, 5.0, 1, 0)),
+    (
+        PROBES,
+        ProbeRecord(
+            12.5,
+            "n1",
+            "http://e",
+            "ns",
+            "svc",
+            "m",
+            True,
+            None,
+            0.1,
+            None,
+            0.5,
+            40.0,
+            8,
+            16,
+            True,
+            None,
+            False,
+        ),
+    ),
+    (STORAGE, StorageSample(60.5, "n1", "db", "public", "t", 1024)),
+]
+
+
+def _sqlite_schema(conn: sqlite3.Connection, names: list[str]) -> dict[str, object]:
+    """Per table: columns (name, type, NOT NULL, default, key position), WITHOUT ROWID,
+    and each index's name, uniqueness, origin and columns."""
+    out: dict[str, object] = {}
+    for name in names:
+        columns = conn.execute(f"PRAGMA table_xinfo({q(name)})").fetchall()
+        (wr,) = conn.execute("SELECT wr FROM pragma_table_list WHERE name = ?", (name,)).fetchone()
+        indexes = []
+        for _, index, unique, origin, partial in conn.execute(f"PRAGMA index_list({q(name)})"):
+            cols = conn.execute(f"PRAGMA index_xinfo({q(index)})").fetchall()
+            label = "(primary key)" if origin == "pk" else index
+            indexes.append((label, unique, origin, partial, cols))
+        out[name] = (columns, wr, sorted(indexes))
+    return out
+
+
+def test_declared_keys_are_the_rows_keys() -> None:
+    for table, row in SAMPLES:
+        assert table.key_values(row) == row.key
+        assert isinstance(row, table.row)
+
+
+def test_values_round_trip_in_column_order() -> None:
+    for table, row in SAMPLES:
+        values = table.values(row)
+        assert len(values) == len(table.columns)
+        assert table.from_values(values) == row
+        for column, value in zip(table.columns, values, strict=True):
+            if column.type.python is float and value is not None:
+                assert type(value) is float  # ints passed for a float column go out as float
+
+
+def test_merge_is_two_sequential_upserts() -> None:
+    a = UsageRow(0, "n", "g", "ns", "s", "H100", "", 100, 90, 5.0)
+    b = UsageRow(0, "n", "g", "ns", "s", "H100-SXM", "1g", 80, 95, 7.0)
+    other = replace(a, service="t")
+    assert USAGE.merge([a, other, b]) == [
+        UsageRow(0, "n", "g", "ns", "s", "H100-SXM", "1g", 100, 95, 7.0),
+        other,
+    ]
+    p = ProbeRecord(1.0, "n", "e", "ns", "s", "m", True, tokens_counted=True, ttft_agrees=False)
+    bare = replace(p, tokens_counted=None, ttft_agrees=None, ttft_s=0.2)
+    assert PROBES.merge([p, bare]) == [replace(bare, tokens_counted=True, ttft_agrees=False)]
+
+
+def test_roles_are_the_documented_semantics() -> None:
+    assert USAGE.names(Role.TOTAL) == ("allocated_gpu_seconds", "busy_gpu_seconds",
+                                       "energy_joules")  # fmt: skip
+    assert USAGE.names(Role.LABEL) == ("gpu_model", "mig_profile")
+    assert PROBES.names(Role.VERDICT) == ("tokens_counted", "ttft_histogram_moved", "ttft_agrees")
+    assert STORAGE.names() == ("node", "database", "schema", "table_name", "ts", "bytes")
+    assert STORAGE.names(spool=True) == ("node", "database", "schema", "tbl", "ts_unix", "bytes")
+
+
+def test_sqlite_migrations_build_the_declared_schema(tmp_path: Path) -> None:
+    migrated = store_sqlite.SqliteLedgerStore(tmp_path / "migrated.db")
+    migrated.migrate()
+    migrated.close()
+    with sqlite3.connect(tmp_path / "declared.db") as conn:
+        for table in TABLES:
+            for statement in store_sqlite.create_statements(table):
+                conn.execute(statement)
+    names = [t.store for t in TABLES]
+    with (
+        sqlite3.connect(tmp_path / "migrated.db") as a,
+        sqlite3.connect(tmp_path / "declared.db") as b,
+    ):
+        assert _sqlite_schema(a, names) == _sqlite_schema(b, names)
+        tables = "SELECT name FROM sqlite_master WHERE type = 'table' AND name <> ? ORDER BY 1"
+        assert [r[0] for r in a.execute(tables, ("schema_migrations",))] == sorted(names)
+
+
+def test_a_fresh_spool_has_the_previous_releases_schema(tmp_path: Path) -> None:
+    """The spool's tables are derived now; a new spool file must be laid out exactly as
+    the previous release laid one out (the format does not change)."""
+    old = tmp_path / "old.db"
+    shutil.copy(FIXTURES / "ledger-prev" / "spool.db", old)
+    Spool(tmp_path / "new.db").close()
+    with sqlite3.connect(old) as a, sqlite3.connect(tmp_path / "new.db") as b:
+        query = "SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY 1"
+        names = [r[0] for r in a.execute(query)]
+        assert [r[0] for r in b.execute(query)] == names
+        assert {t.spool for t in TABLES} <= set(names)
+        assert _sqlite_schema(a, names) == _sqlite_schema(b, names)
+
+
+def _pg_schema(url: str) -> dict[str, list[tuple[Any, ...]]]:
+    import psycopg
+
+    with psycopg.connect(url) as conn:
+        return {
+            "columns": conn.execute(
+                "SELECT table_name, ordinal_position, column_name, data_type, is_nullable,"
+                " column_default FROM information_schema.columns WHERE table_schema = 'public'"
+                " AND table_name <> 'schema_migrations' ORDER BY 1, 2"
+            ).fetchall(),
+            "indexes": conn.execute(
+                "SELECT tablename, indexname, indexdef FROM pg_indexes"
+                " WHERE schemaname = 'public' AND tablename <> 'schema_migrations' ORDER BY 1, 2"
+            ).fetchall(),
+            "constraints": conn.execute(
+                "SELECT conrelid::regclass::text, conname, contype, pg_get_constraintdef(oid)"
+                " FROM pg_constraint WHERE connamespace = 'public'::regnamespace"
+                " AND conrelid::regclass::text <> 'schema_migrations' ORDER BY 1, 2"
+            ).fetchall(),
+        }
+
+
+def test_postgres_migrations_build_the_declared_schema(postgres_db_url: str) -> None:
+    pytest.importorskip("psycopg")
+    import psycopg
+
+    from gpuledger.chargeback.ledger.store import postgres as store_pg
+
+    store = store_pg.PostgresLedgerStore(postgres_db_url)
+    try:
+        store.migrate()
+    finally:
+        store.close()
+    migrated = _pg_schema(postgres_db_url)
+    assert {r[0] for r in migrated["columns"]} == {t.store for t in TABLES}
+    with psycopg.connect(postgres_db_url, autocommit=True) as conn:
+        for table in TABLES:
+            conn.execute(
+                psycopg.sql.SQL("DROP TABLE {}").format(psycopg.sql.Identifier(table.store))
+            )
+        for table in TABLES:
+            for statement in store_pg.create_statements(table):
+                conn.execute(statement)
+    assert _pg_schema(postgres_db_url) == migrated
