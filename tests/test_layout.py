@@ -39,9 +39,6 @@ LONG_MODULES: dict[str, str] = {
     # the report's one HTML page: its template and the charts drawn into it; the charts
     # share the page's palette, ids and escaping rules
     "gpuledger/chargeback/report/writers/html.py": "one writer: the page and its charts",
-    # one backend: migrations, upserts and the report's aggregate SQL for PostgreSQL
-    # (issue 13's table declarations derive the column lists and shrink it)
-    "gpuledger/chargeback/ledger/store/postgres.py": "one store backend",
 }
 
 PARTS = ("agent", "alerts", "chargeback", "cli", "collectors", "dashboards", "deploy", "sim")

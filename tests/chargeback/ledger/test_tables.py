@@ -173,9 +173,10 @@ def test_postgres_migrations_build_the_declared_schema(postgres_db_url: str) -> 
     pytest.importorskip("psycopg")
     import psycopg
 
-    from gpuledger.chargeback.ledger.store import postgres as store_pg
+    from gpuledger.chargeback.ledger.store import postgres_sql as store_pg
+    from gpuledger.chargeback.ledger.store.postgres import PostgresLedgerStore
 
-    store = store_pg.PostgresLedgerStore(postgres_db_url)
+    store = PostgresLedgerStore(postgres_db_url)
     try:
         store.migrate()
     finally:

@@ -43,15 +43,28 @@ from gpuledger.chargeback.ledger.store.common import (
     check_token_group_by,
     unix_seconds,
 )
+from gpuledger.chargeback.ledger.store.postgres_sql import (
+    INSERT_STORAGE,
+    MIGRATIONS,
+    UPSERT_COVERAGE_TEMP,
+    UPSERT_COVERAGE_VALUES,
+    UPSERT_PROBES,
+    UPSERT_TOKENS,
+    UPSERT_USAGE_TEMP,
+    UPSERT_USAGE_VALUES,
+    I,
+    cols,
+    iso_hour,
+    staging_name,
+    staging_table,
+)
 from gpuledger.chargeback.ledger.tables import (
     COVERAGE,
     PROBES,
     STORAGE,
     TOKENS,
-    UPDATED_AT,
     USAGE,
     CoverageRow,
-    Index,
     ProbeRecord,
     Role,
     StorageSample,
@@ -63,281 +76,9 @@ from gpuledger.redact import safe_url, scrub
 
 log = logging.getLogger(__name__)
 
-I = sql.Identifier  # noqa: E741 - short on purpose: it is on every line below
-
 MIGRATION_LOCK_KEY = 0x6770_756C_6564_6772  # "gpuledgr": pg_advisory_xact_lock key
 COPY_THRESHOLD = 1000
 """Batches of at least this many rows go through COPY into a temp table."""
-
-
-def _cols(names: Sequence[str]) -> sql.Composed:
-    return sql.SQL(", ").join(I(n) for n in names)
-
-
-def _migration_1() -> list[sql.Composed]:
-    t, c = sql.SQL, I
-    return [
-        t(
-            "CREATE TABLE {usage} ("
-            " {hour_start} timestamptz NOT NULL,"
-            " {node} text NOT NULL,"
-            " {gpu_uuid} text NOT NULL,"
-            " {namespace} text NOT NULL,"
-            " {service} text NOT NULL,"
-            " {gpu_model} text NOT NULL DEFAULT '',"
-            " {mig_profile} text NOT NULL DEFAULT '',"
-            " {alloc} double precision NOT NULL DEFAULT 0,"
-            " {busy} double precision NOT NULL DEFAULT 0,"
-            " {energy} double precision NOT NULL DEFAULT 0,"
-            " {updated_at} timestamptz NOT NULL DEFAULT now(),"
-            " CONSTRAINT {pkey} PRIMARY KEY ({key}))"
-        ).format(
-            usage=c("ledger_usage"),
-            hour_start=c("hour_start"),
-            node=c("node"),
-            gpu_uuid=c("gpu_uuid"),
-            namespace=c("namespace"),
-            service=c("service"),
-            gpu_model=c("gpu_model"),
-            mig_profile=c("mig_profile"),
-            alloc=c("allocated_gpu_seconds"),
-            busy=c("busy_gpu_seconds"),
-            energy=c("energy_joules"),
-            updated_at=c("updated_at"),
-            pkey=c("ledger_usage_pkey"),
-            key=_cols(("hour_start", "node", "gpu_uuid", "namespace", "service")),
-        ),
-        t("CREATE INDEX {idx} ON {usage} ({node}, {hour_start})").format(
-            idx=c("ledger_usage_node_hour_idx"),
-            usage=c("ledger_usage"),
-            node=c("node"),
-            hour_start=c("hour_start"),
-        ),
-        t(
-            "CREATE TABLE {coverage} ("
-            " {hour_start} timestamptz NOT NULL,"
-            " {node} text NOT NULL,"
-            " {gpu_uuid} text NOT NULL,"
-            " {gpu_model} text NOT NULL DEFAULT '',"
-            " {observed} double precision NOT NULL DEFAULT 0,"
-            " {updated_at} timestamptz NOT NULL DEFAULT now(),"
-            " CONSTRAINT {pkey} PRIMARY KEY ({key}))"
-        ).format(
-            coverage=c("ledger_coverage"),
-            hour_start=c("hour_start"),
-            node=c("node"),
-            gpu_uuid=c("gpu_uuid"),
-            gpu_model=c("gpu_model"),
-            observed=c("observed_seconds"),
-            updated_at=c("updated_at"),
-            pkey=c("ledger_coverage_pkey"),
-            key=_cols(("hour_start", "node", "gpu_uuid")),
-        ),
-    ]
-
-
-def _migration_2() -> list[sql.Composed]:
-    t, c = sql.SQL, I
-    token_cols = sql.SQL(", ").join(
-        sql.SQL("{} double precision NOT NULL DEFAULT 0").format(c(n))
-        for n in (
-            "prompt_tokens",
-            "generation_tokens",
-            "probe_prompt_tokens",
-            "probe_generation_tokens",
-        )
-    )
-    return [
-        t(
-            "CREATE TABLE {tokens} ("
-            " {hour_start} timestamptz NOT NULL, {node} text NOT NULL,"
-            " {namespace} text NOT NULL, {service} text NOT NULL, {model} text NOT NULL,"
-            " {token_cols},"
-            " {updated_at} timestamptz NOT NULL DEFAULT now(),"
-            " CONSTRAINT {pkey} PRIMARY KEY ({key}))"
-        ).format(
-            tokens=c("ledger_tokens"), hour_start=c("hour_start"), node=c("node"),
-            namespace=c("namespace"), service=c("service"), model=c("model_name"),
-            token_cols=token_cols, updated_at=c("updated_at"), pkey=c("ledger_tokens_pkey"),
-            key=_cols(("hour_start", "node", "namespace", "service", "model_name")),
-        ),
-        t(
-            "CREATE TABLE {probes} ("
-            " {node} text NOT NULL, {endpoint} text NOT NULL,"
-            " {started} double precision NOT NULL,"
-            " {namespace} text NOT NULL, {service} text NOT NULL, {model} text NOT NULL,"
-            " {ok} boolean NOT NULL, {reason} text,"
-            " {ttft} double precision, {tpot} double precision, {e2e} double precision,"
-            " {tps} double precision, {pt} integer, {ct} integer,"
-            " {tc} boolean, {hm} boolean, {ta} boolean,"
-            " {updated_at} timestamptz NOT NULL DEFAULT now(),"
-            " CONSTRAINT {pkey} PRIMARY KEY ({key}))"
-        ).format(
-            probes=c("probe_results"), node=c("node"), endpoint=c("endpoint"),
-            started=c("started_unix"), namespace=c("namespace"), service=c("service"),
-            model=c("model_name"), ok=c("ok"), reason=c("reason"), ttft=c("ttft_s"),
-            tpot=c("tpot_s"), e2e=c("e2e_s"), tps=c("output_tokens_per_s"),
-            pt=c("prompt_tokens"), ct=c("completion_tokens"), tc=c("tokens_counted"),
-            hm=c("ttft_histogram_moved"), ta=c("ttft_agrees"), updated_at=c("updated_at"),
-            pkey=c("probe_results_pkey"), key=_cols(("node", "endpoint", "started_unix")),
-        ),
-        t("CREATE INDEX {idx} ON {probes} ({started})").format(
-            idx=c("probe_results_started_idx"), probes=c("probe_results"), started=c("started_unix")
-        ),
-    ]  # fmt: skip
-
-
-def _migration_3() -> list[sql.Composed]:
-    return [
-        sql.SQL(
-            "CREATE TABLE {t} ({node} text NOT NULL, {db} text NOT NULL, {schema} text NOT NULL,"
-            " {tbl} text NOT NULL, {ts} double precision NOT NULL, {b} bigint NOT NULL,"
-            " CONSTRAINT {pkey} PRIMARY KEY ({key}))"
-        ).format(
-            t=I("storage_samples"),
-            node=I("node"),
-            db=I("database"),
-            schema=I("schema"),
-            tbl=I("table_name"),
-            ts=I("ts"),
-            b=I("bytes"),
-            pkey=I("storage_samples_pkey"),
-            key=_cols(("node", "database", "schema", "table_name", "ts")),
-        )
-    ]
-
-
-def _migration_4() -> list[sql.Composed]:
-    """The monthly report reads a month of probe records by time, a few columns of each:
-    a covering index on started_unix lets those reads skip the heap (index-only scans)."""
-    return [
-        sql.SQL("CREATE INDEX {idx} ON {t} ({s}) INCLUDE ({cols})").format(
-            idx=I("probe_results_report_idx"),
-            t=I("probe_results"),
-            s=I("started_unix"),
-            cols=_cols(("namespace", "service", "ok", "ttft_s", "tpot_s", "e2e_s",
-                        "tokens_counted", "ttft_histogram_moved", "ttft_agrees")),
-        ),
-        sql.SQL("DROP INDEX {}").format(I("probe_results_started_idx")),
-    ]  # fmt: skip
-
-
-MIGRATIONS: tuple[tuple[int, list[sql.Composed]], ...] = (
-    (1, _migration_1()),
-    (2, _migration_2()),
-    (3, _migration_3()),
-    (4, _migration_4()),
-)
-"""Versioned migrations, applied in order, each once, in one transaction under an
-advisory lock (two agents starting at once serialize; the second finds nothing to do)."""
-
-
-def create_statements(table: Table[Any]) -> list[sql.Composed]:
-    """The newest version's CREATE TABLE (and indexes) of ``table`` in PostgreSQL."""
-    defs: list[sql.Composable] = []
-    for c in table.columns:
-        spec = c.type.postgres + ("" if c.nullable else " NOT NULL")
-        spec += f" DEFAULT {c.default}" if c.default is not None else ""
-        defs.append(sql.SQL("{} " + spec).format(I(c.store)))
-    if table.stamped:
-        defs.append(sql.SQL("{} timestamptz NOT NULL DEFAULT now()").format(I(UPDATED_AT)))
-    defs.append(
-        sql.SQL("CONSTRAINT {} PRIMARY KEY ({})").format(
-            I(f"{table.store}_pkey"), _cols([c.store for c in table.primary_key["postgres"]])
-        )
-    )
-    out = [sql.SQL("CREATE TABLE {} ({})").format(I(table.store), sql.SQL(", ").join(defs))]
-    out += [_create_index(table, i) for i in table.indexes if "postgres" in i.backends]
-    return out
-
-
-def _create_index(table: Table[Any], index: Index) -> sql.Composed:
-    stmt = sql.SQL("CREATE INDEX {} ON {} ({})").format(
-        I(index.name), I(table.store), _cols([table.by_attr[a].store for a in index.columns])
-    )
-    if index.include:
-        include = _cols([table.by_attr[a].store for a in index.include])
-        stmt = sql.SQL("{} INCLUDE ({})").format(stmt, include)
-    return stmt
-
-
-def upsert_statement(table: Table[Any], source: sql.Composable) -> sql.Composed:
-    """``INSERT … ON CONFLICT (key) DO UPDATE``: totals take GREATEST(stored, incoming),
-    labels and ``updated_at`` the incoming value, verdicts the incoming one unless NULL;
-    insert-only tables ignore a conflicting row. ``source`` supplies the columns."""
-    columns = [*table.names(), *((UPDATED_AT,) if table.stamped else ())]
-    head = sql.SQL("INSERT INTO {t} AS {t} ({cols}) {source} ").format(
-        t=I(table.store), cols=_cols(columns), source=source
-    )
-    if table.insert_only:
-        return sql.SQL("{}ON CONFLICT DO NOTHING").format(head)
-    t = I(table.store)
-    sets = [
-        sql.SQL("{c} = GREATEST({t}.{c}, EXCLUDED.{c})").format(c=I(c), t=t)
-        for c in table.names(Role.TOTAL)
-    ]
-    sets += [
-        sql.SQL("{c} = EXCLUDED.{c}").format(c=I(c)) for c in (*table.names(Role.LABEL), UPDATED_AT)
-    ]
-    sets += [
-        sql.SQL("{c} = COALESCE(EXCLUDED.{c}, {t}.{c})").format(c=I(c), t=t)
-        for c in table.names(Role.VERDICT)
-    ]
-    return sql.SQL("{}ON CONFLICT ({key}) DO UPDATE SET {sets}").format(
-        head, key=_cols(table.names(Role.KEY)), sets=sql.SQL(", ").join(sets)
-    )
-
-
-def _values_source(table: Table[Any]) -> sql.Composed:
-    """One row of bound values (an hour arrives as unix seconds: to_timestamp())."""
-    params: list[sql.Composable] = [sql.SQL(c.type.pg_param) for c in table.columns]
-    if table.stamped:
-        params.append(sql.SQL("now()"))
-    return sql.SQL("VALUES ({})").format(sql.SQL(", ").join(params))
-
-
-def _staging_name(table: Table[Any]) -> str:
-    return f"_gpuledger_{table.store.removeprefix('ledger_')}_in"
-
-
-def _select_source(table: Table[Any]) -> sql.Composed:
-    """Every row of the COPY staging table, converted to the columns' types."""
-    cols: list[sql.Composable] = [
-        sql.SQL(c.type.pg_unstage or "{}").format(I(c.store)) for c in table.columns
-    ]
-    if table.stamped:
-        cols.append(sql.SQL("now()"))
-    return sql.SQL("SELECT {cols} FROM {temp}").format(
-        cols=sql.SQL(", ").join(cols), temp=I(_staging_name(table))
-    )
-
-
-def _staging_table(table: Table[Any]) -> sql.Composed:
-    """A transaction-scoped staging table for COPY (dropped at commit): each column in
-    its wire type (an hour as bigint unix seconds)."""
-    defs = [
-        sql.SQL("{} " + (c.type.pg_staging or c.type.postgres)).format(I(c.store))
-        for c in table.columns
-    ]
-    return sql.SQL("CREATE TEMP TABLE {} ({}) ON COMMIT DROP").format(
-        I(_staging_name(table)), sql.SQL(", ").join(defs)
-    )
-
-
-_UPSERT_USAGE_VALUES = upsert_statement(USAGE, _values_source(USAGE))
-_UPSERT_COVERAGE_VALUES = upsert_statement(COVERAGE, _values_source(COVERAGE))
-_UPSERT_USAGE_TEMP = upsert_statement(USAGE, _select_source(USAGE))
-_UPSERT_COVERAGE_TEMP = upsert_statement(COVERAGE, _select_source(COVERAGE))
-_UPSERT_TOKENS = upsert_statement(TOKENS, _values_source(TOKENS))
-_UPSERT_PROBES = upsert_statement(PROBES, _values_source(PROBES))
-_INSERT_STORAGE = upsert_statement(STORAGE, _values_source(STORAGE))
-
-
-_ISO_HOUR = "to_char({col} AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"')"
-
-
-def _iso_hour(col: sql.Composable) -> sql.Composed:
-    return sql.SQL(_ISO_HOUR).format(col=col)
 
 
 class PostgresLedgerStore:
@@ -462,10 +203,8 @@ class PostgresLedgerStore:
             return
         what = f"upsert of {len(usage_rows)} usage + {len(coverage_rows)} coverage rows"
         with self._connection(what) as conn, conn.transaction(), conn.cursor() as cur:
-            self._write(cur, usage_rows, USAGE, _UPSERT_USAGE_VALUES, _UPSERT_USAGE_TEMP)
-            self._write(
-                cur, coverage_rows, COVERAGE, _UPSERT_COVERAGE_VALUES, _UPSERT_COVERAGE_TEMP
-            )
+            self._write(cur, usage_rows, USAGE, UPSERT_USAGE_VALUES, UPSERT_USAGE_TEMP)
+            self._write(cur, coverage_rows, COVERAGE, UPSERT_COVERAGE_VALUES, UPSERT_COVERAGE_TEMP)
 
     @staticmethod
     def _write(
@@ -480,9 +219,9 @@ class PostgresLedgerStore:
         if len(rows) < COPY_THRESHOLD:
             cur.executemany(upsert_values, rows)
             return
-        cur.execute(_staging_table(table))
+        cur.execute(staging_table(table))
         copy = sql.SQL("COPY {} ({}) FROM STDIN").format(
-            I(_staging_name(table)), _cols(table.names())
+            I(staging_name(table)), cols(table.names())
         )
         with cur.copy(copy) as cp:
             for row in rows:
@@ -495,7 +234,7 @@ class PostgresLedgerStore:
             return
         what = f"upsert of {len(params)} token rows"
         with self._connection(what) as conn, conn.transaction(), conn.cursor() as cur:
-            cur.executemany(_UPSERT_TOKENS, params)
+            cur.executemany(UPSERT_TOKENS, params)
 
     def insert_storage_samples(self, rows: Sequence[StorageSample]) -> None:
         params = [STORAGE.values(r) for r in rows]
@@ -503,7 +242,7 @@ class PostgresLedgerStore:
             return
         what = f"insert of {len(params)} storage samples"
         with self._connection(what) as conn, conn.transaction(), conn.cursor() as cur:
-            cur.executemany(_INSERT_STORAGE, params)
+            cur.executemany(INSERT_STORAGE, params)
 
     def upsert_probes(self, rows: Sequence[ProbeRecord]) -> None:
         params = [PROBES.values(r) for r in rows]
@@ -511,7 +250,7 @@ class PostgresLedgerStore:
             return
         what = f"upsert of {len(params)} probe records"
         with self._connection(what) as conn, conn.transaction(), conn.cursor() as cur:
-            cur.executemany(_UPSERT_PROBES, params)
+            cur.executemany(UPSERT_PROBES, params)
 
     # -- reads --------------------------------------------------------------------------
 
@@ -595,7 +334,7 @@ class PostgresLedgerStore:
         select: list[sql.Composable] = []
         for key in keys:
             col = I(columns[key])
-            expr = _iso_hour(col) if key == "hour" else col
+            expr = iso_hour(col) if key == "hour" else col
             select.append(sql.SQL("{} AS {}").format(expr, I(key)))
         select += [
             sql.SQL("COALESCE(SUM({c}), 0)::double precision AS {c}").format(c=I(c)) for c in totals
@@ -654,9 +393,9 @@ class PostgresLedgerStore:
             m=I("gpu_model"),
             o=I("observed_seconds"),
             hours=I("hours"),
-            first=_iso_hour(sql.SQL("MIN({})").format(h)),
+            first=iso_hour(sql.SQL("MIN({})").format(h)),
             first_hour=I("first_hour"),
-            last=_iso_hour(sql.SQL("MAX({})").format(h)),
+            last=iso_hour(sql.SQL("MAX({})").format(h)),
             last_hour=I("last_hour"),
             t=I(COVERAGE.store),
             w=where,
@@ -717,7 +456,7 @@ class PostgresLedgerStore:
             " HAVING abs(SUM(a) - SUM(o)) > %s * GREATEST(abs(SUM(a)), abs(SUM(o)))"
             ' ORDER BY {h}, {n} COLLATE "C"'
         ).format(
-            iso=_iso_hour(h),
+            iso=iso_hour(h),
             hour=I("hour"),
             h=h,
             n=n,
