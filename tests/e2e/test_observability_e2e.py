@@ -14,6 +14,8 @@ evaluated by Prometheus itself. Then:
 
 from __future__ import annotations
 
+import json
+import re
 import time
 import urllib.parse
 from collections.abc import Iterator
@@ -26,6 +28,7 @@ import yaml
 from gpuledger.alerts.config import AlertsConfig
 from gpuledger.alerts.promql import metric_names
 from gpuledger.alerts.rules import rules_document
+from gpuledger.dashboards.output import all_dashboards, to_json
 from gpuledger.dashboards.queries import all_queries, concrete
 from tests.support.harness import AgentProcess, PrometheusServer, http_get, prometheus_binary
 from tests.support.standins import wait_until
@@ -121,6 +124,44 @@ def test_every_panel_query_returns_data(prometheus: PrometheusServer) -> None:
                 problems.append(f"{uid}: {expr!r}: no series")
     assert checked >= 30
     assert problems == []
+
+
+def _panel_targets() -> list[tuple[str, str, str, str]]:
+    """(dashboard uid, panel title, expr, legendFormat) of every target, read from the
+    JSON Grafana imports (rows' nested panels included)."""
+    out = []
+    for uid, board in all_dashboards().items():
+        panels = json.loads(to_json(board)).get("panels", [])
+        for panel in [*panels, *(p for row in panels for p in row.get("panels", []))]:
+            for target in panel.get("targets", []):
+                expr, legend = target.get("expr", ""), target.get("legendFormat", "")
+                if expr:
+                    out.append((uid, panel.get("title", ""), expr, legend))
+    return out
+
+
+def test_every_legend_label_survives_its_query(prometheus: PrometheusServer) -> None:
+    """A legend's ``{{label}}`` must be a label of every series the query returns: an
+    aggregation or a ``on (…)`` match that drops it leaves legends Grafana cannot tell
+    apart (the fleet dashboard's memory-share panel lost ``gpu`` this way)."""
+    problems, checked = [], 0
+    for uid, title, expr, legend in _panel_targets():
+        wanted = set(re.findall(r"\{\{\s*(\w+)\s*\}\}", legend))
+        if not wanted:
+            continue
+        _, result = query_result(prometheus, concrete(expr))
+        # Prometheus leaves out a label whose value is empty (mig_instance of a whole
+        # GPU, pod of a static endpoint), so a label counts as dropped only when no
+        # series of the result has it while a series the expression reads does
+        seen = {name for series in result for name in series["metric"]}
+        checked += 1 if result else 0
+        names = "|".join(sorted(metric_names(expr)))
+        for label in sorted(wanted - seen):
+            _, present = query_result(prometheus, f'{{__name__=~"{names}",{label}!=""}}')
+            if result and present:
+                problems.append(f"{uid} / {title}: {expr!r} drops {label!r} ({legend!r})")
+    assert checked >= 20
+    assert problems == [], "\n".join(problems)
 
 
 def test_every_recording_rule_evaluates(prometheus: PrometheusServer) -> None:
