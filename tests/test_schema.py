@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import re
 
+import pytest
+
 from gpuledger import schema
 from gpuledger.schema import Kind
 from tests.support.paths import REPO_ROOT
@@ -56,3 +58,15 @@ def test_design_schema_names_are_all_defined() -> None:
     """.split()
     assert set(promised) <= set(schema.BY_NAME)
     assert schema.BY_NAME["gpuledger_gpu_info"].labels[:2] == ("gpu", "uuid")
+
+
+def test_a_family_in_an_untitled_group_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A new source's families need a section in docs/metrics.md, else they would be
+    exported but missing from the reference."""
+    stray = schema.MetricSpec(
+        name="gpuledger_example_thing", kind=schema.Kind.GAUGE, unit="", help="x",
+        labels=(), group="example",
+    )  # fmt: skip
+    monkeypatch.setattr(schema, "SPECS", (*schema.SPECS, stray))
+    with pytest.raises(ValueError, match="example"):
+        schema.render_markdown()
