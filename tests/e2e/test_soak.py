@@ -21,7 +21,7 @@ throughout dcgm-exporter: healthy / garbage / healthy / HTTP 500 / healthy / han
 ========== ==============================================================================
 
 Ground truth does not come from the agent: the simulated node's layout gives each
-service's share of each GPU (``test_ledger_e2e.expected_shares``); the test's monotonic
+service's share of each GPU (``tests.support.expected_shares``); the test's monotonic
 clock gives when each agent process ran and when its wall clock stepped; the vLLM
 stand-in records every counter value it served. Every check can fail; the summary (faults
 with times, figures, checks) is printed at the end -- run with ``-s`` to see it.

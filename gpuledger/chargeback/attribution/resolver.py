@@ -9,8 +9,8 @@ b. **NVML processes**, one by one: ``/proc/<pid>/cgroup`` → pod UID and contai
    the :class:`~gpuledger.collectors.workload.pods.PodDirectory` → ``Owner(namespace, service, pod,
    container)``; failing that, a static process pattern (``attribution.static.processes``,
    a regex searched in ``comm`` then the command line) → its service; failing that the
-   process is held by :data:`~gpuledger.chargeback.ledger.model.UNATTRIBUTED_OWNER` -- the GPU is
-   busy for someone unknown, never silently idle. Each claim carries its processes' SM
+   process is held by :data:`~gpuledger.chargeback.attribution.claims.UNATTRIBUTED_OWNER`
+   -- the GPU is busy for someone unknown, never silently idle. Each claim carries its processes' SM
    utilization and memory, summed per owner (a pod's several processes make one claim).
 c. **dcgm-exporter's workloads** (``GpuReading.workloads``, from the kubelet's
    pod-resources API), used when no process resolved: dcgm knows which pod the device

@@ -2,8 +2,8 @@
 
 The collector talks to an :class:`NvmlApi`: exactly the ``pynvml`` (nvidia-ml-py)
 functions it calls, with the library's own names and argument order, so the real module
-satisfies it as it is and a fake (``nvml_fake.FakeNvml``) can stand in for it on a
-machine without a GPU. Keeping the surface this small is what lets the fake behave like
+satisfies it as it is and a fake (:class:`gpuledger.sim.nvml_fake.FakeNvml`) can stand in
+for it on a machine without a GPU. Keeping the surface this small is what lets the fake behave like
 the library call for call; anything the collector starts using must be added here first.
 
 Only this module and the fake import ``pynvml``. The collector does not: it catches the
