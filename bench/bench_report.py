@@ -60,13 +60,9 @@ from gpuledger.chargeback.ledger.tables import CoverageRow, ProbeRecord, TokenRo
 from gpuledger.chargeback.report.build import build_report
 from gpuledger.chargeback.report.model import Month, Report
 from gpuledger.chargeback.report.ratecard import RateCard, load_rate_card
-from gpuledger.chargeback.report.writers import csv_json as report_writer
-from gpuledger.chargeback.report.writers.csv_json import (
-    Format,
-    lines_csv,
-    report_json,
-    write_report,
-)
+from gpuledger.chargeback.report.writers import files as report_files
+from gpuledger.chargeback.report.writers.csv_json import lines_csv, report_json
+from gpuledger.chargeback.report.writers.files import Format, write_report
 
 MONTH = Month(2026, 10)
 MONTH_START = int(MONTH.start.timestamp())
@@ -374,8 +370,8 @@ def _time_report(
         except Exception as err:
             formats.remove(optional)
             missing.append(f"{optional} ({type(err).__name__}: {str(err)[:80]})")
-    saved = report_writer._renderers
-    report_writer._renderers = lambda: renderers  # write_report imports focus and html
+    saved = report_files._renderers
+    report_files._renderers = lambda: renderers  # write_report imports focus and html
     write_s: dict[str, float] = {}
     try:
         for fmt in formats:
@@ -386,7 +382,7 @@ def _time_report(
                 times.append(time.perf_counter() - t)
             write_s[fmt] = statistics.median(times)
     finally:
-        report_writer._renderers = saved
+        report_files._renderers = saved
     build_median = statistics.median(warm)
     return {
         "build_cold_s": runs[0],

@@ -28,7 +28,7 @@ from gpuledger.chargeback.report.config import ReportConfig
 from gpuledger.chargeback.report.model import Month
 from gpuledger.chargeback.report.monthly import run_report
 from gpuledger.chargeback.report.ratecard import RateCardError
-from gpuledger.chargeback.report.writers.csv_json import file_name
+from gpuledger.chargeback.report.writers.files import file_name
 
 log = logging.getLogger(__name__)
 

@@ -41,7 +41,7 @@ from pydantic import BaseModel
 
 from gpuledger.agent.config import ENV_PREFIX, AgentConfig, ConfigError, load_config
 from gpuledger.chargeback.report.model import IDLE_POLICIES
-from gpuledger.chargeback.report.writers.csv_json import FORMATS
+from gpuledger.chargeback.report.writers.files import FORMATS
 
 FUZZ = settings(
     max_examples=200,

@@ -14,7 +14,7 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from gpuledger.chargeback.report.model import IdlePolicy
-from gpuledger.chargeback.report.writers.csv_json import FORMATS, Format
+from gpuledger.chargeback.report.writers.files import FORMATS, Format
 
 DEFAULT_SCHEDULE = "0 2 1 * *"
 """The 1st of the month at 02:00 UTC: last month's buckets are final by then."""

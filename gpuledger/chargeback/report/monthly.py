@@ -20,7 +20,7 @@ from gpuledger.chargeback.report.build import ReportOptions, build_report
 from gpuledger.chargeback.report.config import ReportConfig
 from gpuledger.chargeback.report.model import Month, Report
 from gpuledger.chargeback.report.ratecard import RateCard, load_rate_card
-from gpuledger.chargeback.report.writers.csv_json import FORMATS, file_name, write_report
+from gpuledger.chargeback.report.writers.files import FORMATS, file_name, write_report
 
 _MONTH_DIR = re.compile(r"^\d{4}-\d{2}$")
 

@@ -392,7 +392,7 @@ def test_numbers_keep_every_digit_and_no_exponent() -> None:
 
 
 def test_report_writer_writes_the_focus_file(store: SqliteLedgerStore, tmp_path: Path) -> None:
-    from gpuledger.chargeback.report.writers.csv_json import write_report
+    from gpuledger.chargeback.report.writers.files import write_report
 
     report = report_for(store, "separate")
     (path,) = write_report(report, tmp_path, formats=("focus",))

@@ -1,0 +1,76 @@
+"""Writes a :class:`~gpuledger.chargeback.report.model.Report` to disk in every format.
+
+Layout: ``<out>/<YYYY-MM>/chargeback-<YYYY-MM>.{csv,json,html}``, plus
+``chargeback-<YYYY-MM>-focus.csv`` (FOCUS 1.2) and ``chargeback-<YYYY-MM>-coverage.csv``.
+Each file is written to a temporary name and renamed into place, so the agent's
+``/reports/`` never serves half a file and a failed run leaves the previous one intact.
+A new format is a writer module beside this one, its name in :data:`FORMATS`, its file
+name in :func:`file_name` and its renderer in :func:`_renderers`.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Literal
+
+from gpuledger.chargeback.report.model import Report
+from gpuledger.chargeback.report.writers.csv_json import coverage_csv, lines_csv, report_json
+
+Format = Literal["csv", "json", "focus", "html"]
+FORMATS: tuple[Format, ...] = ("csv", "json", "focus", "html")
+
+
+def file_name(month: str, fmt: Format) -> str:
+    suffix = {"csv": ".csv", "json": ".json", "focus": "-focus.csv", "html": ".html"}[fmt]
+    return f"chargeback-{month}{suffix}"
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """``text`` to ``path`` through a temporary file in the same directory + rename."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
+            f.write(text)
+        os.chmod(tmp, 0o644)  # mkstemp's 0600 would hide the report from its readers
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _renderers() -> dict[Format, Callable[[Report], str]]:
+    from gpuledger.chargeback.report.writers.focus import focus_csv
+    from gpuledger.chargeback.report.writers.html import render_html
+
+    return {"csv": lines_csv, "json": report_json, "focus": focus_csv, "html": render_html}
+
+
+def write_report(
+    report: Report,
+    out_dir: Path,
+    formats: Sequence[Format] = FORMATS,
+    *,
+    on_written: Callable[[Path], None] | None = None,
+) -> list[Path]:
+    """Every format of ``report`` under ``out_dir/<month>/``; returns the paths written."""
+    unknown = [f for f in formats if f not in FORMATS]
+    if unknown:
+        raise ValueError(f"unknown report format(s) {unknown}; use any of {', '.join(FORMATS)}")
+    month_dir = out_dir / report.month
+    renderers = _renderers()
+    written: list[Path] = []
+    for fmt in formats:
+        path = month_dir / file_name(report.month, fmt)
+        write_atomic(path, renderers[fmt](report))
+        written.append(path)
+        if on_written is not None:
+            on_written(path)
+        if fmt == "csv":
+            cov = month_dir / f"chargeback-{report.month}-coverage.csv"
+            write_atomic(cov, coverage_csv(report))
+            written.append(cov)
+    return written
