@@ -67,4 +67,8 @@ def safe_url(url: str) -> str:
         userinfo, _, hostport = netloc.rpartition("@")
         user = userinfo.split(":", 1)[0]
         netloc = f"{user}:***@{hostport}" if ":" in userinfo else f"{user}@{hostport}"
+    if not netloc:  # sqlite:///path: urlunsplit would drop the empty authority's "//"
+        return redact_dsn(
+            f"{parts.scheme}://{parts.path}" + (f"?{parts.query}" if parts.query else "")
+        )
     return redact_dsn(urlunsplit((parts.scheme, netloc, parts.path, parts.query, "")))
