@@ -13,6 +13,7 @@ import json
 from collections.abc import Iterable, Sequence
 
 from gpuledger.chargeback.report.model import Report, ServiceLine
+from gpuledger.chargeback.report.writers.cells import neutralize
 
 LINE_COLUMNS = (
     "month", "namespace", "service", "kind", "gpu_models",
@@ -36,7 +37,8 @@ COVERAGE_COLUMNS = (
 
 
 def cell(value: object) -> str:
-    """A CSV cell: floats with six decimals, None empty, booleans ``true``/``false``."""
+    """A CSV cell: floats with six decimals, None empty, booleans ``true``/``false``, text
+    that a spreadsheet would run as a formula neutralized."""
     if value is None:
         return ""
     if isinstance(value, bool):
@@ -44,8 +46,8 @@ def cell(value: object) -> str:
     if isinstance(value, float):
         return f"{value:.6f}"
     if isinstance(value, tuple | list):
-        return ";".join(str(v) for v in value)
-    return str(value)
+        return neutralize(";".join(str(v) for v in value))
+    return neutralize(str(value))
 
 
 def _line_row(report: Report, line: ServiceLine) -> list[object]:

@@ -51,6 +51,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 
 from gpuledger.chargeback.report.model import ModelLine, Month, Report, ServiceLine
+from gpuledger.chargeback.report.writers.cells import neutralize
 
 FOCUS_VERSION = "1.2"
 PROVIDER = "gpuledger (self-hosted)"
@@ -306,12 +307,12 @@ def _row(report: Report, line: ServiceLine, ml: ModelLine) -> dict[str, str | No
 
 def focus_rows(report: Report) -> list[dict[str, str]]:
     """One row per (namespace, service, GPU model), in the report's line order. Cells are
-    the text the CSV holds, with ``""`` for null."""
+    the text the CSV holds, with ``""`` for null and formula-like names neutralized."""
     rows = []
     for line in report.lines:
         for ml in line.models:
             row = _row(report, line, ml)
-            rows.append({col: row[col] or "" for col in COLUMNS})
+            rows.append({col: neutralize(row[col] or "") for col in COLUMNS})
     return rows
 
 
