@@ -181,6 +181,14 @@ VLLM_PREEMPTIONS = _m(
     "vllm", "gpuledger_vllm_preemptions_total", C, "", VLLM_LABELS,
     "Requests preempted by the scheduler (KV cache exhausted).",
 )  # fmt: skip
+VLLM_PREFIX_CACHE_QUERIES = _m(
+    "vllm", "gpuledger_vllm_prefix_cache_queries_total", C, "", VLLM_LABELS,
+    "Prompt tokens looked up in the prefix cache (V1 engines; V0 printed only a hit-rate gauge).",
+)  # fmt: skip
+VLLM_PREFIX_CACHE_HITS = _m(
+    "vllm", "gpuledger_vllm_prefix_cache_hits_total", C, "", VLLM_LABELS,
+    "Prompt tokens found in the prefix cache (cached tokens skip most prefill work).",
+)  # fmt: skip
 VLLM_TTFT = _m(
     "vllm", "gpuledger_vllm_time_to_first_token_seconds", H, "seconds", VLLM_LABELS,
     "Time to first token (upstream bucket boundaries kept).",
@@ -196,6 +204,14 @@ VLLM_E2E = _m(
 VLLM_QUEUE_TIME = _m(
     "vllm", "gpuledger_vllm_request_queue_time_seconds", H, "seconds", VLLM_LABELS,
     "Time requests spent waiting in the queue.",
+)  # fmt: skip
+VLLM_PREFILL_TIME = _m(
+    "vllm", "gpuledger_vllm_request_prefill_time_seconds", H, "seconds", VLLM_LABELS,
+    "Time each request spent in prefill (vllm:request_prefill_time_seconds; upstream buckets).",
+)  # fmt: skip
+VLLM_DECODE_TIME = _m(
+    "vllm", "gpuledger_vllm_request_decode_time_seconds", H, "seconds", VLLM_LABELS,
+    "Time each request spent in decode (vllm:request_decode_time_seconds; upstream buckets).",
 )  # fmt: skip
 
 VLLM_ENDPOINT_UP = _m(

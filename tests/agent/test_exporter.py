@@ -171,6 +171,9 @@ def test_vllm_series_histograms_keep_upstream_buckets() -> None:
         model_name="meta-llama/Llama-3.1-70B", engine="1", requests_running=4.0,
         requests_waiting=0.0, kv_cache_usage_ratio=0.375, prompt_tokens=12345.0,
         generation_tokens=678.0, request_success=MP({"stop": 9.0, "length": 1.0}), ttft=ttft,
+        prefix_cache_queries=900.0, prefix_cache_hits=300.0,
+        prefill_time=Histogram(((0.3, 2.0), (float("inf"), 3.0)), sum=1.5, count=3.0),
+        decode_time=Histogram(((5.0, 1.0), (float("inf"), 3.0)), sum=21.0, count=3.0),
     )  # fmt: skip
     tel = VllmTelemetry(
         (EndpointScrape(ep, up=True, series=(series,)), EndpointScrape(down, up=False, error="x"))
@@ -190,6 +193,12 @@ def test_vllm_series_histograms_keep_upstream_buckets() -> None:
     assert buckets == {"0.001": 0.0, "0.02": 3.0, "0.5": 9.0, "+Inf": 10.0}
     assert got[key("gpuledger_vllm_time_to_first_token_seconds_count", **lab)] == 10.0
     assert got[key("gpuledger_vllm_time_to_first_token_seconds_sum", **lab)] == 2.25
+    assert got[key("gpuledger_vllm_prefix_cache_queries_total", **lab)] == 900.0
+    assert got[key("gpuledger_vllm_prefix_cache_hits_total", **lab)] == 300.0
+    assert got[key("gpuledger_vllm_request_prefill_time_seconds_sum", **lab)] == 1.5
+    assert got[key("gpuledger_vllm_request_prefill_time_seconds_bucket", **lab, le="0.3")] == 2.0
+    assert got[key("gpuledger_vllm_request_decode_time_seconds_count", **lab)] == 3.0
+    assert got[key("gpuledger_vllm_request_decode_time_seconds_bucket", **lab, le="+Inf")] == 3.0
     up = {dict(labels)["service"]: v for (name, labels), v in got.items()
           if name == "gpuledger_vllm_endpoint_up"}  # fmt: skip
     assert up == {"chat": 1.0, "rag": 0.0}

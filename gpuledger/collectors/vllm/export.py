@@ -17,12 +17,16 @@ _GAUGES = (
     (schema.VLLM_PROMPT_TOKENS, "prompt_tokens"),
     (schema.VLLM_GENERATION_TOKENS, "generation_tokens"),
     (schema.VLLM_PREEMPTIONS, "preemptions"),
+    (schema.VLLM_PREFIX_CACHE_QUERIES, "prefix_cache_queries"),
+    (schema.VLLM_PREFIX_CACHE_HITS, "prefix_cache_hits"),
 )
 _HISTOGRAMS = (
     (schema.VLLM_TTFT, "ttft"),
     (schema.VLLM_ITL, "inter_token_latency"),
     (schema.VLLM_E2E, "e2e_latency"),
     (schema.VLLM_QUEUE_TIME, "queue_time"),
+    (schema.VLLM_PREFILL_TIME, "prefill_time"),
+    (schema.VLLM_DECODE_TIME, "decode_time"),
 )
 
 

@@ -66,6 +66,12 @@ _SCALARS: Mapping[str, tuple[str, ...]] = {
     "prompt_tokens": ("vllm:prompt_tokens_total",),
     "generation_tokens": ("vllm:generation_tokens_total",),
     "preemptions": ("vllm:num_preemptions_total",),
+    # V1 only (V0 printed a hit-rate gauge, not counters): tokens looked up / found
+    "prefix_cache_queries": (
+        "vllm:prefix_cache_queries_total",
+        "vllm:gpu_prefix_cache_queries_total",
+    ),
+    "prefix_cache_hits": ("vllm:prefix_cache_hits_total", "vllm:gpu_prefix_cache_hits_total"),
 }
 _SUCCESS = "vllm:request_success_total"
 _REASON_LABEL = "finished_reason"
@@ -78,6 +84,9 @@ _HISTOGRAMS: Mapping[str, tuple[str, ...]] = {
     ),
     "e2e_latency": ("vllm:e2e_request_latency_seconds",),
     "queue_time": ("vllm:request_queue_time_seconds",),
+    # where a request's GPU time went: the cost weights of prompt vs generated tokens
+    "prefill_time": ("vllm:request_prefill_time_seconds",),
+    "decode_time": ("vllm:request_decode_time_seconds",),
 }
 # Names only the newer generation prints (for EndpointScrape.version_hint).
 _V1_NAMES = frozenset({"vllm:kv_cache_usage_perc", "vllm:inter_token_latency_seconds_count"})

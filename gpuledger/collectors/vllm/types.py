@@ -58,6 +58,8 @@ class VllmSeries:
     prompt_tokens: float | None = None  # counters, cumulative since the engine started
     generation_tokens: float | None = None
     preemptions: float | None = None
+    prefix_cache_queries: float | None = None  # prompt tokens looked up in the prefix cache
+    prefix_cache_hits: float | None = None  # ... and found there (V1 engines only)
     request_success: Mapping[str, float] = field(
         default_factory=lambda: MappingProxyType({})
     )  # finished_reason -> count
@@ -65,6 +67,8 @@ class VllmSeries:
     inter_token_latency: Histogram | None = None
     e2e_latency: Histogram | None = None
     queue_time: Histogram | None = None
+    prefill_time: Histogram | None = None  # per request: scheduled → first token
+    decode_time: Histogram | None = None  # per request: first token → last token
 
 
 @dataclass(frozen=True, slots=True)

@@ -57,6 +57,9 @@ E0_TTFT = (0, 0, 0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 5, 5)
 E0_ITL = (0, 2, 3, 4, 4, 5, 5, 6, 6, 6, 6, 6, 6)
 E0_E2E = (0, 0, 0, 1, 1, 1, 2, 3, 4, 5, 5, 5, 5, 5, 5)
 E0_QUEUE = (3, 4, 4, 4, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5)
+# prefill 0.02 0.07 0.15 0.5 1.2 and decode 0.8 2.0 3.4 6.5 10.5 (generate.py's TRAFFIC)
+E0_PREFILL = (3, 4, 4, 4, 5)
+E0_DECODE = (0, 0, 1, 1, 1, 2, 2, 3, 4, 5)
 
 
 def _buckets(bounds: tuple[float, ...], counts: tuple[int, ...], total: int) -> tuple:
@@ -109,6 +112,12 @@ def _check_engine0(s: VllmSeries, *, ttft_b: tuple, itl_b: tuple, lat_b: tuple) 
     assert s.queue_time.buckets == _buckets(lat_b, E0_QUEUE, 5)
     assert s.queue_time.count == 5.0
     assert s.queue_time.sum == pytest.approx(1.6)
+    assert s.prefill_time is not None
+    assert s.prefill_time.buckets == _buckets(lat_b, E0_PREFILL, 5)
+    assert (s.prefill_time.count, s.prefill_time.sum) == (5.0, pytest.approx(1.94))
+    assert s.decode_time is not None
+    assert s.decode_time.buckets == _buckets(lat_b, E0_DECODE, 5)
+    assert (s.decode_time.count, s.decode_time.sum) == (5.0, pytest.approx(23.2))
 
 
 def test_collector_satisfies_the_protocol(collector: VllmCollector) -> None:
@@ -131,6 +140,8 @@ def test_v0_engine_page(collector: VllmCollector) -> None:
     (series,) = scrape.series
     _check_engine0(series, ttft_b=V0_TTFT, itl_b=V0_ITL, lat_b=V0_LAT)
     assert dict(series.request_success) == {"length": 1.0, "stop": 4.0}
+    # V0 printed only a prefix-cache hit-rate gauge: the token counters are not measured
+    assert (series.prefix_cache_queries, series.prefix_cache_hits) == (None, None)
 
 
 def test_v1_dp2_page_keeps_engines_apart(collector: VllmCollector) -> None:
@@ -163,6 +174,16 @@ def test_v1_dp2_page_keeps_engines_apart(collector: VllmCollector) -> None:
     assert q is not None
     assert q.buckets == _buckets(V1_LAT, (2, 2, 2, 3), 3)
     assert (q.count, q.sum) == (3.0, pytest.approx(1.2))
+    # prefill 0.04 0.08 2.9, decode 1.0 3.1 2.5
+    pf, dc = e1.prefill_time, e1.decode_time
+    assert pf is not None
+    assert dc is not None
+    assert pf.buckets == _buckets(V1_LAT, (2, 2, 2, 2, 2, 2, 2, 3), 3)
+    assert (pf.count, pf.sum) == (3.0, pytest.approx(3.02))
+    assert dc.buckets == _buckets(V1_LAT, (0, 0, 0, 1, 1, 1, 2, 3), 3)
+    assert (dc.count, dc.sum) == (3.0, pytest.approx(6.6))
+    for engine in (e0, e1):  # 1000 tokens looked up, 420 found, per engine
+        assert (engine.prefix_cache_queries, engine.prefix_cache_hits) == (1000.0, 420.0)
 
 
 def test_v010_page_with_both_spellings(collector: VllmCollector) -> None:
@@ -170,6 +191,9 @@ def test_v010_page_with_both_spellings(collector: VllmCollector) -> None:
         t = _collect(collector, s.url)
     (series,) = t.endpoints[0].series
     _check_engine0(series, ttft_b=V1_TTFT, itl_b=V1_ITL, lat_b=V1_LAT)
+    # the deprecated gpu_prefix_cache_* and the new prefix_cache_* carry the same values:
+    # read once, not added
+    assert (series.prefix_cache_queries, series.prefix_cache_hits) == (1000.0, 420.0)
 
 
 def _without_zero_reasons(s: VllmSeries) -> VllmSeries:
@@ -189,15 +213,18 @@ def test_generations_normalize_to_the_same_series() -> None:
     (v010,) = normalize(parse(V010_PAGE), ep)
     v011 = normalize(parse(V011_PAGE), ep)[0]
     # Scalars, counters and histogram totals: identical across the three generations.
-    hists = ("ttft", "inter_token_latency", "e2e_latency", "queue_time")
-    blank = dict.fromkeys(hists)
+    hists = ("ttft", "inter_token_latency", "e2e_latency", "queue_time", "prefill_time",
+             "decode_time")  # fmt: skip
+    # the prefix-cache token counters exist from V1 on (checked per page above)
+    blank = dict.fromkeys((*hists, "prefix_cache_queries", "prefix_cache_hits"))
     assert (
         _without_zero_reasons(dataclasses.replace(v0, **blank))
         == _without_zero_reasons(dataclasses.replace(v010, **blank))
         == _without_zero_reasons(dataclasses.replace(v011, **blank))
     )
     # Histograms keep each version's boundaries; on the boundaries they share, same counts.
-    for name, bounds in zip(hists, (V0_TTFT, V0_ITL, V0_LAT, V0_LAT), strict=True):
+    bounds_of = (V0_TTFT, V0_ITL, V0_LAT, V0_LAT, V0_LAT, V0_LAT)
+    for name, bounds in zip(hists, bounds_of, strict=True):
         h0 = getattr(v0, name)
         assert (
             h0 == _on_bounds(getattr(v010, name), bounds) == _on_bounds(getattr(v011, name), bounds)
