@@ -12,6 +12,7 @@ kind given explicitly replaces the preset's). How a series finds its gpuledger s
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Literal
 
 import httpx
@@ -74,6 +75,10 @@ class GatewayEndpointConfig(_Section):
     services: dict[str, str] = Field(default_factory=dict)  # label value → "[ns/]service"
     service: str | None = Field(None, min_length=1)
     namespace: str = ""
+    # a page behind authentication (LiteLLM's require_auth_for_metrics_endpoint): sent as
+    # "Authorization: Bearer <token>", read once at start, never logged or exported
+    bearer_token_file: Path | None = None
+    bearer_token_env: str | None = Field(None, min_length=1)
 
     @field_validator("url")
     @classmethod
@@ -99,6 +104,8 @@ class GatewayEndpointConfig(_Section):
 
     @model_validator(mode="after")
     def _complete(self) -> GatewayEndpointConfig:
+        if self.bearer_token_file is not None and self.bearer_token_env is not None:
+            raise ValueError("set bearer_token_file or bearer_token_env, not both")
         if self.preset is None:
             if not any(getattr(self.metrics, k) is not None for k in GatewayMetrics.model_fields):
                 raise ValueError("set a preset or at least one of metrics.requests/prompt/"

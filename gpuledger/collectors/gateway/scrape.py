@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
@@ -47,8 +48,13 @@ GATEWAY = "gateway"
 class GatewayCollector:
     name = GATEWAY
 
-    def __init__(self, cfg: GatewayConfig) -> None:
+    def __init__(self, cfg: GatewayConfig, tokens: Sequence[str | None] = ()) -> None:
         self.endpoints = tuple(resolve(e) for e in cfg.endpoints)
+        # kept apart from the endpoints (whose repr may be logged), one per endpoint
+        padded = [*tokens, *([None] * len(self.endpoints))][: len(self.endpoints)]
+        self._headers: tuple[dict[str, str] | None, ...] = tuple(
+            None if token is None else {"Authorization": f"Bearer {token}"} for token in padded
+        )
         self.timeout_s = cfg.timeout_seconds
         self.max_bytes = cfg.max_bytes
         self._client = httpx.Client(follow_redirects=False)
@@ -59,9 +65,10 @@ class GatewayCollector:
         self._totals: dict[TenantKey, list[float]] = {}
         self._lock = threading.Lock()
 
-    def _scrape(self, ep: Endpoint) -> GatewayScrape:
+    def _scrape(self, ep: Endpoint, headers: dict[str, str] | None) -> GatewayScrape:
         try:
-            body = fetch(self._client, ep.url, timeout_s=self.timeout_s, max_bytes=self.max_bytes)
+            body = fetch(self._client, ep.url, timeout_s=self.timeout_s, max_bytes=self.max_bytes,
+                         headers=headers)  # fmt: skip
             families = parse(body, max_bytes=self.max_bytes)
         except CollectorError as exc:
             return GatewayScrape(ep.name, up=False, error=str(exc))
@@ -80,7 +87,7 @@ class GatewayCollector:
         return GatewayScrape(ep.name, up=True, samples=tuple(samples), unmapped_series=unmapped)
 
     def collect(self) -> GatewayReading:
-        scrapes = list(self._pool.map(self._scrape, self.endpoints))
+        scrapes = list(self._pool.map(self._scrape, self.endpoints, self._headers))
         if scrapes and not any(s.up for s in scrapes):
             raise CollectorError("; ".join(s.error or s.endpoint for s in scrapes))
         with self._lock:
