@@ -134,6 +134,15 @@ class TenantTokenGroup:
             **{k: _opt_str(row[k]) for k in TENANT_GROUP_KEYS if k in row},
         )
 
+    def as_json(self, group_by: Sequence[str]) -> dict[str, object]:
+        """The ``/api/v1/tenants`` row: the grouped keys (in ``group_by`` order), then sums."""
+        out: dict[str, object] = {k: getattr(self, k) for k in dict.fromkeys(group_by)}
+        out["requests"] = self.requests
+        out["prompt_tokens"] = self.prompt_tokens
+        out["cached_prompt_tokens"] = self.cached_prompt_tokens
+        out["generation_tokens"] = self.generation_tokens
+        return out
+
 
 @dataclass(frozen=True, slots=True)
 class ProbeVerdictGroup:
