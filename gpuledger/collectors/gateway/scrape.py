@@ -64,6 +64,7 @@ class GatewayCollector:
         self._counters = CounterTracker()
         self._totals: dict[TenantKey, list[float]] = {}
         self._lock = threading.Lock()
+        self._down: set[str] = set()  # endpoints down while others answer: logged once
 
     def _scrape(self, ep: Endpoint, headers: dict[str, str] | None) -> GatewayScrape:
         try:
@@ -91,6 +92,7 @@ class GatewayCollector:
         if scrapes and not any(s.up for s in scrapes):
             raise CollectorError("; ".join(s.error or s.endpoint for s in scrapes))
         with self._lock:
+            self._log_changes(scrapes)
             capped: list[GatewayScrape] = []
             for scrape in scrapes:
                 samples = tuple(self._count(s) for s in scrape.samples)
@@ -99,6 +101,17 @@ class GatewayCollector:
             totals = tuple(TenantTotals(*k, *v) for k, v in sorted(self._totals.items()))
             return GatewayReading(tuple(capped), totals, self._cap.folded(),
                                   self._counters.resets)  # fmt: skip
+
+    def _log_changes(self, scrapes: Sequence[GatewayScrape]) -> None:
+        """One line when an endpoint goes down while others answer, one when it is back
+        (the runtime logs the collector's own state; errors carry no secrets)."""
+        for scrape in scrapes:
+            if not scrape.up and scrape.endpoint not in self._down:
+                self._down.add(scrape.endpoint)
+                log.warning("gateway endpoint down: %s", scrape.error)
+            elif scrape.up and scrape.endpoint in self._down:
+                self._down.discard(scrape.endpoint)
+                log.info("gateway endpoint recovered: %s", scrape.endpoint)
 
     def _count(self, s: CounterSample) -> CounterSample:
         """``s`` with its tenant under the cap, its delta added to the running totals."""

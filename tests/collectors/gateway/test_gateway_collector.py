@@ -18,6 +18,7 @@ gpuledger meter (requests, prompt, cached, generation): search 10, 5000, 1000, 7
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from typing import Any, ClassVar
 
@@ -163,7 +164,10 @@ def test_a_gateway_down_fails_the_run_and_loses_nothing_when_back(standin: Stand
     c.close()
 
 
-def test_one_endpoint_down_does_not_fail_the_others(standin: StandIn) -> None:
+def test_one_endpoint_down_does_not_fail_the_others(
+    standin: StandIn, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="gpuledger.collectors.gateway.scrape")
     with StandIn(Behaviour(status=503)) as down:
         cfg = GatewayConfig.model_validate({"enabled": True, "timeout_seconds": 2.0, "endpoints": [
             {"url": standin.url, "preset": "litellm", "models": MODELS},
@@ -172,9 +176,16 @@ def test_one_endpoint_down_does_not_fail_the_others(standin: StandIn) -> None:
         c = GatewayCollector(cfg)
         standin.behaviour = Behaviour(body=page("litellm-1.prom"))
         reading = c.collect()
+        c.collect()  # still down: no second line
+        down.behaviour = Behaviour(body=page("meter-1.prom"))
+        c.collect()
         c.close()
     assert [s.up for s in reading.scrapes] == [True, False]
     assert "HTTP 503" in (reading.scrapes[1].error or "")
+    assert [r.getMessage() for r in caplog.records] == [
+        f"gateway endpoint down: HTTP 503 from {down.url}",
+        f"gateway endpoint recovered: {down.url}",
+    ]
 
 
 def test_the_tenant_cap_folds_the_rest_into_other(standin: StandIn) -> None:
