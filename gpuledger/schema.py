@@ -219,6 +219,38 @@ VLLM_ENDPOINT_UP = _m(
     "1 if the endpoint's /metrics was scraped and parsed in the last cycle, else 0.",
 )  # fmt: skip
 
+# --- Tenants of shared endpoints (gateway counters) -------------------------------------
+TENANT_LABELS = ("service", "namespace", "model_name", "tenant")
+TENANT_REQUESTS = _m(
+    "tenant", "gpuledger_tenant_requests_total", C, "", TENANT_LABELS,
+    "Requests a gateway counted for the tenant (since the agent started; gateway counter "
+    "resets absorbed). tenant __untenanted__: traffic without one; __other__: over the cap.",
+)  # fmt: skip
+TENANT_PROMPT_TOKENS = _m(
+    "tenant", "gpuledger_tenant_prompt_tokens_total", C, "", TENANT_LABELS,
+    "Prompt (input) tokens a gateway counted for the tenant, cached ones included.",
+)  # fmt: skip
+TENANT_CACHED_PROMPT_TOKENS = _m(
+    "tenant", "gpuledger_tenant_cached_prompt_tokens_total", C, "", TENANT_LABELS,
+    "Prompt tokens served from the engine's prefix cache (where the gateway reports them).",
+)  # fmt: skip
+TENANT_GENERATION_TOKENS = _m(
+    "tenant", "gpuledger_tenant_generation_tokens_total", C, "", TENANT_LABELS,
+    "Generation (output) tokens a gateway counted for the tenant.",
+)  # fmt: skip
+TENANT_OVERFLOW = _m(
+    "tenant", "gpuledger_tenant_overflow_tenants", G, "", ("service", "namespace"),
+    "Distinct upstream tenants folded into __other__ by gateways.max_tenants_per_service.",
+)  # fmt: skip
+TENANT_GATEWAY_UP = _m(
+    "tenant", "gpuledger_tenant_gateway_up", G, "", ("endpoint",),
+    "1 if the gateway's page was read and parsed in the last cycle, else 0.",
+)  # fmt: skip
+TENANT_UNMAPPED_SERIES = _m(
+    "tenant", "gpuledger_tenant_unmapped_series", G, "", ("endpoint",),
+    "Gateway counter series no mapping (models, service_label, service) placed: not counted.",
+)  # fmt: skip
+
 # --- Synthetic probes ----------------------------------------------------------------
 PROBE_LABELS = ("service", "namespace", "endpoint", "model_name")
 PROBE_TTFT = _m(
@@ -375,6 +407,7 @@ _GROUP_TITLES = {
     "gpu": "GPU telemetry",
     "attribution": "Attribution",
     "vllm": "vLLM serving",
+    "tenant": "Tenants of shared endpoints",
     "probe": "Synthetic probes",
     "pgvector": "PostgreSQL / pgvector storage",
     "agent": "The agent itself",

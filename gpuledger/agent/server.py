@@ -203,6 +203,34 @@ def _create_api(
             "rows": [row.as_json(keys) for row in rows],
         }
 
+    @app.get("/api/v1/tenants")
+    def tenants(
+        from_: Annotated[str, Query(alias="from")],
+        to: str,
+        group_by: str = "service,namespace,tenant",
+        node: str | None = None,
+    ) -> dict[str, Any]:
+        """Per-tenant requests and tokens (gateway counters) from the durable ledger over
+        ``[from, to)``, grouped in SQL; a sync handler, as ``/api/v1/usage``."""
+        if ledger_store is None:
+            raise HTTPException(404, "the ledger is disabled on this agent")
+        start, end = _parse_time(from_, "from"), _parse_time(to, "to")
+        if end <= start:
+            raise HTTPException(400, "to must be after from")
+        keys = list(dict.fromkeys(k.strip() for k in group_by.split(",") if k.strip()))
+        try:
+            rows = ledger_store.tenant_tokens(start, end, keys, node=node)
+        except ValueError as exc:
+            raise HTTPException(400, str(exc)) from None
+        except StoreError as exc:
+            raise HTTPException(503, f"ledger store unavailable: {exc}") from None
+        return {
+            "from": start.isoformat(),
+            "to": end.isoformat(),
+            "group_by": keys,
+            "rows": [row.as_json(keys) for row in rows],
+        }
+
     if reports_dir is not None:
         _mount_reports(app, reports_dir)
 

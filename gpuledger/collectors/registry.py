@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 
+from gpuledger.collectors.gateway.source import GATEWAY_SOURCE
 from gpuledger.collectors.gpu.source import DCGM_SOURCE, NVML_SOURCE
 from gpuledger.collectors.pgvector.source import PGVECTOR_SOURCE
 from gpuledger.collectors.source import AnySource
@@ -26,6 +27,7 @@ _BUILT_IN: tuple[AnySource, ...] = (
     NVML_SOURCE,
     DCGM_SOURCE,
     VLLM_SOURCE,
+    GATEWAY_SOURCE,
     PGVECTOR_SOURCE,
     PROBES_SOURCE,
 )

@@ -25,6 +25,7 @@ from gpuledger.collectors.base import Collector, Schedule
 from gpuledger.collectors.workload.pods import DEFAULT_LABEL_KEYS
 
 if TYPE_CHECKING:
+    from gpuledger.collectors.gateway.types import GatewayReading
     from gpuledger.collectors.gpu.nvml_backend import NvmlApi
     from gpuledger.collectors.gpu.readings import GpuReading
     from gpuledger.collectors.pgvector.growth import GrowthTracker
@@ -59,6 +60,8 @@ class LedgerSink(Protocol):
     def record_probe(self, result: ProbeResult) -> None: ...
 
     def record_verdict(self, verdict: ProbeVerdict) -> None: ...
+
+    def observe_tenant_tokens(self, reading: GatewayReading) -> None: ...
 
 
 class Service(Protocol):

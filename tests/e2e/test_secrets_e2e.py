@@ -2,9 +2,10 @@
 
 One agent holds every kind of secret gpuledger handles — the ledger DSN's password (a
 PostgreSQL fleet ledger), the API token, a vLLM endpoint's API key, a pgvector database's
-password (from a file) and, for a database that is down, a password inside its DSN — and
-runs both roles: it collects a simulated node, scrapes and probes a vLLM stand-in, sizes a
-real pgvector database, flushes to the PostgreSQL ledger and writes last month's report in
+password (from a file), a gateway's bearer token (from a file) and, for a database that is
+down, a password inside its DSN — and runs both roles: it collects a simulated node,
+scrapes and probes a vLLM stand-in, reads a LiteLLM-shaped gateway page, sizes a real
+pgvector database, flushes to the PostgreSQL ledger and writes last month's report in
 every format. Then every output is searched for every secret, raw and URL-encoded: the
 agent's log, /metrics, each API answer, the report files, and the CLI commands a user runs
 against the same config (check-config, report, alerts).
@@ -29,7 +30,8 @@ from gpuledger.chargeback.ledger.store import open_store
 from gpuledger.chargeback.report.model import Month
 from gpuledger.sim.month import DEMO_FLEET, simulate_month
 from tests.support.harness import AgentProcess, free_port, http_get
-from tests.support.standins import wait_until
+from tests.support.paths import FIXTURES
+from tests.support.standins import Behaviour, StandIn, wait_until
 from tests.support.vllm_standin import VllmBehaviour, VllmStandIn
 
 pytestmark = pytest.mark.e2e
@@ -40,6 +42,7 @@ SECRETS = {
     "vllm key": "sk-vllm-3e9a7c",
     "pgvector password": "pgv-pw-51d0",
     "down-db password": "down-pw-c4a2",
+    "gateway token": "gw-tok-9b17e4",
 }
 
 
@@ -71,6 +74,7 @@ def test_no_secret_in_any_output(tmp_path: Path, postgres_db_url: str) -> None:
         "token": SECRETS["api token"],
         "vllm.key": SECRETS["vllm key"],
         "pg.pass": SECRETS["pgvector password"],
+        "gateway.token": SECRETS["gateway token"],
     }
     for name, content in files.items():
         (tmp_path / name).write_text(content + "\n", encoding="utf-8")
@@ -81,7 +85,8 @@ def test_no_secret_in_any_output(tmp_path: Path, postgres_db_url: str) -> None:
         per_token_delay_s=0.005,
         require_api_key=SECRETS["vllm key"],
     )
-    with VllmStandIn(behaviour) as vllm:
+    gateway_page = (FIXTURES / "gateways" / "litellm-1.prom").read_bytes()
+    with VllmStandIn(behaviour) as vllm, StandIn(Behaviour(body=gateway_page)) as gateway:
         config: dict[str, Any] = {
             "roles": ["node", "reporter"],
             "simulate": {"enabled": True, "gpus": 2},
@@ -96,6 +101,13 @@ def test_no_secret_in_any_output(tmp_path: Path, postgres_db_url: str) -> None:
                 ],
             },
             "probes": {"interval_seconds": 0.5, "max_tokens": 4},
+            "gateways": {
+                "enabled": True,
+                "endpoints": [
+                    {"url": gateway.url, "preset": "litellm", "service": "chat",
+                     "namespace": "llm", "bearer_token_file": str(tmp_path / "gateway.token")},
+                ],
+            },
             "pgvector": {
                 "enabled": True,
                 "interval_seconds": 1.0,
@@ -115,6 +127,7 @@ def test_no_secret_in_any_output(tmp_path: Path, postgres_db_url: str) -> None:
                 re.compile(r"gpuledger_probe_success_total\{"),
                 re.compile(r"gpuledger_report_runs_total\{[^}]*\} [1-9]"),
                 re.compile(r'gpuledger_collector_up\{[^}]*collector="vllm"[^}]*\} 1'),
+                re.compile(r'gpuledger_collector_up\{[^}]*collector="gateway"[^}]*\} 1'),
             )
             deadline = time.monotonic() + 60
             while missing := [w.pattern for w in wanted if not w.search(agent.metrics())]:
@@ -131,6 +144,7 @@ def test_no_secret_in_any_output(tmp_path: Path, postgres_db_url: str) -> None:
                 "/readyz", "/api/v1/collectors", "/api/v1/reports", "/reports/",
                 f"/api/v1/reports/{last.label}",
                 "/api/v1/usage?from=2000-01-01T00:00:00Z&to=2100-01-01T00:00:00Z",
+                "/api/v1/tenants?from=2000-01-01T00:00:00Z&to=2100-01-01T00:00:00Z",
                 "/api/v1/openapi.json", "/api/v1/nope",
             ):  # fmt: skip
                 status, body = http_get(agent.url + path, headers=auth)

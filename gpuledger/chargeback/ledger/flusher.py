@@ -20,7 +20,9 @@ from gpuledger.chargeback.ledger.accumulator import Accumulator, LifetimeTotals
 from gpuledger.chargeback.ledger.model import HOUR, LedgerStore, StoreError, hour_start
 from gpuledger.chargeback.ledger.spool import Spool
 from gpuledger.chargeback.ledger.tables import ProbeRecord
+from gpuledger.chargeback.ledger.tenant_tokens import TenantTokenAccumulator
 from gpuledger.chargeback.ledger.tokens import TokenAccumulator
+from gpuledger.collectors.gateway.types import GatewayReading
 from gpuledger.collectors.gpu.readings import GpuReading
 from gpuledger.collectors.vllm.types import ProbeResult, ProbeVerdict, VllmTelemetry
 
@@ -65,6 +67,7 @@ class Ledger:
         self.storage_retain_s = storage_retain_s  # the growth window's samples stay local
         self.accumulator = Accumulator(node, max_gap_s=max_gap_s)
         self.tokens = TokenAccumulator(node)
+        self.tenant_tokens = TenantTokenAccumulator(node)
         self._last_probe: dict[tuple[str, str], ProbeRecord] = {}
         self._stop = threading.Event()
         self._wake = threading.Event()
@@ -82,6 +85,8 @@ class Ledger:
         self.accumulator.restore(usage, coverage)
         token_rows, baselines = self.spool.load_tokens(since)
         self.tokens.restore(token_rows, baselines)
+        tenant_rows, tenant_baselines = self.spool.load_tenant_tokens(since)
+        self.tenant_tokens.restore(tenant_rows, tenant_baselines)
         self._pending = self.spool.pending_count() + self.spool.pending_extra_count()
         if usage:
             log.info(
@@ -106,6 +111,13 @@ class Ledger:
         self.tokens.observe(self._wall(), telemetry)
         rows, baselines = self.tokens.drain_dirty()
         self.spool.write_tokens(rows, baselines)
+
+    def observe_tenant_tokens(self, reading: GatewayReading) -> None:
+        """Per-tenant token and request deltas from gateway counters, into the current
+        hour (with their counter baselines, in one spool transaction)."""
+        self.tenant_tokens.observe(self._wall(), reading)
+        rows, baselines = self.tenant_tokens.drain_dirty()
+        self.spool.write_tenant_tokens(rows, baselines)
 
     def record_probe(self, result: ProbeResult) -> None:
         ep = result.endpoint
@@ -147,6 +159,7 @@ class Ledger:
             token_rows = self.spool.pending_tokens()
             probes = self.spool.pending_probes()
             storage = self.spool.pending_storage_samples()
+            tenant_rows = self.spool.pending_tenant_tokens()
             try:
                 if not self._migrated:  # here, not at start: a database that is down
                     self.store.migrate()  # when the agent starts must not stop it
@@ -156,6 +169,8 @@ class Ledger:
                 self.store.upsert_tokens(token_rows)
                 self.store.upsert_probes(probes)
                 self.store.insert_storage_samples(storage)
+                if tenant_rows:
+                    self.store.upsert_tenant_tokens(tenant_rows)
             except StoreError as exc:
                 self._failures += 1
                 self._consecutive_failures += 1
@@ -173,6 +188,7 @@ class Ledger:
             self.spool.mark_tokens_flushed(token_rows, seq)
             self.spool.mark_probes_flushed(probes, seq)
             self.spool.mark_storage_flushed(storage, seq)
+            self.spool.mark_tenant_tokens_flushed(tenant_rows, seq)
             if self._last_error is not None:
                 log.info("ledger flush recovered")
             self._last_error = None
@@ -180,6 +196,7 @@ class Ledger:
             now_hour = hour_start(self._wall())
             self.accumulator.forget_before(now_hour - RETAIN_HOURS * HOUR)
             self.tokens.forget_before(now_hour - RETAIN_HOURS * HOUR)
+            self.tenant_tokens.forget_before(now_hour - RETAIN_HOURS * HOUR)
             self.spool.prune(now_hour - RETAIN_HOURS * HOUR)
             self.spool.prune_extra(now_hour - RETAIN_HOURS * HOUR)
             self.spool.prune_storage_samples(self._wall() - self.storage_retain_s)

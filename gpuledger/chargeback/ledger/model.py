@@ -15,6 +15,7 @@ from gpuledger.chargeback.ledger.tables import (
     CoverageRow,
     ProbeRecord,
     StorageSample,
+    TenantTokenRow,
     TokenRow,
     UsageRow,
 )
@@ -109,6 +110,41 @@ class TokenGroup:
 
 
 @dataclass(frozen=True, slots=True)
+class TenantTokenGroup:
+    """Σ of one group of tenant token rows; a key not grouped by is None."""
+
+    requests: float
+    prompt_tokens: float
+    cached_prompt_tokens: float
+    generation_tokens: float
+    node: str | None = None
+    namespace: str | None = None
+    service: str | None = None
+    model_name: str | None = None
+    tenant: str | None = None
+    hour: str | None = None
+
+    @classmethod
+    def from_row(cls, row: Mapping[str, object]) -> TenantTokenGroup:
+        return cls(
+            requests=_float(row["requests"]),
+            prompt_tokens=_float(row["prompt_tokens"]),
+            cached_prompt_tokens=_float(row["cached_prompt_tokens"]),
+            generation_tokens=_float(row["generation_tokens"]),
+            **{k: _opt_str(row[k]) for k in TENANT_GROUP_KEYS if k in row},
+        )
+
+    def as_json(self, group_by: Sequence[str]) -> dict[str, object]:
+        """The ``/api/v1/tenants`` row: the grouped keys (in ``group_by`` order), then sums."""
+        out: dict[str, object] = {k: getattr(self, k) for k in dict.fromkeys(group_by)}
+        out["requests"] = self.requests
+        out["prompt_tokens"] = self.prompt_tokens
+        out["cached_prompt_tokens"] = self.cached_prompt_tokens
+        out["generation_tokens"] = self.generation_tokens
+        return out
+
+
+@dataclass(frozen=True, slots=True)
 class ProbeVerdictGroup:
     """Probes of one (namespace, service, model) and how their verdicts came out."""
 
@@ -186,6 +222,7 @@ class InvariantViolation:
 
 USAGE_GROUP_KEYS = ("node", "gpu_uuid", "gpu_model", "namespace", "service", "hour")
 TOKEN_GROUP_KEYS = ("node", "namespace", "service", "model_name", "hour")
+TENANT_GROUP_KEYS = ("node", "namespace", "service", "model_name", "tenant", "hour")
 """What ``/api/v1/usage`` may group by."""
 
 
@@ -244,6 +281,22 @@ class LedgerStore(Protocol):
 
     def insert_storage_samples(self, rows: Sequence[StorageSample]) -> None:
         """Size samples (insert-only; a replayed sample is ignored)."""
+        ...
+
+    def upsert_tenant_tokens(self, rows: Sequence[TenantTokenRow]) -> None:
+        """Per-tenant token and request running totals, same GREATEST rule as usage."""
+        ...
+
+    def tenant_tokens(
+        self,
+        start: datetime,
+        end: datetime,
+        group_by: Sequence[str],
+        *,
+        node: str | None = None,
+    ) -> list[TenantTokenGroup]:
+        """Sums of requests and token kinds over ``[start, end)`` grouped by any of
+        TENANT_GROUP_KEYS, aggregated in SQL."""
         ...
 
     def close(self) -> None: ...

@@ -28,6 +28,7 @@ from gpuledger.chargeback.ledger.tables import (
     PROBES,
     STORAGE,
     TABLES,
+    TENANT_TOKENS,
     TOKENS,
     USAGE,
     CoverageRow,
@@ -35,6 +36,7 @@ from gpuledger.chargeback.ledger.tables import (
     Role,
     StorageSample,
     Table,
+    TenantTokenRow,
     TokenRow,
     UsageRow,
 )
@@ -80,6 +82,7 @@ _SCHEMA = (
 CREATE TABLE IF NOT EXISTS spool_token_baselines (
     series TEXT PRIMARY KEY, prompt REAL NOT NULL, generation REAL NOT NULL
 );
+CREATE TABLE IF NOT EXISTS spool_tenant_baselines (series TEXT PRIMARY KEY, value REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS spool_meta (k TEXT PRIMARY KEY, v INTEGER NOT NULL);
 INSERT OR IGNORE INTO spool_meta (k, v) VALUES ('seq', 0);
 """
@@ -91,6 +94,11 @@ _MARK_FLUSHED = {t.spool: _mark_flushed(t) for t in TABLES}
 _LOAD_USAGE = _select(USAGE, "hour_start >= ?")
 _LOAD_COVERAGE = _select(COVERAGE, "hour_start >= ?")
 _LOAD_TOKENS = _select(TOKENS, "hour_start >= ?")
+_LOAD_TENANT_TOKENS = _select(TENANT_TOKENS, "hour_start >= ?")
+_UPSERT_TENANT_BASELINE = (
+    "INSERT INTO spool_tenant_baselines (series, value) VALUES (?,?) "
+    "ON CONFLICT (series) DO UPDATE SET value=excluded.value"
+)
 _UPSERT_BASELINE = (
     "INSERT INTO spool_token_baselines (series, prompt, generation) VALUES (?,?,?) "
     "ON CONFLICT (series) DO UPDATE SET prompt=excluded.prompt, generation=excluded.generation"
@@ -205,6 +213,35 @@ class Spool:
                 [(k, b.prompt, b.generation) for k, b in baselines.items()],
             )
 
+    def write_tenant_tokens(
+        self, rows: Sequence[TenantTokenRow], baselines: dict[str, float]
+    ) -> None:
+        """Tenant running totals and the gateway counter baselines they were computed
+        from, in one transaction (a restart never re-counts or skips a delta)."""
+        if not rows and not baselines:
+            return
+        with self._transaction() as db:
+            (seq,) = db.execute(_NEXT_SEQ).fetchone()
+            self._upsert(db, TENANT_TOKENS, rows, seq)
+            db.executemany(_UPSERT_TENANT_BASELINE, list(baselines.items()))
+
+    def pending_tenant_tokens(self, limit: int = 50_000) -> list[TenantTokenRow]:
+        with self._lock:
+            return self._rows(TENANT_TOKENS, _PENDING[TENANT_TOKENS.spool], limit)
+
+    def mark_tenant_tokens_flushed(self, rows: Sequence[TenantTokenRow], seq: int) -> None:
+        with self._lock:
+            self._mark(self._db, TENANT_TOKENS, rows, seq)
+
+    def load_tenant_tokens(self, since_hour: int) -> tuple[list[TenantTokenRow], dict[str, float]]:
+        with self._lock:
+            rows = self._rows(TENANT_TOKENS, _LOAD_TENANT_TOKENS, since_hour)
+            baselines = {
+                str(k): float(v)
+                for k, v in self._db.execute("SELECT series, value FROM spool_tenant_baselines")
+            }
+        return rows, baselines
+
     def write_probe(self, record: ProbeRecord) -> None:
         with self._transaction() as db:
             (seq,) = db.execute(_NEXT_SEQ).fetchone()
@@ -295,7 +332,10 @@ class Spool:
             (g,) = self._db.execute(
                 "SELECT count(*) FROM spool_storage_samples WHERE seq > flushed_seq"
             ).fetchone()
-        return int(t) + int(p) + int(g)
+            (n,) = self._db.execute(
+                "SELECT count(*) FROM spool_tenant_tokens WHERE seq > flushed_seq"
+            ).fetchone()
+        return int(t) + int(p) + int(g) + int(n)
 
     def prune_extra(self, before_hour: int) -> None:
         with self._lock:
@@ -305,6 +345,10 @@ class Spool:
             )
             self._db.execute(
                 "DELETE FROM spool_probes WHERE started_unix < ? AND seq <= flushed_seq",
+                (before_hour,),
+            )
+            self._db.execute(
+                "DELETE FROM spool_tenant_tokens WHERE hour_start < ? AND seq <= flushed_seq",
                 (before_hour,),
             )
 

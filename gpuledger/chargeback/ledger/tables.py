@@ -190,6 +190,33 @@ class TokenRow:
         return (self.hour_start, self.node, self.namespace, self.service, self.model_name)
 
 
+@dataclass(frozen=True, slots=True)
+class TenantTokenRow:
+    """Running totals of one tenant's traffic to one service's model in an hour, as a
+    gateway (or ``gpuledger meter``) counted it in front of the engine.
+
+    ``tenant`` is the gateway's caller (team, application or API-key alias, as the
+    operator's ``tenant_labels`` chose); ``__untenanted__`` is traffic without one and
+    ``__other__`` the overflow of the per-service tenant cap. These are facts only: the
+    report divides GPU-seconds by them (weighted), the ledger never does."""
+
+    hour_start: int = field(metadata=key(HOUR))
+    node: str = field(metadata=key(TEXT))
+    namespace: str = field(metadata=key(TEXT))
+    service: str = field(metadata=key(TEXT))
+    model_name: str = field(metadata=key(TEXT))
+    tenant: str = field(metadata=key(TEXT))
+    requests: float = field(metadata=total())
+    prompt_tokens: float = field(metadata=total())
+    cached_prompt_tokens: float = field(metadata=total())
+    generation_tokens: float = field(metadata=total())
+
+    @property
+    def key(self) -> tuple[int, str, str, str, str, str]:
+        return (self.hour_start, self.node, self.namespace, self.service, self.model_name,
+                self.tenant)  # fmt: skip
+
+
 _MEASURED = label(REAL, nullable=True)
 _COUNTED = label(INT, nullable=True)
 
@@ -428,7 +455,14 @@ STORAGE: Table[StorageSample] = Table(
     insert_only=True,
 )
 
-TABLES: tuple[Table[Any], ...] = (USAGE, COVERAGE, TOKENS, PROBES, STORAGE)
+TENANT_TOKENS: Table[TenantTokenRow] = Table(
+    TenantTokenRow,
+    store="ledger_tenant_tokens",
+    spool="spool_tenant_tokens",
+    key=("hour_start", "node", "namespace", "service", "model_name", "tenant"),
+)
+
+TABLES: tuple[Table[Any], ...] = (USAGE, COVERAGE, TOKENS, PROBES, STORAGE, TENANT_TOKENS)
 """Every ledger table, in the order migrations created them."""
 
 UPDATED_AT = "updated_at"

@@ -10,6 +10,9 @@ agent first looked cannot be placed in an hour. The baselines are persisted in t
 so tokens served while the agent itself was restarting are counted, in the hour the agent
 sees them.
 
+The delta rule is :func:`gpuledger.collectors.counters.counter_delta`, shared with the
+gateway counters (``tenant_tokens.py``).
+
 Probe tokens (the agent's own synthetic requests) are kept in separate columns so that
 billable traffic = engine − probe.
 """
@@ -22,6 +25,7 @@ from dataclasses import dataclass
 
 from gpuledger.chargeback.ledger.model import hour_start
 from gpuledger.chargeback.ledger.tables import TokenRow
+from gpuledger.collectors.counters import counter_delta
 from gpuledger.collectors.vllm.types import ProbeResult, VllmTelemetry
 
 TokenKey = tuple[int, str, str, str, str]  # hour, node, namespace, service, model_name
@@ -35,13 +39,6 @@ class Baseline:
 
 def series_key(endpoint: str, model_name: str, engine: str) -> str:
     return f"{endpoint}|{model_name}|{engine}"
-
-
-def counter_delta(previous: float | None, current: float) -> float:
-    """Tokens since ``previous`` for a counter that may have been reset to 0."""
-    if previous is None:
-        return 0.0
-    return current - previous if current >= previous else current
 
 
 class TokenAccumulator:

@@ -30,6 +30,7 @@ from gpuledger.chargeback.ledger.tables import (
     CoverageRow,
     ProbeRecord,
     StorageSample,
+    TenantTokenRow,
     TokenRow,
     UsageRow,
 )
@@ -74,6 +75,11 @@ class FlakyStore:
         if self.down:
             raise StoreError("store is down (test)")
         self.real.insert_storage_samples(rows)
+
+    def upsert_tenant_tokens(self, rows: Sequence[TenantTokenRow]) -> None:
+        if self.down:
+            raise StoreError("store is down (test)")
+        self.real.upsert_tenant_tokens(rows)
 
     def usage(self, *a: object, **k: object) -> list[UsageGroup]:
         return self.real.usage(*a, **k)  # type: ignore[arg-type]

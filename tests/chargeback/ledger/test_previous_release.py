@@ -48,6 +48,8 @@ def _tables(path: Path) -> dict[str, list[list[object]]]:
     with sqlite3.connect(path) as conn:
         for table in TABLES:
             cols = [r[1] for r in conn.execute(f'PRAGMA table_info("{table.store}")')]
+            if not cols:  # a table the previous release did not have
+                continue
             keep = ", ".join(f'"{c}"' for c in cols if c != UPDATED_AT)
             rows = conn.execute(f'SELECT {keep} FROM "{table.store}"')
             out[table.store] = sorted([list(r) for r in rows], key=repr)
@@ -62,20 +64,35 @@ def _plain(rows: list[Any]) -> list[list[object]]:
     return sorted([[getattr(r, f.name) for f in fields(r)] for r in rows], key=repr)
 
 
-def test_migrate_is_a_no_op_on_the_previous_ledger(tmp_path: Path) -> None:
+PREV_VERSION = 4
+"""The schema version the previous release wrote (its migrations 1-4)."""
+
+
+def test_migrate_takes_the_previous_ledger_to_the_current_version(tmp_path: Path) -> None:
+    """Migrations after the previous release's only add: every table, index and row the
+    old ledger had is left exactly as it was, and a second migrate changes nothing."""
     path = _copy("ledger.db", tmp_path)
     before = _schema(path)
+    rows_before = _tables(path)
     with sqlite3.connect(path) as conn:
         applied = conn.execute("SELECT version, applied_at FROM schema_migrations").fetchall()
+    assert [v for v, _ in applied] == list(range(1, PREV_VERSION + 1))
     with SqliteLedgerStore(path) as store:
-        assert store.applied_versions() == list(range(1, SCHEMA_VERSION + 1))
         store.migrate()
         assert store.applied_versions() == list(range(1, SCHEMA_VERSION + 1))
-    assert _schema(path) == before
+        after = _schema(path)
+        store.migrate()
+        assert store.applied_versions() == list(range(1, SCHEMA_VERSION + 1))
+    assert set(before) <= set(after)  # nothing the old release wrote changed or went away
+    added = sorted(name for _, name, _, _ in set(after) - set(before))
+    assert added == ["ledger_tenant_tokens"]  # WITHOUT ROWID: its key is the table
+    assert _schema(path) == after
+    rows_after = _tables(path)
+    assert rows_after.pop("ledger_tenant_tokens") == []
+    assert rows_after == {k: v for k, v in rows_before.items() if k != "ledger_tenant_tokens"}
     with sqlite3.connect(path) as conn:
-        assert (
-            conn.execute("SELECT version, applied_at FROM schema_migrations").fetchall() == applied
-        )
+        again = conn.execute("SELECT version, applied_at FROM schema_migrations").fetchall()
+    assert again[:PREV_VERSION] == applied
 
 
 def test_report_of_the_previous_ledger_is_unchanged(tmp_path: Path) -> None:
@@ -114,4 +131,6 @@ def test_previous_spool_flushes_identically(tmp_path: Path) -> None:
     finally:
         store.close()
         spool.close()
-    assert json.loads(json.dumps(_tables(tmp_path / "fresh.db"))) == expected["tables"]
+    tables = _tables(tmp_path / "fresh.db")
+    assert tables.pop("ledger_tenant_tokens") == []  # added since; the old spool has none
+    assert json.loads(json.dumps(tables)) == expected["tables"]

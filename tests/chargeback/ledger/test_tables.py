@@ -20,12 +20,14 @@ from gpuledger.chargeback.ledger.tables import (
     PROBES,
     STORAGE,
     TABLES,
+    TENANT_TOKENS,
     TOKENS,
     USAGE,
     CoverageRow,
     ProbeRecord,
     Role,
     StorageSample,
+    TenantTokenRow,
     TokenRow,
     UsageRow,
 )
@@ -58,6 +60,7 @@ SAMPLES: list[tuple[Any, Any]] = [
         ),
     ),
     (STORAGE, StorageSample(60.5, "n1", "db", "public", "t", 1024)),
+    (TENANT_TOKENS, TenantTokenRow(3600, "n1", "ns", "svc", "m", "team-a", 3, 100, 40.0, 7)),
 ]
 
 
@@ -113,6 +116,10 @@ def test_roles_are_the_documented_semantics() -> None:
     assert PROBES.names(Role.VERDICT) == ("tokens_counted", "ttft_histogram_moved", "ttft_agrees")
     assert STORAGE.names() == ("node", "database", "schema", "table_name", "ts", "bytes")
     assert STORAGE.names(spool=True) == ("node", "database", "schema", "tbl", "ts_unix", "bytes")
+    assert TENANT_TOKENS.names(Role.KEY) == ("hour_start", "node", "namespace", "service",
+                                             "model_name", "tenant")  # fmt: skip
+    tenant_totals = ("requests", "prompt_tokens", "cached_prompt_tokens", "generation_tokens")
+    assert TENANT_TOKENS.names(Role.TOTAL) == tenant_totals
 
 
 def test_sqlite_migrations_build_the_declared_schema(tmp_path: Path) -> None:
@@ -134,16 +141,18 @@ def test_sqlite_migrations_build_the_declared_schema(tmp_path: Path) -> None:
 
 
 def test_a_fresh_spool_has_the_previous_releases_schema(tmp_path: Path) -> None:
-    """The spool's tables are derived now; a new spool file must be laid out exactly as
-    the previous release laid one out (the format does not change)."""
+    """The spool's tables are derived now; in a new spool file every table the previous
+    release had must be laid out exactly as that release laid it out (the format does not
+    change); the tables added since (tenant tokens and their counter baselines) come on top."""
     old = tmp_path / "old.db"
     shutil.copy(FIXTURES / "ledger-prev" / "spool.db", old)
     Spool(tmp_path / "new.db").close()
     with sqlite3.connect(old) as a, sqlite3.connect(tmp_path / "new.db") as b:
         query = "SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY 1"
         names = [r[0] for r in a.execute(query)]
-        assert [r[0] for r in b.execute(query)] == names
-        assert {t.spool for t in TABLES} <= set(names)
+        added = ["spool_tenant_baselines", "spool_tenant_tokens"]
+        assert [r[0] for r in b.execute(query)] == sorted([*names, *added])
+        assert {t.spool for t in TABLES} <= {*names, *added}
         assert _sqlite_schema(a, names) == _sqlite_schema(b, names)
 
 

@@ -24,6 +24,7 @@ from typing import Protocol
 from urllib.parse import unquote
 
 from gpuledger.chargeback.ledger.model import (
+    TENANT_GROUP_KEYS,
     TOKEN_GROUP_KEYS,
     USAGE_GROUP_KEYS,
     CoverageGroup,
@@ -44,12 +45,15 @@ GROUP_COLUMNS["hour"] = "hour_start"
 TOKEN_GROUP_COLUMNS: dict[str, str] = {key: key for key in TOKEN_GROUP_KEYS}
 TOKEN_GROUP_COLUMNS["hour"] = "hour_start"
 
+TENANT_GROUP_COLUMNS: dict[str, str] = {key: key for key in TENANT_GROUP_KEYS}
+TENANT_GROUP_COLUMNS["hour"] = "hour_start"
+
 PROBE_LATENCY_METRICS = ("ttft_s", "tpot_s", "e2e_s")
 """What ``probe_latency`` takes a quantile of."""
 QUANTILE_EPS = 1e-9
 """``CUME_DIST() >= q - eps``: k/N computed in floating point may land a hair below q."""
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 """The newest migration version both backends define."""
 
 SECONDS_PER_HOUR = 3600.0
@@ -139,6 +143,20 @@ def check_token_group_by(group_by: Sequence[str]) -> tuple[str, ...]:
                 f"unknown group_by key {key!r} for tokens; use any of {', '.join(TOKEN_GROUP_KEYS)}"
             )
     return keys
+
+
+def check_tenant_group_by(group_by: Sequence[str]) -> tuple[str, ...]:
+    """``group_by`` for tenant tokens without duplicates; ValueError naming an unknown key
+    (a bare string is refused: it would be read as its characters)."""
+    if isinstance(group_by, str):
+        raise TypeError("group_by must be a sequence of keys, not a string")
+    for key in group_by:
+        if key not in TENANT_GROUP_COLUMNS:
+            raise ValueError(
+                f"unknown group_by key {key!r} for tenant tokens; "
+                f"use any of {', '.join(TENANT_GROUP_KEYS)}"
+            )
+    return tuple(dict.fromkeys(group_by))
 
 
 def pivot_probe_latency(rows: Sequence[Mapping[str, object]]) -> list[ProbeLatencyGroup]:

@@ -28,6 +28,7 @@ from gpuledger.chargeback.ledger.model import (
     ProbeLatencyGroup,
     ProbeVerdictGroup,
     StoreError,
+    TenantTokenGroup,
     TokenGroup,
     UsageGroup,
 )
@@ -37,9 +38,11 @@ from gpuledger.chargeback.ledger.store.common import (
     PROBE_LATENCY_METRICS,
     QUANTILE_EPS,
     SECONDS_PER_HOUR,
+    TENANT_GROUP_COLUMNS,
     TOKEN_GROUP_COLUMNS,
     aware_utc,
     check_group_by,
+    check_tenant_group_by,
     check_token_group_by,
     unix_seconds,
 )
@@ -49,6 +52,7 @@ from gpuledger.chargeback.ledger.store.postgres_sql import (
     UPSERT_COVERAGE_TEMP,
     UPSERT_COVERAGE_VALUES,
     UPSERT_PROBES,
+    UPSERT_TENANT_TOKENS,
     UPSERT_TOKENS,
     UPSERT_USAGE_TEMP,
     UPSERT_USAGE_VALUES,
@@ -62,6 +66,7 @@ from gpuledger.chargeback.ledger.tables import (
     COVERAGE,
     PROBES,
     STORAGE,
+    TENANT_TOKENS,
     TOKENS,
     USAGE,
     CoverageRow,
@@ -69,6 +74,7 @@ from gpuledger.chargeback.ledger.tables import (
     Role,
     StorageSample,
     Table,
+    TenantTokenRow,
     TokenRow,
     UsageRow,
 )
@@ -252,7 +258,29 @@ class PostgresLedgerStore:
         with self._connection(what) as conn, conn.transaction(), conn.cursor() as cur:
             cur.executemany(UPSERT_PROBES, params)
 
+    def upsert_tenant_tokens(self, rows: Sequence[TenantTokenRow]) -> None:
+        params = [TENANT_TOKENS.values(r) for r in TENANT_TOKENS.merge(rows)]
+        if not params:
+            return
+        what = f"upsert of {len(params)} tenant token rows"
+        with self._connection(what) as conn, conn.transaction(), conn.cursor() as cur:
+            cur.executemany(UPSERT_TENANT_TOKENS, params)
+
     # -- reads --------------------------------------------------------------------------
+
+    def tenant_tokens(
+        self,
+        start: datetime,
+        end: datetime,
+        group_by: Sequence[str],
+        *,
+        node: str | None = None,
+    ) -> list[TenantTokenGroup]:
+        rows = self._grouped_sums(
+            "tenant tokens query", TENANT_TOKENS.store, check_tenant_group_by(group_by),
+            TENANT_GROUP_COLUMNS, TENANT_TOKENS.names(Role.TOTAL), start, end, node,
+        )  # fmt: skip
+        return [TenantTokenGroup.from_row(r) for r in rows]
 
     def tokens(
         self,

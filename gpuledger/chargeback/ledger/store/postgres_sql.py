@@ -20,6 +20,7 @@ from gpuledger.chargeback.ledger.tables import (
     COVERAGE,
     PROBES,
     STORAGE,
+    TENANT_TOKENS,
     TOKENS,
     UPDATED_AT,
     USAGE,
@@ -185,11 +186,36 @@ def migration_4() -> list[sql.Composed]:
     ]  # fmt: skip
 
 
+def migration_5() -> list[sql.Composed]:
+    """Tenants of shared endpoints (issue 14): per-tenant token and request totals."""
+    totals = sql.SQL(", ").join(
+        sql.SQL("{} double precision NOT NULL DEFAULT 0").format(I(n))
+        for n in ("requests", "prompt_tokens", "cached_prompt_tokens", "generation_tokens")
+    )
+    return [
+        sql.SQL(
+            "CREATE TABLE {t} ("
+            " {hour_start} timestamptz NOT NULL, {node} text NOT NULL,"
+            " {namespace} text NOT NULL, {service} text NOT NULL, {model} text NOT NULL,"
+            " {tenant} text NOT NULL, {totals},"
+            " {updated_at} timestamptz NOT NULL DEFAULT now(),"
+            " CONSTRAINT {pkey} PRIMARY KEY ({key}))"
+        ).format(
+            t=I("ledger_tenant_tokens"), hour_start=I("hour_start"), node=I("node"),
+            namespace=I("namespace"), service=I("service"), model=I("model_name"),
+            tenant=I("tenant"), totals=totals, updated_at=I("updated_at"),
+            pkey=I("ledger_tenant_tokens_pkey"),
+            key=cols(("hour_start", "node", "namespace", "service", "model_name", "tenant")),
+        )
+    ]  # fmt: skip
+
+
 MIGRATIONS: tuple[tuple[int, list[sql.Composed]], ...] = (
     (1, migration_1()),
     (2, migration_2()),
     (3, migration_3()),
     (4, migration_4()),
+    (5, migration_5()),
 )
 """Versioned migrations, applied in order, each once, in one transaction under an
 advisory lock (two agents starting at once serialize; the second finds nothing to do)."""
@@ -294,6 +320,7 @@ UPSERT_COVERAGE_TEMP = upsert_statement(COVERAGE, select_source(COVERAGE))
 UPSERT_TOKENS = upsert_statement(TOKENS, values_source(TOKENS))
 UPSERT_PROBES = upsert_statement(PROBES, values_source(PROBES))
 INSERT_STORAGE = upsert_statement(STORAGE, values_source(STORAGE))
+UPSERT_TENANT_TOKENS = upsert_statement(TENANT_TOKENS, values_source(TENANT_TOKENS))
 
 
 ISO_HOUR = "to_char({col} AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"')"

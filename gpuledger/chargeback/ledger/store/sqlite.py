@@ -25,6 +25,7 @@ from gpuledger.chargeback.ledger.model import (
     ProbeLatencyGroup,
     ProbeVerdictGroup,
     StoreError,
+    TenantTokenGroup,
     TokenGroup,
     UsageGroup,
 )
@@ -35,8 +36,10 @@ from gpuledger.chargeback.ledger.store.common import (
     PROBE_LATENCY_METRICS,
     QUANTILE_EPS,
     SECONDS_PER_HOUR,
+    TENANT_GROUP_COLUMNS,
     TOKEN_GROUP_COLUMNS,
     check_group_by,
+    check_tenant_group_by,
     check_token_group_by,
     pivot_probe_latency,
     unix_seconds,
@@ -45,6 +48,7 @@ from gpuledger.chargeback.ledger.tables import (
     COVERAGE,
     PROBES,
     STORAGE,
+    TENANT_TOKENS,
     TOKENS,
     UPDATED_AT,
     USAGE,
@@ -54,6 +58,7 @@ from gpuledger.chargeback.ledger.tables import (
     Role,
     StorageSample,
     Table,
+    TenantTokenRow,
     TokenRow,
     UsageRow,
 )
@@ -193,6 +198,29 @@ MIGRATIONS += (
         ),
     ),
 )
+MIGRATIONS += (
+    (
+        5,
+        (
+            # Tenants of shared endpoints (issue 14): per-tenant token and request running
+            # totals from a gateway's counters or `gpuledger meter`.
+            f"""CREATE TABLE {q("ledger_tenant_tokens")} (
+                {q("hour_start")} INTEGER NOT NULL,
+                {q("node")} TEXT NOT NULL,
+                {q("namespace")} TEXT NOT NULL,
+                {q("service")} TEXT NOT NULL,
+                {q("model_name")} TEXT NOT NULL,
+                {q("tenant")} TEXT NOT NULL,
+                {q("requests")} REAL NOT NULL DEFAULT 0,
+                {q("prompt_tokens")} REAL NOT NULL DEFAULT 0,
+                {q("cached_prompt_tokens")} REAL NOT NULL DEFAULT 0,
+                {q("generation_tokens")} REAL NOT NULL DEFAULT 0,
+                {q("updated_at")} INTEGER NOT NULL,
+                PRIMARY KEY ({_cols((*_TOKENS_KEY, "tenant"))})
+            ) WITHOUT ROWID""",
+        ),
+    ),
+)
 """Versioned migrations, applied in order, each once, inside one write transaction."""
 
 
@@ -231,6 +259,7 @@ _UPSERT_COVERAGE = upsert_statement(COVERAGE)
 _UPSERT_TOKENS = upsert_statement(TOKENS)
 _UPSERT_PROBES = upsert_statement(PROBES)
 _INSERT_STORAGE = upsert_statement(STORAGE)
+_UPSERT_TENANT_TOKENS = upsert_statement(TENANT_TOKENS)
 
 _ISO_HOUR = "strftime('%Y-%m-%dT%H:%M:%SZ', {col}, 'unixepoch')"
 
@@ -383,6 +412,12 @@ class SqliteLedgerStore:
         params = [(*PROBES.values(r), now) for r in rows]
         self._write_many(f"upsert of {len(params)} probe records", _UPSERT_PROBES, params)
 
+    def upsert_tenant_tokens(self, rows: Sequence[TenantTokenRow]) -> None:
+        now = int(time.time())
+        params = [(*TENANT_TOKENS.values(r), now) for r in TENANT_TOKENS.merge(rows)]
+        what = f"upsert of {len(params)} tenant token rows"
+        self._write_many(what, _UPSERT_TENANT_TOKENS, params)
+
     # -- reads --------------------------------------------------------------------------
 
     def tokens(
@@ -398,6 +433,20 @@ class SqliteLedgerStore:
             TOKENS.names(Role.TOTAL), start, end, node,
         )  # fmt: skip
         return [TokenGroup.from_row(r) for r in rows]
+
+    def tenant_tokens(
+        self,
+        start: datetime,
+        end: datetime,
+        group_by: Sequence[str],
+        *,
+        node: str | None = None,
+    ) -> list[TenantTokenGroup]:
+        rows = self._grouped_sums(
+            "tenant tokens query", TENANT_TOKENS.store, check_tenant_group_by(group_by),
+            TENANT_GROUP_COLUMNS, TENANT_TOKENS.names(Role.TOTAL), start, end, node,
+        )  # fmt: skip
+        return [TenantTokenGroup.from_row(r) for r in rows]
 
     def probes(
         self, start: datetime, end: datetime, *, node: str | None = None
