@@ -20,6 +20,7 @@ line, a stream cut after N tokens, malformed JSON mid-stream, usage never sent.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import socket
@@ -131,10 +132,8 @@ class OpenAIStandIn:
                 if body.get("model") != b.model:
                     self._error(404, f"The model `{body.get('model')}` does not exist.")
                     return
-                try:
+                with contextlib.suppress(BrokenPipeError, ConnectionResetError):
                     self._complete(body, chat=self.path.endswith("/chat/completions"))
-                except (BrokenPipeError, ConnectionResetError):
-                    pass
 
             def _error(self, status: int, message: str) -> None:
                 err = {"object": "error", "message": message, "type": "BadRequestError",
