@@ -33,6 +33,7 @@ Send = Callable[[Message], Awaitable[None]]
 
 log = logging.getLogger("gpuledger.meter")
 
+_SHARDS = 16
 METERED = frozenset({"/v1/chat/completions", "/v1/completions"})
 # hop-by-hop (RFC 9110 7.6.1) plus what the relay recomputes
 _HOP = frozenset(
@@ -92,7 +93,8 @@ class MeterApp:
         self._ident = TenantIdentifier(
             cfg.tenant.order, cfg.tenant.header, loaded.key_hashes, cfg.tenant.max_name_length
         )
-        self._client: httpx.AsyncClient | None = None
+        self._clients: list[httpx.AsyncClient] = []
+        self._next = 0
         self._upstream_down = False
 
     # -- ASGI ----------------------------------------------------------------------------
@@ -116,17 +118,24 @@ class MeterApp:
         while True:
             message = await receive()
             if message["type"] == "lifespan.startup":
-                self._client = self._new_client()
+                self._open_clients()
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
-                if self._client is not None:
-                    await self._client.aclose()
+                for client in self._clients:
+                    await client.aclose()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
 
-    def _new_client(self) -> httpx.AsyncClient:
+    def _open_clients(self) -> None:
+        """Several small connection pools rather than one large one: httpcore scans its
+        whole pool for every request it places, so one pool of 200 streaming connections
+        costs milliseconds per request (bench/bench_meter.py measured it)."""
+        shards = min(_SHARDS, self._cfg.upstream_max_connections)
+        limit = -(-self._cfg.upstream_max_connections // shards)
+        self._clients = [self._new_client(limit) for _ in range(shards)]
+
+    def _new_client(self, limit: int) -> httpx.AsyncClient:
         t = self._cfg.timeouts
-        limit = self._cfg.upstream_max_connections
         return httpx.AsyncClient(
             timeout=httpx.Timeout(connect=t.connect_seconds, read=t.read_seconds,
                                   write=t.read_seconds, pool=t.connect_seconds),
@@ -137,9 +146,11 @@ class MeterApp:
 
     @property
     def client(self) -> httpx.AsyncClient:
-        if self._client is None:  # served without a lifespan (some test servers)
-            self._client = self._new_client()
-        return self._client
+        """The next pool, round robin."""
+        if not self._clients:  # served without a lifespan (some test servers)
+            self._open_clients()
+        self._next = (self._next + 1) % len(self._clients)
+        return self._clients[self._next]
 
     async def _read_body(self, receive: Receive) -> bytes | None:
         parts: list[bytes] = []
@@ -195,7 +206,8 @@ class MeterApp:
         if scope.get("query_string"):
             url += "?" + scope["query_string"].decode("latin-1")
         sent_headers = self._upstream_headers(scope)
-        request = self.client.build_request(
+        client = self.client
+        request = client.build_request(
             scope["method"], url, headers=sent_headers, content=req.body if req else raw
         )
         # httpx adds its default headers (Accept-Encoding, User-Agent, ...): the upstream
@@ -206,7 +218,7 @@ class MeterApp:
                 del request.headers[name]
         try:
             async with asyncio.timeout(self._cfg.timeouts.response_seconds):
-                response = await self.client.send(request, stream=True)
+                response = await client.send(request, stream=True)
         except (TimeoutError, httpx.TimeoutException):
             self._state(True, "no response within the timeout")
             if req:

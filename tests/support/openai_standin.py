@@ -71,6 +71,13 @@ def _prompt_tokens(body: dict[str, Any], chat: bool) -> int:
     return max(1, len(str(body.get("prompt", "")).split()))
 
 
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    # listen() backlog: the default of 5 drops SYNs under a few hundred concurrent
+    # streams, and a dropped SYN costs the client a 1 s retransmit
+    request_queue_size = 1024
+
+
 class OpenAIStandIn:
     """``with OpenAIStandIn() as up: ...``; ``up.url`` is the base URL (no ``/v1``)."""
 
@@ -240,8 +247,7 @@ class OpenAIStandIn:
                 self.wfile.flush()
                 record(sent, True)
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
+        self.server = _Server(("127.0.0.1", 0), Handler)
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
 
     @property
