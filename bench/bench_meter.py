@@ -78,15 +78,18 @@ async def _one(client: httpx.AsyncClient, url: str, i: int, tokens: int, phase: 
 
 
 async def _phase(url: str, phase: Phase, streams: int, requests: int, tokens: int) -> None:
-    limits = httpx.Limits(max_connections=streams + 8, max_keepalive_connections=streams + 8)
+    """``streams`` workers, each with its own one-connection client: one shared pool of
+    200 connections would cost the load client milliseconds per request (httpcore scans
+    the pool for every request), and that would land on both sides of the comparison."""
     queue = iter(range(requests))
-    async with httpx.AsyncClient(timeout=60, limits=limits) as client:
 
-        async def worker() -> None:
+    async def worker() -> None:
+        limits = httpx.Limits(max_connections=1, max_keepalive_connections=1)
+        async with httpx.AsyncClient(timeout=60, limits=limits) as client:
             for i in queue:
                 await _one(client, url, i, tokens, phase)
 
-        await asyncio.gather(*(worker() for _ in range(streams)))
+    await asyncio.gather(*(worker() for _ in range(streams)))
 
 
 def pct(values: list[float], q: float) -> float:
