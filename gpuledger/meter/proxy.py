@@ -78,8 +78,13 @@ class _Request:
         options = parsed.get("stream_options")
         asked = isinstance(options, dict) and options.get("include_usage") is True
         if self.stream and not asked and (options is None or isinstance(options, dict)):
-            # ask on the client's behalf; the relay removes the extra chunk again
-            parsed["stream_options"] = {**(options or {}), "include_usage": True}
+            # ask on the client's behalf; the relay removes the extra chunk again. Without
+            # include_usage vLLM ignores continuous_usage_stats: keep it off, or every
+            # chunk would carry a usage the client would not have seen
+            asked_options: dict[str, Any] = {**(options or {}), "include_usage": True}
+            if asked_options.get("continuous_usage_stats"):
+                asked_options["continuous_usage_stats"] = False
+            parsed["stream_options"] = asked_options
             self.body = json.dumps(parsed).encode()
             self.strip_usage = True
 
