@@ -27,6 +27,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -48,6 +49,7 @@ class Phase:
     ttft: list[float] = field(default_factory=list)
     e2e: list[float] = field(default_factory=list)
     errors: int = 0
+    error_kinds: Counter[str] = field(default_factory=Counter)
 
 
 def serve(token_delay: float) -> None:
@@ -69,27 +71,64 @@ async def _one(client: httpx.AsyncClient, url: str, i: int, tokens: int, phase: 
                 if first is None and b'"text"' in piece:
                     first = time.perf_counter()
             r.raise_for_status()
-    except httpx.HTTPError:
+    except httpx.HTTPError as exc:
         phase.errors += 1
+        phase.error_kinds[f"{type(exc).__name__}: {exc}"[:120]] += 1
         return
     end = time.perf_counter()
     phase.ttft.append((first or end) - start)
     phase.e2e.append(end - start)
 
 
-async def _phase(url: str, phase: Phase, streams: int, requests: int, tokens: int) -> None:
-    """``streams`` workers, each with its own one-connection client: one shared pool of
-    200 connections would cost the load client milliseconds per request (httpcore scans
-    the pool for every request), and that would land on both sides of the comparison."""
+async def _phase(
+    url: str, clients: list[httpx.AsyncClient], phase: Phase, requests: int, tokens: int
+) -> None:
+    """One worker per client, ``requests`` in all, each worker one stream at a time."""
     queue = iter(range(requests))
 
-    async def worker() -> None:
-        limits = httpx.Limits(max_connections=1, max_keepalive_connections=1)
-        async with httpx.AsyncClient(timeout=60, limits=limits) as client:
-            for i in queue:
-                await _one(client, url, i, tokens, phase)
+    async def worker(client: httpx.AsyncClient) -> None:
+        for i in queue:
+            await _one(client, url, i, tokens, phase)
 
-    await asyncio.gather(*(worker() for _ in range(streams)))
+    await asyncio.gather(*(worker(c) for c in clients))
+
+
+def _clients(streams: int) -> list[httpx.AsyncClient]:
+    """One single-connection client per stream, kept for the whole run: one shared pool of
+    200 connections costs the load client milliseconds per request (httpcore scans the
+    pool for every request), and new connections per phase would measure connection
+    setup under a burst of 200 connects, not the meter."""
+    limits = httpx.Limits(max_connections=1, max_keepalive_connections=1)
+    return [httpx.AsyncClient(timeout=60, limits=limits) for _ in range(streams)]
+
+
+async def _run(
+    args: argparse.Namespace, url: str, meter_url: str, proc: psutil.Process
+) -> tuple[list[Phase], float]:
+    direct, metered = _clients(args.streams), _clients(args.streams)
+    try:
+        for target, clients in ((url, direct), (meter_url, metered)):
+            # warm-up: open every connection (staggered, 5 ms apart) with one request each
+            async def warm(k: int, client: httpx.AsyncClient, target: str = target) -> None:
+                await asyncio.sleep(k * 0.005)
+                await _one(client, target, k, 1, Phase(False))
+
+            await asyncio.gather(*(warm(k, c) for k, c in enumerate(clients)))
+        phases: list[Phase] = []
+        cpu = 0.0
+        for _ in range(args.pairs):
+            for through in (False, True):
+                phase = Phase(through)
+                before = sum(proc.cpu_times()[:2])
+                target, clients = (meter_url, metered) if through else (url, direct)
+                await _phase(target, clients, phase, args.requests, args.tokens)
+                if through:
+                    cpu += sum(proc.cpu_times()[:2]) - before
+                phases.append(phase)
+        return phases, cpu
+    finally:
+        for client in (*direct, *metered):
+            await client.aclose()
 
 
 def pct(values: list[float], q: float) -> float:
@@ -117,25 +156,16 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
             with MeterProcess(cfg, Path(tmp) / "meter.log") as meter:
                 assert meter.proc is not None
                 proc = psutil.Process(meter.proc.pid)
-                for target in (url, meter.url):  # warm-up: connections, threads
-                    asyncio.run(_phase(target, Phase(False), args.streams, args.streams, 2))
+                phases, cpu_meter = asyncio.run(_run(args, url, meter.url, proc))
                 warm = args.streams  # the warm-up's requests through the meter
-                cpu_meter = 0.0
-                for _ in range(args.pairs):
-                    for through in (False, True):
-                        phase = Phase(through)
-                        before = sum(proc.cpu_times()[:2])
-                        target = meter.url if through else url
-                        asyncio.run(_phase(target, phase, args.streams, args.requests,
-                                           args.tokens))  # fmt: skip
-                        if through:
-                            cpu_meter += sum(proc.cpu_times()[:2]) - before
-                        phases.append(phase)
                 rss = proc.memory_info().rss
+                meter_log = meter.log()
                 counters = meter_counters(meter.url)
     finally:
         standin.stdin.close()
         standin.wait(10)
+    if args.json is not None:
+        args.json.with_suffix(".meter.log").write_text(meter_log)
     counted = sum(v for (n, _), v in counters.items() if n == "gpuledger_meter_requests_total")
     via = [p for p in phases if p.through_meter]
     direct = [p for p in phases if not p.through_meter]
@@ -151,6 +181,9 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         "counted": counted, "expected_counted": served_via + warm,
         "meter_cpu_s_per_1000": 1000 * cpu_meter / max(1, served_via),
         "meter_rss_mib": rss / 2**20,
+        "error_kinds": dict(sum((p.error_kinds for p in phases), Counter())),
+        "meter_uncounted": {dict(labels)["reason"]: v for (n, labels), v in counters.items()
+                            if n == "gpuledger_meter_uncounted_requests_total" and v},
     }  # fmt: skip
     for attr in ("ttft", "e2e"):
         for q in (50, 99):
@@ -206,7 +239,7 @@ def main(argv: list[str] | None = None) -> list[Row]:
     ap.add_argument("--requests", type=int, default=1000, help="per phase")
     ap.add_argument("--pairs", type=int, default=3)
     ap.add_argument("--tokens", type=int, default=16)
-    ap.add_argument("--token-delay", type=float, default=0.01, help="seconds per token")
+    ap.add_argument("--token-delay", type=float, default=0.05, help="seconds per token")
     ap.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--json", type=Path)
     args = ap.parse_args(argv)

@@ -58,6 +58,9 @@ class Timeouts(_Strict):
     # the longest silence between two pieces of a response body: past it the stream is
     # cut (the client sees a truncated stream, as from a proxy that gave up)
     read_seconds: float = Field(default=300.0, gt=0)
+    # how long an idle client connection is kept open; a client that reuses a connection
+    # just as the server closes it sees a read error, so longer than uvicorn's 5 s
+    keep_alive_seconds: float = Field(default=75.0, gt=0)
 
 
 class MeterConfig(_Strict):

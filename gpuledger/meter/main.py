@@ -46,6 +46,7 @@ def server_for(app: MeterApp, loaded: LoadedMeter) -> uvicorn.Server:
         date_header=False,
         lifespan="on",
         timeout_graceful_shutdown=5,
+        timeout_keep_alive=int(max(1, cfg.timeouts.keep_alive_seconds)),
     )
     return uvicorn.Server(config)
 
