@@ -198,8 +198,10 @@ class OpenAIStandIn:
                             "prompt_logprobs": None}  # fmt: skip
                     if b.omit_usage:
                         del resp["usage"]
-                    self._send(200, dumps(resp).encode(), "application/json")
+                    # recorded before the last byte goes out: a client that has its whole
+                    # response finds it in ``served``
                     record(n_out, True)
+                    self._send(200, dumps(resp).encode(), "application/json")
                     return
                 obj = "chat.completion.chunk" if chat else "text_completion"
 
@@ -226,8 +228,8 @@ class OpenAIStandIn:
                     if b.malformed_after_tokens is not None and sent >= b.malformed_after_tokens:
                         self._event('{"id":"x","choices":[')
                         self._event("[DONE]")
-                        self.wfile.write(b"0\r\n\r\n")
                         record(sent, True)
+                        self.wfile.write(b"0\r\n\r\n")
                         return
                     finish = "length" if i == n_out - 1 else None
                     if chat:
@@ -243,9 +245,9 @@ class OpenAIStandIn:
                 if include_usage and not b.omit_usage:
                     self._event(dumps({**chunk([]), "usage": usage}))
                 self._event("[DONE]")
+                record(sent, True)
                 self.wfile.write(b"0\r\n\r\n")
                 self.wfile.flush()
-                record(sent, True)
 
         self.server = _Server(("127.0.0.1", 0), Handler)
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
