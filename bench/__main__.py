@@ -63,6 +63,9 @@ BENCHES = (
     Bench("report", "bench.bench_report",
           "monthly report: build + write at 10, 100 and 1,000 GPUs, SQLite and PostgreSQL",
           (), ("--sizes", "10,100", "--repeat", "1")),
+    Bench("meter", "bench.bench_meter",
+          "metering proxy: added TTFT and latency, 200 streams, CPU and RSS (direct vs meter)",
+          (), ("--streams", "50", "--requests", "200", "--pairs", "1")),
 )  # fmt: skip
 NAMES = tuple(b.name for b in BENCHES)
 

@@ -102,6 +102,25 @@ def agent(
     raise typer.Exit(code)
 
 
+@app.command()
+def meter(
+    config: Annotated[Path, typer.Option("--config", "-c", help="The meter's YAML file.")],
+) -> None:
+    """Run the metering proxy: relay an OpenAI-compatible endpoint, count tokens per tenant
+    (docs/meter.md)."""
+    from gpuledger.meter.config import MeterConfigError, load_meter
+    from gpuledger.meter.main import run
+
+    try:
+        loaded = load_meter(config)
+    except MeterConfigError as exc:
+        err.print(f"[bold red]invalid meter configuration[/] ({config}):")
+        for key, message in exc.problems:
+            err.print(f"  [bold]{key}[/]: {message}", markup=False, highlight=False)
+        raise typer.Exit(EXIT_CONFIG) from None
+    raise typer.Exit(run(loaded))
+
+
 DEMO_DIR = Path("demo-out")
 
 

@@ -349,6 +349,35 @@ PG_DAYS_UNTIL_FULL = _m(
     "Free capacity / growth rate, when a capacity is configured and growth > 0.",
 )  # fmt: skip
 
+# --- The metering proxy (gpuledger meter; its own /metrics) ---------------------------
+METER_LABELS = ("service", "namespace", "model_name", "tenant")
+"""``tenant``: the caller the meter identified; ``__untenanted__`` for traffic without
+one, ``__other__`` for tenants beyond the per-service cap."""
+METER_REQUESTS = _m(
+    "meter", "gpuledger_meter_requests_total", C, "", METER_LABELS,
+    "Requests the meter counted (the upstream reported their usage).",
+)  # fmt: skip
+METER_PROMPT_TOKENS = _m(
+    "meter", "gpuledger_meter_prompt_tokens_total", C, "", METER_LABELS,
+    "Prompt tokens of counted requests, from the upstream's usage.prompt_tokens "
+    "(cached ones included).",
+)  # fmt: skip
+METER_CACHED_PROMPT_TOKENS = _m(
+    "meter", "gpuledger_meter_cached_prompt_tokens_total", C, "", METER_LABELS,
+    "Prompt tokens served from the prefix cache (usage.prompt_tokens_details."
+    "cached_tokens; 0 when the upstream does not report it).",
+)  # fmt: skip
+METER_GENERATION_TOKENS = _m(
+    "meter", "gpuledger_meter_generation_tokens_total", C, "", METER_LABELS,
+    "Generated tokens of counted requests, from the upstream's usage.completion_tokens.",
+)  # fmt: skip
+METER_UNCOUNTED = _m(
+    "meter", "gpuledger_meter_uncounted_requests_total", C, "",
+    ("service", "namespace", "reason"),
+    "Completion requests relayed but not counted, by reason: no_usage, upstream_error, "
+    "client_disconnect, malformed.",
+)  # fmt: skip
+
 # --- The agent itself ----------------------------------------------------------------
 COLLECTOR_UP = _m(
     "agent", "gpuledger_collector_up", G, "", ("collector",),
@@ -411,6 +440,7 @@ _GROUP_TITLES = {
     "probe": "Synthetic probes",
     "pgvector": "PostgreSQL / pgvector storage",
     "agent": "The agent itself",
+    "meter": "The metering proxy (`gpuledger meter`)",
 }
 
 _PRECEDENCE = """\

@@ -41,7 +41,9 @@ LONG_MODULES: dict[str, str] = {
     "gpuledger/chargeback/report/writers/html.py": "one writer: the page and its charts",
 }
 
-PARTS = ("agent", "alerts", "chargeback", "cli", "collectors", "dashboards", "deploy", "sim")
+PARTS = (
+    "agent", "alerts", "chargeback", "cli", "collectors", "dashboards", "deploy", "meter", "sim"
+)  # fmt: skip
 LEAVES = ("schema", "redact", "yamlio")
 
 
@@ -253,12 +255,12 @@ def _parts(*names: str) -> tuple[str, ...]:
 
 
 def test_collectors_import_nothing_downstream() -> None:
-    upward = _parts("chargeback", "agent", "alerts", "dashboards", "deploy", "sim", "cli")
+    upward = _parts("chargeback", "agent", "alerts", "dashboards", "deploy", "meter", "sim", "cli")
     _fail_if(_forbidden(_parts("collectors"), upward), "collectors import from a consumer")
 
 
 def test_chargeback_imports_nothing_downstream() -> None:
-    upward = _parts("agent", "alerts", "dashboards", "deploy", "sim", "cli")
+    upward = _parts("agent", "alerts", "dashboards", "deploy", "meter", "sim", "cli")
     _fail_if(
         _forbidden(_parts("chargeback"), upward),
         "chargeback imports from the agent or a later part",
@@ -280,6 +282,19 @@ def test_only_the_agent_wiring_and_the_cli_import_the_simulator() -> None:
         if _within(imp.target, f"{PACKAGE}.sim") and not _within(imp.importer, *allowed)
     ]
     _fail_if(broken, "gpuledger.sim imported outside agent.main, cli and sim itself")
+
+
+def test_the_meter_stands_alone() -> None:
+    """The meter is its own process: it reads the schema and the exposition writer, never
+    the agent, the ledger or the report (and nothing but the CLI imports it)."""
+    upward = _parts("agent", "alerts", "chargeback", "dashboards", "deploy", "sim", "cli")
+    broken = _forbidden(_parts("meter"), upward) + [
+        imp
+        for imp in imports_of(PACKAGE)
+        if _within(imp.target, f"{PACKAGE}.meter")
+        and not _within(imp.importer, f"{PACKAGE}.meter", f"{PACKAGE}.cli")
+    ]
+    _fail_if(broken, "the meter imports a part above it, or a part other than cli imports it")
 
 
 def test_shared_leaves_import_no_part() -> None:
