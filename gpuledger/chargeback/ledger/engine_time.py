@@ -13,11 +13,15 @@ would count the new engine short.
 
 The deltas go to the hour the agent sees them, summed over the service's endpoints and
 engines. The baselines go to the spool in the same transaction as the totals, so an agent
-restart neither re-counts nor skips. An engine that does not export a group (V0 engines
-have no prefill/decode histograms; prefix-cache counters are V1 only) adds nothing for it.
+restart neither re-counts nor skips. An engine that does not export a group adds nothing
+for it (V0 before ~0.6.3 has no prefill/decode histograms; prefix-cache counters are V1
+only): absent, never 0.
 
-These seconds include the agent's own probe requests (few and tiny); the report, not the
-ledger, turns them into per-token weights.
+The seconds are per-request wall-clock intervals as the engine measured them, not
+exclusive GPU time: under continuous batching many requests' intervals overlap, so an
+hour's decode seconds can be many times 3,600. They are weights, not GPU-seconds. They
+include the agent's own probe requests (few and tiny); the report, not the ledger, turns
+them into per-token weights.
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 prefill/decode seconds and requests and prefix-cache tokens from vLLM's histograms -- the
 store's running-total rules and grouped reads on both backends, and the deltas through
 spool, flusher and store (engine restarts that drop a histogram's sum or count, gaps,
-agent restarts, V0 engines without the histograms) against totals computed by hand."""
+agent restarts, old V0 engines without the families) against totals computed by hand."""
 
 from __future__ import annotations
 
@@ -88,7 +88,7 @@ class Clock:
 
 
 A = VllmEndpoint("http://10.0.0.5:8000", "chat", "llm")
-OLD = VllmEndpoint("http://10.0.0.6:8000", "old-chat", "llm")  # a V0 engine: no histograms
+OLD = VllmEndpoint("http://10.0.0.6:8000", "old-chat", "llm")  # an old V0: no such families
 
 
 def hist(s: float, n: float) -> Histogram:
@@ -148,7 +148,7 @@ def test_deltas_restarts_gaps_and_agent_restarts_on_both_backends(
     got = ledger.store.engine_time(LO, HI, ["service"])
     # prefill s: (2.5 + 1) + 7.5 + 25; decode s: (30 + 8) + 70 + 4;
     # requests: (2 + 1) + 4 + 3 each; cache queries: (300 + 100) + 700 + 100;
-    # hits: (120 + 50) + 380 + 10. The V0 endpoint adds no row at all.
+    # hits: (120 + 50) + 380 + 10. The old V0 endpoint adds no row at all.
     assert got == [EngineTimeGroup(36, 112, 10, 10, 1200, 560, service="chat")]
     ledger.store.close()
     ledger.spool.close()
