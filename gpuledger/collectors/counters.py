@@ -10,13 +10,14 @@ A reading that was missed (the upstream was down, a scrape timed out) needs noth
 next delta covers the gap, as long as the upstream did not restart in between.
 
 Kept under ``collectors/`` so that both a collector (for its own exported totals) and the
-ledger (``chargeback/ledger/tokens.py``, ``tenant_tokens.py``) use the same rule.
+ledger (``chargeback/ledger/tokens.py``, ``tenant_tokens.py``, ``engine_time.py``) use the
+same rule.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 
 def counter_delta(previous: float | None, current: float) -> float:
@@ -49,3 +50,16 @@ class CounterTracker:
 
     def __len__(self) -> int:
         return len(self._last)
+
+
+def joint_deltas(previous: Sequence[float] | None, current: Sequence[float]) -> tuple[float, ...]:
+    """Deltas of counters one process keeps together and resets together: a histogram's
+    ``_sum`` and ``_count``, or prefix-cache queries and hits. If any of them went down,
+    the process restarted and every one began again at 0, so each delta is its whole new
+    value -- even one that happens to be above its old baseline (differenced on its own,
+    it would be counted short). First sight (``previous`` None) is a baseline only."""
+    if previous is None:
+        return tuple(0.0 for _ in current)
+    if any(c < p for p, c in zip(previous, current, strict=True)):
+        return tuple(current)
+    return tuple(counter_delta(p, c) for p, c in zip(previous, current, strict=True))

@@ -72,6 +72,9 @@ class VllmBehaviour:
     count_ttft: bool = True  # observe TTFT into the histogram
     ttft_report_scale: float = 1.0  # record TTFT x this (an engine whose clock lies)
     requests_waiting: float = 0.0  # the vllm:num_requests_waiting gauge
+    # V1's engine-time families (off by default: the page stays what other tests expect)
+    engine_time: bool = False  # request_{prefill,decode}_time_seconds, prefix_cache_*
+    prefix_hit_tokens: int = 0  # per request, prompt tokens "found" in the prefix cache
 
 
 @dataclass
@@ -109,6 +112,10 @@ class _Engine:
         self.itl = _Hist(ITL_BUCKETS)
         self.e2e = _Hist(E2E_BUCKETS)
         self.queue = _Hist(E2E_BUCKETS)  # vLLM uses its request-latency buckets here too
+        self.prefill = _Hist(E2E_BUCKETS)  # ... and for prefill and decode time
+        self.decode = _Hist(E2E_BUCKETS)
+        self.prefix_queries = 0
+        self.prefix_hits = 0
         self.created = time.time()
 
 
@@ -271,6 +278,7 @@ class VllmStandIn:
                     role_sent = True
                 sent = 0
                 last = arrival
+                first_token = arrival
                 try:
                     if outer._stop.wait(b.first_token_delay_s):
                         return
@@ -316,6 +324,7 @@ class VllmStandIn:
                         with outer._lock:
                             eng = outer._engine
                             if i == 0:
+                                first_token = now
                                 if not b.lie_tokens:
                                     eng.prompt_tokens += n_prompt
                                 if b.count_ttft:
@@ -335,6 +344,12 @@ class VllmStandIn:
                         outer._engine.success["length"] += 1
                         outer._engine.e2e.observe(time.perf_counter() - arrival)
                         outer._engine.queue.observe(0.0)  # the stand-in never queues
+                        if b.engine_time:  # as V1 does for a finished request
+                            eng = outer._engine
+                            eng.prefill.observe(first_token - arrival)
+                            eng.decode.observe(last - first_token)
+                            eng.prefix_queries += n_prompt
+                            eng.prefix_hits += min(b.prefix_hit_tokens, n_prompt)
                     if not b.omit_done:
                         self._event("[DONE]")
                     self._chunk(b"")
@@ -385,7 +400,25 @@ class VllmStandIn:
                 inter_token_latency=e.itl.frozen(),
                 e2e_latency=e.e2e.frozen(),
                 queue_time=e.queue.frozen(),
+                **(
+                    {}
+                    if not self.behaviour.engine_time
+                    else {
+                        "prefix_cache_queries": float(e.prefix_queries),
+                        "prefix_cache_hits": float(e.prefix_hits),
+                        "prefill_time": e.prefill.frozen(),
+                        "decode_time": e.decode.frozen(),
+                    }
+                ),
             )
+
+    def engine_totals(self) -> tuple[float, float, float, float, float, float]:
+        """What the engine has observed so far: prefill and decode seconds (the histogram
+        sums), their request counts, prefix-cache queries and hits."""
+        with self._lock:
+            e = self._engine
+            return (e.prefill.total, e.decode.total, float(e.prefill.n), float(e.decode.n),
+                    float(e.prefix_queries), float(e.prefix_hits))  # fmt: skip
 
     def render_metrics(self) -> str:
         """vLLM >= 0.11 text, as prometheus_client writes it (labels model_name, engine)."""
@@ -421,6 +454,12 @@ class VllmStandIn:
                 ("vllm:prompt_tokens", e.prompt_tokens, "Number of prefill tokens processed."),
                 ("vllm:generation_tokens", e.generation_tokens,
                  "Number of generation tokens processed."),
+                *(() if not self.behaviour.engine_time else (
+                    ("vllm:prefix_cache_queries", e.prefix_queries,
+                     "Prefix cache queries, in terms of number of queried tokens."),
+                    ("vllm:prefix_cache_hits", e.prefix_hits,
+                     "Prefix cache hits, in terms of number of cached tokens."),
+                )),
             ):  # fmt: skip
                 family(f"{name}_total", "counter", help_)
                 out.append(f"{name}_total{{{lab}}} {_fmt(value)}")
@@ -450,6 +489,12 @@ class VllmStandIn:
                  "Histogram of e2e request latency in seconds."),
                 ("vllm:request_queue_time_seconds", e.queue,
                  "Histogram of time spent in WAITING phase for request."),
+                *(() if not self.behaviour.engine_time else (
+                    ("vllm:request_prefill_time_seconds", e.prefill,
+                     "Histogram of time spent in PREFILL phase for request."),
+                    ("vllm:request_decode_time_seconds", e.decode,
+                     "Histogram of time spent in DECODE phase for request."),
+                )),
             ):  # fmt: skip
                 family(name, "histogram", help_)
                 for le, c in zip(hist.bounds, hist.counts, strict=True):

@@ -17,6 +17,7 @@ from dataclasses import dataclass, replace
 from gpuledger.chargeback.attribution.claims import Claim
 from gpuledger.chargeback.attribution.shares import GpuAllocation, SplitPolicy, allocate
 from gpuledger.chargeback.ledger.accumulator import Accumulator, LifetimeTotals
+from gpuledger.chargeback.ledger.engine_time import EngineTimeAccumulator
 from gpuledger.chargeback.ledger.model import HOUR, LedgerStore, StoreError, hour_start
 from gpuledger.chargeback.ledger.spool import Spool
 from gpuledger.chargeback.ledger.tables import ProbeRecord
@@ -68,6 +69,7 @@ class Ledger:
         self.accumulator = Accumulator(node, max_gap_s=max_gap_s)
         self.tokens = TokenAccumulator(node)
         self.tenant_tokens = TenantTokenAccumulator(node)
+        self.engine_time = EngineTimeAccumulator(node)
         self._last_probe: dict[tuple[str, str], ProbeRecord] = {}
         self._stop = threading.Event()
         self._wake = threading.Event()
@@ -87,6 +89,8 @@ class Ledger:
         self.tokens.restore(token_rows, baselines)
         tenant_rows, tenant_baselines = self.spool.load_tenant_tokens(since)
         self.tenant_tokens.restore(tenant_rows, tenant_baselines)
+        engine_rows, engine_baselines = self.spool.load_engine_time(since)
+        self.engine_time.restore(engine_rows, engine_baselines)
         self._pending = self.spool.pending_count() + self.spool.pending_extra_count()
         if usage:
             log.info(
@@ -107,10 +111,15 @@ class Ledger:
         self.spool.write(usage, coverage)
 
     def observe_vllm(self, telemetry: VllmTelemetry) -> None:
-        """Token deltas from the engines' counters, into the current hour."""
-        self.tokens.observe(self._wall(), telemetry)
+        """Token deltas from the engines' counters, and prefill/decode seconds and
+        prefix-cache tokens from their histograms, into the current hour."""
+        wall = self._wall()
+        self.tokens.observe(wall, telemetry)
         rows, baselines = self.tokens.drain_dirty()
         self.spool.write_tokens(rows, baselines)
+        self.engine_time.observe(wall, telemetry)
+        engine_rows, engine_baselines = self.engine_time.drain_dirty()
+        self.spool.write_engine_time(engine_rows, engine_baselines)
 
     def observe_tenant_tokens(self, reading: GatewayReading) -> None:
         """Per-tenant token and request deltas from gateway counters, into the current
@@ -160,6 +169,7 @@ class Ledger:
             probes = self.spool.pending_probes()
             storage = self.spool.pending_storage_samples()
             tenant_rows = self.spool.pending_tenant_tokens()
+            engine_rows = self.spool.pending_engine_time()
             try:
                 if not self._migrated:  # here, not at start: a database that is down
                     self.store.migrate()  # when the agent starts must not stop it
@@ -171,6 +181,8 @@ class Ledger:
                 self.store.insert_storage_samples(storage)
                 if tenant_rows:
                     self.store.upsert_tenant_tokens(tenant_rows)
+                if engine_rows:
+                    self.store.upsert_engine_time(engine_rows)
             except StoreError as exc:
                 self._failures += 1
                 self._consecutive_failures += 1
@@ -189,6 +201,7 @@ class Ledger:
             self.spool.mark_probes_flushed(probes, seq)
             self.spool.mark_storage_flushed(storage, seq)
             self.spool.mark_tenant_tokens_flushed(tenant_rows, seq)
+            self.spool.mark_engine_time_flushed(engine_rows, seq)
             if self._last_error is not None:
                 log.info("ledger flush recovered")
             self._last_error = None
@@ -197,6 +210,7 @@ class Ledger:
             self.accumulator.forget_before(now_hour - RETAIN_HOURS * HOUR)
             self.tokens.forget_before(now_hour - RETAIN_HOURS * HOUR)
             self.tenant_tokens.forget_before(now_hour - RETAIN_HOURS * HOUR)
+            self.engine_time.forget_before(now_hour - RETAIN_HOURS * HOUR)
             self.spool.prune(now_hour - RETAIN_HOURS * HOUR)
             self.spool.prune_extra(now_hour - RETAIN_HOURS * HOUR)
             self.spool.prune_storage_samples(self._wall() - self.storage_retain_s)

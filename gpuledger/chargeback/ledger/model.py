@@ -13,6 +13,7 @@ from typing import Protocol
 
 from gpuledger.chargeback.ledger.tables import (
     CoverageRow,
+    EngineTimeRow,
     ProbeRecord,
     StorageSample,
     TenantTokenRow,
@@ -145,6 +146,35 @@ class TenantTokenGroup:
 
 
 @dataclass(frozen=True, slots=True)
+class EngineTimeGroup:
+    """Σ of one group of engine-time rows; a key not grouped by is None."""
+
+    prefill_seconds: float
+    decode_seconds: float
+    prefill_requests: float
+    decode_requests: float
+    prefix_cache_queries: float
+    prefix_cache_hits: float
+    node: str | None = None
+    namespace: str | None = None
+    service: str | None = None
+    model_name: str | None = None
+    hour: str | None = None
+
+    @classmethod
+    def from_row(cls, row: Mapping[str, object]) -> EngineTimeGroup:
+        return cls(
+            prefill_seconds=_float(row["prefill_seconds"]),
+            decode_seconds=_float(row["decode_seconds"]),
+            prefill_requests=_float(row["prefill_requests"]),
+            decode_requests=_float(row["decode_requests"]),
+            prefix_cache_queries=_float(row["prefix_cache_queries"]),
+            prefix_cache_hits=_float(row["prefix_cache_hits"]),
+            **{k: _opt_str(row[k]) for k in ENGINE_GROUP_KEYS if k in row},
+        )
+
+
+@dataclass(frozen=True, slots=True)
 class ProbeVerdictGroup:
     """Probes of one (namespace, service, model) and how their verdicts came out."""
 
@@ -224,6 +254,10 @@ USAGE_GROUP_KEYS = ("node", "gpu_uuid", "gpu_model", "namespace", "service", "ho
 TOKEN_GROUP_KEYS = ("node", "namespace", "service", "model_name", "hour")
 TENANT_GROUP_KEYS = ("node", "namespace", "service", "model_name", "tenant", "hour")
 """What ``/api/v1/usage`` may group by."""
+ENGINE_GROUP_KEYS = ("node", "namespace", "service", "model_name", "hour")
+"""What ``LedgerStore.engine_time`` may group by."""
+ENGINE_TOTALS = ("prefill_seconds", "decode_seconds", "prefill_requests", "decode_requests",
+                 "prefix_cache_queries", "prefix_cache_hits")  # fmt: skip
 
 
 class StoreError(Exception):
@@ -297,6 +331,22 @@ class LedgerStore(Protocol):
     ) -> list[TenantTokenGroup]:
         """Sums of requests and token kinds over ``[start, end)`` grouped by any of
         TENANT_GROUP_KEYS, aggregated in SQL."""
+        ...
+
+    def upsert_engine_time(self, rows: Sequence[EngineTimeRow]) -> None:
+        """Engine prefill/decode/prefix-cache running totals, same GREATEST rule as usage."""
+        ...
+
+    def engine_time(
+        self,
+        start: datetime,
+        end: datetime,
+        group_by: Sequence[str],
+        *,
+        node: str | None = None,
+    ) -> list[EngineTimeGroup]:
+        """Sums of the engine-time totals over ``[start, end)`` grouped by any of
+        ENGINE_GROUP_KEYS, aggregated in SQL."""
         ...
 
     def close(self) -> None: ...

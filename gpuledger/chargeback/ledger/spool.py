@@ -25,6 +25,7 @@ from typing import Any, TypeVar
 from gpuledger.chargeback.ledger.sqlite_sql import cols, column_def, insert, key_where, q
 from gpuledger.chargeback.ledger.tables import (
     COVERAGE,
+    ENGINE_TIME,
     PROBES,
     STORAGE,
     TABLES,
@@ -32,6 +33,7 @@ from gpuledger.chargeback.ledger.tables import (
     TOKENS,
     USAGE,
     CoverageRow,
+    EngineTimeRow,
     ProbeRecord,
     Role,
     StorageSample,
@@ -83,6 +85,7 @@ CREATE TABLE IF NOT EXISTS spool_token_baselines (
     series TEXT PRIMARY KEY, prompt REAL NOT NULL, generation REAL NOT NULL
 );
 CREATE TABLE IF NOT EXISTS spool_tenant_baselines (series TEXT PRIMARY KEY, value REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS spool_engine_baselines (series TEXT PRIMARY KEY, value REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS spool_meta (k TEXT PRIMARY KEY, v INTEGER NOT NULL);
 INSERT OR IGNORE INTO spool_meta (k, v) VALUES ('seq', 0);
 """
@@ -97,6 +100,11 @@ _LOAD_TOKENS = _select(TOKENS, "hour_start >= ?")
 _LOAD_TENANT_TOKENS = _select(TENANT_TOKENS, "hour_start >= ?")
 _UPSERT_TENANT_BASELINE = (
     "INSERT INTO spool_tenant_baselines (series, value) VALUES (?,?) "
+    "ON CONFLICT (series) DO UPDATE SET value=excluded.value"
+)
+_LOAD_ENGINE_TIME = _select(ENGINE_TIME, "hour_start >= ?")
+_UPSERT_ENGINE_BASELINE = (
+    "INSERT INTO spool_engine_baselines (series, value) VALUES (?,?) "
     "ON CONFLICT (series) DO UPDATE SET value=excluded.value"
 )
 _UPSERT_BASELINE = (
@@ -242,6 +250,33 @@ class Spool:
             }
         return rows, baselines
 
+    def write_engine_time(self, rows: Sequence[EngineTimeRow], baselines: dict[str, float]) -> None:
+        """Engine-time running totals and the histogram/counter baselines they were
+        computed from, in one transaction (a restart never re-counts or skips a delta)."""
+        if not rows and not baselines:
+            return
+        with self._transaction() as db:
+            (seq,) = db.execute(_NEXT_SEQ).fetchone()
+            self._upsert(db, ENGINE_TIME, rows, seq)
+            db.executemany(_UPSERT_ENGINE_BASELINE, list(baselines.items()))
+
+    def pending_engine_time(self, limit: int = 50_000) -> list[EngineTimeRow]:
+        with self._lock:
+            return self._rows(ENGINE_TIME, _PENDING[ENGINE_TIME.spool], limit)
+
+    def mark_engine_time_flushed(self, rows: Sequence[EngineTimeRow], seq: int) -> None:
+        with self._lock:
+            self._mark(self._db, ENGINE_TIME, rows, seq)
+
+    def load_engine_time(self, since_hour: int) -> tuple[list[EngineTimeRow], dict[str, float]]:
+        with self._lock:
+            rows = self._rows(ENGINE_TIME, _LOAD_ENGINE_TIME, since_hour)
+            baselines = {
+                str(k): float(v)
+                for k, v in self._db.execute("SELECT series, value FROM spool_engine_baselines")
+            }
+        return rows, baselines
+
     def write_probe(self, record: ProbeRecord) -> None:
         with self._transaction() as db:
             (seq,) = db.execute(_NEXT_SEQ).fetchone()
@@ -335,7 +370,10 @@ class Spool:
             (n,) = self._db.execute(
                 "SELECT count(*) FROM spool_tenant_tokens WHERE seq > flushed_seq"
             ).fetchone()
-        return int(t) + int(p) + int(g) + int(n)
+            (e,) = self._db.execute(
+                "SELECT count(*) FROM spool_engine_time WHERE seq > flushed_seq"
+            ).fetchone()
+        return int(t) + int(p) + int(g) + int(n) + int(e)
 
     def prune_extra(self, before_hour: int) -> None:
         with self._lock:
@@ -349,6 +387,10 @@ class Spool:
             )
             self._db.execute(
                 "DELETE FROM spool_tenant_tokens WHERE hour_start < ? AND seq <= flushed_seq",
+                (before_hour,),
+            )
+            self._db.execute(
+                "DELETE FROM spool_engine_time WHERE hour_start < ? AND seq <= flushed_seq",
                 (before_hour,),
             )
 

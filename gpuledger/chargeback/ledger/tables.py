@@ -217,6 +217,35 @@ class TenantTokenRow:
                 self.tenant)  # fmt: skip
 
 
+@dataclass(frozen=True, slots=True)
+class EngineTimeRow:
+    """Running totals of the engine's own time accounting for one service's model in an
+    hour, from vLLM's histograms and counters (summed over its endpoints and engines).
+
+    ``prefill_seconds``/``decode_seconds`` are the ``_sum`` deltas of
+    ``vllm:request_prefill_time_seconds``/``request_decode_time_seconds`` and
+    ``*_requests`` their ``_count`` deltas; ``prefix_cache_*`` are prompt tokens looked up
+    in / found in the prefix cache. They include the agent's own probe requests. Facts
+    only: the report turns them into per-token weights (prompt, cached prompt,
+    generation) for that hour; the ledger never does."""
+
+    hour_start: int = field(metadata=key(HOUR))
+    node: str = field(metadata=key(TEXT))
+    namespace: str = field(metadata=key(TEXT))
+    service: str = field(metadata=key(TEXT))
+    model_name: str = field(metadata=key(TEXT))
+    prefill_seconds: float = field(metadata=total())
+    decode_seconds: float = field(metadata=total())
+    prefill_requests: float = field(metadata=total())
+    decode_requests: float = field(metadata=total())
+    prefix_cache_queries: float = field(metadata=total())
+    prefix_cache_hits: float = field(metadata=total())
+
+    @property
+    def key(self) -> tuple[int, str, str, str, str]:
+        return (self.hour_start, self.node, self.namespace, self.service, self.model_name)
+
+
 _MEASURED = label(REAL, nullable=True)
 _COUNTED = label(INT, nullable=True)
 
@@ -462,7 +491,16 @@ TENANT_TOKENS: Table[TenantTokenRow] = Table(
     key=("hour_start", "node", "namespace", "service", "model_name", "tenant"),
 )
 
-TABLES: tuple[Table[Any], ...] = (USAGE, COVERAGE, TOKENS, PROBES, STORAGE, TENANT_TOKENS)
+ENGINE_TIME: Table[EngineTimeRow] = Table(
+    EngineTimeRow,
+    store="ledger_engine_time",
+    spool="spool_engine_time",
+    key=("hour_start", "node", "namespace", "service", "model_name"),
+)
+
+TABLES: tuple[Table[Any], ...] = (
+    USAGE, COVERAGE, TOKENS, PROBES, STORAGE, TENANT_TOKENS, ENGINE_TIME,
+)  # fmt: skip
 """Every ledger table, in the order migrations created them."""
 
 UPDATED_AT = "updated_at"

@@ -28,6 +28,7 @@ from gpuledger.chargeback.ledger.spool import Spool
 from gpuledger.chargeback.ledger.store import open_store
 from gpuledger.chargeback.ledger.tables import (
     CoverageRow,
+    EngineTimeRow,
     ProbeRecord,
     StorageSample,
     TenantTokenRow,
@@ -80,6 +81,11 @@ class FlakyStore:
         if self.down:
             raise StoreError("store is down (test)")
         self.real.upsert_tenant_tokens(rows)
+
+    def upsert_engine_time(self, rows: Sequence[EngineTimeRow]) -> None:
+        if self.down:
+            raise StoreError("store is down (test)")
+        self.real.upsert_engine_time(rows)
 
     def usage(self, *a: object, **k: object) -> list[UsageGroup]:
         return self.real.usage(*a, **k)  # type: ignore[arg-type]

@@ -85,11 +85,12 @@ def test_migrate_takes_the_previous_ledger_to_the_current_version(tmp_path: Path
         assert store.applied_versions() == list(range(1, SCHEMA_VERSION + 1))
     assert set(before) <= set(after)  # nothing the old release wrote changed or went away
     added = sorted(name for _, name, _, _ in set(after) - set(before))
-    assert added == ["ledger_tenant_tokens"]  # WITHOUT ROWID: its key is the table
+    added_tables = ["ledger_engine_time", "ledger_tenant_tokens"]
+    assert added == added_tables  # WITHOUT ROWID: their key is the table
     assert _schema(path) == after
     rows_after = _tables(path)
-    assert rows_after.pop("ledger_tenant_tokens") == []
-    assert rows_after == {k: v for k, v in rows_before.items() if k != "ledger_tenant_tokens"}
+    assert [rows_after.pop(t) for t in added_tables] == [[], []]
+    assert rows_after == {k: v for k, v in rows_before.items() if k not in added_tables}
     with sqlite3.connect(path) as conn:
         again = conn.execute("SELECT version, applied_at FROM schema_migrations").fetchall()
     assert again[:PREV_VERSION] == applied
@@ -133,4 +134,5 @@ def test_previous_spool_flushes_identically(tmp_path: Path) -> None:
         spool.close()
     tables = _tables(tmp_path / "fresh.db")
     assert tables.pop("ledger_tenant_tokens") == []  # added since; the old spool has none
+    assert tables.pop("ledger_engine_time") == []
     assert json.loads(json.dumps(tables)) == expected["tables"]

@@ -17,6 +17,7 @@ from gpuledger.chargeback.ledger.sqlite_sql import q
 from gpuledger.chargeback.ledger.store import sqlite as store_sqlite
 from gpuledger.chargeback.ledger.tables import (
     COVERAGE,
+    ENGINE_TIME,
     PROBES,
     STORAGE,
     TABLES,
@@ -24,6 +25,7 @@ from gpuledger.chargeback.ledger.tables import (
     TOKENS,
     USAGE,
     CoverageRow,
+    EngineTimeRow,
     ProbeRecord,
     Role,
     StorageSample,
@@ -61,6 +63,7 @@ SAMPLES: list[tuple[Any, Any]] = [
     ),
     (STORAGE, StorageSample(60.5, "n1", "db", "public", "t", 1024)),
     (TENANT_TOKENS, TenantTokenRow(3600, "n1", "ns", "svc", "m", "team-a", 3, 100, 40.0, 7)),
+    (ENGINE_TIME, EngineTimeRow(3600, "n1", "ns", "svc", "m", 1.5, 12.25, 3, 3, 300, 128)),
 ]
 
 
@@ -120,6 +123,11 @@ def test_roles_are_the_documented_semantics() -> None:
                                              "model_name", "tenant")  # fmt: skip
     tenant_totals = ("requests", "prompt_tokens", "cached_prompt_tokens", "generation_tokens")
     assert TENANT_TOKENS.names(Role.TOTAL) == tenant_totals
+    assert ENGINE_TIME.names(Role.KEY) == TOKENS.names(Role.KEY)
+    assert ENGINE_TIME.names(Role.TOTAL) == (
+        "prefill_seconds", "decode_seconds", "prefill_requests", "decode_requests",
+        "prefix_cache_queries", "prefix_cache_hits",
+    )  # fmt: skip
 
 
 def test_sqlite_migrations_build_the_declared_schema(tmp_path: Path) -> None:
@@ -143,14 +151,16 @@ def test_sqlite_migrations_build_the_declared_schema(tmp_path: Path) -> None:
 def test_a_fresh_spool_has_the_previous_releases_schema(tmp_path: Path) -> None:
     """The spool's tables are derived now; in a new spool file every table the previous
     release had must be laid out exactly as that release laid it out (the format does not
-    change); the tables added since (tenant tokens and their counter baselines) come on top."""
+    change); the tables added since (tenant tokens, engine time and their counter baselines)
+    come on top."""
     old = tmp_path / "old.db"
     shutil.copy(FIXTURES / "ledger-prev" / "spool.db", old)
     Spool(tmp_path / "new.db").close()
     with sqlite3.connect(old) as a, sqlite3.connect(tmp_path / "new.db") as b:
         query = "SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY 1"
         names = [r[0] for r in a.execute(query)]
-        added = ["spool_tenant_baselines", "spool_tenant_tokens"]
+        added = ["spool_engine_baselines", "spool_engine_time", "spool_tenant_baselines",
+                 "spool_tenant_tokens"]  # fmt: skip
         assert [r[0] for r in b.execute(query)] == sorted([*names, *added])
         assert {t.spool for t in TABLES} <= {*names, *added}
         assert _sqlite_schema(a, names) == _sqlite_schema(b, names)

@@ -24,6 +24,7 @@ from typing import Protocol
 from urllib.parse import unquote
 
 from gpuledger.chargeback.ledger.model import (
+    ENGINE_GROUP_KEYS,
     TENANT_GROUP_KEYS,
     TOKEN_GROUP_KEYS,
     USAGE_GROUP_KEYS,
@@ -48,12 +49,15 @@ TOKEN_GROUP_COLUMNS["hour"] = "hour_start"
 TENANT_GROUP_COLUMNS: dict[str, str] = {key: key for key in TENANT_GROUP_KEYS}
 TENANT_GROUP_COLUMNS["hour"] = "hour_start"
 
+ENGINE_GROUP_COLUMNS: dict[str, str] = {key: key for key in ENGINE_GROUP_KEYS}
+ENGINE_GROUP_COLUMNS["hour"] = "hour_start"
+
 PROBE_LATENCY_METRICS = ("ttft_s", "tpot_s", "e2e_s")
 """What ``probe_latency`` takes a quantile of."""
 QUANTILE_EPS = 1e-9
 """``CUME_DIST() >= q - eps``: k/N computed in floating point may land a hair below q."""
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 """The newest migration version both backends define."""
 
 SECONDS_PER_HOUR = 3600.0
@@ -155,6 +159,20 @@ def check_tenant_group_by(group_by: Sequence[str]) -> tuple[str, ...]:
             raise ValueError(
                 f"unknown group_by key {key!r} for tenant tokens; "
                 f"use any of {', '.join(TENANT_GROUP_KEYS)}"
+            )
+    return tuple(dict.fromkeys(group_by))
+
+
+def check_engine_group_by(group_by: Sequence[str]) -> tuple[str, ...]:
+    """``group_by`` for engine time without duplicates; ValueError naming an unknown key
+    (a bare string is refused: it would be read as its characters)."""
+    if isinstance(group_by, str):
+        raise TypeError("group_by must be a sequence of keys, not a string")
+    for key in group_by:
+        if key not in ENGINE_GROUP_COLUMNS:
+            raise ValueError(
+                f"unknown group_by key {key!r} for engine time; "
+                f"use any of {', '.join(ENGINE_GROUP_KEYS)}"
             )
     return tuple(dict.fromkeys(group_by))
 

@@ -24,6 +24,7 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 
 from gpuledger.chargeback.ledger.model import (
     CoverageGroup,
+    EngineTimeGroup,
     InvariantViolation,
     ProbeLatencyGroup,
     ProbeVerdictGroup,
@@ -33,6 +34,7 @@ from gpuledger.chargeback.ledger.model import (
     UsageGroup,
 )
 from gpuledger.chargeback.ledger.store.common import (
+    ENGINE_GROUP_COLUMNS,
     GROUP_COLUMNS,
     MIGRATIONS_TABLE,
     PROBE_LATENCY_METRICS,
@@ -41,6 +43,7 @@ from gpuledger.chargeback.ledger.store.common import (
     TENANT_GROUP_COLUMNS,
     TOKEN_GROUP_COLUMNS,
     aware_utc,
+    check_engine_group_by,
     check_group_by,
     check_tenant_group_by,
     check_token_group_by,
@@ -51,6 +54,7 @@ from gpuledger.chargeback.ledger.store.postgres_sql import (
     MIGRATIONS,
     UPSERT_COVERAGE_TEMP,
     UPSERT_COVERAGE_VALUES,
+    UPSERT_ENGINE_TIME,
     UPSERT_PROBES,
     UPSERT_TENANT_TOKENS,
     UPSERT_TOKENS,
@@ -64,12 +68,14 @@ from gpuledger.chargeback.ledger.store.postgres_sql import (
 )
 from gpuledger.chargeback.ledger.tables import (
     COVERAGE,
+    ENGINE_TIME,
     PROBES,
     STORAGE,
     TENANT_TOKENS,
     TOKENS,
     USAGE,
     CoverageRow,
+    EngineTimeRow,
     ProbeRecord,
     Role,
     StorageSample,
@@ -258,6 +264,14 @@ class PostgresLedgerStore:
         with self._connection(what) as conn, conn.transaction(), conn.cursor() as cur:
             cur.executemany(UPSERT_PROBES, params)
 
+    def upsert_engine_time(self, rows: Sequence[EngineTimeRow]) -> None:
+        params = [ENGINE_TIME.values(r) for r in ENGINE_TIME.merge(rows)]
+        if not params:
+            return
+        what = f"upsert of {len(params)} engine time rows"
+        with self._connection(what) as conn, conn.transaction(), conn.cursor() as cur:
+            cur.executemany(UPSERT_ENGINE_TIME, params)
+
     def upsert_tenant_tokens(self, rows: Sequence[TenantTokenRow]) -> None:
         params = [TENANT_TOKENS.values(r) for r in TENANT_TOKENS.merge(rows)]
         if not params:
@@ -267,6 +281,20 @@ class PostgresLedgerStore:
             cur.executemany(UPSERT_TENANT_TOKENS, params)
 
     # -- reads --------------------------------------------------------------------------
+
+    def engine_time(
+        self,
+        start: datetime,
+        end: datetime,
+        group_by: Sequence[str],
+        *,
+        node: str | None = None,
+    ) -> list[EngineTimeGroup]:
+        rows = self._grouped_sums(
+            "engine time query", ENGINE_TIME.store, check_engine_group_by(group_by),
+            ENGINE_GROUP_COLUMNS, ENGINE_TIME.names(Role.TOTAL), start, end, node,
+        )  # fmt: skip
+        return [EngineTimeGroup.from_row(r) for r in rows]
 
     def tenant_tokens(
         self,

@@ -18,6 +18,7 @@ from psycopg import sql
 
 from gpuledger.chargeback.ledger.tables import (
     COVERAGE,
+    ENGINE_TIME,
     PROBES,
     STORAGE,
     TENANT_TOKENS,
@@ -210,12 +211,37 @@ def migration_5() -> list[sql.Composed]:
     ]  # fmt: skip
 
 
+def migration_6() -> list[sql.Composed]:
+    """The engine's cost weights (issue 14): per (hour, service, model) prefill and
+    decode seconds and requests, prefix-cache queries and hits, from vLLM."""
+    totals = sql.SQL(", ").join(
+        sql.SQL("{} double precision NOT NULL DEFAULT 0").format(I(n))
+        for n in ("prefill_seconds", "decode_seconds", "prefill_requests", "decode_requests",
+                  "prefix_cache_queries", "prefix_cache_hits")
+    )  # fmt: skip
+    return [
+        sql.SQL(
+            "CREATE TABLE {t} ("
+            " {hour_start} timestamptz NOT NULL, {node} text NOT NULL,"
+            " {namespace} text NOT NULL, {service} text NOT NULL, {model} text NOT NULL,"
+            " {totals}, {updated_at} timestamptz NOT NULL DEFAULT now(),"
+            " CONSTRAINT {pkey} PRIMARY KEY ({key}))"
+        ).format(
+            t=I("ledger_engine_time"), hour_start=I("hour_start"), node=I("node"),
+            namespace=I("namespace"), service=I("service"), model=I("model_name"),
+            totals=totals, updated_at=I("updated_at"), pkey=I("ledger_engine_time_pkey"),
+            key=cols(("hour_start", "node", "namespace", "service", "model_name")),
+        )
+    ]  # fmt: skip
+
+
 MIGRATIONS: tuple[tuple[int, list[sql.Composed]], ...] = (
     (1, migration_1()),
     (2, migration_2()),
     (3, migration_3()),
     (4, migration_4()),
     (5, migration_5()),
+    (6, migration_6()),
 )
 """Versioned migrations, applied in order, each once, in one transaction under an
 advisory lock (two agents starting at once serialize; the second finds nothing to do)."""
@@ -321,6 +347,7 @@ UPSERT_TOKENS = upsert_statement(TOKENS, values_source(TOKENS))
 UPSERT_PROBES = upsert_statement(PROBES, values_source(PROBES))
 INSERT_STORAGE = upsert_statement(STORAGE, values_source(STORAGE))
 UPSERT_TENANT_TOKENS = upsert_statement(TENANT_TOKENS, values_source(TENANT_TOKENS))
+UPSERT_ENGINE_TIME = upsert_statement(ENGINE_TIME, values_source(ENGINE_TIME))
 
 
 ISO_HOUR = "to_char({col} AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"')"

@@ -21,6 +21,7 @@ from typing import Any
 
 from gpuledger.chargeback.ledger.model import (
     CoverageGroup,
+    EngineTimeGroup,
     InvariantViolation,
     ProbeLatencyGroup,
     ProbeVerdictGroup,
@@ -31,6 +32,7 @@ from gpuledger.chargeback.ledger.model import (
 )
 from gpuledger.chargeback.ledger.sqlite_sql import cols, column_def, insert, q
 from gpuledger.chargeback.ledger.store.common import (
+    ENGINE_GROUP_COLUMNS,
     GROUP_COLUMNS,
     MIGRATIONS_TABLE,
     PROBE_LATENCY_METRICS,
@@ -38,14 +40,17 @@ from gpuledger.chargeback.ledger.store.common import (
     SECONDS_PER_HOUR,
     TENANT_GROUP_COLUMNS,
     TOKEN_GROUP_COLUMNS,
+    check_engine_group_by,
     check_group_by,
     check_tenant_group_by,
     check_token_group_by,
     pivot_probe_latency,
     unix_seconds,
 )
+from gpuledger.chargeback.ledger.store.sqlite_migrations import MIGRATIONS
 from gpuledger.chargeback.ledger.tables import (
     COVERAGE,
+    ENGINE_TIME,
     PROBES,
     STORAGE,
     TENANT_TOKENS,
@@ -53,6 +58,7 @@ from gpuledger.chargeback.ledger.tables import (
     UPDATED_AT,
     USAGE,
     CoverageRow,
+    EngineTimeRow,
     Index,
     ProbeRecord,
     Role,
@@ -62,166 +68,6 @@ from gpuledger.chargeback.ledger.tables import (
     TokenRow,
     UsageRow,
 )
-
-_cols = cols
-
-# The migrations are history: each creates what its version had, in literal names, and
-# never changes once released. What the newest version must look like is derived from
-# the declarations (create_statements below); a test checks that both agree.
-_USAGE_KEY = ("hour_start", "node", "gpu_uuid", "namespace", "service")
-_COVERAGE_KEY = ("hour_start", "node", "gpu_uuid")
-_TOKENS_KEY = ("hour_start", "node", "namespace", "service", "model_name")
-_PROBES_KEY_V2 = ("node", "endpoint", "started_unix")
-_PROBES_COLUMNS_V2 = (
-    "node", "endpoint", "started_unix", "namespace", "service", "model_name", "ok", "reason",
-    "ttft_s", "tpot_s", "e2e_s", "output_tokens_per_s", "prompt_tokens", "completion_tokens",
-    "tokens_counted", "ttft_histogram_moved", "ttft_agrees", "updated_at",
-)  # fmt: skip
-_STORAGE_KEY = ("node", "database", "schema", "table_name", "ts")
-
-MIGRATIONS: tuple[tuple[int, tuple[str, ...]], ...] = (
-    (
-        1,
-        (
-            f"""CREATE TABLE {q("ledger_usage")} (
-                {q("hour_start")} INTEGER NOT NULL,
-                {q("node")} TEXT NOT NULL,
-                {q("gpu_uuid")} TEXT NOT NULL,
-                {q("namespace")} TEXT NOT NULL,
-                {q("service")} TEXT NOT NULL,
-                {q("gpu_model")} TEXT NOT NULL DEFAULT '',
-                {q("mig_profile")} TEXT NOT NULL DEFAULT '',
-                {q("allocated_gpu_seconds")} REAL NOT NULL DEFAULT 0,
-                {q("busy_gpu_seconds")} REAL NOT NULL DEFAULT 0,
-                {q("energy_joules")} REAL NOT NULL DEFAULT 0,
-                {q("updated_at")} INTEGER NOT NULL,
-                PRIMARY KEY ({_cols(_USAGE_KEY)})
-            ) WITHOUT ROWID""",
-            f"CREATE INDEX {q('ledger_usage_node_hour_idx')} "
-            f"ON {q('ledger_usage')} ({q('node')}, {q('hour_start')})",
-            f"""CREATE TABLE {q("ledger_coverage")} (
-                {q("hour_start")} INTEGER NOT NULL,
-                {q("node")} TEXT NOT NULL,
-                {q("gpu_uuid")} TEXT NOT NULL,
-                {q("gpu_model")} TEXT NOT NULL DEFAULT '',
-                {q("observed_seconds")} REAL NOT NULL DEFAULT 0,
-                {q("updated_at")} INTEGER NOT NULL,
-                PRIMARY KEY ({_cols(_COVERAGE_KEY)})
-            ) WITHOUT ROWID""",
-        ),
-    ),
-)
-MIGRATIONS += (
-    (
-        2,
-        (
-            f"""CREATE TABLE {q("ledger_tokens")} (
-                {q("hour_start")} INTEGER NOT NULL,
-                {q("node")} TEXT NOT NULL,
-                {q("namespace")} TEXT NOT NULL,
-                {q("service")} TEXT NOT NULL,
-                {q("model_name")} TEXT NOT NULL,
-                {q("prompt_tokens")} REAL NOT NULL DEFAULT 0,
-                {q("generation_tokens")} REAL NOT NULL DEFAULT 0,
-                {q("probe_prompt_tokens")} REAL NOT NULL DEFAULT 0,
-                {q("probe_generation_tokens")} REAL NOT NULL DEFAULT 0,
-                {q("updated_at")} INTEGER NOT NULL,
-                PRIMARY KEY ({_cols(_TOKENS_KEY)})
-            ) WITHOUT ROWID""",
-            f"""CREATE TABLE {q("probe_results")} (
-                {q("node")} TEXT NOT NULL,
-                {q("endpoint")} TEXT NOT NULL,
-                {q("started_unix")} REAL NOT NULL,
-                {q("namespace")} TEXT NOT NULL,
-                {q("service")} TEXT NOT NULL,
-                {q("model_name")} TEXT NOT NULL,
-                {q("ok")} INTEGER NOT NULL,
-                {q("reason")} TEXT,
-                {q("ttft_s")} REAL, {q("tpot_s")} REAL, {q("e2e_s")} REAL,
-                {q("output_tokens_per_s")} REAL,
-                {q("prompt_tokens")} INTEGER, {q("completion_tokens")} INTEGER,
-                {q("tokens_counted")} INTEGER, {q("ttft_histogram_moved")} INTEGER,
-                {q("ttft_agrees")} INTEGER,
-                {q("updated_at")} INTEGER NOT NULL,
-                PRIMARY KEY ({_cols(_PROBES_KEY_V2)})
-            ) WITHOUT ROWID""",
-            f"CREATE INDEX {q('probe_results_started_idx')} "
-            f"ON {q('probe_results')} ({q('started_unix')})",
-        ),
-    ),
-)
-MIGRATIONS += (
-    (
-        3,
-        (
-            f"""CREATE TABLE {q("storage_samples")} (
-                {q("node")} TEXT NOT NULL,
-                {q("database")} TEXT NOT NULL,
-                {q("schema")} TEXT NOT NULL,
-                {q("table_name")} TEXT NOT NULL,
-                {q("ts")} REAL NOT NULL,
-                {q("bytes")} INTEGER NOT NULL,
-                PRIMARY KEY ({_cols(_STORAGE_KEY)})
-            ) WITHOUT ROWID""",
-        ),
-    ),
-)
-MIGRATIONS += (
-    (
-        4,
-        (
-            # Probe records keyed by time first: every report reads a month of them by
-            # started_unix, and through the old (node, endpoint, started_unix) key each of a
-            # month's millions of index hits cost a second lookup into the table. Same key
-            # columns, so every ON CONFLICT target still matches.
-            f"""CREATE TABLE {q("probe_results_v4")} (
-                {q("node")} TEXT NOT NULL,
-                {q("endpoint")} TEXT NOT NULL,
-                {q("started_unix")} REAL NOT NULL,
-                {q("namespace")} TEXT NOT NULL,
-                {q("service")} TEXT NOT NULL,
-                {q("model_name")} TEXT NOT NULL,
-                {q("ok")} INTEGER NOT NULL,
-                {q("reason")} TEXT,
-                {q("ttft_s")} REAL, {q("tpot_s")} REAL, {q("e2e_s")} REAL,
-                {q("output_tokens_per_s")} REAL,
-                {q("prompt_tokens")} INTEGER, {q("completion_tokens")} INTEGER,
-                {q("tokens_counted")} INTEGER, {q("ttft_histogram_moved")} INTEGER,
-                {q("ttft_agrees")} INTEGER,
-                {q("updated_at")} INTEGER NOT NULL,
-                PRIMARY KEY ({q("started_unix")}, {q("node")}, {q("endpoint")})
-            ) WITHOUT ROWID""",
-            f"INSERT INTO {q('probe_results_v4')} SELECT {_cols(_PROBES_COLUMNS_V2)} "
-            f"FROM {q('probe_results')}",
-            f"DROP TABLE {q('probe_results')}",  # and probe_results_started_idx with it
-            f"ALTER TABLE {q('probe_results_v4')} RENAME TO {q('probe_results')}",
-        ),
-    ),
-)
-MIGRATIONS += (
-    (
-        5,
-        (
-            # Tenants of shared endpoints (issue 14): per-tenant token and request running
-            # totals from a gateway's counters or `gpuledger meter`.
-            f"""CREATE TABLE {q("ledger_tenant_tokens")} (
-                {q("hour_start")} INTEGER NOT NULL,
-                {q("node")} TEXT NOT NULL,
-                {q("namespace")} TEXT NOT NULL,
-                {q("service")} TEXT NOT NULL,
-                {q("model_name")} TEXT NOT NULL,
-                {q("tenant")} TEXT NOT NULL,
-                {q("requests")} REAL NOT NULL DEFAULT 0,
-                {q("prompt_tokens")} REAL NOT NULL DEFAULT 0,
-                {q("cached_prompt_tokens")} REAL NOT NULL DEFAULT 0,
-                {q("generation_tokens")} REAL NOT NULL DEFAULT 0,
-                {q("updated_at")} INTEGER NOT NULL,
-                PRIMARY KEY ({_cols((*_TOKENS_KEY, "tenant"))})
-            ) WITHOUT ROWID""",
-        ),
-    ),
-)
-"""Versioned migrations, applied in order, each once, inside one write transaction."""
 
 
 def create_statements(table: Table[Any]) -> list[str]:
@@ -260,6 +106,7 @@ _UPSERT_TOKENS = upsert_statement(TOKENS)
 _UPSERT_PROBES = upsert_statement(PROBES)
 _INSERT_STORAGE = upsert_statement(STORAGE)
 _UPSERT_TENANT_TOKENS = upsert_statement(TENANT_TOKENS)
+_UPSERT_ENGINE_TIME = upsert_statement(ENGINE_TIME)
 
 _ISO_HOUR = "strftime('%Y-%m-%dT%H:%M:%SZ', {col}, 'unixepoch')"
 
@@ -412,6 +259,12 @@ class SqliteLedgerStore:
         params = [(*PROBES.values(r), now) for r in rows]
         self._write_many(f"upsert of {len(params)} probe records", _UPSERT_PROBES, params)
 
+    def upsert_engine_time(self, rows: Sequence[EngineTimeRow]) -> None:
+        now = int(time.time())
+        params = [(*ENGINE_TIME.values(r), now) for r in ENGINE_TIME.merge(rows)]
+        what = f"upsert of {len(params)} engine time rows"
+        self._write_many(what, _UPSERT_ENGINE_TIME, params)
+
     def upsert_tenant_tokens(self, rows: Sequence[TenantTokenRow]) -> None:
         now = int(time.time())
         params = [(*TENANT_TOKENS.values(r), now) for r in TENANT_TOKENS.merge(rows)]
@@ -433,6 +286,20 @@ class SqliteLedgerStore:
             TOKENS.names(Role.TOTAL), start, end, node,
         )  # fmt: skip
         return [TokenGroup.from_row(r) for r in rows]
+
+    def engine_time(
+        self,
+        start: datetime,
+        end: datetime,
+        group_by: Sequence[str],
+        *,
+        node: str | None = None,
+    ) -> list[EngineTimeGroup]:
+        rows = self._grouped_sums(
+            "engine time query", ENGINE_TIME.store, check_engine_group_by(group_by),
+            ENGINE_GROUP_COLUMNS, ENGINE_TIME.names(Role.TOTAL), start, end, node,
+        )  # fmt: skip
+        return [EngineTimeGroup.from_row(r) for r in rows]
 
     def tenant_tokens(
         self,

@@ -1,0 +1,197 @@
+"""The SQLite store's migrations: frozen history, one entry per schema version.
+
+Each creates what its version had, in literal names, and never changes once released;
+what the newest version must look like is derived from the table declarations
+(``sqlite.create_statements``), and ``tests/chargeback/ledger/test_tables.py`` checks
+that both agree. Kept apart from the store so that history grows without the store
+module growing.
+"""
+
+# SQL text here is built only from literal names quoted by q(); no value is interpolated,
+# so S608 (string-built SQL) does not apply:
+# ruff: noqa: S608
+
+from __future__ import annotations
+
+from gpuledger.chargeback.ledger.sqlite_sql import cols, q
+
+_cols = cols
+
+_USAGE_KEY = ("hour_start", "node", "gpu_uuid", "namespace", "service")
+_COVERAGE_KEY = ("hour_start", "node", "gpu_uuid")
+_TOKENS_KEY = ("hour_start", "node", "namespace", "service", "model_name")
+_PROBES_KEY_V2 = ("node", "endpoint", "started_unix")
+_PROBES_COLUMNS_V2 = (
+    "node", "endpoint", "started_unix", "namespace", "service", "model_name", "ok", "reason",
+    "ttft_s", "tpot_s", "e2e_s", "output_tokens_per_s", "prompt_tokens", "completion_tokens",
+    "tokens_counted", "ttft_histogram_moved", "ttft_agrees", "updated_at",
+)  # fmt: skip
+_STORAGE_KEY = ("node", "database", "schema", "table_name", "ts")
+
+MIGRATIONS: tuple[tuple[int, tuple[str, ...]], ...] = (
+    (
+        1,
+        (
+            f"""CREATE TABLE {q("ledger_usage")} (
+                {q("hour_start")} INTEGER NOT NULL,
+                {q("node")} TEXT NOT NULL,
+                {q("gpu_uuid")} TEXT NOT NULL,
+                {q("namespace")} TEXT NOT NULL,
+                {q("service")} TEXT NOT NULL,
+                {q("gpu_model")} TEXT NOT NULL DEFAULT '',
+                {q("mig_profile")} TEXT NOT NULL DEFAULT '',
+                {q("allocated_gpu_seconds")} REAL NOT NULL DEFAULT 0,
+                {q("busy_gpu_seconds")} REAL NOT NULL DEFAULT 0,
+                {q("energy_joules")} REAL NOT NULL DEFAULT 0,
+                {q("updated_at")} INTEGER NOT NULL,
+                PRIMARY KEY ({_cols(_USAGE_KEY)})
+            ) WITHOUT ROWID""",
+            f"CREATE INDEX {q('ledger_usage_node_hour_idx')} "
+            f"ON {q('ledger_usage')} ({q('node')}, {q('hour_start')})",
+            f"""CREATE TABLE {q("ledger_coverage")} (
+                {q("hour_start")} INTEGER NOT NULL,
+                {q("node")} TEXT NOT NULL,
+                {q("gpu_uuid")} TEXT NOT NULL,
+                {q("gpu_model")} TEXT NOT NULL DEFAULT '',
+                {q("observed_seconds")} REAL NOT NULL DEFAULT 0,
+                {q("updated_at")} INTEGER NOT NULL,
+                PRIMARY KEY ({_cols(_COVERAGE_KEY)})
+            ) WITHOUT ROWID""",
+        ),
+    ),
+)
+MIGRATIONS += (
+    (
+        2,
+        (
+            f"""CREATE TABLE {q("ledger_tokens")} (
+                {q("hour_start")} INTEGER NOT NULL,
+                {q("node")} TEXT NOT NULL,
+                {q("namespace")} TEXT NOT NULL,
+                {q("service")} TEXT NOT NULL,
+                {q("model_name")} TEXT NOT NULL,
+                {q("prompt_tokens")} REAL NOT NULL DEFAULT 0,
+                {q("generation_tokens")} REAL NOT NULL DEFAULT 0,
+                {q("probe_prompt_tokens")} REAL NOT NULL DEFAULT 0,
+                {q("probe_generation_tokens")} REAL NOT NULL DEFAULT 0,
+                {q("updated_at")} INTEGER NOT NULL,
+                PRIMARY KEY ({_cols(_TOKENS_KEY)})
+            ) WITHOUT ROWID""",
+            f"""CREATE TABLE {q("probe_results")} (
+                {q("node")} TEXT NOT NULL,
+                {q("endpoint")} TEXT NOT NULL,
+                {q("started_unix")} REAL NOT NULL,
+                {q("namespace")} TEXT NOT NULL,
+                {q("service")} TEXT NOT NULL,
+                {q("model_name")} TEXT NOT NULL,
+                {q("ok")} INTEGER NOT NULL,
+                {q("reason")} TEXT,
+                {q("ttft_s")} REAL, {q("tpot_s")} REAL, {q("e2e_s")} REAL,
+                {q("output_tokens_per_s")} REAL,
+                {q("prompt_tokens")} INTEGER, {q("completion_tokens")} INTEGER,
+                {q("tokens_counted")} INTEGER, {q("ttft_histogram_moved")} INTEGER,
+                {q("ttft_agrees")} INTEGER,
+                {q("updated_at")} INTEGER NOT NULL,
+                PRIMARY KEY ({_cols(_PROBES_KEY_V2)})
+            ) WITHOUT ROWID""",
+            f"CREATE INDEX {q('probe_results_started_idx')} "
+            f"ON {q('probe_results')} ({q('started_unix')})",
+        ),
+    ),
+)
+MIGRATIONS += (
+    (
+        3,
+        (
+            f"""CREATE TABLE {q("storage_samples")} (
+                {q("node")} TEXT NOT NULL,
+                {q("database")} TEXT NOT NULL,
+                {q("schema")} TEXT NOT NULL,
+                {q("table_name")} TEXT NOT NULL,
+                {q("ts")} REAL NOT NULL,
+                {q("bytes")} INTEGER NOT NULL,
+                PRIMARY KEY ({_cols(_STORAGE_KEY)})
+            ) WITHOUT ROWID""",
+        ),
+    ),
+)
+MIGRATIONS += (
+    (
+        4,
+        (
+            # Probe records keyed by time first: every report reads a month of them by
+            # started_unix, and through the old (node, endpoint, started_unix) key each of a
+            # month's millions of index hits cost a second lookup into the table. Same key
+            # columns, so every ON CONFLICT target still matches.
+            f"""CREATE TABLE {q("probe_results_v4")} (
+                {q("node")} TEXT NOT NULL,
+                {q("endpoint")} TEXT NOT NULL,
+                {q("started_unix")} REAL NOT NULL,
+                {q("namespace")} TEXT NOT NULL,
+                {q("service")} TEXT NOT NULL,
+                {q("model_name")} TEXT NOT NULL,
+                {q("ok")} INTEGER NOT NULL,
+                {q("reason")} TEXT,
+                {q("ttft_s")} REAL, {q("tpot_s")} REAL, {q("e2e_s")} REAL,
+                {q("output_tokens_per_s")} REAL,
+                {q("prompt_tokens")} INTEGER, {q("completion_tokens")} INTEGER,
+                {q("tokens_counted")} INTEGER, {q("ttft_histogram_moved")} INTEGER,
+                {q("ttft_agrees")} INTEGER,
+                {q("updated_at")} INTEGER NOT NULL,
+                PRIMARY KEY ({q("started_unix")}, {q("node")}, {q("endpoint")})
+            ) WITHOUT ROWID""",
+            f"INSERT INTO {q('probe_results_v4')} SELECT {_cols(_PROBES_COLUMNS_V2)} "
+            f"FROM {q('probe_results')}",
+            f"DROP TABLE {q('probe_results')}",  # and probe_results_started_idx with it
+            f"ALTER TABLE {q('probe_results_v4')} RENAME TO {q('probe_results')}",
+        ),
+    ),
+)
+MIGRATIONS += (
+    (
+        5,
+        (
+            # Tenants of shared endpoints (issue 14): per-tenant token and request running
+            # totals from a gateway's counters or `gpuledger meter`.
+            f"""CREATE TABLE {q("ledger_tenant_tokens")} (
+                {q("hour_start")} INTEGER NOT NULL,
+                {q("node")} TEXT NOT NULL,
+                {q("namespace")} TEXT NOT NULL,
+                {q("service")} TEXT NOT NULL,
+                {q("model_name")} TEXT NOT NULL,
+                {q("tenant")} TEXT NOT NULL,
+                {q("requests")} REAL NOT NULL DEFAULT 0,
+                {q("prompt_tokens")} REAL NOT NULL DEFAULT 0,
+                {q("cached_prompt_tokens")} REAL NOT NULL DEFAULT 0,
+                {q("generation_tokens")} REAL NOT NULL DEFAULT 0,
+                {q("updated_at")} INTEGER NOT NULL,
+                PRIMARY KEY ({_cols((*_TOKENS_KEY, "tenant"))})
+            ) WITHOUT ROWID""",
+        ),
+    ),
+)
+"""Versioned migrations, applied in order, each once, inside one write transaction."""
+MIGRATIONS += (
+    (
+        6,
+        (
+            # The engine's cost weights (issue 14): per (hour, service, model) the prefill
+            # and decode seconds and prefix-cache tokens from vLLM's own histograms.
+            f"""CREATE TABLE {q("ledger_engine_time")} (
+                {q("hour_start")} INTEGER NOT NULL,
+                {q("node")} TEXT NOT NULL,
+                {q("namespace")} TEXT NOT NULL,
+                {q("service")} TEXT NOT NULL,
+                {q("model_name")} TEXT NOT NULL,
+                {q("prefill_seconds")} REAL NOT NULL DEFAULT 0,
+                {q("decode_seconds")} REAL NOT NULL DEFAULT 0,
+                {q("prefill_requests")} REAL NOT NULL DEFAULT 0,
+                {q("decode_requests")} REAL NOT NULL DEFAULT 0,
+                {q("prefix_cache_queries")} REAL NOT NULL DEFAULT 0,
+                {q("prefix_cache_hits")} REAL NOT NULL DEFAULT 0,
+                {q("updated_at")} INTEGER NOT NULL,
+                PRIMARY KEY ({_cols(_TOKENS_KEY)})
+            ) WITHOUT ROWID""",
+        ),
+    ),
+)
