@@ -12,14 +12,19 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+import httpx
 import kubernetes_validate
+import openai
 import pytest
 import yaml
 
 from gpuledger.agent.config import load_config
+from gpuledger.collectors.gateway.scrape import GatewayCollector
 from gpuledger.deploy.kubernetes.options import ManifestOptions
 from gpuledger.deploy.kubernetes.output import GENERATED_HEADER, write_manifests
 from gpuledger.meter.config import load_meter, parse_config
+from tests.support.meter_harness import MeterProcess, free_port
+from tests.support.openai_standin import OpenAIBehaviour, OpenAIStandIn
 from tests.support.paths import REPO_ROOT
 
 KUBERNETES_VERSION = "1.37"
@@ -252,3 +257,73 @@ def test_kustomize_builds_the_examples(tmp_path: Path) -> None:
     assert sorted(o["kind"] for o in objects) == sorted(
         yaml.safe_load(files[n])["kind"] for n in listed
     )
+
+
+def test_the_example_meter_runs_and_the_example_agent_entry_reads_its_tenants(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The example's meter.yaml run by the real CLI (only the addresses and the key
+    file's path moved to this machine) in front of a vLLM-format stand-in, the official
+    SDK as the callers, and the agent's gateway collector built from the example's
+    ``gateways:`` entry (its URL moved to the meter) reading what the meter counted."""
+    docs = docs_of(example_files(tmp_path / "out", ManifestOptions()))
+    dep, cm = one(docs, "Deployment"), one(docs, "ConfigMap")
+    vllm_args = container(dep, "vllm")["args"]
+    model = vllm_args[vllm_args.index("--model") + 1]
+    meter_yaml = yaml.safe_load(cm["data"]["meter.yaml"])
+    keys = tmp_path / "keys.yaml"
+    keys.write_text("sk-a-not-real: team-a\nsk-b-not-real: team-b\n", encoding="utf-8")
+    monkeypatch.setenv("NODE_NAME", "gpu-node-3")  # what spec.nodeName gives the sidecar
+    with OpenAIStandIn(OpenAIBehaviour(model=model, cached_tokens=2)) as up:
+        meter_yaml["upstream"] = up.url
+        meter_yaml["listen"] = {"host": "127.0.0.1", "port": free_port()}
+        meter_yaml["tenant"]["api_keys_file"] = str(keys)
+        config = tmp_path / "meter.yaml"
+        config.write_text(yaml.safe_dump(meter_yaml), encoding="utf-8")
+        with MeterProcess(config, tmp_path / "meter.log") as meter:
+            # the probe path the example uses answers 200 on the meter itself
+            assert httpx.get(meter.url + "/metrics", timeout=5).status_code == 200
+            section = docs["agent-gateways.yaml"]["gateways"]
+            section["endpoints"][0]["url"] = meter.url + "/metrics"
+            agent_yaml = tmp_path / "agent.yaml"
+            agent_yaml.write_text(yaml.safe_dump({"gateways": section}), encoding="utf-8")
+            collector = GatewayCollector(load_config(agent_yaml, environ={}).gateways)
+            try:
+
+                def call(key: str, n: int, stream: bool) -> None:
+                    client = openai.OpenAI(base_url=meter.url + "/v1", api_key=key)
+                    messages: Any = [{"role": "user", "content": "one two three"}]
+                    if stream:
+                        for _ in client.chat.completions.create(
+                            model=model, messages=messages, max_tokens=n, stream=True
+                        ):
+                            pass
+                    else:
+                        client.chat.completions.create(model=model, messages=messages, max_tokens=n)
+
+                call("sk-a-not-real", 4, stream=False)
+                call("sk-b-not-real", 3, stream=True)
+                collector.collect()  # the agent's first sight: a baseline per series
+                before = len(up.served)
+                call("sk-a-not-real", 5, stream=True)
+                call("sk-a-not-real", 6, stream=False)
+                call("sk-b-not-real", 7, stream=False)
+                reading = collector.collect()
+            finally:
+                collector.close()
+            log = meter.log()
+    served = up.served[before:]
+    assert len(served) == 3
+    expected = {
+        "team-a": (2, sum(s.prompt_tokens for s in served[:2]), 4, 11),
+        "team-b": (1, served[2].prompt_tokens, 2, 7),
+    }
+    got = {
+        t.tenant: (t.requests, t.prompt_tokens, t.cached_prompt_tokens, t.generation_tokens)
+        for t in reading.totals
+    }
+    assert got == expected
+    assert {(t.namespace, t.service, t.model_name) for t in reading.totals} == {
+        ("llm-prod", "chat-llama-70b", model)
+    }
+    assert "not-real" not in log  # the keys never reach the meter's logs
