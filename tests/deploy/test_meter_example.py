@@ -45,8 +45,11 @@ def docs_of(files: dict[str, str]) -> dict[str, dict[str, Any]]:
     return {name: yaml.safe_load(text) for name, text in files.items()}
 
 
-def one(docs: dict[str, dict[str, Any]], kind: str) -> dict[str, Any]:
-    (obj,) = [o for o in docs.values() if o.get("kind") == kind]
+def one(docs: dict[str, dict[str, Any]], kind: str, *, front: bool = False) -> dict[str, Any]:
+    """The sidecar example's object of ``kind`` (or the front alternative's)."""
+    (obj,) = [
+        o for n, o in docs.items() if o.get("kind") == kind and n.endswith("-front.yaml") is front
+    ]
     return obj
 
 
@@ -79,7 +82,11 @@ def test_examples_are_written_apart_from_the_base_and_say_so(tmp_path: Path) -> 
     assert not any("examples" in r for r in base["resources"])
     assert sorted(files) == sorted(
         [
+            "agent-gateways-front.yaml",
             "agent-gateways.yaml",
+            "configmap-meter-front.yaml",
+            "deployment-meter-front.yaml",
+            "service-meter-front.yaml",
             "configmap-meter.yaml",
             "deployment-endpoint.yaml",
             "kustomization.yaml",
@@ -91,8 +98,12 @@ def test_examples_are_written_apart_from_the_base_and_say_so(tmp_path: Path) -> 
         assert text.startswith(GENERATED_HEADER), name
         assert "EXAMPLE, not applied by the base's kustomization.yaml" in text, name
     kust = yaml.safe_load(files["kustomization.yaml"])
-    api_objects = sorted(n for n in files if n not in ("kustomization.yaml", "agent-gateways.yaml"))
-    assert sorted(kust["resources"]) == api_objects
+    sidecar = sorted(
+        n
+        for n in files
+        if n not in ("kustomization.yaml", "agent-gateways.yaml") and "front" not in n
+    )
+    assert sorted(kust["resources"]) == sidecar  # the front alternative is not listed
     # no Secret object, and no key: the key file is the operator's to create
     assert all("kind: Secret\n" not in t for t in files.values())
 
@@ -103,7 +114,7 @@ def test_every_example_object_passes_the_kubernetes_schema(
     _, docs = variant
     kinds = set()
     for name, obj in docs.items():
-        if name == "agent-gateways.yaml" or obj["kind"] in NOT_API_OBJECTS:
+        if name.startswith("agent-gateways") or obj["kind"] in NOT_API_OBJECTS:
             continue
         kinds.add(obj["kind"])
         try:
@@ -113,9 +124,12 @@ def test_every_example_object_passes_the_kubernetes_schema(
     assert kinds == {"ConfigMap", "Deployment", "Service", "NetworkPolicy"}
 
 
-def test_the_meter_sidecar_is_locked_down(variant: tuple[ManifestOptions, dict[str, Any]]) -> None:
+@pytest.mark.parametrize("front", [False, True])
+def test_the_meter_container_is_locked_down(
+    variant: tuple[ManifestOptions, dict[str, Any]], front: bool
+) -> None:
     options, docs = variant
-    dep = one(docs, "Deployment")
+    dep = one(docs, "Deployment", front=front)
     meter = container(dep, "meter")
     assert meter["image"] == options.image  # the agent's image
     assert meter["command"] == ["gpuledger"]
@@ -327,3 +341,44 @@ def test_the_example_meter_runs_and_the_example_agent_entry_reads_its_tenants(
         ("llm-prod", "chat-llama-70b", model)
     }
     assert "not-real" not in log  # the keys never reach the meter's logs
+
+
+def test_the_front_alternative_meters_the_endpoints_service(
+    variant: tuple[ManifestOptions, dict[str, Any]], tmp_path: Path
+) -> None:
+    """The meter as a Deployment of its own: its upstream is the endpoint's Service, its
+    Service reaches the meter, and its agent entry reads that Service's /metrics."""
+    _, docs = variant
+    dep, cm = one(docs, "Deployment", front=True), one(docs, "ConfigMap", front=True)
+    meter = container(dep, "meter")
+    assert [c["name"] for c in dep["spec"]["template"]["spec"]["containers"]] == ["meter"]
+    config_path = Path(meter["args"][meter["args"].index("--config") + 1])
+    assert volume_for(dep, meter, config_path)["configMap"]["name"] == cm["metadata"]["name"]
+    cfg = parse_config(yaml.safe_load(cm["data"][config_path.name]))
+    endpoint = one(docs, "Service")
+    upstream = urlsplit(cfg.upstream)
+    assert (
+        upstream.hostname
+        == f"{endpoint['metadata']['name']}.{endpoint['metadata']['namespace']}.svc"
+    )
+    assert upstream.port == endpoint["spec"]["ports"][0]["port"]
+    assert (cfg.service, cfg.namespace) == ("chat-llama-70b", "llm-prod")  # the endpoint's
+    assert cfg.tenant.api_keys_file is not None
+    assert volume_for(dep, meter, cfg.tenant.api_keys_file)["secret"]["secretName"]
+    svc = one(docs, "Service", front=True)
+    labels = dep["spec"]["template"]["metadata"]["labels"]
+    assert all(labels.get(k) == v for k, v in svc["spec"]["selector"].items())
+    assert not all(  # the endpoint's own Service does not select the meter
+        labels.get(k) == v for k, v in endpoint["spec"]["selector"].items()
+    )
+    assert svc["spec"]["ports"][0]["targetPort"] == meter["ports"][0]["name"]
+    local = tmp_path / "agent.yaml"
+    local.write_text(yaml.safe_dump(docs["agent-gateways-front.yaml"]), encoding="utf-8")
+    (entry,) = load_config(local, environ={}).gateways.endpoints
+    assert entry.preset == "gpuledger-meter"
+    url = urlsplit(entry.url)
+    assert url.hostname == f"{svc['metadata']['name']}.{svc['metadata']['namespace']}.svc"
+    assert url.port == svc["spec"]["ports"][0]["port"]
+    pod = dep["spec"]["template"]["spec"]
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["automountServiceAccountToken"] is False

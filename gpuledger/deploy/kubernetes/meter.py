@@ -43,6 +43,8 @@ VLLM_PORT = 8000
 METER_PORT = 9840
 METER_PORT_NAME = "http"
 METER_CONFIG_MAP = f"{ENDPOINT}-meter"
+FRONT = f"{ENDPOINT}-metered"  # the alternative: the meter in front of the endpoint's Service
+FRONT_CONFIG_MAP = f"{FRONT}-meter"
 METER_KEYS_SECRET = f"{ENDPOINT}-meter-keys"
 METER_KEYS_KEY = "keys.yaml"
 METER_CONFIG_DIR = "/etc/gpuledger-meter/config"
@@ -62,15 +64,20 @@ METER_RESOURCES: Mapping[str, Mapping[str, str]] = {
 _LABELS = {"app.kubernetes.io/name": ENDPOINT, "app.kubernetes.io/component": "model-endpoint"}
 
 
-def _meta(name: str) -> dict[str, Any]:
-    return {"name": name, "namespace": ENDPOINT_NAMESPACE, "labels": dict(_LABELS)}
+_FRONT_LABELS = {"app.kubernetes.io/name": FRONT, "app.kubernetes.io/component": "meter"}
 
 
-def meter_config() -> dict[str, Any]:
-    """The meter's ``meter.yaml`` (keys of :class:`gpuledger.meter.config.MeterConfig`)."""
+def _meta(name: str, labels: Mapping[str, str] = _LABELS) -> dict[str, Any]:
+    return {"name": name, "namespace": ENDPOINT_NAMESPACE, "labels": dict(labels)}
+
+
+def meter_config(*, front: bool = False) -> dict[str, Any]:
+    """The meter's ``meter.yaml`` (keys of :class:`gpuledger.meter.config.MeterConfig`):
+    vLLM over the pod's loopback (sidecar), or the endpoint's Service (``front``)."""
+    host = f"{ENDPOINT}.{ENDPOINT_NAMESPACE}.svc" if front else "127.0.0.1"
     return {
         "listen": {"host": "0.0.0.0", "port": METER_PORT},
-        "upstream": f"http://127.0.0.1:{VLLM_PORT}",
+        "upstream": f"http://{host}:{VLLM_PORT}",
         "service": ENDPOINT,
         "namespace": ENDPOINT_NAMESPACE,
         "tenant": {
@@ -96,6 +103,16 @@ def meter_config_map() -> dict[str, Any]:
         "kind": "ConfigMap",
         "metadata": _meta(METER_CONFIG_MAP),
         "data": {"meter.yaml": _METER_YAML_HEADER + dump_yaml(meter_config())},
+    }
+
+
+def front_config_map() -> dict[str, Any]:
+    header = _METER_YAML_HEADER.replace("vLLM in the same pod", f"the Service {ENDPOINT}")
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": _meta(FRONT_CONFIG_MAP, _FRONT_LABELS),
+        "data": {"meter.yaml": header + dump_yaml(meter_config(front=True))},
     }
 
 
@@ -178,20 +195,78 @@ def endpoint_deployment(o: ManifestOptions) -> dict[str, Any]:
                         "seccompProfile": {"type": "RuntimeDefault"},
                     },
                     "containers": [_vllm_container(), meter_container(o)],
-                    "volumes": [
-                        {"name": "meter-config", "configMap": {"name": METER_CONFIG_MAP}},
-                        {
-                            "name": "meter-keys",
-                            "secret": {
-                                "secretName": METER_KEYS_SECRET,
-                                "items": [{"key": METER_KEYS_KEY, "path": METER_KEYS_KEY}],
-                                "defaultMode": 0o440,
-                            },
-                        },
-                        {"name": "meter-tmp", "emptyDir": {"sizeLimit": "16Mi"}},
-                    ],
+                    "volumes": _meter_volumes(METER_CONFIG_MAP),
                 },
             },
+        },
+    }
+
+
+def _meter_volumes(config_map: str) -> list[dict[str, Any]]:
+    return [
+        {"name": "meter-config", "configMap": {"name": config_map}},
+        {
+            "name": "meter-keys",
+            "secret": {
+                "secretName": METER_KEYS_SECRET,
+                "items": [{"key": METER_KEYS_KEY, "path": METER_KEYS_KEY}],
+                "defaultMode": 0o440,
+            },
+        },
+        {"name": "meter-tmp", "emptyDir": {"sizeLimit": "16Mi"}},
+    ]
+
+
+def front_deployment(o: ManifestOptions) -> dict[str, Any]:
+    """The alternative: the meter as a Deployment of its own in front of the endpoint's
+    Service (callers switch to the meter's Service)."""
+    config_text = dump_yaml(meter_config(front=True))
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": _meta(FRONT, _FRONT_LABELS),
+        "spec": {
+            "replicas": 1,
+            "selector": {"matchLabels": dict(_FRONT_LABELS)},
+            "template": {
+                "metadata": {
+                    "labels": dict(_FRONT_LABELS),
+                    "annotations": {"gpuledger.io/meter-config-sha256": config_hash(config_text)},
+                },
+                "spec": {
+                    "automountServiceAccountToken": False,
+                    "enableServiceLinks": False,
+                    "securityContext": {
+                        "runAsNonRoot": True,
+                        "runAsUser": RUN_AS_USER,
+                        "runAsGroup": RUN_AS_USER,
+                        "fsGroup": RUN_AS_USER,
+                        "seccompProfile": {"type": "RuntimeDefault"},
+                    },
+                    "containers": [meter_container(o)],
+                    "volumes": _meter_volumes(FRONT_CONFIG_MAP),
+                },
+            },
+        },
+    }
+
+
+def front_service() -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": _meta(FRONT, _FRONT_LABELS),
+        "spec": {
+            "type": "ClusterIP",
+            "selector": dict(_FRONT_LABELS),
+            "ports": [
+                {
+                    "name": "http",
+                    "port": SERVICE_PORT,
+                    "targetPort": METER_PORT_NAME,
+                    "protocol": "TCP",
+                }
+            ],
         },
     }
 
@@ -243,9 +318,9 @@ def endpoint_network_policy(o: ManifestOptions) -> dict[str, Any]:
     }
 
 
-def agent_gateways() -> dict[str, Any]:
+def agent_gateways(*, front: bool = False) -> dict[str, Any]:
     """The ``gateways:`` section of the agent config that reads the meter's page."""
-    url = f"http://{ENDPOINT}.{ENDPOINT_NAMESPACE}.svc:{SERVICE_PORT}/metrics"
+    url = f"http://{FRONT if front else ENDPOINT}.{ENDPOINT_NAMESPACE}.svc:{SERVICE_PORT}/metrics"
     return {"gateways": {"enabled": True, "endpoints": [{"url": url, "preset": "gpuledger-meter"}]}}
 
 
@@ -265,6 +340,11 @@ def examples(o: ManifestOptions) -> dict[str, dict[str, Any]]:
         "service-endpoint.yaml": endpoint_service(),
         "networkpolicy-endpoint.yaml": endpoint_network_policy(o),
         "agent-gateways.yaml": agent_gateways(),
+        # the alternative, not in the kustomization: the meter in front of the Service
+        "configmap-meter-front.yaml": front_config_map(),
+        "deployment-meter-front.yaml": front_deployment(o),
+        "service-meter-front.yaml": front_service(),
+        "agent-gateways-front.yaml": agent_gateways(front=True),
     }
     out["kustomization.yaml"] = {
         "apiVersion": "kustomize.config.k8s.io/v1beta1",
@@ -272,6 +352,19 @@ def examples(o: ManifestOptions) -> dict[str, dict[str, Any]]:
         "resources": list(EXAMPLE_OBJECTS),
     }
     return out
+
+
+_FRONT_NOTE = f"""\
+# The alternative to the sidecar, not in kustomization.yaml: the meter as a Deployment of
+# its own in front of the endpoint's Service (upstream http://{ENDPOINT}.{ENDPOINT_NAMESPACE}.svc:{VLLM_PORT},
+# the endpoint's Service targeting vLLM as before). Callers switch to
+# http://{FRONT}.{ENDPOINT_NAMESPACE}.svc:{SERVICE_PORT}; whoever keeps calling the endpoint's
+# Service is not metered. One replica: each replica counts only what passed through it,
+# so with more, each replica's /metrics must be read on its own. Same sidecar container
+# (image, uid {RUN_AS_USER}, read-only root, no capabilities, CPU request 1) and key Secret.
+# Never combine with the sidecar files: their Service already targets a meter (every
+# token counted twice) and their NetworkPolicy admits vLLM's port only from gpuledger.
+"""
 
 
 def notes(o: ManifestOptions) -> dict[str, str]:
@@ -289,6 +382,8 @@ def notes(o: ManifestOptions) -> dict[str, str]:
 #     --from-file={METER_KEYS_KEY}=./keys.yaml      # "API key: tenant" per line
 # (or a kustomize secretGenerator with the same name and key; never commit the keys).
 # Then add agent-gateways.yaml's section to ONE agent's config (see that file).
+# The *-front.yaml files are the alternative (the meter in front of the endpoint's
+# Service), deliberately not listed here: use one or the other.
 """,
         "configmap-meter.yaml": example
         + f"""\
@@ -324,6 +419,14 @@ def notes(o: ManifestOptions) -> dict[str, str]:
 # Only the meter's port is open to callers; vLLM's own port ({VLLM_PORT}) only to the
 # gpuledger pods in namespace {o.namespace} (the node agent's vLLM scrape and probes).
 # Needs a CNI that enforces NetworkPolicy.
+""",
+        "configmap-meter-front.yaml": example + _FRONT_NOTE,
+        "deployment-meter-front.yaml": example + _FRONT_NOTE,
+        "service-meter-front.yaml": example + _FRONT_NOTE,
+        "agent-gateways-front.yaml": example
+        + """\
+# The gateways: entry for the alternative (deployment-meter-front.yaml): the same rule as
+# agent-gateways.yaml, exactly ONE agent's config, one replica read through its Service.
 """,
         "agent-gateways.yaml": example
         + """\
