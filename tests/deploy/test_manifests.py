@@ -140,10 +140,18 @@ def load_mounted_config(
 
 
 # --- the committed copy -----------------------------------------------------------------------
+def _tree(root: Path) -> dict[str, bytes]:
+    """Every file under ``root`` (the examples/ folder included) by relative path."""
+    if not root.is_dir():
+        return {}
+    return {str(p.relative_to(root)): p.read_bytes() for p in root.rglob("*") if p.is_file()}
+
+
 def test_committed_manifests_are_fresh(tmp_path: Path) -> None:
     write_manifests(tmp_path)
-    fresh = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
-    committed = {p.name: p.read_bytes() for p in COMMITTED.iterdir()} if COMMITTED.is_dir() else {}
+    fresh = _tree(tmp_path)
+    committed = _tree(COMMITTED)
+    assert any(n.startswith("examples/") for n in fresh)
     assert sorted(committed) == sorted(fresh), f"deploy/kubernetes/ is stale: {REGENERATE}"
     stale = sorted(n for n in fresh if fresh[n] != committed[n])
     assert not stale, f"deploy/kubernetes/ is stale ({', '.join(stale)}): {REGENERATE}"
@@ -153,15 +161,15 @@ def test_output_is_deterministic_and_drops_files_it_no_longer_generates(tmp_path
     a, b = tmp_path / "a", tmp_path / "b"
     write_manifests(a, EVERYTHING_ON)
     write_manifests(b, EVERYTHING_ON)
-    assert {p.name: p.read_bytes() for p in a.iterdir()} == {
-        p.name: p.read_bytes() for p in b.iterdir()
-    }
+    assert _tree(a) == _tree(b)
     (a / "dashboard-retired.yaml").write_text(GENERATED_HEADER + " (old)\nkind: X\n")
+    (a / "examples" / "retired.yaml").write_text(GENERATED_HEADER + " (old)\nkind: X\n")
     (a / "my-patch.yaml").write_text("kind: Y\n")  # not ours: left alone
     write_manifests(a, EVERYTHING_ON)
     assert not (a / "dashboard-retired.yaml").exists()
+    assert not (a / "examples" / "retired.yaml").exists()
     assert (a / "my-patch.yaml").exists()
-    for path in b.iterdir():
+    for path in b.glob("*.yaml"):
         text = path.read_text(encoding="utf-8")
         assert text.startswith(GENERATED_HEADER)
         assert "&id0" not in text
@@ -663,8 +671,13 @@ def test_cli_writes_and_lists_the_files(tmp_path: Path) -> None:
     result = CliRunner().invoke(app, ["manifests", "--out", str(out)])
     assert result.exit_code == 0, result.output
     listed = [Path(line) for line in result.stdout.splitlines() if line.strip()]
-    assert [p.name for p in listed] == list(DEFAULT)
-    assert sorted(p.name for p in out.iterdir()) == sorted(DEFAULT)
+    base = [p.name for p in listed if p.parent == out]
+    assert base == list(DEFAULT)
+    assert sorted(p.name for p in out.glob("*.yaml")) == sorted(DEFAULT)
+    examples = [p for p in listed if p.parent == out / "examples"]
+    assert examples
+    assert len(listed) == len(base) + len(examples)
+    assert sorted(p.name for p in (out / "examples").iterdir()) == sorted(p.name for p in examples)
     assert (out / "daemonset.yaml").read_bytes() == (COMMITTED / "daemonset.yaml").read_bytes()
 
 

@@ -12,6 +12,9 @@ built by its own function from
   Deployment, their Services and the reports' volume claim;
 - :mod:`~gpuledger.deploy.kubernetes.monitoring`: the ServiceMonitor, PodMonitor and
   PrometheusRule, the dashboards' ConfigMaps.
+- :mod:`~gpuledger.deploy.kubernetes.meter`: the ``examples/`` folder, not applied by the
+  base's kustomization: a vLLM endpoint with ``gpuledger meter`` as a sidecar, and the
+  agent's ``gateways:`` entry that reads it.
 
 :mod:`~gpuledger.deploy.kubernetes.common` holds the names, labels and security context
 they share; :mod:`~gpuledger.deploy.kubernetes.output` assembles every object by file

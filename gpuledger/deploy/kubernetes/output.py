@@ -11,7 +11,7 @@ from typing import Any
 import yaml
 
 from gpuledger import __version__
-from gpuledger.deploy.kubernetes import config, monitoring, rbac, workloads
+from gpuledger.deploy.kubernetes import config, meter, monitoring, rbac, workloads
 from gpuledger.deploy.kubernetes.common import APP
 from gpuledger.deploy.kubernetes.config import config_map
 from gpuledger.deploy.kubernetes.monitoring import (
@@ -91,13 +91,22 @@ def _notes(o: ManifestOptions) -> dict[str, str]:
 # kubectl apply -k . (create the Secrets gpuledger-ledger and gpuledger-api-token first).
 # Needs the prometheus-operator CRDs for ServiceMonitor and PrometheusRule.
 # podmonitor.yaml is written but not listed: use it instead of servicemonitor.yaml.
+# examples/ (gpuledger meter as a vLLM sidecar) is not listed either: an example to adapt.
 """,
     }
 
 
-def render(name: str, obj: Mapping[str, Any], options: ManifestOptions | None = None) -> str:
-    """One file's text: the generated-by header, the file's notes, the object."""
-    notes = _notes(options or ManifestOptions()).get(name, "")
+def render(
+    name: str,
+    obj: Mapping[str, Any],
+    options: ManifestOptions | None = None,
+    *,
+    example: bool = False,
+) -> str:
+    """One file's text: the generated-by header, the file's notes, the object.
+    ``example``: a file of ``examples/`` (their notes are their own: names repeat)."""
+    o = options or ManifestOptions()
+    notes = (meter.notes(o) if example else _notes(o)).get(name, "")
     header = (
         f"{GENERATED_HEADER} (gpuledger {__version__}); re-run it rather than editing.\n" + notes
     )
@@ -132,19 +141,26 @@ _Dumper.add_representer(str, _represent_str)
 
 
 def write_manifests(out_dir: Path, options: ManifestOptions | None = None) -> list[Path]:
-    """Write every file into ``out_dir``; remove files an earlier run generated that this
-    one does not (recognized by the header), so the kustomization never lies. Returns the
-    paths written, in :func:`manifests` order."""
+    """Write every file into ``out_dir`` and the examples into ``out_dir/examples/``;
+    remove files an earlier run generated that this one does not (recognized by the
+    header), so a kustomization never lies. Returns the paths written, in
+    :func:`manifests` order, then the examples."""
     o = options or ManifestOptions()
+    written = _write(out_dir, manifests(o), o, example=False)
+    return written + _write(out_dir / meter.EXAMPLES_DIR, meter.examples(o), o, example=True)
+
+
+def _write(
+    out_dir: Path, docs: Mapping[str, Mapping[str, Any]], o: ManifestOptions, *, example: bool
+) -> list[Path]:
     out_dir.mkdir(parents=True, exist_ok=True)
-    docs = manifests(o)
     for old in sorted(out_dir.glob("*.yaml")):
         if old.name not in docs and _is_generated(old):
             old.unlink()
     written: list[Path] = []
     for name, obj in docs.items():
         path = out_dir / name
-        path.write_text(render(name, obj, o), encoding="utf-8")
+        path.write_text(render(name, obj, o, example=example), encoding="utf-8")
         written.append(path)
     return written
 
