@@ -29,10 +29,14 @@ from gpuledger.chargeback.ledger.model import (
     TOKEN_GROUP_KEYS,
     USAGE_GROUP_KEYS,
     CoverageGroup,
+    EngineTimeGroup,
     InvariantViolation,
     LedgerStore,
     ProbeLatencyGroup,
+    TenantTokenGroup,
+    TokenGroup,
 )
+from gpuledger.chargeback.ledger.tables import ENGINE_TIME, TENANT_TOKENS, TOKENS, Role
 from gpuledger.redact import safe_url
 
 # -- names --------------------------------------------------------------------------------
@@ -149,32 +153,73 @@ def check_token_group_by(group_by: Sequence[str]) -> tuple[str, ...]:
     return keys
 
 
-def check_tenant_group_by(group_by: Sequence[str]) -> tuple[str, ...]:
-    """``group_by`` for tenant tokens without duplicates; ValueError naming an unknown key
-    (a bare string is refused: it would be read as its characters)."""
+def _check_keys(
+    group_by: Sequence[str], columns: Mapping[str, str], allowed: Sequence[str], what: str
+) -> tuple[str, ...]:
+    """``group_by`` without duplicates; ValueError naming an unknown key (a bare string is
+    refused: it would be read as its characters)."""
     if isinstance(group_by, str):
         raise TypeError("group_by must be a sequence of keys, not a string")
     for key in group_by:
-        if key not in TENANT_GROUP_COLUMNS:
+        if key not in columns:
             raise ValueError(
-                f"unknown group_by key {key!r} for tenant tokens; "
-                f"use any of {', '.join(TENANT_GROUP_KEYS)}"
+                f"unknown group_by key {key!r} for {what}; use any of {', '.join(allowed)}"
             )
     return tuple(dict.fromkeys(group_by))
+
+
+def check_tenant_group_by(group_by: Sequence[str]) -> tuple[str, ...]:
+    return _check_keys(group_by, TENANT_GROUP_COLUMNS, TENANT_GROUP_KEYS, "tenant tokens")
 
 
 def check_engine_group_by(group_by: Sequence[str]) -> tuple[str, ...]:
-    """``group_by`` for engine time without duplicates; ValueError naming an unknown key
-    (a bare string is refused: it would be read as its characters)."""
-    if isinstance(group_by, str):
-        raise TypeError("group_by must be a sequence of keys, not a string")
-    for key in group_by:
-        if key not in ENGINE_GROUP_COLUMNS:
-            raise ValueError(
-                f"unknown group_by key {key!r} for engine time; "
-                f"use any of {', '.join(ENGINE_GROUP_KEYS)}"
-            )
-    return tuple(dict.fromkeys(group_by))
+    return _check_keys(group_by, ENGINE_GROUP_COLUMNS, ENGINE_GROUP_KEYS, "engine time")
+
+
+class GroupedReads:
+    """The reads both backends answer with one grouped sum over a table's totals: each
+    backend supplies :meth:`_grouped_sums` (its SQL dialect), these say which table,
+    keys and totals, and type the rows."""
+
+    def _grouped_sums(
+        self,
+        what: str,
+        table: str,
+        keys: Sequence[str],
+        columns: dict[str, str],
+        totals: Sequence[str],
+        start: datetime,
+        end: datetime,
+        node: str | None,
+    ) -> Sequence[Mapping[str, object]]:
+        raise NotImplementedError
+
+    def tokens(
+        self, start: datetime, end: datetime, group_by: Sequence[str], *, node: str | None = None
+    ) -> list[TokenGroup]:
+        rows = self._grouped_sums(
+            "tokens query", TOKENS.store, check_token_group_by(group_by), TOKEN_GROUP_COLUMNS,
+            TOKENS.names(Role.TOTAL), start, end, node,
+        )  # fmt: skip
+        return [TokenGroup.from_row(r) for r in rows]
+
+    def tenant_tokens(
+        self, start: datetime, end: datetime, group_by: Sequence[str], *, node: str | None = None
+    ) -> list[TenantTokenGroup]:
+        rows = self._grouped_sums(
+            "tenant tokens query", TENANT_TOKENS.store, check_tenant_group_by(group_by),
+            TENANT_GROUP_COLUMNS, TENANT_TOKENS.names(Role.TOTAL), start, end, node,
+        )  # fmt: skip
+        return [TenantTokenGroup.from_row(r) for r in rows]
+
+    def engine_time(
+        self, start: datetime, end: datetime, group_by: Sequence[str], *, node: str | None = None
+    ) -> list[EngineTimeGroup]:
+        rows = self._grouped_sums(
+            "engine time query", ENGINE_TIME.store, check_engine_group_by(group_by),
+            ENGINE_GROUP_COLUMNS, ENGINE_TIME.names(Role.TOTAL), start, end, node,
+        )  # fmt: skip
+        return [EngineTimeGroup.from_row(r) for r in rows]
 
 
 def pivot_probe_latency(rows: Sequence[Mapping[str, object]]) -> list[ProbeLatencyGroup]:

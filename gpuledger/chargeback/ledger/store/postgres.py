@@ -24,29 +24,21 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 
 from gpuledger.chargeback.ledger.model import (
     CoverageGroup,
-    EngineTimeGroup,
     InvariantViolation,
     ProbeLatencyGroup,
     ProbeVerdictGroup,
     StoreError,
-    TenantTokenGroup,
-    TokenGroup,
     UsageGroup,
 )
 from gpuledger.chargeback.ledger.store.common import (
-    ENGINE_GROUP_COLUMNS,
     GROUP_COLUMNS,
     MIGRATIONS_TABLE,
     PROBE_LATENCY_METRICS,
     QUANTILE_EPS,
     SECONDS_PER_HOUR,
-    TENANT_GROUP_COLUMNS,
-    TOKEN_GROUP_COLUMNS,
+    GroupedReads,
     aware_utc,
-    check_engine_group_by,
     check_group_by,
-    check_tenant_group_by,
-    check_token_group_by,
     unix_seconds,
 )
 from gpuledger.chargeback.ledger.store.postgres_sql import (
@@ -93,7 +85,7 @@ COPY_THRESHOLD = 1000
 """Batches of at least this many rows go through COPY into a temp table."""
 
 
-class PostgresLedgerStore:
+class PostgresLedgerStore(GroupedReads):
     """The ledger in PostgreSQL. ``dsn`` is a libpq URL or key/value string; its password
     never reaches an exception message or a log line (see ``gpuledger.redact.redact_dsn``).
 
@@ -281,48 +273,6 @@ class PostgresLedgerStore:
             cur.executemany(UPSERT_TENANT_TOKENS, params)
 
     # -- reads --------------------------------------------------------------------------
-
-    def engine_time(
-        self,
-        start: datetime,
-        end: datetime,
-        group_by: Sequence[str],
-        *,
-        node: str | None = None,
-    ) -> list[EngineTimeGroup]:
-        rows = self._grouped_sums(
-            "engine time query", ENGINE_TIME.store, check_engine_group_by(group_by),
-            ENGINE_GROUP_COLUMNS, ENGINE_TIME.names(Role.TOTAL), start, end, node,
-        )  # fmt: skip
-        return [EngineTimeGroup.from_row(r) for r in rows]
-
-    def tenant_tokens(
-        self,
-        start: datetime,
-        end: datetime,
-        group_by: Sequence[str],
-        *,
-        node: str | None = None,
-    ) -> list[TenantTokenGroup]:
-        rows = self._grouped_sums(
-            "tenant tokens query", TENANT_TOKENS.store, check_tenant_group_by(group_by),
-            TENANT_GROUP_COLUMNS, TENANT_TOKENS.names(Role.TOTAL), start, end, node,
-        )  # fmt: skip
-        return [TenantTokenGroup.from_row(r) for r in rows]
-
-    def tokens(
-        self,
-        start: datetime,
-        end: datetime,
-        group_by: Sequence[str],
-        *,
-        node: str | None = None,
-    ) -> list[TokenGroup]:
-        rows = self._grouped_sums(
-            "tokens query", TOKENS.store, check_token_group_by(group_by), TOKEN_GROUP_COLUMNS,
-            TOKENS.names(Role.TOTAL), start, end, node,
-        )  # fmt: skip
-        return [TokenGroup.from_row(r) for r in rows]
 
     def probes(
         self, start: datetime, end: datetime, *, node: str | None = None

@@ -21,29 +21,21 @@ from typing import Any
 
 from gpuledger.chargeback.ledger.model import (
     CoverageGroup,
-    EngineTimeGroup,
     InvariantViolation,
     ProbeLatencyGroup,
     ProbeVerdictGroup,
     StoreError,
-    TenantTokenGroup,
-    TokenGroup,
     UsageGroup,
 )
 from gpuledger.chargeback.ledger.sqlite_sql import cols, column_def, insert, q
 from gpuledger.chargeback.ledger.store.common import (
-    ENGINE_GROUP_COLUMNS,
     GROUP_COLUMNS,
     MIGRATIONS_TABLE,
     PROBE_LATENCY_METRICS,
     QUANTILE_EPS,
     SECONDS_PER_HOUR,
-    TENANT_GROUP_COLUMNS,
-    TOKEN_GROUP_COLUMNS,
-    check_engine_group_by,
+    GroupedReads,
     check_group_by,
-    check_tenant_group_by,
-    check_token_group_by,
     pivot_probe_latency,
     unix_seconds,
 )
@@ -111,7 +103,7 @@ _UPSERT_ENGINE_TIME = upsert_statement(ENGINE_TIME)
 _ISO_HOUR = "strftime('%Y-%m-%dT%H:%M:%SZ', {col}, 'unixepoch')"
 
 
-class SqliteLedgerStore:
+class SqliteLedgerStore(GroupedReads):
     """The ledger in one SQLite file. ``path`` may be ``":memory:"`` (tests)."""
 
     def __init__(self, path: str | Path, *, busy_timeout_ms: int = 5000) -> None:
@@ -272,48 +264,6 @@ class SqliteLedgerStore:
         self._write_many(what, _UPSERT_TENANT_TOKENS, params)
 
     # -- reads --------------------------------------------------------------------------
-
-    def tokens(
-        self,
-        start: datetime,
-        end: datetime,
-        group_by: Sequence[str],
-        *,
-        node: str | None = None,
-    ) -> list[TokenGroup]:
-        rows = self._grouped_sums(
-            "tokens query", TOKENS.store, check_token_group_by(group_by), TOKEN_GROUP_COLUMNS,
-            TOKENS.names(Role.TOTAL), start, end, node,
-        )  # fmt: skip
-        return [TokenGroup.from_row(r) for r in rows]
-
-    def engine_time(
-        self,
-        start: datetime,
-        end: datetime,
-        group_by: Sequence[str],
-        *,
-        node: str | None = None,
-    ) -> list[EngineTimeGroup]:
-        rows = self._grouped_sums(
-            "engine time query", ENGINE_TIME.store, check_engine_group_by(group_by),
-            ENGINE_GROUP_COLUMNS, ENGINE_TIME.names(Role.TOTAL), start, end, node,
-        )  # fmt: skip
-        return [EngineTimeGroup.from_row(r) for r in rows]
-
-    def tenant_tokens(
-        self,
-        start: datetime,
-        end: datetime,
-        group_by: Sequence[str],
-        *,
-        node: str | None = None,
-    ) -> list[TenantTokenGroup]:
-        rows = self._grouped_sums(
-            "tenant tokens query", TENANT_TOKENS.store, check_tenant_group_by(group_by),
-            TENANT_GROUP_COLUMNS, TENANT_TOKENS.names(Role.TOTAL), start, end, node,
-        )  # fmt: skip
-        return [TenantTokenGroup.from_row(r) for r in rows]
 
     def probes(
         self, start: datetime, end: datetime, *, node: str | None = None
