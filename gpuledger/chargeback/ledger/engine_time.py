@@ -30,6 +30,7 @@ import math
 import threading
 from collections.abc import Iterable, Mapping
 
+from gpuledger.chargeback.ledger.hourly import HourlyBuckets
 from gpuledger.chargeback.ledger.model import hour_start
 from gpuledger.chargeback.ledger.tables import EngineTimeRow
 from gpuledger.collectors.counters import joint_deltas
@@ -73,8 +74,7 @@ class EngineTimeAccumulator:
     def __init__(self, node: str) -> None:
         self.node = node
         self._lock = threading.Lock()
-        self._totals: dict[EngineKey, list[float]] = {}
-        self._dirty: set[EngineKey] = set()
+        self._buckets = HourlyBuckets(6, EngineTimeRow)
         self._baselines: dict[str, float] = {}
         self._dirty_baselines: set[str] = set()
         self.resets = 0
@@ -82,10 +82,10 @@ class EngineTimeAccumulator:
     def restore(self, rows: Iterable[EngineTimeRow], baselines: Mapping[str, float]) -> None:
         with self._lock:
             for r in rows:
-                self._totals[r.key] = [
+                self._buckets.restore(r.key, (
                     r.prefill_seconds, r.decode_seconds, r.prefill_requests,
                     r.decode_requests, r.prefix_cache_queries, r.prefix_cache_hits,
-                ]  # fmt: skip
+                ))  # fmt: skip
             self._baselines.update(baselines)
 
     def observe(self, wall: float, telemetry: VllmTelemetry) -> None:
@@ -121,22 +121,16 @@ class EngineTimeAccumulator:
         for name, value in zip(names, values, strict=True):
             self._baselines[name] = value
             self._dirty_baselines.add(name)
-        if not any(d > 0 for d in deltas):
-            return
-        totals = self._totals.setdefault(key, [0.0] * 6)
         for column, delta in zip(columns, deltas, strict=True):
-            totals[column] += delta
-        self._dirty.add(key)
+            self._buckets.add(key, column, delta)
 
     def drain_dirty(self) -> tuple[list[EngineTimeRow], dict[str, float]]:
         with self._lock:
-            rows = [EngineTimeRow(*k, *self._totals[k]) for k in sorted(self._dirty)]
+            rows = self._buckets.drain()
             baselines = {k: self._baselines[k] for k in self._dirty_baselines}
-            self._dirty.clear()
             self._dirty_baselines.clear()
         return rows, baselines
 
     def forget_before(self, hour: int) -> None:
         with self._lock:
-            for key in [k for k in self._totals if k[0] < hour and k not in self._dirty]:
-                del self._totals[key]
+            self._buckets.forget_before(hour)

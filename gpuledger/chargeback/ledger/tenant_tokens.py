@@ -15,12 +15,12 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterable, Mapping
 
+from gpuledger.chargeback.ledger.hourly import HourlyBuckets
 from gpuledger.chargeback.ledger.model import hour_start
 from gpuledger.chargeback.ledger.tables import TenantTokenRow
 from gpuledger.collectors.counters import CounterTracker
 from gpuledger.collectors.gateway.types import KINDS, GatewayReading
 
-TenantBucket = tuple[int, str, str, str, str, str]  # hour, node, ns, service, model, tenant
 
 _COLUMN = {kind: i for i, kind in enumerate(KINDS)}  # row order: requests, prompt, ...
 
@@ -29,8 +29,7 @@ class TenantTokenAccumulator:
     def __init__(self, node: str) -> None:
         self.node = node
         self._lock = threading.Lock()
-        self._totals: dict[TenantBucket, list[float]] = {}
-        self._dirty: set[TenantBucket] = set()
+        self._buckets = HourlyBuckets(len(KINDS), TenantTokenRow)
         self._counters = CounterTracker()
         self._dirty_baselines: set[str] = set()
 
@@ -41,8 +40,8 @@ class TenantTokenAccumulator:
     def restore(self, rows: Iterable[TenantTokenRow], baselines: Mapping[str, float]) -> None:
         with self._lock:
             for r in rows:
-                self._totals[r.key] = [r.requests, r.prompt_tokens, r.cached_prompt_tokens,
-                                       r.generation_tokens]  # fmt: skip
+                totals = (r.requests, r.prompt_tokens, r.cached_prompt_tokens, r.generation_tokens)
+                self._buckets.restore(r.key, totals)
             self._counters = CounterTracker(baselines)
 
     def observe(self, wall: float, reading: GatewayReading) -> None:
@@ -54,26 +53,20 @@ class TenantTokenAccumulator:
                 for s in scrape.samples:
                     delta = self._counters.advance(s.series, s.value)
                     self._dirty_baselines.add(s.series)
-                    if delta <= 0:
-                        continue
                     key = (hour, self.node, s.namespace, s.service, s.model_name, s.tenant)
-                    totals = self._totals.setdefault(key, [0.0, 0.0, 0.0, 0.0])
-                    totals[_COLUMN[s.kind]] += delta
-                    self._dirty.add(key)
+                    self._buckets.add(key, _COLUMN[s.kind], delta)
 
     def drain_dirty(self) -> tuple[list[TenantTokenRow], dict[str, float]]:
         with self._lock:
-            rows = [TenantTokenRow(*k, *self._totals[k]) for k in sorted(self._dirty)]
+            rows = self._buckets.drain()
             baselines: dict[str, float] = {}
             for series in self._dirty_baselines:
                 value = self._counters.baseline(series)
                 if value is not None:
                     baselines[series] = value
-            self._dirty.clear()
             self._dirty_baselines.clear()
         return rows, baselines
 
     def forget_before(self, hour: int) -> None:
         with self._lock:
-            for key in [k for k in self._totals if k[0] < hour and k not in self._dirty]:
-                del self._totals[key]
+            self._buckets.forget_before(hour)

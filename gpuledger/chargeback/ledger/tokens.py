@@ -23,6 +23,7 @@ import threading
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
+from gpuledger.chargeback.ledger.hourly import HourlyBuckets
 from gpuledger.chargeback.ledger.model import hour_start
 from gpuledger.chargeback.ledger.tables import TokenRow
 from gpuledger.collectors.counters import counter_delta
@@ -45,8 +46,7 @@ class TokenAccumulator:
     def __init__(self, node: str) -> None:
         self.node = node
         self._lock = threading.Lock()
-        self._totals: dict[TokenKey, list[float]] = {}
-        self._dirty: set[TokenKey] = set()
+        self._buckets = HourlyBuckets(4, TokenRow)
         self._baselines: dict[str, Baseline] = {}
         self._dirty_baselines: set[str] = set()
         self.resets = 0
@@ -54,22 +54,15 @@ class TokenAccumulator:
     def restore(self, rows: Iterable[TokenRow], baselines: Mapping[str, Baseline]) -> None:
         with self._lock:
             for r in rows:
-                self._totals[r.key] = [
-                    r.prompt_tokens,
-                    r.generation_tokens,
-                    r.probe_prompt_tokens,
-                    r.probe_generation_tokens,
-                ]
+                self._buckets.restore(
+                    r.key,
+                    (r.prompt_tokens, r.generation_tokens, r.probe_prompt_tokens,
+                     r.probe_generation_tokens),
+                )  # fmt: skip
             self._baselines.update(baselines)
 
     def _add(self, key: TokenKey, column: int, value: float) -> None:
-        if value <= 0:
-            return
-        totals = self._totals.get(key)
-        if totals is None:
-            totals = self._totals[key] = [0.0, 0.0, 0.0, 0.0]
-        totals[column] += value
-        self._dirty.add(key)
+        self._buckets.add(key, column, value)
 
     def observe(self, wall: float, telemetry: VllmTelemetry) -> None:
         hour = hour_start(wall)
@@ -107,13 +100,11 @@ class TokenAccumulator:
 
     def drain_dirty(self) -> tuple[list[TokenRow], dict[str, Baseline]]:
         with self._lock:
-            rows = [TokenRow(*k, *self._totals[k]) for k in sorted(self._dirty)]
+            rows = self._buckets.drain()
             baselines = {k: self._baselines[k] for k in self._dirty_baselines}
-            self._dirty.clear()
             self._dirty_baselines.clear()
         return rows, baselines
 
     def forget_before(self, hour: int) -> None:
         with self._lock:
-            for key in [k for k in self._totals if k[0] < hour and k not in self._dirty]:
-                del self._totals[key]
+            self._buckets.forget_before(hour)
