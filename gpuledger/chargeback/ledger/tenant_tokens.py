@@ -21,7 +21,6 @@ from gpuledger.chargeback.ledger.tables import TenantTokenRow
 from gpuledger.collectors.counters import CounterTracker
 from gpuledger.collectors.gateway.types import KINDS, GatewayReading
 
-
 _COLUMN = {kind: i for i, kind in enumerate(KINDS)}  # row order: requests, prompt, ...
 
 
