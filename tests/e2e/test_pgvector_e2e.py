@@ -103,11 +103,18 @@ def test_agent_reports_sizes_and_growth(tmp_path: Path, postgres_db_url: str) ->
         assert find(text, "gpuledger_pgvector_index_info", **t, index="docs_hnsw", m="8") == 1.0
         # the exported sizes are PostgreSQL's own, at the time of the collection: compare
         # once writes have stopped and a fresh collection has happened
-        time.sleep(2.5)
-        text = agent.metrics()
-        with psycopg.connect(postgres_db_url) as conn:
-            (total,) = conn.execute("SELECT pg_total_relation_size('public.docs')").fetchone()  # type: ignore[misc]
-            (index,) = conn.execute("SELECT pg_relation_size('public.docs_hnsw')").fetchone()  # type: ignore[misc]
+        # (autovacuum may still add a visibility-map page after the writes: wait for a
+        # collection that saw the table as it is now, up to a deadline)
+        deadline = time.monotonic() + 20.0
+        while True:
+            time.sleep(2.5)
+            text = agent.metrics()
+            with psycopg.connect(postgres_db_url) as conn:
+                (total,) = conn.execute("SELECT pg_total_relation_size('public.docs')").fetchone()  # type: ignore[misc]
+                (index,) = conn.execute("SELECT pg_relation_size('public.docs_hnsw')").fetchone()  # type: ignore[misc]
+            seen = find(text, "gpuledger_pg_table_bytes", **t, kind="total")
+            if seen == float(total) or time.monotonic() > deadline:
+                break
         assert find(text, "gpuledger_pg_table_bytes", **t, kind="total") == float(total)
         assert find(text, "gpuledger_pgvector_index_bytes", **t, index="docs_hnsw") == float(index)
         assert find(text, "gpuledger_collector_up", collector="pgvector") == 1.0
