@@ -15,13 +15,24 @@ from typing import Any, Literal
 
 IdlePolicy = Literal["separate", "share-weighted", "share-even"]
 IDLE_POLICIES: tuple[IdlePolicy, ...] = ("separate", "share-weighted", "share-even")
+HeadroomPolicy = Literal["spread", "separate"]
+"""Where a shared service's headroom (allocated − busy GPU-seconds) goes: spread over its
+tenants with the busy time (``spread``), or kept as the service's own ``__headroom__``
+line (``separate``)."""
+HEADROOM_POLICIES: tuple[HeadroomPolicy, ...] = ("spread", "separate")
+TenantKind = Literal["tenant", "untenanted", "probes", "other", "headroom"]
+WeightBasis = Literal["measured", "fixed-ratio", "mixed", "none"]
+"""How a tenant line's token weights were found over its hours: all from the engine's own
+prefill/decode seconds (``measured``), all from the configured fixed ratio
+(``fixed-ratio``), some of each (``mixed``), or no tokens at all (``none``)."""
 LineKind = Literal["service", "unattributed", "idle"]
 Validation = Literal["validated", "disagree", "probe-failures", "undecided", "no-probes", "n/a"]
 """validated: probes succeed and the engine's own counters agree with them; disagree: the
 engine's metrics contradict the probes; probe-failures: too many probes failed;
 undecided: probes ran but no verdict came back; no-probes: none ran; n/a: idle capacity."""
 
-REPORT_SCHEMA_VERSION = 1
+REPORT_SCHEMA_VERSION = 2
+"""2: services carry ``tenants`` and the report its ``headroom_policy`` (issue 14)."""
 _MONTH_RE = re.compile(r"^(\d{4})-(\d{2})$")
 
 
@@ -116,6 +127,44 @@ class TokenQuote:
 
 
 @dataclass(frozen=True, slots=True)
+class TenantLine:
+    """One caller's part of a shared service for the month: the tenant's share of every
+    service-hour's GPU-seconds and energy (by weighted tokens), priced like the service.
+
+    A service's tenant lines add up to its :class:`ServiceLine` (GPU-hours, energy and
+    every cost), ``__untenanted__``, ``__probes__`` and ``__headroom__`` included."""
+
+    tenant: str
+    kind: TenantKind
+    requests: float
+    prompt_tokens: float  # input, cached ones included
+    cached_prompt_tokens: float
+    generation_tokens: float
+    weighted_tokens: float  # Σ over hours of the tokens × that hour's weights
+    allocated_gpu_hours: float
+    busy_gpu_hours: float
+    share_ratio: float  # of the service's allocated GPU-hours
+    energy_kwh: float
+    capacity_cost_usd: float | None
+    energy_cost_usd: float | None
+    internal_cost_usd: float | None
+    idle_share_usd: float
+    total_cost_usd: float | None
+    input_cost_usd: float | None  # the total's part due to prompt tokens (by weight)
+    output_cost_usd: float | None  # ... and to generated tokens
+    cost_per_1m_input_usd: float | None
+    cost_per_1m_output_usd: float | None
+    api_provider: str | None
+    api_usd_per_1m_input: float | None
+    api_usd_per_1m_output: float | None
+    token_api_usd: float | None
+    token_api_basis: str
+    savings_vs_token_api_usd: float | None
+    weights: WeightBasis
+    fixed_ratio_hours: int  # hours of this line priced with the fixed ratio
+
+
+@dataclass(frozen=True, slots=True)
 class ServiceLine:
     namespace: str
     service: str
@@ -159,6 +208,8 @@ class ServiceLine:
     verdicts_disagree: int
     validation: Validation
     counterfactual_flagged: bool  # counterfactuals rest on unvalidated measurements
+    # a shared service's callers (empty: no gateway or meter counted tenants for it)
+    tenants: tuple[TenantLine, ...] = ()
 
     @property
     def label(self) -> str:
@@ -235,6 +286,7 @@ class Report:
     trend: tuple[TrendPoint, ...]
     unpriced_gpu_models: dict[str, float] = field(default_factory=dict)  # model → GPU-hours
     notes: tuple[str, ...] = ()
+    headroom_policy: HeadroomPolicy = "spread"
 
     @property
     def empty(self) -> bool:
