@@ -21,8 +21,8 @@ Money, in the order the report shows it (see ``docs/chargeback.md``):
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, replace
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 
 from gpuledger.chargeback.attribution.claims import IDLE, UNATTRIBUTED
@@ -35,6 +35,7 @@ from gpuledger.chargeback.ledger.model import (
 from gpuledger.chargeback.ledger.store.common import AuditableLedgerStore
 from gpuledger.chargeback.report.model import (
     REPORT_SCHEMA_VERSION,
+    HeadroomPolicy,
     IdlePolicy,
     LineKind,
     ModelLine,
@@ -50,6 +51,8 @@ from gpuledger.chargeback.report.model import (
     Validation,
 )
 from gpuledger.chargeback.report.ratecard import ProviderKind, RateCard
+from gpuledger.chargeback.report.tenant_lines import TenantModelTokens, price_tenants
+from gpuledger.chargeback.report.tenant_split import TenantShare, TokenWeights, split_services
 
 SECONDS_PER_HOUR = 3600.0
 JOULES_PER_KWH = 3.6e6
@@ -68,6 +71,8 @@ class ReportOptions:
     max_disagree_ratio: float = 0.05
     latency_quantile: float = 0.99
     trend_months: int = 6  # the month and the five before it
+    headroom_policy: HeadroomPolicy = "spread"
+    token_weights: TokenWeights = field(default_factory=TokenWeights)
 
 
 def _kind(service: str) -> LineKind:
@@ -421,7 +426,36 @@ def _trend_point(card: RateCard, month: Month, rows: Sequence[UsageGroup]) -> Tr
     return TrendPoint(month.label, alloc, idle, internal, hyper, unpriced)
 
 
-BUILD_STEPS = 5
+BUILD_STEPS = 6
+
+
+def _tenant_split(
+    store: AuditableLedgerStore, start: datetime, end: datetime, opts: ReportOptions
+) -> tuple[
+    dict[tuple[str, str], dict[str, TenantShare]], Mapping[tuple[str, str], TenantModelTokens]
+]:
+    """Each shared service's tenant shares, and each tenant's tokens per served model
+    (for its API counterfactual). Nothing is read beyond one query when no gateway or
+    meter counted tenants this month."""
+    tenant_rows = store.tenant_tokens(start, end, ["namespace", "service", "hour", "tenant"])
+    if not tenant_rows:
+        return {}, {}
+    hourly = ["namespace", "service", "hour"]
+    shares = split_services(
+        store.usage(start, end, ["namespace", "service", "gpu_model", "hour"]),
+        tenant_rows,
+        store.tokens(start, end, hourly),
+        store.engine_time(start, end, hourly),
+        policy=opts.headroom_policy,
+        weights=opts.token_weights,
+    )
+    by_model: dict[tuple[str, str], dict[str, dict[str, tuple[float, float]]]] = defaultdict(
+        lambda: defaultdict(dict)
+    )
+    for r in store.tenant_tokens(start, end, ["namespace", "service", "tenant", "model_name"]):
+        key = (r.namespace or "", r.service or "")
+        by_model[key][r.tenant or ""][r.model_name or ""] = (r.prompt_tokens, r.generation_tokens)
+    return shares, by_model
 
 
 def build_report(
@@ -458,6 +492,8 @@ def build_report(
     latency_rows = store.probe_latency(start, end, opts.latency_quantile)
     step("coverage per GPU")
     coverage_rows = store.coverage(start, end)
+    step("tenants of shared services")
+    tenant_shares, tenant_models = _tenant_split(store, start, end, opts)
 
     models: dict[tuple[str, str], list[ModelLine]] = defaultdict(list)
     for row in usage:
@@ -489,6 +525,10 @@ def build_report(
         pt = probe_tokens.get(key)
         if pt is not None:
             line = replace(line, probe_prompt_tokens=pt[0], probe_generation_tokens=pt[1])
+        shares = tenant_shares.get(key)
+        if shares:
+            tenants = price_tenants(card, line, shares, tenant_models.get(key, {}))
+            line = replace(line, tenants=tenants)
         lines.append(line)
     lines.sort(key=_order)
 
@@ -533,6 +573,7 @@ def build_report(
         trend=tuple(trend),
         unpriced_gpu_models=dict(sorted(unpriced.items())),
         notes=tuple(_notes(lines, totals, unpriced, fleet_coverage, complete, opts)),
+        headroom_policy=opts.headroom_policy,
     )
 
 
@@ -570,6 +611,25 @@ def _notes(
         yield (
             f"Coverage is {coverage:.1%}: the agent did not observe every GPU for the whole "
             "period (see coverage by node); unobserved time is billed to nobody."
+        )
+    shared = [line for line in lines if line.tenants]
+    if shared:
+        how = (
+            "spread over its tenants with the busy time"
+            if opts.headroom_policy == "spread"
+            else "kept as the service's own __headroom__ line"
+        )
+        fixed = sum(1 for line in shared for t in line.tenants if t.fixed_ratio_hours)
+        yield (
+            f"{len(shared)} shared service(s) are split among their tenants by weighted "
+            f"tokens; headroom (allocated − busy) is {how} (headroom policy: "
+            f"{opts.headroom_policy})."
+            + (
+                f" {fixed} tenant line(s) include hours the engine did not measure, "
+                "weighted with the fixed ratio (marked)."
+                if fixed
+                else ""
+            )
         )
     flagged = [line.label for line in lines if line.counterfactual_flagged]
     if flagged:

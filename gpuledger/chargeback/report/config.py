@@ -13,11 +13,30 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from gpuledger.chargeback.report.model import IdlePolicy
+from gpuledger.chargeback.report.model import HeadroomPolicy, IdlePolicy
+from gpuledger.chargeback.report.tenant_split import (
+    DEFAULT_CACHED_PROMPT_WEIGHT,
+    DEFAULT_FIXED_GENERATION_WEIGHT,
+    TokenWeights,
+)
 from gpuledger.chargeback.report.writers.files import FORMATS, Format
 
 DEFAULT_SCHEDULE = "0 2 1 * *"
 """The 1st of the month at 02:00 UTC: last month's buckets are final by then."""
+
+
+class TokenWeightsConfig(BaseModel):
+    """What a token weighs relative to an uncached prompt token when a shared service's
+    GPU-seconds are divided among its tenants (``docs/tenants.md``)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    cached_prompt: float = Field(DEFAULT_CACHED_PROMPT_WEIGHT, ge=0, le=1)
+    # only for hours the engine did not measure (no prefill/decode seconds)
+    generation: float = Field(DEFAULT_FIXED_GENERATION_WEIGHT, gt=0, le=1000)
+
+    def weights(self) -> TokenWeights:
+        return TokenWeights(self.cached_prompt, self.generation)
 
 
 class ReportConfig(BaseModel):
@@ -35,6 +54,9 @@ class ReportConfig(BaseModel):
     max_disagree_ratio: float = Field(0.05, ge=0, le=1)
     trend_months: int = Field(6, ge=1, le=36)
     keep_months: int = Field(0, ge=0)  # 0: keep every report written
+    # shared services (tenants): where headroom goes and the fixed token weights
+    headroom_policy: HeadroomPolicy = "spread"
+    token_weights: TokenWeightsConfig = TokenWeightsConfig()
 
     @field_validator("schedule")
     @classmethod

@@ -32,6 +32,8 @@ def report_options(cfg: ReportConfig) -> ReportOptions:
         min_probe_success_ratio=cfg.min_probe_success_ratio,
         max_disagree_ratio=cfg.max_disagree_ratio,
         trend_months=cfg.trend_months,
+        headroom_policy=cfg.headroom_policy,
+        token_weights=cfg.token_weights.weights(),
     )
 
 

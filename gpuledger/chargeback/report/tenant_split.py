@@ -1,0 +1,335 @@
+"""Divide a shared service's GPU-seconds and energy among its tenants, hour by hour.
+
+The ledger keeps facts (tokens per tenant, the engine's prefill/decode seconds, the
+service's allocated and busy GPU-seconds per hour); this module divides them, so a new
+policy or weight never needs the data ingested again. Per service-hour (see
+``docs/tenants.md``):
+
+1. **Weights.** A prompt token weighs 1. Where the engine measured the hour (prefill and
+   decode seconds, uncached prompt tokens and generated tokens all above zero), a
+   generated token weighs ``(decode seconds / generated tokens) / (prefill seconds /
+   uncached prompt tokens)``; elsewhere the configured fixed ratio. A cached prompt token
+   skipped the prefill the engine timed and weighs the configured fraction of a prompt
+   token either way.
+2. **Lines.** Each tenant the gateway counted; the engine's tokens no gateway counted
+   (the engine's count − the probes' − Σ tenants', per kind, never below 0) to
+   ``__untenanted__``; the agent's own probe tokens to ``__probes__``.
+3. **Shares.** Line weight / Σ line weights of the hour. Under headroom policy
+   ``spread`` each line gets its share of the allocated GPU-seconds (busy and headroom
+   alike); under ``separate`` its share of the busy seconds, and the rest (allocated −
+   busy) is the ``__headroom__`` line. Energy follows the allocated seconds.
+4. **Hours without tokens.** Their GPU-seconds are pooled (``spread``) and divided over
+   the month's lines in proportion to what each got from the hours with tokens, or
+   (``separate``, or when the month had no tokens at all) go to ``__headroom__`` —
+   busy seconds in such an hour go to ``__untenanted__`` under ``separate``.
+
+Every GPU-second of the service lands on exactly one line, so the lines add up to the
+service per hour (tested to 1e-9 in a property test).
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+from gpuledger.chargeback.ledger.model import (
+    EngineTimeGroup,
+    TenantTokenGroup,
+    TokenGroup,
+    UsageGroup,
+)
+from gpuledger.chargeback.report.model import HeadroomPolicy, TenantKind
+
+UNTENANTED = "__untenanted__"
+PROBES = "__probes__"
+OTHER = "__other__"
+HEADROOM = "__headroom__"
+
+DEFAULT_CACHED_PROMPT_WEIGHT = 0.1
+DEFAULT_FIXED_GENERATION_WEIGHT = 4.0
+MIN_MEASURED_RATIO, MAX_MEASURED_RATIO = 1e-4, 1e4
+"""A measured generation weight outside these is not a measurement (seconds or tokens
+near zero, a counter gone wrong): the hour falls back to the fixed ratio."""
+
+ServiceKey = tuple[str, str]  # namespace, service
+
+
+def tenant_kind(tenant: str) -> TenantKind:
+    return {
+        UNTENANTED: "untenanted",
+        PROBES: "probes",
+        OTHER: "other",
+        HEADROOM: "headroom",
+    }.get(tenant, "tenant")  # type: ignore[return-value]
+
+
+@dataclass(frozen=True, slots=True)
+class TokenWeights:
+    """What a token weighs relative to an uncached prompt token."""
+
+    cached_prompt: float = DEFAULT_CACHED_PROMPT_WEIGHT
+    generation: float = DEFAULT_FIXED_GENERATION_WEIGHT  # the fallback; measured hours differ
+
+
+@dataclass(frozen=True, slots=True)
+class HourWeights:
+    cached_prompt: float
+    generation: float
+    measured: bool
+
+
+def hour_weights(
+    engine: EngineTimeGroup | None, tokens: TokenGroup | None, fixed: TokenWeights
+) -> HourWeights:
+    """The hour's weights from the engine's own seconds, or the fixed ratio where the
+    engine did not measure enough of it to say."""
+    if engine is not None and tokens is not None:
+        uncached = tokens.prompt_tokens - engine.prefix_cache_hits
+        if (
+            engine.prefill_seconds > 0
+            and engine.decode_seconds > 0
+            and uncached > 0
+            and tokens.generation_tokens > 0
+        ):
+            below = engine.prefill_seconds * tokens.generation_tokens
+            ratio = engine.decode_seconds * uncached / below if below > 0 else math.inf
+            if MIN_MEASURED_RATIO <= ratio <= MAX_MEASURED_RATIO:
+                return HourWeights(fixed.cached_prompt, ratio, True)
+    return HourWeights(fixed.cached_prompt, fixed.generation, False)
+
+
+@dataclass(slots=True)
+class TenantShare:
+    """What one line of a shared service collected over the month (seconds, joules)."""
+
+    tenant: str
+    requests: float = 0.0
+    prompt_tokens: float = 0.0
+    cached_prompt_tokens: float = 0.0
+    generation_tokens: float = 0.0
+    weighted_tokens: float = 0.0
+    allocated_seconds: dict[str, float] = field(default_factory=dict)  # per GPU model
+    busy_seconds: dict[str, float] = field(default_factory=dict)
+    energy_joules: dict[str, float] = field(default_factory=dict)
+    input_seconds: float = 0.0  # the part of the allocated seconds due to prompt tokens
+    measured_hours: int = 0
+    fixed_ratio_hours: int = 0
+
+    @property
+    def allocated(self) -> float:
+        return sum(self.allocated_seconds.values())
+
+    def add(self, model: str, alloc: float, busy: float, energy: float) -> None:
+        self.allocated_seconds[model] = self.allocated_seconds.get(model, 0.0) + alloc
+        self.busy_seconds[model] = self.busy_seconds.get(model, 0.0) + busy
+        self.energy_joules[model] = self.energy_joules.get(model, 0.0) + energy
+
+
+@dataclass(slots=True)
+class _HourLine:
+    tenant: str
+    requests: float
+    prompt: float
+    cached: float
+    generation: float
+
+
+@dataclass(slots=True)
+class ServiceHour:
+    """One service-hour's facts, as read from the ledger (summed over nodes)."""
+
+    usage: dict[str, tuple[float, float, float]] = field(default_factory=dict)
+    # GPU model → (allocated seconds, busy seconds, energy joules)
+    tenants: list[_HourLine] = field(default_factory=list)
+    tokens: TokenGroup | None = None
+    engine: EngineTimeGroup | None = None
+
+
+def _hour_lines(hour: ServiceHour) -> list[_HourLine]:
+    """The gateway's tenants plus what only the engine saw (untenanted) and the probes."""
+    lines = list(hour.tenants)
+    if hour.tokens is None:
+        return lines
+    t = hour.tokens
+    counted_prompt = sum(x.prompt for x in lines)
+    counted_generation = sum(x.generation for x in lines)
+    rest_prompt = max(0.0, t.prompt_tokens - t.probe_prompt_tokens - counted_prompt)
+    rest_generation = max(0.0, t.generation_tokens - t.probe_generation_tokens - counted_generation)
+    if rest_prompt > 0 or rest_generation > 0:
+        lines.append(_HourLine(UNTENANTED, 0.0, rest_prompt, 0.0, rest_generation))
+    if t.probe_prompt_tokens > 0 or t.probe_generation_tokens > 0:
+        lines.append(_HourLine(PROBES, 0.0, t.probe_prompt_tokens, 0.0, t.probe_generation_tokens))
+    return lines
+
+
+class ServiceSplit:
+    """Accumulates one shared service's hours into per-line shares."""
+
+    def __init__(self, policy: HeadroomPolicy, fixed: TokenWeights) -> None:
+        self.policy = policy
+        self.fixed = fixed
+        self.lines: dict[str, TenantShare] = {}
+        self._pool: dict[str, list[float]] = defaultdict(lambda: [0.0, 0.0, 0.0])
+
+    def _line(self, tenant: str) -> TenantShare:
+        line = self.lines.get(tenant)
+        if line is None:
+            line = self.lines[tenant] = TenantShare(tenant)
+        return line
+
+    def add_hour(self, hour: ServiceHour) -> None:
+        weights = hour_weights(hour.engine, hour.tokens, self.fixed)
+        lines = _hour_lines(hour)
+        wc, wg = weights.cached_prompt, weights.generation
+        weighted: list[tuple[_HourLine, float, float]] = []  # line, input weight, total
+        for x in lines:
+            cached = min(x.cached, x.prompt)
+            w_in = (x.prompt - cached) + wc * cached
+            weighted.append((x, w_in, w_in + wg * x.generation))
+        total = sum(w for _, _, w in weighted)
+        for x, _, w in weighted:
+            share = self._line(x.tenant)
+            share.requests += x.requests
+            share.prompt_tokens += x.prompt
+            share.cached_prompt_tokens += x.cached
+            share.generation_tokens += x.generation
+            share.weighted_tokens += w
+            if w > 0:
+                if weights.measured:
+                    share.measured_hours += 1
+                else:
+                    share.fixed_ratio_hours += 1
+        if total <= 0:
+            self._no_tokens(hour)
+            return
+        for model, (alloc, busy, energy) in hour.usage.items():
+            if self.policy == "spread":
+                part = (alloc, busy, energy)
+            else:
+                tenants_energy = energy * busy / alloc if alloc > 0 else 0.0
+                part = (busy, busy, tenants_energy)
+                if alloc - busy != 0 or energy - tenants_energy != 0:
+                    self._line(HEADROOM).add(model, alloc - busy, 0.0, energy - tenants_energy)
+            for x, w_in, w in weighted:
+                if w <= 0:
+                    continue
+                s = w / total
+                line = self.lines[x.tenant]
+                line.add(model, s * part[0], s * part[1], s * part[2])
+                line.input_seconds += part[0] * w_in / total
+
+    def _no_tokens(self, hour: ServiceHour) -> None:
+        for model, (alloc, busy, energy) in hour.usage.items():
+            if self.policy == "spread":
+                pool = self._pool[model]
+                pool[0] += alloc
+                pool[1] += busy
+                pool[2] += energy
+            else:
+                busy_energy = energy * busy / alloc if alloc > 0 else 0.0
+                if busy != 0:
+                    self._line(UNTENANTED).add(model, busy, busy, busy_energy)
+                self._line(HEADROOM).add(model, alloc - busy, 0.0, energy - busy_energy)
+
+    def finish(self) -> dict[str, TenantShare]:
+        """The lines, with the pooled no-token hours divided over them."""
+        takers = [(x, x.allocated) for x in self.lines.values() if x.tenant != HEADROOM]
+        takers = [(x, a) for x, a in takers if a > 0]
+        total = sum(a for _, a in takers)
+        input_fraction = {x.tenant: x.input_seconds / a for x, a in takers}
+        for model, (alloc, busy, energy) in self._pool.items():
+            if alloc == 0 and busy == 0 and energy == 0:
+                continue
+            if total <= 0:
+                self._line(HEADROOM).add(model, alloc, busy, energy)
+                continue
+            for x, a in takers:
+                s = a / total
+                x.input_seconds += s * alloc * input_fraction[x.tenant]
+                x.add(model, s * alloc, s * busy, s * energy)
+        self._pool.clear()
+        return self.lines
+
+
+def split_services(
+    usage: Iterable[UsageGroup],
+    tenant_rows: Iterable[TenantTokenGroup],
+    token_rows: Iterable[TokenGroup],
+    engine_rows: Iterable[EngineTimeGroup],
+    *,
+    policy: HeadroomPolicy,
+    weights: TokenWeights,
+) -> dict[ServiceKey, dict[str, TenantShare]]:
+    """Per shared service (one with any tenant row), its lines for the period.
+
+    ``usage`` grouped by namespace, service, gpu_model and hour; the others by namespace,
+    service and hour (``tenant_rows`` also by tenant)."""
+    hours: dict[ServiceKey, dict[str, ServiceHour]] = defaultdict(dict)
+    for t in tenant_rows:
+        key = (t.namespace or "", t.service or "")
+        hour = hours[key].get(t.hour or "")
+        if hour is None:
+            hour = hours[key][t.hour or ""] = ServiceHour()
+        hour.tenants.append(
+            _HourLine(
+                t.tenant or UNTENANTED,
+                t.requests,
+                t.prompt_tokens,
+                t.cached_prompt_tokens,
+                t.generation_tokens,
+            )
+        )
+
+    def slot(namespace: str | None, service: str | None, h: str | None) -> ServiceHour | None:
+        per_hour = hours.get((namespace or "", service or ""))
+        if per_hour is None:
+            return None  # not a shared service
+        hour = per_hour.get(h or "")
+        if hour is None:
+            hour = per_hour[h or ""] = ServiceHour()
+        return hour
+
+    for u in usage:
+        hour = slot(u.namespace, u.service, u.hour)
+        if hour is not None:
+            hour.usage[u.gpu_model or ""] = _plus(
+                hour.usage.get(u.gpu_model or ""),
+                (u.allocated_gpu_seconds, u.busy_gpu_seconds, u.energy_joules),
+            )
+    for tok in token_rows:
+        hour = slot(tok.namespace, tok.service, tok.hour)
+        if hour is not None:
+            hour.tokens = tok
+    for e in engine_rows:
+        hour = slot(e.namespace, e.service, e.hour)
+        if hour is not None:
+            hour.engine = e
+
+    out: dict[ServiceKey, dict[str, TenantShare]] = {}
+    for key, per_hour in hours.items():
+        split = ServiceSplit(policy, weights)
+        for h in sorted(per_hour):
+            split.add_hour(per_hour[h])
+        out[key] = split.finish()
+    return out
+
+
+def _plus(
+    a: tuple[float, float, float] | None, b: tuple[float, float, float]
+) -> tuple[float, float, float]:
+    if a is None:
+        return b
+    return (a[0] + b[0], a[1] + b[1], a[2] + b[2])
+
+
+def conservation_error(
+    usage: Mapping[str, float], lines: Iterable[TenantShare]
+) -> dict[str, float]:
+    """Per GPU model: the service's allocated seconds − Σ its lines' (0 when conserved)."""
+    got: dict[str, float] = defaultdict(float)
+    for line in lines:
+        for model, seconds in line.allocated_seconds.items():
+            got[model] += seconds
+    return {m: usage.get(m, 0.0) - got.get(m, 0.0) for m in set(usage) | set(got)}
