@@ -18,6 +18,10 @@ time and the agent's probes every ten minutes, with one service whose engine met
 disagree with its probes and one whose probes often fail, so every validation state
 appears in the report.
 
+``llm-prod/chat-llama-70b`` is a shared endpoint: a gateway counts its tenants' tokens
+(``ledger_tenant_tokens``) and its engines report prefill/decode time
+(``ledger_engine_time``), both derived from its token rows (:mod:`gpuledger.sim.tenants`).
+
 Every row is written as a running total (upsert), so running the fast-forward twice
 leaves the ledger unchanged.
 """
@@ -31,10 +35,18 @@ from dataclasses import dataclass
 
 from gpuledger.chargeback.attribution.claims import IDLE
 from gpuledger.chargeback.ledger.store.common import AuditableLedgerStore
-from gpuledger.chargeback.ledger.tables import CoverageRow, ProbeRecord, TokenRow, UsageRow
+from gpuledger.chargeback.ledger.tables import (
+    CoverageRow,
+    EngineTimeRow,
+    ProbeRecord,
+    TenantTokenRow,
+    TokenRow,
+    UsageRow,
+)
 from gpuledger.chargeback.report.model import Month
 from gpuledger.sim.node import KNOT_S, SimDevice, SimulatedNode
 from gpuledger.sim.nvml_fake import H100_80GB, L40S
+from gpuledger.sim.tenants import SHARED_SERVICE, shared_hour
 
 HOUR_S = 3600
 KNOTS_PER_HOUR = int(HOUR_S / KNOT_S)
@@ -92,6 +104,8 @@ class SimulatedMonth:
     usage_rows: int
     token_rows: int
     probe_rows: int
+    tenant_token_rows: int = 0
+    engine_time_rows: int = 0
 
 
 def _trapezoid(values: Sequence[float]) -> float:
@@ -224,13 +238,17 @@ def simulate_month(
         for spec in fleet
     ]
     rng = random.Random(f"{seed}:{month.label}")  # noqa: S311 -- reproducible, not secret
+    # the shared endpoint's own stream: the other tables' draws stay what they were
+    tenant_rng = random.Random(f"{seed}:{month.label}:tenants")  # noqa: S311
     days = hours // 24
-    counts = [0, 0, 0, 0]  # hours, usage, tokens, probes
+    counts = [0, 0, 0, 0, 0, 0]  # hours, usage, tokens, probes, tenant tokens, engine time
     for day in range(days):
         usage: list[UsageRow] = []
         coverage: list[CoverageRow] = []
         token_rows: list[TokenRow] = []
         probes: list[ProbeRecord] = []
+        tenant_rows: list[TenantTokenRow] = []
+        engine_rows: list[EngineTimeRow] = []
         for spec, sim in sims:
             for h in range(day * 24, day * 24 + 24):
                 if spec.outage is not None:
@@ -250,17 +268,26 @@ def simulate_month(
                     pp, pg = probe_tokens.get((ns, svc), (0, 0))
                     generation = round(busy_s * served.generation_tokens_per_busy_gpu_s)
                     prompt = round(generation * served.prompt_per_generation)
-                    token_rows.append(
-                        TokenRow(hour, spec.name, ns, svc, served.model_name,
-                                 float(prompt + pp), float(generation + pg), float(pp), float(pg))
+                    row = TokenRow(
+                        hour, spec.name, ns, svc, served.model_name,
+                        float(prompt + pp), float(generation + pg), float(pp), float(pg),
                     )  # fmt: skip
+                    token_rows.append(row)
+                    if (ns, svc) == SHARED_SERVICE:
+                        tenants, engine = shared_hour(tenant_rng, row, h, pp // PROBE_PROMPT_TOKENS)
+                        tenant_rows += tenants
+                        engine_rows += engine
                 counts[0] += 1
         store.upsert(usage, coverage)
         store.upsert_tokens(token_rows)
         store.upsert_probes(probes)
+        store.upsert_tenant_tokens(tenant_rows)
+        store.upsert_engine_time(engine_rows)
         counts[1] += len(usage)
         counts[2] += len(token_rows)
         counts[3] += len(probes)
+        counts[4] += len(tenant_rows)
+        counts[5] += len(engine_rows)
         if progress is not None:
             progress(day + 1, days)
     return SimulatedMonth(
@@ -271,4 +298,6 @@ def simulate_month(
         usage_rows=counts[1],
         token_rows=counts[2],
         probe_rows=counts[3],
+        tenant_token_rows=counts[4],
+        engine_time_rows=counts[5],
     )

@@ -103,8 +103,14 @@ def test_tokens_and_probes_follow_the_served_models(store: SqliteLedgerStore) ->
 
 def test_rerun_writes_the_same_totals(store: SqliteLedgerStore) -> None:
     before = store.usage(FEB.start, FEB.end, ["service"])
+    tenants = store.tenant_tokens(FEB.start, FEB.end, ["hour", "tenant"])
+    engine = store.engine_time(FEB.start, FEB.end, ["hour", "node"])
+    assert tenants
+    assert engine
     simulate_month(store, FEB, seed=7, fleet=(NODE,))
     assert store.usage(FEB.start, FEB.end, ["service"]) == before
+    assert store.tenant_tokens(FEB.start, FEB.end, ["hour", "tenant"]) == tenants
+    assert store.engine_time(FEB.start, FEB.end, ["hour", "node"]) == engine
 
 
 def test_demo_fleet_has_two_gpu_models() -> None:
