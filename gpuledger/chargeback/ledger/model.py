@@ -350,3 +350,96 @@ class LedgerStore(Protocol):
         ...
 
     def close(self) -> None: ...
+
+
+# -- the tenant split's reads (see gpuledger.chargeback.report.tenant_split) -----------------
+
+
+@dataclass(frozen=True, slots=True)
+class TenantHourSum:
+    """Σ over a service-hour's tenant rows (cached prompt tokens at most the prompt tokens
+    of their row): what the split needs to know the hour's total weight."""
+
+    namespace: str
+    service: str
+    hour_start: int  # unix seconds
+    requests: float
+    prompt_tokens: float
+    cached_prompt_tokens: float
+    generation_tokens: float
+
+    @classmethod
+    def from_row(cls, row: Mapping[str, object]) -> TenantHourSum:
+        return cls(
+            str(row["namespace"]), str(row["service"]), int(_float(row["hour_start"])),
+            *(_float(row[k]) for k in ("requests", "prompt_tokens", "cached_prompt_tokens",
+                                       "generation_tokens")),
+        )  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
+class SplitCoefficient:
+    """What one weighted token of a service-hour earns on one GPU model: the hour's
+    allocated, busy and energy shares per unit of weight (the split's part ÷ the hour's
+    total weight). ``gpu_model`` None: the hour held no GPU, only its weights count.
+    ``first`` marks one row per service-hour, so per-hour figures are counted once."""
+
+    namespace: str
+    service: str
+    hour_start: int
+    gpu_model: str | None
+    generation_weight: float
+    measured: bool
+    first: bool
+    allocated_per_weight: float
+    busy_per_weight: float
+    energy_per_weight: float
+
+    def as_json(self) -> dict[str, object]:
+        return {
+            "n": self.namespace, "s": self.service, "h": self.hour_start, "m": self.gpu_model,
+            "wg": self.generation_weight, "measured": self.measured, "first": self.first,
+            "ka": self.allocated_per_weight, "kb": self.busy_per_weight,
+            "ke": self.energy_per_weight,
+        }  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
+class TenantWeightedGroup:
+    """One tenant's Σ over the hours of a service with coefficients, on one GPU model
+    (None: hours without a GPU or without coefficients; token totals sit on the rows of
+    each hour's ``first`` coefficient or, without one, on the None row)."""
+
+    namespace: str
+    service: str
+    tenant: str
+    gpu_model: str | None
+    allocated_seconds: float
+    busy_seconds: float
+    energy_joules: float
+    input_seconds: float  # the part of allocated_seconds due to prompt tokens
+    weighted_tokens: float
+    fixed_ratio_weight: float  # of weighted_tokens, in hours weighted with the fixed ratio
+    requests: float  # the tenant's totals over every hour of the period, weighted or not
+    prompt_tokens: float
+    cached_prompt_tokens: float
+    generation_tokens: float
+
+    @classmethod
+    def from_row(cls, row: Mapping[str, object]) -> TenantWeightedGroup:
+        return cls(
+            namespace=str(row["namespace"]),
+            service=str(row["service"]),
+            tenant=str(row["tenant"]),
+            gpu_model=_opt_str(row["gpu_model"]),
+            allocated_seconds=_float(row["allocated_seconds"]),
+            busy_seconds=_float(row["busy_seconds"]),
+            energy_joules=_float(row["energy_joules"]),
+            input_seconds=_float(row["input_seconds"]),
+            weighted_tokens=_float(row["weighted_tokens"]),
+            fixed_ratio_weight=_float(row["fixed_ratio_weight"]),
+            requests=_float(row["requests"]),
+            prompt_tokens=_float(row["prompt_tokens"]),
+            cached_prompt_tokens=_float(row["cached_prompt_tokens"]),
+            generation_tokens=_float(row["generation_tokens"]),
+        )

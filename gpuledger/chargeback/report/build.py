@@ -437,18 +437,11 @@ def _tenant_split(
     """Each shared service's tenant shares, and each tenant's tokens per served model
     (for its API counterfactual). Nothing is read beyond one query when no gateway or
     meter counted tenants this month."""
-    tenant_rows = store.tenant_tokens(start, end, ["namespace", "service", "hour", "tenant"])
-    if not tenant_rows:
-        return {}, {}
-    hourly = ["namespace", "service", "hour"]
     shares = split_services(
-        store.usage(start, end, ["namespace", "service", "gpu_model", "hour"]),
-        tenant_rows,
-        store.tokens(start, end, hourly),
-        store.engine_time(start, end, hourly),
-        policy=opts.headroom_policy,
-        weights=opts.token_weights,
+        store, start, end, policy=opts.headroom_policy, weights=opts.token_weights
     )
+    if not shares:
+        return {}, {}
     by_model: dict[tuple[str, str], dict[str, dict[str, tuple[float, float]]]] = defaultdict(
         lambda: defaultdict(dict)
     )
@@ -619,7 +612,7 @@ def _notes(
             if opts.headroom_policy == "spread"
             else "kept as the service's own __headroom__ line"
         )
-        fixed = sum(1 for line in shared for t in line.tenants if t.fixed_ratio_hours)
+        fixed = sum(1 for line in shared for t in line.tenants if t.fixed_ratio_share > 0)
         yield (
             f"{len(shared)} shared service(s) are split among their tenants by weighted "
             f"tokens; headroom (allocated − busy) is {how} (headroom policy: "

@@ -24,7 +24,8 @@ TenantKind = Literal["tenant", "untenanted", "probes", "other", "headroom"]
 WeightBasis = Literal["measured", "fixed-ratio", "mixed", "none"]
 """How a tenant line's token weights were found over its hours: all from the engine's own
 prefill/decode seconds (``measured``), all from the configured fixed ratio
-(``fixed-ratio``), some of each (``mixed``), or no tokens at all (``none``)."""
+(``fixed-ratio``), some of each (``mixed``, with ``fixed_ratio_share`` saying how much),
+or no tokens at all (``none``)."""
 LineKind = Literal["service", "unattributed", "idle"]
 Validation = Literal["validated", "disagree", "probe-failures", "undecided", "no-probes", "n/a"]
 """validated: probes succeed and the engine's own counters agree with them; disagree: the
@@ -161,7 +162,7 @@ class TenantLine:
     token_api_basis: str
     savings_vs_token_api_usd: float | None
     weights: WeightBasis
-    fixed_ratio_hours: int  # hours of this line priced with the fixed ratio
+    fixed_ratio_share: float  # of weighted_tokens, from hours weighted with the fixed ratio
 
 
 @dataclass(frozen=True, slots=True)

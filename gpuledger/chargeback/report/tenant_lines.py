@@ -26,11 +26,11 @@ _RANK = {"tenant": 0, "other": 1, "untenanted": 2, "probes": 3, "headroom": 4}
 
 
 def _basis(share: TenantShare) -> WeightBasis:
-    if share.measured_hours == 0 and share.fixed_ratio_hours == 0:
+    if share.weighted_tokens <= 0:
         return "none"
-    if share.fixed_ratio_hours == 0:
+    if share.fixed_ratio_weight <= 0:
         return "measured"
-    if share.measured_hours == 0:
+    if share.fixed_ratio_weight >= share.weighted_tokens * (1 - 1e-12):
         return "fixed-ratio"
     return "mixed"
 
@@ -184,7 +184,11 @@ def price_tenants(
                 if api is not None and total is not None
                 else None,
                 weights=_basis(share),
-                fixed_ratio_hours=share.fixed_ratio_hours,
+                fixed_ratio_share=(
+                    min(1.0, share.fixed_ratio_weight / share.weighted_tokens)
+                    if share.weighted_tokens > 0
+                    else 0.0
+                ),
             )
         )
     return tuple(sorted(out, key=_order))

@@ -33,16 +33,14 @@ import math
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 
-from gpuledger.chargeback.ledger.model import (
-    EngineTimeGroup,
-    TenantTokenGroup,
-    TokenGroup,
-    UsageGroup,
-)
+from gpuledger.chargeback.ledger.model import EngineTimeGroup, SplitCoefficient, TokenGroup
+from gpuledger.chargeback.ledger.store.common import AuditableLedgerStore
 from gpuledger.chargeback.report.model import HeadroomPolicy, TenantKind
 
 UNTENANTED = "__untenanted__"
+GATEWAY = "\x00gateway"  # the gateway's tenants of an hour summed (never a tenant name)
 PROBES = "__probes__"
 OTHER = "__other__"
 HEADROOM = "__headroom__"
@@ -114,8 +112,7 @@ class TenantShare:
     busy_seconds: dict[str, float] = field(default_factory=dict)
     energy_joules: dict[str, float] = field(default_factory=dict)
     input_seconds: float = 0.0  # the part of the allocated seconds due to prompt tokens
-    measured_hours: int = 0
-    fixed_ratio_hours: int = 0
+    fixed_ratio_weight: float = 0.0  # of weighted_tokens, in hours with the fixed ratio
 
     @property
     def allocated(self) -> float:
@@ -142,14 +139,18 @@ class ServiceHour:
 
     usage: dict[str, tuple[float, float, float]] = field(default_factory=dict)
     # GPU model → (allocated seconds, busy seconds, energy joules)
-    tenants: list[_HourLine] = field(default_factory=list)
+    tenants: list[_HourLine] = field(default_factory=list)  # each tenant on its own, or …
+    gateway: _HourLine | None = None  # … all of them summed (their split is done in SQL)
     tokens: TokenGroup | None = None
     engine: EngineTimeGroup | None = None
+    hour_start: int = 0
 
 
 def _hour_lines(hour: ServiceHour) -> list[_HourLine]:
     """The gateway's tenants plus what only the engine saw (untenanted) and the probes."""
     lines = list(hour.tenants)
+    if hour.gateway is not None:
+        lines.append(hour.gateway)
     if hour.tokens is None:
         return lines
     t = hour.tokens
@@ -167,10 +168,14 @@ def _hour_lines(hour: ServiceHour) -> list[_HourLine]:
 class ServiceSplit:
     """Accumulates one shared service's hours into per-line shares."""
 
-    def __init__(self, policy: HeadroomPolicy, fixed: TokenWeights) -> None:
+    def __init__(
+        self, policy: HeadroomPolicy, fixed: TokenWeights, key: ServiceKey = ("", "")
+    ) -> None:
         self.policy = policy
         self.fixed = fixed
+        self.key = key
         self.lines: dict[str, TenantShare] = {}
+        self.coefficients: list[SplitCoefficient] = []  # for the gateway's tenants (SQL)
         self._pool: dict[str, list[float]] = defaultdict(lambda: [0.0, 0.0, 0.0])
 
     def _line(self, tenant: str) -> TenantShare:
@@ -190,20 +195,20 @@ class ServiceSplit:
             weighted.append((x, w_in, w_in + wg * x.generation))
         total = sum(w for _, _, w in weighted)
         for x, _, w in weighted:
+            if x.tenant == GATEWAY:
+                continue  # its tenants' tokens and hours come from SQL
             share = self._line(x.tenant)
             share.requests += x.requests
             share.prompt_tokens += x.prompt
             share.cached_prompt_tokens += x.cached
             share.generation_tokens += x.generation
             share.weighted_tokens += w
-            if w > 0:
-                if weights.measured:
-                    share.measured_hours += 1
-                else:
-                    share.fixed_ratio_hours += 1
+            if not weights.measured:
+                share.fixed_ratio_weight += w
         if total <= 0:
             self._no_tokens(hour)
             return
+        parts: dict[str | None, tuple[float, float, float]] = {}
         for model, (alloc, busy, energy) in hour.usage.items():
             if self.policy == "spread":
                 part = (alloc, busy, energy)
@@ -212,13 +217,40 @@ class ServiceSplit:
                 part = (busy, busy, tenants_energy)
                 if alloc - busy != 0 or energy - tenants_energy != 0:
                     self._line(HEADROOM).add(model, alloc - busy, 0.0, energy - tenants_energy)
+            parts[model] = part
             for x, w_in, w in weighted:
-                if w <= 0:
+                if w <= 0 or x.tenant == GATEWAY:
                     continue
                 s = w / total
                 line = self.lines[x.tenant]
                 line.add(model, s * part[0], s * part[1], s * part[2])
                 line.input_seconds += part[0] * w_in / total
+        if hour.gateway is not None:
+            self._coefficients(hour, weights, total, parts or {None: (0.0, 0.0, 0.0)})
+
+    def _coefficients(
+        self,
+        hour: ServiceHour,
+        weights: HourWeights,
+        total: float,
+        parts: Mapping[str | None, tuple[float, float, float]],
+    ) -> None:
+        """What one unit of weight earns this hour, per GPU model, for the SQL side."""
+        for i, (model, part) in enumerate(parts.items()):
+            self.coefficients.append(
+                SplitCoefficient(
+                    namespace=self.key[0],
+                    service=self.key[1],
+                    hour_start=hour.hour_start,
+                    gpu_model=model,
+                    generation_weight=weights.generation,
+                    measured=weights.measured,
+                    first=i == 0,
+                    allocated_per_weight=part[0] / total,
+                    busy_per_weight=part[1] / total,
+                    energy_per_weight=part[2] / total,
+                )
+            )
 
     def _no_tokens(self, hour: ServiceHour) -> None:
         for model, (alloc, busy, energy) in hour.usage.items():
@@ -233,8 +265,12 @@ class ServiceSplit:
                     self._line(UNTENANTED).add(model, busy, busy, busy_energy)
                 self._line(HEADROOM).add(model, alloc - busy, 0.0, energy - busy_energy)
 
-    def finish(self) -> dict[str, TenantShare]:
-        """The lines, with the pooled no-token hours divided over them."""
+    def finish(self, gateway: Iterable[TenantShare] = ()) -> dict[str, TenantShare]:
+        """The lines (with the gateway's tenants as the SQL side summed them), with the
+        pooled no-token hours divided over them."""
+        for g in gateway:
+            mine = self.lines.get(g.tenant)
+            self.lines[g.tenant] = g if mine is None else _merged(mine, g)
         takers = [(x, x.allocated) for x in self.lines.values() if x.tenant != HEADROOM]
         takers = [(x, a) for x, a in takers if a > 0]
         total = sum(a for _, a in takers)
@@ -254,65 +290,93 @@ class ServiceSplit:
 
 
 def split_services(
-    usage: Iterable[UsageGroup],
-    tenant_rows: Iterable[TenantTokenGroup],
-    token_rows: Iterable[TokenGroup],
-    engine_rows: Iterable[EngineTimeGroup],
+    store: AuditableLedgerStore,
+    start: datetime,
+    end: datetime,
     *,
     policy: HeadroomPolicy,
     weights: TokenWeights,
 ) -> dict[ServiceKey, dict[str, TenantShare]]:
-    """Per shared service (one with any tenant row), its lines for the period.
+    """Per shared service (one with any tenant row in ``[start, end)``), its lines.
 
-    ``usage`` grouped by namespace, service, gpu_model and hour; the others by namespace,
-    service and hour (``tenant_rows`` also by tenant)."""
-    hours: dict[ServiceKey, dict[str, ServiceHour]] = defaultdict(dict)
-    for t in tenant_rows:
-        key = (t.namespace or "", t.service or "")
-        hour = hours[key].get(t.hour or "")
-        if hour is None:
-            hour = hours[key][t.hour or ""] = ServiceHour()
-        hour.tenants.append(
-            _HourLine(
-                t.tenant or UNTENANTED,
-                t.requests,
-                t.prompt_tokens,
-                t.cached_prompt_tokens,
-                t.generation_tokens,
-            )
-        )
+    Python walks the service-hours (a few thousand a month) with the gateway's tenants
+    summed into one line per hour; that gives each hour's coefficients, and one SQL read
+    (``tenant_weighted_sums``) spreads them over the tenants, however many there are."""
+    hours: dict[ServiceKey, dict[int, ServiceHour]] = defaultdict(dict)
+    for t in store.tenant_hour_sums(start, end):
+        hours[(t.namespace, t.service)][t.hour_start] = ServiceHour(
+            gateway=_HourLine(GATEWAY, t.requests, t.prompt_tokens, t.cached_prompt_tokens,
+                              t.generation_tokens),
+            hour_start=t.hour_start,
+        )  # fmt: skip
+    if not hours:
+        return {}
 
-    def slot(namespace: str | None, service: str | None, h: str | None) -> ServiceHour | None:
+    def slot(namespace: str | None, service: str | None, iso: str | None) -> ServiceHour | None:
         per_hour = hours.get((namespace or "", service or ""))
-        if per_hour is None:
+        if per_hour is None or iso is None:
             return None  # not a shared service
-        hour = per_hour.get(h or "")
+        h = int(datetime.fromisoformat(iso).timestamp())
+        hour = per_hour.get(h)
         if hour is None:
-            hour = per_hour[h or ""] = ServiceHour()
+            hour = per_hour[h] = ServiceHour(hour_start=h)
         return hour
 
-    for u in usage:
+    by_hour = ["namespace", "service", "hour"]
+    for u in store.usage(start, end, ["namespace", "service", "gpu_model", "hour"]):
         hour = slot(u.namespace, u.service, u.hour)
         if hour is not None:
             hour.usage[u.gpu_model or ""] = _plus(
                 hour.usage.get(u.gpu_model or ""),
                 (u.allocated_gpu_seconds, u.busy_gpu_seconds, u.energy_joules),
             )
-    for tok in token_rows:
+    for tok in store.tokens(start, end, by_hour):
         hour = slot(tok.namespace, tok.service, tok.hour)
         if hour is not None:
             hour.tokens = tok
-    for e in engine_rows:
+    for e in store.engine_time(start, end, by_hour):
         hour = slot(e.namespace, e.service, e.hour)
         if hour is not None:
             hour.engine = e
 
-    out: dict[ServiceKey, dict[str, TenantShare]] = {}
+    splits: dict[ServiceKey, ServiceSplit] = {}
+    coefficients: list[SplitCoefficient] = []
     for key, per_hour in hours.items():
-        split = ServiceSplit(policy, weights)
+        split = splits[key] = ServiceSplit(policy, weights, key)
         for h in sorted(per_hour):
             split.add_hour(per_hour[h])
-        out[key] = split.finish()
+        coefficients += split.coefficients
+    gateway: dict[ServiceKey, dict[str, TenantShare]] = defaultdict(dict)
+    for g in store.tenant_weighted_sums(start, end, coefficients, weights.cached_prompt):
+        line = gateway[(g.namespace, g.service)].get(g.tenant)
+        if line is None:
+            line = gateway[(g.namespace, g.service)][g.tenant] = TenantShare(g.tenant)
+        # per-hour figures sit on one GPU model's row of each hour ("first"): add them all
+        line.weighted_tokens += g.weighted_tokens
+        line.fixed_ratio_weight += g.fixed_ratio_weight
+        line.requests += g.requests
+        line.prompt_tokens += g.prompt_tokens
+        line.cached_prompt_tokens += g.cached_prompt_tokens
+        line.generation_tokens += g.generation_tokens
+        if g.gpu_model is not None:
+            line.add(g.gpu_model, g.allocated_seconds, g.busy_seconds, g.energy_joules)
+            line.input_seconds += g.input_seconds
+    return {key: split.finish(gateway[key].values()) for key, split in splits.items()}
+
+
+def _merged(a: TenantShare, b: TenantShare) -> TenantShare:
+    """One line of two parts: the gateway's ``__untenanted__`` and the engine's rest."""
+    out = TenantShare(a.tenant)
+    for part in (a, b):
+        out.requests += part.requests
+        out.prompt_tokens += part.prompt_tokens
+        out.cached_prompt_tokens += part.cached_prompt_tokens
+        out.generation_tokens += part.generation_tokens
+        out.weighted_tokens += part.weighted_tokens
+        out.input_seconds += part.input_seconds
+        out.fixed_ratio_weight += part.fixed_ratio_weight
+        for model, seconds in part.allocated_seconds.items():
+            out.add(model, seconds, part.busy_seconds[model], part.energy_joules[model])
     return out
 
 

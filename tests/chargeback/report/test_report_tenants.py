@@ -155,7 +155,8 @@ def test_spread_split_equals_hand_computed(filled: AuditableLedgerStore) -> None
     assert (a.prompt_tokens, a.cached_prompt_tokens, a.generation_tokens) == (7e5, 1e5, 30_000)
     assert a.requests == 110
     assert a.weighted_tokens == pytest.approx(WA + 100_000 + 4 * 10_000)
-    assert (a.weights, a.fixed_ratio_hours) == ("mixed", 1)
+    assert a.weights == "mixed"  # hour 1's 140,000 weighted tokens used the fixed ratio
+    assert a.fixed_ratio_share == pytest.approx(140_000 / (WA + 140_000))
     assert _tenant(chat, "team-b").weights == "measured"
     # input/output: hour 0 by the weights' input part (510k of 710k), hour 1 by 100k of
     # 140k; the pooled hour keeps team-a's input fraction

@@ -18,6 +18,7 @@ psycopg, so the SQLite default works without the ``postgres`` extra.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Protocol
@@ -33,7 +34,10 @@ from gpuledger.chargeback.ledger.model import (
     InvariantViolation,
     LedgerStore,
     ProbeLatencyGroup,
+    SplitCoefficient,
+    TenantHourSum,
     TenantTokenGroup,
+    TenantWeightedGroup,
     TokenGroup,
 )
 from gpuledger.chargeback.ledger.tables import ENGINE_TIME, TENANT_TOKENS, TOKENS, Role
@@ -96,6 +100,16 @@ class AuditableLedgerStore(LedgerStore, Protocol):
         """Per ``(namespace, service)``: the nearest-rank ``quantile`` of successful
         probes' ``ttft_s``, ``tpot_s``, ``e2e_s`` (None where no probe measured it)."""
         ...
+
+    def tenant_hour_sums(self, start: datetime, end: datetime) -> list[TenantHourSum]: ...
+
+    def tenant_weighted_sums(
+        self,
+        start: datetime,
+        end: datetime,
+        coefficients: Sequence[SplitCoefficient],
+        cached_weight: float,
+    ) -> list[TenantWeightedGroup]: ...
 
     def invariant_violations(
         self,
@@ -220,6 +234,39 @@ class GroupedReads:
             ENGINE_GROUP_COLUMNS, ENGINE_TIME.names(Role.TOTAL), start, end, node,
         )  # fmt: skip
         return [EngineTimeGroup.from_row(r) for r in rows]
+
+    # -- the tenant split (gpuledger.chargeback.report.tenant_split) ------------------------
+
+    def _tenant_hour_rows(self, start: datetime, end: datetime) -> Sequence[Mapping[str, object]]:
+        raise NotImplementedError
+
+    def _tenant_weighted_rows(
+        self, start: datetime, end: datetime, coefficients: str, cached_weight: float
+    ) -> Sequence[Mapping[str, object]]:
+        raise NotImplementedError
+
+    def tenant_hour_sums(self, start: datetime, end: datetime) -> list[TenantHourSum]:
+        """Per (namespace, service, hour): Σ of the tenant rows, each row's cached prompt
+        tokens counted at most up to its prompt tokens."""
+        return [TenantHourSum.from_row(r) for r in self._tenant_hour_rows(start, end)]
+
+    def tenant_weighted_sums(
+        self,
+        start: datetime,
+        end: datetime,
+        coefficients: Sequence[SplitCoefficient],
+        cached_weight: float,
+    ) -> list[TenantWeightedGroup]:
+        """Per (namespace, service, tenant, GPU model): Σ over the service-hours in
+        ``coefficients`` of the tenant's weighted tokens × the hour's coefficients, in SQL,
+        so a month of a thousand tenants never crosses into Python row by row. A tenant's
+        weight in an hour: prompt − cached + ``cached_weight`` × cached + the hour's
+        generation weight × generated (its rows of the hour summed first)."""
+        if not coefficients:
+            return []
+        payload = json.dumps([c.as_json() for c in coefficients], separators=(",", ":"))
+        rows = self._tenant_weighted_rows(start, end, payload, float(cached_weight))
+        return [TenantWeightedGroup.from_row(r) for r in rows]
 
 
 def pivot_probe_latency(rows: Sequence[Mapping[str, object]]) -> list[ProbeLatencyGroup]:

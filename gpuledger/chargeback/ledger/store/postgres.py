@@ -44,6 +44,7 @@ from gpuledger.chargeback.ledger.store.common import (
 from gpuledger.chargeback.ledger.store.postgres_sql import (
     INSERT_STORAGE,
     MIGRATIONS,
+    TENANT_WEIGHTED,
     UPSERT_COVERAGE_TEMP,
     UPSERT_COVERAGE_VALUES,
     UPSERT_ENGINE_TIME,
@@ -381,6 +382,38 @@ class PostgresLedgerStore(GroupedReads):
             USAGE.names(Role.TOTAL), start, end, node, extra=(hours,),
         )  # fmt: skip
         return [UsageGroup.from_row(r) for r in rows]
+
+    def _tenant_hour_rows(self, start: datetime, end: datetime) -> list[dict[str, object]]:
+        where, params = self._range(start, end, None)
+        query = sql.SQL(
+            "SELECT {ns}, {svc}, extract(epoch FROM {h})::bigint AS {h}, "
+            "COALESCE(SUM({req}), 0)::double precision AS {req}, "
+            "COALESCE(SUM({p}), 0)::double precision AS {p}, "
+            "COALESCE(SUM(LEAST({c}, {p})), 0)::double precision AS {c}, "
+            "COALESCE(SUM({g}), 0)::double precision AS {g} "
+            "FROM {t} WHERE {w} GROUP BY {ns}, {svc}, {h}"
+        ).format(
+            ns=I("namespace"), svc=I("service"), h=I("hour_start"), req=I("requests"),
+            p=I("prompt_tokens"), c=I("cached_prompt_tokens"), g=I("generation_tokens"),
+            t=I(TENANT_TOKENS.store), w=where,
+        )  # fmt: skip
+        return self._query("tenant hour sums query", query, params)
+
+    def _tenant_weighted_rows(
+        self, start: datetime, end: datetime, coefficients: str, cached_weight: float
+    ) -> list[dict[str, object]]:
+        where, params = self._range(start, end, None)
+        query = sql.SQL(TENANT_WEIGHTED).format(
+            ns=I("namespace"), svc=I("service"), h=I("hour_start"), tenant=I("tenant"),
+            req=I("requests"), p=I("prompt_tokens"), c=I("cached_prompt_tokens"),
+            g=I("generation_tokens"), t=I(TENANT_TOKENS.store), w=where,
+        )  # fmt: skip
+        what = "tenant split query"
+        with self._connection(what) as conn, conn.transaction():
+            conn.execute("SET LOCAL enable_sort = off")
+            with conn.cursor(row_factory=dict_row) as cur:
+                cur.execute(query, [coefficients, cached_weight, *params])
+                return [dict(r) for r in cur.fetchall()]
 
     def coverage(
         self, start: datetime, end: datetime, *, node: str | None = None

@@ -355,3 +355,41 @@ ISO_HOUR = "to_char({col} AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"')"
 
 def iso_hour(col: sql.Composable) -> sql.Composed:
     return sql.SQL(ISO_HOUR).format(col=col)
+
+
+TENANT_WEIGHTED = """
+WITH x AS MATERIALIZED (
+    SELECT r.n, r.s, to_timestamp(r.h) AS h, r.m, r.wg, r.measured, r.first,
+           r.ka, r.kb, r.ke
+    FROM jsonb_to_recordset(%s::jsonb) AS r(n text, s text, h bigint, m text,
+         wg double precision, measured boolean, first boolean, ka double precision,
+         kb double precision, ke double precision)
+), t AS (
+    SELECT {ns}, {svc}, {h}, {tenant}, {req}, {p}, {c}, {g},
+           {p} - LEAST({c}, {p}) + %s::double precision * LEAST({c}, {p}) AS w_in
+    FROM {t} WHERE {w}
+), j AS (
+    SELECT t.*, x.m, x.first, x.measured, x.ka, x.kb, x.ke,
+           t.w_in + x.wg * t.{g} AS wt, x.first IS NOT FALSE AS once
+    FROM t LEFT JOIN x ON x.n = t.{ns} AND x.s = t.{svc} AND x.h = t.{h}
+)
+SELECT {ns} AS namespace, {svc} AS service, {tenant} AS tenant, m AS gpu_model,
+       COALESCE(SUM(wt * ka), 0)::double precision AS allocated_seconds,
+       COALESCE(SUM(wt * kb), 0)::double precision AS busy_seconds,
+       COALESCE(SUM(wt * ke), 0)::double precision AS energy_joules,
+       COALESCE(SUM(w_in * ka), 0)::double precision AS input_seconds,
+       COALESCE(SUM(wt) FILTER (WHERE first), 0)::double precision AS weighted_tokens,
+       COALESCE(SUM(wt) FILTER (WHERE first AND NOT measured), 0)::double precision
+           AS fixed_ratio_weight,
+       COALESCE(SUM({req}) FILTER (WHERE once), 0)::double precision AS requests,
+       COALESCE(SUM({p}) FILTER (WHERE once), 0)::double precision AS prompt_tokens,
+       COALESCE(SUM({c}) FILTER (WHERE once), 0)::double precision AS cached_prompt_tokens,
+       COALESCE(SUM({g}) FILTER (WHERE once), 0)::double precision AS generation_tokens
+FROM j GROUP BY {ns}, {svc}, {tenant}, m
+"""
+"""The tenant split's one heavy read (``tenant_weighted_sums``): every tenant row of the
+period, weighted with its hour's generation weight, times the hour's coefficients per GPU
+model (passed as one JSON parameter), summed per tenant and GPU model; the rows' token
+totals ride along (once per hour: on its first coefficient, or alone without one). Run
+with sorting discouraged: the planner cannot know the JSON's row count and would sort
+the whole period to group a few thousand tenants."""

@@ -352,6 +352,85 @@ class SqliteLedgerStore(GroupedReads):
         )  # fmt: skip
         return [UsageGroup.from_row(r) for r in rows]
 
+    def _tenant_hour_rows(self, start: datetime, end: datetime) -> list[Mapping[str, object]]:
+        cached = f"MIN({q('cached_prompt_tokens')}, {q('prompt_tokens')})"
+        keys = f"{q('namespace')}, {q('service')}, {q('hour_start')}"
+        sql = (
+            f"SELECT {keys}, TOTAL({q('requests')}) AS {q('requests')}, "
+            f"TOTAL({q('prompt_tokens')}) AS {q('prompt_tokens')}, "
+            f"TOTAL({cached}) AS {q('cached_prompt_tokens')}, "
+            f"TOTAL({q('generation_tokens')}) AS {q('generation_tokens')} "
+            f"FROM {q(TENANT_TOKENS.store)} "
+            f"WHERE {q('hour_start')} >= ? AND {q('hour_start')} < ? GROUP BY {keys}"
+        )
+        params = [unix_seconds(start, "start"), unix_seconds(end, "end")]
+        return self._query("tenant hour sums query", sql, params)
+
+    def _tenant_weighted_rows(
+        self, start: datetime, end: datetime, coefficients: str, cached_weight: float
+    ) -> list[Mapping[str, object]]:
+        fields = ("n", "s", "h", "m", "wg", "measured", "first", "ka", "kb", "ke")
+        x = ", ".join(f"json_extract(value, '$.{f}') AS {q('x_' + f)}" for f in fields)
+        cached = f"MIN({q('cached_prompt_tokens')}, {q('prompt_tokens')})"
+        keys = (q("namespace"), q("service"), q("tenant"))
+        once = f"{q('x_first')} IS NOT 0"  # NULL (no coefficient) counts too
+        first = f"{q('x_first')} = 1"
+
+        def total(expr: str, name: str) -> str:
+            return f"TOTAL({expr}) AS {q(name)}"
+
+        sql = (
+            f"WITH t AS (SELECT {', '.join(keys)}, {q('hour_start')}, {q('requests')}, "
+            f"{q('prompt_tokens')}, {q('cached_prompt_tokens')}, {q('generation_tokens')}, "
+            f"{q('prompt_tokens')} - {cached} + ? * {cached} AS {q('w_in')} "
+            f"FROM {q(TENANT_TOKENS.store)} "
+            f"WHERE {q('hour_start')} >= ? AND {q('hour_start')} < ?), "
+            f"j AS (SELECT t.*, x.*, t.{q('w_in')} + x.{q('x_wg')} * t.{q('generation_tokens')} "
+            f"AS {q('wt')} FROM t LEFT JOIN temp.{q('split_x')} AS x "
+            f"ON x.{q('x_n')} = t.{q('namespace')} AND x.{q('x_s')} = t.{q('service')} "
+            f"AND x.{q('x_h')} = t.{q('hour_start')}) "
+            f"SELECT {', '.join(keys)}, {q('x_m')} AS {q('gpu_model')}, "
+            + ", ".join((
+                total(f"{q('wt')} * {q('x_ka')}", "allocated_seconds"),
+                total(f"{q('wt')} * {q('x_kb')}", "busy_seconds"),
+                total(f"{q('wt')} * {q('x_ke')}", "energy_joules"),
+                total(f"{q('w_in')} * {q('x_ka')}", "input_seconds"),
+                total(f"CASE WHEN {first} THEN {q('wt')} END", "weighted_tokens"),
+                total(f"CASE WHEN {first} AND {q('x_measured')} = 0 THEN {q('wt')} END",
+                      "fixed_ratio_weight"),
+                *(total(f"CASE WHEN {once} THEN {q(c)} END", c)
+                  for c in ("requests", "prompt_tokens", "cached_prompt_tokens",
+                            "generation_tokens")),
+            ))
+            + f" FROM j GROUP BY {', '.join(keys)}, {q('x_m')}"
+        )  # fmt: skip
+        # the coefficients go to a keyed temporary table: joined as a CTE, SQLite would
+        # scan all of them for every tenant row
+        load = f"INSERT INTO temp.{q('split_x')} SELECT {x} FROM json_each(?)"
+        params = [cached_weight, unix_seconds(start, "start"), unix_seconds(end, "end")]
+        with self._lock:
+            conn = self._live()
+            try:
+                conn.execute(f"DROP TABLE IF EXISTS temp.{q('split_x')}")
+                conn.execute(
+                    f"CREATE TEMP TABLE {q('split_x')} ({q('x_n')} TEXT, {q('x_s')} TEXT, "
+                    f"{q('x_h')} INTEGER, {q('x_m')} TEXT, {q('x_wg')} REAL, "
+                    f"{q('x_measured')} INTEGER, {q('x_first')} INTEGER, {q('x_ka')} REAL, "
+                    f"{q('x_kb')} REAL, {q('x_ke')} REAL)"
+                )
+                conn.execute(
+                    f"CREATE INDEX temp.{q('split_x_key')} ON {q('split_x')} "
+                    f"({q('x_n')}, {q('x_s')}, {q('x_h')})"
+                )
+                conn.execute(load, [coefficients])
+                cur = conn.execute(sql, params)
+                names = [d[0] for d in cur.description]
+                rows = cur.fetchall()
+                conn.execute(f"DROP TABLE temp.{q('split_x')}")
+            except sqlite3.Error as err:
+                raise self._fail("tenant split query", err) from err
+        return [dict(zip(names, row, strict=True)) for row in rows]
+
     def coverage(
         self, start: datetime, end: datetime, *, node: str | None = None
     ) -> list[CoverageGroup]:
