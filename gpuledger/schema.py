@@ -221,6 +221,10 @@ VLLM_ENDPOINT_UP = _m(
 
 # --- Tenants of shared endpoints (gateway counters) -------------------------------------
 TENANT_LABELS = ("service", "namespace", "model_name", "tenant")
+TENANT_UNTENANTED = "__untenanted__"
+"""The ``tenant`` value of traffic a gateway (or the meter) counted without a tenant."""
+TENANT_OTHER = "__other__"
+"""The ``tenant`` value of the tenants folded by the per-service cap."""
 TENANT_REQUESTS = _m(
     "tenant", "gpuledger_tenant_requests_total", C, "", TENANT_LABELS,
     "Requests a gateway counted for the tenant (since the agent started; gateway counter "

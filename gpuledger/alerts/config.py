@@ -58,6 +58,14 @@ class AlertsConfig(_Section):
     probe_failure_window: Duration = "15m"
     probe_failure_for: Duration = "5m"
 
+    # Tenants of shared endpoints (the gateway source): share of a service's prompt +
+    # generation tokens counted without a tenant, over the window.
+    untenanted_traffic_ratio: float = Field(0.20, gt=0, lt=1)
+    untenanted_traffic_window: Duration = "30m"
+    untenanted_traffic_for: Duration = "30m"
+    tenant_gateway_down_for: Duration = "10m"
+    tenant_overflow_for: Duration = "15m"
+
     # GPU health.
     xid_window: Duration = "10m"
     thermal_throttling_for: Duration = "5m"

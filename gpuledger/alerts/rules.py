@@ -204,6 +204,13 @@ def recording_rules(cfg: AlertsConfig, card: RateCard | None = None) -> list[dic
 
 # --- alerting rules --------------------------------------------------------------------
 
+TENANT_ALERT_NAMES = (
+    "GpuledgerUntenantedTrafficHigh",
+    "GpuledgerTenantGatewayDown",
+    "GpuledgerTenantOverflow",
+)
+"""The alerts on the tenants of shared endpoints (issue 14), last in the rule file."""
+
 ALERT_NAMES = (
     "GpuledgerTtftP99High",
     "GpuledgerInterTokenLatencyP99High",
@@ -220,6 +227,7 @@ ALERT_NAMES = (
     "GpuledgerAgentTargetDown",
     "GpuledgerAgentAbsent",
     "GpuledgerLedgerFlushFailing",
+    *TENANT_ALERT_NAMES,
 )
 """Every alert, in the order of the rule file; ``docs/runbooks.md`` has one section each."""
 
@@ -421,6 +429,62 @@ def alert_rules(cfg: AlertsConfig) -> list[dict[str, Any]]:
             "The gpuledger agent on {{ $labels.node }} failed {{ $value | humanize }} "
             f"time(s) in the last {cfg.ledger_flush_window} to flush its spool to the "
             "ledger store, and rows are pending; chargeback data is held locally.",
+        ),
+        *tenant_alert_rules(cfg),
+    ]  # fmt: skip
+
+
+def untenanted_share_expr(window: str) -> str:
+    """Per (service, namespace): the share of prompt + generation tokens counted with
+    tenant ``__untenanted__`` over ``window``. A service with no untenanted series has no
+    value (nothing to alert on); one that served no tokens divides 0 by 0 (NaN, never
+    above a threshold)."""
+
+    def tokens(*matchers: str) -> str:
+        inner = "{" + ",".join(matchers) + "}" if matchers else ""
+        return " + ".join(
+            f"sum {_by('service', 'namespace')} (rate({spec.name}{inner}[{window}]))"
+            for spec in (schema.TENANT_PROMPT_TOKENS, schema.TENANT_GENERATION_TOKENS)
+        )
+
+    untenanted = f"tenant={_q(schema.TENANT_UNTENANTED)}"
+    return f"({tokens(untenanted)}) / ({tokens()})"
+
+
+def tenant_alert_rules(cfg: AlertsConfig) -> list[dict[str, Any]]:
+    """The alerts of :data:`TENANT_ALERT_NAMES`, in that order."""
+    s = schema
+    return [
+        _alert(
+            cfg, "GpuledgerUntenantedTrafficHigh",
+            f"{untenanted_share_expr(cfg.untenanted_traffic_window)} "
+            f"> {_num(cfg.untenanted_traffic_ratio)}",
+            cfg.untenanted_traffic_for, "warning",
+            "Much of {{ $labels.service }}'s traffic has no tenant",
+            "{{ $value | humanizePercentage }} of the prompt + generation tokens of service "
+            + _SERVICE + f" over the last {cfg.untenanted_traffic_window} were counted "
+            f"without a tenant ({s.TENANT_UNTENANTED}), above "
+            f"{cfg.untenanted_traffic_ratio:.0%} for {cfg.untenanted_traffic_for}; the "
+            "report cannot charge that share to a caller.",
+        ),
+        _alert(
+            cfg, "GpuledgerTenantGatewayDown",
+            f"{s.TENANT_GATEWAY_UP.name} == 0",
+            cfg.tenant_gateway_down_for, "warning",
+            "Gateway {{ $labels.endpoint }} cannot be read",
+            "The gpuledger agent on {{ $labels.node }} has failed to read the gateway page "
+            f"{{{{ $labels.endpoint }}}} for {cfg.tenant_gateway_down_for}; tenant tokens "
+            "are not counted meanwhile (the gateway's counters cover the gap once it is "
+            "back, unless it restarted too).",
+        ),
+        _alert(
+            cfg, "GpuledgerTenantOverflow",
+            f"{s.TENANT_OVERFLOW.name} > 0",
+            cfg.tenant_overflow_for, "info",
+            "Tenants of {{ $labels.service }} are folded into " + s.TENANT_OTHER,
+            "{{ $value | humanize }} tenant(s) of service " + _SERVICE + " beyond "
+            f"gateways.max_tenants_per_service are counted as {s.TENANT_OTHER} (seen "
+            f"for {cfg.tenant_overflow_for}); their traffic is charged together, not by name.",
         ),
     ]  # fmt: skip
 

@@ -1,6 +1,6 @@
 """Where panels go and what frames them: the grid layout, the template variables every
-dashboard has (``datasource``, ``node``, ``namespace``, ``service``) and the dashboard
-shell (tags, refresh, time range).
+dashboard has (``datasource``, ``node``, ``namespace``, ``service``; a board may add its
+own after them) and the dashboard shell (tags, refresh, time range).
 
 Panels are laid out left to right in rows, 24 columns wide, never overlapping; ids are
 given in order, so the JSON of a dashboard changes only where its cells do.
@@ -61,7 +61,7 @@ def layout(cells: Sequence[Cell]) -> list[dashboard.Panel]:
 # --- variables -------------------------------------------------------------------------
 
 
-def _label_variable(name: str, label: str, spec: MetricSpec, *parents: str) -> QueryVariable:
+def label_variable(name: str, label: str, spec: MetricSpec, *parents: str) -> QueryVariable:
     """``label_values(metric{<parents>}, name)``, multi-valued with "All" = ``.*``."""
     matchers = ",".join(f'{p}=~"${p}"' for p in parents if p in spec.all_labels)
     query = f"label_values({spec.name}{{{matchers}}}, {name})"
@@ -88,17 +88,23 @@ def variables(workload: MetricSpec) -> list[cogbuilder.Builder[dashboard.Variabl
             raise ValueError(f"{workload.name} has no {label} label")
     return [
         DatasourceVariable("datasource").label("Data source").type("prometheus"),
-        _label_variable("node", "Node", schema.BUILD_INFO),
-        _label_variable("namespace", "Namespace", workload, "node"),
-        _label_variable("service", "Service", workload, "node", "namespace"),
+        label_variable("node", "Node", schema.BUILD_INFO),
+        label_variable("namespace", "Namespace", workload, "node"),
+        label_variable("service", "Service", workload, "node", "namespace"),
     ]
 
 
 def make_dashboard(
-    uid: str, title: str, description: str, workload: MetricSpec, cells: Sequence[Cell]
+    uid: str,
+    title: str,
+    description: str,
+    workload: MetricSpec,
+    cells: Sequence[Cell],
+    extra_variables: Sequence[QueryVariable] = (),
 ) -> dashboard.Dashboard:
     """The shell every board shares, with ``cells`` laid out in it. ``workload`` is the
-    series the namespace and service variables list their values from."""
+    series the namespace and service variables list their values from;
+    ``extra_variables`` (a board's own, e.g. the tenant) follow the four shared ones."""
     d = (
         DashboardBuilder(title)
         .uid(uid)
@@ -108,7 +114,7 @@ def make_dashboard(
         .time(TIME_FROM, "now")
         .timezone("browser")
         .tooltip(dashboard.DashboardCursorSync.CROSSHAIR)
-        .variables(variables(workload))
+        .variables([*variables(workload), *extra_variables])
         .build()
     )
     d.panels = list(layout(cells))

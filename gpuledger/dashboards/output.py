@@ -13,7 +13,7 @@ import yaml
 from grafana_foundation_sdk.cog.encoder import JSONEncoder
 from grafana_foundation_sdk.models import dashboard
 
-from gpuledger.dashboards.boards import agent, gpu_fleet, pgvector, services, vllm
+from gpuledger.dashboards.boards import agent, gpu_fleet, pgvector, services, tenants, vllm
 
 
 def all_dashboards() -> dict[str, dashboard.Dashboard]:
@@ -22,6 +22,7 @@ def all_dashboards() -> dict[str, dashboard.Dashboard]:
         gpu_fleet.build(),
         services.build(),
         vllm.build(),
+        tenants.build(),
         pgvector.build(),
         agent.build(),
     ]

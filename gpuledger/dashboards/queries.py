@@ -245,6 +245,70 @@ def probe_successes() -> str:
     return f"sum by (service) ({increase(schema.PROBE_SUCCESS)})"
 
 
+# --- Tenants of shared endpoints -------------------------------------------------------
+
+TENANT_FILTER = 'tenant=~"$tenant"'
+"""The tenant variable's matcher: only on the tenant's own side of a share (a service's
+total is every tenant's traffic, whatever the variable picks)."""
+
+TENANT_TOKEN_SPECS: tuple[MetricSpec, ...] = (
+    schema.TENANT_PROMPT_TOKENS,
+    schema.TENANT_GENERATION_TOKENS,
+)
+"""The tokens a tenant's share of a service is counted in: prompt (cached ones included)
+plus generation, unweighted."""
+
+_SERVICE_KEY = "namespace, service"
+_TENANT_KEY = "namespace, service, tenant"
+
+
+def tenant_rate(spec: MetricSpec) -> str:
+    """Per second of ``spec`` (a tenant counter) by service and tenant."""
+    return f"sum by ({_TENANT_KEY}) ({rate(spec, TENANT_FILTER)})"
+
+
+def _tenant_tokens(by: str, *extra: str, window: str) -> str:
+    return " + ".join(
+        f"sum by ({by}) ({rate(spec, *extra, window=window)})" for spec in TENANT_TOKEN_SPECS
+    )
+
+
+def tenant_token_share(window: str = "$__rate_interval") -> str:
+    """Each tenant's share (0..1) of its service's prompt + generation tokens."""
+    mine = _tenant_tokens(_TENANT_KEY, TENANT_FILTER, window=window)
+    service = _tenant_tokens(_SERVICE_KEY, window=window)
+    return f"({mine}) / on ({_SERVICE_KEY}) group_left () ({service})"
+
+
+def tenant_cost_per_hour() -> str:
+    """An estimate: the service's cost per hour (allocated GPU-hours priced with the rate
+    card, the recording rule) times the tenant's share of its tokens over the same hour.
+    The report splits by engine-weighted tokens; this splits by plain tokens."""
+    cost = rule_sel("service_cost_usd_per_hour")
+    return f"({tenant_token_share(window='1h')}) * on ({_SERVICE_KEY}) group_left () {cost}"
+
+
+def untenanted_share() -> str:
+    """Share (0..1) of each service's tokens that the gateway counted without a tenant."""
+    untenanted = eq("tenant", schema.TENANT_UNTENANTED)
+    part = _tenant_tokens(_SERVICE_KEY, untenanted, window="$__rate_interval")
+    whole = _tenant_tokens(_SERVICE_KEY, window="$__rate_interval")
+    return f"({part}) / ({whole})"
+
+
+def tenant_gateway_up() -> str:
+    return f"min by (node, endpoint) ({sel(schema.TENANT_GATEWAY_UP)})"
+
+
+def tenant_overflow() -> str:
+    """Tenants folded into ``__other__`` per service; 0 (not "no data") while none were."""
+    return f"max by ({_SERVICE_KEY}) ({sel(schema.TENANT_OVERFLOW)}) or on () vector(0)"
+
+
+def tenant_unmapped_series() -> str:
+    return f"max by (node, endpoint) ({sel(schema.TENANT_UNMAPPED_SERIES)})"
+
+
 # --- pgvector storage ------------------------------------------------------------------
 
 
@@ -317,6 +381,7 @@ CONCRETE_VALUES: Mapping[str, str] = {
     "node": ".*",
     "namespace": ".*",
     "service": ".*",
+    "tenant": ".*",
     "datasource": "prometheus",
     "__rate_interval": "5m",
     "__interval": "1m",

@@ -3,11 +3,7 @@
 
 from __future__ import annotations
 
-import math
 import re
-import shutil
-import subprocess
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -22,151 +18,13 @@ from gpuledger.alerts.promql import metric_names, unknown_metric_names
 from gpuledger.cli import app
 from tests.support import rates
 from tests.support.paths import REPO_ROOT
+from tests.support.promtool_rules import Case, needs_promtool, promtool, run_promtool_tests, sel
 
 ROOT = REPO_ROOT
-PROMTOOL = shutil.which("promtool")
-needs_promtool = pytest.mark.skipif(PROMTOOL is None, reason="promtool not installed")
 
 H100 = "NVIDIA H100 80GB HBM3"
 RATE_H100 = rates.capacity_rate("H100-80GB")
 RATE_L4 = rates.capacity_rate("L4")
-
-
-def _promtool(*args: str) -> subprocess.CompletedProcess[str]:
-    assert PROMTOOL is not None
-    return subprocess.run([PROMTOOL, *args], capture_output=True, text=True, timeout=120)
-
-
-# --- rendering the annotation templates the way Prometheus does (the subset used) ------
-
-
-def _g4(v: float) -> str:
-    return f"{v:.4g}"
-
-
-def _humanize(v: float) -> str:
-    if v == 0 or math.isnan(v) or math.isinf(v):
-        return _g4(v)
-    prefix = ""
-    if abs(v) >= 1:
-        for p in ("k", "M", "G", "T", "P", "E", "Z", "Y"):
-            if abs(v) < 1000:
-                break
-            prefix, v = p, v / 1000
-    else:
-        for p in ("m", "u", "n", "p", "f", "a", "z", "y"):
-            if abs(v) >= 1:
-                break
-            prefix, v = p, v * 1000
-    return _g4(v) + prefix
-
-
-def _humanize_duration(v: float) -> str:
-    if v == 0:
-        return "0s"
-    if abs(v) >= 1:
-        sign = "-" if v < 0 else ""
-        n = int(abs(v))
-        d, h, m, s = n // 86400, n // 3600 % 24, n // 60 % 60, n % 60
-        if d:
-            return f"{sign}{d}d {h}h {m}m {s}s"
-        if h:
-            return f"{sign}{h}h {m}m {s}s"
-        if m:
-            return f"{sign}{m}m {s}s"
-        return f"{sign}{_g4(abs(v))}s"
-    prefix = ""
-    for p in ("m", "u", "n", "p", "f", "a", "z", "y"):
-        if abs(v) >= 1:
-            break
-        prefix, v = p, v * 1000
-    return f"{_g4(v)}{prefix}s"
-
-
-_FILTERS: dict[str, Callable[[float], str]] = {
-    "humanize": _humanize,
-    "humanizeDuration": _humanize_duration,
-    "humanizePercentage": lambda v: f"{_g4(v * 100)}%",
-}
-
-
-def render(template: str, labels: dict[str, str], value: float) -> str:
-    def conditional(m: re.Match[str]) -> str:
-        branches = re.findall(
-            r'\{\{ (?:if|else if) eq \$labels\.(\w+) "([^"]*)" \}\}(.*?)(?=\{\{ else)', m.group(0)
-        )
-        for label, expected, text in branches:
-            if labels.get(label, "") == expected:
-                return str(text)
-        fallback = re.search(r"\{\{ else \}\}(.*?)\{\{ end \}\}", m.group(0))
-        assert fallback is not None
-        return fallback.group(1)
-
-    out = re.sub(r"\{\{ if .*?\{\{ end \}\}", conditional, template)
-    out = re.sub(r"\{\{ \$labels\.(\w+) \}\}", lambda m: labels.get(m.group(1), ""), out)
-    out = re.sub(r"\{\{ \$value \| (\w+) \}\}", lambda m: _FILTERS[m.group(1)](value), out)
-    assert "{{" not in out, out
-    return out
-
-
-# --- promtool unit-test builder ------------------------------------------------------
-
-
-def _sel(name: str, **labels: str) -> str:
-    inner = ",".join(f'{k}="{v}"' for k, v in labels.items())
-    return f"{name}{{{inner}}}"
-
-
-class Case:
-    """One promtool test group: input series and the alerts expected at given times."""
-
-    def __init__(self, cfg: AlertsConfig, interval: str = "1m") -> None:
-        self.cfg = cfg
-        self.alerts = {r["alert"]: r for r in rules.alert_rules(cfg)}
-        self.doc: dict[str, Any] = {
-            "interval": interval,
-            "input_series": [],
-            "alert_rule_test": [],
-            "promql_expr_test": [],
-        }
-
-    def series(self, name: str, values: str, **labels: str) -> Case:
-        self.doc["input_series"].append({"series": _sel(name, **labels), "values": values})
-        return self
-
-    def expect(self, at: str, alertname: str, fired: list[tuple[dict[str, str], float]]) -> Case:
-        rule = self.alerts[alertname]
-        exp = []
-        for labels, value in fired:
-            all_labels = {**labels, **rule["labels"]}
-            annotations = {k: render(v, labels, value) for k, v in rule["annotations"].items()}
-            exp.append({"exp_labels": all_labels, "exp_annotations": annotations})
-        self.doc["alert_rule_test"].append(
-            {"eval_time": at, "alertname": alertname, "exp_alerts": exp}
-        )
-        return self
-
-    def expr(self, at: str, expr: str, samples: list[tuple[str, float]]) -> Case:
-        self.doc["promql_expr_test"].append(
-            {
-                "expr": expr,
-                "eval_time": at,
-                "exp_samples": [{"labels": lbl, "value": v} for lbl, v in samples],
-            }
-        )
-        return self
-
-
-def run_promtool_tests(tmp_path: Path, cfg: AlertsConfig, cases: list[Case]) -> None:
-    (tmp_path / "rules.yml").write_text(rules.to_yaml(rules.rules_document(cfg)))
-    test = {
-        "rule_files": ["rules.yml"],
-        "evaluation_interval": "1m",
-        "tests": [c.doc for c in cases],
-    }
-    (tmp_path / "test.yml").write_text(yaml.safe_dump(test, sort_keys=False, width=10000))
-    result = _promtool("test", "rules", str(tmp_path / "test.yml"))
-    assert result.returncode == 0, result.stdout + result.stderr
 
 
 # --- label sets ----------------------------------------------------------------------
@@ -237,7 +95,7 @@ def test_promtool_check_rules(tmp_path: Path, form: str) -> None:
         doc = {"groups": obj["spec"]["groups"]}
     path = tmp_path / "rules.yml"
     path.write_text(rules.to_yaml(doc))
-    result = _promtool("check", "rules", str(path))
+    result = promtool("check", "rules", str(path))
     assert result.returncode == 0, result.stdout + result.stderr
     assert "SUCCESS" in result.stdout
 
@@ -288,6 +146,7 @@ BOOLEAN_ALERTS = {
     "GpuledgerCollectorDown",
     "GpuledgerAgentTargetDown",
     "GpuledgerAgentAbsent",
+    "GpuledgerTenantGatewayDown",
 }
 
 
@@ -399,8 +258,8 @@ def test_promtool_unit_tests_every_alert(tmp_path: Path) -> None:
     c.expect("19m", "GpuledgerTtftP99High", [])
     c.expect("29m", "GpuledgerTtftP99High", [])
     c.expect("31m", "GpuledgerTtftP99High", [(svc, 0.2485)])
-    c.expr("31m", rules.TTFT_P99, [(_sel(rules.TTFT_P99, **svc), 0.2485)])
-    c.expr("15m", rules.TTFT_P99, [(_sel(rules.TTFT_P99, **svc), 0.0495)])
+    c.expr("31m", rules.TTFT_P99, [(sel(rules.TTFT_P99, **svc), 0.2485)])
+    c.expr("15m", rules.TTFT_P99, [(sel(rules.TTFT_P99, **svc), 0.0495)])
     add(c)
 
     # Inter-token latency and e2e, the same shape.
@@ -538,24 +397,24 @@ def test_promtool_unit_tests_every_alert(tmp_path: Path) -> None:
         "90m",
         rules.SERVICE_GPU_SECONDS_RATE_1H,
         [
-            (_sel(rules.SERVICE_GPU_SECONDS_RATE_1H, **gpu_s, kind="allocated"), 2),
-            (_sel(rules.SERVICE_GPU_SECONDS_RATE_1H, **gpu_s, kind="busy"), 0.5),
+            (sel(rules.SERVICE_GPU_SECONDS_RATE_1H, **gpu_s, kind="allocated"), 2),
+            (sel(rules.SERVICE_GPU_SECONDS_RATE_1H, **gpu_s, kind="busy"), 0.5),
         ],
     )
     c.expr(
         "90m",
         rules.SERVICE_COST_USD_PER_HOUR,
-        [(_sel(rules.SERVICE_COST_USD_PER_HOUR, service="api", namespace="ml"), 2 * RATE_H100)],
+        [(sel(rules.SERVICE_COST_USD_PER_HOUR, service="api", namespace="ml"), 2 * RATE_H100)],
     )
     c.expr(
         "90m",
         rules.IDLE_COST_USD_PER_HOUR,
-        [(_sel(rules.IDLE_COST_USD_PER_HOUR, gpu_model="NVIDIA L4"), RATE_L4)],
+        [(sel(rules.IDLE_COST_USD_PER_HOUR, gpu_model="NVIDIA L4"), RATE_L4)],
     )
     c.expr(
         "1m",
         f'{rules.GPU_HOURLY_RATE_USD}{{gpu_model="{H100}"}}',
-        [(_sel(rules.GPU_HOURLY_RATE_USD, gpu_model=H100), RATE_H100)],
+        [(sel(rules.GPU_HOURLY_RATE_USD, gpu_model=H100), RATE_H100)],
     )
     c.expr(
         "90m",
@@ -564,7 +423,8 @@ def test_promtool_unit_tests_every_alert(tmp_path: Path) -> None:
     )
     add(c)
 
-    assert covered == set(rules.ALERT_NAMES)
+    # the tenant alerts have their own module, test_tenant_alerts.py
+    assert covered == set(rules.ALERT_NAMES) - set(rules.TENANT_ALERT_NAMES)
     run_promtool_tests(tmp_path, cfg, cases)
 
 

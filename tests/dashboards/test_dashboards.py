@@ -31,6 +31,7 @@ UIDS = {
     "gpuledger-gpu-fleet",
     "gpuledger-services",
     "gpuledger-vllm",
+    "gpuledger-tenants",
     "gpuledger-pgvector",
     "gpuledger-agent",
 }
@@ -78,7 +79,7 @@ def dashboards() -> dict[str, models.Dashboard]:
     return all_dashboards()
 
 
-def test_the_five_dashboards(dashboards: dict[str, models.Dashboard]) -> None:
+def test_the_six_dashboards(dashboards: dict[str, models.Dashboard]) -> None:
     assert set(dashboards) == UIDS
     titles = [d.title for d in dashboards.values()]
     assert len(set(titles)) == len(titles)
@@ -168,14 +169,19 @@ def test_the_check_catches_an_unknown_metric(dashboards: dict[str, models.Dashbo
     }
 
 
+# A board's own variables, after the four every board has.
+EXTRA_VARIABLES = {"gpuledger-tenants": ["tenant"]}
+
+
 @pytest.mark.parametrize("uid", sorted(UIDS))
 def test_the_four_variables(dashboards: dict[str, models.Dashboard], uid: str) -> None:
     variables = {v.name: v for v in dashboards[uid].templating.list_val or []}
-    assert list(variables) == ["datasource", "node", "namespace", "service"]
+    extra = EXTRA_VARIABLES.get(uid, [])
+    assert list(variables) == ["datasource", "node", "namespace", "service", *extra]
     ds = variables["datasource"]
     assert ds.type_val == models.VariableType.DATASOURCE
     assert ds.query == "prometheus"
-    for name in ("node", "namespace", "service"):
+    for name in ("node", "namespace", "service", *extra):
         v = variables[name]
         assert v.type_val == models.VariableType.QUERY
         assert v.multi

@@ -240,7 +240,7 @@ def test_kustomization_lists_every_object_but_the_alternative_monitor() -> None:
     other = manifests(ManifestOptions(dashboards_namespace="monitoring"))
     assert "namespace" not in other["kustomization.yaml"]
     dashboards = [o for o in by_kind(other, "ConfigMap") if "grafana_dashboard" in str(o)]
-    assert len(dashboards) == 5
+    assert len(dashboards) == 6
     assert {o["metadata"]["namespace"] for o in dashboards} == {"monitoring"}
     assert one(other, "DaemonSet", k8s.AGENT)["metadata"]["namespace"] == "gpuledger"
 

@@ -1,9 +1,11 @@
 """Dashboards and rules against a real Prometheus that has scraped a real agent.
 
 One Prometheus (Debian's package, 127.0.0.1, temporary TSDB) scrapes one agent for the
-module: a simulated GPU node, a vLLM stand-in that the agent scrapes and probes, and a
-real PostgreSQL with pgvector. The generated rule file is loaded, so recording rules are
-evaluated by Prometheus itself. Then:
+module: a simulated GPU node, a vLLM stand-in that the agent scrapes and probes, a
+LiteLLM gateway stand-in whose tenants share the simulated chat service (its page moves
+on once, so the tenant counters have a rate; a cap of 2 tenants per service folds some
+into ``__other__``), and a real PostgreSQL with pgvector. The generated rule file is
+loaded, so recording rules are evaluated by Prometheus itself. Then:
 
 - every panel query of every dashboard parses and returns at least one series;
 - every recording rule evaluates without error and its series exists;
@@ -31,7 +33,8 @@ from gpuledger.alerts.rules import rules_document
 from gpuledger.dashboards.output import all_dashboards, to_json
 from gpuledger.dashboards.queries import all_queries, concrete
 from tests.support.harness import AgentProcess, PrometheusServer, http_get, prometheus_binary
-from tests.support.standins import wait_until
+from tests.support.paths import FIXTURES
+from tests.support.standins import Behaviour, StandIn, wait_until
 from tests.support.vllm_standin import VllmBehaviour, VllmStandIn
 
 pytestmark = [
@@ -78,11 +81,30 @@ def prometheus(
             "databases": [{"name": "rag", "dsn": pg_url, "capacity_bytes": 10**11}],
         },
     }
-    with VllmStandIn(behaviour) as vllm:
+    pages = FIXTURES / "gateways"
+    with (
+        VllmStandIn(behaviour) as vllm,
+        StandIn(Behaviour(body=(pages / "litellm-1.prom").read_bytes())) as gateway,
+    ):
         config["vllm"] = {
             "enabled": True,
             # the vLLM server is the simulated node's chat service (its GPUs, its tokens)
             "endpoints": [{"url": vllm.url, "service": "chat-llama-70b", "namespace": "llm-prod"}],
+        }
+        config["gateways"] = {
+            "enabled": True,
+            "interval_seconds": 1.0,
+            "max_tenants_per_service": 2,
+            "endpoints": [
+                {
+                    "url": gateway.url,
+                    "preset": "litellm",
+                    "models": {
+                        "llama-70b": "llm-prod/chat-llama-70b",
+                        "mistral-7b": "llm-batch/summarize-mistral-7b",
+                    },
+                }
+            ],
         }
         with (
             AgentProcess(workdir, config) as agent,
@@ -91,9 +113,12 @@ def prometheus(
             ) as prom,
         ):
             wait_until(prom.targets_up, timeout=30)
-            # the pgvector table grows while Prometheus watches, so growth has a slope
-            for _ in range(3):
+            # the pgvector table grows while Prometheus watches, so growth has a slope;
+            # the gateway's counters move on once, so tenant tokens have a rate
+            for i in range(3):
                 time.sleep(5)
+                if i == 0:
+                    gateway.behaviour = Behaviour(body=(pages / "litellm-2.prom").read_bytes())
                 with psycopg.connect(pg_url, autocommit=True) as conn:
                     conn.execute(
                         "INSERT INTO docs (embedding) SELECT "
