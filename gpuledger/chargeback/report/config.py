@@ -34,9 +34,11 @@ class TokenWeightsConfig(BaseModel):
     cached_prompt: float = Field(DEFAULT_CACHED_PROMPT_WEIGHT, ge=0, le=1)
     # only for hours the engine did not measure (no prefill/decode seconds)
     generation: float = Field(DEFAULT_FIXED_GENERATION_WEIGHT, gt=0, le=1000)
+    # False: the fixed ratio in every hour, the engine's prefill/decode seconds unused
+    from_engine: bool = True
 
     def weights(self) -> TokenWeights:
-        return TokenWeights(self.cached_prompt, self.generation)
+        return TokenWeights(self.cached_prompt, self.generation, self.from_engine)
 
 
 class ReportConfig(BaseModel):

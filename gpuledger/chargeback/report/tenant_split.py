@@ -69,6 +69,7 @@ class TokenWeights:
 
     cached_prompt: float = DEFAULT_CACHED_PROMPT_WEIGHT
     generation: float = DEFAULT_FIXED_GENERATION_WEIGHT  # the fallback; measured hours differ
+    from_engine: bool = True  # False: the fixed ratio in every hour
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,7 +84,7 @@ def hour_weights(
 ) -> HourWeights:
     """The hour's weights from the engine's own seconds, or the fixed ratio where the
     engine did not measure enough of it to say."""
-    if engine is not None and tokens is not None:
+    if fixed.from_engine and engine is not None and tokens is not None:
         uncached = tokens.prompt_tokens - engine.prefix_cache_hits
         if (
             engine.prefill_seconds > 0

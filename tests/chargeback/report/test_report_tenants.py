@@ -249,3 +249,37 @@ def test_measured_weights_change_with_the_engine_fixed_ratio_from_config(
     a = _tenant(chat, "team-a")
     # hour 0 (measured: generation 10): 500k + 0.5·100k + 10·20k; hour 1 (fixed 2): 100k + 2·10k
     assert a.weighted_tokens == pytest.approx(750_000 + 120_000)
+
+
+def test_fixed_ratio_everywhere_when_the_engine_is_not_used(filled: AuditableLedgerStore) -> None:
+    from gpuledger.chargeback.report.tenant_split import TokenWeights
+
+    chat = _chat(_report(filled, token_weights=TokenWeights(0.1, 4.0, from_engine=False)))
+    a = _tenant(chat, "team-a")
+    # hour 0 with generation 4: 510,000 + 4·20,000; hour 1: 100,000 + 4·10,000
+    assert a.weighted_tokens == pytest.approx(590_000 + 140_000)
+    assert a.weights == "fixed-ratio"
+    assert a.fixed_ratio_share == 1.0
+
+
+def test_config_keys_reach_the_report_and_bad_values_are_refused() -> None:
+    from pydantic import ValidationError
+
+    from gpuledger.chargeback.report.config import ReportConfig
+    from gpuledger.chargeback.report.monthly import report_options
+
+    cfg = ReportConfig.model_validate(
+        {"headroom_policy": "separate", "token_weights": {"cached_prompt": 0.25, "generation": 3}}
+    )
+    opts = report_options(cfg)
+    assert opts.headroom_policy == "separate"
+    assert (opts.token_weights.cached_prompt, opts.token_weights.generation) == (0.25, 3.0)
+    assert opts.token_weights.from_engine
+    for bad in (
+        {"headroom_policy": "share"},
+        {"token_weights": {"cached_prompt": 1.5}},
+        {"token_weights": {"generation": 0}},
+        {"token_weights": {"prompt": 1}},
+    ):
+        with pytest.raises(ValidationError):
+            ReportConfig.model_validate(bad)
