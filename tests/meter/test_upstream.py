@@ -4,9 +4,11 @@ what goes on the wire, keep-alive, de-chunking without decoding, and each failur
 from __future__ import annotations
 
 import asyncio
+import ssl
 from collections.abc import Awaitable, Callable
 
 import pytest
+import trustme
 
 from gpuledger.meter.upstream import (
     UpstreamCut,
@@ -271,3 +273,30 @@ def _event_data_reference(event: bytes) -> bytes | None:
 )  # fmt: skip
 def test_event_data_fast_path_matches_the_general_reading(event: bytes) -> None:
     assert event_data(event) == _event_data_reference(event)
+
+
+def test_an_https_upstream_is_verified() -> None:
+    ca = trustme.CA()
+    cert = ca.issue_cert("127.0.0.1")
+    server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    cert.configure_cert(server_ctx)
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await _head(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+        await writer.drain()
+        writer.close()
+
+    async def main() -> None:
+        server = await asyncio.start_server(handle, "127.0.0.1", 0, ssl=server_ctx)
+        url = f"https://127.0.0.1:{server.sockets[0].getsockname()[1]}"
+        async with server:
+            trusting = ssl.create_default_context()
+            ca.configure_trust(trusting)
+            pool = UpstreamPool(url, max_connections=1, connect_seconds=2, read_seconds=2,
+                                ssl_context=trusting)  # fmt: skip
+            assert await _body(await pool.send("GET", "/", [], b"")) == b"ok"
+            with pytest.raises(UpstreamUnavailable):  # an unknown CA: refused
+                await _pool(url).send("GET", "/", [], b"")
+
+    asyncio.run(main())
