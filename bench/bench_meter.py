@@ -138,6 +138,25 @@ def pct(values: list[float], q: float) -> float:
     return ordered[min(rank, len(ordered)) - 1]
 
 
+def _pin(pin: bool, standin: int, meter: int) -> str:
+    """The meter on a core of its own, the load (this client and the stand-in) on the
+    others, as the meter runs in production (a sidecar with a CPU request of 1, its
+    upstream on other cores): on a small machine the three processes otherwise compete
+    for the same cores, and what the meter's phases measure is that queue, shared by the
+    load. Both kinds of phase run with the same pinning, so the direct figures are the
+    load's own latency with the same cores. Off with ``--no-pin`` or where fewer than
+    two cores are available."""
+    cores = sorted(os.sched_getaffinity(0))
+    if not pin or len(cores) < 2:
+        return "none"
+    meter_cores, load_cores = {cores[-1]}, set(cores[:-1])
+    os.sched_setaffinity(meter, meter_cores)
+    os.sched_setaffinity(standin, load_cores)
+    os.sched_setaffinity(0, load_cores)
+    load = ",".join(map(str, sorted(load_cores)))
+    return f"meter on CPU {cores[-1]}, client and stand-in on CPU {load}"
+
+
 def measure(args: argparse.Namespace) -> dict[str, Any]:
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
     standin = subprocess.Popen(
@@ -156,6 +175,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
             with MeterProcess(cfg, Path(tmp) / "meter.log") as meter:
                 assert meter.proc is not None
                 proc = psutil.Process(meter.proc.pid)
+                pinned = _pin(args.pin, standin.pid, meter.proc.pid)
                 phases, cpu_meter = asyncio.run(_run(args, url, meter.url, proc))
                 warm = args.streams  # the warm-up's requests through the meter
                 rss = proc.memory_info().rss
@@ -176,7 +196,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
 
     out: dict[str, Any] = {
         "streams": args.streams, "requests_per_phase": args.requests, "pairs": args.pairs,
-        "tokens": args.tokens, "token_delay_s": args.token_delay,
+        "tokens": args.tokens, "token_delay_s": args.token_delay, "pinned": pinned,
         "errors_direct": sum(p.errors for p in direct), "errors_meter": sum(p.errors for p in via),
         "counted": counted, "expected_counted": served_via + warm,
         "meter_cpu_s_per_1000": 1000 * cpu_meter / max(1, served_via),
@@ -197,7 +217,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
 def report(r: dict[str, Any]) -> None:
     print(f"\n== meter overhead: {r['streams']} concurrent streams, {r['requests_per_phase']} "
           f"requests per phase, {r['pairs']} direct/meter pairs, {r['tokens']} tokens at "
-          f"{r['token_delay_s'] * 1000:g} ms ==")  # fmt: skip
+          f"{r['token_delay_s'] * 1000:g} ms; pinning: {r['pinned']} ==")  # fmt: skip
     for attr in ("ttft", "e2e"):
         for q in (50, 99):
             print(f"  {attr:4} p{q}: direct {r[f'{attr}_p{q}_direct_ms']:8.2f} ms   meter "
@@ -240,6 +260,12 @@ def main(argv: list[str] | None = None) -> list[Row]:
     ap.add_argument("--pairs", type=int, default=3)
     ap.add_argument("--tokens", type=int, default=16)
     ap.add_argument("--token-delay", type=float, default=0.05, help="seconds per token")
+    ap.add_argument(
+        "--pin",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="the meter on a core of its own, the load on the others",
+    )
     ap.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--json", type=Path)
     args = ap.parse_args(argv)

@@ -56,9 +56,6 @@ def run(loaded: LoadedMeter) -> int:
     logging.basicConfig(
         level=cfg.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    # httpx logs one line per request at INFO: a busy endpoint's log would be nothing else
-    for noisy in ("httpx", "httpcore"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
     keys = len(loaded.key_hashes)
     log.info(
         "metering %s/%s at %s on %s:%d (tenant order %s, %d API keys)",

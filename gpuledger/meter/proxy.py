@@ -18,12 +18,17 @@ import logging
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
-import httpx
-
 from gpuledger.meter.config import LoadedMeter
 from gpuledger.meter.metrics import MeterMetrics, Uncounted
 from gpuledger.meter.relay import SseRelay
 from gpuledger.meter.tenants import TenantIdentifier
+from gpuledger.meter.upstream import (
+    UpstreamCut,
+    UpstreamPool,
+    UpstreamResponse,
+    UpstreamTimeout,
+    UpstreamUnavailable,
+)
 from gpuledger.meter.usage import MalformedUsage, Usage, usage_of_body
 
 Scope = MutableMapping[str, Any]
@@ -33,7 +38,6 @@ Send = Callable[[Message], Awaitable[None]]
 
 log = logging.getLogger("gpuledger.meter")
 
-_SHARDS = 16
 METERED = frozenset({"/v1/chat/completions", "/v1/completions"})
 # hop-by-hop (RFC 9110 7.6.1) plus what the relay recomputes
 _HOP = frozenset(
@@ -98,8 +102,7 @@ class MeterApp:
         self._ident = TenantIdentifier(
             cfg.tenant.order, cfg.tenant.header, loaded.key_hashes, cfg.tenant.max_name_length
         )
-        self._clients: list[httpx.AsyncClient] = []
-        self._next = 0
+        self._pool: UpstreamPool | None = None
         self._upstream_down = False
 
     # -- ASGI ----------------------------------------------------------------------------
@@ -123,39 +126,28 @@ class MeterApp:
         while True:
             message = await receive()
             if message["type"] == "lifespan.startup":
-                self._open_clients()
+                self._open_pool()
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
-                for client in self._clients:
-                    await client.aclose()
+                if self._pool is not None:
+                    await self._pool.aclose()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
 
-    def _open_clients(self) -> None:
-        """Several small connection pools rather than one large one: httpcore scans its
-        whole pool for every request it places, so one pool of 200 streaming connections
-        costs milliseconds per request (bench/bench_meter.py measured it)."""
-        shards = min(_SHARDS, self._cfg.upstream_max_connections)
-        limit = -(-self._cfg.upstream_max_connections // shards)
-        self._clients = [self._new_client(limit) for _ in range(shards)]
-
-    def _new_client(self, limit: int) -> httpx.AsyncClient:
+    def _open_pool(self) -> UpstreamPool:
         t = self._cfg.timeouts
-        return httpx.AsyncClient(
-            timeout=httpx.Timeout(connect=t.connect_seconds, read=t.read_seconds,
-                                  write=t.read_seconds, pool=t.connect_seconds),
-            limits=httpx.Limits(max_connections=limit, max_keepalive_connections=limit),
-            follow_redirects=False,
-            trust_env=False,
-        )  # fmt: skip
+        self._pool = UpstreamPool(
+            self._cfg.upstream,
+            max_connections=self._cfg.upstream_max_connections,
+            connect_seconds=t.connect_seconds,
+            read_seconds=t.read_seconds,
+        )
+        return self._pool
 
     @property
-    def client(self) -> httpx.AsyncClient:
-        """The next pool, round robin."""
-        if not self._clients:  # served without a lifespan (some test servers)
-            self._open_clients()
-        self._next = (self._next + 1) % len(self._clients)
-        return self._clients[self._next]
+    def pool(self) -> UpstreamPool:
+        """The upstream's connections (opened here when served without a lifespan)."""
+        return self._pool or self._open_pool()
 
     async def _read_body(self, receive: Receive) -> bytes | None:
         parts: list[bytes] = []
@@ -207,31 +199,23 @@ class MeterApp:
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
         metered = scope["method"] == "POST" and scope["path"] in METERED
         req = _Request(raw, headers, self._ident) if metered else None
-        url = self._cfg.upstream + scope.get("raw_path", scope["path"].encode()).decode("latin-1")
+        target = scope.get("raw_path") or scope["path"].encode()
         if scope.get("query_string"):
-            url += "?" + scope["query_string"].decode("latin-1")
-        sent_headers = self._upstream_headers(scope)
-        client = self.client
-        request = client.build_request(
-            scope["method"], url, headers=sent_headers, content=req.body if req else raw
-        )
-        # httpx adds its default headers (Accept-Encoding, User-Agent, ...): the upstream
-        # must see what the client sent, so remove every header the client did not send
-        keep = {n.lower().decode("latin-1") for n, _ in sent_headers} | {"host", "content-length"}
-        for name in list(request.headers.keys()):
-            if name.lower() not in keep:
-                del request.headers[name]
+            target += b"?" + scope["query_string"]
         try:
             async with asyncio.timeout(self._cfg.timeouts.response_seconds):
-                response = await client.send(request, stream=True)
-        except (TimeoutError, httpx.TimeoutException):
+                response = await self.pool.send(
+                    scope["method"], target.decode("latin-1"), self._upstream_headers(scope),
+                    req.body if req else raw,
+                )  # fmt: skip
+        except (TimeoutError, UpstreamTimeout):
             self._state(True, "no response within the timeout")
             if req:
                 self.metrics.miss(Uncounted.UPSTREAM_ERROR)
             await self._respond(send, 504, _error_body(504, "upstream timed out"))
             return
-        except httpx.HTTPError as exc:
-            self._state(True, type(exc).__name__)
+        except UpstreamUnavailable as exc:
+            self._state(True, str(exc) or type(exc).__name__)
             if req:
                 self.metrics.miss(Uncounted.UPSTREAM_ERROR)
             await self._respond(send, 502, _error_body(502, "upstream unreachable"))
@@ -243,18 +227,18 @@ class MeterApp:
             await response.aclose()
 
     async def _stream_back(
-        self, response: httpx.Response, req: _Request | None, receive: Receive, send: Send
+        self, response: UpstreamResponse, req: _Request | None, receive: Receive, send: Send
     ) -> None:
         ok = 200 <= response.status_code < 300
-        encoded = response.headers.get("content-encoding", "identity").lower() != "identity"
-        sse = response.headers.get("content-type", "").startswith("text/event-stream")
+        encoded = (response.header("content-encoding") or "identity").lower() != "identity"
+        sse = response.header("content-type").startswith("text/event-stream")
         relay = (
             SseRelay(strip_usage=req.strip_usage) if req and ok and sse and not encoded else None
         )
         keep_length = relay is None or not relay.strips
         out_headers = [
             (n, v)
-            for n, v in response.headers.raw
+            for n, v in response.raw_headers
             if n.lower() not in _HOP or (keep_length and n.lower() == b"content-length")
         ]
         disconnected = asyncio.Event()
@@ -281,10 +265,10 @@ class MeterApp:
                         await send({"type": "http.response.body", "body": piece,
                                     "more_body": True})  # fmt: skip
                 tail = relay.finish() if relay is not None else b""
-            except httpx.HTTPError as exc:
+            except UpstreamCut as exc:
                 # the upstream cut or stalled mid-body: the client's connection is cut too
                 # (returning without the final body message makes the server close it)
-                self._state(True, f"response cut: {type(exc).__name__}")
+                self._state(True, f"response cut: {exc}")
                 if req is not None:
                     self._finish_cut(req, relay)
                 return

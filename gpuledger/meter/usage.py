@@ -61,6 +61,11 @@ def usage_of_body(body: bytes) -> Usage | None:
 
 def event_data(event: bytes) -> bytes | None:
     """The ``data`` of one SSE event (its lines joined by ``\\n``), None if it has none."""
+    if event.startswith(b"data:") and event.endswith(b"\n\n"):
+        # what vLLM writes: one data line, LF-terminated (no splitting needed)
+        line = event[5:-2]
+        if b"\n" not in line and b"\r" not in line:
+            return line.lstrip(b" ")
     lines = [
         line[5:].lstrip(b" ") if line.startswith(b"data:") else None
         for line in event.replace(b"\r\n", b"\n").split(b"\n")

@@ -87,8 +87,8 @@ class Ledger:
         self.accumulator.restore(usage, coverage)
         token_rows, baselines = self.spool.load_tokens(since)
         self.tokens.restore(token_rows, baselines)
-        tenant_rows, tenant_baselines = self.spool.load_tenant_tokens(since)
-        self.tenant_tokens.restore(tenant_rows, tenant_baselines)
+        tenant_rows, tenant_baselines, tenant_seen = self.spool.load_tenant_tokens(since)
+        self.tenant_tokens.restore(tenant_rows, tenant_baselines, tenant_seen, self._wall())
         engine_rows, engine_baselines = self.spool.load_engine_time(since)
         self.engine_time.restore(engine_rows, engine_baselines)
         self._pending = self.spool.pending_count() + self.spool.pending_extra_count()
@@ -125,8 +125,8 @@ class Ledger:
         """Per-tenant token and request deltas from gateway counters, into the current
         hour (with their counter baselines, in one spool transaction)."""
         self.tenant_tokens.observe(self._wall(), reading)
-        rows, baselines = self.tenant_tokens.drain_dirty()
-        self.spool.write_tenant_tokens(rows, baselines)
+        rows, baselines, seen, forgotten = self.tenant_tokens.drain_dirty()
+        self.spool.write_tenant_tokens(rows, baselines, seen, forgotten)
 
     def record_probe(self, result: ProbeResult) -> None:
         ep = result.endpoint

@@ -18,7 +18,7 @@ from __future__ import annotations
 import contextlib
 import sqlite3
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -85,6 +85,7 @@ CREATE TABLE IF NOT EXISTS spool_token_baselines (
     series TEXT PRIMARY KEY, prompt REAL NOT NULL, generation REAL NOT NULL
 );
 CREATE TABLE IF NOT EXISTS spool_tenant_baselines (series TEXT PRIMARY KEY, value REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS spool_tenant_seen (series TEXT PRIMARY KEY, seen REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS spool_engine_baselines (series TEXT PRIMARY KEY, value REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS spool_meta (k TEXT PRIMARY KEY, v INTEGER NOT NULL);
 INSERT OR IGNORE INTO spool_meta (k, v) VALUES ('seq', 0);
@@ -101,6 +102,10 @@ _LOAD_TENANT_TOKENS = _select(TENANT_TOKENS, "hour_start >= ?")
 _UPSERT_TENANT_BASELINE = (
     "INSERT INTO spool_tenant_baselines (series, value) VALUES (?,?) "
     "ON CONFLICT (series) DO UPDATE SET value=excluded.value"
+)
+_UPSERT_TENANT_SEEN = (
+    "INSERT INTO spool_tenant_seen (series, seen) VALUES (?,?) "
+    "ON CONFLICT (series) DO UPDATE SET seen=excluded.seen"
 )
 _LOAD_ENGINE_TIME = _select(ENGINE_TIME, "hour_start >= ?")
 _UPSERT_ENGINE_BASELINE = (
@@ -222,16 +227,24 @@ class Spool:
             )
 
     def write_tenant_tokens(
-        self, rows: Sequence[TenantTokenRow], baselines: dict[str, float]
+        self,
+        rows: Sequence[TenantTokenRow],
+        baselines: dict[str, float],
+        seen: Mapping[str, float] | None = None,
+        forget: Sequence[str] = (),
     ) -> None:
         """Tenant running totals and the gateway counter baselines they were computed
-        from, in one transaction (a restart never re-counts or skips a delta)."""
-        if not rows and not baselines:
+        from (with when each was last seen), in one transaction (a restart never
+        re-counts or skips a delta); ``forget``: baselines pruned, removed with them."""
+        if not rows and not baselines and not forget:
             return
         with self._transaction() as db:
             (seq,) = db.execute(_NEXT_SEQ).fetchone()
             self._upsert(db, TENANT_TOKENS, rows, seq)
             db.executemany(_UPSERT_TENANT_BASELINE, list(baselines.items()))
+            db.executemany(_UPSERT_TENANT_SEEN, list((seen or {}).items()))
+            for table in ("spool_tenant_baselines", "spool_tenant_seen"):
+                db.executemany(f"DELETE FROM {table} WHERE series = ?", [(k,) for k in forget])
 
     def pending_tenant_tokens(self, limit: int = 50_000) -> list[TenantTokenRow]:
         with self._lock:
@@ -241,14 +254,22 @@ class Spool:
         with self._lock:
             self._mark(self._db, TENANT_TOKENS, rows, seq)
 
-    def load_tenant_tokens(self, since_hour: int) -> tuple[list[TenantTokenRow], dict[str, float]]:
+    def load_tenant_tokens(
+        self, since_hour: int
+    ) -> tuple[list[TenantTokenRow], dict[str, float], dict[str, float]]:
+        """Rows since ``since_hour``, the counter baselines and when each was last seen
+        (absent for baselines an older spool wrote)."""
         with self._lock:
             rows = self._rows(TENANT_TOKENS, _LOAD_TENANT_TOKENS, since_hour)
             baselines = {
                 str(k): float(v)
                 for k, v in self._db.execute("SELECT series, value FROM spool_tenant_baselines")
             }
-        return rows, baselines
+            seen = {
+                str(k): float(v)
+                for k, v in self._db.execute("SELECT series, seen FROM spool_tenant_seen")
+            }
+        return rows, baselines, seen
 
     def write_engine_time(self, rows: Sequence[EngineTimeRow], baselines: dict[str, float]) -> None:
         """Engine-time running totals and the histogram/counter baselines they were

@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 
 from gpuledger.collectors.base import CollectorError
-from gpuledger.collectors.counters import CounterTracker
+from gpuledger.collectors.counters import PRUNE_AFTER_S, PRUNE_EVERY_S, CounterTracker
 from gpuledger.collectors.gateway.config import GatewayConfig
 from gpuledger.collectors.gateway.mapping import (
     Endpoint,
@@ -65,6 +66,7 @@ class GatewayCollector:
         self._totals: dict[TenantKey, list[float]] = {}
         self._lock = threading.Lock()
         self._down: set[str] = set()  # endpoints down while others answer: logged once
+        self._pruned_at: float | None = None
 
     def _scrape(self, ep: Endpoint, headers: dict[str, str] | None) -> GatewayScrape:
         try:
@@ -94,10 +96,16 @@ class GatewayCollector:
         with self._lock:
             self._log_changes(scrapes)
             capped: list[GatewayScrape] = []
+            now = time.monotonic()
             for scrape in scrapes:
-                samples = tuple(self._count(s) for s in scrape.samples)
+                # a series new on a page read before counts whole (counters.py)
+                known = scrape.up and self._counters.page(scrape.endpoint, now)
+                samples = tuple(self._count(s, known, now) for s in scrape.samples)
                 capped.append(GatewayScrape(scrape.endpoint, scrape.up, scrape.error, samples,
                                             scrape.unmapped_series))  # fmt: skip
+            if self._pruned_at is None or now - self._pruned_at >= PRUNE_EVERY_S:
+                self._pruned_at = now
+                self._counters.prune(now, PRUNE_AFTER_S)
             totals = tuple(TenantTotals(*k, *v) for k, v in sorted(self._totals.items()))
             return GatewayReading(tuple(capped), totals, self._cap.folded(),
                                   self._counters.resets)  # fmt: skip
@@ -113,12 +121,13 @@ class GatewayCollector:
                 self._down.discard(scrape.endpoint)
                 log.info("gateway endpoint recovered: %s", scrape.endpoint)
 
-    def _count(self, s: CounterSample) -> CounterSample:
+    def _count(self, s: CounterSample, known_page: bool, now: float) -> CounterSample:
         """``s`` with its tenant under the cap, its delta added to the running totals."""
         tenant = self._cap.apply(s.namespace, s.service, s.tenant)
         key = (s.namespace, s.service, s.model_name, tenant)
         totals = self._totals.setdefault(key, [0.0] * len(KINDS))
-        totals[KINDS.index(s.kind)] += self._counters.advance(s.series, s.value)
+        delta = self._counters.advance(s.series, s.value, now=now, known_page=known_page)
+        totals[KINDS.index(s.kind)] += delta
         if tenant == s.tenant:
             return s
         return CounterSample(s.series, s.kind, s.value, s.namespace, s.service, s.model_name,

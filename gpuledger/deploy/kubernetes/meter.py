@@ -51,10 +51,10 @@ METER_CONFIG_DIR = "/etc/gpuledger-meter/config"
 METER_KEYS_DIR = "/etc/gpuledger-meter/keys"
 SERVICE_PORT = VLLM_PORT  # callers keep the port they used before the meter
 
-# docs/performance.md, "Metering proxy overhead": ~3.9 CPU-s per 1,000 sixteen-token
-# streams (~0.2 ms of CPU per relayed SSE event); 200 streams at 20 tokens/s need ~0.8 of a
-# core, and below a whole core the added latency is queueing for the CPU. RSS 80.6 MiB
-# after 3,200 streamed requests. No CPU limit: CFS throttling would add exactly the
+# docs/performance.md, "Metering proxy overhead": ~1.2 CPU-s per 1,000 sixteen-token
+# streams (~0.07 ms of CPU per relayed SSE event); 200 streams at 20 tokens/s need ~0.3 of
+# a core, and a core of its own keeps the meter from queueing behind other work. RSS 57 MiB
+# after 2,200 streamed requests. No CPU limit: CFS throttling would add exactly the
 # latency the request avoids.
 METER_RESOURCES: Mapping[str, Mapping[str, str]] = {
     "requests": {"cpu": "1", "memory": "128Mi"},
@@ -398,9 +398,9 @@ def notes(o: ManifestOptions) -> dict[str, str]:
 #   so every caller is metered and nothing changes for them. Probes: GET /metrics (the
 #   meter's own path; every other path is vLLM's).
 # - CPU request {req["cpu"]}: docs/performance.md ("Metering proxy overhead") measured
-#   ~0.2 ms of CPU per relayed SSE event, ~0.8 of a core for 200 streams at 20 tokens/s;
-#   less than a core and the added latency is queueing for it. No CPU limit (throttling
-#   adds latency); memory request {req["memory"]} (80.6 MiB RSS measured).
+#   ~0.07 ms of CPU per relayed SSE event, ~0.3 of a core for 200 streams at 20 tokens/s;
+#   a core of its own keeps it from queueing behind other work. No CPU limit (throttling
+#   adds latency); memory request {req["memory"]} (57 MiB RSS measured).
 # - vLLM listens on 0.0.0.0:{VLLM_PORT}, not 127.0.0.1: the node agent's vLLM discovery
 #   (annotation gpuledger.io/vllm-port) scrapes its /metrics at the pod IP. The
 #   NetworkPolicy keeps callers off that port.

@@ -151,8 +151,8 @@ def test_sqlite_migrations_build_the_declared_schema(tmp_path: Path) -> None:
 def test_a_fresh_spool_has_the_previous_releases_schema(tmp_path: Path) -> None:
     """The spool's tables are derived now; in a new spool file every table the previous
     release had must be laid out exactly as that release laid it out (the format does not
-    change); the tables added since (tenant tokens, engine time and their counter baselines)
-    come on top."""
+    change); the tables added since (tenant tokens, engine time and their counter baselines,
+    when the tenant baselines were last seen) come on top."""
     old = tmp_path / "old.db"
     shutil.copy(FIXTURES / "ledger-prev" / "spool.db", old)
     Spool(tmp_path / "new.db").close()
@@ -160,7 +160,7 @@ def test_a_fresh_spool_has_the_previous_releases_schema(tmp_path: Path) -> None:
         query = "SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY 1"
         names = [r[0] for r in a.execute(query)]
         added = ["spool_engine_baselines", "spool_engine_time", "spool_tenant_baselines",
-                 "spool_tenant_tokens"]  # fmt: skip
+                 "spool_tenant_seen", "spool_tenant_tokens"]  # fmt: skip
         assert [r[0] for r in b.execute(query)] == sorted([*names, *added])
         assert {t.spool for t in TABLES} <= {*names, *added}
         assert _sqlite_schema(a, names) == _sqlite_schema(b, names)

@@ -267,3 +267,22 @@ def test_explicit_metrics_without_a_preset(standin: StandIn) -> None:
     ]  # fmt: skip
     assert {(s.namespace, s.service) for s in reading.scrapes[0].samples} == {("ns", "chat")}
     c.close()
+
+
+def test_a_series_new_on_a_page_read_before_counts_whole(standin: StandIn) -> None:
+    """A key that first appears between two scrapes: its whole value is new since the
+    last one (on the first scrape of a page, a new series stays a baseline)."""
+    c = collector(standin.url, preset="litellm", models=MODELS)
+    serve_and_collect(c, standin, "litellm-1.prom")
+    lines = page("litellm-2.prom").decode().splitlines(keepends=True)
+    first = 'litellm_input_tokens_metric_total{api_key_alias="ads-key"'
+    ads = next(i for i, line in enumerate(lines) if line.startswith(first))
+    new_key = lines[ads].replace("ads-key", "ads-new").replace("46929bb5", "0000aaaa")
+    new_key = new_key.rsplit(" ", 1)[0] + " 250.0\n"
+    standin.behaviour = Behaviour(
+        body="".join([*lines[: ads + 1], new_key, *lines[ads + 1 :]]).encode()
+    )
+    second = totals(c.collect())
+    assert second[(*MISTRAL, "mistral-7b", "ads/ads-new")] == (0, 250, 0, 0)
+    assert second[(*MISTRAL, "mistral-7b", "ads/ads-key")] == (2, 200, 0, 600)  # unchanged
+    c.close()
