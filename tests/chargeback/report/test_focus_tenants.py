@@ -2,7 +2,7 @@
 (GPU model, tenant), the same money in total, hostile tenant names kept inert, and the
 official validator as clean as without tenants.
 
-Expected figures: the tenants' stated shares (tests/chargeback/report/tenant_report.py)
+Expected figures: the tenants' stated shares (tests/support/tenant_report.py)
 times the fixture's hand-computed model lines (tests/support/report_expected.py).
 """
 
@@ -27,18 +27,18 @@ from gpuledger.chargeback.report.writers.focus import (
     focus_rows,
     tenant_model_lines,
 )
-from tests.chargeback.report.tenant_report import EVIL_FORMULA, EVIL_SCRIPT, tenant_report
-from tests.chargeback.report.test_focus import (
+from tests.support import rates
+from tests.support import report_fixtures as fx
+from tests.support.focus_validator import (
     NUMERIC,
     NUMERIC_COLUMNS,
+    VALIDATE_VERSION,
     Verdict,
-    _validator,
+    find_validator,
     or_alternatives,
     run_validator,
     unexcused,
 )
-from tests.support import rates
-from tests.support import report_fixtures as fx
 from tests.support.report_expected import (
     CHAT_COST,
     EA,
@@ -50,6 +50,7 @@ from tests.support.report_expected import (
     RA,
     RH,
 )
+from tests.support.tenant_report import EVIL_FORMULA, EVIL_SCRIPT, tenant_report
 
 LA = rates.rental("A100-80GB", "hyperscaler")
 SUMMED = ("BilledCost", "EffectiveCost", "ContractedCost", "ListCost", "PricingQuantity",
@@ -239,7 +240,7 @@ def verdicts(
     report: Report, tmp_path_factory: pytest.TempPathFactory
 ) -> tuple[dict[str, Verdict], dict[str, set[str]]]:
     """Both runs on the tenant file, and the validator's OR composites (its own model)."""
-    binary = _validator()
+    binary = find_validator()
     if binary is None:
         pytest.skip("focus-validator not found: set FOCUS_VALIDATOR_BIN (make focus-validator)")
     sites = [p for p in binary.parent.parent.glob("lib/python3.*/site-packages")
@@ -249,7 +250,9 @@ def verdicts(
     (work / "focus_validator").symlink_to(sites[0] / "focus_validator")
     data = work / "chargeback-2026-10-focus.csv"
     data.write_text(focus_csv(report), encoding="utf-8")
-    model = json.loads((sites[0] / "focus_validator/rules/model-1.2.0.1.json").read_text())
+    model = json.loads(
+        (sites[0] / f"focus_validator/rules/model-{VALIDATE_VERSION}.json").read_text()
+    )
     runs = {
         "default": run_validator(binary, work, data),
         "criteria": run_validator(binary, work, data, APPLICABILITY_CRITERIA),

@@ -1,6 +1,6 @@
 """Tenant lines of shared services in the written formats: the tenants CSV and the JSON.
 
-The report's tenant lines are attached by hand (tests/chargeback/report/tenant_report.py:
+The report's tenant lines are attached by hand (tests/support/tenant_report.py:
 each tenant a stated power-of-two share of its service); the expected cells below are
 those shares times the fixture's hand-computed service figures
 (tests/support/report_expected.py), not read back from the code under test.
@@ -23,14 +23,6 @@ from gpuledger.chargeback.report.writers.csv_json import (
     tenants_csv,
 )
 from gpuledger.chargeback.report.writers.files import write_report
-from tests.chargeback.report.tenant_report import (
-    API_IN,
-    API_OUT,
-    EVIL_FORMULA,
-    EVIL_SCRIPT,
-    INPUT_PART,
-    tenant_report,
-)
 from tests.support import report_fixtures as fx
 from tests.support.report_expected import (
     CHAT_BUSY,
@@ -40,6 +32,14 @@ from tests.support.report_expected import (
     EMBED_A100_H,
     EMBED_COST,
     EMBED_H100_H,
+)
+from tests.support.tenant_report import (
+    API_IN,
+    API_OUT,
+    EVIL_FORMULA,
+    EVIL_SCRIPT,
+    INPUT_PART,
+    tenant_report,
 )
 
 
