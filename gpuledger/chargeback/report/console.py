@@ -6,6 +6,7 @@ the fleet's totals."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Literal
@@ -93,6 +94,14 @@ def tenant_totals(report: Report) -> list[TenantTotal]:
     )
 
 
+def per_million(v: float) -> str:
+    """A price per 1M tokens with three significant digits (at least cents): a self-hosted
+    prompt token can cost $0.00186 per million, which cents would show as $0.00."""
+    digits = 2 if v == 0 else max(2, 2 - math.floor(math.log10(abs(v))))
+    sign = "−" if v < 0 else ""
+    return f"{sign}${abs(v):,.{digits}f}"
+
+
 def _money(v: float | None) -> str:
     return "unpriced" if v is None else f"${v:,.2f}"
 
@@ -123,8 +132,8 @@ def _tenant_table(result: Report) -> Table | None:
             Text(", ".join(t.services)),
             f"{t.allocated_gpu_hours:,.1f}",
             cost,
-            "n/a" if t.cost_per_1m_input_usd is None else f"${t.cost_per_1m_input_usd:,.2f}",
-            "n/a" if t.cost_per_1m_output_usd is None else f"${t.cost_per_1m_output_usd:,.2f}",
+            "n/a" if t.cost_per_1m_input_usd is None else per_million(t.cost_per_1m_input_usd),
+            "n/a" if t.cost_per_1m_output_usd is None else per_million(t.cost_per_1m_output_usd),
             _tokens(t.prompt_tokens),
             _tokens(t.cached_prompt_tokens),
             _tokens(t.generation_tokens),

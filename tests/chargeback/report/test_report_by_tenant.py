@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 
 import gpuledger.chargeback.report.monthly as monthly
 from gpuledger.chargeback.ledger.store.sqlite import SqliteLedgerStore
-from gpuledger.chargeback.report.console import print_summary, tenant_totals
+from gpuledger.chargeback.report.console import per_million, print_summary, tenant_totals
 from gpuledger.chargeback.report.model import Report
 from gpuledger.cli import app
 from tests.support import report_fixtures as fx
@@ -97,11 +97,24 @@ def test_print_by_tenant(
     assert a[1] == "prod/chat, search/embed"
     assert a[2] == f"{CHAT_H / 2 + (EMBED_H100_H + EMBED_A100_H) * 0.75:,.1f}"
     assert a[3] == f"${CHAT_COST / 2 + EMBED_COST * 0.75:,.2f}"
+    per_in = (CHAT_COST / 2 + EMBED_COST * 0.75) * INPUT_PART / 1100.0  # ≈ 0.75: 3 digits
+    per_out = CHAT_COST / 2 * (1 - INPUT_PART) / 150.0  # ≈ 1.24
+    assert (a[4], a[5]) == (f"${per_in:.3f}", f"${per_out:.2f}")
     assert a[6:] == ["1.10 B", "100.00 M", "150.00 M"]
     lab = [c.strip() for c in rows[MARKUP].split("│")[1:-1]]
     assert lab[3:6] == ["unpriced", "n/a", "n/a"]  # never $0
     assert "GPU-hours" in err
     assert "busy" not in err  # the tenants, not the fleet's totals
+
+
+@pytest.mark.parametrize(
+    ("value", "text"),
+    [(0.001864, "$0.00186"), (0.319761, "$0.320"), (1.244, "$1.24"), (582.061, "$582.06"),
+     (0.0, "$0.00"), (-0.0123, "−$0.0123"), (12345.678, "$12,345.68")],
+)  # fmt: skip
+def test_prices_per_million_keep_three_significant_digits(value: float, text: str) -> None:
+    """A self-hosted prompt token can cost $0.002 per million: cents would read $0.00."""
+    assert per_million(value) == text
 
 
 def test_print_by_tenant_without_tenants(

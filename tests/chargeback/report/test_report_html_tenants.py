@@ -75,8 +75,8 @@ def test_team_a_row_is_its_stated_half(doc: Node) -> None:
     assert col(a, "generation_tokens") == "150.00 M"
     per_in = CHAT_COST / 2 * INPUT_PART / 600.0  # $ per 1M of its 600 M prompt tokens
     assert number(col(a, "cost_per_1m_input_usd")) == pytest.approx(per_in, abs=0.005)
-    assert col(a, "cost_per_1m_input_usd").endswith("API $0.59")
-    assert col(a, "cost_per_1m_output_usd").endswith("API $0.79")
+    assert col(a, "cost_per_1m_input_usd") == f"${per_in:.3f} API $0.590"  # 3 significant digits
+    assert col(a, "cost_per_1m_output_usd").endswith("API $0.790")
     assert number(col(a, "token_api_usd")) == pytest.approx(600 * 0.59 + 150 * 0.79, abs=0.005)
     assert col(a, "weights") == "measured"
     total = tenant_rows(doc, "tenants-1")["TOTAL"]

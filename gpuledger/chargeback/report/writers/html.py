@@ -694,6 +694,7 @@ def _sum_known(values: Iterable[float | None]) -> float | None:
 
 def render_html(report: Report) -> str:
     """The report as one self-contained HTML document (no scripts, no external resources)."""
+    from gpuledger.chargeback.report.console import per_million
     from gpuledger.chargeback.report.writers import html_tenants as tn  # it reuses this module
 
     sources = _Sources()
@@ -722,4 +723,5 @@ def render_html(report: Report) -> str:
         weights_label=tn.weights_label,
         weights_title=tn.weights_title,
         FIXED_MARK=tn.FIXED,
+        per_million=per_million,
     )

@@ -119,7 +119,7 @@ def chart_tenants(line: ServiceLine, tenants: tuple[TenantLine, ...], chart_id: 
     for i, (_label, v, kind) in enumerate(bars):
         color = C_INTERNAL if kind == "service" else C_SPECIAL
         ax.barh(i, v, color=color, height=0.62)
-        shown_v = money(v, cents=False) if priced else f"{hours(v)} GPU-h"
+        shown_v = money(v, cents=abs(v) < 100) if priced else f"{hours(v)} GPU-h"
         share = pct(v / whole if whole else None)
         ax.text(v, i, f"  {shown_v} · {share}", va="center", fontsize=8.5, color=C_TEXT)
     _headroom(ax, top, 0.3)
