@@ -48,13 +48,13 @@ class Spec:
     generation: float = 0.0
     requests: float = 0.0
     weights: WeightBasis = "measured"
-    fixed_hours: int = 0
+    fixed_share: float = 0.0
 
 
 CHAT = (
     Spec("team-a", "tenant", 0.5, 6.0e8, 1.0e8, 1.5e8, 2.0e6),
-    Spec(EVIL_SCRIPT, "tenant", 0.25, 3.0e8, 0.0, 7.5e7, 1.0e6, "fixed-ratio", 744),
-    Spec(EVIL_FORMULA, "tenant", 0.125, 1.5e8, 5.0e7, 3.75e7, 5.0e5, "mixed", 100),
+    Spec(EVIL_SCRIPT, "tenant", 0.25, 3.0e8, 0.0, 7.5e7, 1.0e6, "fixed-ratio", 1.0),
+    Spec(EVIL_FORMULA, "tenant", 0.125, 1.5e8, 5.0e7, 3.75e7, 5.0e5, "mixed", 0.25),
     Spec("__probes__", "probes", 0.0625, 1.2e5, 0.0, 2.0e5, 1000.0),
     Spec("__untenanted__", "untenanted", 0.0625, 1.5e8, 0.0, 3.75e7, 4.0e5),
 )
@@ -109,7 +109,7 @@ def tenant_line(line: ServiceLine, s: Spec) -> TenantLine:
             token_api - total if token_api is not None and total is not None else None
         ),
         weights=s.weights,
-        fixed_ratio_hours=s.fixed_hours,
+        fixed_ratio_share=s.fixed_share,
     )
 
 

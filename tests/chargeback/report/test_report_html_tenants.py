@@ -92,7 +92,8 @@ def test_team_a_row_is_its_stated_half(doc: Node) -> None:
 def test_fixed_ratio_lines_are_marked(doc: Node) -> None:
     rows = tenant_rows(doc, "tenants-1")
     assert col(rows[EVIL_SCRIPT], "weights") == "fixed-ratio †"
-    assert "744 h" in rows[EVIL_SCRIPT].find("td", **{"data-col": "weights"}).attrs["title"]
+    title = rows[EVIL_FORMULA].find("td", **{"data-col": "weights"}).attrs["title"]
+    assert title.startswith("25.0% of its weighted tokens are from hours weighted with the conf")
     assert col(rows[EVIL_FORMULA], "weights") == "mixed †"
     assert "†" not in col(rows["team-a"], "weights")
     legends = [p.text() for p in doc.find("section", id="tenants-section").find_all("p")]

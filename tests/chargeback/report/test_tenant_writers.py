@@ -103,9 +103,11 @@ def test_tenant_cells_are_the_stated_shares(report: Report) -> None:
     assert float(a["token_api_usd"]) == pytest.approx(api)
     assert float(a["savings_vs_token_api_usd"]) == pytest.approx(api - CHAT_COST / 2, abs=1e-6)
     assert a["weights"] == "measured"
-    assert a["fixed_ratio_hours"] == "0"
+    assert a["fixed_ratio_share"] == "0.000000"
     assert rows[EVIL_SCRIPT]["weights"] == "fixed-ratio"
-    assert rows[EVIL_SCRIPT]["fixed_ratio_hours"] == "744"
+    assert rows[EVIL_SCRIPT]["fixed_ratio_share"] == "1.000000"
+    assert rows["'" + EVIL_FORMULA]["weights"] == "mixed"  # the key as the cell holds it
+    assert rows["'" + EVIL_FORMULA]["fixed_ratio_share"] == "0.250000"
     assert rows["__probes__"]["tenant_kind"] == "probes"
     head = rows["__headroom__"]
     assert head["tenant_kind"] == "headroom"
@@ -180,7 +182,7 @@ def test_json_carries_tenant_lines_with_nulls(report: Report) -> None:
     assert tenants["team-a"]["allocated_gpu_hours"] == 465.0
     assert tenants["team-a"]["total_cost_usd"] == pytest.approx(CHAT_COST / 2)
     assert tenants["team-a"]["weights"] == "measured"
-    assert tenants[EVIL_SCRIPT]["fixed_ratio_hours"] == 744
+    assert tenants[EVIL_FORMULA]["fixed_ratio_share"] == 0.25
     train = next(ln for ln in doc["lines"] if ln["service"] == "train")
     (research,) = train["tenants"]
     assert research["total_cost_usd"] is None  # null, never 0
@@ -194,5 +196,5 @@ def test_json_carries_tenant_lines_with_nulls(report: Report) -> None:
         "internal_cost_usd", "idle_share_usd", "total_cost_usd", "input_cost_usd",
         "output_cost_usd", "cost_per_1m_input_usd", "cost_per_1m_output_usd", "api_provider",
         "api_usd_per_1m_input", "api_usd_per_1m_output", "token_api_usd", "token_api_basis",
-        "savings_vs_token_api_usd", "weights", "fixed_ratio_hours",
+        "savings_vs_token_api_usd", "weights", "fixed_ratio_share",
     }  # fmt: skip

@@ -45,7 +45,7 @@ TENANT_COLUMNS = (
     "cost_per_1m_input_usd", "cost_per_1m_output_usd",
     "api_provider", "api_usd_per_1m_input", "api_usd_per_1m_output",
     "token_api_usd", "token_api_basis", "savings_vs_token_api_usd",
-    "weights", "fixed_ratio_hours", "headroom_policy", "idle_policy", "rate_card_version",
+    "weights", "fixed_ratio_share", "headroom_policy", "idle_policy", "rate_card_version",
 )  # fmt: skip
 """``chargeback-YYYY-MM-tenants.csv``: one row per (namespace, service, tenant). A
 service's rows add up to its row of the main CSV; services without tenant lines have
@@ -149,7 +149,7 @@ def _tenant_row(report: Report, line: ServiceLine, t: TenantLine) -> list[object
         t.cost_per_1m_input_usd, t.cost_per_1m_output_usd,
         t.api_provider, t.api_usd_per_1m_input, t.api_usd_per_1m_output,
         t.token_api_usd, t.token_api_basis, t.savings_vs_token_api_usd,
-        t.weights, t.fixed_ratio_hours, report.headroom_policy, report.idle_policy,
+        t.weights, t.fixed_ratio_share, report.headroom_policy, report.idle_policy,
         report.rate_card.version,
     ]  # fmt: skip
 

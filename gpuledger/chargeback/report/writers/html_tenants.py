@@ -87,8 +87,8 @@ def weights_title(t: TenantLine) -> str:
     if t.weights == "measured":
         return "token weights from the engine's own prefill/decode seconds, every hour"
     return (
-        f"token weights from the configured fixed ratio for {t.fixed_ratio_hours} h "
-        "(the engine did not report its own prefill/decode seconds there)"
+        f"{pct(t.fixed_ratio_share)} of its weighted tokens are from hours weighted with the "
+        "configured fixed ratio (the engine did not measure its own prefill/decode seconds)"
     )
 
 
