@@ -203,6 +203,11 @@ def _previous_month() -> str:
     return Month.of(datetime.now(UTC)).previous().label
 
 
+class ReportBy(StrEnum):
+    service = "service"
+    tenant = "tenant"
+
+
 @app.command()
 def report(
     month: Annotated[
@@ -227,6 +232,14 @@ def report(
     formats: Annotated[
         str | None, typer.Option("--format", help="Comma-separated: csv,json,focus,html.")
     ] = None,
+    by: Annotated[
+        ReportBy,
+        typer.Option(
+            "--by",
+            help="The summary printed: the fleet's totals (service) or the tenants of shared "
+            "services, costliest first (tenant). The files written are the same.",
+        ),
+    ] = ReportBy.service,
 ) -> None:
     """Write the monthly GPU chargeback (CSV, JSON, FOCUS 1.2, HTML) from the ledger."""
     from rich.progress import Progress
@@ -301,7 +314,7 @@ def report(
         raise typer.Exit(EXIT_STORE) from None
     finally:
         store.close()
-    print_summary(result)
+    print_summary(result, by=by.value)
     for path in paths:
         typer.echo(str(path))
 

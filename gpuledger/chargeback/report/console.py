@@ -1,15 +1,26 @@
 """What a person running a monthly report sees in the terminal: how many steps the progress
 bar counts and the summary printed once the files are written. ``gpuledger report`` and
-``gpuledger demo`` both use it, so a month reads the same whichever command made it."""
+``gpuledger demo`` both use it, so a month reads the same whichever command made it.
+``gpuledger report --by tenant`` prints the tenants of every shared service instead of
+the fleet's totals."""
 
 from __future__ import annotations
 
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Literal
+
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from gpuledger.chargeback.report.build import BUILD_STEPS
 from gpuledger.chargeback.report.config import ReportConfig
-from gpuledger.chargeback.report.model import Report
+from gpuledger.chargeback.report.model import Report, TenantKind, TenantLine
+
+SummaryBy = Literal["service", "tenant"]
+SUMMARY_BY: tuple[SummaryBy, ...] = ("service", "tenant")
 
 
 def progress_steps(cfg: ReportConfig) -> int:
@@ -19,8 +30,122 @@ def progress_steps(cfg: ReportConfig) -> int:
     return BUILD_STEPS + cfg.trend_months - 1 + len(cfg.formats) + 1
 
 
-def print_summary(result: Report) -> None:
-    """The month's headline figures on stderr (stdout carries only the paths written)."""
+@dataclass(frozen=True, slots=True)
+class TenantTotal:
+    """One tenant over every shared service it called this month. Money sums only the
+    known figures; ``unpriced`` says that some service of the tenant had none."""
+
+    tenant: str
+    kind: TenantKind
+    services: tuple[str, ...]
+    allocated_gpu_hours: float
+    total_cost_usd: float | None
+    unpriced: bool
+    cost_per_1m_input_usd: float | None
+    cost_per_1m_output_usd: float | None
+    prompt_tokens: float
+    cached_prompt_tokens: float
+    generation_tokens: float
+
+
+def _per_1m(pairs: Iterable[tuple[float | None, float]]) -> float | None:
+    """Σ cost ÷ Σ tokens × 10⁶ over the lines whose cost is known and have tokens."""
+    known = [(c, n) for c, n in pairs if c is not None and n > 0]
+    tokens = sum(n for _, n in known)
+    return sum(c for c, _ in known) / tokens * 1e6 if tokens > 0 else None
+
+
+def tenant_totals(report: Report) -> list[TenantTotal]:
+    """Every (tenant, kind) over the shared services, costliest first (the unpriced
+    ones, whose cost is unknown, after the priced ones by GPU-hours)."""
+    groups: dict[tuple[str, str], list[tuple[str, TenantLine]]] = {}
+    for line in report.lines:
+        for t in line.tenants:
+            groups.setdefault((t.tenant, t.kind), []).append((line.label, t))
+    out: list[TenantTotal] = []
+    for (name, _kind), items in groups.items():
+        lines = [t for _, t in items]
+        known = [t.total_cost_usd for t in lines if t.total_cost_usd is not None]
+        out.append(
+            TenantTotal(
+                tenant=name,
+                kind=lines[0].kind,
+                services=tuple(label for label, _ in items),
+                allocated_gpu_hours=sum(t.allocated_gpu_hours for t in lines),
+                total_cost_usd=sum(known) if known else None,
+                unpriced=len(known) < len(lines),
+                cost_per_1m_input_usd=_per_1m((t.input_cost_usd, t.prompt_tokens) for t in lines),
+                cost_per_1m_output_usd=_per_1m(
+                    (t.output_cost_usd, t.generation_tokens) for t in lines
+                ),
+                prompt_tokens=sum(t.prompt_tokens for t in lines),
+                cached_prompt_tokens=sum(t.cached_prompt_tokens for t in lines),
+                generation_tokens=sum(t.generation_tokens for t in lines),
+            )
+        )
+    return sorted(
+        out,
+        key=lambda t: (
+            t.total_cost_usd is None,
+            -(t.total_cost_usd or 0.0),
+            -t.allocated_gpu_hours,
+            t.tenant,
+        ),
+    )
+
+
+def per_million(v: float) -> str:
+    """A price per 1M tokens with three significant digits (at least cents): a self-hosted
+    prompt token can cost $0.00186 per million, which cents would show as $0.00."""
+    digits = 2 if v == 0 else max(2, 2 - math.floor(math.log10(abs(v))))
+    sign = "−" if v < 0 else ""
+    return f"{sign}${abs(v):,.{digits}f}"
+
+
+def _money(v: float | None) -> str:
+    return "unpriced" if v is None else f"${v:,.2f}"
+
+
+def _tokens(v: float) -> str:
+    for size, suffix in ((1e12, "T"), (1e9, "B"), (1e6, "M"), (1e3, "k")):
+        if abs(v) >= size:
+            return f"{v / size:,.2f} {suffix}"
+    return f"{v:,.0f}"
+
+
+def _tenant_table(result: Report) -> Table | None:
+    totals = tenant_totals(result)
+    if not totals:
+        return None
+    table = Table(show_header=True, title="tenants of shared services, costliest first")
+    table.add_column("tenant")
+    table.add_column("services")
+    for col in ("GPU-hours", "cost", "$/1M in", "$/1M out", "prompt", "cached", "generated"):
+        table.add_column(col, justify="right")
+    for t in totals:
+        name = t.tenant if t.kind == "tenant" else f"{t.tenant} ({t.kind})"
+        cost = _money(t.total_cost_usd)
+        if t.unpriced and t.total_cost_usd is not None:
+            cost += " + unpriced"
+        table.add_row(
+            Text(name),  # names come from callers: never read as markup
+            Text(", ".join(t.services)),
+            f"{t.allocated_gpu_hours:,.1f}",
+            cost,
+            "n/a" if t.cost_per_1m_input_usd is None else per_million(t.cost_per_1m_input_usd),
+            "n/a" if t.cost_per_1m_output_usd is None else per_million(t.cost_per_1m_output_usd),
+            _tokens(t.prompt_tokens),
+            _tokens(t.cached_prompt_tokens),
+            _tokens(t.generation_tokens),
+        )
+    return table
+
+
+def print_summary(result: Report, by: SummaryBy = "service") -> None:
+    """The month's headline figures on stderr (stdout carries only the paths written):
+    the fleet's totals, or with ``by="tenant"`` the tenants of its shared services."""
+    if by not in SUMMARY_BY:
+        raise ValueError(f"summary by {by!r}: use one of {', '.join(SUMMARY_BY)}")
     t = result.totals
     out = Console(stderr=True, soft_wrap=True)  # notes and paths stay whole lines
     out.print(
@@ -28,6 +153,15 @@ def print_summary(result: Report) -> None:
         f"rate card {result.rate_card.version} ({result.rate_card.digest}), "
         f"idle policy {result.idle_policy}"
     )
+    if by == "tenant":
+        tenants = _tenant_table(result)
+        if tenants is None:
+            out.print("no tenant lines: no shared service had its callers counted this month")
+        else:
+            out.print(tenants)
+        for note in result.notes:
+            out.print(f"  - {note}")
+        return
     table = Table(show_header=True)
     for col in ("GPU-hours", "busy", "internal cost", "hyperscaler", "specialist", "token API"):
         table.add_column(col, justify="right")

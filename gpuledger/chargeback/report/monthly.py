@@ -20,7 +20,7 @@ from gpuledger.chargeback.report.build import ReportOptions, build_report
 from gpuledger.chargeback.report.config import ReportConfig
 from gpuledger.chargeback.report.model import Month, Report
 from gpuledger.chargeback.report.ratecard import RateCard, load_rate_card
-from gpuledger.chargeback.report.writers.files import FORMATS, file_name, write_report
+from gpuledger.chargeback.report.writers.files import all_file_names, write_report
 
 _MONTH_DIR = re.compile(r"^\d{4}-\d{2}$")
 
@@ -105,8 +105,7 @@ def report_file(out_dir: Path, month: str, name: str) -> Path | None:
         m = Month.parse(month)
     except ValueError:
         return None
-    allowed = {file_name(m.label, f) for f in FORMATS} | {f"chargeback-{m.label}-coverage.csv"}
-    if name not in allowed:
+    if name not in all_file_names(m.label):
         return None
     path = out_dir / m.label / name
     return path if path.is_file() else None

@@ -20,13 +20,11 @@ import json
 import math
 import os
 import re
-import subprocess
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -38,9 +36,17 @@ from gpuledger.chargeback.report.writers import focus
 from gpuledger.chargeback.report.writers.focus import APPLICABILITY_CRITERIA, focus_csv, focus_rows
 from tests.support import rates
 from tests.support import report_fixtures as fx
-from tests.support.paths import REPO_ROOT
+from tests.support.focus_validator import (
+    NUMERIC,
+    NUMERIC_COLUMNS,
+    VALIDATE_VERSION,
+    Verdict,
+    find_validator,
+    or_alternatives,
+    run_validator,
+    unexcused,
+)
 
-REPO = REPO_ROOT
 CARD = rates.CARD
 OCTOBER = Month.parse("2026-10")
 H = fx.HOURS
@@ -314,16 +320,7 @@ def test_a_line_without_gpu_hours_has_no_unit_price(store: SqliteLedgerStore) ->
 
 # -- format ------------------------------------------------------------------------------
 
-NUMERIC = re.compile(r"^-?[0-9]+\.[0-9]+$")  # FOCUS numeric, never an exponent
 DATETIME = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z$")
-NUMERIC_COLUMNS = {
-    "BilledCost", "ConsumedQuantity", "ContractedCost", "ContractedUnitPrice", "EffectiveCost",
-    "ListCost", "ListUnitPrice", "PricingCurrencyContractedUnitPrice",
-    "PricingCurrencyEffectiveCost", "PricingCurrencyListUnitPrice", "PricingQuantity",
-    "x_BusyGpuHours", "x_EnergyKWh", "x_CapacityUnitPrice", "x_CapacityCost",
-    "x_EnergyUnitPrice", "x_EnergyCost", "x_InternalCost", "x_IdleShareCost",
-    "x_SpecialistCost",
-}  # fmt: skip
 
 
 @pytest.mark.parametrize("policy", ["separate", "share-weighted"])
@@ -402,84 +399,7 @@ def test_report_writer_writes_the_focus_file(store: SqliteLedgerStore, tmp_path:
 
 # -- the official validator --------------------------------------------------------------
 
-VALIDATE_VERSION = "1.2.0.1"
 OR_PARENTS: dict[str, set[str]] = {}
-# focus-validator 2.2.1 counts every leaf of a composite rule on its own. InvoiceId's
-# nullability is InvoiceId-C-003-C = OR(C-004 "MUST be null when not invoiced", C-005
-# "MUST NOT be null when invoiced"): one alternative fails on any non-empty file, while the
-# validator itself reports the OR (and the column's root rule) as PASS. A failure counts as
-# passing only when it is such an alternative of an OR the validator passed; the parents
-# are read from the validator's own rule model, not listed here.
-SUMMARY = re.compile(r"^Total: (\d+) \| Pass: (\d+) \| Fail: (\d+) \| Skipped: (\d+)", re.M)
-FAILED_RULE = re.compile(r"^- ([A-Za-z]+-[A-Z]-\d{3}-[A-Z]):", re.M)
-PASSED_RULE = re.compile(r"^\S+ ([A-Za-z]+-[A-Z]-\d{3}-[A-Z]): PASS\b", re.M)
-
-
-def or_alternatives(model: dict[str, Any]) -> dict[str, set[str]]:
-    """rule id → the OR composites of the validator's model that list it as an item."""
-    parents: dict[str, set[str]] = {}
-    for rule_id, rule in model["ModelRules"].items():
-        req = (rule.get("ValidationCriteria") or {}).get("Requirement") or {}
-        if req.get("CheckFunction") != "OR":
-            continue
-        for item in req.get("Items", []):
-            child = item.get("ModelRuleId")
-            if child:
-                parents.setdefault(child, set()).add(rule_id)
-    return parents
-
-
-def unexcused(v: Verdict, parents: dict[str, set[str]]) -> list[str]:
-    """Failing rules that are not an alternative of an OR the validator passed."""
-    return sorted(r for r in v.failing if not parents.get(r, set()) & set(v.passing))
-
-
-def _validator() -> Path | None:
-    env = os.environ.get("FOCUS_VALIDATOR_BIN")
-    for candidate in (Path(env) if env else None, REPO / ".venv-focus/bin/focus-validator"):
-        if candidate is not None and candidate.is_file():
-            return candidate
-    return None
-
-
-@dataclass(frozen=True)
-class Verdict:
-    total: int
-    passed: int
-    failed: int
-    skipped: int
-    failing: tuple[str, ...]
-    passing: tuple[str, ...]
-    output: str
-
-    @property
-    def summary(self) -> str:
-        return (
-            f"Total: {self.total} | Pass: {self.passed} | Fail: {self.failed} "
-            f"| Skipped: {self.skipped}"
-        )
-
-    def failure_lines(self) -> str:
-        return "\n".join(ln for ln in self.output.splitlines() if ln.startswith(("- ", "  M")))
-
-
-def run_validator(
-    binary: Path, workdir: Path, data: Path, criteria: tuple[str, ...] = ()
-) -> Verdict:
-    args = [str(binary), "--data-file", str(data), "--validate-version", VALIDATE_VERSION,
-            "--block-download"]  # fmt: skip
-    if criteria:
-        args += ["--applicability-criteria", ",".join(criteria)]
-    proc = subprocess.run(args, cwd=workdir, capture_output=True, text=True, timeout=180)
-    out = proc.stdout + proc.stderr
-    m = SUMMARY.search(out)
-    assert proc.returncode == 0, f"validator failed (rc {proc.returncode}):\n{out[-4000:]}"
-    assert m, f"no summary line in the validator's output:\n{out[-4000:]}"
-    total, passed, failed, skipped = (int(g) for g in m.groups())
-    return Verdict(
-        total, passed, failed, skipped, tuple(FAILED_RULE.findall(out)),
-        tuple(PASSED_RULE.findall(out)), out,
-    )  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -489,7 +409,7 @@ def verdicts(
     """Every validator run of this module, side by side (each takes a few seconds). The
     claimed applicability criteria only add rules to the default set, so one policy runs
     with them: the rows' shape does not depend on the policy, only their values do."""
-    binary = _validator()
+    binary = find_validator()
     if binary is None:
         pytest.skip(
             "focus-validator not found: set FOCUS_VALIDATOR_BIN or run "

@@ -1,4 +1,5 @@
-"""The report as CSV (a line per service and a TOTAL; coverage per node) and as JSON.
+"""The report as CSV (a line per service and a TOTAL; coverage per node; a line per tenant of
+a shared service) and as JSON.
 
 CSV cells hold numbers with six decimals (traceable, not rounded to cents); a figure that
 could not be priced is an empty cell, with the reason in the matching ``*_basis`` or
@@ -12,7 +13,7 @@ import io
 import json
 from collections.abc import Iterable, Sequence
 
-from gpuledger.chargeback.report.model import Report, ServiceLine
+from gpuledger.chargeback.report.model import Report, ServiceLine, TenantLine
 from gpuledger.chargeback.report.writers.cells import neutralize
 
 LINE_COLUMNS = (
@@ -34,6 +35,21 @@ COVERAGE_COLUMNS = (
     "month", "node", "gpus", "observed_gpu_hours", "expected_gpu_hours", "coverage_ratio",
     "first_hour", "last_hour",
 )  # fmt: skip
+
+TENANT_COLUMNS = (
+    "month", "fleet", "namespace", "service", "tenant", "tenant_kind",
+    "requests", "prompt_tokens", "cached_prompt_tokens", "generation_tokens", "weighted_tokens",
+    "allocated_gpu_hours", "busy_gpu_hours", "share_ratio", "energy_kwh",
+    "capacity_cost_usd", "energy_cost_usd", "internal_cost_usd", "idle_share_usd",
+    "total_cost_usd", "unpriced_gpu_models", "input_cost_usd", "output_cost_usd",
+    "cost_per_1m_input_usd", "cost_per_1m_output_usd",
+    "api_provider", "api_usd_per_1m_input", "api_usd_per_1m_output",
+    "token_api_usd", "token_api_basis", "savings_vs_token_api_usd",
+    "weights", "fixed_ratio_share", "headroom_policy", "idle_policy", "rate_card_version",
+)  # fmt: skip
+"""``chargeback-YYYY-MM-tenants.csv``: one row per (namespace, service, tenant). A
+service's rows add up to its row of the main CSV; services without tenant lines have
+none here."""
 
 
 def cell(value: object) -> str:
@@ -121,6 +137,28 @@ def coverage_csv(report: Report) -> str:
         for c in report.coverage
     ]  # fmt: skip
     return _csv(rows, COVERAGE_COLUMNS)
+
+
+def _tenant_row(report: Report, line: ServiceLine, t: TenantLine) -> list[object]:
+    return [
+        report.month, report.fleet, line.namespace, line.service, t.tenant, t.kind,
+        t.requests, t.prompt_tokens, t.cached_prompt_tokens, t.generation_tokens,
+        t.weighted_tokens, t.allocated_gpu_hours, t.busy_gpu_hours, t.share_ratio, t.energy_kwh,
+        t.capacity_cost_usd, t.energy_cost_usd, t.internal_cost_usd, t.idle_share_usd,
+        t.total_cost_usd, line.unpriced_gpu_models, t.input_cost_usd, t.output_cost_usd,
+        t.cost_per_1m_input_usd, t.cost_per_1m_output_usd,
+        t.api_provider, t.api_usd_per_1m_input, t.api_usd_per_1m_output,
+        t.token_api_usd, t.token_api_basis, t.savings_vs_token_api_usd,
+        t.weights, t.fixed_ratio_share, report.headroom_policy, report.idle_policy,
+        report.rate_card.version,
+    ]  # fmt: skip
+
+
+def tenants_csv(report: Report) -> str:
+    """A row per tenant line of every shared service, in the report's line order; only the
+    header when no service has tenant lines."""
+    rows = [_tenant_row(report, line, t) for line in report.lines for t in line.tenants]
+    return _csv(rows, TENANT_COLUMNS)
 
 
 def report_json(report: Report) -> str:

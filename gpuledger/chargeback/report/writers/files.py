@@ -1,7 +1,10 @@
 """Writes a :class:`~gpuledger.chargeback.report.model.Report` to disk in every format.
 
 Layout: ``<out>/<YYYY-MM>/chargeback-<YYYY-MM>.{csv,json,html}``, plus
-``chargeback-<YYYY-MM>-focus.csv`` (FOCUS 1.2) and ``chargeback-<YYYY-MM>-coverage.csv``.
+``chargeback-<YYYY-MM>-focus.csv`` (FOCUS 1.2), and with the CSV its companions
+``chargeback-<YYYY-MM>-coverage.csv`` (per node) and ``chargeback-<YYYY-MM>-tenants.csv``
+(per tenant of a shared service; only a header when no service has tenants, so a rerun
+never leaves an earlier run's tenants behind).
 Each file is written to a temporary name and renamed into place, so the agent's
 ``/reports/`` never serves half a file and a failed run leaves the previous one intact.
 A new format is a writer module beside this one, its name in :data:`FORMATS`, its file
@@ -17,7 +20,12 @@ from pathlib import Path
 from typing import Literal
 
 from gpuledger.chargeback.report.model import Report
-from gpuledger.chargeback.report.writers.csv_json import coverage_csv, lines_csv, report_json
+from gpuledger.chargeback.report.writers.csv_json import (
+    coverage_csv,
+    lines_csv,
+    report_json,
+    tenants_csv,
+)
 
 Format = Literal["csv", "json", "focus", "html"]
 FORMATS: tuple[Format, ...] = ("csv", "json", "focus", "html")
@@ -26,6 +34,24 @@ FORMATS: tuple[Format, ...] = ("csv", "json", "focus", "html")
 def file_name(month: str, fmt: Format) -> str:
     suffix = {"csv": ".csv", "json": ".json", "focus": "-focus.csv", "html": ".html"}[fmt]
     return f"chargeback-{month}{suffix}"
+
+
+CSV_COMPANIONS: dict[str, Callable[[Report], str]] = {
+    "coverage": coverage_csv,
+    "tenants": tenants_csv,
+}
+"""Files written beside ``chargeback-<YYYY-MM>.csv`` whenever the CSV is."""
+
+
+def companion_name(month: str, what: str) -> str:
+    return f"chargeback-{month}-{what}.csv"
+
+
+def all_file_names(month: str) -> set[str]:
+    """Every name :func:`write_report` may write for ``month``."""
+    return {file_name(month, f) for f in FORMATS} | {
+        companion_name(month, what) for what in CSV_COMPANIONS
+    }
 
 
 def write_atomic(path: Path, text: str) -> None:
@@ -70,7 +96,8 @@ def write_report(
         if on_written is not None:
             on_written(path)
         if fmt == "csv":
-            cov = month_dir / f"chargeback-{report.month}-coverage.csv"
-            write_atomic(cov, coverage_csv(report))
-            written.append(cov)
+            for what, render in CSV_COMPANIONS.items():
+                extra = month_dir / companion_name(report.month, what)
+                write_atomic(extra, render(report))
+                written.append(extra)
     return written

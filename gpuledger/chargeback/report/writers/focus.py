@@ -28,6 +28,13 @@ The choices the FOCUS columns force on a self-hosted fleet, and the reasons for 
   price is therefore written with 0 there, but never silently: ``x_PricingStatus`` is
   ``unpriced``, ``ChargeDescription`` starts with ``UNPRICED:``, and the ``x_`` cost
   columns are empty.
+- A shared service with tenant lines (issue 14) has one row per (GPU model, tenant)
+  instead: each tenant line is spread over the service's GPU models in proportion to
+  the model lines, figure by figure (GPU-hours by GPU-hours, capacity cost by capacity
+  cost, …), so the rows of one GPU model add up to its model line and the rows of one
+  tenant to its tenant line. The tenant goes into ``Tags`` (``gpuledger/tenant``,
+  ``gpuledger/tenant_kind``) and ``x_Tenant``/``x_TenantKind``; ``SubAccount*`` stays the
+  namespace (one sub-account type per file), and ``ResourceId`` the service.
 - Idle capacity (``kind == "idle"``) belongs to nobody: it has no ``SubAccountId``, and
   ``x_Allocation`` is ``unallocated``. Unattributed GPU time (held by a process no service
   claims) has no namespace either; its ``x_Allocation`` is ``unattributed``.
@@ -47,10 +54,11 @@ import csv
 import io
 import json
 import math
+from dataclasses import replace
 from datetime import UTC, datetime
 from decimal import Decimal
 
-from gpuledger.chargeback.report.model import ModelLine, Month, Report, ServiceLine
+from gpuledger.chargeback.report.model import ModelLine, Month, Report, ServiceLine, TenantLine
 from gpuledger.chargeback.report.writers.cells import neutralize
 
 FOCUS_VERSION = "1.2"
@@ -101,7 +109,7 @@ CUSTOM_COLUMNS: tuple[str, ...] = (
     "x_CapacityCost", "x_EnergyUnitPrice", "x_EnergyCost", "x_InternalCost",
     "x_IdleShareCost", "x_IdlePolicy", "x_PricingStatus", "x_ListCostBasis",
     "x_SpecialistCost", "x_SpecialistBasis", "x_Validation", "x_CounterfactualFlagged",
-    "x_RateCardVersion", "x_RateCardDigest", "x_PeriodComplete",
+    "x_RateCardVersion", "x_RateCardDigest", "x_PeriodComplete", "x_Tenant", "x_TenantKind",
 )  # fmt: skip
 COLUMNS: tuple[str, ...] = FOCUS_COLUMNS + CUSTOM_COLUMNS
 """The FOCUS columns come first and the custom ones after them (ColumnHandling-A-012/013)."""
@@ -166,7 +174,16 @@ def _list_price(
     return contracted, unit, f"no cloud rate: {why}; listed at the internal rate"
 
 
-def _description(report: Report, line: ServiceLine, ml: ModelLine) -> str:
+def _description(
+    report: Report, line: ServiceLine, ml: ModelLine, tenant: TenantLine | None = None
+) -> str:
+    text = _line_description(report, line, ml)
+    if tenant is not None:
+        text += f"; tenant {tenant.tenant} ({tenant.kind}), its share of the service"
+    return text
+
+
+def _line_description(report: Report, line: ServiceLine, ml: ModelLine) -> str:
     hours = f"{ml.allocated_gpu_hours:.3f} GPU-hours"
     where = f"{ml.gpu_model} ({ml.gpu_class})" if ml.gpu_class else ml.gpu_model
     policy = f"idle policy {report.idle_policy}"
@@ -190,14 +207,16 @@ def _description(report: Report, line: ServiceLine, ml: ModelLine) -> str:
     return text
 
 
-def _tags(line: ServiceLine, ml: ModelLine) -> str:
-    tags = {
+def _tags(line: ServiceLine, ml: ModelLine, tenant: TenantLine | None) -> str:
+    tags: dict[str, str | None] = {
         "allocation": _ALLOCATION[line.kind],
         "gpu_class": ml.gpu_class,
         "gpu_model": ml.gpu_model,
         "kind": line.kind,
         "namespace": line.namespace or None,
         "service": line.service,
+        "tenant": tenant.tenant if tenant is not None else None,
+        "tenant_kind": tenant.kind if tenant is not None else None,
     }
     # Keys without a value are left out (Tags-C-006-M: keys SHOULD carry values).
     return json.dumps(
@@ -205,7 +224,9 @@ def _tags(line: ServiceLine, ml: ModelLine) -> str:
     )
 
 
-def _row(report: Report, line: ServiceLine, ml: ModelLine) -> dict[str, str | None]:
+def _row(
+    report: Report, line: ServiceLine, ml: ModelLine, tenant: TenantLine | None = None
+) -> dict[str, str | None]:
     hours = ml.allocated_gpu_hours
     priced = ml.internal_cost_usd is not None and ml.total_cost_usd is not None
     contracted = ml.internal_cost_usd if ml.internal_cost_usd is not None else 0.0
@@ -234,7 +255,7 @@ def _row(report: Report, line: ServiceLine, ml: ModelLine) -> dict[str, str | No
         "BillingPeriodStart": _utc(month.start.isoformat()),
         "ChargeCategory": "Usage",
         "ChargeClass": None,
-        "ChargeDescription": _ascii(_description(report, line, ml)),
+        "ChargeDescription": _ascii(_description(report, line, ml, tenant)),
         "ChargeFrequency": "Usage-Based",
         "ChargePeriodEnd": _utc(report.period_end),
         "ChargePeriodStart": _utc(report.period_start),
@@ -271,7 +292,7 @@ def _row(report: Report, line: ServiceLine, ml: ModelLine) -> dict[str, str | No
         "SubAccountId": _ascii(namespace) if namespace else None,
         "SubAccountName": _ascii(namespace) if namespace else None,
         "SubAccountType": SUB_ACCOUNT_TYPE if namespace else None,
-        "Tags": _tags(line, ml),
+        "Tags": _tags(line, ml, tenant),
         "x_Month": report.month,
         "x_Namespace": line.namespace or None,
         "x_Service": line.service,
@@ -302,16 +323,84 @@ def _row(report: Report, line: ServiceLine, ml: ModelLine) -> dict[str, str | No
         "x_RateCardVersion": report.rate_card.version,
         "x_RateCardDigest": report.rate_card.digest,
         "x_PeriodComplete": "true" if report.complete else "false",
+        "x_Tenant": tenant.tenant if tenant is not None else None,
+        "x_TenantKind": tenant.kind if tenant is not None else None,
     }
 
 
+_SPLIT_FIGURES = (
+    "allocated_gpu_hours", "busy_gpu_hours", "energy_kwh", "capacity_cost_usd",
+    "energy_cost_usd", "internal_cost_usd", "idle_share_usd", "total_cost_usd",
+)  # fmt: skip
+"""The figures a :class:`ModelLine` and a :class:`TenantLine` both have, split per tenant."""
+
+
+def _shares(tenants: tuple[TenantLine, ...], figure: str) -> list[float]:
+    """Each tenant's part of ``figure`` over the service. Where the tenants' figures are
+    not all known (a service with an unpriced GPU model has no tenant costs) or add up to
+    0, the GPU-hours' parts stand in; with no GPU-hours either, equal parts."""
+    values = [getattr(t, figure) for t in tenants]
+    known = [v for v in values if v is not None]
+    total = sum(known)
+    if len(known) == len(values) and total != 0:
+        return [v / total for v in known]
+    if figure != "allocated_gpu_hours":
+        return _shares(tenants, "allocated_gpu_hours")
+    return [1.0 / len(tenants)] * len(tenants)
+
+
+def tenant_model_lines(line: ServiceLine) -> list[tuple[TenantLine, ModelLine]]:
+    """``line``'s model lines split per tenant: for each GPU model, each tenant's part of
+    every figure is its part of that figure over the whole service. The parts of one GPU
+    model add up to its model line; one tenant's parts add up to its tenant line."""
+    tenants = line.tenants
+    shares = {f: _shares(tenants, f) for f in _SPLIT_FIGURES}
+    out: list[tuple[TenantLine, ModelLine]] = []
+    for ml in line.models:
+        for i, t in enumerate(tenants):
+            part: dict[str, float | None] = {}
+            for f in _SPLIT_FIGURES:
+                value = getattr(ml, f)
+                part[f] = None if value is None else value * shares[f][i]
+            hours_share = shares["allocated_gpu_hours"][i]
+            out.append((t, replace(
+                ml,
+                allocated_gpu_hours=part["allocated_gpu_hours"] or 0.0,
+                busy_gpu_hours=part["busy_gpu_hours"] or 0.0,
+                energy_kwh=part["energy_kwh"] or 0.0,
+                capacity_cost_usd=part["capacity_cost_usd"],
+                energy_cost_usd=part["energy_cost_usd"],
+                internal_cost_usd=part["internal_cost_usd"],
+                idle_share_usd=part["idle_share_usd"] or 0.0,
+                total_cost_usd=part["total_cost_usd"],
+                # a quote is GPU-hours × its rate: it follows the GPU-hours
+                hyperscaler=(
+                    replace(ml.hyperscaler, usd=ml.hyperscaler.usd * hours_share)
+                    if ml.hyperscaler is not None
+                    else None
+                ),
+                specialist=(
+                    replace(ml.specialist, usd=ml.specialist.usd * hours_share)
+                    if ml.specialist is not None
+                    else None
+                ),
+            )))  # fmt: skip
+    return out
+
+
 def focus_rows(report: Report) -> list[dict[str, str]]:
-    """One row per (namespace, service, GPU model), in the report's line order. Cells are
-    the text the CSV holds, with ``""`` for null and formula-like names neutralized."""
+    """One row per (namespace, service, GPU model), or per (namespace, service, GPU model,
+    tenant) for a service with tenant lines, in the report's line order. Cells are the text
+    the CSV holds, with ``""`` for null and formula-like names neutralized."""
     rows = []
     for line in report.lines:
-        for ml in line.models:
-            row = _row(report, line, ml)
+        pairs: list[tuple[TenantLine | None, ModelLine]]
+        if line.tenants:
+            pairs = list(tenant_model_lines(line))
+        else:
+            pairs = [(None, ml) for ml in line.models]
+        for tenant, ml in pairs:
+            row = _row(report, line, ml, tenant)
             rows.append({col: neutralize(row[col] or "") for col in COLUMNS})
     return rows
 

@@ -694,6 +694,9 @@ def _sum_known(values: Iterable[float | None]) -> float | None:
 
 def render_html(report: Report) -> str:
     """The report as one self-contained HTML document (no scripts, no external resources)."""
+    from gpuledger.chargeback.report.console import per_million
+    from gpuledger.chargeback.report.writers import html_tenants as tn  # it reuses this module
+
     sources = _Sources()
     model_rows = _model_rows(report, sources)
     flagged = [line for line in report.lines if line.counterfactual_flagged]
@@ -715,4 +718,10 @@ def render_html(report: Report) -> str:
         savings_api_total=_sum_known(line.savings_vs_token_api_usd for line in report.lines),
         idle_share_total=sum(line.idle_share_usd for line in report.lines),
         top_services=TOP_SERVICES,
+        tenant_tables=tn.tenant_tables(report),
+        tenant_label=tn.tenant_label,
+        weights_label=tn.weights_label,
+        weights_title=tn.weights_title,
+        FIXED_MARK=tn.FIXED,
+        per_million=per_million,
     )
