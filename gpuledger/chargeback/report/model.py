@@ -128,6 +128,22 @@ class TokenQuote:
 
 
 @dataclass(frozen=True, slots=True)
+class TenantModelPart:
+    """A tenant line's part on one GPU model: what the FOCUS rows (one per GPU model and
+    tenant) are made of. A service's parts on one GPU model add up to its model line."""
+
+    gpu_model: str
+    allocated_gpu_hours: float
+    busy_gpu_hours: float
+    energy_kwh: float
+    capacity_cost_usd: float | None
+    energy_cost_usd: float | None
+    internal_cost_usd: float | None
+    idle_share_usd: float
+    total_cost_usd: float | None
+
+
+@dataclass(frozen=True, slots=True)
 class TenantLine:
     """One caller's part of a shared service for the month: the tenant's share of every
     service-hour's GPU-seconds and energy (by weighted tokens), priced like the service.
@@ -163,6 +179,7 @@ class TenantLine:
     savings_vs_token_api_usd: float | None
     weights: WeightBasis
     fixed_ratio_share: float  # of weighted_tokens, from hours weighted with the fixed ratio
+    models: tuple[TenantModelPart, ...] = ()  # per GPU model (sums to the figures above)
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,9 +9,15 @@ the cost per 1M input and per 1M output tokens beside the API's input and output
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 
-from gpuledger.chargeback.report.model import ServiceLine, TenantLine, WeightBasis
+from gpuledger.chargeback.report.model import (
+    ModelLine,
+    ServiceLine,
+    TenantLine,
+    TenantModelPart,
+    WeightBasis,
+)
 from gpuledger.chargeback.report.ratecard import RateCard, TokenPrice
 from gpuledger.chargeback.report.tenant_split import TenantShare, tenant_kind
 
@@ -105,6 +111,46 @@ def _api(
     return usd, "; ".join(unique), provider, per_in, per_out
 
 
+def _sum_or_none(values: Iterable[float | None]) -> float | None:
+    total = 0.0
+    for v in values:
+        if v is None:
+            return None
+        total += v
+    return total
+
+
+def _model_part(
+    ml: ModelLine | None, model: str, seconds: float, share: TenantShare
+) -> TenantModelPart:
+    """The tenant's seconds and joules on one GPU model at that model's rates on the
+    service's line (None where the card does not price it, never zero), with the same
+    fraction of the model line's idle share as of its GPU-hours."""
+    hours = seconds / SECONDS_PER_HOUR
+    kwh = share.energy_joules.get(model, 0.0) / JOULES_PER_KWH
+    cap_rate = ml.capacity_usd_per_gpu_hour if ml is not None else None
+    kwh_rate = ml.energy_usd_per_kwh if ml is not None else None
+    capacity = hours * cap_rate if cap_rate is not None else None
+    energy = kwh * kwh_rate if kwh_rate is not None else None
+    internal = capacity + energy if capacity is not None and energy is not None else None
+    idle = (
+        ml.idle_share_usd * hours / ml.allocated_gpu_hours
+        if ml is not None and ml.allocated_gpu_hours > 0
+        else 0.0
+    )
+    return TenantModelPart(
+        gpu_model=model,
+        allocated_gpu_hours=hours,
+        busy_gpu_hours=share.busy_seconds.get(model, 0.0) / SECONDS_PER_HOUR,
+        energy_kwh=kwh,
+        capacity_cost_usd=capacity,
+        energy_cost_usd=energy,
+        internal_cost_usd=internal,
+        idle_share_usd=idle,
+        total_cost_usd=internal + idle if internal is not None else None,
+    )
+
+
 def price_tenants(
     card: RateCard,
     line: ServiceLine,
@@ -115,29 +161,16 @@ def price_tenants(
     service_seconds = line.allocated_gpu_hours * SECONDS_PER_HOUR
     out: list[TenantLine] = []
     for share in shares.values():
-        capacity: float | None = 0.0
-        energy_cost: float | None = 0.0
-        idle_share = 0.0
-        kwh = 0.0
-        for model, seconds in share.allocated_seconds.items():
-            joules = share.energy_joules.get(model, 0.0)
-            kwh += joules / JOULES_PER_KWH
-            ml = models.get(model)
-            hours = seconds / SECONDS_PER_HOUR
-            cap_rate = ml.capacity_usd_per_gpu_hour if ml else None
-            kwh_rate = ml.energy_usd_per_kwh if ml else None
-            if cap_rate is None or kwh_rate is None:  # unpriced, never zero
-                capacity = energy_cost = None
-                continue
-            if capacity is not None and energy_cost is not None:
-                capacity += hours * cap_rate
-                energy_cost += joules / JOULES_PER_KWH * kwh_rate
-            if ml is not None and ml.allocated_gpu_hours > 0:
-                idle_share += ml.idle_share_usd * hours / ml.allocated_gpu_hours
-        internal = (
-            capacity + energy_cost if capacity is not None and energy_cost is not None else None
+        parts = tuple(
+            _model_part(models.get(model), model, seconds, share)
+            for model, seconds in sorted(share.allocated_seconds.items())
         )
-        total = internal + idle_share if internal is not None else None
+        capacity = _sum_or_none(p.capacity_cost_usd for p in parts)
+        energy_cost = _sum_or_none(p.energy_cost_usd for p in parts)
+        internal = _sum_or_none(p.internal_cost_usd for p in parts)
+        idle_share = sum(p.idle_share_usd for p in parts)
+        total = _sum_or_none(p.total_cost_usd for p in parts)
+        kwh = sum(p.energy_kwh for p in parts)
         alloc = share.allocated
         input_part = share.input_seconds / alloc if alloc > 0 else 0.0
         input_cost = total * input_part if total is not None else None
@@ -184,6 +217,7 @@ def price_tenants(
                 if api is not None and total is not None
                 else None,
                 weights=_basis(share),
+                models=parts,
                 fixed_ratio_share=(
                     min(1.0, share.fixed_ratio_weight / share.weighted_tokens)
                     if share.weighted_tokens > 0

@@ -283,3 +283,28 @@ def test_config_keys_reach_the_report_and_bad_values_are_refused() -> None:
     ):
         with pytest.raises(ValidationError):
             ReportConfig.model_validate(bad)
+
+
+def test_per_gpu_model_parts_are_exact_and_reach_focus(filled: AuditableLedgerStore) -> None:
+    from gpuledger.chargeback.report.writers.focus import focus_rows
+
+    r = _report(filled)
+    chat = _chat(r)
+    b = _tenant(chat, "team-b")
+    parts = {p.gpu_model: p for p in b.models}
+    # hour 0 only: 3600 s H100 (1.0 MJ) and 1800 s A100 (0.5 MJ) × WB / W0, plus the
+    # pooled hour 2 (3600 s H100, 0.5 MJ) by what team-b got (5400·WB/W0 of 9000 s)
+    got = 5400 * WB / W0
+    assert parts[H100].allocated_gpu_hours == pytest.approx(
+        (3600 * WB / W0 + 3600 * got / 9000) / 3600
+    )
+    assert parts[A100].allocated_gpu_hours == pytest.approx(1800 * WB / W0 / 3600)
+    assert parts[A100].energy_kwh == pytest.approx(0.5e6 * WB / W0 / KWH)
+    assert parts[A100].total_cost_usd == pytest.approx(
+        1800 * WB / W0 / 3600 * RA + 0.5e6 * WB / W0 / KWH * EA
+    )
+    rows = [row for row in focus_rows(r) if row["x_Service"] == "chat"]
+    b_a100 = next(x for x in rows if x["x_Tenant"] == "team-b" and x["x_GpuModel"] == A100)
+    assert float(b_a100["PricingQuantity"]) == pytest.approx(parts[A100].allocated_gpu_hours)
+    assert float(b_a100["BilledCost"]) == pytest.approx(parts[A100].total_cost_usd)
+    assert sum(float(x["BilledCost"]) for x in rows) == pytest.approx(chat.total_cost_usd)

@@ -196,5 +196,5 @@ def test_json_carries_tenant_lines_with_nulls(report: Report) -> None:
         "internal_cost_usd", "idle_share_usd", "total_cost_usd", "input_cost_usd",
         "output_cost_usd", "cost_per_1m_input_usd", "cost_per_1m_output_usd", "api_provider",
         "api_usd_per_1m_input", "api_usd_per_1m_output", "token_api_usd", "token_api_basis",
-        "savings_vs_token_api_usd", "weights", "fixed_ratio_share",
+        "savings_vs_token_api_usd", "weights", "fixed_ratio_share", "models",
     }  # fmt: skip

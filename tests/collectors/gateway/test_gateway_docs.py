@@ -1,5 +1,6 @@
-"""The configuration shown in docs/tenants.md is accepted by the agent's real config
-model, and the README's table names every ``gateways`` key."""
+"""The configuration shown in docs/tenants.md (gateways and the report's tenant keys) is
+accepted by the agent's real config model, and the README's table names every
+``gateways`` key."""
 
 from __future__ import annotations
 
@@ -16,7 +17,11 @@ ROOT = Path(__file__).resolve().parents[3]
 
 def test_the_documented_example_validates(tmp_path: Path) -> None:
     text = (ROOT / "docs" / "tenants.md").read_text()
-    (block,) = re.findall(r"```yaml\n(.*?)```", text, flags=re.S)
+    blocks = re.findall(r"```yaml\n(.*?)```", text, flags=re.S)
+    (block,) = [b for b in blocks if b.startswith("gateways:")]
+    (report,) = [b for b in blocks if b.startswith("report:")]
+    shown = AgentConfig(state_dir=tmp_path, **yaml.safe_load(report)).report
+    assert (shown.headroom_policy, shown.token_weights.generation) == ("spread", 4.0)
     cfg = AgentConfig(state_dir=tmp_path, **yaml.safe_load(block))
     gateways = cfg.gateways
     assert isinstance(gateways, GatewayConfig)

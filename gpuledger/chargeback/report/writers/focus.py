@@ -29,12 +29,13 @@ The choices the FOCUS columns force on a self-hosted fleet, and the reasons for 
   ``unpriced``, ``ChargeDescription`` starts with ``UNPRICED:``, and the ``x_`` cost
   columns are empty.
 - A shared service with tenant lines (issue 14) has one row per (GPU model, tenant)
-  instead: each tenant line is spread over the service's GPU models in proportion to
-  the model lines, figure by figure (GPU-hours by GPU-hours, capacity cost by capacity
-  cost, …), so the rows of one GPU model add up to its model line and the rows of one
-  tenant to its tenant line. The tenant goes into ``Tags`` (``gpuledger/tenant``,
-  ``gpuledger/tenant_kind``) and ``x_Tenant``/``x_TenantKind``; ``SubAccount*`` stays the
-  namespace (one sub-account type per file), and ``ResourceId`` the service.
+  instead, with the tenant's own figures on that GPU model (``TenantLine.models``, from
+  the hour-by-hour split), so the rows of one GPU model add up to its model line and the
+  rows of one tenant to its tenant line. A tenant line without them (built by hand) is
+  spread over the GPU models in proportion to the model lines, figure by figure. The
+  tenant goes into ``Tags`` (``gpuledger/tenant``, ``gpuledger/tenant_kind``) and
+  ``x_Tenant``/``x_TenantKind``; ``SubAccount*`` stays the namespace (one sub-account
+  type per file), and ``ResourceId`` the service.
 - Idle capacity (``kind == "idle"``) belongs to nobody: it has no ``SubAccountId``, and
   ``x_Allocation`` is ``unallocated``. Unattributed GPU time (held by a process no service
   claims) has no namespace either; its ``x_Allocation`` is ``unattributed``.
@@ -58,7 +59,14 @@ from dataclasses import replace
 from datetime import UTC, datetime
 from decimal import Decimal
 
-from gpuledger.chargeback.report.model import ModelLine, Month, Report, ServiceLine, TenantLine
+from gpuledger.chargeback.report.model import (
+    ModelLine,
+    Month,
+    Report,
+    ServiceLine,
+    TenantLine,
+    TenantModelPart,
+)
 from gpuledger.chargeback.report.writers.cells import neutralize
 
 FOCUS_VERSION = "1.2"
@@ -349,6 +357,17 @@ def _shares(tenants: tuple[TenantLine, ...], figure: str) -> list[float]:
     return [1.0 / len(tenants)] * len(tenants)
 
 
+def _model_part(tenant: TenantLine, gpu_model: str) -> TenantModelPart | None:
+    """The tenant's own figures on ``gpu_model`` (a built report has them for every GPU
+    model the tenant used; a model it did not use is an exact zero)."""
+    if not tenant.models:
+        return None
+    for part in tenant.models:
+        if part.gpu_model == gpu_model:
+            return part
+    return TenantModelPart(gpu_model, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0)
+
+
 def tenant_model_lines(line: ServiceLine) -> list[tuple[TenantLine, ModelLine]]:
     """``line``'s model lines split per tenant: for each GPU model, each tenant's part of
     every figure is its part of that figure over the whole service. The parts of one GPU
@@ -359,10 +378,18 @@ def tenant_model_lines(line: ServiceLine) -> list[tuple[TenantLine, ModelLine]]:
     for ml in line.models:
         for i, t in enumerate(tenants):
             part: dict[str, float | None] = {}
+            exact = _model_part(t, ml.gpu_model)
             for f in _SPLIT_FIGURES:
                 value = getattr(ml, f)
-                part[f] = None if value is None else value * shares[f][i]
-            hours_share = shares["allocated_gpu_hours"][i]
+                if exact is not None:
+                    part[f] = getattr(exact, f)  # the split's own figure on this model
+                else:
+                    part[f] = None if value is None else value * shares[f][i]
+            hours_share = (
+                exact.allocated_gpu_hours / ml.allocated_gpu_hours
+                if exact is not None and ml.allocated_gpu_hours > 0
+                else shares["allocated_gpu_hours"][i]
+            )
             out.append((t, replace(
                 ml,
                 allocated_gpu_hours=part["allocated_gpu_hours"] or 0.0,
