@@ -42,6 +42,16 @@ _GONE = "Invalid job id"  # slurm_strerror(ESLURM_INVALID_JOB_ID) in scontrol's 
 Runner = Callable[[Sequence[str], float], tuple[int, str, str]]
 
 
+def _child_env() -> dict[str, str]:
+    """``scontrol``'s environment: ``PATH``, the C locale, and ``SLURM_CONF`` when the
+    agent has it (a site whose slurm.conf is not at the compiled-in path); nothing else
+    (no ``SQUEUE_*``/``SLURM_*`` formatting variables of whoever started the agent)."""
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LC_ALL": "C"}
+    if os.environ.get("SLURM_CONF"):
+        env["SLURM_CONF"] = os.environ["SLURM_CONF"]
+    return env
+
+
 def run_scontrol(argv: Sequence[str], timeout_s: float) -> tuple[int, str, str]:
     """Run ``argv`` (no shell) and return ``(returncode, stdout, stderr)``; raises
     :class:`subprocess.TimeoutExpired` (the child is killed) or :class:`OSError`."""
@@ -51,7 +61,7 @@ def run_scontrol(argv: Sequence[str], timeout_s: float) -> tuple[int, str, str]:
         timeout=timeout_s,
         check=False,
         stdin=subprocess.DEVNULL,
-        env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LC_ALL": "C"},
+        env=_child_env(),
     )
     out = proc.stdout[:_MAX_OUTPUT].decode("utf-8", errors="replace")
     err = proc.stderr[:_MAX_OUTPUT].decode("utf-8", errors="replace")

@@ -25,6 +25,7 @@ from gpuledger.chargeback.attribution.resolver import (
 from gpuledger.chargeback.attribution.shares import allocate
 from gpuledger.collectors.gpu.readings import GpuReading, ProcessReading
 from gpuledger.collectors.workload.slurm_jobs import ScontrolJobDirectory
+from tests.support.paths import REPO_ROOT
 from tests.support.slurm import slurm_fixture, write_fake_scontrol
 
 GPU = "GPU-5c3a1e2b-7f4d-4e8a-9b6c-1d2e3f4a5b6c"
@@ -202,3 +203,16 @@ def test_bad_slurm_keys_are_named(tmp_path: Path, yaml: str, key: str) -> None:
     with pytest.raises(ConfigError) as info:
         load_config(path, environ={})
     assert key in [k for k, _ in info.value.problems]
+
+
+def test_the_documented_config_loads_with_the_documented_defaults(tmp_path: Path) -> None:
+    doc = (REPO_ROOT / "docs" / "slurm.md").read_text(encoding="utf-8")
+    block = doc.split("```yaml\n", 1)[1].split("```", 1)[0]
+    path = tmp_path / "agent.yaml"
+    path.write_text(block, encoding="utf-8")
+    documented = load_config(path, environ={}).attribution.slurm
+    defaults = load_config(None, environ={}).attribution.slurm
+    assert documented.enabled is True
+    assert documented.model_copy(update={"enabled": False}) == defaults
+    assert (defaults.service_from, defaults.namespace_from) == ("account", "none")
+    assert str(defaults.scontrol) == "/usr/bin/scontrol"
