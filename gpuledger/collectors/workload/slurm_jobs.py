@@ -12,9 +12,10 @@ is never refreshed; it is dropped when it has not been asked for in ``cache_seco
 (the job is gone from this node). A failed lookup is retried after ``retry_seconds``;
 ``scontrol`` saying the job id is invalid (the job already ended) is remembered as such.
 
-Health: :attr:`~ScontrolJobDirectory.healthy` is false while the last lookup failed (with
-:attr:`~ScontrolJobDirectory.last_error`); :class:`SlurmLookupHealth` is a collector that
-reports it, so the agent exports ``gpuledger_collector_up{collector="slurm"}``.
+Health: :attr:`~ScontrolJobDirectory.healthy` is false while a job still on a GPU has a
+failed lookup (with :attr:`~ScontrolJobDirectory.last_error`); :class:`SlurmLookupHealth`
+is a collector that reports it, so the agent exports
+``gpuledger_collector_up{collector="slurm"}``.
 """
 
 from __future__ import annotations
@@ -110,7 +111,6 @@ class ScontrolJobDirectory:
         self._queued: set[str] = set()
         self._queue: queue.SimpleQueue[str | None] = queue.SimpleQueue()
         self._stopping = threading.Event()
-        self._healthy = True
         self._last_error: str | None = None
         self.lookups = 0
         self.failures = 0
@@ -142,14 +142,19 @@ class ScontrolJobDirectory:
 
     @property
     def healthy(self) -> bool:
-        return self._healthy
+        """False while some job's last lookup failed and that job is still being asked
+        for (a failure is forgotten ``2 * retry_s`` after it, unless a retry renews it)."""
+        with self._lock:
+            self._expire(self._clock())
+            return not self._failed_at
 
     @property
     def last_error(self) -> str | None:
-        return self._last_error
+        return None if self.healthy else self._last_error
 
     def status(self) -> SlurmLookupStatus:
         with self._lock:
+            self._expire(self._clock())
             return SlurmLookupStatus(
                 cached_jobs=len(self._cache),
                 lookups=self.lookups,
@@ -160,7 +165,9 @@ class ScontrolJobDirectory:
     def _expire(self, now: float) -> None:  # under the lock
         for key in [k for k, e in self._cache.items() if now - e.used > self.cache_s]:
             del self._cache[key]
-        for key in [k for k, t in self._failed_at.items() if now - t > self.cache_s]:
+        # a failed job is asked for again every cycle and retried after retry_s, which
+        # renews its entry; one older than twice that is a job no longer on a GPU
+        for key in [k for k, t in self._failed_at.items() if now - t > 2 * self.retry_s]:
             del self._failed_at[key]
 
     # --- the worker ---------------------------------------------------------------------
@@ -232,18 +239,19 @@ class ScontrolJobDirectory:
             else:
                 self.failures += 1
                 self._failed_at[job] = now
-        self._set_health(error)
+            failing = bool(self._failed_at)
+        self._log_change(error, failing)
         return found
 
-    def _set_health(self, error: str | None) -> None:
-        if error is None:
-            if not self._healthy:
-                log.info("slurm: job lookups work again")
-            self._healthy, self._last_error = True, None
-        else:
-            if self._healthy or error != self._last_error:
+    def _log_change(self, error: str | None, failing: bool) -> None:
+        """One log line per change of state or of error, not one per lookup."""
+        if error is not None:
+            if error != self._last_error:
                 log.warning("slurm: job lookup failed: %s", error)
-            self._healthy, self._last_error = False, error
+            self._last_error = error
+        elif not failing and self._last_error is not None:
+            log.info("slurm: job lookups work again")
+            self._last_error = None
 
 
 class SlurmLookupHealth:

@@ -114,3 +114,16 @@ def test_entries_expire_when_the_job_is_no_longer_seen(tmp_path: Path) -> None:
     now[0] = 1700.0
     d.lookup("2")  # any miss sweeps: job 1 unused for 700 s
     assert d.status().cached_jobs == 0
+
+
+def test_a_failure_is_forgotten_once_its_job_is_no_longer_asked_for(tmp_path: Path) -> None:
+    now = [0.0]
+    fake = write_fake_scontrol(tmp_path, mode="down")
+    d = ScontrolJobDirectory(fake, retry_s=30, clock=lambda: now[0], start=False)
+    d.fetch("5")
+    now[0] = 45.0
+    assert not d.healthy  # still within two retries: the job may still be there
+    now[0] = 61.0
+    assert d.healthy  # not retried for 61 s: the process is gone
+    assert d.last_error is None
+    assert SlurmLookupHealth(d).collect().failures == 1
