@@ -42,11 +42,24 @@ from dataclasses import dataclass
 
 __all__ = ["SlurmJob", "SlurmJobRef", "parse_scontrol_job", "parse_slurm_cgroup", "valid_job_key"]
 
-_JOB_ID = re.compile(r"[1-9][0-9]{0,9}")  # job_%u: a uint32, never 0
-_SLUID = re.compile(r"[sS][0-9A-HJKMNP-TV-Z]{13}")  # print_sluid(): "s" + 13 Crockford base32
+# Each pattern with the upstream line it follows (SchedMD/slurm, tag slurm-26-05-3-1,
+# commit 56fe867884038ba2074bd414075b60c2fb1d68bb):
+# "job_%u" (v1: src/plugins/cgroup/v1/xcgroup.c l. 424; v2: src/plugins/cgroup/v2/
+# cgroup_v2.c l. 1933): a uint32 job id, never 0
+_JOB_ID = re.compile(r"[1-9][0-9]{0,9}")
+# print_sluid(): "s" + 13 of cb32map "0123456789ABCDEFGHJKMNPQRSTVWXYZ" (src/common/sluid.c
+# l. 51, 116-135), the v2 job directory by default since 26.05 (cgroup_v2.c l. 1936)
+_SLUID = re.compile(r"[sS][0-9A-HJKMNP-TV-Z]{13}")
+# "%s/step_%s" (xcgroup.c l. 439, cgroup_v2.c l. 1955) of log_build_step_id_str()
+# (src/common/log.c l. 1745-1762): batch, extern, interactive, TBD, <n>, <n>+<het comp>
 _STEP = re.compile(r"step_(?P<step>batch|extern|interactive|TBD|[0-9]+(?:\+[0-9]+)?)")
-_V1_ROOT = re.compile(r"slurm(?:_(?P<node>.+))?")  # CgroupPrepend "/slurm" or "/slurm_%n"
+# CgroupPrepend "/slurm", or "/slurm_%n" with multiple-slurmd (src/interfaces/cgroup.c
+# l. 196, 198)
+_V1_ROOT = re.compile(r"slurm(?:_(?P<node>.+))?")
+# "%s/uid_%u" (xcgroup.c l. 414)
 _V1_UID = re.compile(r"uid_(?P<uid>[0-9]+)")
+# "%s/%s/%s.scope" / "%s/%s/%s_%s.scope" with SYSTEM_CGSCOPE "slurmstepd" (cgroup_v2.c
+# l. 68, 445, 441)
 _V2_SCOPE = re.compile(r"(?:(?P<node>.+)_)?slurmstepd\.scope")
 
 
