@@ -28,7 +28,8 @@ def write_fake_scontrol(
     log: Path | None = None,
 ) -> Path:
     """An executable ``scontrol`` in ``directory``. ``jobs``: job id → the fixture file
-    printed for it (an unknown id gets the real "Invalid job id" error, exit 1).
+    (or an absolute path) printed for it (an unknown id gets the real "Invalid job id"
+    error, exit 1).
     ``mode``: ``answer``; ``hang`` (sleeps 30 s); ``down`` (slurmctld unreachable: the
     real error, exit 1). ``log``: each call's arguments are appended to it, one per line."""
     lines = ["#!/bin/sh"]
@@ -44,7 +45,7 @@ def write_fake_scontrol(
         lines.append('[ "$1 $2 $3" = "show job -o" ] || exit 2')
         lines.append('case "$4" in')
         for job, fixture in (jobs or {}).items():
-            path = shlex.quote(str(SLURM_FIXTURES / fixture))
+            path = shlex.quote(str(SLURM_FIXTURES / fixture))  # an absolute path stays
             lines.append(f"  {job}) cat {path}; exit 0;;")
         invalid = shlex.quote(str(SLURM_FIXTURES / "show-job-invalid.stderr"))
         lines.append(f"  *) cat {invalid} >&2; exit 1;;")

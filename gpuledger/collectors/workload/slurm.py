@@ -40,7 +40,14 @@ import re
 from collections import Counter
 from dataclasses import dataclass
 
-__all__ = ["SlurmJob", "SlurmJobRef", "parse_scontrol_job", "parse_slurm_cgroup", "valid_job_key"]
+__all__ = [
+    "AmbiguousRecord",
+    "SlurmJob",
+    "SlurmJobRef",
+    "parse_scontrol_job",
+    "parse_slurm_cgroup",
+    "valid_job_key",
+]
 
 # Each pattern with the upstream line it follows (SchedMD/slurm, tag slurm-26-05-3-1,
 # commit 56fe867884038ba2074bd414075b60c2fb1d68bb):
@@ -141,9 +148,9 @@ def parse_slurm_cgroup(text: str) -> SlurmJobRef | None:
 # 171-773): "Key=value" fields joined by single spaces, values printed raw with "%s" (so
 # a job name or comment may hold spaces and "=", a NULL string prints "(null)"). Only
 # state_desc (Reason) has its spaces replaced (line 236). The keys below are every key
-# that function prints; inside a free-text value a word only starts a new field when it
-# is one of them, so "JobName=train lr=0.1" keeps its name. (Keys taken from the
-# "Key=" literals of that file, plus those printed through "%s" or split literals.)
+# that function prints; inside a free-text value (the comment) a word only starts a new
+# field when it is one of them, so "Comment=budget=ERC owner Ana" keeps its text. (Keys
+# taken from the "Key=" literals of that file, plus those printed through "%s".)
 _KNOWN_KEYS = frozenset(
     {
         "Account", "AccrueTime", "AdminComment", "AllocNode:Sid", "AllocTRES", "ArrayJobId",
@@ -176,7 +183,6 @@ _FREE_TEXT = frozenset(
      "SubmitLine", "WorkDir", "StdErr", "StdIn", "StdOut", "MailUser"}
 )  # fmt: skip
 _KEY = re.compile(r"([A-Za-z][A-Za-z0-9_:/]*)=")
-_NAMED_ID = re.compile(r"(?P<name>.*)\((?P<id>[0-9]+)\)")
 
 
 def _fields(line: str) -> dict[str, str]:
@@ -196,11 +202,6 @@ def _fields(line: str) -> dict[str, str]:
         elif key is not None:
             out[key] += " " + word
     return out
-
-
-def _value(fields: dict[str, str], key: str) -> str | None:
-    value = fields.get(key, "").strip()
-    return None if value in ("", "(null)", "N/A") else value
 
 
 @dataclass(frozen=True, slots=True)
@@ -227,36 +228,76 @@ class SlurmJob:
         return value if isinstance(value, str) and value else None
 
 
+# The fields attribution names owners from are read by position, not by key: a job name,
+# a comment or the submit line is free text the job's user chose, and may itself hold
+# "Account=other-team". scontrol_print_job() prints, right after the job name, always
+# (src/scontrol/info_job.c, tag slurm-26-05-3-1, lines 218-234):
+#   "UserId=%s(%u) GroupId=%s(%u) MCS_label=%s" " Priority=%u Nice=%"PRIi64" Account=%s
+#   QOS=%s" [" WCKey=%s" with TrackWCKey] " JobState=%s "
+# and later "Partition=%s AllocNode:Sid=%s:%u" (line 407). Each block must occur exactly
+# once in the record; a second one (forged in free text) makes the record ambiguous.
+_OWNER_BLOCK = re.compile(
+    r" UserId=(?P<user>[^()]*)\((?P<uid>[0-9]+)\) GroupId=[^()]*\([0-9]+\) MCS_label=\S*"
+    r" Priority=[0-9]+ Nice=-?[0-9]+ Account=(?P<account>\S*) QOS=(?P<qos>\S*)"
+    r"(?: WCKey=(?P<wckey>\S*))? JobState=(?P<state>[A-Z_]+) "
+)
+_PARTITION_BLOCK = re.compile(r" Partition=(?P<partition>\S*) AllocNode:Sid=\S*:[0-9]+ ")
+_NAME_TAIL = re.compile(r"(?: SLUID=\S+)?(?: HetJobIdSet=\S+)?$")  # lines 203-212
+
+
+class AmbiguousRecord(ValueError):
+    """A record whose owner fields occur more than once (forged in a free-text value)."""
+
+
+def _clean(value: str | None) -> str | None:
+    if value is None:
+        return None
+    value = value.strip()
+    return None if value in ("", "(null)", "N/A") else value
+
+
 def parse_scontrol_job(text: str) -> SlurmJob | None:
     """The first record of ``scontrol show job -o <id>`` output, or ``None`` if the text
-    holds no ``JobId=``. ``UserId=alice(1000)`` gives user ``alice`` and uid 1000;
+    holds no job record. ``UserId=alice(1000)`` gives user ``alice`` and uid 1000;
     ``(null)`` and empty values are ``None``; a WCKey's leading ``*`` (Slurm marks a
-    default wckey so) is dropped."""
+    default wckey so) is dropped. Raises :class:`AmbiguousRecord` when the user, account
+    or partition block appears twice (free text forging it): no owner is better than a
+    wrong one."""
     for line in text.splitlines():
         if not line.startswith("JobId="):
             continue
-        f = _fields(line)
-        job_id = f.get("JobId", "").strip()
+        line = line.rstrip("\n") + " "
+        job_id = line[len("JobId=") :].split(" ", 1)[0]
         if not _JOB_ID.fullmatch(job_id):
             return None
-        user, uid = _value(f, "UserId"), None
-        if user is not None:
-            m = _NAMED_ID.fullmatch(user)
-            if m is not None:
-                user, uid = m.group("name") or None, int(m.group("id"))
-        wckey = _value(f, "WCKey")
+        owners = list(_OWNER_BLOCK.finditer(line))
+        partitions = list(_PARTITION_BLOCK.finditer(line))
+        if len(owners) > 1 or len(partitions) > 1:
+            raise AmbiguousRecord(
+                f"job {job_id}: its user/account fields appear more than once "
+                "(forged in the job name or comment?)"
+            )
+        if not owners:
+            return None
+        o = owners[0]
+        name_at = line.find(" JobName=")
+        name = None
+        if 0 <= name_at < o.start():
+            name = _NAME_TAIL.sub("", line[name_at + len(" JobName=") : o.start()])
+        wckey = _clean(o.group("wckey"))
         if wckey is not None:
             wckey = wckey.lstrip("*") or None
+        after = line[o.end() - 1 :]  # free text only ever after the owner block
         return SlurmJob(
             job_id=job_id,
-            name=_value(f, "JobName"),
-            user=user,
-            uid=uid,
-            account=_value(f, "Account"),
-            partition=_value(f, "Partition"),
-            qos=_value(f, "QOS"),
+            name=_clean(name),
+            user=_clean(o.group("user")),
+            uid=int(o.group("uid")),
+            account=_clean(o.group("account")),
+            partition=_clean(partitions[0].group("partition")) if partitions else None,
+            qos=_clean(o.group("qos")),
             wckey=wckey,
-            comment=_value(f, "Comment"),
-            state=_value(f, "JobState"),
+            comment=_clean(_fields(after).get("Comment")),
+            state=o.group("state"),
         )
     return None

@@ -31,7 +31,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from gpuledger.collectors.base import CollectorError
-from gpuledger.collectors.workload.slurm import SlurmJob, parse_scontrol_job, valid_job_key
+from gpuledger.collectors.workload.slurm import (
+    AmbiguousRecord,
+    SlurmJob,
+    parse_scontrol_job,
+    valid_job_key,
+)
 
 __all__ = ["ScontrolJobDirectory", "SlurmLookupHealth", "SlurmLookupStatus", "run_scontrol"]
 
@@ -221,9 +226,13 @@ class ScontrolJobDirectory:
             error = f"cannot run {self.scontrol}: {exc.strerror or exc}"
         else:
             if rc == 0:
-                found = parse_scontrol_job(out)
-                if found is None:
-                    error = f"{self.scontrol} show job {job}: no job record in its output"
+                try:
+                    found = parse_scontrol_job(out)
+                except AmbiguousRecord as exc:
+                    error = f"{self.scontrol} show job {job}: {exc}"
+                else:
+                    if found is None:
+                        error = f"{self.scontrol} show job {job}: no job record in its output"
             elif _GONE.lower() in err.lower():
                 found = None  # the job ended: remembered as unknown until it expires
             else:

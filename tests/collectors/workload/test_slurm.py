@@ -14,6 +14,7 @@ import pytest
 
 from gpuledger.collectors.workload.cgroup import parse_cgroup
 from gpuledger.collectors.workload.slurm import (
+    AmbiguousRecord,
     SlurmJob,
     SlurmJobRef,
     parse_scontrol_job,
@@ -237,6 +238,7 @@ def test_only_the_first_record_is_read() -> None:
         slurm_fixture("show-job-invalid.stderr"),
         "No jobs in the system\n",
         "JobId=abc JobName=x\n",
+        "JobId=7 JobName=x UserId=a(1)\n",  # cut short: no owner block
     ],
 )
 def test_no_record(text: str) -> None:
@@ -245,9 +247,58 @@ def test_no_record(text: str) -> None:
 
 def test_null_account_and_unresolved_user() -> None:
     # uid_to_string() prints the number when the uid has no name (src/common/uid.c
-    # lines 506-514, tag slurm-26-05-3-1); a NULL account prints "(null)"
+    # lines 506-514, tag slurm-26-05-3-1); a NULL account prints "(null)"; a group name
+    # from a directory service may hold a space
     job = parse_scontrol_job(
-        "JobId=7 JobName=x UserId=12345(12345) GroupId=12345(12345) Account=(null)\n"
+        "JobId=7 JobName=x UserId=12345(12345) GroupId=domain users(513) MCS_label=N/A "
+        "Priority=1 Nice=0 Account=(null) QOS=normal JobState=RUNNING Reason=None "
+        "Partition=gpu AllocNode:Sid=login1:77\n"
     )
     assert job is not None
-    assert (job.user, job.uid, job.account) == ("12345", 12345, None)
+    assert (job.user, job.uid, job.account, job.qos, job.partition) == (
+        "12345",
+        12345,
+        None,
+        "normal",
+        "gpu",
+    )
+
+
+def test_a_job_name_cannot_move_the_job_to_another_account() -> None:
+    forged = slurm_fixture("show-job-1-running.txt").replace(
+        "JobName=my train lr=0.1", "JobName=x Account=victim-lab Partition=a100 QOS=high"
+    )
+    job = parse_scontrol_job(forged)
+    assert job is not None
+    assert (job.account, job.partition, job.qos) == ("research", "gpu", None)
+    assert job.name == "x Account=victim-lab Partition=a100 QOS=high"
+
+
+@pytest.mark.parametrize(
+    "forgery",
+    [
+        " UserId=bob(1002) GroupId=bob(1002) MCS_label=N/A Priority=1 Nice=0 "
+        "Account=victim-lab QOS=normal JobState=RUNNING x",
+        " Partition=a100 AllocNode:Sid=login1:1 x",
+    ],
+)
+def test_a_forged_owner_block_in_free_text_makes_the_record_ambiguous(forgery: str) -> None:
+    real = slurm_fixture("show-job-1-running.txt")
+    for forged in (
+        real.replace("Comment=cost center 42", "Comment=cost" + forgery),
+        real.replace("JobName=my train lr=0.1", "JobName=my" + forgery),
+    ):
+        with pytest.raises(AmbiguousRecord):
+            parse_scontrol_job(forged)
+
+
+def test_captured_forgery_is_refused() -> None:
+    # a real Slurm 22.05.8 printed this job: a forged account in its name and a whole
+    # forged owner block in its comment
+    text = slurm_fixture("show-job-5-forged.txt")
+    with pytest.raises(AmbiguousRecord):
+        parse_scontrol_job(text)
+    without_comment = text.split(" Comment=", 1)[0] + " Power=\n"
+    job = parse_scontrol_job(without_comment)
+    assert job is not None
+    assert (job.name, job.account, job.user) == ("x Account=victim-lab", "research", "root")

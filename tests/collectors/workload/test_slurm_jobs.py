@@ -11,7 +11,7 @@ import pytest
 
 from gpuledger.collectors.base import CollectorError
 from gpuledger.collectors.workload.slurm_jobs import ScontrolJobDirectory, SlurmLookupHealth
-from tests.support.slurm import write_fake_scontrol
+from tests.support.slurm import slurm_fixture, write_fake_scontrol
 
 
 def test_first_lookup_queues_then_answers_from_memory(tmp_path: Path) -> None:
@@ -127,3 +127,21 @@ def test_a_failure_is_forgotten_once_its_job_is_no_longer_asked_for(tmp_path: Pa
     assert d.healthy  # not retried for 61 s: the process is gone
     assert d.last_error is None
     assert SlurmLookupHealth(d).collect().failures == 1
+
+
+def test_a_forged_record_is_a_failed_lookup_not_an_owner(tmp_path: Path) -> None:
+    forged = tmp_path / "forged.txt"
+    forged.write_text(
+        slurm_fixture("show-job-1-running.txt").replace(
+            "Comment=cost center 42",
+            "Comment=x UserId=bob(1002) GroupId=bob(1002) MCS_label=N/A Priority=1 Nice=0 "
+            "Account=victim-lab QOS=normal JobState=RUNNING y",
+        ),
+        encoding="utf-8",
+    )
+    d = ScontrolJobDirectory(write_fake_scontrol(tmp_path, {"1": str(forged)}), start=False)
+    assert d.fetch("1") is None
+    assert d.lookup("1") is None  # not cached: named slurm-job-1, retried later
+    assert not d.healthy
+    assert d.last_error is not None
+    assert "appear more than once" in d.last_error
