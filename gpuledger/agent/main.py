@@ -208,6 +208,7 @@ class Agent:
             storage_growth=self._storage_growth if self.ledger is not None else None,
             probe_spans=otel.on_probe if otel is not None and cfg.otel.probe_spans else None,
         )
+        self._add_slurm_health(cfg, resolver)
         hooks: dict[str, tuple[AnySource, object]] = {}
         for source, built in build_sources(cfg, ctx, self.live):
             for collector, schedule in built.collectors:
@@ -223,6 +224,23 @@ class Agent:
                     entry[0].ledger(ledger, snap, entry[1])
 
             self.runtime.store.subscribe(on_update)
+
+    def _add_slurm_health(self, cfg: AgentConfig, resolver: WorkloadResolver) -> None:
+        """``gpuledger_collector_up{collector="slurm"}``: 0 while ``scontrol`` lookups
+        fail. The check reads memory only; the lookups run on their own worker."""
+        from gpuledger.collectors.base import Schedule
+        from gpuledger.collectors.workload.slurm_jobs import (
+            ScontrolJobDirectory,
+            SlurmLookupHealth,
+            SlurmLookupStatus,
+        )
+
+        jobs = resolver.slurm.jobs if resolver.slurm is not None else None
+        if isinstance(jobs, ScontrolJobDirectory):
+            schedule = Schedule(
+                interval_s=cfg.collection.interval_seconds, timeout_s=1.0, expect=SlurmLookupStatus
+            )
+            self.runtime.add(SlurmLookupHealth(jobs), schedule)
 
     def _storage_growth(self, window_s: float, min_samples: int) -> StorageGrowth:
         """Growth over ``window_s`` from the samples the ledger's spool keeps (for a day

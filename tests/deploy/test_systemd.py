@@ -438,3 +438,25 @@ def test_example_config_check_fails_on(
     assert old in yaml_text
     problems = config_problems(yaml_text.replace(old, new), unit_text, tmp_path)
     assert any(expected in p for p in problems), problems
+
+
+# --- the Slurm drop-in (docs/slurm.md) ------------------------------------------------------
+SLURM_DROP_IN = ROOT / "deploy" / "systemd" / "gpuledger.service.d" / "slurm.conf"
+
+
+def test_slurm_drop_in_keeps_the_sandbox(unit_text: str) -> None:
+    drop_in = SLURM_DROP_IN.read_text(encoding="utf-8")
+    merged = parse_unit(unit_text + "\n" + drop_in)
+    assert unit_problems(unit_text + "\n" + drop_in) == []
+    assert "munge.service" in " ".join(merged["Unit"]["Wants"])
+    assert "munge.service" in " ".join(merged["Unit"]["After"])
+    # the PrivateData=jobs variant it documents: a fixed user, still not root
+    fixed_user = re.sub(r"^#(DynamicUser|User|Group)=", r"\1=", drop_in, flags=re.M)
+    assert _one(parse_unit(unit_text + "\n" + fixed_user), "User") == "gpuledger"
+    assert unit_problems(unit_text + "\n" + fixed_user) == []
+
+
+@needs_systemd_analyze
+def test_systemd_analyze_verify_with_the_slurm_drop_in(unit_text: str, tmp_path: Path) -> None:
+    drop_in = SLURM_DROP_IN.read_text(encoding="utf-8")
+    assert verify_problems(unit_text + "\n" + drop_in, tmp_path) == []

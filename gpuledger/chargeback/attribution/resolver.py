@@ -7,10 +7,13 @@ a. **Static GPU mapping** (config ``attribution.static.gpus``): the device's MIG
    dedicated hardware outside Kubernetes, or to pin a GPU to a team.
 b. **NVML processes**, one by one: ``/proc/<pid>/cgroup`` → pod UID and container ID →
    the :class:`~gpuledger.collectors.workload.pods.PodDirectory` → ``Owner(namespace, service, pod,
-   container)``; failing that, a static process pattern (``attribution.static.processes``,
-   a regex searched in ``comm`` then the command line) → its service; failing that the
-   process is held by :data:`~gpuledger.chargeback.attribution.claims.UNATTRIBUTED_OWNER`
-   -- the GPU is busy for someone unknown, never silently idle. Each claim carries its processes' SM
+   container)``; failing that, the Slurm job whose cgroup holds the process (when
+   ``attribution.slurm.enabled``) → its account (or the field ``service_from`` names),
+   ``slurm-job-<id>`` until ``scontrol`` has answered; failing that, a static process
+   pattern (``attribution.static.processes``, a regex searched in ``comm`` then the
+   command line) → its service; failing that the process is held by
+   :data:`~gpuledger.chargeback.attribution.claims.UNATTRIBUTED_OWNER` -- the GPU is busy
+   for someone unknown, never silently idle. Each claim carries its processes' SM
    utilization and memory, summed per owner (a pod's several processes make one claim).
 c. **dcgm-exporter's workloads** (``GpuReading.workloads``, from the kubelet's
    pod-resources API), used when no process resolved: dcgm knows which pod the device
@@ -29,7 +32,7 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal, Protocol
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
@@ -43,10 +46,14 @@ from gpuledger.collectors.workload.pods import (
     service_from_pod_name,
     service_name,
 )
+from gpuledger.collectors.workload.slurm import SlurmJob, SlurmJobRef
 
 __all__ = [
     "AttributionConfig",
     "KubernetesAttributionConfig",
+    "SlurmAttributionConfig",
+    "SlurmJobs",
+    "SlurmNaming",
     "StaticAttributionConfig",
     "StaticGpuOwner",
     "StaticMapping",
@@ -98,6 +105,21 @@ class KubernetesAttributionConfig(_Section):
     watch: bool = True
 
 
+SlurmField = Literal["account", "user", "partition", "job_name", "qos", "wckey", "comment"]
+
+
+class SlurmAttributionConfig(_Section):
+    """``attribution.slurm``: name processes in Slurm job cgroups from ``scontrol``."""
+
+    enabled: bool = False
+    scontrol: Path = Path("/usr/bin/scontrol")
+    service_from: SlurmField = "account"
+    namespace_from: SlurmField | Literal["none"] = "none"
+    timeout_seconds: float = Field(5.0, gt=0, le=60)
+    cache_seconds: float = Field(3600.0, gt=0, le=7 * 86400)
+    retry_seconds: float = Field(30.0, gt=0, le=3600)
+
+
 class AttributionConfig(_Section):
     """``attribution:`` in the agent's YAML."""
 
@@ -105,6 +127,7 @@ class AttributionConfig(_Section):
     label_keys: tuple[str, ...] = DEFAULT_LABEL_KEYS
     kubernetes: KubernetesAttributionConfig = KubernetesAttributionConfig()
     static: StaticAttributionConfig = StaticAttributionConfig()
+    slurm: SlurmAttributionConfig = SlurmAttributionConfig()
 
 
 # --- static mapping ------------------------------------------------------------------------
@@ -143,6 +166,36 @@ class StaticMapping:
         return None
 
 
+# --- Slurm jobs ----------------------------------------------------------------------------
+class SlurmJobs(Protocol):
+    """Job metadata from memory only (:class:`~gpuledger.collectors.workload.slurm_jobs.
+    ScontrolJobDirectory`): ``None`` while unknown, the lookup then runs elsewhere."""
+
+    def lookup(self, job: str) -> SlurmJob | None: ...
+
+
+@dataclass(frozen=True)
+class SlurmNaming:
+    """How a Slurm job becomes an owner: the service is the job's ``service_from`` field,
+    else its account, else its user, else ``slurm-job-<id>`` (also while the lookup has
+    not landed); the namespace is its ``namespace_from`` field or ``""``; the pod label
+    is ``slurm-job-<id>``."""
+
+    jobs: SlurmJobs
+    service_from: str = "account"
+    namespace_from: str = "none"
+
+    def owner(self, ref: SlurmJobRef) -> tuple[Owner, bool]:
+        """The owner and whether the job's metadata was known."""
+        placeholder = f"slurm-job-{ref.job}"
+        job = self.jobs.lookup(ref.job)
+        if job is None:
+            return Owner(namespace="", service=placeholder, pod=placeholder), False
+        service = job.field(self.service_from) or job.account or job.user or placeholder
+        namespace = job.field(self.namespace_from) if self.namespace_from != "none" else None
+        return Owner(namespace=namespace or "", service=service, pod=placeholder), True
+
+
 # --- the resolver --------------------------------------------------------------------------
 @dataclass
 class _Sum:
@@ -165,7 +218,9 @@ class WorkloadResolver:
     safe to call inside a collection.
 
     ``counters`` counts, over the resolver's life, how each process was resolved:
-    ``pod``, ``static_process``, ``unattributed``, and why not: ``exited`` (gone before
+    ``pod``, ``slurm`` (named from the job's metadata), ``slurm_pending`` (named
+    ``slurm-job-<id>``: the lookup has not landed or failed), ``static_process``,
+    ``unattributed``, and why not: ``exited`` (gone before
     it was read), ``no_cgroup`` (host process or unknown layout), ``permission``,
     ``unreadable``, ``unknown_pod`` (a pod UID the directory does not know).
     """
@@ -177,9 +232,11 @@ class WorkloadResolver:
         pods: PodDirectory | None,
         static: StaticMapping | None,
         label_keys: Sequence[str] = DEFAULT_LABEL_KEYS,
+        slurm: SlurmNaming | None = None,
     ) -> None:
         self.proc_root = proc_root
         self.pods = pods
+        self.slurm = slurm
         self.static = static if static else None
         self.label_keys = tuple(label_keys)
         self.counters: Counter[str] = Counter()
@@ -214,9 +271,10 @@ class WorkloadResolver:
         return claims
 
     def close(self) -> None:
-        closer = getattr(self.pods, "close", None)
-        if callable(closer):
-            closer()
+        for part in (self.pods, self.slurm.jobs if self.slurm is not None else None):
+            closer = getattr(part, "close", None)
+            if callable(closer):
+                closer()
 
     # --- per source ----------------------------------------------------------------------
     def _process_owner(self, p: ProcessReading) -> Owner | None:
@@ -227,7 +285,7 @@ class WorkloadResolver:
                 self.counters["exited"] += 1
             elif info.problem is not None:
                 self.counters[info.problem] += 1
-            elif info.cgroup is None:
+            elif info.cgroup is None and info.slurm is None:
                 self.counters["no_cgroup"] += 1
         if info is not None and info.cgroup is not None and self.pods is not None:
             ref = info.cgroup
@@ -247,6 +305,10 @@ class WorkloadResolver:
                 )
             if ref.pod_uid is not None:
                 self.counters["unknown_pod"] += 1
+        if info is not None and info.slurm is not None and self.slurm is not None:
+            job_owner, known = self.slurm.owner(info.slurm)
+            self.counters["slurm" if known else "slurm_pending"] += 1
+            return job_owner
         if self.static is not None and info is not None:
             owner = self.static.for_process(info.comm, info.cmdline)
             if owner is not None:
@@ -261,8 +323,9 @@ class WorkloadResolver:
 
 
 def build_resolver(config: AttributionConfig, node_name: str) -> WorkloadResolver:
-    """The resolver an agent runs with; starts the Kubernetes pod directory when enabled
-    (its first list happens in the background; :meth:`WorkloadResolver.close` stops it)."""
+    """The resolver an agent runs with; starts the Kubernetes pod directory and the Slurm
+    lookup worker when enabled (both work in the background;
+    :meth:`WorkloadResolver.close` stops them)."""
     pods: PodDirectory | None = None
     if config.kubernetes.enabled:
         from gpuledger.collectors.workload.kubernetes import KubernetesPodDirectory
@@ -273,10 +336,26 @@ def build_resolver(config: AttributionConfig, node_name: str) -> WorkloadResolve
             resync_seconds=config.kubernetes.resync_seconds,
             watch=config.kubernetes.watch,
         )
+    slurm: SlurmNaming | None = None
+    if config.slurm.enabled:
+        from gpuledger.collectors.workload.slurm_jobs import ScontrolJobDirectory
+
+        sc = config.slurm
+        slurm = SlurmNaming(
+            ScontrolJobDirectory(
+                sc.scontrol,
+                timeout_s=sc.timeout_seconds,
+                cache_s=sc.cache_seconds,
+                retry_s=sc.retry_seconds,
+            ),
+            service_from=sc.service_from,
+            namespace_from=sc.namespace_from,
+        )
     static = StaticMapping.from_config(config.static)
     return WorkloadResolver(
         proc_root=config.proc_root,
         pods=pods,
         static=static if static else None,
         label_keys=config.label_keys,
+        slurm=slurm,
     )

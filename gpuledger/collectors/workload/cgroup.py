@@ -33,6 +33,8 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
+from gpuledger.collectors.workload.slurm import SlurmJobRef, parse_slurm_cgroup
+
 __all__ = ["CgroupRef", "ProcessInfo", "normalize_pod_uid", "parse_cgroup", "read_process"]
 
 _MAX_READ = 64 * 1024  # a cgroup file is a few hundred bytes; a cmdline may be long
@@ -90,8 +92,10 @@ class ProcessInfo:
     """One process as read from a proc root.
 
     ``cgroup`` is ``None`` when the process is in no container (a host process) or its
-    cgroup file could not be read or understood; ``problem`` then says which, for the
-    caller's counters: ``None`` (read fine), ``"permission"`` or ``"unreadable"``.
+    cgroup file could not be read or understood; ``slurm`` names the Slurm job when the
+    process is in one's cgroup (:mod:`gpuledger.collectors.workload.slurm`); ``problem``
+    then says which, for the caller's counters: ``None`` (read fine), ``"permission"``
+    or ``"unreadable"``.
     """
 
     pid: int
@@ -99,6 +103,7 @@ class ProcessInfo:
     comm: str | None = None
     cmdline: str | None = None
     problem: str | None = None
+    slurm: SlurmJobRef | None = None  # the Slurm job whose cgroup holds it, if any
 
 
 def normalize_pod_uid(raw: str) -> str | None:
@@ -227,8 +232,10 @@ def read_process(proc_root: Path, pid: int, *, cmdline: bool = True) -> ProcessI
         raw = _read_optional(base / "cmdline")
         if raw is not None:
             cmd = raw.replace("\x00", " ").strip() or None
-    problem = None if ref is not None or _looks_like_cgroup(text) else "unreadable"
-    return ProcessInfo(pid=pid, cgroup=ref, comm=comm, cmdline=cmd, problem=problem)
+    slurm = parse_slurm_cgroup(text) if ref is None else None
+    known = ref is not None or slurm is not None
+    problem = None if known or _looks_like_cgroup(text) else "unreadable"
+    return ProcessInfo(pid=pid, cgroup=ref, comm=comm, cmdline=cmd, problem=problem, slurm=slurm)
 
 
 def _looks_like_cgroup(text: str) -> bool:
