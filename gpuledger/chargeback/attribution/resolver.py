@@ -167,7 +167,9 @@ class WorkloadResolver:
     ``counters`` counts, over the resolver's life, how each process was resolved:
     ``pod``, ``static_process``, ``unattributed``, and why not: ``exited`` (gone before
     it was read), ``no_cgroup`` (host process or unknown layout), ``permission``,
-    ``unreadable``, ``unknown_pod`` (a pod UID the directory does not know).
+    ``unreadable``, ``unknown_pod`` (a pod UID the directory does not know); on a GPU
+    whose MPS clients NVML listed, ``mps_client`` per client and ``mps_server`` per MPS
+    daemon left out of the split.
     """
 
     def __init__(
@@ -195,7 +197,7 @@ class WorkloadResolver:
         resolved: dict[Owner, _Sum] = {}
         unresolved = _Sum()
         unresolved_count = 0
-        for p in reading.processes:
+        for p in self._without_mps_server(reading.processes):
             owner = self._process_owner(p)
             if owner is None:
                 unresolved_count += 1
@@ -219,6 +221,25 @@ class WorkloadResolver:
             closer()
 
     # --- per source ----------------------------------------------------------------------
+    def _without_mps_server(self, processes: Sequence[ProcessReading]) -> Sequence[ProcessReading]:
+        """The device's processes less its MPS server(s) when NVML listed MPS clients: the
+        clients then hold the GPU time, not the daemon they run through. A server is told
+        by its ``comm`` (the kernel keeps 15 characters: ``nvidia-cuda-mps``) or command
+        line; one that cannot be read stays (today's attribution)."""
+        if self.proc_root is None or not any(p.mps_client for p in processes):
+            return processes
+        kept: list[ProcessReading] = []
+        for p in processes:
+            if not p.mps_client:
+                info = read_process(self.proc_root, p.pid)
+                if info is not None and _is_mps_daemon(info.comm, info.cmdline):
+                    self.counters["mps_server"] += 1
+                    continue
+            else:
+                self.counters["mps_client"] += 1
+            kept.append(p)
+        return kept
+
     def _process_owner(self, p: ProcessReading) -> Owner | None:
         info: ProcessInfo | None = None
         if self.proc_root is not None:
@@ -258,6 +279,17 @@ class WorkloadResolver:
         pod = self.pods.by_name(w.namespace, w.pod) if self.pods is not None else None
         service = service_name(pod, self.label_keys) if pod else service_from_pod_name(w.pod)
         return Owner(namespace=w.namespace, service=service, pod=w.pod, container=w.container)
+
+
+MPS_DAEMON_COMM = "nvidia-cuda-mps"
+"""``comm`` of nvidia-cuda-mps-server and nvidia-cuda-mps-control (cut to 15 characters)."""
+
+
+def _is_mps_daemon(comm: str | None, cmdline: str | None) -> bool:
+    if comm and comm.startswith(MPS_DAEMON_COMM):
+        return True
+    first = (cmdline or "").split(" ")[0]
+    return first.rsplit("/", 1)[-1] in ("nvidia-cuda-mps-server", "nvidia-cuda-mps-control")
 
 
 def build_resolver(config: AttributionConfig, node_name: str) -> WorkloadResolver:
