@@ -27,7 +27,7 @@ import logging
 import re
 from collections import Counter
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Annotated
 
@@ -36,6 +36,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 from gpuledger.chargeback.attribution.claims import UNATTRIBUTED_OWNER, Claim, Owner
 from gpuledger.collectors.gpu.readings import GpuReading, ProcessReading, WorkloadRef
 from gpuledger.collectors.workload.cgroup import ProcessInfo, read_process
+from gpuledger.collectors.workload.hami import declared_core_share
 from gpuledger.collectors.workload.pods import (
     DEFAULT_LABEL_KEYS,
     PodDirectory,
@@ -169,7 +170,8 @@ class WorkloadResolver:
     it was read), ``no_cgroup`` (host process or unknown layout), ``permission``,
     ``unreadable``, ``unknown_pod`` (a pod UID the directory does not know); on a GPU
     whose MPS clients NVML listed, ``mps_client`` per client and ``mps_server`` per MPS
-    daemon left out of the split.
+    daemon left out of the split; ``hami_declared`` per claim that carries a HAMi
+    declared core share.
     """
 
     def __init__(
@@ -195,21 +197,27 @@ class WorkloadResolver:
                     total.add(p.sm_utilization_ratio, p.used_memory_bytes)
                 return [total.claim(owner)]
         resolved: dict[Owner, _Sum] = {}
+        pods: dict[Owner, PodInfo] = {}
         unresolved = _Sum()
         unresolved_count = 0
         for p in self._without_mps_server(reading.processes):
-            owner = self._process_owner(p)
+            owner, pod = self._process_owner(p)
             if owner is None:
                 unresolved_count += 1
                 unresolved.add(p.sm_utilization_ratio, p.used_memory_bytes)
             else:
                 resolved.setdefault(owner, _Sum()).add(p.sm_utilization_ratio, p.used_memory_bytes)
+                if pod is not None:
+                    pods[owner] = pod
         if not resolved and reading.workloads:
             owners = list(dict.fromkeys(self._workload_owner(w) for w in reading.workloads))
             if len(owners) == 1:
                 return [unresolved.claim(owners[0])]
             return [Claim(owner=o) for o in owners]
-        claims = [s.claim(o) for o, s in sorted(resolved.items())]
+        declared = self._declared(reading, pods)
+        claims = [
+            replace(s.claim(o), declared_share=declared.get(o)) for o, s in sorted(resolved.items())
+        ]
         if unresolved_count:
             self.counters["unattributed"] += unresolved_count
             claims.append(unresolved.claim(UNATTRIBUTED_OWNER))
@@ -240,7 +248,24 @@ class WorkloadResolver:
             kept.append(p)
         return kept
 
-    def _process_owner(self, p: ProcessReading) -> Owner | None:
+    def _declared(self, reading: GpuReading, pods: dict[Owner, PodInfo]) -> dict[Owner, float]:
+        """Each owner's declared fraction of a whole GPU (HAMi's allocation annotation). A
+        pod's declaration covers the pod: when several of its containers hold the device,
+        they share it equally."""
+        if reading.mig_instance is not None or not pods:
+            return {}
+        by_pod: dict[str, list[Owner]] = {}
+        for owner, pod in pods.items():
+            by_pod.setdefault(pod.uid, []).append(owner)
+        out: dict[Owner, float] = {}
+        for owners in by_pod.values():
+            share = declared_core_share(pods[owners[0]].annotations, reading.uuid)
+            if share is not None:
+                self.counters["hami_declared"] += len(owners)
+                out.update({o: share / len(owners) for o in owners})
+        return out
+
+    def _process_owner(self, p: ProcessReading) -> tuple[Owner | None, PodInfo | None]:
         info: ProcessInfo | None = None
         if self.proc_root is not None:
             info = read_process(self.proc_root, p.pid)
@@ -260,20 +285,21 @@ class WorkloadResolver:
             if pod is not None:
                 self.counters["pod"] += 1
                 container = pod.container_ids.get(ref.container_id or "", "")
-                return Owner(
+                owner = Owner(
                     namespace=pod.namespace,
                     service=service_name(pod, self.label_keys),
                     pod=pod.name,
                     container=container,
                 )
+                return owner, pod
             if ref.pod_uid is not None:
                 self.counters["unknown_pod"] += 1
         if self.static is not None and info is not None:
-            owner = self.static.for_process(info.comm, info.cmdline)
-            if owner is not None:
+            static_owner = self.static.for_process(info.comm, info.cmdline)
+            if static_owner is not None:
                 self.counters["static_process"] += 1
-                return owner
-        return None
+                return static_owner, None
+        return None, None
 
     def _workload_owner(self, w: WorkloadRef) -> Owner:
         pod = self.pods.by_name(w.namespace, w.pod) if self.pods is not None else None

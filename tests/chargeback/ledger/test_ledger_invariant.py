@@ -2,7 +2,9 @@
 
 Random sequences of ticks (with wall-clock steps and gaps), pod churn, MIG
 reconfiguration, agent restarts (a new Ledger resuming from the same spool) and store
-outages run against the real SQLite store. At the end, after the store is back and
+outages run against the real SQLite store, under every split policy, with claims that carry
+SM samples, memory and HAMi declared core shares or not (MPS clients reach the ledger as
+such claims too: tests/chargeback/attribution/test_mps.py). At the end, after the store is back and
 drained, for every node and hour Σ allocated over all owners (incl. __idle__) equals
 Σ observed GPU-seconds (relative error ≤ 1e-9), and the total observed equals what an
 independent model of the run says was observed: the sum, over ticks that followed an
@@ -99,6 +101,10 @@ class World:
     """The simulated truth the steps mutate."""
 
     gpus: dict[str, list[tuple[int | None, str, list[Owner]]]] = field(default_factory=dict)
+    # per owner: (SM utilization, memory, declared share), each possibly unknown
+    details: dict[Owner, tuple[float | None, int | None, float | None]] = field(
+        default_factory=dict
+    )
     wall: float = START
     mono: float = 1000.0
 
@@ -122,7 +128,7 @@ class World:
     def claims(self, reading: GpuReading) -> list[Claim]:
         for inst, _, owners in self.gpus.get(reading.uuid, []):
             if inst == reading.mig_instance:
-                return [Claim(o) for o in owners]
+                return [Claim(o, *self.details.get(o, (None, None, None))) for o in owners]
         return []
 
 
@@ -134,6 +140,13 @@ mig_st = st.lists(st.tuples(st.sampled_from(PROFILES), owners_st), min_size=1, m
     ]
 )
 layout_st = st.one_of(whole_st, mig_st)
+detail_st = st.tuples(
+    st.none() | st.floats(0.0, 1.0),
+    st.none() | st.integers(0, 80 * 1024**3),
+    st.none() | st.floats(0.0, 0.9),
+)
+details_st = st.dictionaries(st.sampled_from(OWNERS), detail_st)
+policy_st = st.sampled_from(["usage", "equal", "declared"])
 
 dt_st = st.one_of(
     st.floats(0.5, MAX_GAP),
@@ -157,11 +170,16 @@ step_st = st.one_of(
 @given(
     initial=st.lists(layout_st, min_size=1, max_size=3),
     steps=st.lists(step_st, min_size=5, max_size=60),
+    details=details_st,
+    policy=policy_st,
 )
 def test_ledger_never_loses_or_double_counts(
-    initial: list[list[tuple[int | None, str, list[Owner]]]], steps: list[tuple[object, ...]]
+    initial: list[list[tuple[int | None, str, list[Owner]]]],
+    steps: list[tuple[object, ...]],
+    details: dict[Owner, tuple[float | None, int | None, float | None]],
+    policy: str,
 ) -> None:
-    world = World(gpus={f"GPU-{i}": layout for i, layout in enumerate(initial)})
+    world = World(gpus={f"GPU-{i}": layout for i, layout in enumerate(initial)}, details=details)
     with tempfile.TemporaryDirectory() as tmp:
         store = FlakyStore(f"sqlite:///{Path(tmp) / 'ledger.db'}")
         spool_path = Path(tmp) / "spool.db"
@@ -169,7 +187,7 @@ def test_ledger_never_loses_or_double_counts(
         def new_ledger() -> Ledger:
             ledger = Ledger(
                 NODE, spool=Spool(spool_path), store=None, claims_for=world.claims,
-                policy="usage", max_gap_s=MAX_GAP,
+                policy=policy, max_gap_s=MAX_GAP,  # type: ignore[arg-type]
                 wall=lambda: world.wall, mono=lambda: world.mono,
             )  # fmt: skip
             ledger.start()  # started without a store: no background flusher thread
