@@ -5,7 +5,7 @@ the annotation ``hami.io/vgpu-devices-allocated`` (``device.SupportDevices["NVID
 ``pkg/device/nvidia/device.go``). The value is HAMi's ``EncodePodSingleDevice``: one
 entry per container, each ended by ``;``; inside it one device per GPU, each ended by
 ``:``, as ``<GPU uuid>,<type>,<memory MiB>,<cores %>`` (``EncodeContainerDevices`` /
-``DecodeContainerDevices`` in ``pkg/device/devices.go``), e.g.
+``DecodeContainerDevices`` in ``pkg/util/util.go``, later under ``pkg/device/``), e.g.
 ``GPU-0fc3eda5-e98b-a25b-5b0d-cf5c855d1448,NVIDIA,3000,30:;``. The cores are what the
 container asked for with ``nvidia.com/gpucores`` (percent of the GPU's SMs); 0 means it
 declared none (HAMi's ``defaultCores: 0``: no core limit). The resource names, as HAMi's
