@@ -13,6 +13,7 @@ The shape of the node (deterministic for a seed):
 * most GPUs serve one tensor-parallel LLM (one worker process per GPU, in lockstep);
 * one GPU is held by a batch service that keeps it under 40 % busy (the idle alert's case);
 * one GPU is time-sliced between two services (two processes on one device);
+* from 5 GPUs, one runs MPS: three clients in three pods through one server (sim/mps.py);
 * two GPUs are in MIG mode with several instances each, one instance left empty and one
   compute slice left unallocated (idle capacity the ledger must account for).
 
