@@ -122,7 +122,7 @@ class LedgerConfig(_Section):
     url_file: Path | None = None
     spool_path: Path | None = None  # default: state_dir/spool.db
     flush_interval_seconds: float = Field(30.0, gt=0, le=3600)
-    split_policy: Literal["usage", "equal"] = "usage"
+    split_policy: Literal["usage", "equal", "declared"] = "usage"
     # An interval longer than this between observations is a gap (agent or sources away);
     # default: 4 x the NVML interval.
     max_gap_seconds: float | None = Field(None, gt=0)

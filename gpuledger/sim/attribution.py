@@ -12,6 +12,7 @@ import uuid as uuidlib
 from pathlib import Path
 
 from gpuledger.collectors.workload.pods import PodInfo, StaticPodDirectory
+from gpuledger.sim import mps
 from gpuledger.sim.node import SimulatedNode
 
 _SIM_UID_NAMESPACE = uuidlib.UUID("6f1c2a4e-2d0b-4c55-9a57-0b8f3c1d2e90")
@@ -35,7 +36,8 @@ def simulated_sources(
     Each process gets ``<root>/<pid>/cgroup`` in the cgroup-v2 systemd layout of a
     containerd node, ``comm`` and ``cmdline``. Every pod is owned by a ReplicaSet and
     carries ``app.kubernetes.io/name``, except the first pod (by namespace, name), which
-    has no name label so that its service comes from the ReplicaSet owner rule. Returns
+    has no name label so that its service comes from the ReplicaSet owner rule. An MPS GPU's
+    server gets its entry and its pod from :func:`gpuledger.sim.mps.write_servers`. Returns
     ``(proc_root, pods)``.
     """
     pods: dict[tuple[str, str], tuple[str, dict[str, str]]] = {}  # (ns, pod) → (service, cids)
@@ -76,4 +78,6 @@ def simulated_sources(
                 container_ids=containers,
             )
         )
+    mps_gpus = [g.index for g in node.gpus if g.role == "mps"]
+    infos += mps.write_servers(root, mps_gpus, node_name)  # the MPS GPU's server and its pod
     return root, StaticPodDirectory(infos)

@@ -13,6 +13,7 @@ The shape of the node (deterministic for a seed):
 * most GPUs serve one tensor-parallel LLM (one worker process per GPU, in lockstep);
 * one GPU is held by a batch service that keeps it under 40 % busy (the idle alert's case);
 * one GPU is time-sliced between two services (two processes on one device);
+* from 5 GPUs, one runs MPS: three clients in three pods through one server (sim/mps.py);
 * two GPUs are in MIG mode with several instances each, one instance left empty and one
   compute slice left unallocated (idle capacity the ledger must account for).
 
@@ -34,6 +35,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
+from gpuledger.sim.mps import as_mps
 from gpuledger.sim.nvml_fake import (
     H100_80GB,
     MIB,
@@ -59,7 +61,7 @@ _XID_CODES = (13, 31, 31, 43)  # graphics exception, MMU fault (application erro
 _RESERVED_BYTES = 512 * MIB  # what the driver holds on a whole GPU with no process
 _REASON_GPU_IDLE, _REASON_SW_POWER_CAP = 0x1, 0x4
 
-Role = Literal["dedicated", "idle", "shared", "mig"]
+Role = Literal["dedicated", "idle", "shared", "mig", "mps"]
 
 _MIG_LAYOUTS: dict[str, tuple[tuple[tuple[str, int], ...], ...]] = {
     # (profile, GPU-instance id): A leaves one compute slice unallocated, B uses all 7.
@@ -105,6 +107,12 @@ _GUARD = _Service("safety", "guard-llama-8b", LoadProfile(0.30, 0.15, 15.0), 0.9
 _CLASSIFY = _Service("search", "classify-deberta", LoadProfile(0.22, 0.10, 12.0), 0.60)
 _RAG = _Service("llm-prod", "rag-llama-8b", LoadProfile(0.50, 0.25, 15.0), 0.90)
 _E5 = _Service("search", "embed-e5-large", LoadProfile(0.30, 0.15, 13.0), 0.80)
+# an MPS GPU: three clients in three pods, through one nvidia-cuda-mps-server (sim/mps.py)
+_MPS_CLIENTS = (
+    _Service("search", "ocr-paddle", LoadProfile(0.20, 0.10, 11.0), 0.20),
+    _Service("llm-prod", "asr-whisper", LoadProfile(0.26, 0.12, 14.0), 0.25),
+    _Service("safety", "moderate-toxic-bert", LoadProfile(0.15, 0.08, 16.0), 0.15),
+)
 _MIG_SERVICES: tuple[tuple[_Service | None, ...], ...] = (
     (_CODE, _GUARD, _CLASSIFY, None),  # layout A; the last 1g instance stays empty
     (_RAG, _E5, _GUARD),  # layout B
@@ -327,19 +335,20 @@ class SimulatedNode:
     def _uuid(self, prefix: str) -> str:
         return f"{prefix}-{uuidlib.UUID(int=self._rng.getrandbits(128), version=4)}"
 
-    def _pod(self, service: str) -> str:
-        alphabet = "bcdfghjklmnpqrstvwxz2456789"
-        rs = "".join(self._rng.choice(alphabet) for _ in range(10))
-        return f"{service}-{rs}-{''.join(self._rng.choice(alphabet) for _ in range(5))}"
+    def _pod(self, service: str, rng: random.Random | None = None) -> str:
+        alphabet, r = "bcdfghjklmnpqrstvwxz2456789", rng or self._rng
+        rs = "".join(r.choice(alphabet) for _ in range(10))
+        return f"{service}-{rs}-{''.join(r.choice(alphabet) for _ in range(5))}"
 
     @staticmethod
     def roles(gpus: int, model: GpuModel) -> tuple[Role, ...]:
         """Which GPU plays which part; the special ones come last, in this order."""
         mig: Role = "mig" if model.name in _MIG_LAYOUTS else "dedicated"
-        special: list[Role] = ["idle", "shared", mig, mig]
+        mps: list[Role] = ["mps"] if gpus >= 5 else []  # from 5 GPUs, an MPS GPU (sim/mps.py)
+        special: list[Role] = [*mps, "idle", "shared", mig, mig]
         if gpus < 4:
             return tuple(special[:gpus])
-        dedicated: list[Role] = ["dedicated"] * (gpus - 4)
+        dedicated: list[Role] = ["dedicated"] * (gpus - len(special))
         return tuple(dedicated + special)
 
     def _build(self, n: int, model: GpuModel) -> tuple[SimGpu, ...]:
@@ -378,6 +387,11 @@ class SimulatedNode:
                 devices: tuple[SimDevice, ...] = (whole(proc(_CHAT, chat_pod, mem_total)),)
             elif role == "idle":
                 devices = (whole(proc(_BATCH, self._pod(_BATCH.service), mem_total)),)
+            elif role == "mps":  # its pod names from an rng of their own: other GPUs keep theirs
+                r = random.Random(self.seed ^ 0x6D7073)  # noqa: S311 -- reproducible, not secret
+                devices = (
+                    whole(*(proc(s, self._pod(s.service, r), mem_total) for s in _MPS_CLIENTS)),
+                )
             elif role == "shared":
                 devices = (
                     whole(
@@ -400,30 +414,15 @@ class SimulatedNode:
                         else (proc(svc, self._pod(svc.service), mem, gi, mig_uuid),)
                     )
                     mig_devices.append(
-                        SimDevice(
-                            index,
-                            gpu_uuid,
-                            gi,
-                            profile_name,
-                            mig_uuid,
-                            profile.slices,
-                            model.mig_total_slices,
-                            mem,
-                            procs,
-                        )
-                    )
+                        SimDevice(index, gpu_uuid, gi, profile_name, mig_uuid, profile.slices,
+                                  model.mig_total_slices, mem, procs)
+                    )  # fmt: skip
                 devices = tuple(mig_devices)
             out.append(
-                SimGpu(
-                    index=index,
-                    uuid=gpu_uuid,
-                    model=model,
-                    role=role,
-                    ambient_c=rng.uniform(27.0, 33.0),
-                    ecc_corrected=rng.choice((0, 0, 0, 0, 2, 17)),
-                    devices=devices,
-                )
-            )
+                SimGpu(index=index, uuid=gpu_uuid, model=model, role=role,
+                       ambient_c=rng.uniform(27.0, 33.0),
+                       ecc_corrected=rng.choice((0, 0, 0, 0, 2, 17)), devices=devices)
+            )  # fmt: skip
         return tuple(out)
 
     def _spec(self, g: SimGpu) -> GpuSpec:
@@ -442,13 +441,14 @@ class SimulatedNode:
                 ),
                 ecc_corrected=g.ecc_corrected,
             )
-        return GpuSpec(
+        spec = GpuSpec(
             model=g.model.name,
             uuid=g.uuid,
             processes=tuple(ProcessSpec(p.pid, p.memory_bytes) for p in g.devices[0].processes),
             memory_used_bytes=g.memory_used_bytes,
             ecc_corrected=g.ecc_corrected,
         )
+        return as_mps(spec, g.index) if g.role == "mps" else spec
 
     # --- the model -------------------------------------------------------------------------
     def _device_knot(self, d: SimDevice, k: int) -> tuple[float, tuple[float, ...]]:

@@ -19,7 +19,12 @@ driver for every behaviour modelled here:
 * ``nvmlDeviceGetProcessUtilization`` raises ``NOT_FOUND`` when no sample is newer than
   the timestamp; ``nvmlEventSetWait`` raises ``NVMLError_Timeout`` when nothing is pending
   (it never blocks);
-* any call can be made to fail with any code (:meth:`FakeNvml.fail`).
+* any call can be made to fail with any code (:meth:`FakeNvml.fail`);
+* MPS: a GPU's ``processes`` are what ``nvmlDeviceGetComputeRunningProcesses`` lists
+  (under MPS, the ``nvidia-cuda-mps-server`` only) and its ``mps_clients`` what
+  ``nvmlDeviceGetMPSComputeRunningProcesses`` lists; a driver without that call is
+  ``missing_functions`` (``NVMLError_FunctionNotFound``, as pynvml raises when the symbol
+  is absent), one that does not answer it lists it in ``unsupported``.
 
 Structs come back with pynvml's attribute names and strings as ``str`` (nvidia-ml-py's
 ``convertStrBytes``). MIG profiles, memory sizes and SM counts are those NVIDIA documents
@@ -39,6 +44,7 @@ import pynvml
 from gpuledger.collectors.gpu.nvml_backend import (
     NVML_DEVICE_MIG_DISABLE,
     NVML_DEVICE_MIG_ENABLE,
+    NVML_ERROR_FUNCTION_NOT_FOUND,
     NVML_ERROR_GPU_IS_LOST,
     NVML_ERROR_INVALID_ARGUMENT,
     NVML_ERROR_NOT_FOUND,
@@ -169,6 +175,7 @@ class GpuSpec:
     mig: tuple[MigInstanceSpec, ...] | None = None  # None: MIG mode disabled
     mig_pending: bool | None = None  # pending MIG mode; default: same as current
     processes: tuple[ProcessSpec, ...] = ()  # on a whole GPU (MIG disabled)
+    mps_clients: tuple[ProcessSpec, ...] = ()  # MPS clients of the server in ``processes``
     unsupported: frozenset[str] = frozenset()  # nvml* names that raise NOT_SUPPORTED
     supported_events: int = DEFAULT_SUPPORTED_EVENTS
     memory_total_bytes: int | None = None  # default: the model's
@@ -326,6 +333,7 @@ class FakeNvml:
         init_error: int | None = None,
         before_call: Callable[[], None] | None = None,
         process_samples_kept: int = 64,
+        missing_functions: frozenset[str] = frozenset(),
     ) -> None:
         self._gpus: list[GpuSpec] = []
         for i, spec in enumerate(gpus):
@@ -342,6 +350,7 @@ class FakeNvml:
         self.driver_version = driver_version
         self.init_error = init_error
         self._before_call = before_call
+        self.missing_functions = missing_functions  # calls this "driver" lacks
         self._refcount = 0
         self._lost: set[int] = set()
         self._failures: dict[tuple[str, int | None], list[int | None]] = {}
@@ -417,6 +426,8 @@ class FakeNvml:
             self._before_call()
         if self._refcount == 0:
             raise _error(NVML_ERROR_UNINITIALIZED)
+        if name in self.missing_functions:
+            raise _error(NVML_ERROR_FUNCTION_NOT_FOUND)
 
     def _device(self, name: str, handle: object) -> tuple[GpuSpec, MigInstanceSpec | None, int]:
         """Checks what the driver checks for a call about a device, in its order, and
@@ -629,7 +640,7 @@ class FakeNvml:
 
     def _all_processes(self, g: GpuSpec) -> tuple[ProcessSpec, ...]:
         if g.mig is None:
-            return g.processes
+            return g.processes + g.mps_clients
         return tuple(p for m in g.mig for p in m.processes)
 
     def nvmlDeviceGetComputeRunningProcesses(self, handle: object) -> list[ProcessInfoT]:
@@ -643,6 +654,13 @@ class FakeNvml:
             for m in instances
             for p in m.processes
         ]
+
+    def nvmlDeviceGetMPSComputeRunningProcesses(self, handle: object) -> list[ProcessInfoT]:
+        g, _, _ = self._device("nvmlDeviceGetMPSComputeRunningProcesses", handle)
+        if g.mig is not None:  # MPS clients are modelled on whole GPUs only
+            return []
+        na = NVML_VALUE_NOT_AVAILABLE_UINT
+        return [ProcessInfoT(p.pid, p.used_memory_bytes, na, na) for p in g.mps_clients]
 
     def nvmlDeviceGetProcessUtilization(
         self, handle: object, timeStamp: int

@@ -511,7 +511,7 @@ def ledgers(draw: st.DrawFn) -> dict[str, Any]:
             enabled=st.booleans(),
             spool_path=_opt(paths),
             flush_interval_seconds=_pos(3600),
-            split_policy=st.sampled_from(["usage", "equal"]),
+            split_policy=st.sampled_from(["usage", "equal", "declared"]),
             max_gap_seconds=_opt(_pos(1e9)),
         )
     )

@@ -9,6 +9,7 @@ import pytest
 
 from gpuledger.collectors.gpu.nvml import NvmlCollector
 from gpuledger.collectors.gpu.readings import GpuReading
+from gpuledger.sim import mps
 from gpuledger.sim.node import (
     DEFAULT_START,
     SimulatedNode,
@@ -67,6 +68,7 @@ def test_the_node_has_the_documented_shape() -> None:
     assert [g.role for g in node.gpus].count("idle") == 1
     assert [g.role for g in node.gpus].count("shared") == 1
     assert [g.role for g in node.gpus].count("mig") == 2
+    assert [g.role for g in node.gpus].count("mps") == 1
     pids = [p.pid for p in node.processes]
     assert len(pids) == len(set(pids))
     for p in node.processes:
@@ -184,7 +186,7 @@ def test_collector_reads_the_models_values() -> None:
         if not r.mig_enabled:
             assert r.utilization_ratio == round(node.utilization(r.index, t) * 100) / 100
             assert r.memory_used_bytes == node.gpus[r.index].memory_used_bytes
-            assert {p.pid for p in r.processes} == {
+            assert {p.pid for p in r.processes if p.pid != mps.server_pid(r.index)} == {
                 p.pid for p in node.gpus[r.index].devices[0].processes
             }
 
@@ -204,7 +206,9 @@ def test_pids_are_stable_over_time() -> None:
     first = {p.pid for r in c.collect().gpus for p in r.processes}
     node.advance_to(DEFAULT_START + DAY)
     later = {p.pid for r in c.collect().gpus for p in r.processes}
-    assert first == later == {p.pid for p in node.processes}
+    servers = {mps.server_pid(g.index) for g in node.gpus if g.role == "mps"}
+    assert len(servers) == 1  # the MPS GPU's server, listed beside its clients
+    assert first == later == {p.pid for p in node.processes} | servers
 
 
 def test_busy_seconds_is_the_integral_of_utilization() -> None:

@@ -42,3 +42,6 @@ class Claim:
     owner: Owner
     sm_utilization_ratio: float | None = None
     memory_bytes: int | None = None
+    # the fraction of the device the workload declared (HAMi's nvidia.com/gpucores / 100);
+    # None: declared none. Weighed only by the ``declared`` split policy.
+    declared_share: float | None = None

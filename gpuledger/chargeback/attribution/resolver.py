@@ -30,7 +30,7 @@ import logging
 import re
 from collections import Counter
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Annotated, Literal, Protocol
 
@@ -39,6 +39,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 from gpuledger.chargeback.attribution.claims import UNATTRIBUTED_OWNER, Claim, Owner
 from gpuledger.collectors.gpu.readings import GpuReading, ProcessReading, WorkloadRef
 from gpuledger.collectors.workload.cgroup import ProcessInfo, read_process
+from gpuledger.collectors.workload.hami import declared_core_share
 from gpuledger.collectors.workload.pods import (
     DEFAULT_LABEL_KEYS,
     PodDirectory,
@@ -222,7 +223,10 @@ class WorkloadResolver:
     ``slurm-job-<id>``: the lookup has not landed or failed), ``static_process``,
     ``unattributed``, and why not: ``exited`` (gone before
     it was read), ``no_cgroup`` (host process or unknown layout), ``permission``,
-    ``unreadable``, ``unknown_pod`` (a pod UID the directory does not know).
+    ``unreadable``, ``unknown_pod`` (a pod UID the directory does not know); on a GPU
+    whose MPS clients NVML listed, ``mps_client`` per client and ``mps_server`` per MPS
+    daemon left out of the split; ``hami_declared`` per claim that carries a HAMi
+    declared core share.
     """
 
     def __init__(
@@ -250,21 +254,27 @@ class WorkloadResolver:
                     total.add(p.sm_utilization_ratio, p.used_memory_bytes)
                 return [total.claim(owner)]
         resolved: dict[Owner, _Sum] = {}
+        pods: dict[Owner, PodInfo] = {}
         unresolved = _Sum()
         unresolved_count = 0
-        for p in reading.processes:
-            owner = self._process_owner(p)
+        for p in self._without_mps_server(reading.processes):
+            owner, pod = self._process_owner(p)
             if owner is None:
                 unresolved_count += 1
                 unresolved.add(p.sm_utilization_ratio, p.used_memory_bytes)
             else:
                 resolved.setdefault(owner, _Sum()).add(p.sm_utilization_ratio, p.used_memory_bytes)
+                if pod is not None:
+                    pods[owner] = pod
         if not resolved and reading.workloads:
             owners = list(dict.fromkeys(self._workload_owner(w) for w in reading.workloads))
             if len(owners) == 1:
                 return [unresolved.claim(owners[0])]
             return [Claim(owner=o) for o in owners]
-        claims = [s.claim(o) for o, s in sorted(resolved.items())]
+        declared = self._declared(reading, pods)
+        claims = [
+            replace(s.claim(o), declared_share=declared.get(o)) for o, s in sorted(resolved.items())
+        ]
         if unresolved_count:
             self.counters["unattributed"] += unresolved_count
             claims.append(unresolved.claim(UNATTRIBUTED_OWNER))
@@ -277,7 +287,43 @@ class WorkloadResolver:
                 closer()
 
     # --- per source ----------------------------------------------------------------------
-    def _process_owner(self, p: ProcessReading) -> Owner | None:
+    def _without_mps_server(self, processes: Sequence[ProcessReading]) -> Sequence[ProcessReading]:
+        """The device's processes less its MPS server(s) when NVML listed MPS clients: the
+        clients then hold the GPU time, not the daemon they run through. A server is told
+        by its ``comm`` (the kernel keeps 15 characters: ``nvidia-cuda-mps``) or command
+        line; one that cannot be read stays (today's attribution)."""
+        if self.proc_root is None or not any(p.mps_client for p in processes):
+            return processes
+        kept: list[ProcessReading] = []
+        for p in processes:
+            if not p.mps_client:
+                info = read_process(self.proc_root, p.pid)
+                if info is not None and _is_mps_daemon(info.comm, info.cmdline):
+                    self.counters["mps_server"] += 1
+                    continue
+            else:
+                self.counters["mps_client"] += 1
+            kept.append(p)
+        return kept
+
+    def _declared(self, reading: GpuReading, pods: dict[Owner, PodInfo]) -> dict[Owner, float]:
+        """Each owner's declared fraction of a whole GPU (HAMi's allocation annotation). A
+        pod's declaration covers the pod: when several of its containers hold the device,
+        they share it equally."""
+        if reading.mig_instance is not None or not pods:
+            return {}
+        by_pod: dict[str, list[Owner]] = {}
+        for owner, pod in pods.items():
+            by_pod.setdefault(pod.uid, []).append(owner)
+        out: dict[Owner, float] = {}
+        for owners in by_pod.values():
+            share = declared_core_share(pods[owners[0]].annotations, reading.uuid)
+            if share is not None:
+                self.counters["hami_declared"] += len(owners)
+                out.update({o: share / len(owners) for o in owners})
+        return out
+
+    def _process_owner(self, p: ProcessReading) -> tuple[Owner | None, PodInfo | None]:
         info: ProcessInfo | None = None
         if self.proc_root is not None:
             info = read_process(self.proc_root, p.pid)
@@ -297,29 +343,41 @@ class WorkloadResolver:
             if pod is not None:
                 self.counters["pod"] += 1
                 container = pod.container_ids.get(ref.container_id or "", "")
-                return Owner(
+                owner = Owner(
                     namespace=pod.namespace,
                     service=service_name(pod, self.label_keys),
                     pod=pod.name,
                     container=container,
                 )
+                return owner, pod
             if ref.pod_uid is not None:
                 self.counters["unknown_pod"] += 1
         if info is not None and info.slurm is not None and self.slurm is not None:
             job_owner, known = self.slurm.owner(info.slurm)
             self.counters["slurm" if known else "slurm_pending"] += 1
-            return job_owner
+            return job_owner, None
         if self.static is not None and info is not None:
-            owner = self.static.for_process(info.comm, info.cmdline)
-            if owner is not None:
+            static_owner = self.static.for_process(info.comm, info.cmdline)
+            if static_owner is not None:
                 self.counters["static_process"] += 1
-                return owner
-        return None
+                return static_owner, None
+        return None, None
 
     def _workload_owner(self, w: WorkloadRef) -> Owner:
         pod = self.pods.by_name(w.namespace, w.pod) if self.pods is not None else None
         service = service_name(pod, self.label_keys) if pod else service_from_pod_name(w.pod)
         return Owner(namespace=w.namespace, service=service, pod=w.pod, container=w.container)
+
+
+MPS_DAEMON_COMM = "nvidia-cuda-mps"
+"""``comm`` of nvidia-cuda-mps-server and nvidia-cuda-mps-control (cut to 15 characters)."""
+
+
+def _is_mps_daemon(comm: str | None, cmdline: str | None) -> bool:
+    if comm and comm.startswith(MPS_DAEMON_COMM):
+        return True
+    first = (cmdline or "").split(" ")[0]
+    return first.rsplit("/", 1)[-1] in ("nvidia-cuda-mps-server", "nvidia-cuda-mps-control")
 
 
 def build_resolver(config: AttributionConfig, node_name: str) -> WorkloadResolver:

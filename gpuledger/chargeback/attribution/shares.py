@@ -7,7 +7,13 @@ construction, not by luck.
 
 - A whole GPU is split among its claims (``usage``: by per-process SM utilization when
   every claim has a sample, else by memory when every claim reports it, else equally;
-  ``equal``: equally). No claim: the whole GPU is idle.
+  ``equal``: equally; ``declared``: see below). No claim: the whole GPU is idle.
+- ``declared`` (HAMi): a claim that declared a core share (``Claim.declared_share``,
+  HAMi's ``nvidia.com/gpucores`` / 100) holds that fraction of the device whether it used
+  it or not; the claims that declared none split what is left by ``usage``; what nobody
+  declared and nobody undeclared holds is idle. Declarations summing over the whole
+  device are scaled down to it (the undeclared then hold nothing). A device whose claims
+  declared nothing is split by ``usage``.
 - A MIG-enabled GPU is split by compute slices: an instance of profile ``Ng.*`` holds
   ``slices / total_slices`` of the board (1/7 for ``1g.10gb`` on an H100; the total is 7
   on A100/H100/H200, 4 on A30, read from NVML when it reports it). Each instance's
@@ -28,7 +34,7 @@ from typing import Literal
 from gpuledger.chargeback.attribution.claims import IDLE_OWNER, Claim, Owner
 from gpuledger.collectors.gpu.readings import GpuReading
 
-SplitPolicy = Literal["usage", "equal"]
+SplitPolicy = Literal["usage", "equal", "declared"]
 
 _SLICES_RE = re.compile(r"^(\d+)g\.")
 _ROUNDING = 1e-12  # an idle remainder this small is float rounding of shares summing to 1
@@ -77,9 +83,32 @@ def _busy(device: GpuReading) -> float:
     return min(1.0, sum(samples)) if samples else 0.0
 
 
+def _declared_weights(claims: Sequence[Claim]) -> list[float] | None:
+    """Fractions (summing to at most 1) of one device under ``declared``; None when no
+    claim declared a share. The remainder below 1 is the device's idle."""
+    declared = [c.declared_share for c in claims]
+    if all(d is None for d in declared):
+        return None
+    total = sum(max(0.0, d) for d in declared if d is not None)
+    scale = 1.0 / total if total > 1.0 else 1.0
+    out = [0.0 if d is None else max(0.0, d) * scale for d in declared]
+    rest = [c for c, d in zip(claims, declared, strict=True) if d is None]
+    left = max(0.0, 1.0 - total * scale)
+    if rest and left > 0:
+        it = iter(_weights(rest, "usage"))
+        out = [next(it) * left if d is None else w for d, w in zip(declared, out, strict=True)]
+    return out
+
+
 def _weights(claims: Sequence[Claim], policy: SplitPolicy) -> list[float]:
-    """Fractions (summing to 1) of one device among its claims."""
+    """Fractions of one device among its claims (summing to 1; under ``declared``, to at
+    most 1)."""
     n = len(claims)
+    if policy == "declared":
+        declared = _declared_weights(claims)
+        if declared is not None:
+            return declared
+        policy = "usage"
     if policy == "usage":
         for values in (
             [c.sm_utilization_ratio for c in claims],
@@ -106,10 +135,12 @@ def _merge_claims(claims: Iterable[Claim]) -> list[Claim]:
 
         sm = add(prev.sm_utilization_ratio, c.sm_utilization_ratio)
         mem = add(prev.memory_bytes, c.memory_bytes)
+        a, b = prev.declared_share, c.declared_share
         merged[c.owner] = Claim(
             c.owner,
             None if sm is None else float(sm),
             None if mem is None else int(mem),
+            None if a is None and b is None else (a or 0.0) + (b or 0.0),
         )
     return sorted(merged.values(), key=lambda c: c.owner)
 

@@ -129,6 +129,7 @@ class _Gpu:
     total_slices: int | None = None
     total_slices_known: bool = False
     proc_util_seen_us: dict[int | None, int] = field(default_factory=dict)  # by GI id
+    mps_support: str = "unknown"  # see NvmlCollector.mps_support
 
 
 class _Reader:
@@ -537,6 +538,9 @@ class NvmlCollector:
         )
         if not procs:
             return ()
+        # under MPS the call above lists the server only; its clients come from the MPS call
+        clients = {p.pid: p for p in self._mps_clients(gpu, handle, r)}
+        listed = [p for p in procs if p.pid not in clients] + list(clients.values())
         sm = self._sm_utilization(gpu, handle, gi, r)
         na = NVML_VALUE_NOT_AVAILABLE_UINT
         return tuple(
@@ -546,9 +550,52 @@ class NvmlCollector:
                 sm_utilization_ratio=sm.get(p.pid),
                 gpu_instance_id=None if p.gpuInstanceId == na else p.gpuInstanceId,
                 compute_instance_id=None if p.computeInstanceId == na else p.computeInstanceId,
+                mps_client=p.pid in clients,
             )
-            for p in procs
+            for p in listed
         )
+
+    def _mps_clients(self, gpu: _Gpu, handle: Handle, r: _Reader) -> Sequence[ProcessInfo]:
+        """MPS client processes, where the driver lists them. NOT_SUPPORTED (no MPS listing
+        on this GPU or driver) is remembered per GPU and noted once; FUNCTION_NOT_FOUND (a
+        driver older than the call) once per collector: either way the call is not made
+        again and the processes of the ordinary list are all there is (today's attribution:
+        an MPS server's GPU time stays with the server's pod). ``mps_support`` shows which."""
+        fname = "nvmlDeviceGetMPSComputeRunningProcesses"
+        if gpu.mps_support == "not_supported" or fname in self._missing_functions:
+            return ()
+        fn: Callable[[Handle], Sequence[ProcessInfo]] | None = getattr(self._api, fname, None)
+        if fn is None:  # bindings older than the call
+            self._missing_functions.add(fname)
+            r.note(f"{fname} is not in these NVML bindings; MPS clients are not listed")
+            return ()
+        try:
+            clients = fn(handle)
+        except self._api.NVMLError as exc:
+            if _code(exc) == NVML_ERROR_NOT_SUPPORTED:
+                gpu.mps_support = "not_supported"
+                r.note(
+                    f"{fname}: not supported here; MPS clients are not listed, an MPS "
+                    "server's GPU time stays with the server's pod"
+                )
+                return ()
+            r.error("MPS client processes", exc, fname)
+            return ()
+        gpu.mps_support = "listed"
+        return clients
+
+    @property
+    def mps_support(self) -> dict[str, str]:
+        """Per GPU uuid: ``listed`` (the MPS call answers), ``not_supported``,
+        ``function_not_found`` (not in this driver or these bindings), or ``unknown`` (not
+        asked yet: the MPS call is made only when a GPU has processes)."""
+        missing = "nvmlDeviceGetMPSComputeRunningProcesses" in self._missing_functions
+        return {
+            g.uuid: "function_not_found"
+            if missing and g.mps_support == "unknown"
+            else g.mps_support
+            for g in self._gpus
+        }
 
     def _sm_utilization(
         self, gpu: _Gpu, handle: Handle, gi: int | None, r: _Reader

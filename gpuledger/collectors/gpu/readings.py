@@ -59,6 +59,9 @@ class ProcessReading:
     sm_utilization_ratio: float | None = None  # None: the driver had no sample for it
     gpu_instance_id: int | None = None
     compute_instance_id: int | None = None
+    # listed by NVML's MPS call: a client of an MPS server (the server itself is listed by
+    # the ordinary call and holds no GPU time of its own while its clients are known)
+    mps_client: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -19,6 +19,7 @@ from gpuledger.chargeback.attribution.resolver import (
 from gpuledger.collectors.gpu.nvml import NvmlCollector
 from gpuledger.collectors.gpu.readings import GpuReading, ProcessReading, WorkloadRef
 from gpuledger.collectors.workload.pods import PodInfo, StaticPodDirectory, service_name
+from gpuledger.sim import mps
 from gpuledger.sim.attribution import simulated_sources
 from gpuledger.sim.node import SimulatedNode
 
@@ -247,6 +248,8 @@ def test_simulated_node_end_to_end(tmp_path: Path, model: str) -> None:
         claims = resolver.claims(r)
         expected: dict[tuple[str, str, str], list[int]] = {}
         for p in r.processes:
+            if p.pid == mps.server_pid(r.index):  # the MPS GPU's server holds no claim
+                continue
             sim = node.process(p.pid)
             expected.setdefault((sim.namespace, sim.service, sim.pod), []).append(p.pid)
             seen.add(p.pid)

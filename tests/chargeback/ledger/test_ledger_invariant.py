@@ -2,11 +2,15 @@
 
 Random sequences of ticks (with wall-clock steps and gaps), pod churn, MIG
 reconfiguration, agent restarts (a new Ledger resuming from the same spool) and store
-outages run against the real SQLite store. At the end, after the store is back and
-drained, for every node and hour Σ allocated over all owners (incl. __idle__) equals
-Σ observed GPU-seconds (relative error ≤ 1e-9), and the total observed equals what an
-independent model of the run says was observed: the sum, over ticks that followed an
-observation of the same process within max_gap, of dt × GPUs present.
+outages run against the real SQLite store, under every split policy, with claims that carry
+SM samples, memory and HAMi declared core shares or not, and, now and then, an MPS GPU
+resolved by the real resolver from a proc tree: its nvidia-cuda-mps-server plus up to three
+clients in HAMi pods (some declaring cores on it), the server left out of the split. At
+the end, after the store is back and drained, for every node and hour Σ allocated over all
+owners (incl. __idle__) equals Σ observed GPU-seconds (relative error ≤ 1e-9), and the
+total observed equals what an independent model of the run says was observed: the sum,
+over ticks that followed an observation of the same process within max_gap, of dt × GPUs
+present.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from gpuledger.chargeback.attribution.claims import Claim, Owner
+from gpuledger.chargeback.attribution.resolver import WorkloadResolver
 from gpuledger.chargeback.ledger.flusher import Ledger
 from gpuledger.chargeback.ledger.model import StoreError, UsageGroup
 from gpuledger.chargeback.ledger.spool import Spool
@@ -35,7 +40,9 @@ from gpuledger.chargeback.ledger.tables import (
     TokenRow,
     UsageRow,
 )
-from gpuledger.collectors.gpu.readings import GpuReading
+from gpuledger.collectors.gpu.readings import GpuReading, ProcessReading
+from gpuledger.collectors.workload.hami import ALLOCATED_ANNOTATION
+from gpuledger.collectors.workload.pods import PodInfo, StaticPodDirectory
 
 H100 = "NVIDIA H100 80GB HBM3"
 START = 1_767_225_600.0  # 2026-01-01T00:00:00Z
@@ -43,6 +50,33 @@ MAX_GAP = 120.0
 NODE = "prop-node"
 OWNERS = [Owner("a", "chat"), Owner("a", "embed"), Owner("b", "batch"), Owner("b", "rerank")]
 PROFILES = [("1g.10gb", 1), ("2g.20gb", 2), ("3g.40gb", 3)]
+MPS_GPU, MPS_SERVER, MPS_CLIENTS = "GPU-mps", 100, (201, 202, 203)
+MPS_DECLARED = {201: 30, 202: 0, 203: 45}  # HAMi cores on MPS_GPU (0: none declared)
+
+
+def mps_resolver(root: Path) -> WorkloadResolver:
+    """A proc tree and pods for the MPS GPU: the server in a daemon pod, each client in a
+    HAMi pod of its own."""
+    pods: list[PodInfo] = []
+    for pid in (MPS_SERVER, *MPS_CLIENTS):
+        uid, cid = f"{pid:08x}-0000-4000-8000-000000000000", f"{pid:064x}"
+        d = root / str(pid)
+        d.mkdir(parents=True)
+        (d / "cgroup").write_text(
+            f"0::/kubepods.slice/kubepods-pod{uid.replace('-', '_')}.slice/"
+            f"cri-containerd-{cid}.scope\n",
+            encoding="utf-8",
+        )
+        (d / "comm").write_text("nvidia-cuda-mps\n" if pid == MPS_SERVER else "python3\n")
+        cores = MPS_DECLARED.get(pid)
+        annotations = (
+            {} if cores is None else {ALLOCATED_ANNOTATION: f"{MPS_GPU},NVIDIA,1,{cores}:;"}
+        )
+        pods.append(
+            PodInfo(uid=uid, namespace="mps", name=f"p{pid}", labels={"app": f"svc{pid}"},
+                    container_ids={cid: "main"}, annotations=annotations)
+        )  # fmt: skip
+    return WorkloadResolver(proc_root=root, pods=StaticPodDirectory(pods), static=None)
 
 
 class FlakyStore:
@@ -99,8 +133,18 @@ class World:
     """The simulated truth the steps mutate."""
 
     gpus: dict[str, list[tuple[int | None, str, list[Owner]]]] = field(default_factory=dict)
+    # per owner: (SM utilization, memory, declared share), each possibly unknown
+    details: dict[Owner, tuple[float | None, int | None, float | None]] = field(
+        default_factory=dict
+    )
     wall: float = START
     mono: float = 1000.0
+    mps: tuple[ProcessReading, ...] | None = None  # the MPS GPU's processes; None: no such GPU
+    resolver: WorkloadResolver | None = None
+
+    @property
+    def gpu_count(self) -> int:
+        return len(self.gpus) + (self.mps is not None)
 
     def devices(self) -> list[GpuReading]:
         out: list[GpuReading] = []
@@ -117,12 +161,17 @@ class World:
                                mig_total_slices=7 if mig else None, utilization_ratio=0.5,
                                power_watts=None if mig else 250.0)
                 )  # fmt: skip
+        if self.mps is not None:
+            out.append(GpuReading(uuid=MPS_GPU, index=99, model=H100, utilization_ratio=0.5,
+                                  power_watts=250.0, processes=self.mps))  # fmt: skip
         return out
 
     def claims(self, reading: GpuReading) -> list[Claim]:
+        if reading.uuid == MPS_GPU and self.resolver is not None:
+            return self.resolver.claims(reading)
         for inst, _, owners in self.gpus.get(reading.uuid, []):
             if inst == reading.mig_instance:
-                return [Claim(o) for o in owners]
+                return [Claim(o, *self.details.get(o, (None, None, None))) for o in owners]
         return []
 
 
@@ -134,6 +183,23 @@ mig_st = st.lists(st.tuples(st.sampled_from(PROFILES), owners_st), min_size=1, m
     ]
 )
 layout_st = st.one_of(whole_st, mig_st)
+detail_st = st.tuples(
+    st.none() | st.floats(0.0, 1.0),
+    st.none() | st.integers(0, 80 * 1024**3),
+    st.none() | st.floats(0.0, 0.9),
+)
+details_st = st.dictionaries(st.sampled_from(OWNERS), detail_st)
+policy_st = st.sampled_from(["usage", "equal", "declared"])
+client_st = st.tuples(st.none() | st.floats(0.0, 1.0), st.none() | st.integers(0, 20 * 1024**3))
+
+
+def mps_processes(clients: list[tuple[float | None, int | None]]) -> tuple[ProcessReading, ...]:
+    server = ProcessReading(MPS_SERVER, 300 * 1024**2, 0.05)
+    listed = zip(MPS_CLIENTS[: len(clients)], clients, strict=True)
+    return (server, *(ProcessReading(pid, mem, sm, mps_client=True) for pid, (sm, mem) in listed))
+
+
+mps_st = st.none() | st.lists(client_st, max_size=len(MPS_CLIENTS)).map(mps_processes)
 
 dt_st = st.one_of(
     st.floats(0.5, MAX_GAP),
@@ -157,19 +223,27 @@ step_st = st.one_of(
 @given(
     initial=st.lists(layout_st, min_size=1, max_size=3),
     steps=st.lists(step_st, min_size=5, max_size=60),
+    details=details_st,
+    policy=policy_st,
+    mps=mps_st,
 )
 def test_ledger_never_loses_or_double_counts(
-    initial: list[list[tuple[int | None, str, list[Owner]]]], steps: list[tuple[object, ...]]
+    initial: list[list[tuple[int | None, str, list[Owner]]]],
+    steps: list[tuple[object, ...]],
+    details: dict[Owner, tuple[float | None, int | None, float | None]],
+    policy: str,
+    mps: tuple[ProcessReading, ...] | None,
 ) -> None:
-    world = World(gpus={f"GPU-{i}": layout for i, layout in enumerate(initial)})
+    world = World(gpus={f"GPU-{i}": layout for i, layout in enumerate(initial)}, details=details)
     with tempfile.TemporaryDirectory() as tmp:
+        world.mps, world.resolver = mps, mps_resolver(Path(tmp) / "proc")
         store = FlakyStore(f"sqlite:///{Path(tmp) / 'ledger.db'}")
         spool_path = Path(tmp) / "spool.db"
 
         def new_ledger() -> Ledger:
             ledger = Ledger(
                 NODE, spool=Spool(spool_path), store=None, claims_for=world.claims,
-                policy="usage", max_gap_s=MAX_GAP,
+                policy=policy, max_gap_s=MAX_GAP,  # type: ignore[arg-type]
                 wall=lambda: world.wall, mono=lambda: world.mono,
             )  # fmt: skip
             ledger.start()  # started without a store: no background flusher thread
@@ -188,7 +262,7 @@ def test_ledger_never_loses_or_double_counts(
                 world.mono += dt
                 world.wall += dt + jump
                 if observed_once and dt <= MAX_GAP:
-                    expected_observed += dt * len(world.gpus)
+                    expected_observed += dt * world.gpu_count
                 ledger.observe(world.devices())
                 observed_once = True
             elif kind == "relayout":
@@ -219,3 +293,5 @@ def test_ledger_never_loses_or_double_counts(
         assert allocated == pytest.approx(expected_observed, rel=1e-9, abs=1e-6)
         ledger.spool.close()
         store.close()
+        if mps is not None and len(mps) > 1:  # clients listed: the server never held a claim
+            assert world.resolver.counters["mps_server"] > 0
