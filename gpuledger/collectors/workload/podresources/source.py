@@ -1,0 +1,33 @@
+"""The pod-resources source's record: ``podresources:`` → one collector, whose answers
+the attribution reads from the board the agent shares through
+:attr:`BuildContext.pod_resources`."""
+
+from __future__ import annotations
+
+from gpuledger.collectors.base import Schedule
+from gpuledger.collectors.source import BuildContext, Built, Source
+from gpuledger.collectors.workload.podresources.collector import NAME, PodResourcesCollector
+from gpuledger.collectors.workload.podresources.config import PodResourcesConfig
+from gpuledger.collectors.workload.podresources.types import PodResourcesReading
+
+
+def _build(cfg: PodResourcesConfig, ctx: BuildContext) -> Built[None]:
+    if not cfg.enabled:
+        return Built()
+    collector = PodResourcesCollector(
+        cfg.socket, timeout_s=cfg.timeout_seconds, board=ctx.pod_resources
+    )
+    interval = cfg.interval_seconds or ctx.default_interval_s
+    # The runtime's deadline is a little past the client's: the client's own timeout
+    # ends a call first and is the error that gets logged.
+    schedule = Schedule(interval, 2 * cfg.timeout_seconds + 1.0, PodResourcesReading)
+    return Built(collectors=((collector, schedule),))
+
+
+PODRESOURCES_SOURCE: Source[PodResourcesConfig, None] = Source(
+    name=NAME,
+    reading=PodResourcesReading,
+    config_key=NAME,
+    config_model=PodResourcesConfig,
+    build=_build,
+)
