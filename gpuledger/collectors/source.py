@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
 from pydantic import BaseModel
@@ -96,6 +97,8 @@ class BuildContext:
     # The kubelet's device allocations, shared with the attribution (podresources:).
     pod_resources: PodResourcesBoard | None = None
     nvml: NvmlApi | None = None  # a simulated node's NVML in place of the real library
+    # A simulated node's kubelet socket in place of the configured one (always read).
+    kubelet_socket: Path | None = None
     ledger: LedgerSink | None = None  # None: this agent keeps no ledger
     # Growth over a window (seconds) from at least n samples, kept by the ledger's spool;
     # None without a ledger.

@@ -12,10 +12,11 @@ from gpuledger.collectors.workload.podresources.types import PodResourcesReading
 
 
 def _build(cfg: PodResourcesConfig, ctx: BuildContext) -> Built[None]:
-    if not cfg.enabled:
+    if not cfg.enabled and ctx.kubelet_socket is None:
         return Built()
+    socket = ctx.kubelet_socket or cfg.socket  # a simulated node's kubelet is always read
     collector = PodResourcesCollector(
-        cfg.socket, timeout_s=cfg.timeout_seconds, board=ctx.pod_resources
+        socket, timeout_s=cfg.timeout_seconds, board=ctx.pod_resources
     )
     interval = cfg.interval_seconds or ctx.default_interval_s
     # The runtime's deadline is a little past the client's: the client's own timeout
