@@ -103,6 +103,8 @@ def test_a_kubelet_that_comes_and_goes(tmp_path: Path, caplog: pytest.LogCapture
         assert state()["up"] is False
         assert "no kubelet pod-resources socket" in str(state()["last_error"])
         assert up_series().endswith(" 0.0")
+        # an optional input: a node without the socket is still ready
+        assert client.get("/readyz").status_code == 200
         downs = [r for r in caplog.records if "collector podresources down" in r.getMessage()]
         assert len(downs) == 1  # one line for the state change, not one per cycle
 

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import logging
 import re
+import threading
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -209,15 +210,17 @@ class WorkloadResolver:
         self.allocations = allocations
         self.counters: Counter[str] = Counter()
         self._decisions: dict[DeviceKey, Decision] = {}
+        self._decisions_lock = threading.Lock()
 
     @property
     def decisions(self) -> Mapping[DeviceKey, Decision]:
         """Each device's last decision (a copy; written from the ledger's thread)."""
-        return MappingProxyType(dict(self._decisions))
+        with self._decisions_lock:
+            return MappingProxyType(dict(self._decisions))
 
     def claims(self, reading: GpuReading) -> list[Claim]:
         decided_by, claims = self._claims(reading)
-        self._decisions[reading.key] = Decision(
+        decision = Decision(
             uuid=reading.uuid,
             index=reading.index,
             mig_instance=reading.mig_instance,
@@ -225,6 +228,8 @@ class WorkloadResolver:
             decided_by=decided_by,
             owners=tuple(c.owner for c in claims),
         )
+        with self._decisions_lock:
+            self._decisions[reading.key] = decision
         return claims
 
     def _claims(self, reading: GpuReading) -> tuple[DecidedBy, list[Claim]]:

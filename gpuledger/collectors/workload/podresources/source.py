@@ -21,7 +21,10 @@ def _build(cfg: PodResourcesConfig, ctx: BuildContext) -> Built[None]:
     interval = cfg.interval_seconds or ctx.default_interval_s
     # The runtime's deadline is a little past the client's: the client's own timeout
     # ends a call first and is the error that gets logged.
-    schedule = Schedule(interval, 2 * cfg.timeout_seconds + 1.0, PodResourcesReading)
+    # /readyz does not wait for it: a node without the socket still serves the rest.
+    schedule = Schedule(
+        interval, 2 * cfg.timeout_seconds + 1.0, PodResourcesReading, gates_readiness=False
+    )
     return Built(collectors=((collector, schedule),))
 
 
