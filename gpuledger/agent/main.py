@@ -209,7 +209,11 @@ class Agent:
         if sim is not None:  # the simulated node's kubelet, read through the real client
             from gpuledger.sim.kubelet import SimulatedKubelet
 
-            self.sim_kubelet = SimulatedKubelet(sim).start()
+            socket = cfg.state_dir / "simulated-kubelet.sock"
+            # unix socket paths are limited to ~107 bytes: else a short temporary one
+            self.sim_kubelet = SimulatedKubelet(
+                sim, socket if len(str(socket)) < 100 else None
+            ).start()
         if cfg.ledger.enabled:
             self.ledger = _build_ledger(cfg, resolver.claims)
         otel = self.otel

@@ -85,6 +85,8 @@ class SimulatedKubelet:
         self.socket = socket if socket is not None else self._tmp / "kubelet.sock"  # type: ignore[operator]
         self._server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
         api_pb2_grpc.add_PodResourcesListerServicer_to_server(_Lister(node), self._server)  # type: ignore[no-untyped-call]
+        self.socket.parent.mkdir(parents=True, exist_ok=True)
+        self.socket.unlink(missing_ok=True)  # left by a killed agent
         self._server.add_insecure_port(f"unix://{self.socket}")
 
     def start(self) -> SimulatedKubelet:

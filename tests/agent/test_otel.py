@@ -253,6 +253,7 @@ def agent_config(tmp_path: Path, **sections: Any) -> AgentConfig:
         "node_name": NODE,
         "simulate": {"enabled": True, "gpus": GPUS, "seed": SEED},
         "nvml": {"interval_seconds": 3600},  # one collection: a snapshot that stays put
+        "podresources": {"interval_seconds": 3600},  # the simulated kubelet's, likewise
         "ledger": {"flush_interval_seconds": 3600},
     }
     for key, value in sections.items():

@@ -344,9 +344,9 @@ def notes(o: ManifestOptions) -> dict[str, str]:
 # (hostPath DirectoryOrCreate) and read by the podresources collector, so a pod that holds
 # a GPU without running a process on it is billed (busy 0), not idle. The socket admits
 # root only: the agent container runs as uid 0 with every capability dropped. Where the
-# socket is absent, gpuledger_collector_up{{collector="podresources"}} is 0 (one log line)
-# and attribution goes on from processes and dcgm-exporter. --no-pod-resources: no mount,
-# the agent runs as uid {RUN_AS_USER}.
+# socket is absent, gpuledger_collector_up{{collector="podresources"}} is 0 (one log line),
+# /readyz does not wait for it, and attribution goes on from processes and dcgm-exporter.
+# --no-pod-resources: no mount, the agent runs as uid {RUN_AS_USER}.
 #
 # State: hostPath {STATE_DIR} (spool, default SQLite ledger) survives pod restarts.
 # The kubelet creates it root:root; the init container chown-state (root with CAP_CHOWN

@@ -4,7 +4,9 @@ the attribution reads from the board the agent shares through
 
 from __future__ import annotations
 
-from gpuledger.collectors.base import Schedule
+import contextlib
+
+from gpuledger.collectors.base import CollectorError, Schedule
 from gpuledger.collectors.source import BuildContext, Built, Source
 from gpuledger.collectors.workload.podresources.collector import NAME, PodResourcesCollector
 from gpuledger.collectors.workload.podresources.config import PodResourcesConfig
@@ -25,6 +27,11 @@ def _build(cfg: PodResourcesConfig, ctx: BuildContext) -> Built[None]:
     schedule = Schedule(
         interval, 2 * cfg.timeout_seconds + 1.0, PodResourcesReading, gates_readiness=False
     )
+    # A first answer before the first GPU reading is attributed (bounded by the timeout):
+    # without it, an allocated device would read as idle until the collector's first run.
+    # A failure here is left to that run to report.
+    with contextlib.suppress(CollectorError):
+        collector.collect()
     return Built(collectors=((collector, schedule),))
 
 
