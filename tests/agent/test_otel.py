@@ -323,6 +323,8 @@ def test_metrics_export_carries_the_schema_with_the_exposition_values(
     agent = start(running, cfg)
     store = agent.runtime.store
     nvml = wait_until(lambda: (s := store.snapshot.collectors.get("nvml")) and s.up and s)
+    # the simulated kubelet's one run too, before the snapshot is taken as settled
+    wait_until(lambda: (s := store.snapshot.collectors.get("podresources")) and s.up)
     version = store.snapshot.version
     seen = len(receiver.of("/v1/metrics"))
     wait_until(lambda: len(receiver.of("/v1/metrics")) >= seen + 2, timeout=10)
