@@ -12,7 +12,7 @@ FOCUS_PY ?= $(shell command -v pyenv >/dev/null 2>&1 && ls -d "$$(pyenv root)"/v
 FOCUS_VENV := .venv-focus
 FOCUS_STAMP := $(FOCUS_VENV)/.installed-stamp
 
-.PHONY: demo test lint typecheck pytest bench soak docs golden screenshots prometheus system-packages focus-validator clean
+.PHONY: demo test lint typecheck pytest bench soak docs golden podresources-stubs screenshots prometheus system-packages focus-validator clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -78,6 +78,13 @@ docs: $(STAMP)
 # it after an intended change to the exported surface, then review its diff.
 golden: $(STAMP)
 	$(BIN)/python -m tests.support.golden
+
+# The kubelet pod-resources v1 stubs, from the vendored upstream api.proto (its header
+# names the commit): run after updating the .proto, then review the diff.
+PODRES := gpuledger/collectors/workload/podresources
+podresources-stubs: $(STAMP)
+	$(BIN)/python -m grpc_tools.protoc -I . --python_out=. --pyi_out=. --grpc_python_out=. \
+	  $(PODRES)/api.proto
 
 # The README's pictures (docs/images/report.png, dashboard.png), redrawn from the demo:
 # its month's HTML report in headless Chromium, and the GPU fleet dashboard's panels over

@@ -481,11 +481,11 @@ def manifests(
     pod_resources: Annotated[
         bool,
         typer.Option(
-            "--pod-resources",
-            help="Also mount the kubelet pod-resources socket directory (read-only). "
-            "Nothing in the agent reads it yet: off by default.",
+            "--pod-resources/--no-pod-resources",
+            help="Mount the kubelet pod-resources socket directory (read-only) and read "
+            "it (podresources.enabled), running the agent as uid 0 with no capabilities.",
         ),
-    ] = False,
+    ] = True,
     dcgm_url: Annotated[
         str | None,
         typer.Option(

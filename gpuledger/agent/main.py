@@ -32,6 +32,7 @@ from gpuledger.collectors.source import (
     Service,
     SourceConfigError,
 )
+from gpuledger.collectors.workload.podresources.types import PodResourcesBoard
 
 if TYPE_CHECKING:
     from gpuledger.agent.otel.export import OtelExport
@@ -39,24 +40,32 @@ if TYPE_CHECKING:
     from gpuledger.chargeback.attribution.resolver import WorkloadResolver
     from gpuledger.chargeback.ledger.flusher import Ledger
     from gpuledger.chargeback.ledger.storage_growth import StorageGrowth
+    from gpuledger.sim.kubelet import SimulatedKubelet
     from gpuledger.sim.node import SimulatedNode
 
 log = logging.getLogger("gpuledger.agent")
 
 
-def build_workload_resolver(cfg: AgentConfig, sim: SimulatedNode | None) -> WorkloadResolver:
+def build_workload_resolver(
+    cfg: AgentConfig, sim: SimulatedNode | None, allocations: PodResourcesBoard | None = None
+) -> WorkloadResolver:
     """Who holds a device. A simulated node is attributed through the real path: its
-    processes get cgroup files under the state directory and its pods a directory."""
+    processes get cgroup files under the state directory and its pods a directory.
+    ``allocations`` is what the pod-resources source (when enabled) publishes."""
     from gpuledger.chargeback.attribution.resolver import WorkloadResolver, build_resolver
     from gpuledger.sim.attribution import simulated_sources
 
     if sim is None:
-        return build_resolver(cfg.attribution, cfg.node_name)
+        return build_resolver(cfg.attribution, cfg.node_name, allocations)
     proc_root, pods = simulated_sources(
         sim, cfg.state_dir / "simulated-proc", node_name=cfg.node_name
     )
     return WorkloadResolver(
-        proc_root=proc_root, pods=pods, static=None, label_keys=cfg.attribution.label_keys
+        proc_root=proc_root,
+        pods=pods,
+        static=None,
+        label_keys=cfg.attribution.label_keys,
+        allocations=allocations,
     )
 
 
@@ -161,6 +170,7 @@ class Agent:
         self.cfg = cfg
         token = _read_token(cfg.http.api_token_file)
         self.resolver: WorkloadResolver | None = None
+        self.sim_kubelet: SimulatedKubelet | None = None
         self.ledger: Ledger | None = None
         self.services: list[Service] = []  # the sources' background work (probes)
         self.reporter: Reporter | None = None
@@ -189,11 +199,21 @@ class Agent:
             ledger_store=ledger_store,
             reports_dir=cfg.reports_dir() if self.reporter is not None else None,
             max_request_bytes=cfg.http.max_request_bytes,
+            attribution=self._attribution if self.resolver is not None else None,
         )
 
     def _build_node(self, cfg: AgentConfig) -> None:
         sim = _simulated_node(cfg)
-        self.resolver = resolver = build_workload_resolver(cfg, sim)
+        allocations = PodResourcesBoard()
+        self.resolver = resolver = build_workload_resolver(cfg, sim, allocations)
+        if sim is not None:  # the simulated node's kubelet, read through the real client
+            from gpuledger.sim.kubelet import SimulatedKubelet
+
+            socket = cfg.state_dir / "simulated-kubelet.sock"
+            # unix socket paths are limited to ~107 bytes: else a short temporary one
+            self.sim_kubelet = SimulatedKubelet(
+                sim, socket if len(str(socket)) < 100 else None
+            ).start()
         if cfg.ledger.enabled:
             self.ledger = _build_ledger(cfg, resolver.claims)
         otel = self.otel
@@ -203,7 +223,9 @@ class Agent:
             snapshot=lambda: self.runtime.store.snapshot,
             label_keys=cfg.attribution.label_keys,
             pods=resolver.pods,
+            pod_resources=allocations,
             nvml=sim.nvml if sim is not None else None,
+            kubelet_socket=self.sim_kubelet.socket if self.sim_kubelet is not None else None,
             ledger=self.ledger,
             storage_growth=self._storage_growth if self.ledger is not None else None,
             probe_spans=otel.on_probe if otel is not None and cfg.otel.probe_spans else None,
@@ -241,6 +263,32 @@ class Agent:
                 interval_s=cfg.collection.interval_seconds, timeout_s=1.0, expect=SlurmLookupStatus
             )
             self.runtime.add(SlurmLookupHealth(jobs), schedule)
+
+    def _attribution(self) -> list[dict[str, object]]:
+        """``GET /api/v1/attribution``: each device's owners at its last attribution and
+        the source that decided them."""
+        assert self.resolver is not None
+        return [
+            {
+                "uuid": d.uuid,
+                "index": d.index,
+                "mig_instance": d.mig_instance,
+                "mig_device_uuid": d.mig_device_uuid,
+                "decided_by": d.decided_by,
+                "owners": [
+                    {
+                        "namespace": o.namespace,
+                        "service": o.service,
+                        "pod": o.pod,
+                        "container": o.container,
+                    }
+                    for o in d.owners
+                ],
+            }
+            for _key, d in sorted(
+                self.resolver.decisions.items(), key=lambda kv: (kv[1].index, kv[0][1] or -1)
+            )
+        ]
 
     def _storage_growth(self, window_s: float, min_samples: int) -> StorageGrowth:
         """Growth over ``window_s`` from the samples the ledger's spool keeps (for a day
@@ -294,6 +342,8 @@ class Agent:
             self.reporter.store.close()
         if self.resolver is not None:
             self.resolver.close()
+        if self.sim_kubelet is not None:
+            self.sim_kubelet.stop()
 
 
 def build(cfg: AgentConfig) -> tuple[AgentRuntime, ASGIApp]:

@@ -211,11 +211,11 @@ class AgentRuntime:
             thread.start()
 
     def ready(self) -> tuple[bool, dict[str, str]]:
-        """Ready once every collector has succeeded at least once."""
+        """Ready once every collector that gates readiness has succeeded at least once."""
         pending = {
             r.name: (r.state.last_error or "not run yet")
             for r in self.runners
-            if r.state.last_success_unix is None
+            if r.state.last_success_unix is None and r.schedule.gates_readiness
         }
         return (not pending, pending)
 

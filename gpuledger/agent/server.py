@@ -94,8 +94,9 @@ def create_app(
     ledger_store: LedgerStore | None = None,
     reports_dir: Path | None = None,
     max_request_bytes: int = 64 * 1024,
+    attribution: Callable[[], list[dict[str, object]]] | None = None,
 ) -> ASGIApp:
-    api = _create_api(runtime, ledger_store, reports_dir)
+    api = _create_api(runtime, ledger_store, reports_dir, attribution)
     store = runtime.store
     token = api_token.encode() if api_token else None
     plain_headers = [(b"content-type", CONTENT_TYPE.encode())]
@@ -150,7 +151,10 @@ def _parse_time(value: str, name: str) -> datetime:
 
 
 def _create_api(
-    runtime: AgentRuntime, ledger_store: LedgerStore | None, reports_dir: Path | None
+    runtime: AgentRuntime,
+    ledger_store: LedgerStore | None,
+    reports_dir: Path | None,
+    attribution: Callable[[], list[dict[str, object]]] | None = None,
 ) -> FastAPI:
     app = FastAPI(
         title="gpuledger agent",
@@ -233,6 +237,15 @@ def _create_api(
 
     if reports_dir is not None:
         _mount_reports(app, reports_dir)
+
+    @app.get("/api/v1/attribution")
+    async def attribution_now() -> dict[str, Any]:
+        """Who holds each device now (at its last attribution by the ledger), and which
+        source decided it: ``static``, ``process``, ``podresources``, ``dcgm``,
+        ``unattributed`` or ``idle`` (docs/attribution.md)."""
+        if attribution is None:
+            raise HTTPException(404, "this agent attributes no devices")
+        return {"devices": attribution()}
 
     @app.get("/api/v1/collectors")
     async def collectors() -> dict[str, Any]:

@@ -20,6 +20,9 @@ class Schedule:
     interval_s: float
     timeout_s: float
     expect: type  # the reading type this collector must return
+    # False: /readyz does not wait for this collector's first success (an optional input,
+    # such as the kubelet's pod-resources socket, that a node may not offer).
+    gates_readiness: bool = True
 
 
 class CollectorError(Exception):

@@ -22,6 +22,7 @@ from gpuledger.collectors.pgvector.source import PGVECTOR_SOURCE
 from gpuledger.collectors.source import AnySource
 from gpuledger.collectors.vllm.probe.source import PROBES_SOURCE
 from gpuledger.collectors.vllm.source import VLLM_SOURCE
+from gpuledger.collectors.workload.podresources.source import PODRESOURCES_SOURCE
 
 _BUILT_IN: tuple[AnySource, ...] = (
     NVML_SOURCE,
@@ -30,6 +31,7 @@ _BUILT_IN: tuple[AnySource, ...] = (
     GATEWAY_SOURCE,
     PGVECTOR_SOURCE,
     PROBES_SOURCE,
+    PODRESOURCES_SOURCE,
 )
 
 _sources: list[AnySource] = []

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
 from pydantic import BaseModel
@@ -31,6 +32,7 @@ if TYPE_CHECKING:
     from gpuledger.collectors.pgvector.growth import GrowthTracker
     from gpuledger.collectors.textformat.render import FamiliesBuilder
     from gpuledger.collectors.vllm.types import ProbeResult, ProbeVerdict, VllmTelemetry
+    from gpuledger.collectors.workload.podresources.types import PodResourcesBoard
     from gpuledger.collectors.workload.pods import PodDirectory
 
 T = TypeVar("T")
@@ -92,7 +94,11 @@ class BuildContext:
     snapshot: Callable[[], Readings]  # the agent's current snapshot, read at call time
     label_keys: tuple[str, ...] = DEFAULT_LABEL_KEYS  # attribution's service-name labels
     pods: PodDirectory | None = None  # this node's pods (Kubernetes or static), if known
+    # The kubelet's device allocations, shared with the attribution (podresources:).
+    pod_resources: PodResourcesBoard | None = None
     nvml: NvmlApi | None = None  # a simulated node's NVML in place of the real library
+    # A simulated node's kubelet socket in place of the configured one (always read).
+    kubelet_socket: Path | None = None
     ledger: LedgerSink | None = None  # None: this agent keeps no ledger
     # Growth over a window (seconds) from at least n samples, kept by the ledger's spool;
     # None without a ledger.

@@ -1,19 +1,27 @@
-"""The simulated node attributed through the real path: a proc tree and a pod directory.
+"""The simulated node attributed through the real path: a proc tree, a pod directory and
+the kubelet's device allocations.
 
 The agent does not read the simulation's model to know who holds a GPU: it is handed the
-same kind of evidence a real node gives (``/proc/<pid>/cgroup`` files and pod metadata),
-so a demo exercises cgroup parsing, pod lookup and the naming rules for real.
+same kind of evidence a real node gives (``/proc/<pid>/cgroup`` files, pod metadata, and
+the pod-resources answers of :mod:`gpuledger.sim.kubelet`), so a demo exercises cgroup
+parsing, pod lookup, the kubelet client and the naming rules for real.
+
+Besides the pods of its processes, the node has one **idle-holding pod**
+(:func:`idle_holders`): a notebook that holds the empty MIG instance of MIG layout A and
+runs no process on it. Only the kubelet knows it, so it is billed (busy 0) only where the
+pod-resources source reads the simulated kubelet.
 """
 
 from __future__ import annotations
 
 import hashlib
 import uuid as uuidlib
+from dataclasses import dataclass
 from pathlib import Path
 
 from gpuledger.collectors.workload.pods import PodInfo, StaticPodDirectory
 from gpuledger.sim import mps
-from gpuledger.sim.node import SimulatedNode
+from gpuledger.sim.node import SimDevice, SimulatedNode
 
 _SIM_UID_NAMESPACE = uuidlib.UUID("6f1c2a4e-2d0b-4c55-9a57-0b8f3c1d2e90")
 
@@ -24,6 +32,30 @@ def _sim_pod_uid(namespace: str, pod: str) -> str:
 
 def _sim_container_id(namespace: str, pod: str, container: str) -> str:
     return hashlib.sha256(f"{namespace}/{pod}/{container}".encode()).hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class IdleHolder:
+    """A pod the kubelet allocated a device to, with no process on it."""
+
+    namespace: str
+    service: str
+    pod: str
+    container: str
+    device: SimDevice
+
+
+NOTEBOOK_NAMESPACE, NOTEBOOK_SERVICE = "research", "notebook"
+
+
+def idle_holders(node: SimulatedNode) -> tuple[IdleHolder, ...]:
+    """The node's idle-holding pods: a notebook on the first MIG instance no process runs
+    on (none on a node without such an instance)."""
+    for d in node.devices:
+        if d.mig_device_uuid is not None and not d.processes:
+            pod = f"{NOTEBOOK_SERVICE}-{d.mig_device_uuid[4:14].lower()}-0"
+            return (IdleHolder(NOTEBOOK_NAMESPACE, NOTEBOOK_SERVICE, pod, "jupyter", d),)
+    return ()
 
 
 def simulated_sources(
@@ -80,4 +112,17 @@ def simulated_sources(
         )
     mps_gpus = [g.index for g in node.gpus if g.role == "mps"]
     infos += mps.write_servers(root, mps_gpus, node_name)  # the MPS GPU's server and its pod
+    for h in idle_holders(node):  # a StatefulSet's pod: its service from the name label
+        infos.append(
+            PodInfo(
+                uid=_sim_pod_uid(h.namespace, h.pod),
+                namespace=h.namespace,
+                name=h.pod,
+                labels={"app.kubernetes.io/name": h.service},
+                owner_kind="StatefulSet",
+                owner_name=h.pod.rpartition("-")[0],
+                node_name=node_name,
+                container_ids={_sim_container_id(h.namespace, h.pod, h.container): h.container},
+            )
+        )
     return root, StaticPodDirectory(infos)

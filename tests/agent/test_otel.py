@@ -253,6 +253,7 @@ def agent_config(tmp_path: Path, **sections: Any) -> AgentConfig:
         "node_name": NODE,
         "simulate": {"enabled": True, "gpus": GPUS, "seed": SEED},
         "nvml": {"interval_seconds": 3600},  # one collection: a snapshot that stays put
+        "podresources": {"interval_seconds": 3600},  # the simulated kubelet's, likewise
         "ledger": {"flush_interval_seconds": 3600},
     }
     for key, value in sections.items():
@@ -322,6 +323,8 @@ def test_metrics_export_carries_the_schema_with_the_exposition_values(
     agent = start(running, cfg)
     store = agent.runtime.store
     nvml = wait_until(lambda: (s := store.snapshot.collectors.get("nvml")) and s.up and s)
+    # the simulated kubelet's one run too, before the snapshot is taken as settled
+    wait_until(lambda: (s := store.snapshot.collectors.get("podresources")) and s.up)
     version = store.snapshot.version
     seen = len(receiver.of("/v1/metrics"))
     wait_until(lambda: len(receiver.of("/v1/metrics")) >= seen + 2, timeout=10)

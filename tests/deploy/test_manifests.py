@@ -24,6 +24,7 @@ from gpuledger.agent.config import AgentConfig, ConfigError, load_config
 from gpuledger.alerts.config import AlertsConfig
 from gpuledger.chargeback.report.ratecard import default_card_text
 from gpuledger.cli import app
+from gpuledger.collectors.workload.podresources.source import PODRESOURCES_SOURCE
 from gpuledger.deploy.kubernetes import common as k8s
 from gpuledger.deploy.kubernetes.options import ManifestOptions
 from gpuledger.deploy.kubernetes.output import GENERATED_HEADER, manifests, render, write_manifests
@@ -418,6 +419,11 @@ def test_every_container_is_locked_down(variant: str) -> None:
                 assert sc["capabilities"]["add"] == ["CHOWN"]
                 assert sc["runAsUser"] == 0
                 assert c["volumeMounts"] == [{"name": "state", "mountPath": k8s.STATE_DIR}]
+            elif c["name"] == "agent" and workload["kind"] == "DaemonSet":
+                # root for the kubelet's pod-resources socket (on by default), no caps
+                assert "add" not in sc["capabilities"], c["name"]
+                assert sc["runAsUser"] == sc["runAsGroup"] == 0
+                assert sc["runAsNonRoot"] is False
             else:
                 assert "add" not in sc["capabilities"], c["name"]
                 assert sc["runAsNonRoot"] is True
@@ -432,7 +438,8 @@ def test_host_access_follows_process_attribution(tmp_path: Path) -> None:
         spec = pod_spec(ds)
         assert spec["hostPID"] is on
         host_paths = {v["hostPath"]["path"] for v in spec["volumes"] if "hostPath" in v}
-        assert host_paths == ({k8s.STATE_DIR, "/proc"} if on else {k8s.STATE_DIR})
+        base = {k8s.STATE_DIR, k8s.POD_RESOURCES_DIR}  # the socket's directory: on by default
+        assert host_paths == (base | {"/proc"} if on else base)
         agent = spec["containers"][0]
         proc_mounts = [m for m in agent["volumeMounts"] if m["mountPath"] == "/host/proc"]
         assert proc_mounts == (
@@ -451,19 +458,41 @@ def test_host_access_follows_process_attribution(tmp_path: Path) -> None:
         assert "hostPID" not in pod_spec(wl) or wl["kind"] == "DaemonSet"
 
 
-def test_pod_resources_socket_is_opt_in() -> None:
-    def mounted(docs: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
-        agent = pod_spec(one(docs, "DaemonSet", k8s.AGENT))["containers"][0]
-        return [m for m in agent["volumeMounts"] if m["name"] == "pod-resources"]
+def test_pod_resources_socket_is_on_by_default(tmp_path: Path) -> None:
+    def agent(docs: dict[str, dict[str, Any]]) -> dict[str, Any]:
+        container: dict[str, Any] = pod_spec(one(docs, "DaemonSet", k8s.AGENT))["containers"][0]
+        return container
 
-    assert mounted(DEFAULT) == []
-    assert mounted(manifests(ManifestOptions(pod_resources=True))) == [
+    def mounted(docs: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+        return [m for m in agent(docs)["volumeMounts"] if m["name"] == "pod-resources"]
+
+    assert mounted(DEFAULT) == [
         {
             "name": "pod-resources",
             "mountPath": "/var/lib/kubelet/pod-resources",
             "readOnly": True,
         }
     ]
+    volume = next(
+        v
+        for v in pod_spec(one(DEFAULT, "DaemonSet", k8s.AGENT))["volumes"]
+        if v["name"] == "pod-resources"
+    )
+    # a node without the directory still starts the agent (the collector is down there)
+    assert volume["hostPath"] == {
+        "path": "/var/lib/kubelet/pod-resources",
+        "type": "DirectoryOrCreate",
+    }
+    assert agent(DEFAULT)["securityContext"]["runAsUser"] == 0
+    off = manifests(ManifestOptions(pod_resources=False))
+    assert mounted(off) == []
+    assert agent(off)["securityContext"]["runAsUser"] == 65532
+    assert agent(off)["securityContext"]["runAsNonRoot"] is True
+    for opts, on in ((ManifestOptions(), True), (ManifestOptions(pod_resources=False), False)):
+        docs = manifests(opts)
+        ds = one(docs, "DaemonSet", k8s.AGENT)
+        cfg = load_mounted_config(tmp_path, docs, ds, container_env(agent(docs), "n", "h"))
+        assert cfg.section(PODRESOURCES_SOURCE).enabled is on
 
 
 def test_rbac_is_exactly_what_the_pod_directory_needs() -> None:

@@ -114,7 +114,8 @@ def test_agent_scraped_by_real_prometheus(tmp_path: Path, dcgm: StandIn) -> None
                 s["metric"]["collector"]: float(s["value"][1])
                 for s in prom.query("gpuledger_collector_up")
             }
-            assert up == {"nvml": 1.0, "dcgm": 1.0}
+            # podresources: the simulated node's kubelet, which a simulated agent always reads
+            assert up == {"nvml": 1.0, "dcgm": 1.0, "podresources": 1.0}
             # board energy is counted once: no MIG instance series carries it
             assert prom.query('gpuledger_gpu_energy_joules_total{mig_instance!=""}') == []
             (rate,) = prom.query("sum(gpuledger_gpu_energy_joules_total) > 0")

@@ -15,31 +15,38 @@ b. **NVML processes**, one by one: ``/proc/<pid>/cgroup`` → pod UID and contai
    :data:`~gpuledger.chargeback.attribution.claims.UNATTRIBUTED_OWNER` -- the GPU is busy
    for someone unknown, never silently idle. Each claim carries its processes' SM
    utilization and memory, summed per owner (a pod's several processes make one claim).
-c. **dcgm-exporter's workloads** (``GpuReading.workloads``, from the kubelet's
-   pod-resources API), used when no process resolved: dcgm knows which pod the device
-   plugin gave the device to even before that pod has a process on it. The service comes
-   from the pod directory when it knows the pod, else from the pod name (ReplicaSet hash
-   stripped).
+c. **The kubelet's pod-resources API** (``podresources:``, read by this agent), used when
+   no process resolved to a pod: the pods the device plugin or a DRA driver gave the
+   device to, even before (or without) a process on it -- their allocated time, busy 0.
+d. **dcgm-exporter's workloads** (``GpuReading.workloads``, the same kubelet API read by
+   dcgm-exporter), used when neither of the above decided. The service of c. and d.
+   comes from the pod directory when it knows the pod, else from the pod name
+   (ReplicaSet hash stripped).
 
 An empty list means nobody holds the device; the share code turns that into idle.
+Which of them decided each device is kept in :attr:`WorkloadResolver.decisions`
+(``GET /api/v1/attribution``).
 """
 
 from __future__ import annotations
 
 import logging
 import re
+import threading
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
+from types import MappingProxyType
 from typing import Annotated, Literal, Protocol
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from gpuledger.chargeback.attribution.claims import UNATTRIBUTED_OWNER, Claim, Owner
-from gpuledger.collectors.gpu.readings import GpuReading, ProcessReading, WorkloadRef
+from gpuledger.collectors.gpu.readings import DeviceKey, GpuReading, ProcessReading, WorkloadRef
 from gpuledger.collectors.workload.cgroup import ProcessInfo, read_process
 from gpuledger.collectors.workload.hami import declared_core_share
+from gpuledger.collectors.workload.podresources.types import Allocation, PodResourcesBoard
 from gpuledger.collectors.workload.pods import (
     DEFAULT_LABEL_KEYS,
     PodDirectory,
@@ -51,6 +58,7 @@ from gpuledger.collectors.workload.slurm import SlurmJob, SlurmJobRef
 
 __all__ = [
     "AttributionConfig",
+    "Decision",
     "KubernetesAttributionConfig",
     "SlurmAttributionConfig",
     "SlurmJobs",
@@ -198,6 +206,22 @@ class SlurmNaming:
 
 
 # --- the resolver --------------------------------------------------------------------------
+DecidedBy = str
+"""``static``, ``process``, ``podresources``, ``dcgm``, ``unattributed`` or ``idle``."""
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """How one device's claims were decided at its last attribution."""
+
+    uuid: str
+    index: int
+    mig_instance: int | None
+    mig_device_uuid: str | None
+    decided_by: DecidedBy
+    owners: tuple[Owner, ...]
+
+
 @dataclass
 class _Sum:
     util: float | None = None
@@ -237,22 +261,46 @@ class WorkloadResolver:
         static: StaticMapping | None,
         label_keys: Sequence[str] = DEFAULT_LABEL_KEYS,
         slurm: SlurmNaming | None = None,
+        allocations: PodResourcesBoard | None = None,
     ) -> None:
         self.proc_root = proc_root
         self.pods = pods
         self.slurm = slurm
         self.static = static if static else None
         self.label_keys = tuple(label_keys)
+        self.allocations = allocations
         self.counters: Counter[str] = Counter()
+        self._decisions: dict[DeviceKey, Decision] = {}
+        self._decisions_lock = threading.Lock()
+
+    @property
+    def decisions(self) -> Mapping[DeviceKey, Decision]:
+        """Each device's last decision (a copy; written from the ledger's thread)."""
+        with self._decisions_lock:
+            return MappingProxyType(dict(self._decisions))
 
     def claims(self, reading: GpuReading) -> list[Claim]:
+        decided_by, claims = self._claims(reading)
+        decision = Decision(
+            uuid=reading.uuid,
+            index=reading.index,
+            mig_instance=reading.mig_instance,
+            mig_device_uuid=reading.mig_device_uuid,
+            decided_by=decided_by,
+            owners=tuple(c.owner for c in claims),
+        )
+        with self._decisions_lock:
+            self._decisions[reading.key] = decision
+        return claims
+
+    def _claims(self, reading: GpuReading) -> tuple[DecidedBy, list[Claim]]:
         if self.static is not None:
             owner = self.static.for_device(reading)
             if owner is not None:
                 total = _Sum()
                 for p in reading.processes:
                     total.add(p.sm_utilization_ratio, p.used_memory_bytes)
-                return [total.claim(owner)]
+                return "static", [total.claim(owner)]
         resolved: dict[Owner, _Sum] = {}
         pods: dict[Owner, PodInfo] = {}
         unresolved = _Sum()
@@ -266,11 +314,18 @@ class WorkloadResolver:
                 resolved.setdefault(owner, _Sum()).add(p.sm_utilization_ratio, p.used_memory_bytes)
                 if pod is not None:
                     pods[owner] = pod
-        if not resolved and reading.workloads:
-            owners = list(dict.fromkeys(self._workload_owner(w) for w in reading.workloads))
-            if len(owners) == 1:
-                return [unresolved.claim(owners[0])]
-            return [Claim(owner=o) for o in owners]
+        if not resolved:
+            # A device nobody's process resolved on: the pods it was allocated to, from
+            # this agent's own kubelet answer first, else dcgm-exporter's labels.
+            for decided_by, owners in (
+                ("podresources", self._allocated_owners(reading)),
+                ("dcgm", [self._workload_owner(w) for w in reading.workloads]),
+            ):
+                owners = list(dict.fromkeys(owners))
+                if len(owners) == 1:
+                    return decided_by, [unresolved.claim(owners[0])]
+                if owners:
+                    return decided_by, [Claim(owner=o) for o in owners]
         declared = self._declared(reading, pods)
         claims = [
             replace(s.claim(o), declared_share=declared.get(o)) for o, s in sorted(resolved.items())
@@ -278,7 +333,9 @@ class WorkloadResolver:
         if unresolved_count:
             self.counters["unattributed"] += unresolved_count
             claims.append(unresolved.claim(UNATTRIBUTED_OWNER))
-        return claims
+        if resolved:
+            return "process", claims
+        return ("unattributed" if claims else "idle"), claims
 
     def close(self) -> None:
         for part in (self.pods, self.slurm.jobs if self.slurm is not None else None):
@@ -363,10 +420,27 @@ class WorkloadResolver:
                 return static_owner, None
         return None, None
 
+    def _allocated_owners(self, reading: GpuReading) -> list[Owner]:
+        index = self.allocations.current() if self.allocations is not None else None
+        if index is None:
+            return []
+        found: Sequence[Allocation] = index.holding(
+            gpu_uuid=reading.uuid,
+            index=reading.index,
+            mig_device_uuid=reading.mig_device_uuid,
+            mig_profile=reading.mig_profile,
+        )
+        return sorted(
+            self._pod_owner(a.holder.namespace, a.holder.pod, a.holder.container) for a in found
+        )
+
     def _workload_owner(self, w: WorkloadRef) -> Owner:
-        pod = self.pods.by_name(w.namespace, w.pod) if self.pods is not None else None
-        service = service_name(pod, self.label_keys) if pod else service_from_pod_name(w.pod)
-        return Owner(namespace=w.namespace, service=service, pod=w.pod, container=w.container)
+        return self._pod_owner(w.namespace, w.pod, w.container)
+
+    def _pod_owner(self, namespace: str, pod_name: str, container: str) -> Owner:
+        pod = self.pods.by_name(namespace, pod_name) if self.pods is not None else None
+        service = service_name(pod, self.label_keys) if pod else service_from_pod_name(pod_name)
+        return Owner(namespace=namespace, service=service, pod=pod_name, container=container)
 
 
 MPS_DAEMON_COMM = "nvidia-cuda-mps"
@@ -380,10 +454,13 @@ def _is_mps_daemon(comm: str | None, cmdline: str | None) -> bool:
     return first.rsplit("/", 1)[-1] in ("nvidia-cuda-mps-server", "nvidia-cuda-mps-control")
 
 
-def build_resolver(config: AttributionConfig, node_name: str) -> WorkloadResolver:
+def build_resolver(
+    config: AttributionConfig, node_name: str, allocations: PodResourcesBoard | None = None
+) -> WorkloadResolver:
     """The resolver an agent runs with; starts the Kubernetes pod directory and the Slurm
     lookup worker when enabled (both work in the background;
-    :meth:`WorkloadResolver.close` stops them)."""
+    :meth:`WorkloadResolver.close` stops them). ``allocations``: the kubelet's
+    pod-resources answers, when that source runs."""
     pods: PodDirectory | None = None
     if config.kubernetes.enabled:
         from gpuledger.collectors.workload.kubernetes import KubernetesPodDirectory
@@ -416,4 +493,5 @@ def build_resolver(config: AttributionConfig, node_name: str) -> WorkloadResolve
         static=static if static else None,
         label_keys=config.label_keys,
         slurm=slurm,
+        allocations=allocations,
     )

@@ -82,6 +82,7 @@ def agent_config(o: ManifestOptions) -> dict[str, Any]:
             "kubernetes": {"enabled": True},
         },
         "vllm": {"enabled": True, "discovery": {"enabled": True}},
+        "podresources": {"enabled": o.pod_resources},
     }
 
 

@@ -44,7 +44,7 @@ class ManifestOptions:
     image: str = DEFAULT_IMAGE
     runtime_class: str | None = None
     process_attribution: bool = True
-    pod_resources: bool = False
+    pod_resources: bool = True
     dcgm_url: str | None = None
     metrics_require_token: bool = False
     priority_class: str | None = None

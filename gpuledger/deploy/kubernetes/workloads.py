@@ -71,15 +71,23 @@ def _probes() -> dict[str, Any]:
 # --- the node agent --------------------------------------------------------------------------
 # Chowns the hostPath state directory (created root:root 0755 by the kubelet) to the agent's
 # uid; lchown never follows a link. The only root step, with CAP_CHOWN and nothing else.
-CHOWN_SCRIPT = (
-    "import os\n"
-    f"uid = gid = {RUN_AS_USER}\n"
-    f"for d, _, files in os.walk({STATE_DIR!r}):\n"
-    "    for p in [d] + [os.path.join(d, f) for f in files]:\n"
-    "        st = os.lstat(p)\n"
-    "        if (st.st_uid, st.st_gid) != (uid, gid):\n"
-    "            os.lchown(p, uid, gid)\n"
-)
+def chown_script(uid: int = RUN_AS_USER) -> str:
+    return (
+        "import os\n"
+        f"uid = gid = {uid}\n"
+        f"for d, _, files in os.walk({STATE_DIR!r}):\n"
+        "    for p in [d] + [os.path.join(d, f) for f in files]:\n"
+        "        st = os.lstat(p)\n"
+        "        if (st.st_uid, st.st_gid) != (uid, gid):\n"
+        "            os.lchown(p, uid, gid)\n"
+    )
+
+
+def agent_uid(o: ManifestOptions) -> int:
+    """The agent container's uid: root (no capabilities) where it reads the kubelet's
+    pod-resources socket, which admits its owner only; else the image's non-root uid. The
+    state directory is handed to it: root without CAP_DAC_OVERRIDE writes only what it owns."""
+    return 0 if o.pod_resources else RUN_AS_USER
 
 
 def _agent_env(o: ManifestOptions) -> list[dict[str, Any]]:
@@ -112,7 +120,9 @@ def daemonset(o: ManifestOptions) -> dict[str, Any]:
         volumes.append(
             {
                 "name": "pod-resources",
-                "hostPath": {"path": POD_RESOURCES_DIR, "type": "Directory"},
+                # DirectoryOrCreate: a node without the socket still starts the agent
+                # (podresources is then down, the other sources attribute).
+                "hostPath": {"path": POD_RESOURCES_DIR, "type": "DirectoryOrCreate"},
             }
         )
         mounts.append({"name": "pod-resources", "mountPath": POD_RESOURCES_DIR, "readOnly": True})
@@ -127,14 +137,17 @@ def daemonset(o: ManifestOptions) -> dict[str, Any]:
         "env": _agent_env(o),
         "resources": copy_resources(AGENT_RESOURCES),
         **_probes(),
-        "securityContext": container_security(),
+        # The kubelet's socket admits its owner, root, only: with pod-resources on, the
+        # agent runs as uid 0 -- every capability dropped, no privilege escalation,
+        # read-only root filesystem.
+        "securityContext": container_security(run_as_root=o.pod_resources),
         "volumeMounts": mounts,
     }
     init: dict[str, Any] = {
         "name": "chown-state",
         "image": o.image,
         "imagePullPolicy": "IfNotPresent",
-        "command": ["python3", "-c", CHOWN_SCRIPT],
+        "command": ["python3", "-c", chown_script(agent_uid(o))],
         "resources": copy_resources(INIT_RESOURCES),
         "securityContext": container_security(add=("CHOWN",), run_as_root=True),
         "volumeMounts": [{"name": "state", "mountPath": STATE_DIR}],
@@ -327,15 +340,18 @@ def notes(o: ManifestOptions) -> dict[str, str]:
 # --dcgm-url 'http://$(HOST_IP):9400/metrics' when dcgm-exporter has hostPort 9400
 # (HOST_IP is status.hostIP). An enabled but unreachable dcgm keeps /readyz at 503.
 #
-# The kubelet pod-resources socket is not mounted: nothing in the agent reads it today
-# (dcgm-exporter reads it and labels its series). --pod-resources mounts
-# {POD_RESOURCES_DIR} read-only for a future reader (connecting needs a uid the
-# socket admits, usually root).
+# The kubelet pod-resources socket: {POD_RESOURCES_DIR} mounted read-only
+# (hostPath DirectoryOrCreate) and read by the podresources collector, so a pod that holds
+# a GPU without running a process on it is billed (busy 0), not idle. The socket admits
+# root only: the agent container runs as uid 0 with every capability dropped. Where the
+# socket is absent, gpuledger_collector_up{{collector="podresources"}} is 0 (one log line),
+# /readyz does not wait for it, and attribution goes on from processes and dcgm-exporter.
+# --no-pod-resources: no mount, the agent runs as uid {RUN_AS_USER}.
 #
 # State: hostPath {STATE_DIR} (spool, default SQLite ledger) survives pod restarts.
 # The kubelet creates it root:root; the init container chown-state (root with CAP_CHOWN
-# only, read-only root fs) hands it and its files to uid {RUN_AS_USER}, which also
-# adopts a directory left by an agent that ran as root. The image must have python3 on
+# only, read-only root fs) hands it and its files to the agent's uid ({agent_uid(o)}), which
+# also adopts a directory left by an agent that ran as another uid. The image must have python3 on
 # PATH.
 #
 # Resources, from docs/performance.md (8 GPUs + an 8-GPU dcgm page): steady RSS

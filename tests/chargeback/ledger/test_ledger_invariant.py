@@ -1,16 +1,17 @@
 """Property: whatever happens, the store's ledger neither loses nor double counts.
 
 Random sequences of ticks (with wall-clock steps and gaps), pod churn, MIG
-reconfiguration, agent restarts (a new Ledger resuming from the same spool) and store
-outages run against the real SQLite store, under every split policy, with claims that carry
-SM samples, memory and HAMi declared core shares or not, and, now and then, an MPS GPU
-resolved by the real resolver from a proc tree: its nvidia-cuda-mps-server plus up to three
-clients in HAMi pods (some declaring cores on it), the server left out of the split. At
-the end, after the store is back and drained, for every node and hour Σ allocated over all
-owners (incl. __idle__) equals Σ observed GPU-seconds (relative error ≤ 1e-9), and the
-total observed equals what an independent model of the run says was observed: the sum,
-over ticks that followed an observation of the same process within max_gap, of dt × GPUs
-present.
+reconfiguration, the kubelet's pod-resources allocations (read by a real resolver for
+devices no process holds) and the kubelet going away, agent restarts (a new Ledger
+resuming from the same spool) and store outages run against the real SQLite store, under
+every split policy, with claims that carry SM samples, memory and HAMi declared core
+shares or not, and, now and then, an MPS GPU resolved by the real resolver from a proc
+tree: its nvidia-cuda-mps-server plus up to three clients in HAMi pods (some declaring
+cores on it), the server left out of the split. At the end, after the store is back and
+drained, for every node and hour Σ allocated over all owners (incl. __idle__) equals Σ
+observed GPU-seconds (relative error ≤ 1e-9), and the total observed equals what an
+independent model of the run says was observed: the sum, over ticks that followed an
+observation of the same process within max_gap, of dt × GPUs present.
 """
 
 from __future__ import annotations
@@ -42,6 +43,13 @@ from gpuledger.chargeback.ledger.tables import (
 )
 from gpuledger.collectors.gpu.readings import GpuReading, ProcessReading
 from gpuledger.collectors.workload.hami import ALLOCATED_ANNOTATION
+from gpuledger.collectors.workload.podresources.types import (
+    Allocation,
+    DeviceTarget,
+    Holder,
+    PodResourcesBoard,
+    PodResourcesReading,
+)
 from gpuledger.collectors.workload.pods import PodInfo, StaticPodDirectory
 
 H100 = "NVIDIA H100 80GB HBM3"
@@ -140,11 +148,35 @@ class World:
     wall: float = START
     mono: float = 1000.0
     mps: tuple[ProcessReading, ...] | None = None  # the MPS GPU's processes; None: no such GPU
-    resolver: WorkloadResolver | None = None
+    resolver: WorkloadResolver | None = None  # the MPS GPU's (with its proc tree)
 
     @property
     def gpu_count(self) -> int:
         return len(self.gpus) + (self.mps is not None)
+
+    # The kubelet's pod-resources allocations (device uuid → pods), read by a real
+    # resolver for devices no process holds; None while the kubelet is away.
+    kubelet: dict[str, list[str]] = field(default_factory=dict)
+    kubelet_up: bool = True
+    board: PodResourcesBoard = field(default_factory=PodResourcesBoard)
+
+    def __post_init__(self) -> None:
+        self.kube_resolver = WorkloadResolver(
+            proc_root=None, pods=None, static=None, allocations=self.board
+        )
+
+    def publish(self) -> None:
+        """What the pod-resources collector does after a List (or a failed one)."""
+        if not self.kubelet_up:
+            self.board.clear()
+            return
+        allocations = tuple(
+            Allocation(Holder("k", pod, "c"), DeviceTarget(uuid=uuid), "nvidia.com/gpu",
+                       "device_plugin", uuid)
+            for uuid, pods in sorted(self.kubelet.items())
+            for pod in pods
+        )  # fmt: skip
+        self.board.update(PodResourcesReading(allocations=allocations))
 
     def devices(self) -> list[GpuReading]:
         out: list[GpuReading] = []
@@ -157,6 +189,7 @@ class World:
                 slices = int(profile.split("g.")[0]) if profile else None
                 out.append(
                     GpuReading(uuid=uuid, index=i, model=H100, mig_instance=inst,
+                               mig_device_uuid=None if inst is None else f"MIG-{uuid}-{inst}",
                                mig_profile=profile, mig_slices=slices,
                                mig_total_slices=7 if mig else None, utilization_ratio=0.5,
                                power_watts=None if mig else 250.0)
@@ -170,9 +203,9 @@ class World:
         if reading.uuid == MPS_GPU and self.resolver is not None:
             return self.resolver.claims(reading)
         for inst, _, owners in self.gpus.get(reading.uuid, []):
-            if inst == reading.mig_instance:
+            if inst == reading.mig_instance and owners:  # processes resolved: they win
                 return [Claim(o, *self.details.get(o, (None, None, None))) for o in owners]
-        return []
+        return self.kube_resolver.claims(reading)  # pod-resources, else idle
 
 
 owners_st = st.lists(st.sampled_from(OWNERS), max_size=3)
@@ -216,6 +249,10 @@ step_st = st.one_of(
     st.tuples(st.just("restart")),
     st.tuples(st.just("store"), st.booleans()),
     st.tuples(st.just("flush")),
+    # the kubelet allocates a device (a whole GPU or one MIG instance) to 0-2 pods
+    st.tuples(st.just("kubelet"), st.integers(0, 2), st.sampled_from([None, 1, 2, 3]),
+              st.lists(st.sampled_from(["nb-0", "loader-1", "tiny-2"]), max_size=2)),
+    st.tuples(st.just("kubelet_up"), st.booleans()),
 )  # fmt: skip
 
 
@@ -280,6 +317,14 @@ def test_ledger_never_loses_or_double_counts(
                 store.down = bool(step[1])
             elif kind == "flush":
                 ledger.flush_once()
+            elif kind == "kubelet":
+                uuid = f"GPU-{step[1]}"
+                device = uuid if step[2] is None else f"MIG-{uuid}-{step[2]}"
+                world.kubelet[device] = list(step[3])  # type: ignore[call-overload]
+                world.publish()
+            elif kind == "kubelet_up":
+                world.kubelet_up = bool(step[1])
+                world.publish()
         store.down = False
         assert ledger.flush_once()
         assert ledger.status().pending_rows == 0

@@ -1,0 +1,139 @@
+"""What the pod-resources collector hands the agent: allocations of GPU devices to pods.
+
+A device is named the way the allocating component named it: a GPU or MIG UUID (the
+NVIDIA device plugin's default ``deviceIDStrategy: uuid``), an NVML index (its ``index``
+strategy, or NVIDIA's DRA driver's ``gpu-<minor>`` names), or a MIG profile on a GPU
+index (the DRA driver's MIG names). :class:`AllocationIndex` answers, for one device
+reading, which pods hold it.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Literal
+
+Via = Literal["device_plugin", "dra"]
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class Holder:
+    """A container the kubelet says holds a device."""
+
+    namespace: str
+    pod: str
+    container: str
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceTarget:
+    """Which device an allocation names. Exactly one of the forms is set:
+    ``uuid`` (``GPU-…`` or ``MIG-…``), ``index`` alone (a whole GPU by NVML index), or
+    ``index`` + ``mig_profile`` (a MIG instance of that profile on that GPU; the profile
+    normalized by :func:`normalize_profile`)."""
+
+    uuid: str | None = None
+    index: int | None = None
+    mig_profile: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Allocation:
+    holder: Holder
+    target: DeviceTarget
+    resource: str  # the extended resource (nvidia.com/gpu) or the DRA driver name
+    via: Via
+    device_id: str  # as the kubelet reported it (device id or CDI name)
+    replica: int | None = None  # a time-sliced replica (the device plugin's "::N")
+    claim: str | None = None  # DRA: "<claim namespace>/<claim name>"
+
+
+@dataclass(frozen=True, slots=True)
+class PodResourcesReading:
+    """One ``List`` (and ``GetAllocatableResources``) of the kubelet."""
+
+    allocations: tuple[Allocation, ...] = ()
+    allocatable: tuple[str, ...] = ()  # GPU device ids the kubelet can allocate
+    unmapped: tuple[str, ...] = ()  # GPU device ids / CDI names no device could be named from
+    pods: int = 0  # pods listed (with or without GPUs)
+
+
+def normalize_profile(profile: str) -> str:
+    """``1g.10gb`` and the DRA driver's ``1g10gb`` → ``1g10gb``."""
+    return profile.replace(".", "").replace("+", "").lower()
+
+
+@dataclass(frozen=True, slots=True)
+class AllocationIndex:
+    """Allocations looked up by device: built once per reading, read lock-free."""
+
+    by_uuid: Mapping[str, tuple[Allocation, ...]] = field(
+        default_factory=lambda: MappingProxyType({})
+    )
+    by_index: Mapping[int, tuple[Allocation, ...]] = field(
+        default_factory=lambda: MappingProxyType({})
+    )
+    by_mig: Mapping[tuple[int, str], tuple[Allocation, ...]] = field(
+        default_factory=lambda: MappingProxyType({})
+    )
+
+    @classmethod
+    def of(cls, reading: PodResourcesReading) -> AllocationIndex:
+        by_uuid: dict[str, list[Allocation]] = {}
+        by_index: dict[int, list[Allocation]] = {}
+        by_mig: dict[tuple[int, str], list[Allocation]] = {}
+        for a in reading.allocations:
+            t = a.target
+            if t.uuid is not None:
+                by_uuid.setdefault(t.uuid, []).append(a)
+            elif t.index is not None and t.mig_profile is not None:
+                by_mig.setdefault((t.index, t.mig_profile), []).append(a)
+            elif t.index is not None:
+                by_index.setdefault(t.index, []).append(a)
+        return cls(
+            MappingProxyType({k: tuple(v) for k, v in by_uuid.items()}),
+            MappingProxyType({k: tuple(v) for k, v in by_index.items()}),
+            MappingProxyType({k: tuple(v) for k, v in by_mig.items()}),
+        )
+
+    def holding(
+        self,
+        *,
+        gpu_uuid: str,
+        index: int,
+        mig_device_uuid: str | None,
+        mig_profile: str = "",
+    ) -> tuple[Allocation, ...]:
+        """The allocations of one device reading: a MIG instance by its MIG UUID (else by
+        its profile on its GPU's index: NVIDIA's DRA names), a whole GPU by its UUID, else
+        by its index."""
+        if mig_device_uuid is not None:
+            found = self.by_uuid.get(mig_device_uuid, ())
+            if not found and mig_profile:
+                found = self.by_mig.get((index, normalize_profile(mig_profile)), ())
+            return found
+        return self.by_uuid.get(gpu_uuid, ()) or self.by_index.get(index, ())
+
+
+class PodResourcesBoard:
+    """The latest allocations, shared by the collector (writer) and the attribution
+    (reader). ``None`` until a first successful ``List`` and after a failed one: a kubelet
+    that cannot be asked decides nothing (the other sources still do)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._index: AllocationIndex | None = None
+
+    def update(self, reading: PodResourcesReading) -> None:
+        index = AllocationIndex.of(reading)
+        with self._lock:
+            self._index = index
+
+    def clear(self) -> None:
+        with self._lock:
+            self._index = None
+
+    def current(self) -> AllocationIndex | None:
+        return self._index
