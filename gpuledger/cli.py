@@ -483,9 +483,10 @@ def manifests(
         typer.Option(
             "--pod-resources/--no-pod-resources",
             help="Mount the kubelet pod-resources socket directory (read-only) and read "
-            "it (podresources.enabled), running the agent as uid 0 with no capabilities.",
+            "it (podresources.enabled). The socket admits root only, so this runs the agent "
+            "as uid 0 with no capabilities; off by default (non-root).",
         ),
-    ] = True,
+    ] = False,
     dcgm_url: Annotated[
         str | None,
         typer.Option(

@@ -419,12 +419,15 @@ def test_every_container_is_locked_down(variant: str) -> None:
                 assert sc["capabilities"]["add"] == ["CHOWN"]
                 assert sc["runAsUser"] == 0
                 assert c["volumeMounts"] == [{"name": "state", "mountPath": k8s.STATE_DIR}]
-            elif c["name"] == "agent" and workload["kind"] == "DaemonSet":
-                # root for the kubelet's pod-resources socket (on by default), no caps
+            elif (
+                c["name"] == "agent"
+                and workload["kind"] == "DaemonSet"
+                and VARIANTS[variant].pod_resources
+            ):  # opted in: root for the kubelet's pod-resources socket, still no caps
                 assert "add" not in sc["capabilities"], c["name"]
                 assert sc["runAsUser"] == sc["runAsGroup"] == 0
                 assert sc["runAsNonRoot"] is False
-            else:
+            else:  # every other container, and the agent by default: non-root
                 assert "add" not in sc["capabilities"], c["name"]
                 assert sc["runAsNonRoot"] is True
                 assert sc["runAsUser"] == sc["runAsGroup"] == 65532
@@ -438,7 +441,7 @@ def test_host_access_follows_process_attribution(tmp_path: Path) -> None:
         spec = pod_spec(ds)
         assert spec["hostPID"] is on
         host_paths = {v["hostPath"]["path"] for v in spec["volumes"] if "hostPath" in v}
-        base = {k8s.STATE_DIR, k8s.POD_RESOURCES_DIR}  # the socket's directory: on by default
+        base = {k8s.STATE_DIR}  # the pod-resources socket's directory only when opted in
         assert host_paths == (base | {"/proc"} if on else base)
         agent = spec["containers"][0]
         proc_mounts = [m for m in agent["volumeMounts"] if m["mountPath"] == "/host/proc"]
@@ -458,7 +461,7 @@ def test_host_access_follows_process_attribution(tmp_path: Path) -> None:
         assert "hostPID" not in pod_spec(wl) or wl["kind"] == "DaemonSet"
 
 
-def test_pod_resources_socket_is_on_by_default(tmp_path: Path) -> None:
+def test_pod_resources_socket_is_opt_in_and_runs_the_agent_as_root(tmp_path: Path) -> None:
     def agent(docs: dict[str, dict[str, Any]]) -> dict[str, Any]:
         container: dict[str, Any] = pod_spec(one(docs, "DaemonSet", k8s.AGENT))["containers"][0]
         return container
@@ -466,7 +469,11 @@ def test_pod_resources_socket_is_on_by_default(tmp_path: Path) -> None:
     def mounted(docs: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
         return [m for m in agent(docs)["volumeMounts"] if m["name"] == "pod-resources"]
 
-    assert mounted(DEFAULT) == [
+    on = manifests(ManifestOptions(pod_resources=True))
+    assert mounted(DEFAULT) == []  # non-root by default
+    assert agent(DEFAULT)["securityContext"]["runAsUser"] == 65532
+    assert agent(DEFAULT)["securityContext"]["runAsNonRoot"] is True
+    assert mounted(on) == [
         {
             "name": "pod-resources",
             "mountPath": "/var/lib/kubelet/pod-resources",
@@ -475,7 +482,7 @@ def test_pod_resources_socket_is_on_by_default(tmp_path: Path) -> None:
     ]
     volume = next(
         v
-        for v in pod_spec(one(DEFAULT, "DaemonSet", k8s.AGENT))["volumes"]
+        for v in pod_spec(one(on, "DaemonSet", k8s.AGENT))["volumes"]
         if v["name"] == "pod-resources"
     )
     # a node without the directory still starts the agent (the collector is down there)
@@ -483,16 +490,17 @@ def test_pod_resources_socket_is_on_by_default(tmp_path: Path) -> None:
         "path": "/var/lib/kubelet/pod-resources",
         "type": "DirectoryOrCreate",
     }
-    assert agent(DEFAULT)["securityContext"]["runAsUser"] == 0
-    off = manifests(ManifestOptions(pod_resources=False))
-    assert mounted(off) == []
-    assert agent(off)["securityContext"]["runAsUser"] == 65532
-    assert agent(off)["securityContext"]["runAsNonRoot"] is True
-    for opts, on in ((ManifestOptions(), True), (ManifestOptions(pod_resources=False), False)):
+    sc = agent(on)["securityContext"]
+    assert sc["runAsUser"] == sc["runAsGroup"] == 0  # the socket admits its owner only
+    assert sc["runAsNonRoot"] is False
+    assert sc["capabilities"] == {"drop": ["ALL"]}
+    assert sc["allowPrivilegeEscalation"] is False
+    assert sc["readOnlyRootFilesystem"] is True
+    for opts, enabled in ((ManifestOptions(pod_resources=True), True), (ManifestOptions(), False)):
         docs = manifests(opts)
         ds = one(docs, "DaemonSet", k8s.AGENT)
         cfg = load_mounted_config(tmp_path, docs, ds, container_env(agent(docs), "n", "h"))
-        assert cfg.section(PODRESOURCES_SOURCE).enabled is on
+        assert cfg.section(PODRESOURCES_SOURCE).enabled is enabled
 
 
 def test_rbac_is_exactly_what_the_pod_directory_needs() -> None:

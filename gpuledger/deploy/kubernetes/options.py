@@ -44,7 +44,7 @@ class ManifestOptions:
     image: str = DEFAULT_IMAGE
     runtime_class: str | None = None
     process_attribution: bool = True
-    pod_resources: bool = True
+    pod_resources: bool = False  # opt-in: the kubelet socket needs the agent to run as root
     dcgm_url: str | None = None
     metrics_require_token: bool = False
     priority_class: str | None = None
