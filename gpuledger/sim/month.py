@@ -7,7 +7,9 @@ closed form, so each hour's buckets come straight from the model, on the minute 
 model is defined on (piecewise linear, so the trapezoid sums are exact for utilization and
 energy). The split follows the agent's own rules (``docs/attribution.md``): a whole GPU
 goes to its one process; a time-sliced GPU is split by the processes' SM utilization; a
-MIG instance holds slices / 7 of its board; what nobody holds is ``__idle__``. Busy time
+MIG instance holds slices / 7 of its board; a device the kubelet allocated to a pod that
+runs nothing on it (the idle-holding notebook, read through pod-resources by the live
+agent) is that pod's, busy 0; what nobody holds is ``__idle__``. Busy time
 on MIG instances assumes dcgm-exporter runs beside the agent (it reports per-instance
 engine activity, which NVML alone does not).
 
@@ -44,6 +46,7 @@ from gpuledger.chargeback.ledger.tables import (
     UsageRow,
 )
 from gpuledger.chargeback.report.model import Month
+from gpuledger.sim.attribution import idle_holders
 from gpuledger.sim.node import KNOT_S, SimDevice, SimulatedNode
 from gpuledger.sim.nvml_fake import H100_80GB, L40S
 from gpuledger.sim.tenants import SHARED_SERVICE, shared_hour
@@ -144,6 +147,9 @@ def _node_hour(
     usage: list[UsageRow] = []
     coverage: list[CoverageRow] = []
     busy_by_service: dict[tuple[str, str], float] = {}
+    # pods the kubelet allocated a device to that run nothing on it (pod-resources): the
+    # device's whole hour is theirs, busy 0
+    holders = {(h.device.gpu_index, h.device.mig_instance): h for h in idle_holders(sim)}
     for g in sim.gpus:
         # t0 before t1: the model's energy integral walks forward from its cursor
         e0 = sim.energy_joules(g.index, t0)
@@ -153,7 +159,11 @@ def _node_hour(
         held = 0.0
         for d in g.devices:
             fraction = (d.slices or 0) / (d.total_slices or 1) if g.mig else 1.0
-            for ns, svc, share_s, busy_s in _device_hour(sim, d, knots):
+            rows = _device_hour(sim, d, knots)
+            holder = holders.get((d.gpu_index, d.mig_instance))
+            if not rows and holder is not None:
+                rows = [(holder.namespace, holder.service, float(HOUR_S), 0.0)]
+            for ns, svc, share_s, busy_s in rows:
                 alloc = share_s * fraction
                 slot = totals.setdefault((ns, svc), [0.0, 0.0])
                 slot[0] += alloc

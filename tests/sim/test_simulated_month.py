@@ -7,6 +7,7 @@ import pytest
 from gpuledger.chargeback.attribution.claims import IDLE
 from gpuledger.chargeback.ledger.store.sqlite import SqliteLedgerStore
 from gpuledger.chargeback.report.model import Month
+from gpuledger.sim.attribution import idle_holders
 from gpuledger.sim.month import DEMO_FLEET, SimNodeSpec, simulate_month
 from gpuledger.sim.node import SimulatedNode
 from gpuledger.sim.nvml_fake import H100_80GB
@@ -62,10 +63,19 @@ def test_mig_instances_hold_their_slices(store: SqliteLedgerStore) -> None:
     for d in mig.devices:
         for p in d.processes:
             expected[p.service] = expected.get(p.service, 0.0) + (d.slices or 0) / 7 * 3600 * hours
+    # the idle-holding notebook (pod-resources): the empty instance it holds, busy 0
+    (holder,) = idle_holders(sim)
+    if holder.device.gpu_uuid == mig.uuid:
+        expected["notebook"] = (holder.device.slices or 0) / 7 * 3600 * hours
     idle = 3600.0 * hours - sum(expected.values())
     for service, seconds in expected.items():
         assert held[service] == pytest.approx(seconds), service
     assert held[IDLE] == pytest.approx(idle)
+    (notebook,) = [
+        r for r in store.usage(FEB.start, FEB.end, ["service"]) if r.service == "notebook"
+    ]
+    assert notebook.allocated_gpu_seconds == pytest.approx(expected["notebook"])
+    assert notebook.busy_gpu_seconds == 0.0  # it holds the instance and runs nothing
 
 
 def test_time_sliced_gpu_split_by_process_utilization(store: SqliteLedgerStore) -> None:
