@@ -248,21 +248,10 @@ class Agent:
             self.runtime.store.subscribe(on_update)
 
     def _add_slurm_health(self, cfg: AgentConfig, resolver: WorkloadResolver) -> None:
-        """``gpuledger_collector_up{collector="slurm"}``: 0 while ``scontrol`` lookups
-        fail. The check reads memory only; the lookups run on their own worker."""
-        from gpuledger.collectors.base import Schedule
-        from gpuledger.collectors.workload.slurm_jobs import (
-            ScontrolJobDirectory,
-            SlurmLookupHealth,
-            SlurmLookupStatus,
-        )
-
-        jobs = resolver.slurm.jobs if resolver.slurm is not None else None
-        if isinstance(jobs, ScontrolJobDirectory):
-            schedule = Schedule(
-                interval_s=cfg.collection.interval_seconds, timeout_s=1.0, expect=SlurmLookupStatus
-            )
-            self.runtime.add(SlurmLookupHealth(jobs), schedule)
+        """The resolver's own health checks (``gpuledger_collector_up{collector="slurm"}``:
+        0 while ``scontrol`` lookups fail), run like any collector; they read memory only."""
+        for collector, schedule in resolver.health_collectors(cfg.collection.interval_seconds):
+            self.runtime.add(collector, schedule)
 
     def _attribution(self) -> list[dict[str, object]]:
         """``GET /api/v1/attribution``: each device's owners at its last attribution and

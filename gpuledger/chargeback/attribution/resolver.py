@@ -38,7 +38,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from types import MappingProxyType
-from typing import Annotated, Literal, Protocol
+from typing import TYPE_CHECKING, Annotated, Literal, Protocol
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
@@ -70,6 +70,9 @@ __all__ = [
     "WorkloadResolver",
     "build_resolver",
 ]
+
+if TYPE_CHECKING:
+    from gpuledger.collectors.base import Collector, Schedule
 
 log = logging.getLogger(__name__)
 
@@ -336,6 +339,23 @@ class WorkloadResolver:
         if resolved:
             return "process", claims
         return ("unattributed" if claims else "idle"), claims
+
+    def health_collectors(self, interval_s: float) -> list[tuple[Collector, Schedule]]:
+        """Collectors that report the health of the resolver's background lookups (the
+        Slurm job directory's ``scontrol`` worker), for the agent to schedule: the agent
+        never imports a source's implementation, so the resolver hands them over."""
+        from gpuledger.collectors.base import Schedule
+        from gpuledger.collectors.workload.slurm_jobs import (
+            ScontrolJobDirectory,
+            SlurmLookupHealth,
+            SlurmLookupStatus,
+        )
+
+        jobs = self.slurm.jobs if self.slurm is not None else None
+        if not isinstance(jobs, ScontrolJobDirectory):
+            return []
+        schedule = Schedule(interval_s=interval_s, timeout_s=1.0, expect=SlurmLookupStatus)
+        return [(SlurmLookupHealth(jobs), schedule)]
 
     def close(self) -> None:
         for part in (self.pods, self.slurm.jobs if self.slurm is not None else None):
