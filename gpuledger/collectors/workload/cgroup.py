@@ -29,10 +29,10 @@ from __future__ import annotations
 
 import errno
 import re
-from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
+from gpuledger.collectors.workload.cgroupfile import tally_paths
 from gpuledger.collectors.workload.slurm import SlurmJobRef, parse_slurm_cgroup
 
 __all__ = ["CgroupRef", "ProcessInfo", "normalize_pod_uid", "parse_cgroup", "read_process"]
@@ -175,14 +175,7 @@ def parse_cgroup(text: str) -> CgroupRef | None:
     complete answer that most lines agree on wins (a few controllers, e.g. ``name=systemd``
     or ``rdma``, often stay at ``/``).
     """
-    found: Counter[CgroupRef] = Counter()
-    for line in text.splitlines():
-        parts = line.strip().split(":", 2)
-        if len(parts) != 3 or not parts[2].startswith("/"):
-            continue
-        ref = _parse_path(parts[2])
-        if ref is not None:
-            found[ref] += 1
+    found = tally_paths(text, _parse_path)
     if not found:
         return None
 

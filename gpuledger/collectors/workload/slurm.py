@@ -37,8 +37,9 @@ Step names are ``log_build_step_id_str(..., NO_PREFIX | NO_JOB)``: ``batch``, ``
 from __future__ import annotations
 
 import re
-from collections import Counter
 from dataclasses import dataclass
+
+from gpuledger.collectors.workload.cgroupfile import tally_paths
 
 __all__ = [
     "AmbiguousRecord",
@@ -130,14 +131,7 @@ def parse_slurm_cgroup(text: str) -> SlurmJobRef | None:
     constrain stay outside the job); the job most lines agree on wins, a line naming the
     step preferred over one that stops at the job (v1 cpuset/memory vs freezer).
     """
-    found: Counter[SlurmJobRef] = Counter()
-    for line in text.splitlines():
-        parts = line.strip().split(":", 2)
-        if len(parts) != 3 or not parts[2].startswith("/"):
-            continue
-        ref = _parse_path(parts[2])
-        if ref is not None:
-            found[ref] += 1
+    found = tally_paths(text, _parse_path)
     if not found:
         return None
     return max(found.items(), key=lambda item: (item[0].step is not None, item[1]))[0]
