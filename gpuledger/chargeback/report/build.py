@@ -53,10 +53,12 @@ from gpuledger.chargeback.report.model import (
 from gpuledger.chargeback.report.ratecard import ProviderKind, RateCard
 from gpuledger.chargeback.report.tenant_lines import TenantModelTokens, price_tenants
 from gpuledger.chargeback.report.tenant_split import TenantShare, TokenWeights, split_services
-
-SECONDS_PER_HOUR = 3600.0
-JOULES_PER_KWH = 3.6e6
-TOKENS_PER_UNIT = 1e6
+from gpuledger.chargeback.report.units import (
+    JOULES_PER_KWH,
+    SECONDS_PER_HOUR,
+    TOKENS_PER_UNIT,
+    sum_or_none,
+)
 
 
 class NoLedgerData(Exception):
@@ -81,15 +83,6 @@ def _kind(service: str) -> LineKind:
     if service == UNATTRIBUTED:
         return "unattributed"
     return "service"
-
-
-def _sum_or_none(values: Iterable[float | None]) -> float | None:
-    total = 0.0
-    for v in values:
-        if v is None:
-            return None
-        total += v
-    return total
 
 
 def _money(v: float) -> str:
@@ -280,7 +273,7 @@ def _service_line(
     kind = _kind(service)
     alloc = sum(m.allocated_gpu_hours for m in models)
     busy = sum(m.busy_gpu_hours for m in models)
-    total = _sum_or_none(m.total_cost_usd for m in models)
+    total = sum_or_none(m.total_cost_usd for m in models)
     prompt = sum(q.prompt_tokens for q in quotes)
     generation = sum(q.generation_tokens for q in quotes)
     tokens = prompt + generation
@@ -315,9 +308,9 @@ def _service_line(
         unpriced_gpu_models=tuple(
             sorted({m.gpu_model for m in models if m.internal_cost_usd is None})
         ),
-        capacity_cost_usd=_sum_or_none(m.capacity_cost_usd for m in models),
-        energy_cost_usd=_sum_or_none(m.energy_cost_usd for m in models),
-        internal_cost_usd=_sum_or_none(m.internal_cost_usd for m in models),
+        capacity_cost_usd=sum_or_none(m.capacity_cost_usd for m in models),
+        energy_cost_usd=sum_or_none(m.energy_cost_usd for m in models),
+        internal_cost_usd=sum_or_none(m.internal_cost_usd for m in models),
         idle_share_usd=sum(m.idle_share_usd for m in models),
         total_cost_usd=total,
         prompt_tokens=prompt,

@@ -9,7 +9,7 @@ the cost per 1M input and per 1M output tokens beside the API's input and output
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 
 from gpuledger.chargeback.report.model import (
     ModelLine,
@@ -20,10 +20,12 @@ from gpuledger.chargeback.report.model import (
 )
 from gpuledger.chargeback.report.ratecard import RateCard, TokenPrice
 from gpuledger.chargeback.report.tenant_split import TenantShare, tenant_kind
-
-SECONDS_PER_HOUR = 3600.0
-JOULES_PER_KWH = 3.6e6
-TOKENS_PER_UNIT = 1e6
+from gpuledger.chargeback.report.units import (
+    JOULES_PER_KWH,
+    SECONDS_PER_HOUR,
+    TOKENS_PER_UNIT,
+    sum_or_none,
+)
 
 TenantModelTokens = Mapping[str, Mapping[str, tuple[float, float]]]
 """tenant → served model name → (prompt, generation) tokens the gateway counted."""
@@ -111,15 +113,6 @@ def _api(
     return usd, "; ".join(unique), provider, per_in, per_out
 
 
-def _sum_or_none(values: Iterable[float | None]) -> float | None:
-    total = 0.0
-    for v in values:
-        if v is None:
-            return None
-        total += v
-    return total
-
-
 def _model_part(
     ml: ModelLine | None, model: str, seconds: float, share: TenantShare
 ) -> TenantModelPart:
@@ -165,11 +158,11 @@ def price_tenants(
             _model_part(models.get(model), model, seconds, share)
             for model, seconds in sorted(share.allocated_seconds.items())
         )
-        capacity = _sum_or_none(p.capacity_cost_usd for p in parts)
-        energy_cost = _sum_or_none(p.energy_cost_usd for p in parts)
-        internal = _sum_or_none(p.internal_cost_usd for p in parts)
+        capacity = sum_or_none(p.capacity_cost_usd for p in parts)
+        energy_cost = sum_or_none(p.energy_cost_usd for p in parts)
+        internal = sum_or_none(p.internal_cost_usd for p in parts)
         idle_share = sum(p.idle_share_usd for p in parts)
-        total = _sum_or_none(p.total_cost_usd for p in parts)
+        total = sum_or_none(p.total_cost_usd for p in parts)
         kwh = sum(p.energy_kwh for p in parts)
         alloc = share.allocated
         input_part = share.input_seconds / alloc if alloc > 0 else 0.0

@@ -387,14 +387,3 @@ def _plus(
     if a is None:
         return b
     return (a[0] + b[0], a[1] + b[1], a[2] + b[2])
-
-
-def conservation_error(
-    usage: Mapping[str, float], lines: Iterable[TenantShare]
-) -> dict[str, float]:
-    """Per GPU model: the service's allocated seconds − Σ its lines' (0 when conserved)."""
-    got: dict[str, float] = defaultdict(float)
-    for line in lines:
-        for model, seconds in line.allocated_seconds.items():
-            got[model] += seconds
-    return {m: usage.get(m, 0.0) - got.get(m, 0.0) for m in set(usage) | set(got)}
