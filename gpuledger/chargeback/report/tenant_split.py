@@ -119,6 +119,19 @@ class TenantShare:
     def allocated(self) -> float:
         return sum(self.allocated_seconds.values())
 
+    def absorb(self, other: TenantShare) -> None:
+        """Add ``other``'s figures to this line: the gateway's ``__untenanted__`` and the
+        engine's untenanted rest are one line."""
+        self.requests += other.requests
+        self.prompt_tokens += other.prompt_tokens
+        self.cached_prompt_tokens += other.cached_prompt_tokens
+        self.generation_tokens += other.generation_tokens
+        self.weighted_tokens += other.weighted_tokens
+        self.input_seconds += other.input_seconds
+        self.fixed_ratio_weight += other.fixed_ratio_weight
+        for model, seconds in other.allocated_seconds.items():
+            self.add(model, seconds, other.busy_seconds[model], other.energy_joules[model])
+
     def add(self, model: str, alloc: float, busy: float, energy: float) -> None:
         self.allocated_seconds[model] = self.allocated_seconds.get(model, 0.0) + alloc
         self.busy_seconds[model] = self.busy_seconds.get(model, 0.0) + busy
@@ -271,7 +284,10 @@ class ServiceSplit:
         pooled no-token hours divided over them."""
         for g in gateway:
             mine = self.lines.get(g.tenant)
-            self.lines[g.tenant] = g if mine is None else _merged(mine, g)
+            if mine is None:
+                self.lines[g.tenant] = g
+            else:
+                mine.absorb(g)
         takers = [(x, x.allocated) for x in self.lines.values() if x.tenant != HEADROOM]
         takers = [(x, a) for x, a in takers if a > 0]
         total = sum(a for _, a in takers)
@@ -363,22 +379,6 @@ def split_services(
             line.add(g.gpu_model, g.allocated_seconds, g.busy_seconds, g.energy_joules)
             line.input_seconds += g.input_seconds
     return {key: split.finish(gateway[key].values()) for key, split in splits.items()}
-
-
-def _merged(a: TenantShare, b: TenantShare) -> TenantShare:
-    """One line of two parts: the gateway's ``__untenanted__`` and the engine's rest."""
-    out = TenantShare(a.tenant)
-    for part in (a, b):
-        out.requests += part.requests
-        out.prompt_tokens += part.prompt_tokens
-        out.cached_prompt_tokens += part.cached_prompt_tokens
-        out.generation_tokens += part.generation_tokens
-        out.weighted_tokens += part.weighted_tokens
-        out.input_seconds += part.input_seconds
-        out.fixed_ratio_weight += part.fixed_ratio_weight
-        for model, seconds in part.allocated_seconds.items():
-            out.add(model, seconds, part.busy_seconds[model], part.energy_joules[model])
-    return out
 
 
 def _plus(
