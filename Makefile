@@ -21,15 +21,18 @@ $(STAMP): pyproject.toml
 	@touch $(STAMP)
 
 # Debian packages the tests run against: prometheus (the real server + promtool),
-# chromium (opens the HTML chargeback report headless) and faketime (the soak steps the
-# agent's wall clock for real).
+# chromium (opens the HTML chargeback report headless), faketime (the soak steps the
+# agent's wall clock for real), and slurm-wlm + munge (a private single-node Slurm runs
+# real jobs whose processes the agent bills to their accounts; tests/support/slurm_cluster.py).
 system-packages:
 	@command -v promtool >/dev/null 2>&1 && command -v prometheus >/dev/null 2>&1 \
-	  && command -v chromium >/dev/null 2>&1 && command -v faketime >/dev/null 2>&1 || { \
-	  echo "installing Debian's prometheus, chromium and faketime for the tests"; \
+	  && command -v chromium >/dev/null 2>&1 && command -v faketime >/dev/null 2>&1 \
+	  && command -v slurmctld >/dev/null 2>&1 && command -v slurmd >/dev/null 2>&1 \
+	  && command -v munged >/dev/null 2>&1 || { \
+	  echo "installing Debian's prometheus, chromium, faketime, slurm-wlm and munge for the tests"; \
 	  $(SUDO) apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends \
-	    prometheus chromium faketime; }
+	    prometheus chromium faketime slurm-wlm munge; }
 
 prometheus: system-packages
 
