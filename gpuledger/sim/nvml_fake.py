@@ -47,6 +47,7 @@ from gpuledger.collectors.gpu.nvml_backend import (
     NVML_ERROR_FUNCTION_NOT_FOUND,
     NVML_ERROR_GPU_IS_LOST,
     NVML_ERROR_INVALID_ARGUMENT,
+    NVML_ERROR_NO_PERMISSION,
     NVML_ERROR_NOT_FOUND,
     NVML_ERROR_NOT_SUPPORTED,
     NVML_ERROR_TIMEOUT,
@@ -162,6 +163,9 @@ class MigInstanceSpec:
     uuid: str | None = None  # default: derived from the parent's uuid and the GI id
     processes: tuple[ProcessSpec, ...] = ()
     memory_used_bytes: int | None = None  # default: the processes' memory
+    # the GPU instance's first slice; default: the slices of the instances listed before it
+    # (a plausible layout; the driver's own placement rules are not modelled)
+    placement_start: int | None = None
 
 
 @dataclass(slots=True)
@@ -172,6 +176,7 @@ class GpuSpec:
 
     model: str = H100_80GB.name
     uuid: str | None = None  # default: derived from the index
+    minor_number: int | None = None  # /dev/nvidia<minor>; default: the index
     mig: tuple[MigInstanceSpec, ...] | None = None  # None: MIG mode disabled
     mig_pending: bool | None = None  # pending MIG mode; default: same as current
     processes: tuple[ProcessSpec, ...] = ()  # on a whole GPU (MIG disabled)
@@ -203,6 +208,28 @@ class FakeHandle:
 
     def __repr__(self) -> str:
         return f"<FakeHandle gpu={self.gpu} mig={self.mig_index}>"
+
+
+@dataclass(frozen=True, slots=True)
+class FakeGpuInstance:
+    """Like ``c_nvmlGpuInstance_t``: a GPU instance of a MIG-enabled GPU."""
+
+    gpu: int
+    gpu_instance_id: int
+
+
+@dataclass(frozen=True, slots=True)
+class GpuInstancePlacementT:
+    start: int
+    size: int
+
+
+@dataclass(frozen=True, slots=True)
+class GpuInstanceInfoT:
+    device: FakeHandle
+    id: int
+    profileId: int
+    placement: GpuInstancePlacementT
 
 
 class FakeEventSet:
@@ -334,6 +361,7 @@ class FakeNvml:
         before_call: Callable[[], None] | None = None,
         process_samples_kept: int = 64,
         missing_functions: frozenset[str] = frozenset(),
+        privileged: bool = True,
     ) -> None:
         self._gpus: list[GpuSpec] = []
         for i, spec in enumerate(gpus):
@@ -345,12 +373,17 @@ class FakeNvml:
             if g.mig is not None:
                 if not model.mig_capable:
                     raise ValueError(f"{model.name} does not support MIG")
-                g.mig = tuple(self._check_instance(model, g.uuid, m) for m in g.mig)
+                g.mig = self._place(
+                    model, tuple(self._check_instance(model, g.uuid, m) for m in g.mig)
+                )
+            if g.minor_number is None:
+                g.minor_number = i
             self._gpus.append(g)
         self.driver_version = driver_version
         self.init_error = init_error
         self._before_call = before_call
         self.missing_functions = missing_functions  # calls this "driver" lacks
+        self.privileged = privileged  # root: the GPU-instance calls answer
         self._refcount = 0
         self._lost: set[int] = set()
         self._failures: dict[tuple[str, int | None], list[int | None]] = {}
@@ -366,6 +399,20 @@ class FakeNvml:
         if m.profile not in model.mig_profiles:
             raise ValueError(f"{model.name} has no MIG profile {m.profile!r}")
         return m if m.uuid else replace(m, uuid=default_mig_uuid(gpu_uuid, m.gpu_instance_id))
+
+    @staticmethod
+    def _place(
+        model: GpuModel, instances: tuple[MigInstanceSpec, ...]
+    ) -> tuple[MigInstanceSpec, ...]:
+        out: list[MigInstanceSpec] = []
+        start = 0
+        for m in instances:
+            if m.placement_start is None:
+                m = replace(m, placement_start=start)
+            assert m.placement_start is not None
+            start = m.placement_start + model.mig_profiles[m.profile].slices
+            out.append(m)
+        return tuple(out)
 
     # --- control (not part of NVML) ----------------------------------------------------
     def gpu(self, index: int) -> GpuSpec:
@@ -625,6 +672,42 @@ class FakeNvml:
                     memorySizeMB=p.memory_mib, name=f"MIG {p.name}".encode(),
                 )  # fmt: skip
         raise _error(NVML_ERROR_NOT_SUPPORTED)
+
+    def nvmlDeviceGetMinorNumber(self, handle: object) -> int:
+        g, mig, _ = self._device("nvmlDeviceGetMinorNumber", handle)
+        if mig is not None:
+            raise _error(NVML_ERROR_INVALID_ARGUMENT)
+        assert g.minor_number is not None
+        return g.minor_number
+
+    def nvmlDeviceGetGpuInstanceById(self, device: object, gpuInstanceId: int) -> FakeGpuInstance:
+        g, mig, index = self._device("nvmlDeviceGetGpuInstanceById", device)
+        if mig is not None:  # a parent GPU's handle is wanted
+            raise _error(NVML_ERROR_INVALID_ARGUMENT)
+        if not self.privileged:  # "Requires privileged user"
+            raise _error(NVML_ERROR_NO_PERMISSION)
+        if g.mig is None:
+            raise _error(NVML_ERROR_NOT_SUPPORTED)
+        if not any(m.gpu_instance_id == gpuInstanceId for m in g.mig):
+            raise _error(NVML_ERROR_NOT_FOUND)
+        return FakeGpuInstance(index, gpuInstanceId)
+
+    def nvmlGpuInstanceGetInfo(self, gpuInstance: object) -> GpuInstanceInfoT:
+        self._enter("nvmlGpuInstanceGetInfo")
+        if not isinstance(gpuInstance, FakeGpuInstance):
+            raise _error(NVML_ERROR_INVALID_ARGUMENT)
+        g = self._gpus[gpuInstance.gpu]
+        for m in g.mig or ():
+            if m.gpu_instance_id == gpuInstance.gpu_instance_id:
+                p = self._model(g).mig_profiles[m.profile]
+                assert m.placement_start is not None
+                return GpuInstanceInfoT(
+                    device=FakeHandle(gpuInstance.gpu),
+                    id=m.gpu_instance_id,
+                    profileId=p.profile_id,
+                    placement=GpuInstancePlacementT(m.placement_start, p.slices),
+                )
+        raise _error(NVML_ERROR_INVALID_ARGUMENT)  # the instance was destroyed
 
     def nvmlDeviceGetAttributes(self, device: object) -> DeviceAttributesT:
         g, mig, _ = self._device("nvmlDeviceGetAttributes", device)

@@ -449,6 +449,8 @@ class WorkloadResolver:
             index=reading.index,
             mig_device_uuid=reading.mig_device_uuid,
             mig_profile=reading.mig_profile,
+            minor=reading.minor_number,
+            mig_placement=reading.mig_placement_start,
         )
         return sorted(
             self._pod_owner(a.holder.namespace, a.holder.pod, a.holder.container) for a in found

@@ -4,7 +4,7 @@ One :class:`NvmlCollector` per agent. It initializes NVML on its first cycle, no
 construction, so that building the agent never touches the driver and a host without one
 is reported once, as :class:`CollectorDisabled`, by the runtime that owns logging.
 
-Every value is read through :class:`_Reader`, which turns NVML's answers into what
+Every value is read through ``nvml_fields.FieldReader``, which turns NVML's answers into what
 ``readings.py`` promises, in the spirit of nvitop's typed wrappers: NOT_SUPPORTED is an
 absent field (``None``, never 0); GPU_IS_LOST abandons that GPU for this cycle and reports
 it as ``lost`` (the others carry on); any other error costs one field and leaves a note.
@@ -21,7 +21,6 @@ import contextlib
 import ctypes
 import threading
 from collections.abc import Callable, Hashable, Sequence
-from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from gpuledger.collectors.base import CollectorDisabled, CollectorError
@@ -38,7 +37,6 @@ from gpuledger.collectors.gpu.nvml_backend import (
     NVML_ERROR_NOT_FOUND,
     NVML_ERROR_NOT_SUPPORTED,
     NVML_ERROR_TIMEOUT,
-    NVML_ERROR_UNINITIALIZED,
     NVML_GPU_INSTANCE_PROFILE_COUNT,
     NVML_MEMORY_ERROR_TYPE_CORRECTED,
     NVML_MEMORY_ERROR_TYPE_UNCORRECTED,
@@ -48,6 +46,14 @@ from gpuledger.collectors.gpu.nvml_backend import (
     NvmlApi,
     ProcessInfo,
     nvmlEventTypeXidCriticalError,
+)
+from gpuledger.collectors.gpu.nvml_fields import (
+    NVML_GONE,
+    FieldReader,
+    GpuLost,
+    GpuState,
+    NvmlGone,
+    error_code,
 )
 from gpuledger.collectors.gpu.readings import (
     GpuReading,
@@ -79,24 +85,6 @@ _DISABLING = {
 }
 """nvmlInit failures that no retry can fix: the collector is disabled with this reason."""
 
-_NVML_GONE = frozenset(
-    {NVML_ERROR_UNINITIALIZED, NVML_ERROR_DRIVER_NOT_LOADED, NVML_ERROR_LIB_RM_VERSION_MISMATCH}
-)
-"""Codes that mean the whole library stopped answering, not one field."""
-
-
-class _GpuLost(Exception):
-    """Internal: abandon the GPU being read; it is reported as lost."""
-
-
-class _NvmlGone(Exception):
-    """Internal: NVML as a whole stopped answering; fail this cycle, re-init the next."""
-
-
-def _code(exc: BaseException) -> int | None:
-    value = getattr(exc, "value", None)
-    return value if isinstance(value, int) else None
-
 
 def handle_key(handle: object) -> Hashable:
     """A key equal for two handles of the same device. pynvml returns a new ctypes pointer
@@ -115,69 +103,6 @@ def mig_profile_from_name(name: str) -> str:
     return profile.strip() if sep else ""
 
 
-@dataclass(slots=True)
-class _Gpu:
-    """What is known about one physical GPU across cycles."""
-
-    index: int
-    handle: Handle
-    uuid: str
-    model: str
-    xid_registered: bool = False
-    xid_count: int = 0
-    last_xid: int | None = None
-    total_slices: int | None = None
-    total_slices_known: bool = False
-    proc_util_seen_us: dict[int | None, int] = field(default_factory=dict)  # by GI id
-    mps_support: str = "unknown"  # see NvmlCollector.mps_support
-
-
-class _Reader:
-    """Reads one field at a time with the error policy above, for one device."""
-
-    __slots__ = ("_collector", "_label", "_notes")
-
-    def __init__(self, collector: NvmlCollector, label: str, notes: list[str]) -> None:
-        self._collector = collector
-        self._label = label
-        self._notes = notes
-
-    def get(
-        self, what: str, fn: Callable[..., T], *args: object, name: str | None = None
-    ) -> T | None:
-        """``fn(*args)``, or None per the policy. ``name``: the NVML call behind ``fn``
-        when ``fn`` is a helper (it names the call in the FUNCTION_NOT_FOUND note)."""
-        fname: str = name or str(getattr(fn, "__name__", what))
-        if fname in self._collector._missing_functions:
-            return None
-        try:
-            return fn(*args)
-        except self._collector._api.NVMLError as exc:
-            self.error(what, exc, fname)
-            return None
-
-    def error(self, what: str, exc: Exception, fname: str) -> None:
-        """Applies the policy to an NVML error already caught (the field is then None)."""
-        code = _code(exc)
-        if code == NVML_ERROR_NOT_SUPPORTED:
-            return
-        if code == NVML_ERROR_GPU_IS_LOST:
-            raise _GpuLost from exc
-        if code in _NVML_GONE:
-            raise _NvmlGone(f"{what}: {exc}") from exc
-        if code == NVML_ERROR_FUNCTION_NOT_FOUND:
-            self._collector._missing_functions.add(fname)
-            self._notes.append(f"{fname} is not in this driver; {what} is not reported")
-            return
-        self._notes.append(f"{self._label}: {what}: {exc}")
-
-    def note(self, text: str) -> None:
-        self._notes.append(f"{self._label}: {text}")
-
-    def child(self, label: str) -> _Reader:
-        return _Reader(self._collector, label, self._notes)
-
-
 class NvmlCollector:
     """Reads every GPU of the node through ``api`` (``load_real()`` or a fake)."""
 
@@ -188,9 +113,9 @@ class NvmlCollector:
         self._initialized = False
         self._disabled: str | None = None
         self._driver: str | None = None
-        self._gpus: list[_Gpu] = []
+        self._gpus: list[GpuState] = []
         self._unidentified: list[int] = []  # indices whose identity could not be read yet
-        self._by_handle: dict[Hashable, _Gpu] = {}
+        self._by_handle: dict[Hashable, GpuState] = {}
         self._event_set: object | None = None
         self._init_notes: list[str] = []
         self._missing_functions: set[str] = set()
@@ -202,7 +127,7 @@ class NvmlCollector:
         try:
             api.nvmlInit()
         except api.NVMLError as exc:
-            code = _code(exc)
+            code = error_code(exc)
             if code in _DISABLING:
                 self._disabled = f"NVML unavailable: {_DISABLING[code]}; {_CHECK_HOST}"
                 raise CollectorDisabled(self._disabled) from None
@@ -213,7 +138,7 @@ class NvmlCollector:
             try:
                 self._driver = api.nvmlSystemGetDriverVersion()
             except api.NVMLError as exc:
-                if _code(exc) in _NVML_GONE:
+                if error_code(exc) in NVML_GONE:
                     raise
                 self._driver = None
                 notes.append(f"driver version: {exc}")
@@ -232,7 +157,7 @@ class NvmlCollector:
         try:
             self._event_set = api.nvmlEventSetCreate()
         except api.NVMLError as exc:
-            if _code(exc) != NVML_ERROR_NOT_SUPPORTED:
+            if error_code(exc) != NVML_ERROR_NOT_SUPPORTED:
                 notes.append(f"XID events will not be counted: nvmlEventSetCreate: {exc}")
         self._identify(notes)
         self._init_notes = notes
@@ -248,21 +173,37 @@ class NvmlCollector:
                 uuid = api.nvmlDeviceGetUUID(handle)
                 model = api.nvmlDeviceGetName(handle)
             except api.NVMLError as exc:
-                if _code(exc) in _NVML_GONE:
-                    raise _NvmlGone(str(exc)) from exc
+                if error_code(exc) in NVML_GONE:
+                    raise NvmlGone(str(exc)) from exc
                 still.append(index)
-                lost = _code(exc) == NVML_ERROR_GPU_IS_LOST
+                lost = error_code(exc) == NVML_ERROR_GPU_IS_LOST
                 why = "is lost (fell off the bus?)" if lost else f"cannot be identified: {exc}"
                 notes.append(f"GPU {index} {why}; it is not reported until it answers")
                 continue
-            gpu = _Gpu(index=index, handle=handle, uuid=uuid, model=model)
+            gpu = GpuState(index=index, handle=handle, uuid=uuid, model=model)
+            gpu.minor = self._minor_number(gpu, notes)
             self._register_xid(gpu, notes)
             self._gpus.append(gpu)
             self._by_handle[handle_key(handle)] = gpu
         self._gpus.sort(key=lambda g: g.index)
         self._unidentified = still
 
-    def _register_xid(self, gpu: _Gpu, notes: list[str]) -> None:
+    def _minor_number(self, gpu: GpuState, notes: list[str]) -> int | None:
+        """The device's minor number, which NVIDIA's DRA driver names it by
+        (``gpu-<minor>``). Usually equal to the NVML index, not always: NVML orders by
+        PCI bus id, the kernel numbers devices as it probes them."""
+        api = self._api
+        try:
+            return int(api.nvmlDeviceGetMinorNumber(gpu.handle))
+        except api.NVMLError as exc:
+            code = error_code(exc)
+            if code in NVML_GONE:
+                raise NvmlGone(str(exc)) from exc
+            if code not in (NVML_ERROR_NOT_SUPPORTED, NVML_ERROR_FUNCTION_NOT_FOUND):
+                notes.append(f"GPU {gpu.index}: minor number: {exc}")
+            return None
+
+    def _register_xid(self, gpu: GpuState, notes: list[str]) -> None:
         if self._event_set is None:
             return
         api = self._api
@@ -272,9 +213,9 @@ class NvmlCollector:
                 return
             api.nvmlDeviceRegisterEvents(gpu.handle, nvmlEventTypeXidCriticalError, self._event_set)
         except api.NVMLError as exc:
-            if _code(exc) in _NVML_GONE:
-                raise _NvmlGone(str(exc)) from exc
-            if _code(exc) != NVML_ERROR_NOT_SUPPORTED:
+            if error_code(exc) in NVML_GONE:
+                raise NvmlGone(str(exc)) from exc
+            if error_code(exc) != NVML_ERROR_NOT_SUPPORTED:
                 notes.append(f"GPU {gpu.index} ({gpu.uuid}): XID events not counted: {exc}")
             return
         gpu.xid_registered = True
@@ -314,7 +255,7 @@ class NvmlCollector:
                 readings: list[GpuReading] = []
                 for gpu in self._gpus:
                     readings.extend(self._read_gpu(gpu, notes))
-            except _NvmlGone as exc:
+            except NvmlGone as exc:
                 self._teardown()
                 raise CollectorError(
                     f"NVML stopped answering ({exc}); it is initialized again next cycle"
@@ -333,11 +274,11 @@ class NvmlCollector:
             try:
                 event = api.nvmlEventSetWait(self._event_set, 0)
             except api.NVMLError as exc:
-                code = _code(exc)
+                code = error_code(exc)
                 if code == NVML_ERROR_TIMEOUT:
                     return
-                if code in _NVML_GONE:
-                    raise _NvmlGone(str(exc)) from exc
+                if code in NVML_GONE:
+                    raise NvmlGone(str(exc)) from exc
                 notes.append(f"reading XID events: {exc}")
                 return
             if not event.eventType & nvmlEventTypeXidCriticalError:
@@ -350,21 +291,21 @@ class NvmlCollector:
             gpu.last_xid = event.eventData
         notes.append(f"more than {MAX_EVENTS_PER_CYCLE} XID events pending; the rest next cycle")
 
-    def _read_gpu(self, gpu: _Gpu, notes: list[str]) -> list[GpuReading]:
-        r = _Reader(self, f"GPU {gpu.index} ({gpu.uuid})", notes)
+    def _read_gpu(self, gpu: GpuState, notes: list[str]) -> list[GpuReading]:
+        r = FieldReader(self._api, self._missing_functions, f"GPU {gpu.index} ({gpu.uuid})", notes)
         try:
             mode = r.get("MIG mode", self._api.nvmlDeviceGetMigMode, gpu.handle)
             if mode is not None and mode[0] == NVML_DEVICE_MIG_ENABLE:
                 return self._read_mig_gpu(gpu, r)
             return [self._read_whole_gpu(gpu, r)]
-        except _GpuLost:
+        except GpuLost:
             return [
                 GpuReading(
                     uuid=gpu.uuid, index=gpu.index, model=gpu.model, driver=self._driver, lost=True
                 )
             ]
 
-    def _board(self, gpu: _Gpu, r: _Reader) -> dict[str, Any]:
+    def _board(self, gpu: GpuState, r: FieldReader) -> dict[str, Any]:
         """The board-level quantities, shared by a whole GPU and a MIG-enabled GPU's board."""
         api, h = self._api, gpu.handle
         power = r.get("power", api.nvmlDeviceGetPowerUsage, h)
@@ -406,7 +347,7 @@ class NvmlCollector:
         """Lifetime (aggregate) count: the volatile one resets with the driver."""
         return self._api.nvmlDeviceGetTotalEccErrors(handle, error_type, NVML_AGGREGATE_ECC)
 
-    def _throttle(self, gpu: _Gpu, r: _Reader) -> int | None:
+    def _throttle(self, gpu: GpuState, r: FieldReader) -> int | None:
         """Clocks-event reasons; the pre-R535 name only where the newer call is missing
         (from the bindings, or from the driver: FUNCTION_NOT_FOUND)."""
         api = self._api
@@ -415,7 +356,7 @@ class NvmlCollector:
             try:
                 mask: int = newer(gpu.handle)
             except api.NVMLError as exc:
-                if _code(exc) != NVML_ERROR_FUNCTION_NOT_FOUND:
+                if error_code(exc) != NVML_ERROR_FUNCTION_NOT_FOUND:
                     r.error("throttle reasons", exc, "nvmlDeviceGetCurrentClocksEventReasons")
                     return None
                 self._use_legacy_throttle = True
@@ -423,7 +364,7 @@ class NvmlCollector:
                 return mask
         return r.get("throttle reasons", api.nvmlDeviceGetCurrentClocksThrottleReasons, gpu.handle)
 
-    def _read_whole_gpu(self, gpu: _Gpu, r: _Reader) -> GpuReading:
+    def _read_whole_gpu(self, gpu: GpuState, r: FieldReader) -> GpuReading:
         api, h = self._api, gpu.handle
         mem = r.get("memory", api.nvmlDeviceGetMemoryInfo, h)
         util = r.get("utilization", api.nvmlDeviceGetUtilizationRates, h)
@@ -433,6 +374,7 @@ class NvmlCollector:
             uuid=gpu.uuid,
             index=gpu.index,
             model=gpu.model,
+            minor_number=gpu.minor,
             driver=self._driver,
             memory_used_bytes=None if mem is None else mem.used,
             memory_total_bytes=None if mem is None else mem.total,
@@ -441,7 +383,7 @@ class NvmlCollector:
             **board,
         )
 
-    def _read_mig_gpu(self, gpu: _Gpu, r: _Reader) -> list[GpuReading]:
+    def _read_mig_gpu(self, gpu: GpuState, r: FieldReader) -> list[GpuReading]:
         """One board reading, then one per MIG device. Memory, utilization and processes
         live on the instances only, so that a sum over readings never counts them twice."""
         api, h = self._api, gpu.handle
@@ -450,6 +392,7 @@ class NvmlCollector:
             uuid=gpu.uuid,
             index=gpu.index,
             model=gpu.model,
+            minor_number=gpu.minor,
             driver=self._driver,
             mig_enabled=True,
             mig_total_slices=total_slices,
@@ -461,13 +404,13 @@ class NvmlCollector:
             try:
                 mh = api.nvmlDeviceGetMigDeviceHandleByIndex(h, i)
             except api.NVMLError as exc:
-                code = _code(exc)
+                code = error_code(exc)
                 if code == NVML_ERROR_NOT_FOUND:  # an unused index: normal
                     continue
                 if code == NVML_ERROR_GPU_IS_LOST:
-                    raise _GpuLost from exc
-                if code in _NVML_GONE:
-                    raise _NvmlGone(str(exc)) from exc
+                    raise GpuLost from exc
+                if code in NVML_GONE:
+                    raise NvmlGone(str(exc)) from exc
                 r.note(f"MIG device {i}: {exc}")
                 continue
             instance = self._read_mig_device(gpu, mh, i, total_slices, r)
@@ -477,7 +420,7 @@ class NvmlCollector:
         return out
 
     def _read_mig_device(
-        self, gpu: _Gpu, mh: Handle, i: int, total_slices: int | None, r: _Reader
+        self, gpu: GpuState, mh: Handle, i: int, total_slices: int | None, r: FieldReader
     ) -> GpuReading | None:
         api = self._api
         gi = r.get(f"MIG device {i} GPU-instance id", api.nvmlDeviceGetGpuInstanceId, mh)
@@ -495,6 +438,8 @@ class NvmlCollector:
             uuid=gpu.uuid,
             index=gpu.index,
             model=gpu.model,
+            minor_number=gpu.minor,
+            mig_placement_start=self._placement_start(gpu, gi, mig_uuid, mr),
             driver=self._driver,
             mig_instance=gi,
             mig_profile="" if name is None else mig_profile_from_name(name),
@@ -507,7 +452,40 @@ class NvmlCollector:
             processes=processes,
         )
 
-    def _total_slices(self, gpu: _Gpu, r: _Reader) -> int | None:
+    def _placement_start(
+        self, gpu: GpuState, gi: int, mig_uuid: str | None, r: FieldReader
+    ) -> int | None:
+        """The GPU instance's first slice, which NVIDIA's DRA driver puts in a MIG
+        device's name. Read once per instance (it only changes when MIG is reconfigured,
+        which also changes the MIG UUID); NVML gives it to root only."""
+        key = (gi, mig_uuid)
+        if key in gpu.placements:
+            return gpu.placements[key]
+        if gpu.placement_unreadable:
+            return None
+        api = self._api
+        try:
+            info = api.nvmlGpuInstanceGetInfo(api.nvmlDeviceGetGpuInstanceById(gpu.handle, gi))
+        except api.NVMLError as exc:
+            code = error_code(exc)
+            if code in (NVML_ERROR_NO_PERMISSION, NVML_ERROR_NOT_SUPPORTED):
+                gpu.placement_unreadable = True
+                if code == NVML_ERROR_NO_PERMISSION:
+                    r.note(
+                        "MIG placements need root (nvmlDeviceGetGpuInstanceById): DRA MIG "
+                        "devices are matched by profile only (docs/attribution.md)"
+                    )
+                return None
+            r.error("MIG placement", exc, "nvmlDeviceGetGpuInstanceById")
+            if code == NVML_ERROR_FUNCTION_NOT_FOUND:
+                gpu.placement_unreadable = True
+            return None
+        if len(gpu.placements) > 64:  # reconfigured many times: forget the old layouts
+            gpu.placements.clear()
+        gpu.placements[key] = start = int(info.placement.start)
+        return start
+
+    def _total_slices(self, gpu: GpuState, r: FieldReader) -> int | None:
         """The GPU's compute slices (7 on A100/H100, 4 on A30): the largest GPU-instance
         profile it offers. Read once per GPU; it only changes with the hardware."""
         if gpu.total_slices_known:
@@ -517,11 +495,11 @@ class NvmlCollector:
             try:
                 info = self._api.nvmlDeviceGetGpuInstanceProfileInfo(gpu.handle, profile)
             except self._api.NVMLError as exc:
-                code = _code(exc)
+                code = error_code(exc)
                 if code == NVML_ERROR_GPU_IS_LOST:
-                    raise _GpuLost from exc
-                if code in _NVML_GONE:
-                    raise _NvmlGone(str(exc)) from exc
+                    raise GpuLost from exc
+                if code in NVML_GONE:
+                    raise NvmlGone(str(exc)) from exc
                 continue  # a profile this GPU does not have (NOT_SUPPORTED/INVALID_ARGUMENT)
             best = info.sliceCount if best is None else max(best, info.sliceCount)
         if best is None:
@@ -530,7 +508,7 @@ class NvmlCollector:
         return best
 
     def _processes(
-        self, gpu: _Gpu, handle: Handle, gi: int | None, r: _Reader
+        self, gpu: GpuState, handle: Handle, gi: int | None, r: FieldReader
     ) -> tuple[ProcessReading, ...]:
         api = self._api
         procs: Sequence[ProcessInfo] | None = r.get(
@@ -555,7 +533,7 @@ class NvmlCollector:
             for p in listed
         )
 
-    def _mps_clients(self, gpu: _Gpu, handle: Handle, r: _Reader) -> Sequence[ProcessInfo]:
+    def _mps_clients(self, gpu: GpuState, handle: Handle, r: FieldReader) -> Sequence[ProcessInfo]:
         """MPS client processes, where the driver lists them. NOT_SUPPORTED (no MPS listing
         on this GPU or driver) is remembered per GPU and noted once; FUNCTION_NOT_FOUND (a
         driver older than the call) once per collector: either way the call is not made
@@ -572,7 +550,7 @@ class NvmlCollector:
         try:
             clients = fn(handle)
         except self._api.NVMLError as exc:
-            if _code(exc) == NVML_ERROR_NOT_SUPPORTED:
+            if error_code(exc) == NVML_ERROR_NOT_SUPPORTED:
                 gpu.mps_support = "not_supported"
                 r.note(
                     f"{fname}: not supported here; MPS clients are not listed, an MPS "
@@ -598,7 +576,7 @@ class NvmlCollector:
         }
 
     def _sm_utilization(
-        self, gpu: _Gpu, handle: Handle, gi: int | None, r: _Reader
+        self, gpu: GpuState, handle: Handle, gi: int | None, r: FieldReader
     ) -> dict[int, float]:
         """Mean SM utilization per pid over the samples the driver took since the last
         cycle. The driver's own timestamps are remembered, not the host clock, so a clock
@@ -611,7 +589,7 @@ class NvmlCollector:
         try:
             samples = api.nvmlDeviceGetProcessUtilization(handle, seen)
         except api.NVMLError as exc:
-            if _code(exc) != NVML_ERROR_NOT_FOUND:
+            if error_code(exc) != NVML_ERROR_NOT_FOUND:
                 r.error("process utilization", exc, fname)
             return {}
         sums: dict[int, tuple[int, int]] = {}

@@ -87,6 +87,11 @@ class GpuReading:
     mig_device_uuid: str | None = None  # NVML's "MIG-..." uuid, what device plugins hand out
     mig_slices: int | None = None  # GPU-instance compute slices (1 for 1g.10gb, 3 for 3g.40gb)
     mig_total_slices: int | None = None  # slices of the whole GPU (7 on A100/H100)
+    # /dev/nvidia<minor>: what NVIDIA's DRA driver names a GPU by (gpu-<minor>); None: unread
+    minor_number: int | None = None
+    # the GPU instance's first slice (nvmlGpuInstanceGetInfo placement.start): what tells two
+    # MIG instances of one profile apart in a DRA name; None: unread (it needs root)
+    mig_placement_start: int | None = None
     driver: str | None = None
     memory_used_bytes: float | None = None
     memory_total_bytes: float | None = None

@@ -27,14 +27,17 @@ import pytest
 
 from gpuledger.chargeback.attribution.claims import Owner
 from gpuledger.chargeback.attribution.resolver import WorkloadResolver
+from gpuledger.chargeback.attribution.shares import allocate
 from gpuledger.chargeback.ledger.flusher import Ledger
 from gpuledger.chargeback.ledger.spool import Spool
 from gpuledger.chargeback.ledger.store import open_store
 from gpuledger.collectors.base import CollectorError
+from gpuledger.collectors.gpu.nvml import NvmlCollector
 from gpuledger.collectors.gpu.readings import GpuReading, ProcessReading, WorkloadRef
 from gpuledger.collectors.workload.podresources.collector import PodResourcesCollector
 from gpuledger.collectors.workload.podresources.types import PodResourcesBoard
 from gpuledger.collectors.workload.pods import PodInfo, StaticPodDirectory
+from gpuledger.sim.nvml_fake import FakeNvml, GpuSpec, MigInstanceSpec
 from tests.support.kubelet_podresources import DraClaim, Kubelet, KubeletServer, PluginDevices
 
 H100 = "NVIDIA H100 80GB HBM3"
@@ -251,3 +254,83 @@ def test_without_the_kubelet_attribution_falls_back(tmp_path: Path, proc_root: P
     finally:
         server.stop()
         collector.close()
+
+
+# --- DRA names by minor number and MIG placement, read from NVML ------------------------------
+def dra_kubelet(*devices: str) -> Kubelet:
+    """One DRA claim per device name, as NVIDIA's driver names them."""
+    return Kubelet(
+        dra=[
+            DraClaim(
+                "research",
+                f"job-{i}",
+                "main",
+                "research",
+                f"claim-{i}",
+                [("gpu.nvidia.com", name, [f"k8s.gpu.nvidia.com/claim={CLAIM_UID}-{name}"])],
+            )
+            for i, name in enumerate(devices)
+        ]
+    )
+
+
+def test_dra_devices_are_found_by_minor_number_and_placement(tmp_path: Path) -> None:
+    """NVML index and device minor differ (the kernel numbered the GPUs in probe order),
+    and one MIG GPU carries two 3g.40gb instances (first slices 0 and 4): the claims
+    ``gpu-7`` and ``gpu-5-mig-3g40gb-9-4`` name NVML's GPU 0 and the instance at slice 4
+    of NVML's GPU 1, nothing else."""
+    fake = FakeNvml(
+        [
+            GpuSpec(model=H100, minor_number=7),
+            GpuSpec(model=H100, minor_number=5,
+                    mig=(MigInstanceSpec("3g.40gb", 1, placement_start=0),
+                         MigInstanceSpec("3g.40gb", 2, placement_start=4))),
+            GpuSpec(model=H100, minor_number=0),  # minor 0 = nobody's claim
+        ]
+    )  # fmt: skip
+    readings = NvmlCollector(fake).collect().gpus
+    with KubeletServer(tmp_path / "k.sock", dra_kubelet("gpu-7", "gpu-5-mig-3g40gb-9-4")) as k:
+        board = PodResourcesBoard()
+        PodResourcesCollector(k.socket, timeout_s=2.0, board=board).collect()
+    resolver = WorkloadResolver(proc_root=tmp_path, pods=None, static=None, allocations=board)
+    (alloc0, alloc1, alloc2) = allocate(readings, resolver.claims)
+    held = {
+        (a.index, s.mig_instance): (s.owner.pod, s.share)
+        for a in (alloc0, alloc1, alloc2)
+        for s in a.shares
+    }
+    assert held == {
+        (0, None): ("job-0", 1.0),  # gpu-7: the GPU whose minor is 7, NVML index 0
+        (1, 2): ("job-1", pytest.approx(3 / 7)),  # slice 4 is GPU instance 2
+        # GPU instance 1 (the same profile at slice 0) and the 7th slice: idle
+        (1, None): ("", pytest.approx(4 / 7)),
+        (2, None): ("", 1.0),  # minor 0: no claim names it
+    }
+    collector = NvmlCollector(fake)
+    collector.collect()
+    collector.collect()
+    assert fake.calls["nvmlDeviceGetGpuInstanceById"] == 4  # 2 above, then 2 once: cached
+
+
+def test_without_root_a_dra_mig_claim_matches_every_instance_of_its_profile(
+    tmp_path: Path,
+) -> None:
+    """NVML gives placements to root only: unprivileged, the claim of one 3g.40gb instance
+    is counted on both (the documented fallback), and the collector says why, once."""
+    fake = FakeNvml(
+        [GpuSpec(model=H100, minor_number=5,
+                 mig=(MigInstanceSpec("3g.40gb", 1), MigInstanceSpec("3g.40gb", 2)))],
+        privileged=False,
+    )  # fmt: skip
+    collector = NvmlCollector(fake)
+    first = collector.collect()
+    assert [r.mig_placement_start for r in first.gpus] == [None, None, None]
+    assert [n for n in first.notes if "need root" in n] != []
+    assert collector.collect().notes == ()
+    assert fake.calls["nvmlDeviceGetGpuInstanceById"] == 1
+    with KubeletServer(tmp_path / "k.sock", dra_kubelet("gpu-5-mig-3g40gb-9-4")) as k:
+        board = PodResourcesBoard()
+        PodResourcesCollector(k.socket, timeout_s=2.0, board=board).collect()
+    resolver = WorkloadResolver(proc_root=tmp_path, pods=None, static=None, allocations=board)
+    pods = [[c.owner.pod for c in resolver.claims(r)] for r in first.gpus[1:]]
+    assert pods == [["job-0"], ["job-0"]]

@@ -149,6 +149,7 @@ def test_whole_gpu_every_field_with_units_converted() -> None:
         GpuSpec(
             model=H100,
             uuid="GPU-11111111-2222-3333-4444-555555555555",
+            minor_number=6,  # not the index: the kernel's numbering, not NVML's order
             processes=(ProcessSpec(4242, 40 * GIB), ProcessSpec(4343, None)),
             memory_used_bytes=41 * GIB,
             utilization_gpu=83,
@@ -177,6 +178,7 @@ def test_whole_gpu_every_field_with_units_converted() -> None:
             uuid="GPU-11111111-2222-3333-4444-555555555555",
             index=0,
             model="NVIDIA H100 80GB HBM3",
+            minor_number=6,
             driver="550.127.05",
             memory_used_bytes=41 * GIB,
             memory_total_bytes=81559 * MIB,
@@ -295,12 +297,23 @@ def test_mig_gpu_is_a_board_plus_one_reading_per_instance() -> None:
             energy_mj=5_000,
             temperature_c=44,
             sm_clock_mhz=1410,
-            mig=(
+            minor_number=3,
+            mig=(  # placements (first slice) as NVIDIA's A100 placement table allows
                 MigInstanceSpec(
-                    "3g.20gb", 2, uuid="MIG-3333", processes=(ProcessSpec(100, 10 * GIB),)
+                    "3g.20gb",
+                    2,
+                    uuid="MIG-3333",
+                    processes=(ProcessSpec(100, 10 * GIB),),
+                    placement_start=4,
                 ),
-                MigInstanceSpec("1g.5gb", 13, uuid="MIG-1111"),
-                MigInstanceSpec("2g.10gb", 5, uuid="MIG-2222", processes=(ProcessSpec(101, None),)),
+                MigInstanceSpec("1g.5gb", 13, uuid="MIG-1111", placement_start=2),
+                MigInstanceSpec(
+                    "2g.10gb",
+                    5,
+                    uuid="MIG-2222",
+                    processes=(ProcessSpec(101, None),),
+                    placement_start=0,
+                ),
             ),
         )
     )
@@ -310,6 +323,7 @@ def test_mig_gpu_is_a_board_plus_one_reading_per_instance() -> None:
     assert board == GpuReading(
         uuid="GPU-aaaaaaaa-0000-0000-0000-000000000000",
         index=0,
+        minor_number=3,
         model="NVIDIA A100-SXM4-40GB",
         driver="550.127.05",
         mig_enabled=True,
@@ -328,11 +342,13 @@ def test_mig_gpu_is_a_board_plus_one_reading_per_instance() -> None:
     )
 
     def instance(gi: int, profile: str, mig_uuid: str, slices: int, mem_mib: int,
-                 used: int, procs: tuple[ProcessReading, ...]) -> GpuReading:  # fmt: skip
+                 used: int, procs: tuple[ProcessReading, ...], start: int) -> GpuReading:  # fmt: skip
         return GpuReading(
             uuid="GPU-aaaaaaaa-0000-0000-0000-000000000000",
             index=0,
             model="NVIDIA A100-SXM4-40GB",
+            minor_number=3,
+            mig_placement_start=start,
             driver="550.127.05",
             mig_instance=gi,
             mig_profile=profile,
@@ -346,10 +362,10 @@ def test_mig_gpu_is_a_board_plus_one_reading_per_instance() -> None:
 
     assert instances == [
         instance(2, "3g.20gb", "MIG-3333", 3, 19968, 10 * GIB,
-                 (ProcessReading(100, 10 * GIB, None, gpu_instance_id=2, compute_instance_id=0),)),
+                 (ProcessReading(100, 10 * GIB, None, gpu_instance_id=2, compute_instance_id=0),), 4),
         instance(5, "2g.10gb", "MIG-2222", 2, 9856, 0,
-                 (ProcessReading(101, None, None, gpu_instance_id=5, compute_instance_id=0),)),
-        instance(13, "1g.5gb", "MIG-1111", 1, 4864, 0, ()),
+                 (ProcessReading(101, None, None, gpu_instance_id=5, compute_instance_id=0),), 0),
+        instance(13, "1g.5gb", "MIG-1111", 1, 4864, 0, (), 2),
     ]  # fmt: skip
     # Board quantities are read once, on the board: energy summed over readings is the GPU's.
     assert sum(r.energy_joules or 0 for r in t.gpus) == 5.0

@@ -19,12 +19,12 @@ DRA (``DynamicResource.claim_resources``), NVIDIA's driver ``gpu.nvidia.com``
 ``gpu-<minor>-mig-<profile without dots>-<profile id>-<placement start>``
 (``MigSpecTuple.ToCanonicalName``, mig.go); its CDI device is
 ``k8s.gpu.nvidia.com/claim=<claim UID>-<that name>`` (``GetClaimDeviceName``, cdi.go).
-Neither carries a UUID, so ``gpu-<N>`` is mapped to the GPU whose NVML index is N
-(**assumed**: the device minor number and the NVML index agree, true on the hosts where
-the minor numbers follow PCI order, which is NVML's too), and a MIG name to the instance
-of that profile on GPU N when it is the only one of its profile there. A CDI name that
-does carry a UUID (the NVIDIA Container Toolkit's ``nvidia.com/gpu=GPU-…`` specs) is
-used as such. Other DRA drivers are not GPUs and are ignored.
+Neither carries a UUID, so ``gpu-<N>`` is mapped to the GPU whose minor number
+(``nvmlDeviceGetMinorNumber``) is N, and a MIG name to the instance of that profile
+whose GPU instance starts at that slice (``nvmlGpuInstanceGetInfo``'s placement, which
+NVML gives to root only; without it, every instance of the profile on that GPU matches).
+A CDI name that does carry a UUID (the NVIDIA Container Toolkit's ``nvidia.com/gpu=GPU-…``
+specs) is used as such. Other DRA drivers are not GPUs and are ignored.
 """
 
 from __future__ import annotations
@@ -77,9 +77,11 @@ def dra_device(device_name: str, cdi_names: list[str]) -> DeviceTarget | None:
         mig = _DRA_MIG_RE.search(name)
         if mig:
             return DeviceTarget(
-                index=int(mig.group(1)), mig_profile=normalize_profile(mig.group(2))
+                minor=int(mig.group(1)),
+                mig_profile=normalize_profile(mig.group(2)),
+                mig_placement=int(mig.group(4)),
             )
         gpu = _DRA_GPU_RE.search(name)
         if gpu:
-            return DeviceTarget(index=int(gpu.group(1)))
+            return DeviceTarget(minor=int(gpu.group(1)))
     return None

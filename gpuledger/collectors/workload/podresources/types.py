@@ -2,9 +2,9 @@
 
 A device is named the way the allocating component named it: a GPU or MIG UUID (the
 NVIDIA device plugin's default ``deviceIDStrategy: uuid``), an NVML index (its ``index``
-strategy, or NVIDIA's DRA driver's ``gpu-<minor>`` names), or a MIG profile on a GPU
-index (the DRA driver's MIG names). :class:`AllocationIndex` answers, for one device
-reading, which pods hold it.
+strategy), a device minor number (NVIDIA's DRA driver's ``gpu-<minor>`` names), or a MIG
+profile and placement on a GPU minor number (the DRA driver's MIG names).
+:class:`AllocationIndex` answers, for one device reading, which pods hold it.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Literal
+from typing import Any, Literal
 
 Via = Literal["device_plugin", "dra"]
 
@@ -30,13 +30,16 @@ class Holder:
 @dataclass(frozen=True, slots=True)
 class DeviceTarget:
     """Which device an allocation names. Exactly one of the forms is set:
-    ``uuid`` (``GPU-…`` or ``MIG-…``), ``index`` alone (a whole GPU by NVML index), or
-    ``index`` + ``mig_profile`` (a MIG instance of that profile on that GPU; the profile
-    normalized by :func:`normalize_profile`)."""
+    ``uuid`` (``GPU-…`` or ``MIG-…``), ``index`` alone (a whole GPU by NVML index),
+    ``minor`` alone (a whole GPU by device minor number), or ``minor`` + ``mig_profile``
+    [+ ``mig_placement``] (a MIG instance of that profile, starting at that slice, on that
+    GPU; the profile normalized by :func:`normalize_profile`)."""
 
     uuid: str | None = None
     index: int | None = None
     mig_profile: str | None = None
+    minor: int | None = None
+    mig_placement: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,6 +80,9 @@ class AllocationIndex:
     )
     by_mig: Mapping[tuple[int, str], tuple[Allocation, ...]] = field(
         default_factory=lambda: MappingProxyType({})
+    )  # (minor, profile)
+    by_minor: Mapping[int, tuple[Allocation, ...]] = field(
+        default_factory=lambda: MappingProxyType({})
     )
 
     @classmethod
@@ -84,19 +90,22 @@ class AllocationIndex:
         by_uuid: dict[str, list[Allocation]] = {}
         by_index: dict[int, list[Allocation]] = {}
         by_mig: dict[tuple[int, str], list[Allocation]] = {}
+        by_minor: dict[int, list[Allocation]] = {}
         for a in reading.allocations:
             t = a.target
             if t.uuid is not None:
                 by_uuid.setdefault(t.uuid, []).append(a)
-            elif t.index is not None and t.mig_profile is not None:
-                by_mig.setdefault((t.index, t.mig_profile), []).append(a)
+            elif t.minor is not None and t.mig_profile is not None:
+                by_mig.setdefault((t.minor, t.mig_profile), []).append(a)
+            elif t.minor is not None:
+                by_minor.setdefault(t.minor, []).append(a)
             elif t.index is not None:
                 by_index.setdefault(t.index, []).append(a)
-        return cls(
-            MappingProxyType({k: tuple(v) for k, v in by_uuid.items()}),
-            MappingProxyType({k: tuple(v) for k, v in by_index.items()}),
-            MappingProxyType({k: tuple(v) for k, v in by_mig.items()}),
-        )
+
+        def frozen(d: Mapping[Any, list[Allocation]]) -> Mapping[Any, tuple[Allocation, ...]]:
+            return MappingProxyType({k: tuple(v) for k, v in d.items()})
+
+        return cls(frozen(by_uuid), frozen(by_index), frozen(by_mig), frozen(by_minor))
 
     def holding(
         self,
@@ -105,16 +114,33 @@ class AllocationIndex:
         index: int,
         mig_device_uuid: str | None,
         mig_profile: str = "",
+        minor: int | None = None,
+        mig_placement: int | None = None,
     ) -> tuple[Allocation, ...]:
-        """The allocations of one device reading: a MIG instance by its MIG UUID (else by
-        its profile on its GPU's index: NVIDIA's DRA names), a whole GPU by its UUID, else
-        by its index."""
+        """The allocations of one device reading: a MIG instance by its MIG UUID, else by
+        its profile and placement on its GPU's minor number (NVIDIA's DRA names); a whole
+        GPU by its UUID, its NVML index (the device plugin's ``index`` strategy) or its
+        minor number (DRA). A minor number NVML did not give is taken to be the index, and
+        a placement it did not give matches every instance of the profile
+        (docs/attribution.md)."""
+        minor_key = index if minor is None else minor
         if mig_device_uuid is not None:
             found = self.by_uuid.get(mig_device_uuid, ())
             if not found and mig_profile:
-                found = self.by_mig.get((index, normalize_profile(mig_profile)), ())
+                candidates = self.by_mig.get((minor_key, normalize_profile(mig_profile)), ())
+                found = tuple(
+                    a
+                    for a in candidates
+                    if mig_placement is None
+                    or a.target.mig_placement is None
+                    or a.target.mig_placement == mig_placement
+                )
             return found
-        return self.by_uuid.get(gpu_uuid, ()) or self.by_index.get(index, ())
+        return (
+            self.by_uuid.get(gpu_uuid, ())
+            + self.by_index.get(index, ())
+            + self.by_minor.get(minor_key, ())
+        )
 
 
 class PodResourcesBoard:

@@ -86,10 +86,10 @@ def test_list_reads_every_kind_of_gpu_allocation(kubelet: KubeletServer) -> None
         ("notebook-0", DeviceTarget(uuid=MIG_A), "device_plugin", None, None),
         ("tiny-a", DeviceTarget(uuid=GPU1), "device_plugin", 0, None),
         ("tiny-b", DeviceTarget(uuid=GPU1), "device_plugin", 3, None),
-        ("trainer-0", DeviceTarget(index=2), "dra", None, "research/trainer-gpu"),
+        ("trainer-0", DeviceTarget(minor=2), "dra", None, "research/trainer-gpu"),
         (
             "trainer-0",
-            DeviceTarget(index=3, mig_profile="1g10gb"),
+            DeviceTarget(minor=3, mig_profile="1g10gb", mig_placement=4),
             "dra",
             None,
             "research/trainer-gpu",
@@ -117,8 +117,10 @@ def test_device_ids_and_cdi_names() -> None:
     assert dra_device("gpu-0", [f"nvidia.com/gpu={GPU2}"]) == DeviceTarget(uuid=GPU2)
     # No device name: the CDI name's device part after the claim UID.
     cdi = f"k8s.gpu.nvidia.com/claim={CLAIM_UID}-gpu-7"
-    assert dra_device("", [cdi]) == DeviceTarget(index=7)
-    assert dra_device("gpu-1-mig-3g40gb-9-4", []) == DeviceTarget(index=1, mig_profile="3g40gb")
+    assert dra_device("", [cdi]) == DeviceTarget(minor=7)
+    assert dra_device("gpu-1-mig-3g40gb-9-4", []) == DeviceTarget(
+        minor=1, mig_profile="3g40gb", mig_placement=4
+    )
     assert dra_device("vf-0", []) is None
 
 
@@ -132,9 +134,9 @@ def test_board_answers_by_device() -> None:
         holder, DeviceTarget(uuid=MIG_A), "nvidia.com/mig-1g.10gb", "device_plugin", MIG_A
     )
     dra = Allocation(
-        holder, DeviceTarget(index=1, mig_profile="3g40gb"), "gpu.nvidia.com", "dra", "x"
+        holder, DeviceTarget(minor=1, mig_profile="3g40gb"), "gpu.nvidia.com", "dra", "x"
     )
-    whole = Allocation(holder, DeviceTarget(index=4), "gpu.nvidia.com", "dra", "y")
+    whole = Allocation(holder, DeviceTarget(minor=4), "gpu.nvidia.com", "dra", "y")
     board.update(PodResourcesReading(allocations=(mig, dra, whole)))
     index = board.current()
     assert index is not None
