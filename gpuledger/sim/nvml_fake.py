@@ -162,6 +162,7 @@ class MigInstanceSpec:
     compute_instance_id: int = 0
     uuid: str | None = None  # default: derived from the parent's uuid and the GI id
     processes: tuple[ProcessSpec, ...] = ()
+    mps_clients: tuple[ProcessSpec, ...] = ()  # MPS clients of a server in ``processes``
     memory_used_bytes: int | None = None  # default: the processes' memory
     # the GPU instance's first slice; default: the slices of the instances listed before it
     # (a plausible layout; the driver's own placement rules are not modelled)
@@ -564,7 +565,7 @@ class FakeNvml:
             total = self._model(g).mig_profiles[mig.profile].memory_mib * MIB
             used = mig.memory_used_bytes
             if used is None:
-                used = sum(p.used_memory_bytes or 0 for p in mig.processes)
+                used = sum(p.used_memory_bytes or 0 for p in mig.processes + mig.mps_clients)
         else:
             total = g.memory_total_bytes or self._model(g).memory_mib * MIB
             used = g.memory_used_bytes
@@ -724,7 +725,7 @@ class FakeNvml:
     def _all_processes(self, g: GpuSpec) -> tuple[ProcessSpec, ...]:
         if g.mig is None:
             return g.processes + g.mps_clients
-        return tuple(p for m in g.mig for p in m.processes)
+        return tuple(p for m in g.mig for p in m.processes + m.mps_clients)
 
     def nvmlDeviceGetComputeRunningProcesses(self, handle: object) -> list[ProcessInfoT]:
         g, mig, _ = self._device("nvmlDeviceGetComputeRunningProcesses", handle)
@@ -739,11 +740,16 @@ class FakeNvml:
         ]
 
     def nvmlDeviceGetMPSComputeRunningProcesses(self, handle: object) -> list[ProcessInfoT]:
-        g, _, _ = self._device("nvmlDeviceGetMPSComputeRunningProcesses", handle)
-        if g.mig is not None:  # MPS clients are modelled on whole GPUs only
-            return []
+        g, mig, _ = self._device("nvmlDeviceGetMPSComputeRunningProcesses", handle)
         na = NVML_VALUE_NOT_AVAILABLE_UINT
-        return [ProcessInfoT(p.pid, p.used_memory_bytes, na, na) for p in g.mps_clients]
+        if g.mig is None:
+            return [ProcessInfoT(p.pid, p.used_memory_bytes, na, na) for p in g.mps_clients]
+        instances = g.mig if mig is None else (mig,)  # an MPS server per MIG instance
+        return [
+            ProcessInfoT(p.pid, p.used_memory_bytes, m.gpu_instance_id, m.compute_instance_id)
+            for m in instances
+            for p in m.mps_clients
+        ]
 
     def nvmlDeviceGetProcessUtilization(
         self, handle: object, timeStamp: int

@@ -17,7 +17,7 @@ from gpuledger.chargeback.attribution.shares import allocate
 from gpuledger.collectors.gpu.nvml import NvmlCollector
 from gpuledger.collectors.gpu.readings import GpuReading
 from gpuledger.collectors.workload.pods import PodInfo, StaticPodDirectory
-from gpuledger.sim.nvml_fake import FakeNvml, GpuSpec, ProcessSpec
+from gpuledger.sim.nvml_fake import FakeNvml, GpuSpec, MigInstanceSpec, ProcessSpec
 
 GIB = 1024**3
 SERVER = 100
@@ -148,3 +148,39 @@ def test_mps_server_whose_comm_cannot_be_read_keeps_todays_attribution(tmp_path:
     shares = shares_of(g, r)
     assert shares["__unattributed__"] == pytest.approx(0.25)
     assert r.counters["mps_server"] == 0
+
+
+def test_mps_inside_a_mig_instance_bills_each_client_its_share_of_the_instance(
+    resolver: WorkloadResolver,
+) -> None:
+    """An MPS server per MIG instance (NVIDIA's device plugin runs MPS on MIG devices
+    too): the MPS call on the instance's handle lists that instance's clients, which
+    split the instance by memory (NVML gives no per-process samples on MIG); the other
+    slices stay idle."""
+    fake = FakeNvml(
+        [
+            GpuSpec(
+                model="NVIDIA H100 80GB HBM3",
+                mig=(
+                    MigInstanceSpec(
+                        "3g.40gb", 1,
+                        processes=(ProcessSpec(SERVER, 300 * 1024**2),),
+                        mps_clients=(ProcessSpec(201, 6 * GIB), ProcessSpec(202, 2 * GIB)),
+                    ),
+                    MigInstanceSpec("4g.40gb", 2),
+                ),
+            )
+        ]
+    )  # fmt: skip
+    board, small, big = NvmlCollector(fake).collect().gpus
+    assert [(p.pid, p.mps_client, p.gpu_instance_id) for p in small.processes] == [
+        (SERVER, False, 1),
+        (201, True, 1),
+        (202, True, 1),
+    ]
+    assert big.processes == ()
+    (alloc,) = allocate([board, small, big], resolver.claims)
+    shares = {s.owner.service: s.share for s in alloc.shares}
+    # the 3g instance is 3/7 of the GPU: 6 : 2 GiB -> 3/4 and 1/4 of it; 4/7 idle
+    assert shares == pytest.approx({"chat": 3 / 7 * 3 / 4, "embed": 3 / 7 / 4, "__idle__": 4 / 7})
+    assert "mps-control-daemon" not in shares
