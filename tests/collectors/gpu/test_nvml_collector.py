@@ -342,7 +342,8 @@ def test_mig_gpu_is_a_board_plus_one_reading_per_instance() -> None:
     )
 
     def instance(gi: int, profile: str, mig_uuid: str, slices: int, mem_mib: int,
-                 used: int, procs: tuple[ProcessReading, ...], start: int) -> GpuReading:  # fmt: skip
+                 used: int, procs: tuple[ProcessReading, ...],
+                 start: int) -> GpuReading:  # fmt: skip
         return GpuReading(
             uuid="GPU-aaaaaaaa-0000-0000-0000-000000000000",
             index=0,
@@ -362,7 +363,8 @@ def test_mig_gpu_is_a_board_plus_one_reading_per_instance() -> None:
 
     assert instances == [
         instance(2, "3g.20gb", "MIG-3333", 3, 19968, 10 * GIB,
-                 (ProcessReading(100, 10 * GIB, None, gpu_instance_id=2, compute_instance_id=0),), 4),
+                 (ProcessReading(100, 10 * GIB, None, gpu_instance_id=2, compute_instance_id=0),),
+                 4),
         instance(5, "2g.10gb", "MIG-2222", 2, 9856, 0,
                  (ProcessReading(101, None, None, gpu_instance_id=5, compute_instance_id=0),), 0),
         instance(13, "1g.5gb", "MIG-1111", 1, 4864, 0, (), 2),
