@@ -74,7 +74,7 @@ def node_response(readings: list[GpuReading], pods: int) -> api_pb2.ListPodResou
     return out
 
 
-class _Lister(api_pb2_grpc.PodResourcesListerServicer):  # type: ignore[misc]
+class _Lister(api_pb2_grpc.PodResourcesListerServicer):
     def __init__(self, response: bytes, allocatable: bytes) -> None:
         self.response = api_pb2.ListPodResourcesResponse.FromString(response)
         self.allocatable = api_pb2.AllocatableResourcesResponse.FromString(allocatable)
@@ -88,7 +88,8 @@ class _Lister(api_pb2_grpc.PodResourcesListerServicer):  # type: ignore[misc]
 
 def _serve(socket: str, response: bytes, allocatable: bytes, stop: Any) -> None:
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
-    api_pb2_grpc.add_PodResourcesListerServicer_to_server(_Lister(response, allocatable), server)
+    servicer = _Lister(response, allocatable)
+    api_pb2_grpc.add_PodResourcesListerServicer_to_server(servicer, server)  # type: ignore[no-untyped-call]
     server.add_insecure_port(f"unix://{socket}")
     server.start()
     stop.wait()
