@@ -45,7 +45,8 @@ from bench.bench_agent import _free_port, _stop, _wait_http
 from bench.pages import vllm_page
 from bench.results import Row, command, row
 from gpuledger.collectors.http import fetch
-from gpuledger.collectors.vllm.scrape import _DISPATCH, VllmCollector
+from gpuledger.collectors.vllm.scrape import VllmCollector
+from gpuledger.collectors.vllm.spellings import DISPATCH
 from gpuledger.collectors.vllm.types import Histogram, VllmEndpoint, VllmSeries
 
 TARGET_MS = 10.0
@@ -75,7 +76,7 @@ def _prometheus_client_normalize(text: str) -> list[VllmSeries]:
         if not family.name.startswith("vllm:"):
             continue
         for s in family.samples:
-            target = _DISPATCH.get(s.name)
+            target = DISPATCH.get(s.name)
             labels = s.labels
             if target is None or "server" in labels or math.isnan(s.value):
                 continue
