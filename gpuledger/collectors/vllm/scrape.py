@@ -163,6 +163,9 @@ def _normalize(families: Mapping[str, MetricFamily]) -> _Normalized:
     router = 0
     seen_vllm = 0
     newer = False
+    h = _HistAcc()
+    last_hist: tuple[str, int] | None = None
+    last_model = last_engine = ""
     for fam_name, family in families.items():
         if not fam_name.startswith(_PREFIX):
             continue
@@ -184,11 +187,17 @@ def _normalize(families: Mapping[str, MetricFamily]) -> _Normalized:
             model = labels.get("model_name", "")
             engine = labels.get("engine") or _DEFAULT_ENGINE
             kind = target.kind
-            if kind == BUCKET:
+            # a histogram's lines come in a run: reuse the accumulator of the last line
+            if kind >= BUCKET and (
+                target.hist is not last_hist or model != last_model or engine != last_engine
+            ):
                 hk = (model, engine, target.field, target.rank)
-                h = hists.get(hk)
-                if h is None:
-                    h = hists[hk] = _HistAcc()
+                found = hists.get(hk)
+                if found is None:
+                    found = hists[hk] = _HistAcc()
+                h = found
+                last_hist, last_model, last_engine = target.hist, model, engine
+            if kind == BUCKET:
                 le_text = labels.get("le")
                 le = les.get(le_text) if le_text is not None else None
                 if le is None:
@@ -198,10 +207,6 @@ def _normalize(families: Mapping[str, MetricFamily]) -> _Normalized:
                 h.buckets[le] = value
                 continue
             if kind in (SUM, COUNT):
-                hk = (model, engine, target.field, target.rank)
-                h = hists.get(hk)
-                if h is None:
-                    h = hists[hk] = _HistAcc()
                 if kind == SUM:
                     h.sum = value
                 else:

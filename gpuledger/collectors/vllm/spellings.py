@@ -74,7 +74,7 @@ OLDER_HISTOGRAM_SPELLINGS: Mapping[str, str] = MappingProxyType(
 # Names only the V1 engine prints (for EndpointScrape.version_hint).
 V1_NAMES = frozenset({"vllm:kv_cache_usage_perc", "vllm:inter_token_latency_seconds_count"})
 
-SCALAR, SUCCESS_KIND, BUCKET, SUM, COUNT = range(5)
+SCALAR, SUCCESS_KIND, BUCKET, SUM, COUNT = range(5)  # histogram kinds last (>= BUCKET)
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,6 +83,7 @@ class Target:
     field: str
     rank: int  # 0 = newest spelling
     v1: bool = False  # only the V1 engine prints this name
+    hist: tuple[str, int] | None = None  # histograms: (field, rank), one object per spelling
 
 
 def _dispatch() -> Mapping[str, Target]:
@@ -93,8 +94,10 @@ def _dispatch() -> Mapping[str, Target]:
     table[SUCCESS] = Target(SUCCESS_KIND, "request_success", 0)
     for fld, names in HISTOGRAMS.items():
         for rank, name in enumerate(names):
+            hist = (fld, rank)
             for suffix, kind in (("_bucket", BUCKET), ("_sum", SUM), ("_count", COUNT)):
-                table[name + suffix] = Target(kind, fld, rank, name + suffix in V1_NAMES)
+                v1 = name + suffix in V1_NAMES
+                table[name + suffix] = Target(kind, fld, rank, v1, hist)
     return MappingProxyType(table)
 
 
