@@ -173,6 +173,28 @@ def test_lora_requests_info_is_not_read() -> None:
     assert b"lora" not in select_families(page)
 
 
+V0_PAGE = (FIXTURES / "vllm-0.8.5-engine-v0-multiprocess.prom").read_bytes()
+
+
+def test_v0_engine_multiprocess_page() -> None:
+    """The V0 server's page is a multiprocess page too, with one writer (the engine
+    process): "sum" gauges are its values; lora_requests_info ("livemostrecent") is one
+    timestamp, not read. By hand from V0_RECORDS: last scheduler stats 3 / 1 / 0.25."""
+    (s,) = normalize(parse(V0_PAGE), EP)
+    assert (s.model_name, s.engine) == (MODEL, "0")
+    assert (s.requests_running, s.requests_waiting, s.kv_cache_usage_ratio) == (3.0, 1.0, 0.25)
+    assert (s.prompt_tokens, s.generation_tokens, s.preemptions) == (1200.0, 350.0, 1.0)
+    assert dict(s.request_success) == {"stop": 4.0, "length": 1.0}
+    assert s.ttft is not None
+    assert s.ttft.buckets == _buckets(V1_TTFT, E0_TTFT, 5)
+    assert s.prefill_time is not None
+    assert s.prefill_time.buckets == _buckets(V1_LAT, E0_PREFILL, 5)
+    assert (s.prefix_cache_queries, s.prefix_cache_hits, s.prompt_tokens_cached) == (None,) * 3
+    (lora,) = parse(V0_PAGE)["vllm:lora_requests_info"].samples
+    assert 1.7e9 < lora.value < 2.2e9  # one timestamp
+    assert scrape_page(parse(select_families(V0_PAGE)), EP).version_hint == "v0"
+
+
 @pytest.mark.parametrize("release", sorted(PAGES))
 def test_selection_keeps_what_normalize_reads(release: str) -> None:
     page = PAGES[release]
