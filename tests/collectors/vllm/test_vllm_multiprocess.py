@@ -33,9 +33,11 @@ from tests.support import paths as support_paths
 from tests.support.standins import Behaviour, StandIn
 
 FIXTURES = support_paths.FIXTURES / "vllm"
+# "-vllm-logger": the same records printed by vLLM's own PrometheusStatLogger of that
+# release (generate_with_vllm.py), not by copies of its declarations
 PAGES = {
     release: (FIXTURES / f"vllm-{release}-api-servers2-dp2.prom").read_bytes()
-    for release in ("0.10.2", "0.11.0", "0.33.0")
+    for release in ("0.10.2", "0.11.0", "0.33.0", "0.10.2-vllm-logger", "0.11.0-vllm-logger")
 }
 MODEL = "meta-llama/Llama-3.1-8B-Instruct"
 INF = math.inf
@@ -88,22 +90,24 @@ def _check_common(e0: VllmSeries, e1: VllmSeries) -> None:
         assert s.inter_token_latency.count == n
 
 
-def test_0_10_kv_cache_from_the_mostrecent_spelling() -> None:
+@pytest.mark.parametrize("release", ["0.10.2", "0.10.2-vllm-logger"])
+def test_0_10_kv_cache_from_the_mostrecent_spelling(release: str) -> None:
     """0.9.2-0.10.x: kv_cache_usage_perc has no multiprocess_mode ("all": one series per
     process, with ``pid``) while the deprecated gpu_cache_usage_perc is "mostrecent": the
     engine's current value is read from the latter."""
-    e0, e1 = _series("0.10.2")
+    e0, e1 = _series(release)
     _check_common(e0, e1)
-    assert b'vllm:kv_cache_usage_perc{engine="0"' in PAGES["0.10.2"]
-    assert b'pid="' in PAGES["0.10.2"]
+    assert b'vllm:kv_cache_usage_perc{engine="0"' in PAGES[release]
+    assert b'pid="' in PAGES[release]
     assert (e0.kv_cache_usage_ratio, e1.kv_cache_usage_ratio) == (0.25, 0.5)  # not A's 0.40
 
 
-def test_0_11_0_kv_cache_only_where_the_processes_agree() -> None:
+@pytest.mark.parametrize("release", ["0.11.0", "0.11.0-vllm-logger"])
+def test_0_11_0_kv_cache_only_where_the_processes_agree(release: str) -> None:
     """0.11.0 prints only the per-process spelling by default: engine 0's processes hold
     0.40 (stale, A) and 0.25 (current, B) and the page cannot say which is current, so the
     value is not measured; engine 1's both hold 0.5, which is then the current value."""
-    e0, e1 = _series("0.11.0")
+    e0, e1 = _series(release)
     _check_common(e0, e1)
     assert e0.kv_cache_usage_ratio is None
     assert e1.kv_cache_usage_ratio == 0.5
