@@ -37,7 +37,14 @@ FIXTURES = support_paths.FIXTURES / "vllm"
 # release (generate_with_vllm.py), not by copies of its declarations
 PAGES = {
     release: (FIXTURES / f"vllm-{release}-api-servers2-dp2.prom").read_bytes()
-    for release in ("0.10.2", "0.11.0", "0.33.0", "0.10.2-vllm-logger", "0.11.0-vllm-logger")
+    for release in (
+        "0.10.2",
+        "0.11.0",
+        "0.33.0",
+        "0.10.2-vllm-logger",
+        "0.11.0-vllm-logger",
+        "0.33.0-vllm-logger",
+    )
 }
 MODEL = "meta-llama/Llama-3.1-8B-Instruct"
 INF = math.inf
@@ -113,8 +120,9 @@ def test_0_11_0_kv_cache_only_where_the_processes_agree(release: str) -> None:
     assert e1.kv_cache_usage_ratio == 0.5
 
 
-def test_0_33_mostrecent_kv_cache_and_cached_prompt_tokens() -> None:
-    e0, e1 = _series("0.33.0")
+@pytest.mark.parametrize("release", ["0.33.0", "0.33.0-vllm-logger"])
+def test_0_33_mostrecent_kv_cache_and_cached_prompt_tokens(release: str) -> None:
+    e0, e1 = _series(release)
     _check_common(e0, e1)
     assert (e0.kv_cache_usage_ratio, e1.kv_cache_usage_ratio) == (0.25, 0.5)
     assert (e0.prompt_tokens_cached, e1.prompt_tokens_cached) == (420.0, 420.0)
@@ -164,10 +172,11 @@ def test_per_process_running_gauge_is_not_summed() -> None:
     assert s.requests_running == 4.0  # 8 would be a sum over processes
 
 
-def test_lora_requests_info_is_not_read() -> None:
+@pytest.mark.parametrize("release", ["0.33.0", "0.33.0-vllm-logger"])
+def test_lora_requests_info_is_not_read(release: str) -> None:
     """On a multiprocess page lora_requests_info ("sum" of set_to_current_time) is the sum
     of the processes' timestamps: nothing is read from it, and it changes nothing."""
-    page = PAGES["0.33.0"]
+    page = PAGES[release]
     fams = parse(page)
     (sample,) = fams["vllm:lora_requests_info"].samples
     assert sample.value > 2 * 1.7e9  # two Unix timestamps of 2023 or later, added
