@@ -20,6 +20,14 @@ CPU is ``time.process_time`` around each cycle (all threads of this process); th
 are the mean and p90 over ``--cycles`` cycles after a warm-up, both paths in the same run,
 interleaved. Target: gpuledger <= 10 ms CPU per cycle. This is a report: the exit status
 is 0 whatever the figures.
+
+The gpuledger cycle is then taken apart on the same four pages, in this process and
+without HTTP, mean per cycle over ``--cycles``: ``select`` (the collector's pre-selection
+of the families it reads, :func:`gpuledger.collectors.vllm.select.select_families`),
+``parse`` (the exposition parser on what was selected: owned by
+``collectors/textformat/``), ``normalize`` (:func:`scrape_page`: the vLLM collector's own
+reading of the parsed families); ``fetch + threads`` is the cycle's mean minus those three
+(the bounded HTTP fetches, the thread pool, the telemetry objects).
 """
 
 from __future__ import annotations
@@ -45,7 +53,10 @@ from bench.bench_agent import _free_port, _stop, _wait_http
 from bench.pages import vllm_page
 from bench.results import Row, command, row
 from gpuledger.collectors.http import fetch
-from gpuledger.collectors.vllm.scrape import _DISPATCH, VllmCollector
+from gpuledger.collectors.textformat.parse import parse
+from gpuledger.collectors.vllm.scrape import VllmCollector, scrape_page
+from gpuledger.collectors.vllm.select import select_families
+from gpuledger.collectors.vllm.spellings import DISPATCH
 from gpuledger.collectors.vllm.types import Histogram, VllmEndpoint, VllmSeries
 
 TARGET_MS = 10.0
@@ -75,7 +86,7 @@ def _prometheus_client_normalize(text: str) -> list[VllmSeries]:
         if not family.name.startswith("vllm:"):
             continue
         for s in family.samples:
-            target = _DISPATCH.get(s.name)
+            target = DISPATCH.get(s.name)
             labels = s.labels
             if target is None or "server" in labels or math.isnan(s.value):
                 continue
@@ -117,6 +128,25 @@ def _measure(fn: Callable[[], object]) -> float:
 def _p90(values: list[float]) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, math.ceil(0.9 * len(ordered)) - 1)]
+
+
+def _phases(bodies: list[bytes], endpoints: list[VllmEndpoint], cycles: int) -> dict[str, float]:
+    """Mean CPU ms per cycle (all pages) of select, parse and normalize, measured apart."""
+    selected = [select_families(b) for b in bodies]
+    parsed = [parse(s) for s in selected]
+    out: dict[str, float] = {}
+    steps: dict[str, Callable[[int], object]] = {
+        "select": lambda i: select_families(bodies[i]),
+        "parse": lambda i: parse(selected[i]),
+        "normalize": lambda i: scrape_page(parsed[i], endpoints[i], vllm_page=True),
+    }
+    for name, step in steps.items():
+
+        def cycle(step: Callable[[int], object] = step) -> object:
+            return [step(i) for i in range(len(bodies))]
+
+        out[name] = statistics.fmean(_measure(cycle) for _ in range(cycles))
+    return out
 
 
 def main(argv: list[str] | None = None) -> list[Row]:
@@ -167,6 +197,10 @@ def main(argv: list[str] | None = None) -> list[Row]:
         for _ in range(args.cycles):
             ours_ms.append(_measure(ours))
             theirs_ms.append(_measure(theirs))
+        bodies = [
+            fetch(client, ep.metrics_url, timeout_s=5.0, max_bytes=MAX_BYTES) for ep in endpoints
+        ]
+        phases = _phases(bodies, endpoints, args.cycles)
     finally:
         collector.close()
         client.close()
@@ -183,6 +217,10 @@ def main(argv: list[str] | None = None) -> list[Row]:
         "prometheus_client_ms_mean": statistics.fmean(theirs_ms),
         "prometheus_client_ms_p90": _p90(theirs_ms),
         "target_ms": TARGET_MS,
+        "select_ms_mean": phases["select"],
+        "parse_ms_mean": phases["parse"],
+        "normalize_ms_mean": phases["normalize"],
+        "selected_lines_per_page": [select_families(b).count(b"\n") + 1 for b in bodies],
         "python": platform.python_version(),
         "machine": platform.machine(),
     }
@@ -202,6 +240,13 @@ def main(argv: list[str] | None = None) -> list[Row]:
         f"p90 {result['prometheus_client_ms_p90']:6.2f} ms"
     )
     print(f"  prometheus_client / gpuledger: {result['ratio']:.2f}x")
+    rest = result["gpuledger_ms_mean"] - sum(phases.values())
+    print(
+        f"  gpuledger's cycle apart (mean, {ENDPOINTS} pages): "
+        f"select {phases['select']:.2f} ms, parse {phases['parse']:.2f} ms "
+        f"({result['selected_lines_per_page'][0]:,} selected lines a page), "
+        f"normalize {phases['normalize']:.2f} ms, fetch + threads {rest:.2f} ms"
+    )
     print(f"  target: gpuledger mean <= {TARGET_MS:g} ms per cycle: {verdict}")
     if args.json is not None:
         args.json.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")

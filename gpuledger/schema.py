@@ -189,6 +189,18 @@ VLLM_PREFIX_CACHE_HITS = _m(
     "vllm", "gpuledger_vllm_prefix_cache_hits_total", C, "", VLLM_LABELS,
     "Prompt tokens found in the prefix cache (cached tokens skip most prefill work).",
 )  # fmt: skip
+VLLM_EXTERNAL_PREFIX_CACHE_QUERIES = _m(
+    "vllm", "gpuledger_vllm_external_prefix_cache_queries_total", C, "", VLLM_LABELS,
+    "Prompt tokens looked up in an external KV cache through a KV connector (vLLM >= 0.11.1).",
+)  # fmt: skip
+VLLM_EXTERNAL_PREFIX_CACHE_HITS = _m(
+    "vllm", "gpuledger_vllm_external_prefix_cache_hits_total", C, "", VLLM_LABELS,
+    "Prompt tokens found in an external KV cache through a KV connector (vLLM >= 0.11.1).",
+)  # fmt: skip
+VLLM_PROMPT_TOKENS_CACHED = _m(
+    "vllm", "gpuledger_vllm_prompt_tokens_cached_total", C, "", VLLM_LABELS,
+    "Prompt tokens not computed because cached, local plus external (vLLM >= 0.16).",
+)  # fmt: skip
 VLLM_TTFT = _m(
     "vllm", "gpuledger_vllm_time_to_first_token_seconds", H, "seconds", VLLM_LABELS,
     "Time to first token (upstream bucket boundaries kept).",

@@ -19,6 +19,9 @@ _GAUGES = (
     (schema.VLLM_PREEMPTIONS, "preemptions"),
     (schema.VLLM_PREFIX_CACHE_QUERIES, "prefix_cache_queries"),
     (schema.VLLM_PREFIX_CACHE_HITS, "prefix_cache_hits"),
+    (schema.VLLM_EXTERNAL_PREFIX_CACHE_QUERIES, "external_prefix_cache_queries"),
+    (schema.VLLM_EXTERNAL_PREFIX_CACHE_HITS, "external_prefix_cache_hits"),
+    (schema.VLLM_PROMPT_TOKENS_CACHED, "prompt_tokens_cached"),
 )
 _HISTOGRAMS = (
     (schema.VLLM_TTFT, "ttft"),

@@ -27,7 +27,20 @@ Rules:
   router's view of an engine is not counted next to the engine's own. A page that holds
   nothing but router series is reported as down: a router is not an engine, and the engines
   behind it should be scraped directly;
+- a page served by several API-server processes is prometheus_client's multiprocess
+  page: counters and histograms summed over the processes, gauges per their
+  ``multiprocess_mode``; a gauge in the "all" mode is printed once per process with a
+  ``pid`` label, and which process holds the engine's current value the page does not say
+  (each engine sends its scheduler stats to one front-end per step). Such a gauge is read
+  where every process prints the same value; otherwise the older "mostrecent" spelling is
+  read if the page has it (``gpu_cache_usage_perc`` in 0.9.2-0.10.x), else it is not
+  measured (``None``). Per release: ``docs/upstream-vllm.md``, "Multiprocess pages";
+- ``vllm:lora_requests_info`` is not read: its value is a timestamp (``set_to_current_time``),
+  summed over the processes on a multiprocess page;
 - every other ``vllm:*`` name is ignored.
+
+The collector hands the parser only the families it reads (:mod:`.select`); the upstream
+spellings are in :mod:`.spellings`.
 """
 
 from __future__ import annotations
@@ -43,6 +56,15 @@ import httpx
 from gpuledger.collectors.base import CollectorError
 from gpuledger.collectors.http import fetch, redact_url
 from gpuledger.collectors.textformat.parse import ExpositionError, MetricFamily, parse
+from gpuledger.collectors.vllm.select import select_families, select_lines
+from gpuledger.collectors.vllm.spellings import (
+    BUCKET,
+    COUNT,
+    DISPATCH,
+    GAUGE_FIELDS,
+    SCALAR,
+    SUM,
+)
 from gpuledger.collectors.vllm.types import (
     EndpointScrape,
     Histogram,
@@ -51,98 +73,22 @@ from gpuledger.collectors.vllm.types import (
     VllmTelemetry,
 )
 
-__all__ = ["DEFAULT_MAX_BYTES", "VllmCollector", "normalize", "scrape_page", "select_lines"]
+__all__ = [
+    "DEFAULT_MAX_BYTES",
+    "VllmCollector",
+    "normalize",
+    "scrape_page",
+    "select_families",
+    "select_lines",
+]
 
 DEFAULT_MAX_BYTES = 16 * 1024 * 1024
 _PREFIX = "vllm:"
 _ROUTER_LABEL = "server"
-_DEFAULT_ENGINE = "0"
-
-# Scalar quantities: VllmSeries field -> upstream sample names, newest spelling first.
-_SCALARS: Mapping[str, tuple[str, ...]] = {
-    "requests_running": ("vllm:num_requests_running",),
-    "requests_waiting": ("vllm:num_requests_waiting",),
-    "kv_cache_usage_ratio": ("vllm:kv_cache_usage_perc", "vllm:gpu_cache_usage_perc"),
-    "prompt_tokens": ("vllm:prompt_tokens_total",),
-    "generation_tokens": ("vllm:generation_tokens_total",),
-    "preemptions": ("vllm:num_preemptions_total",),
-    # V1 only (V0 printed a hit-rate gauge, not counters): tokens looked up / found
-    "prefix_cache_queries": (
-        "vllm:prefix_cache_queries_total",
-        "vllm:gpu_prefix_cache_queries_total",
-    ),
-    "prefix_cache_hits": ("vllm:prefix_cache_hits_total", "vllm:gpu_prefix_cache_hits_total"),
-}
-_SUCCESS = "vllm:request_success_total"
+_PID_LABEL = "pid"
 _REASON_LABEL = "finished_reason"
-# Histograms: VllmSeries field -> upstream base names, newest spelling first.
-_HISTOGRAMS: Mapping[str, tuple[str, ...]] = {
-    "ttft": ("vllm:time_to_first_token_seconds",),
-    "inter_token_latency": (
-        "vllm:inter_token_latency_seconds",
-        "vllm:time_per_output_token_seconds",
-    ),
-    "e2e_latency": ("vllm:e2e_request_latency_seconds",),
-    "queue_time": ("vllm:request_queue_time_seconds",),
-    # where a request's GPU time went: the cost weights of prompt vs generated tokens
-    "prefill_time": ("vllm:request_prefill_time_seconds",),
-    "decode_time": ("vllm:request_decode_time_seconds",),
-}
-# Names only the newer generation prints (for EndpointScrape.version_hint).
-_V1_NAMES = frozenset({"vllm:kv_cache_usage_perc", "vllm:inter_token_latency_seconds_count"})
-
-_SCALAR, _SUCCESS_KIND, _BUCKET, _SUM, _COUNT = range(5)
-
-
-@dataclass(frozen=True, slots=True)
-class _Target:
-    kind: int
-    field: str
-    rank: int  # 0 = newest spelling
-
-
-def _dispatch() -> Mapping[str, _Target]:
-    table: dict[str, _Target] = {}
-    for fld, names in _SCALARS.items():
-        for rank, name in enumerate(names):
-            table[name] = _Target(_SCALAR, fld, rank)
-    table[_SUCCESS] = _Target(_SUCCESS_KIND, "request_success", 0)
-    for fld, names in _HISTOGRAMS.items():
-        for rank, name in enumerate(names):
-            table[name + "_bucket"] = _Target(_BUCKET, fld, rank)
-            table[name + "_sum"] = _Target(_SUM, fld, rank)
-            table[name + "_count"] = _Target(_COUNT, fld, rank)
-    return MappingProxyType(table)
-
-
-_DISPATCH = _dispatch()
-
-
-def _line_prefixes() -> tuple[bytes, ...]:
-    prefixes: list[bytes] = []
-    for name in _DISPATCH:
-        prefixes += [f"{name}{{".encode(), f"{name} ".encode()]
-    families = {n for names in (*_SCALARS.values(), *_HISTOGRAMS.values()) for n in names}
-    for name in sorted({*families, _SUCCESS}):
-        prefixes += [f"# HELP {name} ".encode(), f"# TYPE {name} ".encode()]
-    return tuple(prefixes)
-
-
-_LINE_PREFIXES = _line_prefixes()
-
-
-def select_lines(body: bytes) -> bytes:
-    """Only the lines of a page that :func:`normalize` reads (its samples, with their
-    ``# HELP`` / ``# TYPE`` lines), in page order.
-
-    A vLLM page is mostly series gpuledger does not export (token-count and phase-time
-    histograms, ``_created`` gauges, process metrics): picking the wanted lines out with
-    a C-level prefix test before the exposition parser sees the page cuts the parse to a
-    third (``bench/bench_vllm.py``). The selected lines are still parsed strictly; lines
-    elsewhere on the page are not validated. Upstream prints every line from column 0;
-    an indented line would not be selected.
-    """
-    return b"\n".join([line for line in body.split(b"\n") if line.startswith(_LINE_PREFIXES)])
+_DEFAULT_ENGINE = "0"
+_NO_RANK = 1 << 30
 
 
 @dataclass(slots=True)
@@ -165,20 +111,26 @@ class _Acc:
     """Everything the page says about one (model_name, engine)."""
 
     scalars: dict[str, tuple[int, float]] = field(default_factory=dict)
+    # gauges printed once per API-server process (multiprocess "all" mode): field ->
+    # rank -> pid -> value; usable only where every process prints the same value
+    per_pid: dict[str, dict[int, dict[str, float]]] = field(default_factory=dict)
     success: dict[str, float] = field(default_factory=dict)
     hists: dict[str, dict[int, _HistAcc]] = field(default_factory=dict)
 
-    def hist(self, fld: str, rank: int) -> _HistAcc:
-        by_rank = self.hists.get(fld)
-        if by_rank is None:
-            by_rank = self.hists[fld] = {}
-        acc = by_rank.get(rank)
-        if acc is None:
-            acc = by_rank[rank] = _HistAcc()
-        return acc
+    def scalar_values(self) -> dict[str, float]:
+        chosen = dict(self.scalars)
+        for fld, by_rank in self.per_pid.items():
+            for rank, by_pid in by_rank.items():
+                distinct = set(by_pid.values())
+                # Which process holds the engine's current value the page does not say
+                # (docs/upstream-vllm.md, "Multiprocess pages"): agreeing values are it,
+                # disagreeing ones are not measured -- an older spelling may still be.
+                if len(distinct) == 1 and rank < chosen.get(fld, (_NO_RANK, 0.0))[0]:
+                    chosen[fld] = (rank, distinct.pop())
+        return {f: v for f, (_, v) in chosen.items()}
 
     def series(self, model_name: str, engine: str) -> VllmSeries:
-        values: dict[str, object] = {f: v for f, (_, v) in self.scalars.items()}
+        values: dict[str, object] = dict(self.scalar_values())
         for fld, by_rank in self.hists.items():
             for rank in sorted(by_rank):  # the newest spelling that is complete wins
                 built = by_rank[rank].build()
@@ -203,47 +155,84 @@ class _Normalized:
 
 def _normalize(families: Mapping[str, MetricFamily]) -> _Normalized:
     groups: dict[tuple[str, str], _Acc] = {}
-    dispatch = _DISPATCH
+    # histogram accumulators by (model_name, engine, field, rank), then grouped: one
+    # dict lookup per bucket line instead of three
+    hists: dict[tuple[str, str, str, int], _HistAcc] = {}
+    dispatch = DISPATCH
+    les = _LE_CACHE
     router = 0
     seen_vllm = 0
     newer = False
+    h = _HistAcc()
+    last_hist: tuple[str, int] | None = None
+    last_model = last_engine = ""
     for fam_name, family in families.items():
         if not fam_name.startswith(_PREFIX):
             continue
-        for sample in family.samples:
-            seen_vllm += 1
-            target = dispatch.get(sample.name)
+        samples = family.samples
+        seen_vllm += len(samples)
+        for sample in samples:
             labels = sample.labels
             if _ROUTER_LABEL in labels:
                 router += 1
                 continue
+            target = dispatch.get(sample.name)
             if target is None:
                 continue
             value = sample.value
-            if math.isnan(value):
+            if value != value:  # NaN: nothing measured
                 continue
-            if not newer and sample.name in _V1_NAMES:
+            if target.v1:
                 newer = True
-            key = (labels.get("model_name", ""), labels.get("engine") or _DEFAULT_ENGINE)
+            model = labels.get("model_name", "")
+            engine = labels.get("engine") or _DEFAULT_ENGINE
+            kind = target.kind
+            # a histogram's lines come in a run: reuse the accumulator of the last line
+            if kind >= BUCKET and (
+                target.hist is not last_hist or model != last_model or engine != last_engine
+            ):
+                hk = (model, engine, target.field, target.rank)
+                found = hists.get(hk)
+                if found is None:
+                    found = hists[hk] = _HistAcc()
+                h = found
+                last_hist, last_model, last_engine = target.hist, model, engine
+            if kind == BUCKET:
+                le_text = labels.get("le")
+                le = les.get(le_text) if le_text is not None else None
+                if le is None:
+                    le = _parse_le(le_text)
+                    if le is None:
+                        continue
+                h.buckets[le] = value
+                continue
+            if kind in (SUM, COUNT):
+                if kind == SUM:
+                    h.sum = value
+                else:
+                    h.count = value
+                continue
+            key = (model, engine)
             acc = groups.get(key)
             if acc is None:
                 acc = groups[key] = _Acc()
-            kind = target.kind
-            if kind == _SCALAR:
+            if kind == SCALAR:
+                pid = labels.get(_PID_LABEL)
+                if pid is not None and target.field in GAUGE_FIELDS:
+                    by_rank = acc.per_pid.setdefault(target.field, {})
+                    by_rank.setdefault(target.rank, {})[pid] = value
+                    continue
                 held = acc.scalars.get(target.field)
                 if held is None or target.rank < held[0]:
                     acc.scalars[target.field] = (target.rank, value)
-            elif kind == _SUCCESS_KIND:
+            else:
                 reason = labels.get(_REASON_LABEL, "")
                 acc.success[reason] = acc.success.get(reason, 0.0) + value
-            elif kind == _BUCKET:
-                le = _parse_le(labels.get("le"))
-                if le is not None:
-                    acc.hist(target.field, target.rank).buckets[le] = value
-            elif kind == _SUM:
-                acc.hist(target.field, target.rank).sum = value
-            else:
-                acc.hist(target.field, target.rank).count = value
+    for (model, engine, fld, rank), h in hists.items():
+        acc = groups.get((model, engine))
+        if acc is None:
+            acc = groups[(model, engine)] = _Acc()
+        acc.hists.setdefault(fld, {})[rank] = h
     series = tuple(acc.series(model, engine) for (model, engine), acc in sorted(groups.items()))
     hint = "v1" if newer else ("v0" if series else "")
     return _Normalized(series, hint, router, seen_vllm)
@@ -296,7 +285,16 @@ def _parse_le(text: str | None) -> float | None:
         le = float(text)
     except ValueError:
         return None
-    return None if math.isnan(le) else le
+    if math.isnan(le):
+        return None
+    if len(_LE_CACHE) < _LE_CACHE_MAX:  # boundaries repeat on every page and every cycle
+        _LE_CACHE[text] = le
+    return le
+
+
+# le text -> boundary; bounded, since a page's label values are not ours to trust
+_LE_CACHE: dict[str, float] = {}
+_LE_CACHE_MAX = 4096
 
 
 class VllmCollector:
@@ -363,7 +361,7 @@ class VllmCollector:
         except CollectorError as exc:
             return EndpointScrape(endpoint=endpoint, up=False, error=str(exc))
         try:
-            families = parse(select_lines(body), max_bytes=self.max_bytes)
+            families = parse(select_families(body), max_bytes=self.max_bytes)
         except ExpositionError as exc:
             error = f"unreadable page from {redact_url(url)}: {exc}"
             return EndpointScrape(endpoint=endpoint, up=False, error=error)

@@ -60,6 +60,10 @@ class VllmSeries:
     preemptions: float | None = None
     prefix_cache_queries: float | None = None  # prompt tokens looked up in the prefix cache
     prefix_cache_hits: float | None = None  # ... and found there (V1 engines only)
+    # V1 with a KV connector (LMCache, ...): prompt tokens looked up / found outside vLLM
+    external_prefix_cache_queries: float | None = None
+    external_prefix_cache_hits: float | None = None
+    prompt_tokens_cached: float | None = None  # V1 0.16+: local + external cached tokens
     request_success: Mapping[str, float] = field(
         default_factory=lambda: MappingProxyType({})
     )  # finished_reason -> count

@@ -29,7 +29,13 @@ import pytest
 
 from gpuledger.collectors.base import Collector, CollectorError
 from gpuledger.collectors.textformat.parse import MetricFamily, parse
-from gpuledger.collectors.vllm.scrape import VllmCollector, normalize, scrape_page, select_lines
+from gpuledger.collectors.vllm.scrape import (
+    VllmCollector,
+    normalize,
+    scrape_page,
+    select_families,
+    select_lines,
+)
 from gpuledger.collectors.vllm.types import Histogram, VllmEndpoint, VllmSeries, VllmTelemetry
 from tests.support import paths as support_paths
 from tests.support.standins import Behaviour, StandIn
@@ -458,10 +464,34 @@ def test_bearer_token_is_sent_and_never_shown(collector: VllmCollector) -> None:
 @pytest.mark.parametrize("page", [V0_PAGE, V010_PAGE, V011_PAGE, ROUTER_PAGE, CUSTOM])
 def test_selected_lines_normalize_like_the_whole_page(page: bytes) -> None:
     ep = _endpoint("http://127.0.0.1:1")
-    selected = select_lines(page)
-    assert len(selected) < len(page)
-    assert b"_created" not in selected
-    assert normalize(parse(selected), ep) == normalize(parse(page), ep)
+    for select in (select_lines, select_families):
+        selected = select(page)
+        assert len(selected) < len(page)
+        assert b"_created" not in selected
+        assert normalize(parse(selected), ep) == normalize(parse(page), ep)
+
+
+def test_family_selection_drops_a_deprecated_histogram_only_beside_the_new_one() -> None:
+    """0.11 prints inter_token_latency_seconds and the deprecated
+    time_per_output_token_seconds with the same values: only the new one is parsed; a
+    page with only the old spelling keeps it."""
+    assert b"# HELP vllm:time_per_output_token_seconds " in V011_PAGE
+    both = select_families(V011_PAGE)
+    assert b"vllm:time_per_output_token_seconds" not in both
+    assert b"vllm:inter_token_latency_seconds_bucket" in both
+    new = (b"vllm:inter_token", b"# HELP vllm:inter_token", b"# TYPE vllm:inter_token")
+    old_only = b"\n".join(line for line in V011_PAGE.split(b"\n") if not line.startswith(new))
+    assert b"vllm:time_per_output_token_seconds_bucket" in select_families(old_only)
+    ep = _endpoint("http://127.0.0.1:1")
+    want = normalize(parse(V011_PAGE), ep)[0].inter_token_latency
+    assert normalize(parse(select_families(old_only)), ep)[0].inter_token_latency == want
+
+
+def test_family_selection_without_help_lines_falls_back_to_lines() -> None:
+    page = b"\n".join(line for line in V0_PAGE.split(b"\n") if not line.startswith(b"# HELP"))
+    ep = _endpoint("http://127.0.0.1:1")
+    assert select_families(page) == select_lines(page)
+    assert normalize(parse(select_families(page)), ep) == normalize(parse(V0_PAGE), ep)
 
 
 def test_page_with_only_unread_vllm_names_is_down(collector: VllmCollector) -> None:
