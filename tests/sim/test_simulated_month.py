@@ -102,13 +102,23 @@ def test_time_sliced_gpu_split_by_process_utilization(store: SqliteLedgerStore) 
 def test_tokens_and_probes_follow_the_served_models(store: SqliteLedgerStore) -> None:
     tokens = {r.service: r for r in store.tokens(FEB.start, FEB.end, ["service"])}
     assert set(tokens) >= {"chat-llama-70b", "summarize-mistral-7b"}
-    assert "embed-bge-m3" not in tokens  # embedding services serve no generation tokens
+    # embedding and reranker engines count prompt tokens only, the probes' apart (issue 16)
+    for pooled in ("embed-bge-m3", "rerank-bge-v2", "embed-e5-large"):
+        assert tokens[pooled].generation_tokens == 0
+        assert tokens[pooled].prompt_tokens > tokens[pooled].probe_prompt_tokens > 0
+    assert "ocr-paddle" not in tokens  # serves nothing a probe or a token counter sees
     chat = tokens["chat-llama-70b"]
     assert chat.probe_prompt_tokens > 0
     assert chat.prompt_tokens > chat.probe_prompt_tokens
     probes = {(r.service): r for r in store.probes(FEB.start, FEB.end)}
     assert probes["guard-llama-8b"].disagree > 0
     assert probes["summarize-mistral-7b"].successes < probes["summarize-mistral-7b"].probes
+    # the embedding and reranker services are probed and their verdicts agree
+    for pooled in ("embed-bge-m3", "rerank-bge-v2", "embed-e5-large"):
+        assert probes[pooled].agree == probes[pooled].successes > 0
+        assert probes[pooled].disagree == 0
+    for unprobed in ("ocr-paddle", "asr-whisper", "classify-deberta", "moderate-toxic-bert"):
+        assert unprobed not in probes
 
 
 def test_rerun_writes_the_same_totals(store: SqliteLedgerStore) -> None:
