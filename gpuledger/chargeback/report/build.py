@@ -478,8 +478,7 @@ def build_report(
     coverage_rows = store.coverage(start, end)
     step("coverage of each service's hours")
     hours_covered = rental_coverage(
-        store.usage(start, end, ["namespace", "service", "node", "gpu_uuid", "hour"]),
-        store.usage(start, end, ["node", "gpu_uuid", "hour"]),
+        store.usage(start, end, ["namespace", "service", "node", "gpu_uuid"]), coverage_rows
     )
     step("tenants of shared services")
     tenant_shares, tenant_models = _tenant_split(store, start, end, opts)

@@ -10,7 +10,7 @@ with. Here each figure gets its own flag, by what it rests on
   probes' verdicts (``validation``);
 - the latency figures are the probes themselves, trusted as far as their verdicts go;
 - the GPU-rental counterfactual rests on the ledger's GPU-hours, checked by coverage of
-  the hours the service ran (:func:`rental_coverage`).
+  the hours of the GPUs the service ran on (:func:`rental_coverage`).
 
 Each flag is ``validated``, ``unvalidated`` or ``not applicable`` (no such figure, so
 nothing to vouch for), with a sentence saying why.
@@ -23,7 +23,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from datetime import datetime
 
-from gpuledger.chargeback.ledger.model import UsageGroup
+from gpuledger.chargeback.ledger.model import CoverageGroup, UsageGroup
 from gpuledger.chargeback.report.model import Flag, ServiceLine, Validation
 from gpuledger.chargeback.report.units import SECONDS_PER_HOUR
 
@@ -95,61 +95,56 @@ def latency_flag(ev: ProbeEvidence, *, min_success: float, max_disagree: float) 
 def rental_flag(
     rental_usd: float | None, basis: str, coverage: float | None, *, min_coverage: float
 ) -> FlagValue:
-    """The GPU-rental counterfactual: by the coverage of the hours the service ran; not
+    """The GPU-rental counterfactual: by the coverage of its GPUs' hours; not
     applicable when there is no such figure (idle capacity, a GPU with no rental rate)."""
     if rental_usd is None:
         return FlagValue(NOT_APPLICABLE, f"no rental counterfactual: {basis}")
     if coverage is None:
         return FlagValue(UNVALIDATED, "the ledger has no observed hours for this service")
-    what = f"the ledger observed {coverage:.2%} of the GPU-hours in the hours the service ran"
+    what = (
+        f"the ledger observed {coverage:.2%} of the hours of the GPUs the service ran on "
+        "(weighted by its GPU-hours on each)"
+    )
     if coverage >= min_coverage:
         return FlagValue(VALIDATED, what)
     return FlagValue(UNVALIDATED, f"{what} (at least {min_coverage:.0%} needed)")
 
 
-def _epoch(hour: str | None) -> int:
-    """An ``hour`` group (ISO-8601 UTC, ``2026-01-01T00:00:00Z`` or ``+00:00``) as Unix
-    seconds, so both stores' spellings compare equal."""
-    if not hour:
-        return 0
+def _epoch(hour: str) -> int:
+    """An ISO-8601 UTC hour (``2026-01-01T00:00:00Z`` or ``+00:00``) as Unix seconds."""
     return int(datetime.fromisoformat(hour.replace("Z", "+00:00")).timestamp())
 
 
+def gpu_coverage(gpu: CoverageGroup) -> float:
+    """The share of one GPU's hours, from its first to its last observed hour in the
+    period, that the agent observed: observed seconds ÷ (span hours × 3600), at most 1."""
+    span_h = (_epoch(gpu.last_hour) - _epoch(gpu.first_hour)) // int(SECONDS_PER_HOUR) + 1
+    return min(1.0, gpu.observed_seconds / (span_h * SECONDS_PER_HOUR)) if span_h > 0 else 0.0
+
+
 def rental_coverage(
-    service_gpu_hours: Iterable[UsageGroup], gpu_hours: Iterable[UsageGroup]
+    service_gpus: Iterable[UsageGroup], gpus: Iterable[CoverageGroup]
 ) -> dict[tuple[str, str], float]:
     """Coverage of the hours each (namespace, service) ran, from ledger rows.
 
-    For each GPU a service has GPU-seconds on, its *span* is every hour from its first to
-    its last hour with GPU-seconds on that GPU (within the report's period). In each hour
-    of the span, the GPU's observed share is (Σ allocated GPU-seconds of every owner of
-    that GPU, ``__idle__`` included: what the agent observed) / 3600, at most 1. The
-    coverage is the mean of that share over every (GPU, hour) of the service's spans: 1.0
-    when the agent saw the service's GPUs for the whole time the service was there; an
-    hour the node (or the agent) was down inside a span counts 0. ``service_gpu_hours``
-    groups usage by (namespace, service, node, gpu_uuid, hour), ``gpu_hours`` by (node,
-    gpu_uuid, hour)."""
-    observed: dict[tuple[str, str, int], float] = {}
-    for r in gpu_hours:
-        observed[(r.node or "", r.gpu_uuid or "", _epoch(r.hour))] = r.allocated_gpu_seconds
-    spans: dict[tuple[str, str], dict[tuple[str, str], list[int]]] = defaultdict(
-        lambda: defaultdict(list)
-    )
-    for r in service_gpu_hours:
-        if r.allocated_gpu_seconds > 0:
-            key = (r.namespace or "", r.service or "")
-            spans[key][(r.node or "", r.gpu_uuid or "")].append(_epoch(r.hour))
-    step = int(SECONDS_PER_HOUR)
-    out: dict[tuple[str, str], float] = {}
-    for key, per_gpu in spans.items():
-        total = 0.0
-        hours = 0
-        for (node, gpu), seen in per_gpu.items():
-            for hour in range(min(seen), max(seen) + 1, step):
-                hours += 1
-                total += min(1.0, observed.get((node, gpu, hour), 0.0) / SECONDS_PER_HOUR)
-        out[key] = total / hours
-    return out
+    Each GPU's coverage (:func:`gpu_coverage`) is the share of the hours from its first to
+    its last observed hour in the period that the agent observed it; a service's coverage
+    is the mean of its GPUs' coverage weighted by the service's GPU-seconds on each. 1.0
+    when every GPU the service ran on was observed for its whole span; an hour a node (or
+    the agent) was down inside a GPU's span lowers that GPU's share, and so the coverage
+    of every service that ran on it. ``service_gpus`` groups usage by (namespace, service,
+    node, gpu_uuid); ``gpus`` are the coverage query's rows (one per GPU). Two grouped
+    reads the report makes anyway or that are as small as its line count × GPUs per
+    service: an hour-by-hour version read ~4 rows per GPU-hour (docs/chargeback.md)."""
+    share = {(g.node, g.gpu_uuid): gpu_coverage(g) for g in gpus}
+    weighted: dict[tuple[str, str], list[float]] = defaultdict(lambda: [0.0, 0.0])
+    for r in service_gpus:
+        if r.allocated_gpu_seconds <= 0:
+            continue
+        acc = weighted[(r.namespace or "", r.service or "")]
+        acc[0] += r.allocated_gpu_seconds * share.get((r.node or "", r.gpu_uuid or ""), 0.0)
+        acc[1] += r.allocated_gpu_seconds
+    return {key: num / den for key, (num, den) in weighted.items() if den > 0}
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,7 +1,7 @@
 """Each figure of a service line flagged by what it rests on (issue 16, item 6).
 
 The token-API counterfactual and the latency figures by the probes' verdicts, the
-GPU-rental counterfactual by the coverage of the hours the service ran; ``not
+GPU-rental counterfactual by the coverage of its GPUs' hours; ``not
 applicable`` where the line has no such figure. Expected values are worked out here from
 the rows each test writes (and the hand-computed month of
 ``tests/support/report_fixtures.py``), on SQLite and on a real PostgreSQL.
@@ -17,11 +17,11 @@ from datetime import UTC, datetime
 import pytest
 
 from gpuledger.chargeback.attribution.claims import IDLE, UNATTRIBUTED
-from gpuledger.chargeback.ledger.model import UsageGroup
+from gpuledger.chargeback.ledger.model import CoverageGroup, UsageGroup
 from gpuledger.chargeback.ledger.store.common import AuditableLedgerStore
 from gpuledger.chargeback.ledger.tables import CoverageRow, ProbeRecord, TokenRow, UsageRow
 from gpuledger.chargeback.report.build import ReportOptions, build_report
-from gpuledger.chargeback.report.flags import rental_coverage
+from gpuledger.chargeback.report.flags import gpu_coverage, rental_coverage
 from gpuledger.chargeback.report.model import Month, Report, ServiceLine
 from gpuledger.chargeback.report.ratecard import load_rate_card
 from gpuledger.chargeback.report.writers.csv_json import lines_csv, report_json
@@ -120,8 +120,8 @@ def test_rental_flag_by_coverage_of_the_hours(ledger_store: AuditableLedgerStore
     assert batch.rental_coverage_ratio == pytest.approx(0.75)
     assert batch.rental_flag == "unvalidated"
     assert batch.rental_flag_reason == (
-        "the ledger observed 75.00% of the GPU-hours in the hours the service ran "
-        "(at least 99% needed)"
+        "the ledger observed 75.00% of the hours of the GPUs the service ran on "
+        "(weighted by its GPU-hours on each) (at least 99% needed)"
     )
     assert batch.counterfactual_flagged  # a counterfactual (rental) is unvalidated
     assert steady.rental_coverage_ratio == pytest.approx(1.0)
@@ -135,30 +135,30 @@ def test_rental_flag_by_coverage_of_the_hours(ledger_store: AuditableLedgerStore
     )
 
 
-def _g(ns: str, svc: str, node: str, gpu: str, hour: int, seconds: float) -> UsageGroup:
-    iso = datetime.fromtimestamp(T0 + 3600 * hour, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-    return UsageGroup(seconds, 0.0, 0.0, seconds / 3600, node, gpu, None, ns, svc, iso)
+def _iso(hour: int) -> str:
+    return datetime.fromtimestamp(T0 + 3600 * hour, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def test_rental_coverage_spans_per_gpu() -> None:
-    """Two GPUs, a MIG-shared one: each GPU's span is its own; a GPU another service's
-    slice shares counts whole (Σ of every owner), and a GPU the service left early does
-    not count against it afterwards."""
-    service_rows = [
-        _g("a", "svc", "n1", "G1", 0, 1200.0),  # G1: hours 0-3, hour 2 not observed
-        _g("a", "svc", "n1", "G1", 1, 1200.0),
-        _g("a", "svc", "n1", "G1", 3, 1200.0),
-        _g("a", "svc", "n2", "G2", 0, 3600.0),  # G2: hour 0 only (then the GPU left)
+def test_rental_coverage_weights_each_gpus_share_by_the_services_seconds() -> None:
+    """G1 seen from hour 0 to hour 3 (4 h) for 3600 + 2400 + 0 + 3600 s: 9600 / 14400 = 2/3
+    (an hour missing, another two-thirds seen); G2 seen hour 0 only, whole: 1. The service
+    has 3600 s on each, so its coverage is (3600 × 2/3 + 3600 × 1) / 7200 = 5/6; a service
+    only on G2 has 1; a row of 0 s adds no weight."""
+    gpus = [
+        CoverageGroup("n1", "G1", H100, 9600.0, 3, _iso(0), _iso(3)),
+        CoverageGroup("n2", "G2", H100, 3600.0, 1, _iso(0), _iso(0)),
     ]
-    gpu_rows = [
-        _g("", "", "n1", "G1", 0, 3600.0),  # svc's slice 1200 + another 2400
-        _g("", "", "n1", "G1", 1, 2400.0),  # the agent saw 2/3 of the hour
-        _g("", "", "n1", "G1", 3, 3600.0),
-        _g("", "", "n2", "G2", 0, 3600.0),
+    service_gpus = [
+        UsageGroup(3600.0, 0.0, 0.0, 1.0, "n1", "G1", None, "a", "svc"),
+        UsageGroup(3600.0, 0.0, 0.0, 1.0, "n2", "G2", None, "a", "svc"),
+        UsageGroup(1800.0, 0.0, 0.0, 0.5, "n2", "G2", None, "b", "other"),
+        UsageGroup(0.0, 0.0, 0.0, 0.0, "n1", "G1", None, "b", "other"),
     ]
-    got = rental_coverage(service_rows, gpu_rows)
-    # spans: G1 hours 0,1,2,3 → 1 + 2/3 + 0 + 1; G2 hour 0 → 1; mean over 5 GPU-hours
-    assert got == {("a", "svc"): pytest.approx((1 + 2 / 3 + 0 + 1 + 1) / 5)}
+    assert rental_coverage(service_gpus, gpus) == {
+        ("a", "svc"): pytest.approx(5 / 6),
+        ("b", "other"): pytest.approx(1.0),
+    }
+    assert gpu_coverage(gpus[0]) == pytest.approx(2 / 3)
 
 
 # -- token and latency flags by probe verdicts -----------------------------------------------
