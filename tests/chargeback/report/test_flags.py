@@ -21,6 +21,7 @@ from gpuledger.chargeback.ledger.model import CoverageGroup, UsageGroup
 from gpuledger.chargeback.ledger.store.common import AuditableLedgerStore
 from gpuledger.chargeback.ledger.tables import CoverageRow, ProbeRecord, TokenRow, UsageRow
 from gpuledger.chargeback.report.build import ReportOptions, build_report
+from gpuledger.chargeback.report.console import flag_summary
 from gpuledger.chargeback.report.flags import gpu_coverage, rental_coverage
 from gpuledger.chargeback.report.model import Month, Report, ServiceLine
 from gpuledger.chargeback.report.ratecard import load_rate_card
@@ -286,3 +287,13 @@ def test_html_marks_only_unvalidated_figures(mixed: Report) -> None:
         "latency": "latency: not applicable",
         "rental": "GPU rental: validated",
     }
+
+
+def test_console_counts_the_flags(mixed: Report) -> None:
+    # batch: rental unvalidated (75 %), no tokens, no probes; steady: rental validated, no
+    # tokens, no probes; failing: tokens and latency unvalidated (50 % of probes), rental
+    # validated (whole hours). No idle line: every GPU-second here has an owner.
+    assert flag_summary(mixed) == (
+        "  flags: token API 1 unvalidated, 2 not applicable; "
+        "latency 1 unvalidated, 2 not applicable; GPU rental 2 validated, 1 unvalidated"
+    )
