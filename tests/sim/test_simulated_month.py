@@ -6,7 +6,7 @@ import pytest
 
 from gpuledger.chargeback.attribution.claims import IDLE
 from gpuledger.chargeback.ledger.store.sqlite import SqliteLedgerStore
-from gpuledger.chargeback.report.model import Month
+from gpuledger.chargeback.report.model import Month, ServiceLine
 from gpuledger.sim.attribution import idle_holders
 from gpuledger.sim.month import DEMO_FLEET, SimNodeSpec, simulate_month
 from gpuledger.sim.node import SimulatedNode
@@ -135,3 +135,28 @@ def test_rerun_writes_the_same_totals(store: SqliteLedgerStore) -> None:
 
 def test_demo_fleet_has_two_gpu_models() -> None:
     assert len({n.model for n in DEMO_FLEET}) == 2
+
+
+def test_report_flags_of_the_simulated_month(store: SqliteLedgerStore) -> None:
+    """Issue 16: every GPU of the one node spans the whole month and was down 5 of its 672
+    hours, so every rental rests on 667 / 672 of the hours: validated at the default 99 %,
+    not at 99.5 %. The embedding and reranker services are validated by their probes; the
+    services no probe checks have no latency figure ("not applicable")."""
+    from gpuledger.chargeback.report.build import ReportOptions, build_report
+    from gpuledger.chargeback.report.ratecard import load_rate_card
+
+    def report(min_coverage: float) -> dict[str, ServiceLine]:
+        r = build_report(store, load_rate_card(), FEB, now=FEB.end,
+                         options=ReportOptions(min_rental_coverage_ratio=min_coverage))  # fmt: skip
+        return {line.service: line for line in r.lines if line.kind != "idle"}
+
+    lines = report(0.99)
+    for line in lines.values():
+        assert line.rental_coverage_ratio == pytest.approx(667 / 672), line.service
+        assert line.rental_flag == "validated", line.service
+    for pooled in ("embed-bge-m3", "rerank-bge-v2", "embed-e5-large"):
+        assert lines[pooled].latency_flag == "validated"
+    for unprobed in ("ocr-paddle", "asr-whisper", "classify-deberta", "moderate-toxic-bert"):
+        assert lines[unprobed].latency_flag == "not applicable"
+        assert lines[unprobed].counterfactual_flagged is False
+    assert all(line.rental_flag == "unvalidated" for line in report(0.995).values())
