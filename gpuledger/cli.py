@@ -322,6 +322,9 @@ def report(
 class ProbeApi(StrEnum):
     completions = "completions"
     chat = "chat"
+    embeddings = "embeddings"
+    rerank = "rerank"
+    auto = "auto"  # completions, else embeddings, else rerank (docs/probes.md)
 
 
 def _seconds(value: float | None) -> str:

@@ -18,7 +18,9 @@ time-sliced one, an under-used one) and ``gpu-node-02`` with 4 × L40S, down for
 on the 12th (the gap shows in coverage). LLM services get token counts from their busy
 time and the agent's probes every ten minutes, with one service whose engine metrics
 disagree with its probes and one whose probes often fail, so every validation state
-appears in the report.
+appears in the report. The embedding and reranker services are probed the way the agent
+probes them (embeddings, rerank: :mod:`gpuledger.sim.pooled`) and count prompt tokens; the
+others serve nothing a probe checks.
 
 ``llm-prod/chat-llama-70b`` is a shared endpoint: a gateway counts its tenants' tokens
 (``ledger_tenant_tokens``) and its engines report prefill/decode time
@@ -49,6 +51,7 @@ from gpuledger.chargeback.report.model import Month
 from gpuledger.sim.attribution import idle_holders
 from gpuledger.sim.node import KNOT_S, SimDevice, SimulatedNode
 from gpuledger.sim.nvml_fake import H100_80GB, L40S
+from gpuledger.sim.pooled import pooled_hour
 from gpuledger.sim.tenants import SHARED_SERVICE, shared_hour
 
 HOUR_S = 3600
@@ -91,7 +94,7 @@ SERVED: dict[str, ServedModel] = {
     ),
     "rag-llama-8b": ServedModel("meta-llama/Llama-3.1-8B-Instruct", 11000.0, 8.0, 0.050),
 }
-"""What the simulated LLM services serve (embedding and rerank services have no tokens)."""
+"""What the simulated LLM services serve (embedding and rerank ones: ``sim/pooled.py``)."""
 
 PROBE_EVERY_S = 600
 PROBE_PROMPT_TOKENS = 12
@@ -250,6 +253,7 @@ def simulate_month(
     rng = random.Random(f"{seed}:{month.label}")  # noqa: S311 -- reproducible, not secret
     # the shared endpoint's own stream: the other tables' draws stay what they were
     tenant_rng = random.Random(f"{seed}:{month.label}:tenants")  # noqa: S311
+    pooled_rng = random.Random(f"{seed}:{month.label}:pooled")  # noqa: S311
     days = hours // 24
     counts = [0, 0, 0, 0, 0, 0]  # hours, usage, tokens, probes, tenant tokens, engine time
     for day in range(days):
@@ -271,6 +275,9 @@ def simulate_month(
                 coverage += c
                 records, probe_tokens = _probes(rng, spec.name, hour, sorted(busy))
                 probes += records
+                pooled_probes, pooled_tokens = pooled_hour(pooled_rng, spec.name, hour, busy)
+                probes += pooled_probes
+                token_rows += pooled_tokens
                 for (ns, svc), busy_s in sorted(busy.items()):
                     served = SERVED.get(svc)
                     if served is None:

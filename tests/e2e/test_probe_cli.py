@@ -9,7 +9,7 @@ import pytest
 from typer.testing import CliRunner
 
 from gpuledger.cli import app
-from tests.support.vllm_standin import VllmStandIn
+from tests.support.vllm_standin import VllmBehaviour, VllmStandIn
 
 
 @pytest.fixture
@@ -39,6 +39,17 @@ def test_chat_api_and_model_option(vllm: VllmStandIn) -> None:
     assert result.exit_code == 0, result.output
     assert vllm.requests["POST /v1/chat/completions"] == 2
     assert vllm.requests["GET /v1/models"] == 0
+
+
+def test_auto_probes_an_embedding_model() -> None:
+    """Issue 16: ``--api auto`` finds that the endpoint serves embeddings (its completions
+    route is a 404) and probes those; the table has e2e but no TTFT values."""
+    with VllmStandIn(VllmBehaviour(served_model="BAAI/bge-m3", tasks=("embed",))) as server:
+        result = CliRunner().invoke(app, ["probe", server.url, "--n", "3", "--api", "auto"])
+        assert result.exit_code == 0, result.output
+        assert "3/3 probes succeeded" in result.output
+        assert server.requests["POST /v1/embeddings"] == 3
+        assert server.requests["POST /v1/completions"] == 1
 
 
 def test_every_probe_failing_exits_one(vllm: VllmStandIn) -> None:
@@ -96,4 +107,4 @@ def test_bad_arguments_exit_two() -> None:
         runner.invoke(app, ["probe", "http://x", "--api-key-env", "NOPE_UNSET_VAR"]).exit_code == 2
     )
     assert runner.invoke(app, ["probe", "http://x", "--n", "0"]).exit_code == 2
-    assert runner.invoke(app, ["probe", "http://x", "--api", "embeddings"]).exit_code == 2
+    assert runner.invoke(app, ["probe", "http://x", "--api", "classify"]).exit_code == 2

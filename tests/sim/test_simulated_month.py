@@ -6,7 +6,7 @@ import pytest
 
 from gpuledger.chargeback.attribution.claims import IDLE
 from gpuledger.chargeback.ledger.store.sqlite import SqliteLedgerStore
-from gpuledger.chargeback.report.model import Month
+from gpuledger.chargeback.report.model import Month, ServiceLine
 from gpuledger.sim.attribution import idle_holders
 from gpuledger.sim.month import DEMO_FLEET, SimNodeSpec, simulate_month
 from gpuledger.sim.node import SimulatedNode
@@ -102,13 +102,23 @@ def test_time_sliced_gpu_split_by_process_utilization(store: SqliteLedgerStore) 
 def test_tokens_and_probes_follow_the_served_models(store: SqliteLedgerStore) -> None:
     tokens = {r.service: r for r in store.tokens(FEB.start, FEB.end, ["service"])}
     assert set(tokens) >= {"chat-llama-70b", "summarize-mistral-7b"}
-    assert "embed-bge-m3" not in tokens  # embedding services serve no generation tokens
+    # embedding and reranker engines count prompt tokens only, the probes' apart (issue 16)
+    for pooled in ("embed-bge-m3", "rerank-bge-v2", "embed-e5-large"):
+        assert tokens[pooled].generation_tokens == 0
+        assert tokens[pooled].prompt_tokens > tokens[pooled].probe_prompt_tokens > 0
+    assert "ocr-paddle" not in tokens  # serves nothing a probe or a token counter sees
     chat = tokens["chat-llama-70b"]
     assert chat.probe_prompt_tokens > 0
     assert chat.prompt_tokens > chat.probe_prompt_tokens
     probes = {(r.service): r for r in store.probes(FEB.start, FEB.end)}
     assert probes["guard-llama-8b"].disagree > 0
     assert probes["summarize-mistral-7b"].successes < probes["summarize-mistral-7b"].probes
+    # the embedding and reranker services are probed and their verdicts agree
+    for pooled in ("embed-bge-m3", "rerank-bge-v2", "embed-e5-large"):
+        assert probes[pooled].agree == probes[pooled].successes > 0
+        assert probes[pooled].disagree == 0
+    for unprobed in ("ocr-paddle", "asr-whisper", "classify-deberta", "moderate-toxic-bert"):
+        assert unprobed not in probes
 
 
 def test_rerun_writes_the_same_totals(store: SqliteLedgerStore) -> None:
@@ -125,3 +135,28 @@ def test_rerun_writes_the_same_totals(store: SqliteLedgerStore) -> None:
 
 def test_demo_fleet_has_two_gpu_models() -> None:
     assert len({n.model for n in DEMO_FLEET}) == 2
+
+
+def test_report_flags_of_the_simulated_month(store: SqliteLedgerStore) -> None:
+    """Issue 16: every GPU of the one node spans the whole month and was down 5 of its 672
+    hours, so every rental rests on 667 / 672 of the hours: validated at the default 99 %,
+    not at 99.5 %. The embedding and reranker services are validated by their probes; the
+    services no probe checks have no latency figure ("not applicable")."""
+    from gpuledger.chargeback.report.build import ReportOptions, build_report
+    from gpuledger.chargeback.report.ratecard import load_rate_card
+
+    def report(min_coverage: float) -> dict[str, ServiceLine]:
+        r = build_report(store, load_rate_card(), FEB, now=FEB.end,
+                         options=ReportOptions(min_rental_coverage_ratio=min_coverage))  # fmt: skip
+        return {line.service: line for line in r.lines if line.kind != "idle"}
+
+    lines = report(0.99)
+    for line in lines.values():
+        assert line.rental_coverage_ratio == pytest.approx(667 / 672), line.service
+        assert line.rental_flag == "validated", line.service
+    for pooled in ("embed-bge-m3", "rerank-bge-v2", "embed-e5-large"):
+        assert lines[pooled].latency_flag == "validated"
+    for unprobed in ("ocr-paddle", "asr-whisper", "classify-deberta", "moderate-toxic-bert"):
+        assert lines[unprobed].latency_flag == "not applicable"
+        assert lines[unprobed].counterfactual_flagged is False
+    assert all(line.rental_flag == "unvalidated" for line in report(0.995).values())

@@ -9,6 +9,10 @@ It serves what the probes and the vLLM collector read, in the shapes vLLM emits
   (when ``stream_options.include_usage`` is set) a usage event with ``"choices": []``,
   then ``data: [DONE]\\n\\n``. Chat streams start with a role-only delta
   (``{"role": "assistant", "content": ""}``), as vLLM does.
+- ``POST /v1/embeddings``, ``/score``, ``/v1/score``, ``/rerank``, ``/v1/rerank``,
+  ``/v2/rerank`` where ``VllmBehaviour.tasks`` registers them (``tests/support/vllm_pooling.py``):
+  JSON responses shaped like vLLM's, with ``usage`` token counts; a route the model's
+  tasks do not register is a 404, as in vLLM.
 - ``GET /metrics``: vLLM >= 0.11 (V1 engine) exposition with ``model_name`` and
   ``engine`` labels and the upstream TTFT / inter-token / e2e bucket boundaries. The
   counters and histograms move when a completion is served, the way vLLM's do: prompt
@@ -38,6 +42,7 @@ from types import MappingProxyType
 from typing import Any
 
 from gpuledger.collectors.vllm.types import Histogram, VllmSeries
+from tests.support.vllm_pooling import POOLING_PATHS, pooling_reply, serves
 
 # vllm/v1/metrics/loggers.py (PrometheusStatLogger), vLLM 0.11.
 TTFT_BUCKETS = (0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5,
@@ -53,6 +58,9 @@ CHAT_TEMPLATE_TOKENS = 7  # what a chat template adds around one user message, r
 @dataclass
 class VllmBehaviour:
     served_model: str = "stand-in/model"
+    # what the model does, as vLLM's supported tasks: "generate", "embed", "score"
+    tasks: tuple[str, ...] = ("generate",)
+    pooling_delay_s: float = 0.0  # arrival -> a pooling request's single output
     stream_model: str | None = None  # model name written in chunks; None: served_model
     first_token_delay_s: float = 0.0  # request arrival -> first token event
     per_token_delay_s: float = 0.0  # between token events
@@ -186,7 +194,7 @@ class VllmStandIn:
                 b = outer.behaviour
                 if b.headers_delay_s:
                     outer._stop.wait(b.headers_delay_s)
-                if path not in ("/v1/completions", "/v1/chat/completions"):
+                if not serves(b.tasks, path):
                     self._send(404, b'{"detail":"Not Found"}', "application/json")
                     return
                 try:
@@ -213,6 +221,9 @@ class VllmStandIn:
                     # vLLM's _check_model: 404 NotFoundError
                     self._error(404, f"The model `{body.get('model')}` does not exist.")
                     return
+                if path in POOLING_PATHS:
+                    self._pooling(path, body)
+                    return
                 if not body.get("stream"):
                     self._error(400, "the stand-in only streams")
                     return
@@ -235,6 +246,26 @@ class VllmStandIn:
                 err = {"error": {"message": message, "type": "BadRequestError",
                                  "param": None, "code": status}}  # fmt: skip
                 self._send(status, json.dumps(err).encode(), "application/json")
+
+            def _pooling(self, path: str, body: dict[str, Any]) -> None:
+                b = outer.behaviour
+                arrival = time.perf_counter()
+                try:
+                    reply, n_prompt = pooling_reply(path, body, b.stream_model or b.served_model)
+                except (KeyError, TypeError, ValueError, IndexError):
+                    self._error(400, "malformed pooling request")
+                    return
+                if outer._stop.wait(b.pooling_delay_s):
+                    return
+                with outer._lock:
+                    eng = outer._engine
+                    if not b.lie_tokens:
+                        eng.prompt_tokens += n_prompt
+                    if b.count_ttft:
+                        eng.ttft.observe((time.perf_counter() - arrival) * b.ttft_report_scale)
+                    eng.success["stop"] += 1
+                    eng.e2e.observe(time.perf_counter() - arrival)
+                self._send(200, json.dumps(reply).encode(), "application/json")
 
             def _chunk(self, data: bytes) -> None:
                 self.wfile.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")

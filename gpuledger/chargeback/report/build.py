@@ -33,6 +33,13 @@ from gpuledger.chargeback.ledger.model import (
     UsageGroup,
 )
 from gpuledger.chargeback.ledger.store.common import AuditableLedgerStore
+from gpuledger.chargeback.report.flags import (
+    UNVALIDATED,
+    Thresholds,
+    flag_line,
+    rental_coverage,
+    validation_state,
+)
 from gpuledger.chargeback.report.model import (
     REPORT_SCHEMA_VERSION,
     HeadroomPolicy,
@@ -75,6 +82,13 @@ class ReportOptions:
     trend_months: int = 6  # the month and the five before it
     headroom_policy: HeadroomPolicy = "spread"
     token_weights: TokenWeights = field(default_factory=TokenWeights)
+    min_rental_coverage_ratio: float = 0.99  # below: the rental counterfactual is flagged
+
+    @property
+    def thresholds(self) -> Thresholds:
+        return Thresholds(
+            self.min_probe_success_ratio, self.max_disagree_ratio, self.min_rental_coverage_ratio
+        )
 
 
 def _kind(service: str) -> LineKind:
@@ -232,24 +246,6 @@ def _rental_counterfactual(
     return total, "; ".join(parts)
 
 
-# -- validation ---------------------------------------------------------------------------
-
-
-def _validation(
-    probes: int, successes: float, agree: float, disagree: float, opts: ReportOptions
-) -> Validation:
-    if probes == 0:
-        return "no-probes"
-    if successes / probes < opts.min_probe_success_ratio:
-        return "probe-failures"
-    decided = agree + disagree
-    if decided == 0:
-        return "undecided"
-    if disagree / decided > opts.max_disagree_ratio:
-        return "disagree"
-    return "validated"
-
-
 # -- the report ---------------------------------------------------------------------------
 
 
@@ -289,7 +285,9 @@ def _service_line(
     successes = probe.get("successes", 0.0)
     agree, disagree = probe.get("agree", 0.0), probe.get("disagree", 0.0)
     validation: Validation = (
-        "n/a" if kind == "idle" else _validation(n_probes, successes, agree, disagree, opts)
+        "n/a"
+        if kind == "idle"
+        else validation_state(n_probes, successes, agree, disagree, opts.thresholds)
     )
 
     def saving(counterfactual: float | None) -> float | None:
@@ -419,7 +417,7 @@ def _trend_point(card: RateCard, month: Month, rows: Sequence[UsageGroup]) -> Tr
     return TrendPoint(month.label, alloc, idle, internal, hyper, unpriced)
 
 
-BUILD_STEPS = 6
+BUILD_STEPS = 7
 
 
 def _tenant_split(
@@ -478,6 +476,10 @@ def build_report(
     latency_rows = store.probe_latency(start, end, opts.latency_quantile)
     step("coverage per GPU")
     coverage_rows = store.coverage(start, end)
+    step("coverage of each service's hours")
+    hours_covered = rental_coverage(
+        store.usage(start, end, ["namespace", "service", "node", "gpu_uuid"]), coverage_rows
+    )
     step("tenants of shared services")
     tenant_shares, tenant_models = _tenant_split(store, start, end, opts)
 
@@ -507,6 +509,15 @@ def build_report(
     for key in models:
         line = _service_line(
             key, models[key], quotes.get(key, ()), probes.get(key, {}), latency.get(key), opts
+        )
+        pk = probes.get(key, {})
+        line = flag_line(
+            line,
+            successes=pk.get("successes", 0.0),
+            agree=pk.get("agree", 0.0),
+            disagree=pk.get("disagree", 0.0),
+            coverage=hours_covered.get(key),
+            limits=opts.thresholds,
         )
         pt = probe_tokens.get(key)
         if pt is not None:
@@ -617,9 +628,15 @@ def _notes(
                 else ""
             )
         )
-    flagged = [line.label for line in lines if line.counterfactual_flagged]
-    if flagged:
+    api = [line.label for line in lines if line.token_api_flag == UNVALIDATED]
+    if api:
         yield (
-            f"Counterfactuals of {len(flagged)} service(s) rest on unvalidated measurements "
-            f"(marked ⚑): {', '.join(flagged)}."
+            f"Token-API counterfactuals of {len(api)} service(s) rest on engine token "
+            f"counts the probes did not confirm (marked ⚑): {', '.join(api)}."
+        )
+    rental = [line.label for line in lines if line.rental_flag == UNVALIDATED]
+    if rental:
+        yield (
+            f"GPU-rental counterfactuals of {len(rental)} service(s) rest on hours the ledger "
+            f"did not fully observe (marked ⚑): {', '.join(rental)}."
         )

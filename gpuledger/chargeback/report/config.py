@@ -54,6 +54,9 @@ class ReportConfig(BaseModel):
     # the engine's own metrics disagree with them at most this often.
     min_probe_success_ratio: float = Field(0.95, ge=0, le=1)
     max_disagree_ratio: float = Field(0.05, ge=0, le=1)
+    # A GPU-rental counterfactual is flagged when the ledger observed less than this share
+    # of the hours of the GPUs the service ran on (docs/chargeback.md, flags).
+    min_rental_coverage_ratio: float = Field(0.99, ge=0, le=1)
     trend_months: int = Field(6, ge=1, le=36)
     keep_months: int = Field(0, ge=0)  # 0: keep every report written
     # shared services (tenants): where headroom goes and the fixed token weights

@@ -141,6 +141,26 @@ def _tenant_table(result: Report) -> Table | None:
     return table
 
 
+def flag_summary(report: Report) -> str:
+    """How many service lines say what about each figure (``docs/chargeback.md``, flags),
+    e.g. ``flags: token API 3 validated, 2 unvalidated, 9 not applicable; ...``."""
+    parts = []
+    for which, name in (("token_api", "token API"), ("latency", "latency"),
+                        ("rental", "GPU rental")):  # fmt: skip
+        counts: dict[str, int] = {}
+        for line in report.lines:
+            if line.kind != "idle":
+                flag = str(getattr(line, f"{which}_flag"))
+                counts[flag] = counts.get(flag, 0) + 1
+        said = ", ".join(
+            f"{counts[f]} {f}"
+            for f in ("validated", "unvalidated", "not applicable")
+            if f in counts
+        )
+        parts.append(f"{name} {said or 'no lines'}")
+    return "  flags: " + "; ".join(parts)
+
+
 def print_summary(result: Report, by: SummaryBy = "service") -> None:
     """The month's headline figures on stderr (stdout carries only the paths written):
     the fleet's totals, or with ``by="tenant"`` the tenants of its shared services."""
@@ -174,5 +194,6 @@ def print_summary(result: Report, by: SummaryBy = "service") -> None:
         f"${t.token_api_usd:,.2f}",
     )
     out.print(table)
+    out.print(Text(flag_summary(result)))
     for note in result.notes:
         out.print(f"  - {note}")

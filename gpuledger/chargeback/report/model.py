@@ -31,9 +31,18 @@ Validation = Literal["validated", "disagree", "probe-failures", "undecided", "no
 """validated: probes succeed and the engine's own counters agree with them; disagree: the
 engine's metrics contradict the probes; probe-failures: too many probes failed;
 undecided: probes ran but no verdict came back; no-probes: none ran; n/a: idle capacity."""
+Flag = Literal["validated", "unvalidated", "not applicable"]
+"""What one figure of a line rests on, checked or not (``chargeback/report/flags.py``):
+validated: what it rests on was checked and held; unvalidated: it was not checked, or
+the check failed; not applicable: the line has no such figure, so there is nothing to
+vouch for."""
 
-REPORT_SCHEMA_VERSION = 2
-"""2: services carry ``tenants`` and the report its ``headroom_policy`` (issue 14)."""
+REPORT_SCHEMA_VERSION = 3
+"""2: services carry ``tenants`` and the report its ``headroom_policy`` (issue 14).
+3: services carry a flag per figure (``token_api_flag``, ``latency_flag``,
+``rental_flag``, each with its ``*_reason``) and ``rental_coverage_ratio``;
+``counterfactual_flagged`` is now true only when a counterfactual's own flag is
+``unvalidated`` (issue 16). Only keys are added."""
 _MONTH_RE = re.compile(r"^(\d{4})-(\d{2})$")
 
 
@@ -225,9 +234,17 @@ class ServiceLine:
     verdicts_agree: int
     verdicts_disagree: int
     validation: Validation
-    counterfactual_flagged: bool  # counterfactuals rest on unvalidated measurements
+    counterfactual_flagged: bool  # token_api_flag or rental_flag is "unvalidated"
     # a shared service's callers (empty: no gateway or meter counted tenants for it)
     tenants: tuple[TenantLine, ...] = ()
+    # each figure by what it rests on (report/flags.py, docs/chargeback.md)
+    token_api_flag: Flag = "not applicable"  # noqa: S105 -- engine token counters, by probes
+    token_api_flag_reason: str = ""
+    latency_flag: Flag = "not applicable"  # the probes' own figures, by their verdicts
+    latency_flag_reason: str = ""
+    rental_flag: Flag = "not applicable"  # ledger GPU-hours, by coverage of the hours
+    rental_flag_reason: str = ""
+    rental_coverage_ratio: float | None = None  # observed share of the hours it ran
 
     @property
     def label(self) -> str:

@@ -31,6 +31,7 @@ def report_options(cfg: ReportConfig) -> ReportOptions:
         fleet=cfg.fleet,
         min_probe_success_ratio=cfg.min_probe_success_ratio,
         max_disagree_ratio=cfg.max_disagree_ratio,
+        min_rental_coverage_ratio=cfg.min_rental_coverage_ratio,
         trend_months=cfg.trend_months,
         headroom_policy=cfg.headroom_policy,
         token_weights=cfg.token_weights.weights(),

@@ -6,6 +6,8 @@ The fixtures and how they were made: tests/support/fixtures/ledger-prev/README.m
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import shutil
 import sqlite3
@@ -92,6 +94,12 @@ def test_migrate_takes_the_previous_ledger_to_the_current_version(tmp_path: Path
     assert again[:PREV_VERSION] == applied
 
 
+ISSUE_16_KEYS = (
+    "token_api_flag", "token_api_flag_reason", "latency_flag", "latency_flag_reason",
+    "rental_flag", "rental_flag_reason", "rental_coverage_ratio",
+)  # fmt: skip
+
+
 def test_report_of_the_previous_ledger_is_unchanged(tmp_path: Path) -> None:
     with SqliteLedgerStore(_copy("ledger.db", tmp_path)) as store:
         store.migrate()
@@ -101,12 +109,34 @@ def test_report_of_the_previous_ledger_is_unchanged(tmp_path: Path) -> None:
     want.pop("generated_at")
     # report schema 2 (issue 14) only adds keys: services' tenants (none in this ledger)
     # and the headroom policy; every figure the previous release wrote is unchanged
-    assert (got.pop("schema_version"), want.pop("schema_version")) == (2, 1)
+    # report schema 3 (issue 16) adds a flag per figure and the coverage of each service's
+    # hours, and counterfactual_flagged now follows those flags (compared below)
+    assert (got.pop("schema_version"), want.pop("schema_version")) == (3, 1)
     assert got.pop("headroom_policy") == "spread"
+    flagged: dict[str, bool] = {}
     for line in got["lines"]:
         assert line.pop("tenants") == []
+        for key in ISSUE_16_KEYS:
+            line.pop(key)
+        flagged[line["service"]] = line.pop("counterfactual_flagged")
+    for line in want["lines"]:
+        line.pop("counterfactual_flagged")
+    old_flag_notes = [n for n in want["notes"] if n.startswith("Counterfactuals of ")]
+    new_flag_notes = [n for n in got["notes"] if n.startswith(("Token-API ", "GPU-rental "))]
+    assert len(old_flag_notes) == 1
+    assert new_flag_notes
+    want["notes"].remove(old_flag_notes[0])
+    for note in new_flag_notes:
+        got["notes"].remove(note)
     assert got == want
-    assert lines_csv(report) == (PREV / "report.csv").read_text()
+    assert flagged == {line.service: line.counterfactual_flagged for line in report.lines}
+    # the CSV keeps the previous release's columns in their places and appends the new ones
+    old = list(csv.reader(io.StringIO((PREV / "report.csv").read_text())))
+    new = list(csv.reader(io.StringIO(lines_csv(report))))
+    flag_col = old[0].index("counterfactual_flagged")
+    assert new[0][: len(old[0])] == old[0]
+    for o, n in zip(old[1:], new[1:], strict=True):
+        assert n[:flag_col] + n[flag_col + 1 : len(o)] == o[:flag_col] + o[flag_col + 1 :]
     assert coverage_csv(report) == (PREV / "report-coverage.csv").read_text()
 
 

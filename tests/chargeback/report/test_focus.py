@@ -284,7 +284,8 @@ def test_unpriced_gpu_model_is_zero_but_never_silently(store: SqliteLedgerStore)
         "unpriced, listed at 0"
     )
     assert num(r["PricingQuantity"]) == 744.0
-    assert r["x_CounterfactualFlagged"] == "true"
+    # no rental rate and no tokens: no counterfactual rests on anything (issue 16)
+    assert r["x_CounterfactualFlagged"] == "false"
     assert r["x_Validation"] == "no-probes"
     others = [row for row in focus_rows(report_for(store, "separate")) if row["SkuId"] != fx.B200]
     assert {row["x_PricingStatus"] for row in others} == {"priced"}

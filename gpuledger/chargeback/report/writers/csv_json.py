@@ -30,6 +30,9 @@ LINE_COLUMNS = (
     "p99_ttft_s", "p99_tpot_s", "p99_e2e_s",
     "probes", "probe_success_ratio", "verdicts_agree", "verdicts_disagree",
     "validation", "counterfactual_flagged", "idle_policy", "rate_card_version",
+    # report schema 3 (issue 16): a flag per figure, appended so positions stay
+    "token_api_flag", "token_api_flag_reason", "latency_flag", "latency_flag_reason",
+    "rental_flag", "rental_flag_reason", "rental_coverage_ratio",
 )  # fmt: skip
 COVERAGE_COLUMNS = (
     "month", "node", "gpus", "observed_gpu_hours", "expected_gpu_hours", "coverage_ratio",
@@ -82,6 +85,9 @@ def _line_row(report: Report, line: ServiceLine) -> list[object]:
         line.p99_ttft_s, line.p99_tpot_s, line.p99_e2e_s,
         line.probes, line.probe_success_ratio, line.verdicts_agree, line.verdicts_disagree,
         line.validation, line.counterfactual_flagged, report.idle_policy, report.rate_card.version,
+        line.token_api_flag, line.token_api_flag_reason, line.latency_flag,
+        line.latency_flag_reason, line.rental_flag, line.rental_flag_reason,
+        line.rental_coverage_ratio,
     ]  # fmt: skip
 
 

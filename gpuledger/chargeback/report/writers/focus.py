@@ -118,6 +118,7 @@ CUSTOM_COLUMNS: tuple[str, ...] = (
     "x_IdleShareCost", "x_IdlePolicy", "x_PricingStatus", "x_ListCostBasis",
     "x_SpecialistCost", "x_SpecialistBasis", "x_Validation", "x_CounterfactualFlagged",
     "x_RateCardVersion", "x_RateCardDigest", "x_PeriodComplete", "x_Tenant", "x_TenantKind",
+    "x_RentalFlag", "x_TokenApiFlag", "x_LatencyFlag",  # issue 16: a flag per figure
 )  # fmt: skip
 COLUMNS: tuple[str, ...] = FOCUS_COLUMNS + CUSTOM_COLUMNS
 """The FOCUS columns come first and the custom ones after them (ColumnHandling-A-012/013)."""
@@ -333,6 +334,9 @@ def _row(
         "x_PeriodComplete": "true" if report.complete else "false",
         "x_Tenant": tenant.tenant if tenant is not None else None,
         "x_TenantKind": tenant.kind if tenant is not None else None,
+        "x_RentalFlag": line.rental_flag,
+        "x_TokenApiFlag": line.token_api_flag,
+        "x_LatencyFlag": line.latency_flag,
     }
 
 

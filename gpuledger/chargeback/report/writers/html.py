@@ -531,8 +531,9 @@ def charts(report: Report) -> list[Chart]:
                 "Internal cost against counterfactuals",
                 "The same allocated GPU-hours rented on demand from the cheapest hyperscaler and "
                 "specialist, and the billable tokens at the cheapest per-token API. "
-                f"“n/a”: no counterfactual exists (see the basis table). {FLAG}: the "
-                f"counterfactual rests on unvalidated measurements.{cap_note}",
+                f"“n/a”: no counterfactual exists (see the basis table). {FLAG}: a "
+                f"counterfactual of the line rests on something unvalidated (its flags in "
+                f"the basis table).{cap_note}",
                 chart_counterfactuals(report),
             ),
             Chart(

@@ -99,6 +99,52 @@ def _headers(endpoint: VllmEndpoint) -> dict[str, str]:
     return headers
 
 
+def failed_result(
+    endpoint: VllmEndpoint, model: str, started_unix: float, failure: _Failure
+) -> ProbeResult:
+    """A failed probe: no timings, the reason, a detail without the endpoint's key."""
+    return ProbeResult(
+        endpoint=endpoint,
+        model_name=model,
+        started_unix=started_unix,
+        ok=False,
+        reason=failure.reason,
+        detail=_scrub(failure.detail, endpoint.api_key),
+    )
+
+
+_ERROR_BODY_BYTES = 4096
+
+
+def http_status_failure(response: httpx.Response, where: str) -> _Failure:
+    """``http_status`` for a non-2xx answer; the detail is ``HTTP <code> from <url>``,
+    then the server's error message when its (small) JSON body has one: vLLM says "The
+    model does not support Embeddings API" there, which is how a probe learns that an
+    endpoint does not serve what it asked (:mod:`~gpuledger.collectors.vllm.probe.served`)."""
+    detail = f"HTTP {response.status_code} from {where}"
+    body = b""
+    try:
+        for chunk in response.iter_raw():
+            body += chunk
+            if len(body) >= _ERROR_BODY_BYTES:
+                break
+        doc = json.loads(body[:_ERROR_BODY_BYTES])
+    except (httpx.HTTPError, OSError, ValueError):
+        return _Failure("http_status", detail)
+    message = None
+    if isinstance(doc, dict):
+        error = doc.get("error")
+        if isinstance(error, dict):
+            message = error.get("message")
+        elif isinstance(doc.get("message"), str):
+            message = doc["message"]
+        elif isinstance(doc.get("detail"), str):
+            message = doc["detail"]
+    if isinstance(message, str) and message:
+        detail += f": {message[:160]}"
+    return _Failure("http_status", detail)
+
+
 def _http_failure(exc: BaseException, where: str, *, got_headers: bool) -> _Failure:
     if isinstance(exc, httpx.ConnectTimeout):
         return _Failure("connect", f"connect to {where} timed out")
@@ -250,17 +296,9 @@ def probe_once(
     start = clock()
     deadline = _Deadline(at=start + timeout_s, clock=clock, cancel=cancel)
     asked = model or ""
-    secret = endpoint.api_key
 
     def failed(reason: str, detail: str) -> ProbeResult:
-        return ProbeResult(
-            endpoint=endpoint,
-            model_name=asked,
-            started_unix=started_unix,
-            ok=False,
-            reason=reason,
-            detail=_scrub(detail, secret),
-        )
+        return failed_result(endpoint, asked, started_unix, _Failure(reason, detail))
 
     try:
         if model is None:
@@ -315,7 +353,7 @@ def _stream_probe(
         ) as response:
             got_headers = True
             if not 200 <= response.status_code < 300:
-                raise _Failure("http_status", f"HTTP {response.status_code} from {where}")
+                raise http_status_failure(response, where)
             with deadline.watch(response):
                 try:
                     for data in _sse_events(response.iter_raw(), max_bytes):

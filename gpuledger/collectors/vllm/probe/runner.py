@@ -1,7 +1,8 @@
 """Probes on a schedule (:class:`ProbeRunner`, the agent's) or as a one-off series
 (:func:`run_series`, ``gpuledger probe URL``).
 
-The runner sends probes (:func:`~gpuledger.collectors.vllm.probe.client.probe_once`)
+The runner sends probes (:func:`~gpuledger.collectors.vllm.probe.served.probe_served`:
+what the endpoint serves, completions, embeddings or rerank)
 every interval, one in flight per endpoint at most, never to an engine whose waiting
 queue is over a threshold, and after each successful probe checks
 (:mod:`gpuledger.collectors.vllm.probe.validation`) that the engine's own counters saw
@@ -26,9 +27,8 @@ from gpuledger.collectors.vllm.probe.client import (
     DEFAULT_PROMPT,
     DEFAULT_TIMEOUT_S,
     FAILURE_REASONS,
-    Api,
-    probe_once,
 )
+from gpuledger.collectors.vllm.probe.served import NOT_APPLICABLE, Kind, ProbeApi, probe_served
 from gpuledger.collectors.vllm.probe.validation import endpoint_series, validate
 from gpuledger.collectors.vllm.types import (
     ProbeResult,
@@ -43,6 +43,7 @@ log = logging.getLogger(__name__)
 SKIP_REASONS = ("in_flight", "queue_full")
 DEFAULT_INTERVAL_S = 60.0
 DEFAULT_QUEUE_THRESHOLD = 8.0
+DEFAULT_RECHECK_S = 3600.0  # an endpoint that serves nothing a probe checks: ask again hourly
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,6 +59,8 @@ class EndpointProbeStatus:
     last_result: ProbeResult | None
     last_success: ProbeResult | None
     last_verdict: ProbeVerdict | None
+    kind: Kind | None = None  # what the endpoint was last probed with
+    applicable: bool | None = None  # False: it serves nothing a probe checks; None: unknown
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,6 +77,9 @@ class _EndpointState:
     last_result: ProbeResult | None = None
     last_success: ProbeResult | None = None
     last_verdict: ProbeVerdict | None = None
+    kind: Kind | None = None
+    applicable: bool | None = None
+    recheck_at: float = 0.0  # monotonic; not probed before, when not applicable
 
 
 class ProbeRunner:
@@ -106,7 +112,7 @@ class ProbeRunner:
         prompt: str = DEFAULT_PROMPT,
         model: str | None = None,
         queue_threshold: float = DEFAULT_QUEUE_THRESHOLD,
-        api: Api = "completions",
+        api: ProbeApi = "auto",
         on_result: Callable[[ProbeResult], None] | None = None,
         on_verdict: Callable[[ProbeVerdict], None] | None = None,
         wait_for_scrape: Callable[[VllmTelemetry | None, float], VllmTelemetry | None]
@@ -117,6 +123,7 @@ class ProbeRunner:
         initial_delay_s: float = 0.0,
         client: httpx.Client | None = None,
         wall: Callable[[], float] = time.time,
+        recheck_s: float = DEFAULT_RECHECK_S,
     ) -> None:
         if interval_s <= 0 or timeout_s <= 0:
             raise ValueError("interval_s and timeout_s must be positive")
@@ -130,7 +137,8 @@ class ProbeRunner:
         self.prompt = prompt
         self.model = model
         self.queue_threshold = queue_threshold
-        self.api: Api = api
+        self.api: ProbeApi = api
+        self.recheck_s = recheck_s
         self._on_result = on_result
         self._on_verdict = on_verdict
         self._wait_for_scrape = wait_for_scrape
@@ -207,6 +215,8 @@ class ProbeRunner:
                         last_result=st.last_result,
                         last_success=st.last_success,
                         last_verdict=st.last_verdict,
+                        kind=st.kind,
+                        applicable=st.applicable,
                     )
                 )
             running = self._thread is not None and self._thread.is_alive()
@@ -272,6 +282,8 @@ class ProbeRunner:
                 if not st.model_name:
                     st.model_name = _guess_model(telemetry, ep)
                 model = st.model_name
+                if st.applicable is False and time.monotonic() < st.recheck_at:
+                    continue  # serves nothing a probe checks: not a skip, not a failure
                 if st.in_flight:
                     self._count(self._skipped, (ep.name, model, "in_flight"))
                     continue
@@ -303,24 +315,34 @@ class ProbeRunner:
     def _probe(self, ep: VllmEndpoint, before: VllmTelemetry | None) -> None:
         released = False  # in_flight cleared by this worker (a later probe may set it)
         try:
-            result = probe_once(
+            with self._lock:
+                known = self._state[ep.name].kind
+            result, kind = probe_served(
                 self._client,
                 ep,
+                api=self.api,
+                known=known,
                 model=self.model,
                 prompt=self.prompt,
                 max_tokens=self.max_tokens,
                 timeout_s=self.timeout_s,
-                api=self.api,
                 wall=self._wall,
                 cancel=self._stop,
             )
             at_end = self._safe_latest()
             if self._stop.is_set():
                 return  # cut by stop(): not a verdict on the server
+            if result.reason == NOT_APPLICABLE:
+                self._not_applicable(ep, result)
+                released = True
+                return
             with self._lock:
                 st = self._state[ep.name]
                 st.in_flight = False
                 released = True
+                if kind is not None:
+                    st.kind = kind
+                    st.applicable = True
                 if result.model_name:
                     st.model_name = result.model_name
                 st.last_result = result
@@ -345,6 +367,21 @@ class ProbeRunner:
                 if not released:
                     self._state[ep.name].in_flight = False
                 self._workers.discard(threading.current_thread())
+
+    def _not_applicable(self, ep: VllmEndpoint, result: ProbeResult) -> None:
+        """The endpoint serves nothing a probe checks: no failure counted, nothing for
+        the ledger (its service reads "not applicable"), asked again after recheck_s."""
+        with self._lock:
+            st = self._state[ep.name]
+            st.in_flight = False
+            changed = st.applicable is not False
+            st.applicable = False
+            st.kind = None
+            st.recheck_at = time.monotonic() + self.recheck_s
+            if result.model_name:
+                st.model_name = result.model_name
+        if changed:
+            log.info("probe %s: not applicable, %s", ep.name, result.detail)
 
     def _validate(
         self, result: ProbeResult, before: VllmTelemetry | None, at_end: VllmTelemetry | None
@@ -426,7 +463,7 @@ def run_series(
     prompt: str = DEFAULT_PROMPT,
     max_tokens: int = DEFAULT_MAX_TOKENS,
     timeout_s: float = DEFAULT_TIMEOUT_S,
-    api: Api = "completions",
+    api: ProbeApi = "completions",
     on_result: Callable[[ProbeResult], None] | None = None,
     client: httpx.Client | None = None,
 ) -> list[ProbeResult]:
@@ -438,17 +475,20 @@ def run_series(
     own = client is None
     http = client or httpx.Client(follow_redirects=False, trust_env=False)
     results: list[ProbeResult] = []
+    known: Kind | None = None
     try:
         for _ in range(n):
-            result = probe_once(
+            result, found = probe_served(
                 http,
                 endpoint,
+                api=api,
+                known=known,
                 model=model,
                 prompt=prompt,
                 max_tokens=max_tokens,
                 timeout_s=timeout_s,
-                api=api,
             )
+            known = found or known
             if model is None and result.model_name:
                 model = result.model_name
             results.append(result)

@@ -24,6 +24,10 @@ probe's window must show at least that request. Three checks, each ``True``, ``F
     HTTP overhead. On a quiet server the window holds just the probe, so this
     compares the probe with the engine's measurement of that same request.
 
+An embeddings or rerank probe (``completion_tokens == 0``, no TTFT) is checked on
+``tokens_counted`` alone: its prompt tokens (``generation_tokens`` must not have moved
+less than 0, which holds trivially); the TTFT checks are None.
+
 A counter that went backwards means the engine restarted between the two scrapes: the
 window is meaningless, every check is ``None`` and ``detail`` says so.
 """
@@ -183,6 +187,11 @@ def validate(
 
     moved: bool | None = None
     agrees: bool | None = None
+    if result.ttft_s is None and result.completion_tokens == 0:
+        # an embeddings or rerank probe (probe/pooling.py): no stream, no first token the
+        # probe could time, so only its prompt tokens are checked
+        notes.append("pooling probe: prompt tokens checked, no TTFT to compare")
+        return verdict(tokens, None, None)
     if before.ttft is None or after.ttft is None:
         notes.append("TTFT histogram missing")
     else:
