@@ -512,6 +512,14 @@ def manifests(
             help=f"REGISTRY/gpuledger:TAG. Default: ghcr.io/gpuledger/gpuledger:{__version__}.",
         ),
     ] = None,
+    reporter_image: Annotated[
+        str | None,
+        typer.Option(
+            "--reporter-image",
+            help="The reporter's image (docker build --target reporter). Default: the "
+            "--image reference with -reporter after its tag.",
+        ),
+    ] = None,
     runtime_class: Annotated[
         str | None,
         typer.Option(
@@ -604,6 +612,7 @@ def manifests(
             cfg,
             namespace=namespace,
             image=image or DEFAULT_IMAGE,
+            reporter_image=reporter_image,
             runtime_class=runtime_class,
             process_attribution=process_attribution,
             pod_resources=pod_resources,
