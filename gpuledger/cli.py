@@ -176,7 +176,11 @@ def healthcheck(
 
     from gpuledger.agent.healthcheck import check
 
-    cfg = _load_or_exit(config)
+    try:
+        cfg = _load_or_exit(config)
+    except typer.Exit:
+        # docker and podman read 1 as unhealthy and reserve 2 (EXIT_CONFIG elsewhere)
+        raise typer.Exit(1) from None
     result = check(cfg, url=os.environ.get("HEALTHCHECK_URL") or None, timeout_s=timeout)
     typer.echo(result.message)
     raise typer.Exit(0 if result.healthy else 1)

@@ -187,3 +187,11 @@ def test_healthcheck_url_replaces_the_url(tmp_path: Path, agents: list[AgentProc
     url = f"http://127.0.0.1:{agent.port}/healthz"
     code, out = _healthcheck(moved, {"HEALTHCHECK_URL": url})
     assert code == 0, out
+
+
+def test_bad_config_is_unhealthy_with_exit_1_not_docker_reserved_2(tmp_path: Path) -> None:
+    config = tmp_path / "agent.yaml"
+    config.write_text("listen: {port: not-a-port}\n")
+    code, out = _healthcheck(config)
+    assert code == 1  # docker: 0 healthy, 1 unhealthy, 2 reserved
+    assert "listen.port" in out

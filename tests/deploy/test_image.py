@@ -32,6 +32,7 @@ from tests.support.podman import (
     IMAGE_TAG,
     REPORTER_TAG,
     Podman,
+    cache_dir,
     podman_prefix,
     ulimits,
     why_no_engine,
@@ -69,13 +70,12 @@ def podman() -> Podman:
     if reason is not None:
         pytest.skip(f"no container engine: {reason}")
     engine = Podman(tuple(podman_prefix()))
-    env_prefix = " ".join(engine.prefix)
-    subprocess.run(
-        [str(BASE_SCRIPT), BASE_TAG],
-        check=True,
-        timeout=900,
-        env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "PODMAN": env_prefix, "HOME": "/root"},
-    )
+    env = {
+        "PATH": "/usr/sbin:/usr/bin:/sbin:/bin",
+        "PODMAN": " ".join(engine.prefix),  # base.sh splits it on spaces
+        "GPULEDGER_IMAGE_CACHE": str(cache_dir()),
+    }
+    subprocess.run([str(BASE_SCRIPT), BASE_TAG], check=True, timeout=900, env=env)
     probe = engine.run(
         "run", "--rm", "--network", "host", *ulimits(), BASE_TAG, "true", check=False
     )
@@ -86,6 +86,8 @@ def podman() -> Podman:
 
 @pytest.fixture(scope="module")
 def image(podman: Podman) -> str:
+    # Earlier builds' untagged layers older than a day go; today's stay as the build cache.
+    podman.run("image", "prune", "-f", "--filter", "until=24h", check=False)
     _build(podman, IMAGE_TAG)
     return IMAGE_TAG
 
