@@ -7,10 +7,12 @@ dependency. What the client did for us and is kept here:
 
 - **in-cluster config**: ``KUBERNETES_SERVICE_HOST``/``KUBERNETES_SERVICE_PORT``, the
   service account's ``token`` and ``ca.crt`` under
-  ``/var/run/secrets/kubernetes.io/serviceaccount`` (the paths of client-go's
-  ``rest.InClusterConfig``, kubernetes/client-go ``rest/config.go``). The token file is
-  re-read before every request: bound service-account tokens are rotated by the kubelet
-  (hourly), and client-go re-reads it too;
+  ``/var/run/secrets/kubernetes.io/serviceaccount``, server
+  ``https://`` + host:port (brackets for IPv6): client-go's ``InClusterConfig``
+  (kubernetes/kubernetes ``staging/src/k8s.io/client-go/rest/config.go`` at
+  047855f98056652ec3c6686797663462dfb1733b, ``func InClusterConfig``). The token file is
+  re-read before every request, not once: a projected service-account token is rotated
+  by the kubelet while the pod runs;
 - **kubeconfig**: the current context's cluster (``server``,
   ``certificate-authority[-data]``, ``insecure-skip-tls-verify``) and user (``token``,
   ``tokenFile``, ``client-certificate[-data]``/``client-key[-data]``). ``exec`` and
