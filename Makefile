@@ -12,7 +12,7 @@ FOCUS_PY ?= $(shell command -v pyenv >/dev/null 2>&1 && ls -d "$$(pyenv root)"/v
 FOCUS_VENV := .venv-focus
 FOCUS_STAMP := $(FOCUS_VENV)/.installed-stamp
 
-.PHONY: demo test lint typecheck pytest bench soak docs golden podresources-stubs screenshots prometheus system-packages focus-validator clean
+.PHONY: demo test lint typecheck pytest bench soak docs golden podresources-stubs screenshots prometheus system-packages image-packages image-test focus-validator clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -35,6 +35,20 @@ system-packages:
 	    prometheus chromium faketime slurm-wlm munge; }
 
 prometheus: system-packages
+
+# The container engine of `make image-test`, from Debian: podman, runc (crun refuses a
+# hybrid cgroup v1/v2 host), debootstrap (the local Debian base; no image registry is
+# needed). Installed only where apt-get is there; elsewhere the image tests skip and say
+# why. docs/deploy.md ("Testing the image") has the podman flags this machine needed.
+image-packages:
+	@command -v podman >/dev/null 2>&1 && command -v debootstrap >/dev/null 2>&1 \
+	  && command -v runc >/dev/null 2>&1 || { \
+	  if command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing Debian's podman, runc and debootstrap for the image tests"; \
+	    $(SUDO) apt-get update -qq && \
+	    DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends \
+	      podman runc debootstrap; \
+	  else echo "no apt-get: the image tests will skip unless podman and debootstrap are installed"; fi; }
 
 # The official FOCUS validator (focus-validator 2.x, FOCUS 1.2 rules) needs Python >= 3.12
 # while the project runs on 3.11: it gets a venv of its own (see docs/chargeback.md).
@@ -60,8 +74,19 @@ typecheck: $(STAMP)
 
 # Not GPULEDGER_-prefixed: the agent refuses unknown GPULEDGER_* variables, and the tests'
 # agent subprocesses inherit this environment.
-pytest: $(STAMP) system-packages focus-validator
+# The image tests (tests/deploy/test_image.py) are part of the suite: they build the
+# image with podman when it can run here, and skip with the reason when it cannot. The
+# first run builds the Debian base (debootstrap, cached for the week under
+# ~/.cache/gpuledger/image-test) and the image (about 3 minutes); later runs reuse the
+# cached layers.
+pytest: $(STAMP) system-packages image-packages focus-validator
 	FOCUS_VALIDATOR_BIN=$(CURDIR)/$(FOCUS_VENV)/bin/focus-validator $(BIN)/pytest
+
+# Only the image: build it with podman against the local Debian base, then run it as
+# docs/deploy.md says (user, read-only root, /readyz, HEALTHCHECK on HTTP, TLS and
+# mutual TLS, SIGTERM, the reporter target). -s prints the measured sizes and times.
+image-test: $(STAMP) image-packages
+	$(BIN)/pytest -s -m image tests/deploy/test_image.py
 
 test: lint typecheck pytest
 

@@ -11,6 +11,7 @@ from typing import Annotated
 import typer
 from pydantic import ValidationError
 from rich.console import Console
+from rich.markup import escape
 
 from gpuledger import __version__
 from gpuledger.agent.config import AgentConfig, ConfigError, load_config, redacted
@@ -60,7 +61,7 @@ def _load_or_exit(path: Path | None, overrides: dict[str, object] | None = None)
     except ConfigError as exc:
         err.print(f"[bold red]invalid configuration[/] ({path or 'defaults'}):")
         for key, message in exc.problems:
-            err.print(f"  [bold]{key}[/]: {message}")
+            err.print(f"  [bold]{key}[/]: {escape(message)}")
         raise typer.Exit(EXIT_CONFIG) from None
     return cfg
 
@@ -97,7 +98,7 @@ def agent(
         code = run_agent(cfg)
     except ConfigError as exc:
         for key, message in exc.problems:
-            err.print(f"[bold red]invalid configuration[/] [bold]{key}[/]: {message}")
+            err.print(f"[bold red]invalid configuration[/] [bold]{key}[/]: {escape(message)}")
         raise typer.Exit(EXIT_CONFIG) from None
     raise typer.Exit(code)
 
@@ -156,8 +157,33 @@ def demo(
         raise typer.Exit(EXIT_CONFIG) from None
     host, port = _split_listen(listen)
     plan = Demo(target=target, out=out, gpus=gpus, seed=seed, host=host, port=port, history=history)
+    _require_writable(out, "--out")
     cfg = _load_or_exit(None, plan.config_overrides())
+    _require_report_packages(cfg)
     raise typer.Exit(run_demo(plan, cfg, serve=serve))
+
+
+@app.command()
+def healthcheck(
+    config: Annotated[
+        Path | None, typer.Option("--config", "-c", help="The agent's YAML config file.")
+    ] = None,
+    timeout: Annotated[float, typer.Option(help="Seconds for the whole request.")] = 4.0,
+) -> None:
+    """Exit 0 when the agent of this config answers /healthz (plain HTTP, TLS or mutual
+    TLS, from its own config): the container image's HEALTHCHECK."""
+    import os
+
+    from gpuledger.agent.healthcheck import check
+
+    try:
+        cfg = _load_or_exit(config)
+    except typer.Exit:
+        # docker and podman read 1 as unhealthy and reserve 2 (EXIT_CONFIG elsewhere)
+        raise typer.Exit(1) from None
+    result = check(cfg, url=os.environ.get("HEALTHCHECK_URL") or None, timeout_s=timeout)
+    typer.echo(result.message)
+    raise typer.Exit(0 if result.healthy else 1)
 
 
 @app.command("check-config")
@@ -206,6 +232,32 @@ def _previous_month() -> str:
 class ReportBy(StrEnum):
     service = "service"
     tenant = "tenant"
+
+
+def _require_report_packages(cfg: AgentConfig) -> None:
+    """The report's formats need packages of the ``report`` extra: say which, and how to
+    get them, before any work."""
+    from gpuledger.chargeback.report.writers.files import ReportDependencyError, require_packages
+
+    try:
+        require_packages(cfg.report.formats)
+    except ReportDependencyError as exc:
+        err.print(f"[bold red]cannot write the report[/]: {escape(str(exc))}", highlight=False)
+        raise typer.Exit(EXIT_CONFIG) from None
+
+
+def _require_writable(path: Path, option: str) -> None:
+    from gpuledger.agent.preflight import writable_problem
+
+    why = writable_problem(path)
+    if why is not None:
+        err.print(
+            f"[bold red]{option}[/]: {escape(str(path))} is not writable ({why}); pass {option} a "
+            "writable directory (in a read-only container: a volume or a tmpfs, e.g. "
+            f"{option} /tmp/gpuledger-demo with --tmpfs /tmp)",
+            highlight=False,
+        )
+        raise typer.Exit(EXIT_CONFIG)
 
 
 @app.command()
@@ -264,6 +316,7 @@ def report(
         overrides["ledger.url"] = ledger
         overrides["ledger.url_file"] = None
     cfg = _load_or_exit(config, overrides)
+    _require_report_packages(cfg)
     try:
         target = Month.parse(month or _previous_month())
     except ValueError as exc:
@@ -280,7 +333,7 @@ def report(
         url = cfg.ledger_url()
     except ConfigError as exc:
         for key, message in exc.problems:
-            err.print(f"[bold red]invalid configuration[/] [bold]{key}[/]: {message}")
+            err.print(f"[bold red]invalid configuration[/] [bold]{key}[/]: {escape(message)}")
         raise typer.Exit(EXIT_CONFIG) from None
     where = safe_url(url)
     if url.startswith("sqlite:///") and ":memory:" not in url:
@@ -466,6 +519,14 @@ def manifests(
             help=f"REGISTRY/gpuledger:TAG. Default: ghcr.io/gpuledger/gpuledger:{__version__}.",
         ),
     ] = None,
+    reporter_image: Annotated[
+        str | None,
+        typer.Option(
+            "--reporter-image",
+            help="The reporter's image (docker build --target reporter). Default: the "
+            "--image reference with -reporter after its tag.",
+        ),
+    ] = None,
     runtime_class: Annotated[
         str | None,
         typer.Option(
@@ -558,6 +619,7 @@ def manifests(
             cfg,
             namespace=namespace,
             image=image or DEFAULT_IMAGE,
+            reporter_image=reporter_image,
             runtime_class=runtime_class,
             process_attribution=process_attribution,
             pod_resources=pod_resources,

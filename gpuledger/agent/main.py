@@ -17,6 +17,7 @@ from gpuledger import __version__
 from gpuledger.agent import logs
 from gpuledger.agent.config import AgentConfig, ConfigError
 from gpuledger.agent.exporter import SnapshotExporter
+from gpuledger.agent.preflight import preflight
 from gpuledger.agent.runtime import AgentRuntime
 from gpuledger.agent.server import ASGIApp, create_app
 from gpuledger.agent.snapshot import CollectorState, Snapshot, SnapshotStore
@@ -394,6 +395,7 @@ def uvicorn_config(cfg: AgentConfig, app: ASGIApp) -> uvicorn.Config:
 
 def run_agent(cfg: AgentConfig) -> int:
     logs.configure(cfg.log.level, cfg.log.format)
+    preflight(cfg)
     agent = Agent(cfg)
     runtime = agent.runtime
     server = _Server(uvicorn_config(cfg, agent.app))

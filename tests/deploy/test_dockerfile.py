@@ -44,9 +44,14 @@ ROOT = REPO_ROOT
 DOCKERFILE = ROOT / "Dockerfile"
 DOCKERIGNORE = ROOT / ".dockerignore"
 LOCK = ROOT / "deploy" / "requirements.lock"
+REPORTER_LOCK = ROOT / "deploy" / "requirements-reporter.lock"
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
 SCRIPTS: Mapping[str, str] = PYPROJECT["project"]["scripts"]
-IMAGE_EXTRAS = ("postgres", "kubernetes", "otel")
+IMAGE_EXTRAS = ("postgres", "otel")  # the agent image (deploy/requirements.lock)
+REPORTER_EXTRAS = (*IMAGE_EXTRAS, "report")  # --target reporter (requirements-reporter.lock)
+# What the node agent's image leaves out (issue 16: 592 MB → ≤ 250 MB): the HTML report's
+# stack and the official Kubernetes client (126 MB; kubeapi.py speaks to the API server).
+NOT_IN_AGENT = ("kubernetes", "matplotlib", "numpy", "jinja2")
 STATE_DIR = "/var/lib/gpuledger"
 BUILD_TOOLS = frozenset({"gcc", "g++", "cc", "c++", "clang", "make", "cmake", "build-essential"})
 INSTALLERS: tuple[tuple[str, str], ...] = (
@@ -135,17 +140,47 @@ def parse_dockerfile(text: str) -> list[Instruction]:
 
 
 def stages(instructions: Sequence[Instruction]) -> list[Stage]:
+    """The stages in order; a ``FROM`` names its base with the global ``ARG`` defaults
+    (the ``ARG``s before the first ``FROM``) substituted, as a build without
+    ``--build-arg`` does."""
     out: list[Stage] = []
+    global_args: dict[str, str] = {}
     for ins in instructions:
         if ins.keyword == "FROM":
             words = [w for w in ins.args.split() if not w.startswith("--")]
             name = words[2] if len(words) >= 3 and words[1].lower() == "as" else None
-            out.append(Stage(words[0], name, ins.line))
+            base = re.sub(
+                r"\$\{(\w+)\}|\$(\w+)",
+                lambda m: global_args.get(m.group(1) or m.group(2), ""),
+                words[0],
+            )
+            out.append(Stage(base, name, ins.line))
         elif out:
             out[-1].instructions.append(ins)
-        elif ins.keyword != "ARG":
+        elif ins.keyword == "ARG":
+            global_args.update(key_values(ins.args))
+        else:
             raise ValueError(f"line {ins.line}: {ins.keyword} before the first FROM")
     return out
+
+
+def effective(all_stages: Sequence[Stage], stage: Stage) -> Stage:
+    """``stage`` with the instructions of the stages it is built ``FROM`` (by name)
+    before its own, and the base of the first of them: what the image holds."""
+    by_name = {s.name: s for s in all_stages if s.name}
+    chain = [stage]
+    while chain[0].base in by_name and by_name[chain[0].base] not in chain:
+        chain.insert(0, by_name[chain[0].base])
+    merged = Stage(chain[0].base, stage.name, stage.line)
+    for part in chain:
+        merged.instructions.extend(part.instructions)
+    return merged
+
+
+def final_stage(text: str) -> Stage:
+    """The default target (the last stage), with what it inherits."""
+    all_stages = stages(parse_dockerfile(text))
+    return effective(all_stages, all_stages[-1])
 
 
 def key_values(args: str) -> dict[str, str]:
@@ -427,7 +462,7 @@ def project_command_problems(text: str) -> list[str]:
             argv = healthcheck_argv(ins)
             if argv:
                 problems += _argv_problems(f"line {ins.line}", argv, cli)
-    final = all_stages[-1]
+    final = effective(all_stages, all_stages[-1])
     entry, cmd = final.last("ENTRYPOINT"), final.last("CMD")
     entry_argv = entry.exec_form() if entry else None
     if entry is None or entry_argv is None:
@@ -456,8 +491,11 @@ def final_stage_problems(text: str) -> list[str]:
     problems: list[str] = []
     if len(all_stages) < 2:
         problems.append("not a multi-stage build")
-    final = all_stages[-1]
+    final = effective(all_stages, all_stages[-1])
+    names = {s.name for s in all_stages if s.name}
     for stage in all_stages:
+        if stage.base in names:
+            continue  # built on an earlier stage, whose base is checked
         if ":" not in stage.base.rpartition("/")[2] or stage.base.endswith(":latest"):
             problems.append(f"line {stage.line}: base {stage.base} is not pinned to a tag")
     if len(all_stages) >= 2 and final.base != all_stages[0].base:
@@ -553,8 +591,10 @@ def pip_install_problems(text: str) -> list[str]:
                     problems.append(f"line {ins.line}: pip install without --no-deps")
                 if "deploy/requirements.lock" in reqs:
                     locked = True
-                    if "--require-hashes" not in args:
-                        problems.append(f"line {ins.line}: the lock without --require-hashes")
+                if any(re.fullmatch(r"deploy/requirements.*\.lock", r) for r in reqs) and (
+                    "--require-hashes" not in args
+                ):
+                    problems.append(f"line {ins.line}: the lock without --require-hashes")
                 values = {n + 1 for n, a in enumerate(args) if a in REQUIREMENT_FLAGS}
                 for n, word in enumerate(args):
                     if word.startswith("-") or n in values:
@@ -610,12 +650,12 @@ def _image_environment() -> dict[str, str]:
     return env
 
 
-def lock_problems(lock_text: str) -> list[str]:
+def lock_problems(lock_text: str, extras: Sequence[str] = IMAGE_EXTRAS) -> list[str]:
     """The lock covers pyproject's dependencies and the image's extras at versions they
     allow, and each extra's own requirements (``psycopg[binary]`` → ``psycopg-binary``)."""
     pins, problems = parse_lock(lock_text)
     wanted = list(PYPROJECT["project"]["dependencies"])
-    for extra in IMAGE_EXTRAS:
+    for extra in extras:
         wanted += PYPROJECT["project"]["optional-dependencies"][extra]
     env = _image_environment()
     for spec in wanted:
@@ -658,7 +698,7 @@ def ignore_text() -> str:
 
 def _final_env(text: str) -> dict[str, str]:
     env: dict[str, str] = {}
-    for ins in stages(parse_dockerfile(text))[-1].all("ENV"):
+    for ins in final_stage(text).all("ENV"):
         env.update(key_values(ins.args))
     return env
 
@@ -847,11 +887,13 @@ BUILD_TOOLS_RUN = (
         ("EXPOSE 9835", "EXPOSE 8080", "EXPOSE 9835 missing"),
         ("-o 65532 -g 65532 -m 0750 /var/lib", "-m 0750 /var/lib", "not created owned"),
         (
-            "\nFROM python:3.11-slim-bookworm\n",
-            "\nFROM python:3.12-slim-bookworm\n",
+            "\nFROM ${BASE} AS runtime\n",
+            "\nFROM python:3.12-slim-bookworm AS runtime\n",
             "not the builder's",
         ),
-        ("FROM python:3.11-slim-bookworm AS builder", "FROM python AS builder", "not pinned"),
+        ("FROM ${BASE} AS builder", "FROM python AS builder", "not pinned"),
+        ("ARG BASE=python:3.11-slim-bookworm", "ARG BASE=python", "not pinned"),
+        ("ARG BASE=python:3.11-slim-bookworm", "ARG BASE=python:latest", "not pinned"),
     ],
 )
 def test_final_stage_check_fails_on(
@@ -867,7 +909,7 @@ def test_final_stage_check_fails_without_healthcheck(
     dockerfile_text: str, replacement: str
 ) -> None:
     text, n = re.subn(r"\nHEALTHCHECK [^\n]*\\\n[^\n]*\n", "\n" + replacement, dockerfile_text)
-    assert n == 1
+    assert n == 2  # the runtime's (the agent's) and the reporter's
     assert "final stage: no HEALTHCHECK" in final_stage_problems(text)
 
 
@@ -879,7 +921,7 @@ def test_builder_may_copy_the_context_and_use_compilers(dockerfile_text: str) ->
 
 
 def test_image_labels_and_version(dockerfile_text: str) -> None:
-    final = stages(parse_dockerfile(dockerfile_text))[-1]
+    final = final_stage(dockerfile_text)
     labels: dict[str, str] = {}
     for ins in final.all("LABEL"):
         labels.update(key_values(ins.args))
@@ -902,28 +944,47 @@ def test_default_state_dir_of_the_image_user(
     assert str(load_config(None, environ=env).state_dir) == STATE_DIR
 
 
-def test_baked_default_config_loads_and_matches_cmd(dockerfile_text: str, tmp_path: Path) -> None:
-    final = stages(parse_dockerfile(dockerfile_text))[-1]
-    cmd = final.last("CMD")
-    assert cmd is not None
-    argv = cmd.exec_form() or []
-    config_path = argv[argv.index("--config") + 1]
+def _baked_file(stage: Stage, path: str) -> list[str]:
+    """The lines a RUN of ``stage`` writes to ``path`` with ``printf '%s\\n' ... > path``."""
     written: list[str] | None = None
-    for ins in final.all("RUN"):
+    for ins in stage.all("RUN"):
         lexer = shlex.shlex(ins.args, posix=True, punctuation_chars=True)
         lexer.whitespace_split = True
         tokens = list(lexer)
         for n, tok in enumerate(tokens[:-1]):
-            if tok == ">" and tokens[n + 1] == config_path:
+            if tok == ">" and tokens[n + 1] == path:
                 start = max(i for i in range(n) if tokens[i] == "printf")
                 written = tokens[start + 2 : n]
-    assert written, f"no RUN writes {config_path}"
+    assert written, f"no RUN writes {path}"
+    return written
+
+
+def _config_of(stage: Stage) -> str:
+    cmd = stage.last("CMD")
+    assert cmd is not None
+    argv = cmd.exec_form() or []
+    return argv[argv.index("--config") + 1]
+
+
+@pytest.mark.parametrize(("target", "roles"), [(None, ("node",)), ("reporter", ("reporter",))])
+def test_baked_default_config_loads_and_matches_cmd(
+    dockerfile_text: str, tmp_path: Path, target: str | None, roles: tuple[str, ...]
+) -> None:
+    all_stages = stages(parse_dockerfile(dockerfile_text))
+    stage = next(s for s in all_stages if s.name == target) if target else all_stages[-1]
+    final = effective(all_stages, stage)
     path = tmp_path / "agent.yaml"
-    path.write_text("\n".join(written) + "\n", encoding="utf-8")
+    path.write_text("\n".join(_baked_file(final, _config_of(final))) + "\n", encoding="utf-8")
     cfg = load_config(path, environ={})
+    assert cfg.roles == roles
     assert cfg.listen.host == "0.0.0.0"  # reachable from outside the container
     assert cfg.listen.port == DEFAULT_PORT
     assert str(cfg.state_dir) == STATE_DIR
+    # the HEALTHCHECK reads the file the CMD runs with
+    health = final.last("HEALTHCHECK")
+    assert health is not None
+    argv = healthcheck_argv(health) or []
+    assert argv[argv.index("--config") + 1] == _config_of(final)
 
 
 class _Health(http.server.BaseHTTPRequestHandler):
@@ -938,14 +999,22 @@ class _Health(http.server.BaseHTTPRequestHandler):
 
 
 @pytest.mark.parametrize(("status", "healthy"), [(200, True), (503, False)])
-def test_healthcheck_command(dockerfile_text: str, status: int, healthy: bool) -> None:
-    """The HEALTHCHECK's own command, run against a stand-in on a free port (found
-    through GPULEDGER_LISTEN__PORT, as in the image): 0 on 200, non-zero otherwise."""
-    health = stages(parse_dockerfile(dockerfile_text))[-1].last("HEALTHCHECK")
+def test_healthcheck_command(
+    dockerfile_text: str, tmp_path: Path, status: int, healthy: bool
+) -> None:
+    """The HEALTHCHECK's own command with the image's baked config, run against a
+    stand-in on a free port (found through GPULEDGER_LISTEN__PORT, as in the image): 0 on
+    200, non-zero otherwise. TLS and mutual TLS: tests/agent/test_healthcheck.py and,
+    in the image, tests/deploy/test_image.py."""
+    final = final_stage(dockerfile_text)
+    health = final.last("HEALTHCHECK")
     assert health is not None
     argv = healthcheck_argv(health)
     assert argv is not None
-    assert argv[0] == "python"  # the image's python: no curl needed
+    assert argv[:2] == ["gpuledger", "healthcheck"]  # the image's own command: no curl
+    config = tmp_path / "agent.yaml"
+    config.write_text("\n".join(_baked_file(final, _config_of(final))) + "\n")
+    argv = [config.as_posix() if a == _config_of(final) else a for a in argv]
     handler = type("Handler", (_Health,), {"status": status})
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
@@ -956,7 +1025,11 @@ def test_healthcheck_command(dockerfile_text: str, status: int, healthy: bool) -
             "GPULEDGER_LISTEN__PORT": str(server.server_port),
         }
         proc = subprocess.run(
-            [sys.executable, *argv[1:]], env=env, capture_output=True, timeout=30, check=False
+            [sys.executable, "-m", "gpuledger", *argv[1:]],
+            env=env,
+            capture_output=True,
+            timeout=30,
+            check=False,
         )
     finally:
         server.shutdown()
@@ -987,13 +1060,53 @@ def test_lock_check_fails_on_drift() -> None:
     assert any("fastapi" in p and "no --hash" in p for p in lock_problems(unhashed))
     ranged = re.sub(r"\nhttpx==\S+", "\nhttpx>=0.27", text)
     assert any("not an exact pin" in p for p in lock_problems(ranged))
-    dropped = re.sub(r"\nkubernetes==", "\nkubernetes-not==", text)
-    assert "kubernetes is not in the lock" in lock_problems(dropped)
+    dropped = re.sub(r"\nprometheus-client==", "\nprometheus-client-not==", text)
+    assert "prometheus-client is not in the lock" in lock_problems(dropped)
+    reporter = REPORTER_LOCK.read_text(encoding="utf-8")
+    no_matplotlib = re.sub(r"\nmatplotlib==", "\nmatplotlib-not==", reporter)
+    assert "matplotlib is not in the lock" in lock_problems(no_matplotlib, REPORTER_EXTRAS)
     too_old = re.sub(r"\npydantic==\S+", "\npydantic==1.10.0", text)
     assert any("pydantic==1.10.0" in p for p in lock_problems(too_old))
     if "psycopg-binary" in text and _installed("psycopg"):
         no_binary = re.sub(r"\npsycopg-binary==", "\npsycopg-binaryx==", text)
         assert "psycopg-binary is not in the lock" in lock_problems(no_binary)
+
+
+def test_reporter_lock_pins_the_report_extra_and_agrees_with_the_agent_lock() -> None:
+    """The reporter target installs its lock over the agent's venv with --no-deps: every
+    package both hold must be the same version with the same hashes, or pip would swap
+    it under the agent's code."""
+    reporter = REPORTER_LOCK.read_text(encoding="utf-8")
+    assert "--extra=report" in reporter[:600]
+    assert "--output-file=deploy/requirements-reporter.lock" in reporter[:600]
+    assert lock_problems(reporter, REPORTER_EXTRAS) == []
+    assert shared_pin_problems(LOCK.read_text(encoding="utf-8"), reporter) == []
+    agent_pins, _ = parse_lock(LOCK.read_text(encoding="utf-8"))
+    for name in NOT_IN_AGENT:
+        assert name not in agent_pins, f"{name} is back in the agent's lock"
+    moved = re.sub(r"\nhttpx==\S+", "\nhttpx==0.27.0", reporter)
+    assert any("httpx" in p for p in shared_pin_problems(LOCK.read_text(), moved))
+
+
+def _entries(text: str) -> dict[str, str]:
+    """name → the whole entry (version and hashes), comments dropped."""
+    logical = re.sub(r"\\\n", " ", text)
+    out: dict[str, str] = {}
+    for raw in logical.splitlines():
+        line = raw.split("#", 1)[0].strip()
+        m = re.match(r"([A-Za-z0-9][A-Za-z0-9._-]*)==", line)
+        if m:
+            out[canonicalize_name(m.group(1))] = " ".join(line.split())
+    return out
+
+
+def shared_pin_problems(agent_lock: str, reporter_lock: str) -> list[str]:
+    agent, reporter = _entries(agent_lock), _entries(reporter_lock)
+    problems = [f"{n} is in the agent lock only" for n in sorted(set(agent) - set(reporter))]
+    for name in sorted(set(agent) & set(reporter)):
+        if agent[name] != reporter[name]:
+            problems.append(f"{name}: the two locks pin it differently")
+    return problems
 
 
 def _installed(name: str) -> bool:

@@ -603,6 +603,9 @@ def test_daemonset_scheduling_and_runtime() -> None:
 def test_reporter_deployment_and_its_volume() -> None:
     dep = one(DEFAULT, "Deployment", k8s.REPORTER)
     assert dep["spec"]["replicas"] == 1
+    # the reporter runs the Dockerfile's reporter target: the agent's image has no matplotlib
+    (reporter,) = pod_spec(dep)["containers"]
+    assert reporter["image"] == f"ghcr.io/gpuledger/gpuledger:{__version__}-reporter"
     assert dep["spec"]["strategy"] == {"type": "Recreate"}
     pvc = one(DEFAULT, "PersistentVolumeClaim", "gpuledger-reports")
     assert pvc["spec"]["accessModes"] == ["ReadWriteOnce"]
@@ -716,6 +719,26 @@ def test_cli_writes_and_lists_the_files(tmp_path: Path) -> None:
     assert len(listed) == len(base) + len(examples)
     assert sorted(p.name for p in (out / "examples").iterdir()) == sorted(p.name for p in examples)
     assert (out / "daemonset.yaml").read_bytes() == (COMMITTED / "daemonset.yaml").read_bytes()
+
+
+@pytest.mark.parametrize(
+    ("image", "reporter_image", "expected"),
+    [
+        ("reg.example.com/gpuledger:1.2.3", None, "reg.example.com/gpuledger:1.2.3-reporter"),
+        ("reg.example.com:5000/gpuledger", None, "reg.example.com:5000/gpuledger:latest-reporter"),
+        ("r.example.com/g@sha256:" + "a" * 64, "r.example.com/rep:1", "r.example.com/rep:1"),
+    ],
+)
+def test_reporter_image_follows_the_agent_image(
+    image: str, reporter_image: str | None, expected: str
+) -> None:
+    options = ManifestOptions(image=image, reporter_image=reporter_image)
+    assert options.reporter_ref == expected
+
+
+def test_reporter_image_needed_for_a_digest() -> None:
+    with pytest.raises(ValueError, match="--reporter-image"):
+        ManifestOptions(image="r.example.com/g@sha256:" + "a" * 64)
 
 
 def test_cli_flags_reach_the_objects(tmp_path: Path) -> None:

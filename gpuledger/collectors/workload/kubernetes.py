@@ -11,29 +11,25 @@ index stays in place, :attr:`~KubernetesPodDirectory.healthy` turns false with
 :attr:`~KubernetesPodDirectory.last_error` saying why, and one log line is written per
 change of state (not per retry).
 
-The official ``kubernetes`` client is an optional extra (``gpuledger[kubernetes]``) and
-is imported only when a directory is built without an explicit client factory. Responses
-are read as raw JSON (``_preload_content=False``): the client's model deserialization
-costs more than the rest of a sync and would tie us to its typing, which changed across
-releases. RBAC needed: ``get``, ``list``, ``watch`` on ``pods`` (cluster-wide; the field
+The two API calls go through :mod:`~gpuledger.collectors.workload.kubeapi` (httpx, a
+core dependency): the official ``kubernetes`` client weighed 126 MB of the agent's image
+for them (issue 16). Responses are read as raw JSON into typed records here. RBAC
+needed: ``get``, ``list``, ``watch`` on ``pods`` (cluster-wide; the field
 selector narrows what is returned, not what is authorized).
 """
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
 import json
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any
 
-from gpuledger.collectors.base import CollectorDisabled
+from gpuledger.collectors.workload.kubeapi import ApiConnection, KubeApi, resolve_connection
 from gpuledger.collectors.workload.pods import PodInfo, strip_container_id_prefix
 
 __all__ = ["KubernetesPodDirectory", "pod_from_api", "pods_from_list"]
@@ -41,7 +37,6 @@ __all__ = ["KubernetesPodDirectory", "pod_from_api", "pods_from_list"]
 log = logging.getLogger(__name__)
 
 MIRROR_ANNOTATION = "kubernetes.io/config.mirror"
-_EXTRA_HINT = "install the optional extra: pip install 'gpuledger[kubernetes]'"
 
 
 # --- JSON → PodInfo (typed; the API's JSON is checked, never trusted) ---------------------
@@ -135,115 +130,22 @@ class _WatchExpired(Exception):
     """The watch's resourceVersion is too old (410 Gone): relist."""
 
 
-# --- the one place the untyped client is touched ---------------------------------------
-class _Api:
-    """A thin adapter over ``kubernetes.client.CoreV1Api`` returning plain JSON."""
-
-    def __init__(self, api_client: object) -> None:
-        self._client: Any = api_client
-        self._core: Any = importlib.import_module("kubernetes.client").CoreV1Api(api_client)
-        self._lock = threading.Lock()
-        self._active: Any = None
-
-    def list_pods(self, field_selector: str, timeout_s: float) -> object:
-        resp: Any = self._core.list_pod_for_all_namespaces(
-            field_selector=field_selector,
-            _preload_content=False,
-            _request_timeout=(timeout_s, timeout_s),
-        )
-        try:
-            data: bytes = resp.data
-        finally:
-            resp.release_conn()
-        return json.loads(data)
-
-    def watch_pods(
-        self, field_selector: str, resource_version: str, timeout_seconds: int, connect_s: float
-    ) -> Iterator[object]:
-        resp: Any = self._core.list_pod_for_all_namespaces(
-            field_selector=field_selector,
-            watch=True,
-            resource_version=resource_version,
-            allow_watch_bookmarks=True,
-            timeout_seconds=timeout_seconds,
-            _preload_content=False,
-            _request_timeout=(connect_s, timeout_seconds + 15.0),
-        )
-        with self._lock:
-            self._active = resp
-        try:
-            buffer = b""
-            for chunk in resp.stream(amt=None, decode_content=False):
-                buffer += chunk if isinstance(chunk, bytes) else str(chunk).encode()
-                *lines, buffer = buffer.split(b"\n")
-                for line in lines:
-                    if line.strip():
-                        yield json.loads(line)
-            if buffer.strip():
-                yield json.loads(buffer)
-        finally:
-            with self._lock:
-                self._active = None
-            resp.release_conn()
-
-    def interrupt(self) -> None:
-        """Unblock a watch that is waiting for the next event (from another thread)."""
-        with self._lock:
-            resp = self._active
-        if resp is not None:
-            shutdown = getattr(resp, "shutdown", None)  # urllib3 >= 2.3
-            try:
-                if shutdown is not None:
-                    shutdown()
-                else:
-                    resp.close()
-            except Exception:  # noqa: S110 -- best effort on the way out
-                pass
-
-    def close(self) -> None:
-        self._client.close()
-
-
-def _default_client_factory(kubeconfig: Path | None, host: str | None) -> Callable[[], Any]:
-    def factory() -> Any:
-        try:
-            client: Any = importlib.import_module("kubernetes.client")
-            config: Any = importlib.import_module("kubernetes.config")
-        except ImportError as exc:
-            raise CollectorDisabled(
-                f"Kubernetes pod metadata needs the 'kubernetes' package: {_EXTRA_HINT}"
-            ) from exc
-        if host is not None:  # an explicit API server (tests, kubectl proxy)
-            cfg = client.Configuration()
-            cfg.host = host
-            return client.ApiClient(cfg)
-        if kubeconfig is not None:
-            return config.new_client_from_config(config_file=str(kubeconfig))
-        try:
-            cfg = client.Configuration()
-            config.load_incluster_config(client_configuration=cfg)
-            return client.ApiClient(cfg)
-        except config.ConfigException:
-            return config.new_client_from_config()  # ~/.kube/config or $KUBECONFIG
-
-    return factory
-
-
 class KubernetesPodDirectory:
     """A :class:`~gpuledger.collectors.workload.pods.PodDirectory` of one node's pods.
 
-    ``api_client_factory`` returns a ``kubernetes.client.ApiClient``; by default: an
-    ``ApiClient`` for ``host`` if given, else for ``kubeconfig`` if given, else the
-    in-cluster service account, else the default kubeconfig. The factory runs on the
-    background thread, so a missing config shows up as :attr:`last_error`, not as an
-    exception at construction. ``start=False`` leaves the thread to :meth:`start`.
+    The API server is ``host`` if given (no credentials), else ``kubeconfig``'s current
+    context if given, else the in-cluster service account, else ``$KUBECONFIG`` or
+    ``~/.kube/config`` (:func:`~gpuledger.collectors.workload.kubeapi.resolve_connection`);
+    ``connection`` replaces that choice. The config is resolved on the background
+    thread, so a missing one shows up as :attr:`last_error`, not as an exception at
+    construction. ``start=False`` leaves the thread to :meth:`start`.
     """
 
     def __init__(
         self,
         node_name: str,
         *,
-        api_client_factory: Callable[[], object] | None = None,
+        connection: ApiConnection | None = None,
         kubeconfig: Path | None = None,
         host: str | None = None,
         resync_seconds: float = 60.0,
@@ -262,15 +164,15 @@ class KubernetesPodDirectory:
         self.watch = watch
         self.request_timeout_seconds = request_timeout_seconds
         self.retry_seconds = retry_seconds
-        if api_client_factory is None and importlib.util.find_spec("kubernetes") is None:
-            raise CollectorDisabled(
-                f"Kubernetes pod metadata needs the 'kubernetes' package: {_EXTRA_HINT}"
-            )
-        self._factory = api_client_factory or _default_client_factory(kubeconfig, host)
+        self._connect: Callable[[], ApiConnection] = (
+            (lambda: connection)
+            if connection is not None
+            else (lambda: resolve_connection(kubeconfig, host))
+        )
         self._index = _Index()
         self._stop = threading.Event()
         self._synced = threading.Event()
-        self._api: _Api | None = None
+        self._api: KubeApi | None = None
         self._healthy = False
         self._last_error: str | None = None
         self._last_sync: float | None = None
@@ -370,7 +272,7 @@ class KubernetesPodDirectory:
         while not self._stop.is_set():
             try:
                 if self._api is None:
-                    self._api = _Api(self._factory())
+                    self._api = KubeApi(self._connect())
                 body = self._api.list_pods(self.field_selector, self.request_timeout_seconds)
                 pods, rv = pods_from_list(body)
             except Exception as exc:

@@ -42,6 +42,9 @@ class ManifestOptions:
 
     namespace: str = DEFAULT_NAMESPACE
     image: str = DEFAULT_IMAGE
+    # The reporter's image: the Dockerfile's reporter target (the agent's image has no
+    # matplotlib). None: the agent's reference with "-reporter" after its tag.
+    reporter_image: str | None = None
     runtime_class: str | None = None
     process_attribution: bool = True
     pod_resources: bool = False  # opt-in: the kubelet socket needs the agent to run as root
@@ -66,12 +69,32 @@ class ManifestOptions:
                 raise ValueError(f"{what} {name!r}: must be a DNS subdomain")
         if not self.image or any(c.isspace() for c in self.image):
             raise ValueError(f"image {self.image!r}: must be a non-empty image reference")
+        if self.reporter_image is not None and (
+            not self.reporter_image or any(c.isspace() for c in self.reporter_image)
+        ):
+            raise ValueError(f"reporter image {self.reporter_image!r}: not an image reference")
+        if self.reporter_image is None and "@" in self.image:
+            raise ValueError(
+                f"image {self.image!r} is pinned by digest: name the reporter's image "
+                "(the Dockerfile's reporter target) with --reporter-image"
+            )
         if self.dcgm_url is not None and not self.dcgm_url.startswith(("http://", "https://")):
             raise ValueError(f"dcgm URL {self.dcgm_url!r}: must be an http:// or https:// URL")
         for key, value in self.prometheus_labels:
             _check_label(key, value)
         if self.rate_card_text is not None:
             parse_rate_card(self.rate_card_text, "rate card")  # raises RateCardError
+
+    @property
+    def reporter_ref(self) -> str:
+        """The reporter Deployment's image: ``reporter_image``, else ``REPO:TAG-reporter``
+        (how docs/deploy.md tags the ``--target reporter`` build)."""
+        if self.reporter_image is not None:
+            return self.reporter_image
+        repo, sep, tag = self.image.rpartition(":")
+        if not sep or "/" in tag:  # no tag (the colon was a registry's port)
+            return f"{self.image}:latest-reporter"
+        return f"{repo}:{tag}-reporter"
 
     @classmethod
     def from_config(cls, cfg: AgentConfig, **overrides: Any) -> ManifestOptions:

@@ -236,7 +236,7 @@ def reporter_deployment(o: ManifestOptions) -> dict[str, Any]:
     reporter_yaml = dump_yaml(reporter_config(o)) + (o.rate_card_text or "")
     container: dict[str, Any] = {
         "name": "reporter",
-        "image": o.image,
+        "image": o.reporter_ref,
         "imagePullPolicy": "IfNotPresent",
         "command": ["gpuledger"],
         "args": ["agent", "--config", f"{CONFIG_DIR}/reporter.yaml"],

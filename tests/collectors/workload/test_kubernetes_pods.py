@@ -1,15 +1,18 @@
 """The Kubernetes pod directory against a real HTTP server standing in for the API server.
 
 The stand-in serves ``GET /api/v1/pods`` (list and ``watch=true``) from a pod table the
-test controls, records every request's query, and can fail (500) or hang. The directory
-under test uses the official ``kubernetes`` client pointed at it.
+test controls, records every request's query and Authorization header, and can fail
+(500) or hang, over plain HTTP or TLS signed by a throwaway CA (trustme). The directory
+under test reaches it with its httpx client (``kubeapi.py``) through ``host``, an
+in-cluster service-account folder or a kubeconfig.
 """
 
 from __future__ import annotations
 
-import importlib.util
+import base64
 import json
 import queue
+import ssl
 import threading
 import time
 from collections.abc import Iterator
@@ -19,8 +22,9 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
+import trustme
 
-from gpuledger.collectors.base import CollectorDisabled
+from gpuledger.collectors.workload import kubeapi
 from gpuledger.collectors.workload.kubernetes import KubernetesPodDirectory, pod_from_api
 from gpuledger.collectors.workload.pods import PodInfo, service_from_pod_name, service_name
 from tests.support.standins import wait_until
@@ -175,8 +179,9 @@ EXPECTED_SERVICES = {
 class FakeApiServer:
     """``/api/v1/pods`` list + watch on 127.0.0.1."""
 
-    def __init__(self) -> None:
+    def __init__(self, tls: ssl.SSLContext | None = None) -> None:
         self.items: list[dict[str, Any]] = list(PODS)
+        self.authorization: list[str | None] = []
         self.resource_version = "1000"
         self.mode = "ok"  # ok | 500 | hang
         self.queries: list[dict[str, list[str]]] = []
@@ -203,6 +208,7 @@ class FakeApiServer:
                 url = urlsplit(self.path)
                 query = parse_qs(url.query)
                 outer.queries.append(query)
+                outer.authorization.append(self.headers.get("Authorization"))
                 if url.path != "/api/v1/pods":
                     self._send(404, b'{"kind":"Status","code":404}')
                     return
@@ -248,11 +254,15 @@ class FakeApiServer:
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.server.daemon_threads = True
+        self.tls = tls is not None
+        if tls is not None:
+            self.server.socket = tls.wrap_socket(self.server.socket, server_side=True)
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
 
     @property
     def host(self) -> str:
-        return f"http://127.0.0.1:{self.server.server_address[1]}"
+        scheme = "https" if self.tls else "http"
+        return f"{scheme}://127.0.0.1:{self.server.server_address[1]}"
 
     def __enter__(self) -> FakeApiServer:
         self.thread.start()
@@ -418,10 +428,16 @@ def test_close_interrupts_a_pending_watch(api: FakeApiServer) -> None:
     assert not pods._thread.is_alive()
 
 
-def test_missing_extra_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
-    with pytest.raises(CollectorDisabled, match=r"gpuledger\[kubernetes\]"):
-        KubernetesPodDirectory(NODE)
+def test_no_config_is_a_clear_error_not_an_exception(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    monkeypatch.setenv("KUBECONFIG", str(tmp_path / "absent"))
+    with KubernetesPodDirectory(NODE, retry_seconds=0.1) as pods:
+        error = wait_until(lambda: pods.last_error)
+    assert "no Kubernetes config" in error
+    assert str(tmp_path / "absent") in error
+    assert "attribution.kubernetes.kubeconfig" in error
 
 
 def test_pod_from_api_rejects_junk() -> None:
@@ -478,3 +494,96 @@ def test_short_resync_with_watch_does_not_hammer_the_api(api: FakeApiServer) -> 
         assert pods.wait_synced(10)
         time.sleep(1.6)
         assert api.list_requests <= 5  # about one list per resync, not a busy loop
+
+
+@pytest.fixture
+def ca() -> trustme.CA:
+    return trustme.CA()
+
+
+@pytest.fixture
+def tls_api(ca: trustme.CA) -> Iterator[FakeApiServer]:
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1").configure_cert(ctx)
+    with FakeApiServer(tls=ctx) as s:
+        yield s
+
+
+def test_in_cluster_service_account_over_tls_rereads_the_rotated_token(
+    tls_api: FakeApiServer, ca: trustme.CA, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The pod's service account: KUBERNETES_SERVICE_HOST/PORT, the CA that signed the
+    API server's certificate, and a bearer token read again for each request (the kubelet
+    rotates bound tokens)."""
+    account = tmp_path / "serviceaccount"
+    account.mkdir()
+    ca.cert_pem.write_to_path(str(account / "ca.crt"))
+    (account / "token").write_text("token-one\n")
+    monkeypatch.setenv("KUBERNETES_SERVICE_HOST", "127.0.0.1")
+    monkeypatch.setenv("KUBERNETES_SERVICE_PORT", str(tls_api.server.server_address[1]))
+    monkeypatch.setattr(kubeapi, "SERVICE_ACCOUNT_DIR", account)
+    connection = kubeapi.in_cluster_connection(account_dir=account)
+    assert connection is not None
+    assert connection.server == f"https://127.0.0.1:{tls_api.server.server_address[1]}"
+    with KubernetesPodDirectory(
+        NODE, connection=connection, watch=False, resync_seconds=0.2, retry_seconds=0.1
+    ) as pods:
+        assert pods.wait_synced(10)
+        assert pods.by_uid(CHAT_UID) is not None
+        assert tls_api.authorization[0] == "Bearer token-one"
+        (account / "token").write_text("token-two\n")
+        wait_until(lambda: "Bearer token-two" in tls_api.authorization)
+    assert set(tls_api.authorization) == {"Bearer token-one", "Bearer token-two"}
+
+
+def test_untrusted_api_certificate_is_an_error_not_a_sync(tls_api: FakeApiServer) -> None:
+    connection = kubeapi.ApiConnection(server=tls_api.host)  # system CAs: not trustme's
+    with KubernetesPodDirectory(NODE, connection=connection, retry_seconds=0.1) as pods:
+        error = wait_until(lambda: pods.last_error)
+        assert "CERTIFICATE_VERIFY_FAILED" in error
+        assert not pods.healthy
+        assert tls_api.list_requests == 0
+
+
+def test_kubeconfig_current_context_with_inline_ca_and_token(
+    tls_api: FakeApiServer, ca: trustme.CA, tmp_path: Path
+) -> None:
+    other = {"name": "other", "cluster": {"server": "https://192.0.2.1:6443"}}
+    config = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "current-context": "gpu",
+        "clusters": [
+            other,
+            {
+                "name": "lab",
+                "cluster": {
+                    "server": tls_api.host,
+                    "certificate-authority-data": base64.b64encode(ca.cert_pem.bytes()).decode(),
+                },
+            },
+        ],
+        "users": [{"name": "agent", "user": {"token": "kubeconfig-token"}}],
+        "contexts": [
+            {"name": "elsewhere", "context": {"cluster": "other", "user": "agent"}},
+            {"name": "gpu", "context": {"cluster": "lab", "user": "agent"}},
+        ],
+    }
+    path = tmp_path / "config"
+    path.write_text(json.dumps(config))  # JSON is YAML
+    with KubernetesPodDirectory(NODE, kubeconfig=path, watch=False) as pods:
+        assert pods.wait_synced(10)
+        assert pods.by_uid(CHAT_UID) is not None
+    assert tls_api.authorization[0] == "Bearer kubeconfig-token"
+
+
+def test_kubeconfig_exec_plugin_is_refused_by_name(tmp_path: Path) -> None:
+    path = tmp_path / "config"
+    path.write_text(
+        "current-context: c\n"
+        "clusters: [{name: k, cluster: {server: 'https://192.0.2.1:6443'}}]\n"
+        "users: [{name: u, user: {exec: {command: aws}}}]\n"
+        "contexts: [{name: c, context: {cluster: k, user: u}}]\n"
+    )
+    with pytest.raises(kubeapi.KubeApiError, match="exec and auth-provider"):
+        kubeapi.connection_from_kubeconfig(path)

@@ -13,6 +13,7 @@ name in :func:`file_name` and its renderer in :func:`_renderers`.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import tempfile
 from collections.abc import Callable, Sequence
@@ -68,8 +69,42 @@ def write_atomic(path: Path, text: str) -> None:
         raise
 
 
+# The HTML report's packages: the ``report`` extra, which the node agent's image leaves
+# out (matplotlib and numpy are about 100 MB; docs/deploy.md).
+HTML_PACKAGES: tuple[tuple[str, str], ...] = (("matplotlib", "matplotlib"), ("jinja2", "Jinja2"))
+INSTALL_HINT = (
+    "install the report extra (pip install 'gpuledger[report]'), or run the reporter image "
+    "(docker build --target reporter, docs/deploy.md), or leave html out of report.formats "
+    "(gpuledger report --format csv,json,focus)"
+)
+
+
+class ReportDependencyError(RuntimeError):
+    """A format needs a package this installation lacks (one line: what and how)."""
+
+
+def missing_packages(formats: Sequence[Format]) -> list[str]:
+    """The distributions ``formats`` need and this environment lacks."""
+    if "html" not in formats:
+        return []
+    return [dist for module, dist in HTML_PACKAGES if importlib.util.find_spec(module) is None]
+
+
+def require_packages(formats: Sequence[Format]) -> None:
+    """Refuse, before any work, formats whose packages are missing."""
+    missing = missing_packages(formats)
+    if missing:
+        raise ReportDependencyError(
+            f"the html report format needs {' and '.join(missing)}, not installed here: "
+            + INSTALL_HINT
+        )
+
+
 def _renderers() -> dict[Format, Callable[[Report], str]]:
     from gpuledger.chargeback.report.writers.focus import focus_csv
+
+    if missing_packages(("html",)):
+        return {"csv": lines_csv, "json": report_json, "focus": focus_csv}
     from gpuledger.chargeback.report.writers.html import render_html
 
     return {"csv": lines_csv, "json": report_json, "focus": focus_csv, "html": render_html}
@@ -86,6 +121,7 @@ def write_report(
     unknown = [f for f in formats if f not in FORMATS]
     if unknown:
         raise ValueError(f"unknown report format(s) {unknown}; use any of {', '.join(FORMATS)}")
+    require_packages(formats)
     month_dir = out_dir / report.month
     renderers = _renderers()
     written: list[Path] = []
