@@ -9,7 +9,6 @@ Chromium is Debian's ``chromium`` (the Makefile installs it); without it those t
 from __future__ import annotations
 
 import re
-import time
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -275,13 +274,10 @@ def test_untrusted_names_are_escaped() -> None:
     assert "fin/$a_b$" in tb.root.find("figure", id="chart-cost").text()  # no mathtext
 
 
-def test_fifty_services_capped_fast_and_deterministic() -> None:
+def test_fifty_services_capped_and_deterministic() -> None:
+    # how long it takes is bench_report's (the write time of each size), not a unit test's
     report = one_hour_report([(f"team{i % 7}", f"svc-{i:02d}") for i in range(50)])
-    render_html(report)  # warm: imports, fonts, the template
-    t0 = time.perf_counter()
     page = render_html(report)
-    elapsed = time.perf_counter() - t0
-    assert elapsed < 3.0, f"render took {elapsed:.2f} s"
     assert render_html(report) == page
     doc = parse(page).root
     assert len(rows_of(doc, "lines")) == 50 + 1 + 1  # services, idle, TOTAL
