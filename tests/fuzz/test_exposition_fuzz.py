@@ -148,7 +148,6 @@ POSSESSIVE = [
     exposition._LABEL_BLOCK_RE,
     exposition._REST_RE,
     exposition._LAST_PAIR_RE,
-    exposition._HELP_TEXT_RE,
     exposition._QUOTED_AT,
 ]
 

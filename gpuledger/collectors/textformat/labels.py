@@ -1,0 +1,88 @@
+"""Label sets as the parser hands them out: a plain ``dict``, or, past a budget, a
+:class:`LazyLabels` that keeps only the validated text of the label set.
+
+Why two kinds: a ``dict`` of short strings costs several times the text it came from (a
+``x="ab",`` pair is 7 bytes of page and ~60 bytes of Python objects), so a hostile 16 MiB
+page of label-dense lines would cost well over 100 MiB as dicts. Every real page fits in
+the parser's eager budget and gets plain dicts (the fastest to read); once a page has
+spent the budget, further label sets are stored as their text (shared by identical
+sets) and turned into a dict the first time they are read. Both are read-only
+``Mapping[str, str]``: the parser validated the text either way, so reading a lazy set
+cannot fail.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator, Mapping
+
+_LABEL_NAME = r"[a-zA-Z_][a-zA-Z0-9_]*+"
+# A label value: only the three escapes of the format, written as an unrolled loop.
+LABEL_VALUE = r'[^"\\]*+(?:\\["\\n][^"\\]*+)*+'
+LABEL_PAIR_RE = re.compile(rf'({_LABEL_NAME})[ \t]*+=[ \t]*+"({LABEL_VALUE})"')
+
+
+def unescape(raw: str) -> str:
+    """Undo ``\\\\``, ``\\"`` and ``\\n`` in text already checked to hold no other escape.
+
+    Backslashes pair up left to right, so splitting on ``\\\\`` leaves pieces whose
+    every backslash starts a ``\\"`` or ``\\n``; no per-escape callback is needed.
+    """
+    pieces = raw.split("\\\\")
+    for i, piece in enumerate(pieces):
+        if "\\" in piece:
+            pieces[i] = piece.replace('\\"', '"').replace("\\n", "\n")
+    return "\\".join(pieces)
+
+
+def labels_of(block: str) -> tuple[dict[str, str], int]:
+    """The labels of a label-set text that matched the label-set grammar, and how many
+    pairs it held (more pairs than labels means a duplicate name)."""
+    pairs = LABEL_PAIR_RE.findall(block)
+    labels = dict(pairs)
+    if "\\" in block:
+        for name, raw in pairs:
+            if "\\" in raw:
+                labels[name] = unescape(raw)
+    return labels, len(pairs)
+
+
+class LazyLabels(Mapping[str, str]):
+    """A validated label-set text, read into a dict on first use (then kept)."""
+
+    __slots__ = ("_block", "_dict")
+
+    def __init__(self, block: str) -> None:
+        self._block = block
+        self._dict: dict[str, str] | None = None
+
+    def _labels(self) -> dict[str, str]:
+        d = self._dict
+        if d is None:
+            d = self._dict = labels_of(self._block)[0]
+        return d
+
+    def __getitem__(self, key: str) -> str:
+        return self._labels()[key]
+
+    def get(self, key: str, default: object = None) -> str | object:  # type: ignore[override]
+        return self._labels().get(key, default)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._labels()
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._labels())
+
+    def __len__(self) -> int:
+        return len(self._labels())
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, Mapping):
+            return self._labels() == dict(other)
+        return NotImplemented
+
+    __hash__ = None  # type: ignore[assignment]  # like dict: mutable-looking, unhashable
+
+    def __repr__(self) -> str:
+        return repr(self._labels())
