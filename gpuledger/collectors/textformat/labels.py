@@ -47,6 +47,20 @@ def labels_of(block: str) -> tuple[dict[str, str], int]:
     return labels, len(pairs)
 
 
+def names_are_unique(block: str) -> bool:
+    """Whether a label-set text that matched the label-set grammar names each label once.
+
+    Without a backslash the text's quotes alternate name-part / value, so the names are
+    the even pieces of a split on '"' (with their blanks, commas and '=' stripped): C-level
+    string work instead of a regex match object per pair, for a lazily kept label set.
+    """
+    if "\\" in block:
+        names = [name for name, _ in LABEL_PAIR_RE.findall(block)]
+    else:
+        names = [piece.strip(" \t,=") for piece in block.split('"')[:-1:2]]
+    return len(set(names)) == len(names)
+
+
 class LazyLabels(Mapping[str, str]):
     """A validated label-set text, read into a dict on first use (then kept)."""
 

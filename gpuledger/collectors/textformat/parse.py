@@ -46,6 +46,7 @@ from gpuledger.collectors.textformat.labels import (
     LABEL_VALUE,
     LazyLabels,
     labels_of,
+    names_are_unique,
     unescape,
 )
 
@@ -452,11 +453,15 @@ class _Page:
             labels = eager
         elif _LABEL_BLOCK_RE.fullmatch(block) is None:
             raise _diagnose_sample(line, _line_no(lines, line, base))
-        else:
+        elif self.eager_left > 0:
             eager, pairs = labels_of(block)
             if len(eager) != pairs:
                 raise _diagnose_sample(line, _line_no(lines, line, base))
-            labels = eager if self.eager_left > 0 else LazyLabels(block)
+            labels = eager
+        elif names_are_unique(block):
+            labels = LazyLabels(block)
+        else:
+            raise _diagnose_sample(line, _line_no(lines, line, base))
         if self.eager_left > 0:
             self.eager_left -= len(block)
         if len(cache) < _CACHE_MAX:
