@@ -51,13 +51,19 @@ def names_are_unique(block: str) -> bool:
     """Whether a label-set text that matched the label-set grammar names each label once.
 
     Without a backslash the text's quotes alternate name-part / value, so the names are
-    the even pieces of a split on '"' (with their blanks, commas and '=' stripped): C-level
-    string work instead of a regex match object per pair, for a lazily kept label set.
+    in the even pieces of a split on '"': C-level string work instead of a regex match
+    object per pair, for a lazily kept label set. Without blanks every such piece reads
+    ``,name=`` (the first once given its comma), so the pieces compare as the names do.
     """
     if "\\" in block:
         names = [name for name, _ in LABEL_PAIR_RE.findall(block)]
     else:
-        names = [piece.strip(" \t,=") for piece in block.split('"')[:-1:2]]
+        names = block.split('"')[:-1:2]
+        if names:
+            names[0] = "," + names[0]
+            joined = "".join(names)
+            if " " in joined or "\t" in joined:
+                names = [piece.strip(" \t,=") for piece in names]
     return len(set(names)) == len(names)
 
 

@@ -343,6 +343,8 @@ class _Page:
             if not line:
                 continue
             first = line[0]
+            if first == "#" and "HELP" not in line and "TYPE" not in line and "EOF" not in line:
+                continue  # a plain comment, without a method call
             if first == "#" or first == " " or first == "\t":
                 self.current_names, self.current_append, self.left = (
                     current_names, current_append, left

@@ -9,7 +9,7 @@ import tracemalloc
 import pytest
 
 from gpuledger.collectors.textformat import parse as exposition
-from gpuledger.collectors.textformat.labels import LazyLabels
+from gpuledger.collectors.textformat.labels import LazyLabels, names_are_unique
 from gpuledger.collectors.textformat.parse import ExpositionError, parse
 
 MiB = 1024 * 1024
@@ -147,3 +147,21 @@ def test_a_label_dense_page_costs_a_few_times_its_size(monkeypatch: pytest.Monke
     monkeypatch.setattr(exposition, "_EAGER_LABEL_CHARS", 10 * len(page))
     all_dicts = _peak(page)
     assert all_dicts > 2 * bounded, (all_dicts, bounded)
+
+
+@pytest.mark.parametrize(
+    ("block", "unique"),
+    [
+        ('a="1",b="2"', True),
+        ('a="1",a="2"', False),
+        ('a="1", a="2"', False),  # blanks do not hide a repeated name
+        ('a="1"\t,\ta="2"', False),
+        (' a = "1" , b="2" ,', True),
+        ("", True),
+        ('a="x,a=",b="2"', True),  # a name inside a value is not a name
+        ('a="1",b="\\\\",a="3"', False),  # with a backslash: the regex path
+        ('ab="1",a="2",b="3"', True),
+    ],
+)
+def test_duplicate_names_in_a_lazy_label_set(block: str, unique: bool) -> None:
+    assert names_are_unique(block) is unique
