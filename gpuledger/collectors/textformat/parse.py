@@ -181,6 +181,20 @@ def _chunks(text: str | bytes) -> Iterator[str]:
         pos = end + 1
 
 
+def _plain_pair(tail: str) -> tuple[str, str] | None:
+    """``name="value"`` in its plain form (no blank, no backslash: how every exporter
+    writes a bucket's ``le``), read by string operations; None for any other text, which
+    then goes through _LAST_PAIR_RE. ``isidentifier`` on ASCII text is exactly the label
+    name grammar ``[a-zA-Z_][a-zA-Z0-9_]*``."""
+    eq = tail.find('="')
+    if eq <= 0 or len(tail) < eq + 3 or tail[-1] != '"':
+        return None
+    name, value = tail[:eq], tail[eq + 2 : -1]
+    if not (name.isascii() and name.isidentifier()) or '"' in value or "\\" in value:
+        return None
+    return name, value
+
+
 def _line_no(lines: list[str], line: str, base: int) -> int:
     """The 1-based number of ``line`` (an element of ``lines``, the chunk that starts after
     line ``base``): found by identity, so the hot loop keeps no counter. A one-character
@@ -339,13 +353,10 @@ class _Page:
         set_name, set_labels, set_value, set_ts = _SAMPLE_SETTERS
         left = self.left
         labels: Mapping[str, str] | None
-        for line in lines:
-            if not line:
-                continue
-            first = line[0]
-            if first == "#" and "HELP" not in line and "TYPE" not in line and "EOF" not in line:
-                continue  # a plain comment, without a method call
-            if first == "#" or first == " " or first == "\t":
+        for line in filter(None, lines):  # blank lines skipped in C
+            if line[0] in "# \t":
+                if line[0] == "#" and not ("HELP" in line or "TYPE" in line or "EOF" in line):
+                    continue  # a plain comment, without a method call
                 self.current_names, self.current_append, self.left = (
                     current_names, current_append, left
                 )  # fmt: skip
@@ -365,11 +376,9 @@ class _Page:
                 labels = no_labels
             else:
                 close = line.rfind("}")
-                head = line[:brace]
-                known = names.get(head)
-                if known is None or close < brace:
-                    known = self._name(head, close < brace, line, lines, base)
-                name = known
+                name = names.get(line[:brace])
+                if name is None or close < brace:
+                    name = self._name(line[:brace], close < brace, line, lines, base)
                 block = line[brace + 1 : close]
                 labels = labels_cache.get(block)
                 if labels is None:
@@ -381,9 +390,9 @@ class _Page:
                 value, ts = self._rest(rest, line, lines, base)
             else:
                 if value - value == 0.0 and rest.isascii() and rest.isprintable():
-                    if "_" in rest:
-                        raise _diagnose_sample(line, _line_no(lines, line, base))
                     ts = None
+                    if "_" in rest:
+                        value, ts = self._rest(rest, line, lines, base)  # refuses it
                 else:
                     value, ts = self._rest(rest, line, lines, base)
             left -= 1
@@ -441,17 +450,22 @@ class _Page:
         labels: Mapping[str, str]
         comma = block.rfind(",")
         base_labels = cache.get(block[:comma]) if comma > 0 and block[comma - 1] == '"' else None
-        m = None
+        pair = None
         if isinstance(base_labels, dict) and self.eager_left > 0:
-            m = _LAST_PAIR_RE.fullmatch(block, comma + 1)
-        if base_labels is not None and m is not None:
-            name, raw = m.groups()
+            pair = _plain_pair(block[comma + 1 :])
+            if pair is None:
+                m = _LAST_PAIR_RE.fullmatch(block, comma + 1)
+                if m is not None:
+                    name, raw = m.groups()
+                    pair = name, unescape(raw) if "\\" in raw else raw
+        if base_labels is not None and pair is not None:
+            name, value = pair
             if name in base_labels:
                 raise ExpositionError(
                     _line_no(lines, line, base), f"duplicate label {name!r}", line
                 )
             eager = dict(base_labels)
-            eager[name] = unescape(raw) if "\\" in raw else raw
+            eager[name] = value
             labels = eager
         elif _LABEL_BLOCK_RE.fullmatch(block) is None:
             raise _diagnose_sample(line, _line_no(lines, line, base))
