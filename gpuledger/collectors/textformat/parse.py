@@ -111,6 +111,10 @@ _SUFFIXES: Mapping[str, tuple[str, ...]] = {
     "info": ("_info",),
 }
 _CHUNK_CHARS = 1 << 18  # lines are split off this much text at a time
+# Text made only of these that float() reads is a value in the format's grammar, with
+# blanks around it: float() reads exactly [+-](digits[.digits]|.digits)[e[+-]digits]
+# between blanks over this alphabet (no "_", no inf/nan spelling, no non-ASCII digit).
+_NUMBER_CHARS = " 0123456789.eE+-"
 
 
 class ExpositionError(ValueError):
@@ -343,7 +347,7 @@ class _Page:
         so the first "{" opens the label set and the last "}" closes it. The name and the
         label set are validated once per distinct text (bounded caches) against the
         grammar of _SAMPLE_RE; the value is read by ``float`` and accepted only in the
-        shape both grammars share (finite, ASCII, printable, no "_"); anything else takes
+        alphabet where both grammars agree (_NUMBER_CHARS); anything else takes
         the careful path, whose refusals _diagnose_sample explains.
         """
         current_names, current_append = self.current_names, self.current_append
@@ -389,11 +393,8 @@ class _Page:
             except ValueError:
                 value, ts = self._rest(rest, line, lines, base)
             else:
-                if value - value == 0.0 and rest.isascii() and rest.isprintable():
-                    ts = None
-                    if "_" in rest:
-                        value, ts = self._rest(rest, line, lines, base)  # refuses it
-                else:
+                ts = None
+                if rest.strip(_NUMBER_CHARS):  # a letter, "_", a tab, non-ASCII...
                     value, ts = self._rest(rest, line, lines, base)
             left -= 1
             if left < 0:
