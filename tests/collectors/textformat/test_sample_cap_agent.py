@@ -10,10 +10,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from gpuledger.agent.config import AgentConfig
 from gpuledger.agent.main import Agent
+from gpuledger.collectors.base import CollectorError
+from gpuledger.collectors.vllm.scrape import VllmCollector
+from gpuledger.collectors.vllm.types import VllmEndpoint
 from tests.support import paths as support_paths
 from tests.support.standins import Behaviour, StandIn
 
@@ -81,3 +85,21 @@ def test_the_same_page_at_the_cap_is_read(tmp_path: Path) -> None:
         finally:
             agent.stop()
     assert state.up, state.last_error
+
+
+def test_a_vllm_page_over_the_cap_is_refused_with_the_cap_named() -> None:
+    # The recorded vLLM 0.11 page (two data-parallel engines); the cap counts what the
+    # collector parses (select_lines keeps vLLM's own series).
+    page = (support_paths.FIXTURES / "vllm" / "vllm-0.11-dp2.prom").read_bytes()
+    with StandIn(Behaviour(body=page)) as server:
+        endpoint = VllmEndpoint(url=server.url.removesuffix("/metrics"), service="chat")
+        capped = VllmCollector(lambda: (endpoint,), timeout_s=2.0, max_samples=10)
+        default = VllmCollector(lambda: (endpoint,), timeout_s=2.0)
+        try:
+            with pytest.raises(CollectorError, match="over the sample cap"):
+                capped.collect()
+            (scrape,) = default.collect().endpoints
+        finally:
+            capped.close()
+            default.close()
+    assert scrape.up, scrape.error
