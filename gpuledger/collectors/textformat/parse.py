@@ -51,9 +51,10 @@ from gpuledger.collectors.textformat.labels import (
 )
 
 DEFAULT_MAX_BYTES = 16 * 1024 * 1024
-# The largest real page is ~13,000 samples (dcgm-exporter, 8 GPUs x (board + 7 MIG
-# instances) x 200 fields = 12,800; see docs/upstream-prometheus-text.md); 100,000 is
-# ~8x that, and keeps the worst page within both caps under 64 MiB (bench/bench_parser.py).
+# The largest real pages: dcgm-exporter, 8 GPUs x (board + 7 MIG instances) x 200 fields
+# = 12,800 samples; vLLM, 8 engines x 4 model names ~ 10,600; a LiteLLM gateway, 100
+# tenants x 10 models x ~20 ~ 20,000 (docs/upstream-prometheus-text.md). 100,000 is 5x the
+# largest, and keeps the worst page within both caps under 64 MiB (bench/bench_parser.py).
 DEFAULT_MAX_SAMPLES = 100_000
 
 # Possessive quantifiers (*+, ++) wherever what follows can never start with what they

@@ -51,7 +51,7 @@ def test_cap_must_be_positive() -> None:
         parse("a 1\n", max_samples=0)
 
 
-def test_default_cap_reads_a_page_of_the_documented_largest_size() -> None:
+def test_default_cap_reads_a_dcgm_page_of_the_documented_largest_size() -> None:
     # docs/upstream-prometheus-text.md: 8 GPUs x (board + 7 MIG instances) x 200 fields.
     page = "".join(
         f"# HELP F{f} Field {f}.\n# TYPE F{f} gauge\n"
