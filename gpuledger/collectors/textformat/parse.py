@@ -345,7 +345,8 @@ class _Page:
         """Parse ``lines`` (line ``base + 1`` onwards); False once ``# EOF`` is read.
 
         The fast path: a name cannot hold "{" and a value or timestamp cannot hold "}",
-        so the first "{" opens the label set and the last "}" closes it. The name and the
+        so the first "{" opens the label set and the last "}" closes it (``partition``
+        and ``rpartition``: two C calls for the three parts of the line). The name and the
         label set are validated once per distinct text (bounded caches) against the
         grammar of _SAMPLE_RE; the value is read by ``float`` and accepted only in the
         alphabet where both grammars agree (_NUMBER_CHARS); anything else takes
@@ -371,8 +372,8 @@ class _Page:
                     self.current_names, self.current_append, self.left
                 )  # fmt: skip
                 continue
-            brace = line.find("{")
-            if brace < 0:
+            head, brace, tail = line.partition("{")
+            if not brace:
                 m = plain_match(line)
                 if m is None:
                     raise _diagnose_sample(line, _line_no(lines, line, base))
@@ -380,15 +381,13 @@ class _Page:
                 name = names.setdefault(name, name) if len(names) < _CACHE_MAX else name
                 labels = no_labels
             else:
-                close = line.rfind("}")
-                name = names.get(line[:brace])
-                if name is None or close < brace:
-                    name = self._name(line[:brace], close < brace, line, lines, base)
-                block = line[brace + 1 : close]
+                block, close, rest = tail.rpartition("}")
+                name = names.get(head)
+                if name is None or not close:
+                    name = self._name(head, not close, line, lines, base)
                 labels = labels_cache.get(block)
                 if labels is None:
                     labels = self._new_labels(block, line, lines, base)
-                rest = line[close + 1 :]
             try:
                 value = float(rest)
             except ValueError:
