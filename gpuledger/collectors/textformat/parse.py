@@ -355,7 +355,7 @@ class _Page:
         current_names, current_append = self.current_names, self.current_append
         names, labels_cache, no_labels = self.names, self.labels_cache, self.no_labels
         plain_match = _PLAIN_HEAD_RE.fullmatch
-        new_sample = object.__new__
+        new_sample, sample_type, number_chars = object.__new__, Sample, _NUMBER_CHARS
         set_name, set_labels, set_value, set_ts = _SAMPLE_SETTERS
         left = self.left
         labels: Mapping[str, str] | None
@@ -394,12 +394,12 @@ class _Page:
                 value, ts = self._rest(rest, line, lines, base)
             else:
                 ts = None
-                if rest.strip(_NUMBER_CHARS):  # a letter, "_", a tab, non-ASCII...
+                if rest.strip(number_chars):  # a letter, "_", a tab, non-ASCII...
                     value, ts = self._rest(rest, line, lines, base)
             left -= 1
             if left < 0:
                 raise self._over_cap(line, lines, base)
-            sample = new_sample(Sample)
+            sample = new_sample(sample_type)
             set_name(sample, name)
             set_labels(sample, labels)
             set_value(sample, value)
