@@ -335,7 +335,7 @@ class _Page:
         self.current_names: tuple[str, ...] = ()
         self.current_append: Callable[[Sample], None] = list[Sample]().append
         self.max_samples = max_samples
-        self.left = max_samples  # samples still allowed
+        self.left = max_samples  # samples and families still allowed under the cap
         self.names: dict[str, str] = {}  # text before "{" -> metric name
         self.labels_cache: dict[str, Mapping[str, str]] = {}  # text in "{...}" -> labels
         self.no_labels: dict[str, str] = {}
