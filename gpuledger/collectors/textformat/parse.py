@@ -12,7 +12,8 @@ the differences listed, each with its upstream reference, in
 ``docs/upstream-prometheus-text.md``. Accepted: ``# HELP`` (``\\\\`` and ``\\n`` undone,
 any other backslash kept as written, as Prometheus does), ``# TYPE``, other comments (a
 bare ``# HELP`` or ``# TYPE`` is one), samples with optional labels (escapes ``\\\\``,
-``\\"``, ``\\n``; a trailing comma allowed), values including ``NaN``/``+Inf``/``-Inf``, an
+``\\"``, ``\\n``; a trailing comma allowed), values including ``NaN``/``+Inf``/``-Inf`` (and
+Go's other spellings of them, which Prometheus reads), an
 optional integer millisecond timestamp, blank lines, ``\\r\\n`` line ends and an
 OpenMetrics ``# EOF``. Spaces and tabs may lead a line, surround ``{``, ``}``, ``=`` and
 ``,`` in a label set, and separate the tokens.
@@ -66,8 +67,13 @@ _LABEL_VALUE = LABEL_VALUE
 _PAIR = rf'{_LABEL_NAME}[ \t]*+=[ \t]*+"{_LABEL_VALUE}"'
 _LABEL_SET = rf"{_PAIR}(?:[ \t]*+,[ \t]*+{_PAIR})*+[ \t]*+(?:,[ \t]*+)?"
 # A decimal float (what Go's and Python's parsers share, minus "_" and non-ASCII digits)
-# or one of the format's special values.
-_VALUE = r"[+-]?(?:[0-9]++(?:\.[0-9]*+)?|\.[0-9]++)(?:[eE][+-]?[0-9]++)?|[+-]?Inf|NaN"
+# or a special value as Prometheus reads it: Go's strconv.ParseFloat takes "inf" and
+# "infinity" in any case with an optional sign, and "nan" in any case without one
+# (promparse.go parseFloat; docs/upstream-prometheus-text.md).
+_VALUE = (
+    r"[+-]?(?:[0-9]++(?:\.[0-9]*+)?|\.[0-9]++)(?:[eE][+-]?[0-9]++)?"
+    r"|[+-]?[iI][nN][fF](?:[iI][nN][iI][tT][yY])?+|[nN][aA][nN]"
+)
 _TIMESTAMP = r"-?[0-9]++"
 # The whole sample-line grammar in one expression: the reference that parse()'s fast path
 # (below, in parts, with caches) must agree with -- tests/fuzz/test_exposition_fuzz.py checks it.

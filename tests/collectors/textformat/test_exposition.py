@@ -154,6 +154,13 @@ def test_help_without_text_and_help_before_type() -> None:
         ("1.5E-3", lambda v: v == 0.0015),
         ("1.7321165e+09", lambda v: v == 1.7321165e09),
         ("1e999", lambda v: v == math.inf),
+        # What Go's strconv.ParseFloat also reads, so Prometheus ingests them:
+        ("inf", lambda v: v == math.inf),
+        ("-INF", lambda v: v == -math.inf),
+        ("+Infinity", lambda v: v == math.inf),
+        ("infinity", lambda v: v == math.inf),
+        ("nan", math.isnan),
+        ("NAN", math.isnan),
     ],
 )
 def test_values(text: str, check: object) -> None:
@@ -365,10 +372,10 @@ def test_samples_are_frozen() -> None:
         ('a{b="1", c="2",b="1"} 1', "duplicate label 'b'"),
         # values
         ("a 1_000", "invalid sample value"),
-        ("a infinity", "invalid sample value"),
-        ("a inf", "invalid sample value"),
-        ("a nan", "invalid sample value"),
-        ("a +NaN", "invalid sample value"),
+        ("a +NaN", "invalid sample value"),  # Go's ParseFloat: no sign before NaN
+        ("a -nan", "invalid sample value"),
+        ("a infin", "invalid sample value"),  # "inf" or "infinity", nothing between
+        ("a Infinityy", "invalid sample value"),
         ("a 1e", "invalid sample value"),
         ("a 0x10", "invalid sample value"),
         ("a 1.2.3", "invalid sample value"),
