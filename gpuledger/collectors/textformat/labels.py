@@ -17,16 +17,20 @@ import re
 from collections.abc import Iterator, Mapping
 
 _LABEL_NAME = r"[a-zA-Z_][a-zA-Z0-9_]*+"
-# A label value: only the three escapes of the format, written as an unrolled loop.
-LABEL_VALUE = r'[^"\\]*+(?:\\["\\n][^"\\]*+)*+'
+# A label value, as an unrolled loop: a backslash escapes any one character, as in
+# Prometheus' lexer (promlex.l `\"(\\.|[^\\"])*\"`); unescape() undoes the three the
+# format defines and keeps any other as written, as promparse.go's lvalReplacer does.
+LABEL_VALUE = r'[^"\\]*+(?:\\.[^"\\]*+)*+'
 LABEL_PAIR_RE = re.compile(rf'({_LABEL_NAME})[ \t]*+=[ \t]*+"({LABEL_VALUE})"')
 
 
 def unescape(raw: str) -> str:
-    """Undo ``\\\\``, ``\\"`` and ``\\n`` in text already checked to hold no other escape.
+    """Undo ``\\\\``, ``\\"`` and ``\\n``; any other backslash is kept as written
+    (``\\q`` stays ``\\q``), as Prometheus reads a label value.
 
-    Backslashes pair up left to right, so splitting on ``\\\\`` leaves pieces whose
-    every backslash starts a ``\\"`` or ``\\n``; no per-escape callback is needed.
+    Backslashes pair up left to right, so splitting on ``\\\\`` leaves pieces in which
+    no backslash is escaped; replacing ``\\"`` and ``\\n`` there is a left-to-right
+    replacer's result, with no per-escape callback.
     """
     pieces = raw.split("\\\\")
     for i, piece in enumerate(pieces):

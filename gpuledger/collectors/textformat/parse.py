@@ -12,10 +12,10 @@ the differences listed, each with its upstream reference, in
 ``docs/upstream-prometheus-text.md``. Accepted: ``# HELP`` (``\\\\`` and ``\\n`` undone,
 any other backslash kept as written, as Prometheus does), ``# TYPE``, other comments (a
 bare ``# HELP`` or ``# TYPE`` is one), samples with optional labels (escapes ``\\\\``,
-``\\"``, ``\\n``; a trailing comma allowed), values including ``NaN``/``+Inf``/``-Inf`` (and
-Go's other spellings of them, which Prometheus reads), an
-optional integer millisecond timestamp, blank lines, ``\\r\\n`` line ends and an
-OpenMetrics ``# EOF``. Spaces and tabs may lead a line, surround ``{``, ``}``, ``=`` and
+``\\"``, ``\\n`` undone, any other kept as written; a trailing comma allowed), values
+including ``NaN``/``+Inf``/``-Inf`` (and Go's other spellings of them, which Prometheus
+reads), an optional integer millisecond timestamp, blank lines, ``\\r\\n`` line ends and
+an OpenMetrics ``# EOF``. Spaces and tabs may lead a line, surround ``{``, ``}``, ``=`` and
 ``,`` in a label set, and separate the tokens.
 
 Samples are grouped into the family declared by the latest ``# TYPE`` whose name they
@@ -97,7 +97,6 @@ _LABEL_NAME_AT = re.compile(_LABEL_NAME)
 _BLANKS_AT = re.compile(r"[ \t]*+")
 _TOKEN_AT = re.compile(r"[^ \t]*+")
 _QUOTED_AT = re.compile(r'"([^"\\]*+(?:\\.[^"\\]*+)*+)("?)')
-_BAD_ESCAPE_RE = re.compile(r'\\[^"\\n]|\\$')
 _VALUE_RE = re.compile(_VALUE)
 _TIMESTAMP_RE = re.compile(_TIMESTAMP)
 
@@ -240,9 +239,6 @@ def _diagnose_labels(line: str, pos: int, line_no: int) -> ExpositionError | int
             return ExpositionError(line_no, f"label {name!r} has an unquoted value", line)
         if not qm.group(2):
             return ExpositionError(line_no, f"unterminated label value for {name!r}", line)
-        bad = _BAD_ESCAPE_RE.search(qm.group(1))
-        if bad is not None:
-            return ExpositionError(line_no, f"invalid escape {bad.group()!r} in label value", line)
         if name in seen:
             return ExpositionError(line_no, f"duplicate label {name!r}", line)
         seen.add(name)
