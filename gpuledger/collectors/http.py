@@ -24,6 +24,11 @@ import httpx
 from gpuledger.collectors.base import CollectorError
 
 _CHUNK_BYTES = 64 * 1024
+# What Prometheus sends when its scrape_protocols is [PrometheusText0.0.4]: the one format
+# collectors/textformat/parse.py reads, then anything at a lower weight, so an exporter
+# that cannot negotiate still answers (prometheus/prometheus v3.14.0 scrape/scrape.go
+# acceptHeader, config/config.go ScrapeProtocolsHeaders; docs/upstream-prometheus-text.md).
+ACCEPT = "text/plain;version=0.0.4;q=0.6,*/*;q=0.5"
 
 
 def redact_url(url: str) -> str:
@@ -61,7 +66,8 @@ def fetch(
 
     The whole exchange (connect, headers, body) gets ``timeout_s``; the body is read in
     chunks and abandoned as soon as it would pass ``max_bytes``, so at most ``max_bytes``
-    plus one chunk is ever held in memory.
+    plus one chunk is ever held in memory. The request asks for the text format 0.0.4
+    (:data:`ACCEPT`) unless ``headers`` names another ``Accept``.
     """
     if timeout_s <= 0:
         raise ValueError("timeout_s must be positive")
@@ -74,7 +80,7 @@ def fetch(
     try:
         # identity: a compressed body would defeat the byte cap (a small gzip can
         # inflate to gigabytes) and the cap is about what we hold, not what is sent.
-        request_headers = {"Accept-Encoding": "identity", **dict(headers or {})}
+        request_headers = {"Accept": ACCEPT, "Accept-Encoding": "identity", **dict(headers or {})}
         with client.stream(
             "GET", url, headers=request_headers, timeout=httpx.Timeout(timeout_s)
         ) as response:

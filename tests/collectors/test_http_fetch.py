@@ -181,6 +181,19 @@ def test_sends_caller_headers(client: httpx.Client) -> None:
     assert seen["accept-encoding"] == "identity"
 
 
+def test_asks_for_the_text_format_as_prometheus_does(client: httpx.Client) -> None:
+    # prometheus/prometheus v3.14.0: config/config.go maps PrometheusText0.0.4 to
+    # "text/plain;version=0.0.4"; scrape/scrape.go acceptHeader weights n protocols from
+    # q=0.(len(ScrapeProtocolsHeaders)+1) = q=0.6 down and appends */* one step lower.
+    with StandIn(Behaviour(body=b"a 1\n")) as server:
+        assert fetch(client, server.url, timeout_s=2, max_bytes=1024) == b"a 1\n"
+        fetch(client, server.url, timeout_s=2, max_bytes=1024, headers={"Accept": "x/y"})
+    first, overridden = server.request_headers
+    assert first["accept"] == "text/plain;version=0.0.4;q=0.6,*/*;q=0.5"
+    assert first["accept-encoding"] == "identity"
+    assert overridden["accept"] == "x/y"
+
+
 @pytest.mark.parametrize(
     ("url", "shown"),
     [

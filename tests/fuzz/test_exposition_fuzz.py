@@ -138,6 +138,35 @@ def test_fast_path_accepts_exactly_the_reference_grammar(line: str) -> None:
     assert (_parse_or_error(line) is not None) == _reference_accepts(line), line
 
 
+def _reference_labels(line: str) -> dict[str, str]:
+    """The labels of a line the reference grammar accepts, unescaped independently."""
+    m = exposition._SAMPLE_RE.fullmatch(line)
+    assert m is not None
+    unescape = {"\\\\": "\\", '\\"': '"', "\\n": "\n"}
+    return {
+        name: re.sub(r'\\[\\"n]', lambda e: unescape[e.group()], raw)
+        for name, raw in exposition._LABEL_PAIR_RE.findall(m.group(2) or "")
+    }
+
+
+@settings(max_examples=600, deadline=timedelta(milliseconds=1000))
+@given(st.lists(label_pair, min_size=1, max_size=3), label_pair, st.sampled_from(["", " "]))
+def test_a_bucket_line_after_its_base_set_reads_as_the_reference(
+    pairs: list[str], last: str, blank: str
+) -> None:
+    # The second line's label set is the first's plus one pair: parse() checks only that
+    # pair (string operations for the plain form, _LAST_PAIR_RE otherwise).
+    first = "h_bucket{" + ",".join(pairs) + "} 1"
+    second = "h_bucket{" + ",".join([*pairs, last]) + blank + "} 2"
+    if not _reference_accepts(first):
+        return
+    result = _parse_or_error(first + "\n" + second + "\n")
+    assert (result is not None) == _reference_accepts(second), second
+    if result is not None:
+        got = [dict(s.labels) for fam in result.values() for s in fam.samples]
+        assert got == [_reference_labels(first), _reference_labels(second)]
+
+
 def _greedy(pattern: str) -> re.Pattern[str]:
     """The same pattern with its possessive quantifiers made ordinary."""
     return re.compile(re.sub(r"(?<!\\)([*+?}])\+", r"\1", pattern))
@@ -148,7 +177,6 @@ POSSESSIVE = [
     exposition._LABEL_BLOCK_RE,
     exposition._REST_RE,
     exposition._LAST_PAIR_RE,
-    exposition._HELP_TEXT_RE,
     exposition._QUOTED_AT,
 ]
 

@@ -28,6 +28,7 @@ class StandIn:
     def __init__(self, behaviour: Behaviour | None = None) -> None:
         self.behaviour = behaviour or Behaviour()
         self.requests = 0
+        self.request_headers: list[dict[str, str]] = []  # each request's, in order
         self._stop = threading.Event()
         outer = self
 
@@ -39,6 +40,7 @@ class StandIn:
 
             def do_GET(self) -> None:
                 outer.requests += 1
+                outer.request_headers.append({k.lower(): v for k, v in self.headers.items()})
                 b = outer.behaviour
                 if b.delay_s:
                     outer._stop.wait(b.delay_s)

@@ -58,6 +58,7 @@ class GatewayCollector:
         )
         self.timeout_s = cfg.timeout_seconds
         self.max_bytes = cfg.max_bytes
+        self.max_samples = cfg.max_samples
         self._client = httpx.Client(follow_redirects=False)
         self._pool = ThreadPoolExecutor(max_workers=min(8, max(1, len(self.endpoints))),
                                         thread_name_prefix="gateway")  # fmt: skip
@@ -72,7 +73,7 @@ class GatewayCollector:
         try:
             body = fetch(self._client, ep.url, timeout_s=self.timeout_s, max_bytes=self.max_bytes,
                          headers=headers)  # fmt: skip
-            families = parse(body, max_bytes=self.max_bytes)
+            families = parse(body, max_bytes=self.max_bytes, max_samples=self.max_samples)
         except CollectorError as exc:
             return GatewayScrape(ep.name, up=False, error=str(exc))
         except ExpositionError as exc:

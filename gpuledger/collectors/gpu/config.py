@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from gpuledger.collectors.textformat.parse import DEFAULT_MAX_SAMPLES
+
 
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -21,6 +23,8 @@ class DcgmConfig(_Section):
     interval_seconds: float | None = Field(None, gt=0, le=3600)
     timeout_seconds: float = Field(5.0, gt=0, le=300)
     max_bytes: int = Field(16 * 1024 * 1024, gt=0)
+    # samples (and families) a page may hold; one more and that source is down
+    max_samples: int = Field(DEFAULT_MAX_SAMPLES, gt=0)
 
     @field_validator("url")
     @classmethod

@@ -28,7 +28,12 @@ from gpuledger.collectors.gpu.readings import (
     decode_throttle_reasons,
 )
 from gpuledger.collectors.http import fetch, redact_url
-from gpuledger.collectors.textformat.parse import ExpositionError, MetricFamily, parse
+from gpuledger.collectors.textformat.parse import (
+    DEFAULT_MAX_SAMPLES,
+    ExpositionError,
+    MetricFamily,
+    parse,
+)
 
 DEFAULT_URL = "http://127.0.0.1:9400/metrics"
 DEFAULT_MAX_BYTES = 16 * 1024 * 1024
@@ -137,12 +142,14 @@ class DcgmCollector:
         *,
         timeout_s: float = 5.0,
         max_bytes: int = DEFAULT_MAX_BYTES,
+        max_samples: int = DEFAULT_MAX_SAMPLES,
         name: str = "dcgm",
     ) -> None:
         self.name = name
         self.url = url
         self.timeout_s = timeout_s
         self.max_bytes = max_bytes
+        self.max_samples = max_samples
         # No redirects: a /metrics endpoint that redirects is misconfigured, and following
         # one could carry the agent to a host it was never told to scrape.
         self._client = httpx.Client(follow_redirects=False, trust_env=False)
@@ -150,7 +157,7 @@ class DcgmCollector:
     def collect(self) -> GpuTelemetry:
         body = fetch(self._client, self.url, timeout_s=self.timeout_s, max_bytes=self.max_bytes)
         try:
-            families = parse(body, max_bytes=self.max_bytes)
+            families = parse(body, max_bytes=self.max_bytes, max_samples=self.max_samples)
         except ExpositionError as exc:
             raise CollectorError(f"unreadable page from {redact_url(self.url)}: {exc}") from None
         return parse_page(families, where=redact_url(self.url))

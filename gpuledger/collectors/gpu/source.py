@@ -33,7 +33,12 @@ def _build_dcgm(cfg: DcgmConfig, ctx: BuildContext) -> Built[None]:
         return Built()
     from gpuledger.collectors.gpu.dcgm import DcgmCollector
 
-    collector = DcgmCollector(cfg.url, timeout_s=cfg.timeout_seconds, max_bytes=cfg.max_bytes)
+    collector = DcgmCollector(
+        cfg.url,
+        timeout_s=cfg.timeout_seconds,
+        max_bytes=cfg.max_bytes,
+        max_samples=cfg.max_samples,
+    )
     interval = cfg.interval_seconds or ctx.default_interval_s
     return Built(collectors=((collector, Schedule(interval, cfg.timeout_seconds, GpuTelemetry)),))
 

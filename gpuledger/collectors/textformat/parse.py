@@ -2,24 +2,37 @@
 
 Both dcgm-exporter and vLLM are read through this one parser. It exists rather than
 ``prometheus_client.parser`` for three reasons: that parser walks label text a character
-at a time (several times slower on a 5,000-line vLLM page, see ``bench/``); it yields
+at a time (about ten times slower on a 5,000-line vLLM page, see ``bench/``); it yields
 partial results before failing, so a truncated page could half-update a snapshot; and it
-has no size cap. Here the whole input is validated first and either every family comes
-back or an :class:`ExpositionError` names the offending line -- nothing in between.
+has no caps. Here either every family comes back or an :class:`ExpositionError` names
+the offending line -- nothing in between.
 
-What is accepted: ``# HELP`` (with ``\\\\`` and ``\\n`` escapes), ``# TYPE``, other comments,
-samples with optional labels (escapes ``\\\\``, ``\\"``, ``\\n``; a trailing comma allowed),
-values including ``NaN``/``+Inf``/``-Inf``, an optional integer millisecond timestamp,
-blank lines, ``\\r\\n`` line ends and an OpenMetrics ``# EOF``. Spaces and tabs may lead a
-line, surround ``{``, ``}``, ``=`` and ``,`` in a label set, and separate the tokens.
-Samples are grouped into the family declared by the nearest ``# TYPE`` whose name they
+It reads what Prometheus' own scrape parser reads (``model/textparse/promparse.go``), with
+the differences listed, each with its upstream reference, in
+``docs/upstream-prometheus-text.md``. Accepted: ``# HELP`` (``\\\\`` and ``\\n`` undone,
+any other backslash kept as written, as Prometheus does), ``# TYPE``, other comments (a
+bare ``# HELP`` or ``# TYPE`` is one), samples with optional labels (escapes ``\\\\``,
+``\\"``, ``\\n`` undone, any other kept as written; a trailing comma allowed), values
+including ``NaN``/``+Inf``/``-Inf`` (and Go's other spellings of them, which Prometheus
+reads), an optional integer millisecond timestamp, blank lines, ``\\r\\n`` line ends and
+an OpenMetrics ``# EOF``. Spaces and tabs may lead a line, surround ``{``, ``}``, ``=`` and
+``,`` in a label set, and separate the tokens.
+
+Samples are grouped into the family declared by the latest ``# TYPE`` whose name they
 extend with a known suffix (``_total``, ``_created``, ``_bucket``, ``_sum``, ``_count``,
-``_info``); any other sample starts (or joins) an ``untyped`` family of its own name.
+``_info``); any other sample starts (or joins) an ``untyped`` family of its own name. A
+family whose samples are split across the page is merged, as prometheus/common's
+``TextToMetricFamilies`` does; a repeated ``# TYPE`` with the same type, or one after the
+family's first samples, is merged too (Prometheus ingests both).
 
-Every regular expression here is written so that it cannot backtrack
-catastrophically (no two adjacent sub-patterns can match the same character), so time is
-linear in the input and memory linear in the number of samples. The input is capped at
-``max_bytes`` UTF-8 bytes before any other work. The ``labels`` mapping of a sample may be
+Bounded: the input is capped at ``max_bytes`` UTF-8 bytes before any other work, and at
+``max_samples`` samples while parsing (the parse stops at the first sample over). Bytes
+are decoded and split a chunk at a time, so no copy or line list of the whole page is
+held. Every regular expression is written so that it cannot backtrack catastrophically
+(no two adjacent sub-patterns can match the same character), so time is linear in the
+input. Label sets are plain dicts until a page has spent ``_EAGER_LABEL_CHARS`` of
+label text on them; further ones are kept as their text (:mod:`.labels`), so memory stays
+near the size of the input on a hostile page. The ``labels`` mapping of a sample may be
 shared with other samples of the same page: treat it as read-only.
 """
 
@@ -28,22 +41,39 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-from itertools import chain
+
+from gpuledger.collectors.textformat.labels import (
+    LABEL_PAIR_RE,
+    LABEL_VALUE,
+    LazyLabels,
+    labels_of,
+    names_are_unique,
+    unescape,
+)
 
 DEFAULT_MAX_BYTES = 16 * 1024 * 1024
+# The largest real pages: dcgm-exporter, 8 GPUs x (board + 7 MIG instances) x 200 fields
+# = 12,800 samples; vLLM, 8 engines x 4 model names ~ 10,600; a LiteLLM gateway, 100
+# tenants x 10 models x ~20 ~ 20,000 (docs/upstream-prometheus-text.md). 100,000 is 5x the
+# largest, and keeps the worst page within both caps under 64 MiB (bench/bench_parser.py).
+DEFAULT_MAX_SAMPLES = 100_000
 
 # Possessive quantifiers (*+, ++) wherever what follows can never start with what they
 # repeat: the same language, but the engine keeps no backtracking state, which is what
 # makes a 16 MiB label value with millions of escapes take a fraction of a second.
 _METRIC_NAME = r"[a-zA-Z_:][a-zA-Z0-9_:]*+"
 _LABEL_NAME = r"[a-zA-Z_][a-zA-Z0-9_]*+"
-# A label value: only the three escapes of the format, written as an unrolled loop.
-_LABEL_VALUE = r'[^"\\]*+(?:\\["\\n][^"\\]*+)*+'
+_LABEL_VALUE = LABEL_VALUE
 _PAIR = rf'{_LABEL_NAME}[ \t]*+=[ \t]*+"{_LABEL_VALUE}"'
 _LABEL_SET = rf"{_PAIR}(?:[ \t]*+,[ \t]*+{_PAIR})*+[ \t]*+(?:,[ \t]*+)?"
 # A decimal float (what Go's and Python's parsers share, minus "_" and non-ASCII digits)
-# or one of the format's special values.
-_VALUE = r"[+-]?(?:[0-9]++(?:\.[0-9]*+)?|\.[0-9]++)(?:[eE][+-]?[0-9]++)?|[+-]?Inf|NaN"
+# or a special value as Prometheus reads it: Go's strconv.ParseFloat takes "inf" and
+# "infinity" in any case with an optional sign, and "nan" in any case without one
+# (promparse.go parseFloat; docs/upstream-prometheus-text.md).
+_VALUE = (
+    r"[+-]?(?:[0-9]++(?:\.[0-9]*+)?|\.[0-9]++)(?:[eE][+-]?[0-9]++)?"
+    r"|[+-]?[iI][nN][fF](?:[iI][nN][iI][tT][yY])?+|[nN][aA][nN]"
+)
 _TIMESTAMP = r"-?[0-9]++"
 # The whole sample-line grammar in one expression: the reference that parse()'s fast path
 # (below, in parts, with caches) must agree with -- tests/fuzz/test_exposition_fuzz.py checks it.
@@ -57,23 +87,24 @@ _NAME_HEAD_RE = re.compile(rf"({_METRIC_NAME})[ \t]*")
 _LABEL_BLOCK_RE = re.compile(rf"[ \t]*(?:{_LABEL_SET})?")
 _REST_RE = re.compile(rf"[ \t]*({_VALUE})(?:[ \t]+({_TIMESTAMP}))?[ \t]*")
 _LAST_PAIR_RE = re.compile(rf'[ \t]*+({_LABEL_NAME})[ \t]*+=[ \t]*+"({_LABEL_VALUE})"[ \t]*+')
-_LABEL_PAIR_RE = re.compile(rf'({_LABEL_NAME})[ \t]*+=[ \t]*+"({_LABEL_VALUE})"')
+_LABEL_PAIR_RE = LABEL_PAIR_RE
 _COMMENT_RE = re.compile(r"#[ \t]+(HELP|TYPE)(?![^ \t])")
 _TYPE_RE = re.compile(rf"#[ \t]+TYPE[ \t]+({_METRIC_NAME})[ \t]+([^ \t]+)[ \t]*")
 _HELP_RE = re.compile(rf"#[ \t]+HELP[ \t]+({_METRIC_NAME})(?:[ \t]+(.*))?")
-_HELP_TEXT_RE = re.compile(r"[^\\]*+(?:\\[\\n][^\\]*+)*+")
-# Diagnosis only (after _SAMPLE_RE refused a line): single tokens, each linear.
+# Diagnosis only (after a fast-path check refused a line): single tokens, each linear.
 _NAME_AT = re.compile(_METRIC_NAME)
 _LABEL_NAME_AT = re.compile(_LABEL_NAME)
 _BLANKS_AT = re.compile(r"[ \t]*+")
 _TOKEN_AT = re.compile(r"[^ \t]*+")
 _QUOTED_AT = re.compile(r'"([^"\\]*+(?:\\.[^"\\]*+)*+)("?)')
-_BAD_ESCAPE_RE = re.compile(r'\\[^"\\n]|\\$')
 _VALUE_RE = re.compile(_VALUE)
 _TIMESTAMP_RE = re.compile(_TIMESTAMP)
 
 _INT64_MAX = 2**63 - 1
 _CACHE_MAX = 4096
+# Label text a page may spend on eager dicts (~9 bytes of objects per byte of text at
+# worst) before further label sets are kept as text; every real page stays under it.
+_EAGER_LABEL_CHARS = 1 << 20
 _TYPES = frozenset(
     {"counter", "gauge", "histogram", "summary", "untyped", "unknown", "info", "stateset",
      "gaugehistogram"}
@@ -86,6 +117,10 @@ _SUFFIXES: Mapping[str, tuple[str, ...]] = {
     "info": ("_info",),
 }
 _CHUNK_CHARS = 1 << 18  # lines are split off this much text at a time
+# Text made only of these that float() reads is a value in the format's grammar, with
+# blanks around it: float() reads exactly [+-](digits[.digits]|.digits)[e[+-]digits]
+# between blanks over this alphabet (no "_", no inf/nan spelling, no non-ASCII digit).
+_NUMBER_CHARS = " 0123456789.eE+-"
 
 
 class ExpositionError(ValueError):
@@ -122,78 +157,67 @@ _SAMPLE_SETTERS = tuple(
 )
 
 
-def _unescape(raw: str) -> str:
-    """Undo ``\\\\``, ``\\"`` and ``\\n`` in text already checked to hold no other escape.
-
-    Backslashes pair up left to right, so splitting on ``\\\\`` leaves pieces whose
-    every backslash starts a ``\\"`` or ``\\n``; no per-escape callback is needed.
-    """
+def _unescape_help(raw: str) -> str:
+    """HELP text as Prometheus reads it: ``\\\\`` and ``\\n`` undone, any other backslash
+    (``\\"`` included) kept as written (promparse.go's ``helpReplacer``)."""
     pieces = raw.split("\\\\")
     for i, piece in enumerate(pieces):
-        if "\\" in piece:
-            pieces[i] = piece.replace('\\"', '"').replace("\\n", "\n")
+        if "\\n" in piece:
+            pieces[i] = piece.replace("\\n", "\n")
     return "\\".join(pieces)
 
 
-def _lines(text: str) -> Iterator[list[str]]:
-    """``text.split("\\n")`` a chunk at a time, so no list of every line is held."""
+def _chunks(text: str | bytes) -> Iterator[str]:
+    """The text a chunk of whole lines at a time (the ``\\n`` between chunks dropped), so
+    neither a decoded copy nor a list of every line of the page is ever held. A chunk of
+    bytes is decoded alone: ``\\n`` never occurs inside a UTF-8 sequence."""
     pos, size = 0, len(text)
+    if isinstance(text, str):
+        while pos < size:
+            end = text.find("\n", pos + _CHUNK_CHARS)
+            if end < 0:
+                end = size
+            yield text[pos:end]
+            pos = end + 1
+        return
     while pos < size:
-        end = text.find("\n", pos + _CHUNK_CHARS)
+        end = text.find(b"\n", pos + _CHUNK_CHARS)
         if end < 0:
-            yield text[pos:].split("\n")
-            return
-        yield text[pos:end].split("\n")
+            end = size
+        try:
+            yield text[pos:end].decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise ExpositionError(0, f"not UTF-8 at byte {pos + exc.start}") from None
         pos = end + 1
 
 
-def _parse_labels(block: str, line_no: int, line: str) -> dict[str, str]:
-    """Labels of a block already validated by ``_LABEL_BLOCK_RE``."""
-    pairs = _LABEL_PAIR_RE.findall(block)
-    labels = dict(pairs)
-    if len(labels) != len(pairs):
-        seen: set[str] = set()
-        for name, _ in pairs:
-            if name in seen:
-                raise ExpositionError(line_no, f"duplicate label {name!r}", line)
-            seen.add(name)
-    if "\\" in block:
-        for name, raw in pairs:
-            if "\\" in raw:
-                labels[name] = _unescape(raw)
-    return labels
+def _plain_pair(tail: str) -> tuple[str, str] | None:
+    """``name="value"`` in its plain form (no blank, no backslash: how every exporter
+    writes a bucket's ``le``), read by string operations; None for any other text, which
+    then goes through _LAST_PAIR_RE. ``isidentifier`` on ASCII text is exactly the label
+    name grammar ``[a-zA-Z_][a-zA-Z0-9_]*``."""
+    eq = tail.find('="')
+    if eq <= 0 or len(tail) < eq + 3 or tail[-1] != '"':
+        return None
+    name, value = tail[:eq], tail[eq + 2 : -1]
+    if not (name.isascii() and name.isidentifier()) or '"' in value or "\\" in value:
+        return None
+    return name, value
+
+
+def _line_no(lines: list[str], line: str, base: int) -> int:
+    """The 1-based number of ``line`` (an element of ``lines``, the chunk that starts after
+    line ``base``): found by identity, so the hot loop keeps no counter. A one-character
+    line may be a shared object, but an identical earlier line would have failed first."""
+    for i, candidate in enumerate(lines):
+        if candidate is line:
+            return base + i + 1
+    return base + lines.index(line) + 1
 
 
 def _skip_blanks(line: str, pos: int) -> int:
     m = _BLANKS_AT.match(line, pos)
     return pos if m is None else m.end()
-
-
-def _new_labels(
-    block: str, cache: dict[str, dict[str, str]], line_no: int, line: str
-) -> dict[str, str]:
-    """Labels of a label-set text not seen before on this page (and remember them).
-
-    Histogram buckets differ from each other only in a last ``le`` pair, so when the text
-    up to the last comma is a label set already seen (and validated) and ends with a
-    closing quote, only the final pair is checked; otherwise the whole set is.
-    """
-    comma = block.rfind(",")
-    base = cache.get(block[:comma]) if comma > 0 and block[comma - 1] == '"' else None
-    m = None if base is None else _LAST_PAIR_RE.fullmatch(block, comma + 1)
-    if base is not None and m is not None:
-        name, raw = m.groups()
-        if name in base:
-            raise ExpositionError(line_no, f"duplicate label {name!r}", line)
-        labels = base.copy()
-        labels[name] = _unescape(raw) if "\\" in raw else raw
-    elif _LABEL_BLOCK_RE.fullmatch(block) is None:
-        raise _diagnose_sample(line, line_no)
-    else:
-        labels = _parse_labels(block, line_no, line)
-    if len(cache) < _CACHE_MAX:
-        cache[block] = labels
-    return labels
 
 
 def _diagnose_labels(line: str, pos: int, line_no: int) -> ExpositionError | int:
@@ -215,9 +239,6 @@ def _diagnose_labels(line: str, pos: int, line_no: int) -> ExpositionError | int
             return ExpositionError(line_no, f"label {name!r} has an unquoted value", line)
         if not qm.group(2):
             return ExpositionError(line_no, f"unterminated label value for {name!r}", line)
-        bad = _BAD_ESCAPE_RE.search(qm.group(1))
-        if bad is not None:
-            return ExpositionError(line_no, f"invalid escape {bad.group()!r} in label value", line)
         if name in seen:
             return ExpositionError(line_no, f"duplicate label {name!r}", line)
         seen.add(name)
@@ -274,93 +295,113 @@ def _utf8_length(text: str) -> int:
     return len(text.encode("utf-8", "surrogatepass"))
 
 
-def parse(text: str | bytes, *, max_bytes: int = DEFAULT_MAX_BYTES) -> dict[str, MetricFamily]:
+def parse(
+    text: str | bytes,
+    *,
+    max_bytes: int = DEFAULT_MAX_BYTES,
+    max_samples: int = DEFAULT_MAX_SAMPLES,
+) -> dict[str, MetricFamily]:
     """Parse a whole exposition page into families keyed by family name.
 
     Raises :class:`ExpositionError` for input over ``max_bytes`` (checked before any
-    work; a ``str`` is measured in UTF-8 bytes), undecodable bytes, or the first
-    malformed line.
+    work; a ``str`` is measured in UTF-8 bytes), a page of more than ``max_samples``
+    samples (raised at the first one over), undecodable bytes, or the first malformed
+    line.
     """
+    if max_samples <= 0:
+        raise ValueError("max_samples must be positive")
     if len(text) > max_bytes or (isinstance(text, str) and _utf8_length(text) > max_bytes):
         size = len(text) if isinstance(text, bytes) else "over"
         raise ExpositionError(0, f"exposition is {size} bytes, over the {max_bytes}-byte cap")
-    if isinstance(text, bytes):
-        try:
-            text = text.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            raise ExpositionError(0, f"not UTF-8 at byte {exc.start}") from None
+    page = _Page(max_samples)
+    base = 0
+    for chunk in _chunks(text):
+        lines = chunk.split("\n")
+        if "\r" in chunk:
+            lines = [line[:-1] if line[-1:] == "\r" else line for line in lines]
+        if not page.lines(lines, base):
+            break
+        base += len(lines)
+        del chunk, lines  # before the next chunk is read: one chunk's lines held at a time
+    return page.families
 
-    families: dict[str, MetricFamily] = {}
-    typed: dict[str, str] = {}  # declared family name -> type
-    owner: dict[str, MetricFamily] = {}  # sample name -> the typed family it belongs to
-    current_names: frozenset[str] = frozenset()
-    current_append: Callable[[Sample], None] = list[Sample]().append
-    plain_match = _PLAIN_HEAD_RE.fullmatch
-    name_match = _NAME_HEAD_RE.fullmatch
-    rest_match = _REST_RE.fullmatch
-    names: dict[str, str] = {}  # text before "{" -> metric name
-    labels_cache: dict[str, dict[str, str]] = {}  # text between "{" and "}" -> labels
-    rest_cache: dict[str, tuple[float, int | None]] = {}  # text after "}" -> value, timestamp
-    no_labels: dict[str, str] = {}
-    new_sample = object.__new__
-    set_name, set_labels, set_value, set_ts = _SAMPLE_SETTERS
 
-    line_no = 0
-    for line in chain.from_iterable(_lines(text)):
-        line_no += 1
-        if not line:
-            continue
-        if line[-1] == "\r":
-            line = line[:-1]
-            if not line:
+class _Page:
+    """The state of one parse: families, the family samples currently go to, caches."""
+
+    def __init__(self, max_samples: int) -> None:
+        self.families: dict[str, MetricFamily] = {}
+        self.typed: dict[str, str] = {}  # declared family name -> declared type
+        self.owner: dict[str, MetricFamily] = {}  # sample name -> its typed family
+        self.members: dict[str, tuple[str, ...]] = {}  # typed family -> its sample names
+        self.current_names: tuple[str, ...] = ()
+        self.current_append: Callable[[Sample], None] = list[Sample]().append
+        self.max_samples = max_samples
+        self.left = max_samples  # samples and families still allowed under the cap
+        self.names: dict[str, str] = {}  # text before "{" -> metric name
+        self.labels_cache: dict[str, Mapping[str, str]] = {}  # text in "{...}" -> labels
+        self.no_labels: dict[str, str] = {}
+        self.eager_left = _EAGER_LABEL_CHARS
+
+    def lines(self, lines: list[str], base: int) -> bool:
+        """Parse ``lines`` (line ``base + 1`` onwards); False once ``# EOF`` is read.
+
+        The fast path: a name cannot hold "{" and a value or timestamp cannot hold "}",
+        so the first "{" opens the label set and the last "}" closes it (``partition``
+        and ``rpartition``: two C calls for the three parts of the line). The name and the
+        label set are validated once per distinct text (bounded caches) against the
+        grammar of _SAMPLE_RE; the value is read by ``float`` and accepted only in the
+        alphabet where both grammars agree (_NUMBER_CHARS); anything else takes
+        the careful path, whose refusals _diagnose_sample explains.
+        """
+        current_names, current_append = self.current_names, self.current_append
+        names, labels_cache, no_labels = self.names, self.labels_cache, self.no_labels
+        plain_match = _PLAIN_HEAD_RE.fullmatch
+        new_sample, sample_type, number_chars = object.__new__, Sample, _NUMBER_CHARS
+        set_name, set_labels, set_value, set_ts = _SAMPLE_SETTERS
+        left = self.left
+        labels: Mapping[str, str] | None
+        for line in filter(None, lines):  # blank lines skipped in C
+            if line[0] in "# \t":
+                if line[0] == "#" and not ("HELP" in line or "TYPE" in line or "EOF" in line):
+                    continue  # a plain comment, without a method call
+                self.current_names, self.current_append, self.left = (
+                    current_names, current_append, left
+                )  # fmt: skip
+                if not self._other(line, lines, base):
+                    return False
+                current_names, current_append, left = (
+                    self.current_names, self.current_append, self.left
+                )  # fmt: skip
                 continue
-        if line[0] == " " or line[0] == "\t":
-            line = line.lstrip(" \t")
-            if not line:
-                continue
-        if line[0] != "#":
-            # Fast path. A name cannot hold "{" and a value or timestamp cannot hold "}", so
-            # the first "{" opens the label set and the last "}" closes it. Each part is
-            # validated once per distinct text (bounded caches) against the same grammar
-            # as _SAMPLE_RE; anything refused is handed to _diagnose_sample.
-            brace = line.find("{")
-            if brace < 0:
+            head, brace, tail = line.partition("{")
+            if not brace:
                 m = plain_match(line)
                 if m is None:
-                    raise _diagnose_sample(line, line_no)
-                name, rest = m.group(1), m.group(2)
+                    raise _diagnose_sample(line, _line_no(lines, line, base))
+                name, rest = m.groups()
                 name = names.setdefault(name, name) if len(names) < _CACHE_MAX else name
-                labels: Mapping[str, str] | None = no_labels
+                labels = no_labels
             else:
-                close = line.rfind("}")
-                head = line[:brace]
-                known = names.get(head)
-                if known is None or close < brace:
-                    m = name_match(head)
-                    if m is None or close < brace:
-                        raise _diagnose_sample(line, line_no)
-                    known = m.group(1)
-                    if len(names) < _CACHE_MAX:
-                        names[head] = known
-                name = known
-                block = line[brace + 1 : close]
+                block, close, rest = tail.rpartition("}")
+                name = names.get(head)
+                if name is None or not close:
+                    name = self._name(head, not close, line, lines, base)
                 labels = labels_cache.get(block)
                 if labels is None:
-                    labels = _new_labels(block, labels_cache, line_no, line)
-                rest = line[close + 1 :]
-            parsed = rest_cache.get(rest)
-            if parsed is not None:
-                value, ts = parsed
+                    labels = self._new_labels(block, line, lines, base)
+            try:
+                value = float(rest)
+            except ValueError:
+                value, ts = self._rest(rest, line, lines, base)
             else:
-                m = rest_match(rest)
-                if m is None:
-                    raise _diagnose_sample(line, line_no)
-                value_text, ts_text = m.groups()
-                value = float(value_text)
-                ts = None if ts_text is None else _timestamp(ts_text, line_no, line)
-                if len(rest_cache) < _CACHE_MAX:
-                    rest_cache[rest] = value, ts
-            sample = new_sample(Sample)
+                ts = None
+                if rest.strip(number_chars):  # a letter, "_", a tab, non-ASCII...
+                    value, ts = self._rest(rest, line, lines, base)
+            left -= 1
+            if left < 0:
+                raise self._over_cap(line, lines, base)
+            sample = new_sample(sample_type)
             set_name(sample, name)
             set_labels(sample, labels)
             set_value(sample, value)
@@ -368,52 +409,167 @@ def parse(text: str | bytes, *, max_bytes: int = DEFAULT_MAX_BYTES) -> dict[str,
             if name in current_names:
                 current_append(sample)
                 continue
-            fam = owner.get(name)
-            if fam is not None:
-                raise ExpositionError(line_no, f"samples of {fam.name!r} are not contiguous", line)
-            fam = families.get(name)
-            if fam is None:
-                fam = families[name] = MetricFamily(name)
-            current_names = frozenset((name,))
-            current_append = fam.samples.append
+            self.left = left
+            current_names, current_append = self._family_for(name, line, lines, base)
+            left = self.left
             current_append(sample)
-            continue
+        self.current_names, self.current_append, self.left = current_names, current_append, left
+        return True
 
-        # A comment: HELP, TYPE, EOF or anything else.
+    def _over_cap(self, line: str, lines: list[str], base: int) -> ExpositionError:
+        return ExpositionError(
+            _line_no(lines, line, base),
+            f"more than {self.max_samples} samples and families, over the sample cap",
+        )
+
+    def _name(self, head: str, unclosed: bool, line: str, lines: list[str], base: int) -> str:
+        """The metric name in the text before "{" (cached), or the line's error."""
+        m = None if unclosed else _NAME_HEAD_RE.fullmatch(head)
+        if m is None:
+            raise _diagnose_sample(line, _line_no(lines, line, base))
+        name: str = m.group(1)
+        if len(self.names) < _CACHE_MAX:
+            self.names[head] = name
+        return name
+
+    def _rest(self, rest: str, line: str, lines: list[str], base: int) -> tuple[float, int | None]:
+        """Value and timestamp of the text after the labels, the careful way."""
+        m = _REST_RE.fullmatch(rest)
+        if m is None:
+            raise _diagnose_sample(line, _line_no(lines, line, base))
+        value_text, ts_text = m.groups()
+        if ts_text is None:
+            return float(value_text), None
+        return float(value_text), _timestamp(ts_text, _line_no(lines, line, base), line)
+
+    def _new_labels(self, block: str, line: str, lines: list[str], base: int) -> Mapping[str, str]:
+        """Labels of a label-set text not seen before on this page (and remember them).
+
+        Histogram buckets differ from each other only in a last ``le`` pair, so when the
+        text up to the last comma is a label set already seen (and validated) and ends with
+        a closing quote, only the final pair is checked; otherwise the whole set is.
+        """
+        cache = self.labels_cache
+        labels: Mapping[str, str]
+        comma = block.rfind(",")
+        base_labels = cache.get(block[:comma]) if comma > 0 and block[comma - 1] == '"' else None
+        pair = None
+        if isinstance(base_labels, dict) and self.eager_left > 0:
+            pair = _plain_pair(block[comma + 1 :])
+            if pair is None:
+                m = _LAST_PAIR_RE.fullmatch(block, comma + 1)
+                if m is not None:
+                    name, raw = m.groups()
+                    pair = name, unescape(raw) if "\\" in raw else raw
+        if base_labels is not None and pair is not None:
+            name, value = pair
+            if name in base_labels:
+                raise ExpositionError(
+                    _line_no(lines, line, base), f"duplicate label {name!r}", line
+                )
+            eager = dict(base_labels)
+            eager[name] = value
+            labels = eager
+        elif _LABEL_BLOCK_RE.fullmatch(block) is None:
+            raise _diagnose_sample(line, _line_no(lines, line, base))
+        elif self.eager_left > 0:
+            eager, pairs = labels_of(block)
+            if len(eager) != pairs:
+                raise _diagnose_sample(line, _line_no(lines, line, base))
+            labels = eager
+        elif names_are_unique(block):
+            labels = LazyLabels(block)
+        else:
+            raise _diagnose_sample(line, _line_no(lines, line, base))
+        if self.eager_left > 0:
+            self.eager_left -= len(block)
+        if len(cache) < _CACHE_MAX:
+            cache[block] = labels
+        return labels
+
+    def _family_for(
+        self, name: str, line: str, lines: list[str], base: int
+    ) -> tuple[tuple[str, ...], Callable[[Sample], None]]:
+        """Where samples named ``name`` go from now on: the typed family that owns the
+        name (wherever on the page it was declared), else the untyped family of that
+        name. Samples of one family split across the page are merged."""
+        fam = self.owner.get(name)
+        if fam is not None:
+            return self.members[fam.name], fam.samples.append
+        fam = self.families.get(name)
+        if fam is None:
+            fam = self._new_family(name, line, lines, base)
+        return (name,), fam.samples.append
+
+    def _new_family(self, name: str, line: str, lines: list[str], base: int) -> MetricFamily:
+        """A family not seen before. Families count against the sample cap too: a page of
+        nothing but ``# TYPE`` lines would otherwise hold ~350 bytes per 17-byte line."""
+        self.left -= 1
+        if self.left < 0:
+            raise ExpositionError(
+                _line_no(lines, line, base),
+                f"more than {self.max_samples} samples and families, over the sample cap",
+            )
+        fam = self.families[name] = MetricFamily(name)
+        return fam
+
+    def _other(self, line: str, lines: list[str], base: int) -> bool:
+        """A line that starts with "#" or a blank; False for ``# EOF``."""
+        if line[0] != "#":
+            stripped = line.lstrip(" \t")
+            return not stripped or self.lines([stripped], _line_no(lines, line, base) - 1)
         if line == "# EOF":
-            break
-        if _COMMENT_RE.match(line) is None:
-            continue
+            return False
+        m = _COMMENT_RE.match(line)
+        if m is None or not line[m.end() :].strip(" \t"):
+            return True  # a comment, or a bare "# HELP" / "# TYPE" (one to Prometheus too)
         m = _TYPE_RE.fullmatch(line)
         if m is not None:
-            name, mtype = m.group(1), m.group(2)
-            if mtype not in _TYPES:
-                raise ExpositionError(line_no, f"unknown metric type {mtype[:40]!r}", line)
-            if name in typed:
-                raise ExpositionError(line_no, f"second TYPE line for {name!r}", line)
-            fam = families.get(name)
-            if fam is not None and fam.samples:
-                raise ExpositionError(line_no, f"TYPE for {name!r} after its samples", line)
-            if fam is None:
-                fam = families[name] = MetricFamily(name)
-            typed[name] = mtype
-            fam.type = "untyped" if mtype == "unknown" else mtype
-            current_names = frozenset((name, *(name + s for s in _SUFFIXES.get(mtype, ()))))
-            current_append = fam.samples.append
-            for member in current_names:
-                owner[member] = fam
-            continue
+            self._type(m.group(1), m.group(2), line, lines, base)
+            return True
         m = _HELP_RE.fullmatch(line)
-        if m is not None:
-            name, help_text = m.group(1), m.group(2) or ""
-            if "\\" in help_text:
-                if not _HELP_TEXT_RE.fullmatch(help_text):
-                    raise ExpositionError(line_no, "invalid escape in HELP text", line)
-                help_text = _unescape(help_text)
-            fam = families.get(name)
-            if fam is None:
-                fam = families[name] = MetricFamily(name)
-            fam.help = help_text
-            continue
-        raise ExpositionError(line_no, "malformed HELP/TYPE line", line)
-    return families
+        if m is None:
+            raise ExpositionError(_line_no(lines, line, base), "malformed HELP/TYPE line", line)
+        name, help_text = m.group(1), m.group(2) or ""
+        fam = self.families.get(name)
+        if fam is None:
+            fam = self._new_family(name, line, lines, base)
+        fam.help = _unescape_help(help_text) if "\\" in help_text else help_text
+        return True
+
+    def _type(self, name: str, mtype: str, line: str, lines: list[str], base: int) -> None:
+        """A ``# TYPE`` line: declare (or, with the same type again, resume) a family.
+
+        Samples its names had before the declaration are moved into it, so a family
+        typed after its first samples is one family, as Prometheus reads it.
+        """
+        if mtype not in _TYPES:
+            raise ExpositionError(
+                _line_no(lines, line, base), f"unknown metric type {mtype[:40]!r}", line
+            )
+        declared = self.typed.get(name)
+        if declared is not None and declared != mtype:
+            raise ExpositionError(
+                _line_no(lines, line, base),
+                f"conflicting TYPE lines for {name!r}: {declared}, then {mtype}",
+                line,
+            )
+        families = self.families
+        fam = families.get(name)
+        if fam is None:
+            fam = self._new_family(name, line, lines, base)
+        if declared is None:
+            self.typed[name] = mtype
+            fam.type = "untyped" if mtype == "unknown" else mtype
+            members = (name, *(name + s for s in _SUFFIXES.get(mtype, ())))
+            self.members[name] = members
+            for member in members:
+                self.owner[member] = fam
+                early = families.get(member) if member != name else None
+                if early is not None and member not in self.typed:
+                    fam.samples.extend(families.pop(member).samples)
+        elif self.owner.get(name) is not fam:  # re-declared after a later TYPE took a name
+            for member in self.members[name]:
+                self.owner[member] = fam
+        self.current_names = self.members[name]
+        self.current_append = fam.samples.append

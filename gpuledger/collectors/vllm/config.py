@@ -11,6 +11,8 @@ from pathlib import Path
 import httpx
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from gpuledger.collectors.textformat.parse import DEFAULT_MAX_SAMPLES
+
 DEFAULT_MAX_BYTES = 16 * 1024 * 1024
 
 
@@ -73,5 +75,7 @@ class VllmConfig(_Section):
     interval_seconds: float | None = Field(None, gt=0)  # None: the agent's interval
     timeout_seconds: float = Field(5.0, gt=0)
     max_bytes: int = Field(DEFAULT_MAX_BYTES, gt=0)
+    # samples (and families) a page may hold; one more and that source is down
+    max_samples: int = Field(DEFAULT_MAX_SAMPLES, gt=0)
     endpoints: list[VllmEndpointConfig] = Field(default_factory=list)
     discovery: VllmDiscoveryConfig = Field(default_factory=VllmDiscoveryConfig)

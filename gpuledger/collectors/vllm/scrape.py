@@ -55,7 +55,12 @@ import httpx
 
 from gpuledger.collectors.base import CollectorError
 from gpuledger.collectors.http import fetch, redact_url
-from gpuledger.collectors.textformat.parse import ExpositionError, MetricFamily, parse
+from gpuledger.collectors.textformat.parse import (
+    DEFAULT_MAX_SAMPLES,
+    ExpositionError,
+    MetricFamily,
+    parse,
+)
 from gpuledger.collectors.vllm.select import select_families, select_lines
 from gpuledger.collectors.vllm.spellings import (
     BUCKET,
@@ -314,6 +319,7 @@ class VllmCollector:
         *,
         timeout_s: float = 5.0,
         max_bytes: int = DEFAULT_MAX_BYTES,
+        max_samples: int = DEFAULT_MAX_SAMPLES,
         max_workers: int = 8,
         name: str = "vllm",
     ) -> None:
@@ -322,6 +328,7 @@ class VllmCollector:
         self.name = name
         self.timeout_s = timeout_s
         self.max_bytes = max_bytes
+        self.max_samples = max_samples
         self._endpoints = endpoints
         self._pool = ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix=name)
         # No redirects (a /metrics that redirects is misconfigured, and following one could
@@ -361,7 +368,9 @@ class VllmCollector:
         except CollectorError as exc:
             return EndpointScrape(endpoint=endpoint, up=False, error=str(exc))
         try:
-            families = parse(select_families(body), max_bytes=self.max_bytes)
+            families = parse(
+                select_families(body), max_bytes=self.max_bytes, max_samples=self.max_samples
+            )
         except ExpositionError as exc:
             error = f"unreadable page from {redact_url(url)}: {exc}"
             return EndpointScrape(endpoint=endpoint, up=False, error=error)

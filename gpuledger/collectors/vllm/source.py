@@ -31,7 +31,12 @@ def _build(cfg: VllmConfig, ctx: BuildContext) -> Built[None]:
     except ValueError as exc:  # an API key that cannot be read, discovery without pods
         raise SourceConfigError(VLLM, str(exc)) from None
     ctx.provide(endpoints)
-    collector = VllmCollector(endpoints, timeout_s=cfg.timeout_seconds, max_bytes=cfg.max_bytes)
+    collector = VllmCollector(
+        endpoints,
+        timeout_s=cfg.timeout_seconds,
+        max_bytes=cfg.max_bytes,
+        max_samples=cfg.max_samples,
+    )
     # the whole collection (all endpoints in parallel) gets a little over one timeout
     interval = cfg.interval_seconds or ctx.default_interval_s
     schedule = Schedule(interval, cfg.timeout_seconds + 2.0, VllmTelemetry)
