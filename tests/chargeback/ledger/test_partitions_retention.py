@@ -286,3 +286,52 @@ def test_migration_7_partitions_a_version_6_ledger_without_losing_a_row(
         assert _month_sum(store, "2024-02") == ALLOC + 600.0
     finally:
         store.close()
+
+
+# -- config and command -------------------------------------------------------------------
+
+
+def test_retention_months_config_is_validated() -> None:
+    from gpuledger.agent.config import AgentConfig
+
+    assert AgentConfig().ledger.retention_months is None  # default: keep everything
+    assert (
+        AgentConfig.model_validate({"ledger": {"retention_months": 13}}).ledger.retention_months
+        == 13
+    )
+    with pytest.raises(ValueError, match="retention_months"):
+        AgentConfig.model_validate({"ledger": {"retention_months": 0}})
+
+
+def test_retention_command_archives_and_drops_old_months(tmp_path: Path) -> None:
+    """``gpuledger retention`` against a SQLite ledger holding four months up to today's:
+    with one month kept, the two oldest are archived and gone, the last two untouched."""
+    from typer.testing import CliRunner
+
+    from gpuledger.cli import app
+
+    this = datetime.now(UTC)
+    months = [add_months(this, k) for k in (-3, -2, -1, 0)]
+    url = f"sqlite:///{tmp_path / 'ledger.db'}"
+    store = open_store(url)
+    store.migrate()
+    for m in months:
+        store.upsert(_usage(int(m.timestamp())), [])
+    store.close()
+    archive = tmp_path / "archive"
+    no_keep = CliRunner().invoke(app, ["retention", "--ledger", url])
+    assert no_keep.exit_code == 2, no_keep.output
+    result = CliRunner().invoke(
+        app, ["retention", "--ledger", url, "--keep-months", "1", "--archive-dir", str(archive)]
+    )
+    assert result.exit_code == 0, result.output
+    assert sorted(p.relative_to(archive).as_posix() for p in archive.rglob("*.gz")) == [
+        f"{m:%Y-%m}/ledger_usage.csv.gz" for m in months[:2]
+    ]
+    store = open_store(url)
+    try:
+        for m in months:
+            expected = 0.0 if m in months[:2] else ALLOC + 600.0
+            assert _month_sum(store, f"{m:%Y-%m}") == expected
+    finally:
+        store.close()
