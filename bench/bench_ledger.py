@@ -125,12 +125,15 @@ class _Server:
             self._srv = get_server(self._dir / "data")
         self.url = str(self._srv.get_uri())
 
-    def database(self, name: str) -> str:
+    def database(self, name: str, *, reuse: bool = False) -> str:
+        """A fresh database ``name`` (an existing one is kept when ``reuse``)."""
         import psycopg
 
         with psycopg.connect(self.url, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}"'.encode())
-            conn.execute(f'CREATE DATABASE "{name}"'.encode())
+            found = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone()
+            if not (reuse and found):
+                conn.execute(f'DROP DATABASE IF EXISTS "{name}"'.encode())
+                conn.execute(f'CREATE DATABASE "{name}"'.encode())
         p = urlsplit(self.url)
         return urlunsplit((p.scheme, p.netloc, "/" + name, p.query, ""))
 
@@ -220,15 +223,28 @@ def bench_node_month(server: _Server) -> dict[str, Any]:
     }
 
 
-def bench_fleet_query(server: _Server, gpus: int, repeats: int = 5) -> dict[str, Any]:
+def bench_fleet_query(
+    server: _Server,
+    gpus: int,
+    repeats: int = 5,
+    *,
+    reuse: bool = False,
+    explain: bool = False,
+    report: bool = False,
+) -> dict[str, Any]:
     from gpuledger.chargeback.ledger.store.postgres import PostgresLedgerStore
 
-    url = server.database(f"bench_fleet_{gpus}")
-    store = PostgresLedgerStore(url, statement_timeout_ms=600_000)
-    store.migrate()
+    url = server.database(f"bench_fleet_{gpus}", reuse=reuse)
+    store = PostgresLedgerStore(url, statement_timeout_ms=3_600_000)
     t = time.perf_counter()
-    for day in range(HOURS // 24):
-        store.upsert(*fleet_day(gpus, day))
+    store.migrate()  # on a reused version-6 database: migration 7 moves the month's rows
+    migrate_s = time.perf_counter() - t
+    expected_rows = gpus * HOURS * 5
+    t = time.perf_counter()
+    loaded = not (reuse and _rows(url, "SELECT count(*) FROM ledger_usage") == expected_rows)
+    if loaded:
+        for day in range(HOURS // 24):
+            store.upsert(*fleet_day(gpus, day))
     load_s = time.perf_counter() - t
     t = time.perf_counter()
     usage_b, coverage_b, _ = _pg_bytes(url)
@@ -243,14 +259,20 @@ def bench_fleet_query(server: _Server, gpus: int, repeats: int = 5) -> dict[str,
         t = time.perf_counter()
         result = store.usage(start, end, ["service", "namespace", "gpu_model"])
         times.append(time.perf_counter() - t)
+    plan = _explain(url, start, end) if explain else None
+    report_s = _report_s(store) if report else None
     store.close()
     total = sum(r.allocated_gpu_seconds for r in result)
     expected = gpus * HOURS * 3600.0  # every GPU-hour is held by someone or idle
     return {
         "gpus": gpus,
         "usage_rows": rows,
+        "migrate_s": migrate_s,
+        "plan": plan,
+        "report_s": report_s,
         "load_s": load_s,
-        "load_rows_per_s": rows / load_s,
+        "loaded": loaded,
+        "load_rows_per_s": rows / load_s if loaded else None,
         "vacuum_analyze_s": vacuum_s,
         "usage_bytes": usage_b,
         "coverage_bytes": coverage_b,
@@ -260,6 +282,54 @@ def bench_fleet_query(server: _Server, gpus: int, repeats: int = 5) -> dict[str,
         "query_max_s": max(times),
         "sum_check_ok": abs(total - expected) <= 1e-9 * expected,
     }
+
+
+def _explain(url: str, start: datetime, end: datetime) -> str:
+    """EXPLAIN (ANALYZE, BUFFERS) of the usage query as the store sends it."""
+    import psycopg
+
+    from gpuledger.chargeback.ledger.store.postgres import PostgresLedgerStore
+
+    seen: list[Any] = []
+    probe = PostgresLedgerStore(url)
+    real = probe._query
+
+    def capture(what: str, query: Any, params: Any) -> list[dict[str, object]]:
+        seen.append((query, params))
+        return real(what, query, params)
+
+    probe._query = capture  # type: ignore[method-assign]
+    probe.usage(start, end, ["service", "namespace", "gpu_model"])
+    probe.close()
+    query, params = seen[0]
+    with psycopg.connect(url) as conn:
+        text = query.as_string(conn)
+        lines = conn.execute(f"EXPLAIN (ANALYZE, BUFFERS) {text}".encode(), params).fetchall()
+    return "\n".join(str(r[0]) for r in lines)
+
+
+def _report_s(store: Any) -> dict[str, float]:
+    """``build_report`` + ``write_report`` (csv, json) of the fleet month: the usage and
+    coverage parts of the monthly report (this bench writes no tokens or probes)."""
+    from gpuledger.chargeback.report.build import build_report
+    from gpuledger.chargeback.report.model import Month
+    from gpuledger.chargeback.report.ratecard import load_rate_card
+    from gpuledger.chargeback.report.writers.files import write_report
+
+    card = load_rate_card(None)
+    month = Month(2025, 1)
+    now = datetime(2025, 3, 1, tzinfo=UTC)
+    out = Path(tempfile.mkdtemp(prefix="gpuledger-bench-report-"))
+    try:
+        t = time.perf_counter()
+        report = build_report(store, card, month, now=now)
+        build_s = time.perf_counter() - t
+        t = time.perf_counter()
+        write_report(report, out, ("csv", "json"))
+        write_s = time.perf_counter() - t
+    finally:
+        shutil.rmtree(out, ignore_errors=True)
+    return {"build_s": build_s, "write_s": write_s}
 
 
 def _mib(n: float) -> str:
@@ -307,6 +377,18 @@ def main(argv: list[str] | None = None) -> list[Row]:
     )
     ap.add_argument("--postgres-url", default=os.environ.get("GPULEDGER_BENCH_POSTGRES_URL"))
     ap.add_argument("--json", type=Path, help="also write the figures here")
+    ap.add_argument(
+        "--reuse",
+        action="store_true",
+        help="with --postgres-url: keep a bench_fleet_<gpus> database that holds the "
+        "month (migrated to the current schema, timed) instead of reloading",
+    )
+    ap.add_argument("--explain", action="store_true", help="EXPLAIN (ANALYZE, BUFFERS) the query")
+    ap.add_argument(
+        "--report",
+        action="store_true",
+        help="also time build_report + write_report (csv, json) of the month",
+    )
     args = ap.parse_args(argv)
 
     wall = time.perf_counter()
@@ -328,7 +410,9 @@ def main(argv: list[str] | None = None) -> list[Row]:
         )
         fqs = []
         for gpus in (int(g) for g in str(args.gpus).split(",") if g.strip()):
-            fq = bench_fleet_query(server, gpus)
+            fq = bench_fleet_query(
+                server, gpus, reuse=args.reuse, explain=args.explain, report=args.report
+            )
             fqs.append(fq)
             _print_fleet_query(fq)
     finally:
@@ -346,13 +430,24 @@ def _print_fleet_query(fq: dict[str, Any]) -> None:
         f"== ledger: usage() over {fq['gpus']:,} GPUs x {HOURS} h on PostgreSQL, "
         "grouped by service,namespace,gpu_model =="
     )
+    loaded = (
+        f"loaded via upsert/COPY in {fq['load_s']:.1f} s ({fq['load_rows_per_s']:,.0f} rows/s)"
+        if fq["loaded"]
+        else "reused (--reuse)"
+    )
     print(
-        f"usage rows      {fq['usage_rows']:>10,}   loaded via upsert/COPY in "
-        f"{fq['load_s']:.1f} s ({fq['load_rows_per_s']:,.0f} rows/s); "
+        f"usage rows      {fq['usage_rows']:>10,}   {loaded}; "
         f"VACUUM ANALYZE {fq['vacuum_analyze_s']:.1f} s"
     )
     usage_mib, coverage_mib = _mib(fq["usage_bytes"]), _mib(fq["coverage_bytes"])
     print(f"table bytes     usage {usage_mib}, coverage {coverage_mib}")
+    print(f"migrate()       {fq['migrate_s']:.1f} s")
+    if fq["report_s"]:
+        r = fq["report_s"]
+        print(f"report          build {r['build_s']:.2f} s + write {r['write_s']:.2f} s "
+              "(usage and coverage; no tokens or probes in this bench)")  # fmt: skip
+    if fq["plan"]:
+        print(fq["plan"])
     print(
         f"query           median {fq['query_median_s']:.3f} s (first {fq['query_first_s']:.3f}"
         f" s, max {fq['query_max_s']:.3f} s) -> {fq['groups']} groups, "
