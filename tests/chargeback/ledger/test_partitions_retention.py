@@ -335,3 +335,42 @@ def test_retention_command_archives_and_drops_old_months(tmp_path: Path) -> None
             assert _month_sum(store, f"{m:%Y-%m}") == expected
     finally:
         store.close()
+
+
+def test_migration_and_retention_are_not_cut_by_the_statement_timeout(
+    postgres_db_url: str, tmp_path: Path
+) -> None:
+    """An agent's store runs with a 30 s statement timeout; migration 7 on a large ledger
+    and a month's archive copy take longer. Both lift it for their own transaction (here a
+    50 ms timeout against 240,000 rows moved, then archived and dropped)."""
+    pytest.importorskip("psycopg")
+    import psycopg
+
+    from gpuledger.chargeback.ledger.store.postgres import PostgresLedgerStore
+
+    _v6_database(postgres_db_url)
+    jan = _h(2025, 1, 1, 0)
+    with psycopg.connect(postgres_db_url) as conn:
+        conn.execute(
+            "INSERT INTO ledger_usage (hour_start, node, gpu_uuid, namespace, service,"
+            " allocated_gpu_seconds) SELECT to_timestamp(h), 'node-b', 'GPU-' || g, 'team',"
+            " 'svc', 3600 FROM generate_series(%s::bigint, %s::bigint, 3600) AS h,"
+            " generate_series(1, 10000) AS g",
+            (jan, jan + 23 * 3600),
+        )
+    store = PostgresLedgerStore(postgres_db_url, statement_timeout_ms=50)
+    try:
+        store.migrate()
+        assert store.applied_versions()[-1] == 7
+        assert ("ledger_usage_p2025_01", 240_000) in _partitions(postgres_db_url)["ledger_usage"]
+        retired = store.retire_before(
+            datetime(2025, 2, 1, tzinfo=UTC), archive_dir=tmp_path, now=NOW
+        )
+        assert (
+            RetiredMonth(
+                "ledger_usage", "2025-01", 240_000, tmp_path / "2025-01" / "ledger_usage.csv.gz"
+            )
+            in retired
+        )
+    finally:
+        store.close()

@@ -169,6 +169,9 @@ class PostgresLedgerStore(GroupedReads):
         ``pg_advisory_xact_lock``: concurrent agents serialize, each version runs once."""
         with self._connection("migration") as conn, conn.transaction():
             conn.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK_KEY,))
+            # A migration that moves rows (7: monthly partitions) takes as long as the
+            # ledger is large: not cut by the per-statement timeout (the lock wait is).
+            conn.execute("SET LOCAL statement_timeout = 0")
             conn.execute(
                 sql.SQL(
                     "CREATE TABLE IF NOT EXISTS {t} ("

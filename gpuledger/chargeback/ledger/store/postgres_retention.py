@@ -76,6 +76,7 @@ def _drop_partition(
 ) -> RetiredMonth:
     with connect(f"retiring {part}") as conn, conn.transaction(), conn.cursor() as cur:
         cur.execute("SET LOCAL TimeZone = 'UTC'")
+        cur.execute("SET LOCAL statement_timeout = 0")  # a month's copy takes minutes
         cur.execute(sql.SQL("LOCK TABLE {} IN ACCESS EXCLUSIVE MODE").format(I(part)))
         drop = sql.SQL("DROP TABLE {}").format(I(part))
         if archive_dir is None:
@@ -98,6 +99,7 @@ def _delete_month(
 ) -> RetiredMonth:
     what = f"retiring {table} {label(start)}"
     with connect(what) as conn, conn.transaction(), conn.cursor() as cur:
+        cur.execute("SET LOCAL statement_timeout = 0")  # a month's copy takes minutes
         if archive_dir is None:
             cur.execute(delete)
             return RetiredMonth(table, label(start), max(cur.rowcount, 0), None)
