@@ -62,7 +62,7 @@ from gpuledger.chargeback.ledger.store.postgres_sql import (
     staging_name,
     staging_table,
 )
-from gpuledger.chargeback.ledger.store.retention import RetiredMonth, add_months
+from gpuledger.chargeback.ledger.store.retention import RetiredMonth, add_months, month_start
 from gpuledger.chargeback.ledger.tables import (
     COVERAGE,
     ENGINE_TIME,
@@ -245,7 +245,7 @@ class PostgresLedgerStore(GroupedReads):
             if not table.monthly:
                 continue
             for hour in {int(r[0]) for r in rows}:  # the key starts with the hour
-                start = add_months(datetime.fromtimestamp(hour, UTC), 0)
+                start = month_start(datetime.fromtimestamp(hour, UTC))
                 need.add((table.store, int(start.timestamp())))
         need -= self._partitions
         if not need:
