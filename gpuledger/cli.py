@@ -372,6 +372,67 @@ def report(
         typer.echo(str(path))
 
 
+@app.command()
+def retention(
+    config: Annotated[
+        Path | None, typer.Option("--config", "-c", help="Agent config: its ledger: section.")
+    ] = None,
+    ledger: Annotated[
+        str | None, typer.Option("--ledger", help="Ledger URL, overrides ledger.url.")
+    ] = None,
+    keep_months: Annotated[
+        int | None,
+        typer.Option(
+            "--keep-months",
+            help="Full months kept before the current one (>= 1); "
+            "overrides ledger.retention_months.",
+        ),
+    ] = None,
+    archive_dir: Annotated[
+        Path | None, typer.Option("--archive-dir", help="Overrides ledger.archive_dir.")
+    ] = None,
+    no_archive: Annotated[
+        bool, typer.Option("--no-archive", help="Drop old months without an archive copy.")
+    ] = False,
+) -> None:
+    """Archive (gzip CSV) and drop ledger months older than the retention (docs/ledger.md)."""
+    from datetime import UTC, datetime
+
+    from gpuledger.chargeback.ledger.model import StoreError
+    from gpuledger.chargeback.ledger.store import open_store
+    from gpuledger.chargeback.ledger.store.retention import retention_cutoff
+    from gpuledger.redact import safe_url
+
+    overrides: dict[str, object] = {"ledger.url": ledger, "ledger.url_file": None} if ledger else {}
+    if keep_months is not None:
+        overrides["ledger.retention_months"] = keep_months
+    cfg = _load_or_exit(config, overrides)
+    keep = cfg.ledger.retention_months
+    if keep is None:
+        err.print("[bold yellow]no retention set[/] (ledger.retention_months or --keep-months)")
+        raise typer.Exit(EXIT_CONFIG)
+    target = None if no_archive else archive_dir or cfg.ledger.archive_dir
+    target = None if no_archive else target or cfg.state_dir / "ledger-archive"
+    try:
+        now, url = datetime.now(UTC), cfg.ledger_url()
+    except ConfigError as exc:
+        err.print(f"[bold red]invalid configuration[/]: {exc}")
+        raise typer.Exit(EXIT_CONFIG) from None
+    try:
+        store = open_store(url)
+        try:
+            store.migrate()
+            retired = store.retire_before(retention_cutoff(now, keep), archive_dir=target, now=now)
+        finally:
+            store.close()
+    except (ValueError, StoreError) as exc:
+        err.print(f"[bold red]retention failed[/] on {safe_url(url)}: {exc}")
+        raise typer.Exit(EXIT_STORE) from None
+    for r in retired:
+        typer.echo(f"{r.month} {r.table}: {r.rows} rows {r.archive or '(not archived)'}")
+    err.print(f"{len(retired)} table-months retired, kept from {retention_cutoff(now, keep):%Y-%m}")
+
+
 class ProbeApi(StrEnum):
     completions = "completions"
     chat = "chat"

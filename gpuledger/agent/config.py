@@ -126,6 +126,11 @@ class LedgerConfig(_Section):
     # An interval longer than this between observations is a gap (agent or sources away);
     # default: 4 x the NVML interval.
     max_gap_seconds: float | None = Field(None, gt=0)
+    # Retention (`gpuledger retention`): keep the current month and this many full months
+    # before it; older months are archived to archive_dir (default state_dir/ledger-archive)
+    # as gzip CSV, then dropped. None (the default) keeps everything.
+    retention_months: int | None = Field(None, ge=1)
+    archive_dir: Path | None = None
 
     @model_validator(mode="after")
     def _one_url(self) -> LedgerConfig:

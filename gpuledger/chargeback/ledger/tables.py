@@ -329,6 +329,8 @@ class Table(Generic[R]):
         insert_only: bool = False,
         sqlite_primary_key: Sequence[str] | None = None,
         indexes: Sequence[Index] = (),
+        monthly: bool = False,
+        time: str = "hour_start",
     ) -> None:
         self.row = row
         self.store = store
@@ -339,6 +341,9 @@ class Table(Generic[R]):
         """Stores add an ``updated_at`` column, set on every write."""
         self.insert_only = insert_only
         self.indexes = tuple(indexes)
+        self.monthly = monthly
+        """PostgreSQL keeps it as one partition per UTC month of ``hour_start`` (migration
+        7): a month's report reads one partition, and retention drops whole months."""
         declared: dict[str, Column] = {}
         for f in fields(row):  # type: ignore[arg-type]
             column = f.metadata.get(_META)
@@ -363,6 +368,8 @@ class Table(Generic[R]):
             for a in order
         )
         self.by_attr = {c.attr: c for c in self.columns}
+        self.time = self.by_attr[time]
+        """The column that dates a row (an hour, or unix seconds): retention goes by it."""
         self.key = tuple(self.by_attr[a] for a in key)
         self.primary_key = {
             "sqlite": tuple(self.by_attr[a] for a in (sqlite_primary_key or key)),
@@ -441,24 +448,28 @@ USAGE: Table[UsageRow] = Table(
     spool="spool_usage",
     key=("hour_start", "node", "gpu_uuid", "namespace", "service"),
     indexes=(Index("ledger_usage_node_hour_idx", ("node", "hour_start")),),
+    monthly=True,
 )
 COVERAGE: Table[CoverageRow] = Table(
     CoverageRow,
     store="ledger_coverage",
     spool="spool_coverage",
     key=("hour_start", "node", "gpu_uuid"),
+    monthly=True,
 )
 TOKENS: Table[TokenRow] = Table(
     TokenRow,
     store="ledger_tokens",
     spool="spool_tokens",
     key=("hour_start", "node", "namespace", "service", "model_name"),
+    monthly=True,
 )
 PROBES: Table[ProbeRecord] = Table(
     ProbeRecord,
     store="probe_results",
     spool="spool_probes",
     key=("node", "endpoint", "started_unix"),
+    time="started_unix",
     # SQLite keys the table time-first (migration 4): every report reads a month of probes
     # by started_unix, and through a (node, endpoint, …) key each index hit cost a second
     # lookup. PostgreSQL gets the same from a covering index instead.
@@ -480,6 +491,7 @@ STORAGE: Table[StorageSample] = Table(
     store="storage_samples",
     spool="spool_storage_samples",
     key=("node", "database", "schema", "table", "ts_unix"),
+    time="ts_unix",
     stamped=False,
     insert_only=True,
 )
@@ -489,6 +501,7 @@ TENANT_TOKENS: Table[TenantTokenRow] = Table(
     store="ledger_tenant_tokens",
     spool="spool_tenant_tokens",
     key=("hour_start", "node", "namespace", "service", "model_name", "tenant"),
+    monthly=True,
 )
 
 ENGINE_TIME: Table[EngineTimeRow] = Table(
@@ -496,6 +509,7 @@ ENGINE_TIME: Table[EngineTimeRow] = Table(
     store="ledger_engine_time",
     spool="spool_engine_time",
     key=("hour_start", "node", "namespace", "service", "model_name"),
+    monthly=True,
 )
 
 TABLES: tuple[Table[Any], ...] = (

@@ -167,23 +167,32 @@ def test_a_fresh_spool_has_the_previous_releases_schema(tmp_path: Path) -> None:
 
 
 def _pg_schema(url: str) -> dict[str, list[tuple[Any, ...]]]:
+    """The schema of the tables (not their month partitions, which follow the calendar)."""
     import psycopg
 
+    tables = (
+        "SELECT relname FROM pg_class WHERE relnamespace = 'public'::regnamespace"
+        " AND relkind IN ('r', 'p') AND NOT relispartition AND relname <> 'schema_migrations'"
+    )
     with psycopg.connect(url) as conn:
         return {
             "columns": conn.execute(
                 "SELECT table_name, ordinal_position, column_name, data_type, is_nullable,"
                 " column_default FROM information_schema.columns WHERE table_schema = 'public'"
-                " AND table_name <> 'schema_migrations' ORDER BY 1, 2"
+                f" AND table_name IN ({tables}) ORDER BY 1, 2"
             ).fetchall(),
             "indexes": conn.execute(
                 "SELECT tablename, indexname, indexdef FROM pg_indexes"
-                " WHERE schemaname = 'public' AND tablename <> 'schema_migrations' ORDER BY 1, 2"
+                f" WHERE schemaname = 'public' AND tablename IN ({tables}) ORDER BY 1, 2"
             ).fetchall(),
             "constraints": conn.execute(
                 "SELECT conrelid::regclass::text, conname, contype, pg_get_constraintdef(oid)"
                 " FROM pg_constraint WHERE connamespace = 'public'::regnamespace"
-                " AND conrelid::regclass::text <> 'schema_migrations' ORDER BY 1, 2"
+                f" AND conrelid::regclass::text IN ({tables}) ORDER BY 1, 2"
+            ).fetchall(),
+            "partitioning": conn.execute(
+                "SELECT relname, pg_get_partkeydef(oid) FROM pg_class"
+                " WHERE relnamespace = 'public'::regnamespace AND relkind = 'p' ORDER BY 1"
             ).fetchall(),
         }
 
@@ -202,6 +211,9 @@ def test_postgres_migrations_build_the_declared_schema(postgres_db_url: str) -> 
         store.close()
     migrated = _pg_schema(postgres_db_url)
     assert {r[0] for r in migrated["columns"]} == {t.store for t in TABLES}
+    assert migrated["partitioning"] == sorted(
+        (t.store, "RANGE (hour_start)") for t in TABLES if t.monthly
+    )
     with psycopg.connect(postgres_db_url, autocommit=True) as conn:
         for table in TABLES:
             conn.execute(

@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Protocol
 from urllib.parse import unquote
 
@@ -40,6 +41,7 @@ from gpuledger.chargeback.ledger.model import (
     TenantWeightedGroup,
     TokenGroup,
 )
+from gpuledger.chargeback.ledger.store.retention import RetiredMonth
 from gpuledger.chargeback.ledger.tables import ENGINE_TIME, TENANT_TOKENS, TOKENS, Role
 from gpuledger.redact import safe_url
 
@@ -65,7 +67,7 @@ PROBE_LATENCY_METRICS = ("ttft_s", "tpot_s", "e2e_s")
 QUANTILE_EPS = 1e-9
 """``CUME_DIST() >= q - eps``: k/N computed in floating point may land a hair below q."""
 
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 """The newest migration version both backends define."""
 
 SECONDS_PER_HOUR = 3600.0
@@ -79,6 +81,14 @@ class AuditableLedgerStore(LedgerStore, Protocol):
 
     def applied_versions(self) -> list[int]:
         """Migration versions recorded in ``schema_migrations``, ascending."""
+        ...
+
+    def retire_before(
+        self, before: datetime, *, archive_dir: Path | None, now: datetime | None = None
+    ) -> list[RetiredMonth]:
+        """Retention: every row dated before ``before`` removed, a table's month at a
+        time, archived under ``archive_dir`` first unless it is None; the current and
+        previous month (as of ``now``) are refused (``retention.check_cutoff``)."""
         ...
 
     def coverage(

@@ -14,7 +14,8 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from datetime import datetime
+from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -41,6 +42,7 @@ from gpuledger.chargeback.ledger.store.common import (
     check_group_by,
     unix_seconds,
 )
+from gpuledger.chargeback.ledger.store.postgres_retention import retire_before
 from gpuledger.chargeback.ledger.store.postgres_sql import (
     INSERT_STORAGE,
     MIGRATIONS,
@@ -55,15 +57,18 @@ from gpuledger.chargeback.ledger.store.postgres_sql import (
     UPSERT_USAGE_VALUES,
     I,
     cols,
+    ensure_partitions,
     iso_hour,
     staging_name,
     staging_table,
 )
+from gpuledger.chargeback.ledger.store.retention import RetiredMonth, add_months, month_start
 from gpuledger.chargeback.ledger.tables import (
     COVERAGE,
     ENGINE_TIME,
     PROBES,
     STORAGE,
+    TABLES,
     TENANT_TOKENS,
     TOKENS,
     USAGE,
@@ -130,6 +135,8 @@ class PostgresLedgerStore(GroupedReads):
                 f"PostgreSQL ledger {self._where}: cannot open: {scrub(str(err), dsn)}"
             ) from None
         self._closed = False
+        self._partitions: set[tuple[str, int]] = set()
+        """(table, month start) pairs known to have their partition: checked once."""
 
     @property
     def where(self) -> str:
@@ -149,6 +156,7 @@ class PostgresLedgerStore(GroupedReads):
                 f"({scrub(str(err), self._dsn)})"
             ) from None
         except psycopg.Error as err:
+            self._partitions.clear()  # a month may have been dropped by retention
             raise StoreError(
                 f"PostgreSQL ledger {self._where}: {what} failed: "
                 f"{type(err).__name__}: {scrub(str(err), self._dsn)}"
@@ -161,6 +169,9 @@ class PostgresLedgerStore(GroupedReads):
         ``pg_advisory_xact_lock``: concurrent agents serialize, each version runs once."""
         with self._connection("migration") as conn, conn.transaction():
             conn.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK_KEY,))
+            # A migration that moves rows (7: monthly partitions) takes as long as the
+            # ledger is large: not cut by the per-statement timeout (the lock wait is).
+            conn.execute("SET LOCAL statement_timeout = 0")
             conn.execute(
                 sql.SQL(
                     "CREATE TABLE IF NOT EXISTS {t} ("
@@ -185,6 +196,11 @@ class PostgresLedgerStore(GroupedReads):
                     (version,),
                 )
                 log.info("ledger schema migrated to version %d on %s", version, self._where)
+            now = datetime.now(UTC)
+            ahead = [int(add_months(now, k).timestamp()) for k in (0, 1)]
+            monthly = [t.store for t in TABLES if t.monthly]
+            names = [n for n in monthly for _ in ahead]
+            conn.execute(ensure_partitions(), (names, ahead * len(monthly)))
 
     def applied_versions(self) -> list[int]:
         """Migration versions recorded in ``schema_migrations``, ascending."""
@@ -207,9 +223,37 @@ class PostgresLedgerStore(GroupedReads):
         if not usage_rows and not coverage_rows:
             return
         what = f"upsert of {len(usage_rows)} usage + {len(coverage_rows)} coverage rows"
-        with self._connection(what) as conn, conn.transaction(), conn.cursor() as cur:
-            self._write(cur, usage_rows, USAGE, UPSERT_USAGE_VALUES, UPSERT_USAGE_TEMP)
-            self._write(cur, coverage_rows, COVERAGE, UPSERT_COVERAGE_VALUES, UPSERT_COVERAGE_TEMP)
+        with self._connection(what) as conn:
+            self._ensure(conn, ((USAGE, usage_rows), (COVERAGE, coverage_rows)))
+            with conn.transaction(), conn.cursor() as cur:
+                self._write(cur, usage_rows, USAGE, UPSERT_USAGE_VALUES, UPSERT_USAGE_TEMP)
+                self._write(
+                    cur, coverage_rows, COVERAGE, UPSERT_COVERAGE_VALUES, UPSERT_COVERAGE_TEMP
+                )
+
+    def _ensure(
+        self,
+        conn: psycopg.Connection[Any],
+        batches: Sequence[tuple[Table[Any], Sequence[Sequence[Any]]]],
+    ) -> None:
+        """The month partitions these rows need (hour first in each value tuple), created
+        in a short transaction of their own; each (table, month) is checked once per store.
+        A month dropped by retention since is created again on the next write after the
+        failed one (the failure clears the memo, see ``_connection``)."""
+        need: set[tuple[str, int]] = set()
+        for table, rows in batches:
+            if not table.monthly:
+                continue
+            for hour in {int(r[0]) for r in rows}:  # the key starts with the hour
+                start = month_start(datetime.fromtimestamp(hour, UTC))
+                need.add((table.store, int(start.timestamp())))
+        need -= self._partitions
+        if not need:
+            return
+        pairs = sorted(need)
+        with conn.transaction():
+            conn.execute(ensure_partitions(), ([p[0] for p in pairs], [p[1] for p in pairs]))
+        self._partitions |= need
 
     @staticmethod
     def _write(
@@ -238,8 +282,10 @@ class PostgresLedgerStore(GroupedReads):
         if not params:
             return
         what = f"upsert of {len(params)} token rows"
-        with self._connection(what) as conn, conn.transaction(), conn.cursor() as cur:
-            cur.executemany(UPSERT_TOKENS, params)
+        with self._connection(what) as conn:
+            self._ensure(conn, ((TOKENS, params),))
+            with conn.transaction(), conn.cursor() as cur:
+                cur.executemany(UPSERT_TOKENS, params)
 
     def insert_storage_samples(self, rows: Sequence[StorageSample]) -> None:
         params = [STORAGE.values(r) for r in rows]
@@ -262,16 +308,20 @@ class PostgresLedgerStore(GroupedReads):
         if not params:
             return
         what = f"upsert of {len(params)} engine time rows"
-        with self._connection(what) as conn, conn.transaction(), conn.cursor() as cur:
-            cur.executemany(UPSERT_ENGINE_TIME, params)
+        with self._connection(what) as conn:
+            self._ensure(conn, ((ENGINE_TIME, params),))
+            with conn.transaction(), conn.cursor() as cur:
+                cur.executemany(UPSERT_ENGINE_TIME, params)
 
     def upsert_tenant_tokens(self, rows: Sequence[TenantTokenRow]) -> None:
         params = [TENANT_TOKENS.values(r) for r in TENANT_TOKENS.merge(rows)]
         if not params:
             return
         what = f"upsert of {len(params)} tenant token rows"
-        with self._connection(what) as conn, conn.transaction(), conn.cursor() as cur:
-            cur.executemany(UPSERT_TENANT_TOKENS, params)
+        with self._connection(what) as conn:
+            self._ensure(conn, ((TENANT_TOKENS, params),))
+            with conn.transaction(), conn.cursor() as cur:
+                cur.executemany(UPSERT_TENANT_TOKENS, params)
 
     # -- reads --------------------------------------------------------------------------
 
@@ -507,6 +557,18 @@ class PostgresLedgerStore(GroupedReads):
         )
         rows = self._query("invariant query", query, [*params, *params, float(rel_tol)])
         return [InvariantViolation.from_row(r) for r in rows]
+
+    # -- retention ----------------------------------------------------------------------
+
+    def retire_before(
+        self, before: datetime, *, archive_dir: Path | None, now: datetime | None = None
+    ) -> list[RetiredMonth]:
+        """Remove (and archive) every row dated before ``before``; see
+        :func:`gpuledger.chargeback.ledger.store.postgres_retention.retire_before`."""
+        try:
+            return retire_before(self._connection, before, archive_dir, now or datetime.now(UTC))
+        finally:
+            self._partitions.clear()
 
     def close(self) -> None:
         if not self._closed:

@@ -235,6 +235,88 @@ def migration_6() -> list[sql.Composed]:
     ]  # fmt: skip
 
 
+PARTITION_FUNCTION = "gpuledger_month_partition"
+"""``gpuledger_month_partition(parent, hour)``: the name of ``parent``'s partition for the
+UTC month of ``hour``, created when missing (migration 7). One definition of partition
+names and bounds for the migration, the writers and retention."""
+
+
+def migration_7() -> list[sql.Composed]:
+    """Monthly partitions (issue 16): the five hour-keyed tables become ``PARTITION BY
+    RANGE (hour_start)``, one partition per UTC month named ``<table>_pYYYY_MM``. A month's
+    report and ``/api/v1/usage`` read one partition instead of the whole history, and
+    retention drops a month as one partition (no DELETE, no bloat, no VACUUM).
+
+    Existing rows move in this migration's transaction: each table is renamed aside, its
+    partitioned successor created with the same columns (``LIKE … INCLUDING DEFAULTS``),
+    key and indexes, a partition created for every month present, every row copied with
+    one ``INSERT … SELECT`` and the old table dropped. The key is unchanged, so no two
+    rows can merge and none is lost (tested with rows across several months)."""
+    t = sql.SQL
+    out: list[sql.Composed] = [
+        t(
+            "CREATE FUNCTION {f}(parent text, hour timestamptz) RETURNS text"
+            " LANGUAGE plpgsql AS $fn$\n"
+            "DECLARE\n"
+            "  lo timestamp := date_trunc('month', hour AT TIME ZONE 'UTC');\n"
+            "  name text := parent || '_p' || to_char(lo, 'YYYY_MM');\n"
+            "BEGIN\n"
+            "  IF to_regclass(quote_ident(name)) IS NULL THEN\n"
+            "    PERFORM pg_advisory_xact_lock(hashtext(name));\n"
+            "    IF to_regclass(quote_ident(name)) IS NULL THEN\n"
+            "      EXECUTE format(\n"
+            "        'CREATE TABLE %I PARTITION OF %I FOR VALUES FROM (%L) TO (%L)', name,\n"
+            "        parent, lo AT TIME ZONE 'UTC',\n"
+            "        (lo + interval '1 month') AT TIME ZONE 'UTC');\n"
+            "    END IF;\n"
+            "  END IF;\n"
+            "  RETURN name;\n"
+            "END\n"
+            "$fn$"
+        ).format(f=I(PARTITION_FUNCTION))
+    ]
+    tables: tuple[tuple[str, tuple[str, ...], tuple[tuple[str, tuple[str, ...]], ...]], ...] = (
+        ("ledger_usage", ("hour_start", "node", "gpu_uuid", "namespace", "service"),
+         (("ledger_usage_node_hour_idx", ("node", "hour_start")),)),
+        ("ledger_coverage", ("hour_start", "node", "gpu_uuid"), ()),
+        ("ledger_tokens", ("hour_start", "node", "namespace", "service", "model_name"), ()),
+        ("ledger_tenant_tokens",
+         ("hour_start", "node", "namespace", "service", "model_name", "tenant"), ()),
+        ("ledger_engine_time", ("hour_start", "node", "namespace", "service", "model_name"), ()),
+    )  # fmt: skip
+    for name, key, indexes in tables:
+        old = f"{name}_v6"
+        out += [
+            t("ALTER TABLE {} RENAME TO {}").format(I(name), I(old)),
+            t("ALTER TABLE {} RENAME CONSTRAINT {} TO {}").format(
+                I(old), I(f"{name}_pkey"), I(f"{old}_pkey")
+            ),
+            *(
+                t("ALTER INDEX {} RENAME TO {}").format(I(idx), I(f"{idx}_v6"))
+                for idx, _ in indexes
+            ),
+            t("CREATE TABLE {} (LIKE {} INCLUDING DEFAULTS) PARTITION BY RANGE ({})").format(
+                I(name), I(old), I("hour_start")
+            ),
+            t("ALTER TABLE {} ADD CONSTRAINT {} PRIMARY KEY ({})").format(
+                I(name), I(f"{name}_pkey"), cols(key)
+            ),
+            *(
+                t("CREATE INDEX {} ON {} ({})").format(I(idx), I(name), cols(columns))
+                for idx, columns in indexes
+            ),
+            t(
+                "SELECT {f}({parent}, m) FROM (SELECT DISTINCT date_trunc('month', {h} AT TIME"
+                " ZONE 'UTC') AT TIME ZONE 'UTC' AS m FROM {old}) AS months"
+            ).format(
+                f=I(PARTITION_FUNCTION), parent=sql.Literal(name), h=I("hour_start"), old=I(old)
+            ),
+            t("INSERT INTO {} SELECT * FROM {}").format(I(name), I(old)),
+            t("DROP TABLE {}").format(I(old)),
+        ]
+    return out
+
+
 MIGRATIONS: tuple[tuple[int, list[sql.Composed]], ...] = (
     (1, migration_1()),
     (2, migration_2()),
@@ -242,6 +324,7 @@ MIGRATIONS: tuple[tuple[int, list[sql.Composed]], ...] = (
     (4, migration_4()),
     (5, migration_5()),
     (6, migration_6()),
+    (7, migration_7()),
 )
 """Versioned migrations, applied in order, each once, in one transaction under an
 advisory lock (two agents starting at once serialize; the second finds nothing to do)."""
@@ -262,6 +345,8 @@ def create_statements(table: Table[Any]) -> list[sql.Composed]:
         )
     )
     out = [sql.SQL("CREATE TABLE {} ({})").format(I(table.store), sql.SQL(", ").join(defs))]
+    if table.monthly:
+        out[0] = sql.SQL("{} PARTITION BY RANGE ({})").format(out[0], I(table.time.store))
     out += [create_index(table, i) for i in table.indexes if "postgres" in i.backends]
     return out
 
@@ -348,6 +433,26 @@ UPSERT_PROBES = upsert_statement(PROBES, values_source(PROBES))
 INSERT_STORAGE = upsert_statement(STORAGE, values_source(STORAGE))
 UPSERT_TENANT_TOKENS = upsert_statement(TENANT_TOKENS, values_source(TENANT_TOKENS))
 UPSERT_ENGINE_TIME = upsert_statement(ENGINE_TIME, values_source(ENGINE_TIME))
+
+
+def ensure_partitions() -> sql.Composed:
+    """Every (table, hour) pair's month partition, created when missing: two arrays of
+    table names and unix hours. Runs in a short transaction of its own before a write (the
+    creation locks the parent briefly, once per table and month)."""
+    return sql.SQL(
+        "SELECT {f}(t, to_timestamp(h)) FROM unnest(%s::text[], %s::bigint[]) AS x(t, h)"
+    ).format(f=I(PARTITION_FUNCTION))
+
+
+def month_partitions() -> sql.SQL:
+    """Each partition of the monthly tables named in the one parameter (an array):
+    (parent, partition); the month is the partition name's ``_pYYYY_MM`` suffix."""
+    return sql.SQL(
+        "SELECT p.relname AS parent, c.relname AS partition"
+        " FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid"
+        " JOIN pg_class p ON p.oid = i.inhparent"
+        " WHERE p.relname = ANY(%s) AND c.relkind IN ('r', 'p') ORDER BY 1, 2"
+    )
 
 
 ISO_HOUR = "to_char({col} AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"')"

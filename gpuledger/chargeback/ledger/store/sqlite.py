@@ -15,7 +15,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Mapping, Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -39,12 +39,21 @@ from gpuledger.chargeback.ledger.store.common import (
     pivot_probe_latency,
     unix_seconds,
 )
+from gpuledger.chargeback.ledger.store.retention import (
+    Archive,
+    RetiredMonth,
+    add_months,
+    check_cutoff,
+    label,
+    months,
+)
 from gpuledger.chargeback.ledger.store.sqlite_migrations import MIGRATIONS
 from gpuledger.chargeback.ledger.tables import (
     COVERAGE,
     ENGINE_TIME,
     PROBES,
     STORAGE,
+    TABLES,
     TENANT_TOKENS,
     TOKENS,
     UPDATED_AT,
@@ -513,6 +522,73 @@ class SqliteLedgerStore(GroupedReads):
         """
         rows = self._query("invariant query", sql, [*per_side, *per_side, float(rel_tol)])
         return [InvariantViolation.from_row(r) for r in rows]
+
+    # -- retention ----------------------------------------------------------------------
+
+    def retire_before(
+        self, before: datetime, *, archive_dir: Path | None, now: datetime | None = None
+    ) -> list[RetiredMonth]:
+        """Remove every row dated before ``before`` (a month start; at the latest the
+        previous month's as of ``now``), a table and month at a time, each by one
+        ``DELETE … RETURNING *`` in a ``BEGIN IMMEDIATE`` transaction whose returned rows
+        are the archive ``<archive_dir>/<YYYY-MM>/<table>.csv.gz`` (published before the
+        COMMIT), so exactly the rows deleted are archived. SQLite has no partitions: the
+        file's freed pages are reused by later months (``VACUUM`` returns them to the OS)."""
+        check_cutoff(before, now or datetime.now(UTC))
+        out: list[RetiredMonth] = []
+        for table in TABLES:
+            col, hourly = q(table.time.store), table.time.type.python is int
+            with self._lock:
+                try:
+                    row = self._live().execute(f"SELECT min({col}) FROM {q(table.store)}")
+                    oldest = row.fetchone()
+                except sqlite3.Error as err:
+                    raise self._fail(f"oldest {table.store} row", err) from err
+            if oldest is None or oldest[0] is None or oldest[0] >= before.timestamp():
+                continue
+            for start in months(datetime.fromtimestamp(float(oldest[0]), UTC), before):
+                lo, hi = start.timestamp(), add_months(start, 1).timestamp()
+                bounds = (int(lo), int(hi)) if hourly else (lo, hi)
+                got = self._retire(table.store, col, start, bounds, archive_dir)
+                if got.rows:
+                    out.append(got)
+        return out
+
+    def _retire(
+        self,
+        table: str,
+        col: str,
+        start: datetime,
+        bounds: tuple[float, float],
+        archive_dir: Path | None,
+    ) -> RetiredMonth:
+        delete = f"DELETE FROM {q(table)} WHERE {col} >= ? AND {col} < ?"
+        with self._lock:
+            conn = self._live()
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+                try:
+                    if archive_dir is None:
+                        n = conn.execute(delete, bounds).rowcount
+                        conn.execute("COMMIT")
+                        return RetiredMonth(table, label(start), n, None)
+                    with Archive(archive_dir, table, start) as archive:
+                        cur = conn.execute(f"{delete} RETURNING *", bounds)
+                        header = [d[0] for d in cur.description]
+                        n = archive.write_rows(header, cur)
+                        if n == 0:
+                            archive.abort()
+                            conn.execute("COMMIT")
+                            return RetiredMonth(table, label(start), 0, None)
+                        path = archive.publish()
+                    conn.execute("COMMIT")
+                    return RetiredMonth(table, label(start), n, path)
+                except BaseException:
+                    if conn.in_transaction:
+                        conn.execute("ROLLBACK")
+                    raise
+            except sqlite3.Error as err:
+                raise self._fail(f"retiring {table} {label(start)}", err) from err
 
     def close(self) -> None:
         with self._lock:

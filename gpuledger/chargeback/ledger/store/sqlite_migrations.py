@@ -195,3 +195,15 @@ MIGRATIONS += (
         ),
     ),
 )
+MIGRATIONS += (
+    (
+        7,
+        (
+            # Monthly partitions (issue 16) are PostgreSQL's: SQLite has no partitioning,
+            # and its hour-keyed tables and probes are keyed time-first already
+            # (hour_start; started_unix since v4), so a month's read and retention's range
+            # DELETE walk one key range (storage samples are few). The version is
+            # recorded so both backends stay at one SCHEMA_VERSION.
+        ),
+    ),
+)
