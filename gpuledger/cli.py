@@ -9,12 +9,20 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from pydantic import ValidationError
 from rich.console import Console
 from rich.markup import escape
 
 from gpuledger import __version__
-from gpuledger.agent.config import AgentConfig, ConfigError, load_config, redacted
+from gpuledger.agent.config import ConfigError, redacted
+from gpuledger.cli_report import report, retention
+from gpuledger.cli_support import (
+    EXIT_CONFIG,
+    err,
+    load_or_exit,
+    previous_month,
+    require_report_packages,
+    require_writable,
+)
 
 app = typer.Typer(
     name="gpuledger",
@@ -22,9 +30,6 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
 )
-err = Console(stderr=True)
-
-EXIT_CONFIG = 2
 
 
 def _version(value: bool) -> None:
@@ -41,29 +46,6 @@ def main(
     ] = False,
 ) -> None:
     """GPU observability and cost-chargeback agent for self-hosted LLM inference."""
-
-
-def _load_or_exit(path: Path | None, overrides: dict[str, object] | None = None) -> AgentConfig:
-    try:
-        cfg = load_config(path)
-        if overrides:
-            data = cfg.model_dump()
-            for dotted, value in overrides.items():
-                section, _, key = dotted.rpartition(".")
-                target = data[section] if section else data
-                target[key] = value
-            try:
-                cfg = AgentConfig.model_validate(data)
-            except ValidationError as exc:
-                raise ConfigError(
-                    [(".".join(map(str, e["loc"])), e["msg"]) for e in exc.errors()]
-                ) from None
-    except ConfigError as exc:
-        err.print(f"[bold red]invalid configuration[/] ({path or 'defaults'}):")
-        for key, message in exc.problems:
-            err.print(f"  [bold]{key}[/]: {escape(message)}")
-        raise typer.Exit(EXIT_CONFIG) from None
-    return cfg
 
 
 def _split_listen(listen: str) -> tuple[str, int]:
@@ -93,7 +75,7 @@ def agent(
     if listen:
         host, port = _split_listen(listen)
         overrides["listen.host"], overrides["listen.port"] = host, port
-    cfg = _load_or_exit(config, overrides)
+    cfg = load_or_exit(config, overrides)
     try:
         code = run_agent(cfg)
     except ConfigError as exc:
@@ -151,15 +133,15 @@ def demo(
     from gpuledger.sim.demo import Demo, run_demo
 
     try:
-        target = Month.parse(month or _previous_month())
+        target = Month.parse(month or previous_month())
     except ValueError as exc:
         err.print(f"[bold red]--month[/]: {exc}")
         raise typer.Exit(EXIT_CONFIG) from None
     host, port = _split_listen(listen)
     plan = Demo(target=target, out=out, gpus=gpus, seed=seed, host=host, port=port, history=history)
-    _require_writable(out, "--out")
-    cfg = _load_or_exit(None, plan.config_overrides())
-    _require_report_packages(cfg)
+    require_writable(out, "--out")
+    cfg = load_or_exit(None, plan.config_overrides())
+    require_report_packages(cfg)
     raise typer.Exit(run_demo(plan, cfg, serve=serve))
 
 
@@ -177,7 +159,7 @@ def healthcheck(
     from gpuledger.agent.healthcheck import check
 
     try:
-        cfg = _load_or_exit(config)
+        cfg = load_or_exit(config)
     except typer.Exit:
         # docker and podman read 1 as unhealthy and reserve 2 (EXIT_CONFIG elsewhere)
         raise typer.Exit(1) from None
@@ -191,7 +173,7 @@ def check_config(
     file: Annotated[Path, typer.Argument(help="YAML config file to validate.")],
 ) -> None:
     """Validate a config file (and GPULEDGER_* variables); print the effective config."""
-    cfg = _load_or_exit(file)
+    cfg = load_or_exit(file)
     typer.echo(json.dumps(redacted(cfg), indent=2, sort_keys=True))
     err.print("[green]configuration is valid[/]")
 
@@ -217,220 +199,8 @@ def dashboards(
         typer.echo(str(path))
 
 
-EXIT_NO_DATA = 1
-EXIT_STORE = 3
-
-
-def _previous_month() -> str:
-    from datetime import UTC, datetime
-
-    from gpuledger.chargeback.report.model import Month
-
-    return Month.of(datetime.now(UTC)).previous().label
-
-
-class ReportBy(StrEnum):
-    service = "service"
-    tenant = "tenant"
-
-
-def _require_report_packages(cfg: AgentConfig) -> None:
-    """The report's formats need packages of the ``report`` extra: say which, and how to
-    get them, before any work."""
-    from gpuledger.chargeback.report.writers.files import ReportDependencyError, require_packages
-
-    try:
-        require_packages(cfg.report.formats)
-    except ReportDependencyError as exc:
-        err.print(f"[bold red]cannot write the report[/]: {escape(str(exc))}", highlight=False)
-        raise typer.Exit(EXIT_CONFIG) from None
-
-
-def _require_writable(path: Path, option: str) -> None:
-    from gpuledger.agent.preflight import writable_problem
-
-    why = writable_problem(path)
-    if why is not None:
-        err.print(
-            f"[bold red]{option}[/]: {escape(str(path))} is not writable ({why}); pass {option} a "
-            "writable directory (in a read-only container: a volume or a tmpfs, e.g. "
-            f"{option} /tmp/gpuledger-demo with --tmpfs /tmp)",
-            highlight=False,
-        )
-        raise typer.Exit(EXIT_CONFIG)
-
-
-@app.command()
-def report(
-    month: Annotated[
-        str | None, typer.Option("--month", help="YYYY-MM (UTC). Default: last month.")
-    ] = None,
-    out: Annotated[Path | None, typer.Option("--out", "-o", help="Directory to write to.")] = None,
-    config: Annotated[
-        Path | None,
-        typer.Option("--config", "-c", help="Agent config: its ledger and report: sections."),
-    ] = None,
-    ledger: Annotated[
-        str | None,
-        typer.Option("--ledger", help="Ledger URL (sqlite:///… or postgresql://…), overrides."),
-    ] = None,
-    rate_card: Annotated[
-        Path | None, typer.Option("--rate-card", help="Rate card YAML, overrides report.rate_card.")
-    ] = None,
-    idle_policy: Annotated[
-        str | None,
-        typer.Option("--idle-policy", help="separate | share-weighted | share-even."),
-    ] = None,
-    formats: Annotated[
-        str | None, typer.Option("--format", help="Comma-separated: csv,json,focus,html.")
-    ] = None,
-    by: Annotated[
-        ReportBy,
-        typer.Option(
-            "--by",
-            help="The summary printed: the fleet's totals (service) or the tenants of shared "
-            "services, costliest first (tenant). The files written are the same.",
-        ),
-    ] = ReportBy.service,
-) -> None:
-    """Write the monthly GPU chargeback (CSV, JSON, FOCUS 1.2, HTML) from the ledger."""
-    from rich.progress import Progress
-
-    from gpuledger.chargeback.ledger.model import StoreError
-    from gpuledger.chargeback.ledger.store import open_store
-    from gpuledger.chargeback.report.build import NoLedgerData
-    from gpuledger.chargeback.report.console import print_summary, progress_steps
-    from gpuledger.chargeback.report.model import Month
-    from gpuledger.chargeback.report.monthly import run_report
-    from gpuledger.chargeback.report.ratecard import RateCardError, load_rate_card
-    from gpuledger.redact import safe_url
-
-    overrides: dict[str, object] = {}
-    if rate_card is not None:
-        overrides["report.rate_card"] = rate_card
-    if idle_policy is not None:
-        overrides["report.idle_policy"] = idle_policy
-    if formats is not None:
-        overrides["report.formats"] = tuple(f.strip() for f in formats.split(",") if f.strip())
-    if ledger is not None:
-        overrides["ledger.url"] = ledger
-        overrides["ledger.url_file"] = None
-    cfg = _load_or_exit(config, overrides)
-    _require_report_packages(cfg)
-    try:
-        target = Month.parse(month or _previous_month())
-    except ValueError as exc:
-        err.print(f"[bold red]--month[/]: {exc}")
-        raise typer.Exit(EXIT_CONFIG) from None
-    try:
-        card = load_rate_card(cfg.report.rate_card)
-    except RateCardError as exc:
-        err.print(f"[bold red]invalid rate card[/] {exc.source}:")
-        for row, message in exc.problems:
-            err.print(f"  [bold]{row}[/]: {message}")
-        raise typer.Exit(EXIT_CONFIG) from None
-    try:
-        url = cfg.ledger_url()
-    except ConfigError as exc:
-        for key, message in exc.problems:
-            err.print(f"[bold red]invalid configuration[/] [bold]{key}[/]: {escape(message)}")
-        raise typer.Exit(EXIT_CONFIG) from None
-    where = safe_url(url)
-    if url.startswith("sqlite:///") and ":memory:" not in url:
-        from gpuledger.chargeback.ledger.store.common import sqlite_path
-
-        if not Path(sqlite_path(url)).is_file():
-            err.print(f"[bold red]no ledger at[/] {where} (set --ledger or ledger.url)")
-            raise typer.Exit(EXIT_STORE)
-    out_dir = out or cfg.reports_dir()
-    steps = progress_steps(cfg.report)
-    try:
-        store = open_store(url)
-    except (ValueError, StoreError) as exc:
-        err.print(f"[bold red]cannot open the ledger[/] {where}: {exc}")
-        raise typer.Exit(EXIT_STORE) from None
-    try:
-        with Progress(console=err, transient=True) as bar:
-            task = bar.add_task(f"chargeback {target.label}", total=steps)
-
-            def progress(what: str) -> None:
-                bar.update(task, advance=1, description=f"{target.label}: {what}")
-
-            result, paths = run_report(
-                store, cfg.report, target, out_dir, card=card, store_label=where, progress=progress
-            )
-    except NoLedgerData as exc:
-        err.print(f"[bold yellow]nothing to report[/]: {exc}")
-        raise typer.Exit(EXIT_NO_DATA) from None
-    except StoreError as exc:
-        err.print(f"[bold red]ledger store failed[/]: {exc}")
-        raise typer.Exit(EXIT_STORE) from None
-    finally:
-        store.close()
-    print_summary(result, by=by.value)
-    for path in paths:
-        typer.echo(str(path))
-
-
-@app.command()
-def retention(
-    config: Annotated[
-        Path | None, typer.Option("--config", "-c", help="Agent config: its ledger: section.")
-    ] = None,
-    ledger: Annotated[
-        str | None, typer.Option("--ledger", help="Ledger URL, overrides ledger.url.")
-    ] = None,
-    keep_months: Annotated[
-        int | None,
-        typer.Option(
-            "--keep-months",
-            help="Full months kept before the current one (>= 1); "
-            "overrides ledger.retention_months.",
-        ),
-    ] = None,
-    archive_dir: Annotated[
-        Path | None, typer.Option("--archive-dir", help="Overrides ledger.archive_dir.")
-    ] = None,
-    no_archive: Annotated[
-        bool, typer.Option("--no-archive", help="Drop old months without an archive copy.")
-    ] = False,
-) -> None:
-    """Archive (gzip CSV) and drop ledger months older than the retention (docs/ledger.md)."""
-    from datetime import UTC, datetime
-
-    from gpuledger.chargeback.ledger.model import StoreError
-    from gpuledger.chargeback.ledger.store import open_store
-    from gpuledger.chargeback.ledger.store.retention import retention_cutoff
-    from gpuledger.redact import safe_url
-
-    overrides: dict[str, object] = {"ledger.url": ledger, "ledger.url_file": None} if ledger else {}
-    if keep_months is not None:
-        overrides["ledger.retention_months"] = keep_months
-    cfg = _load_or_exit(config, overrides)
-    keep = cfg.ledger.retention_months
-    if keep is None:
-        err.print("[bold yellow]no retention set[/] (ledger.retention_months or --keep-months)")
-        raise typer.Exit(EXIT_CONFIG)
-    target = None if no_archive else archive_dir or cfg.ledger.archive_dir
-    target = None if no_archive else target or cfg.state_dir / "ledger-archive"
-    try:
-        now, url = datetime.now(UTC), cfg.ledger_url()
-    except ConfigError as exc:
-        err.print(f"[bold red]invalid configuration[/]: {exc}")
-        raise typer.Exit(EXIT_CONFIG) from None
-    try:
-        store = open_store(url)
-        try:
-            store.migrate()
-            retired = store.retire_before(retention_cutoff(now, keep), archive_dir=target, now=now)
-        finally:
-            store.close()
-    except (ValueError, StoreError) as exc:
-        err.print(f"[bold red]retention failed[/] on {safe_url(url)}: {exc}")
-        raise typer.Exit(EXIT_STORE) from None
-    for r in retired:
-        typer.echo(f"{r.month} {r.table}: {r.rows} rows {r.archive or '(not archived)'}")
-    err.print(f"{len(retired)} table-months retired, kept from {retention_cutoff(now, keep):%Y-%m}")
+app.command()(report)
+app.command()(retention)
 
 
 class ProbeApi(StrEnum):
@@ -551,7 +321,7 @@ def alerts(
     from gpuledger.alerts.rules import prometheus_rule, rules_document, to_yaml
     from gpuledger.chargeback.report.ratecard import load_rate_card
 
-    cfg = _load_or_exit(config)
+    cfg = load_or_exit(config)
     card = load_rate_card(cfg.report.rate_card)  # validated with the config already
     doc = (
         prometheus_rule(cfg.alerts, namespace=namespace, name=name, card=card)
@@ -674,7 +444,7 @@ def manifests(
             err.print(f"[bold red]--prometheus-label must be KEY=VALUE[/], got {item!r}")
             raise typer.Exit(EXIT_CONFIG)
         labels.append((key, value))
-    cfg = _load_or_exit(config)
+    cfg = load_or_exit(config)
     try:
         options = ManifestOptions.from_config(
             cfg,
