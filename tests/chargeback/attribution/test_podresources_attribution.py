@@ -334,3 +334,40 @@ def test_without_root_a_dra_mig_claim_matches_every_instance_of_its_profile(
     resolver = WorkloadResolver(proc_root=tmp_path, pods=None, static=None, allocations=board)
     pods = [[c.owner.pod for c in resolver.claims(r)] for r in first.gpus[1:]]
     assert pods == [["job-0"], ["job-0"]]
+
+
+def test_the_last_answer_keeps_deciding_for_keep_last_seconds(
+    tmp_path: Path, proc_root: Path
+) -> None:
+    """One failed List (a kubelet restart, a deadline missed on a loaded node) leaves the
+    last answer deciding until it is ``keep_last_s`` old, then the other sources decide;
+    the collector is down at once either way."""
+    now = {"t": 1000.0}
+    board = PodResourcesBoard(clock=lambda: now["t"])
+    socket = tmp_path / "kubelet.sock"
+    collector = PodResourcesCollector(socket, timeout_s=1.0, board=board, keep_last_s=60.0)
+    resolver = WorkloadResolver(proc_root=proc_root, pods=PODS, static=None, allocations=board)
+    server = KubeletServer(socket, node_kubelet()).start()
+    collector.collect()  # read at t = 1000
+    server.stop()
+    now["t"] = 1030.0
+    with pytest.raises(CollectorError):
+        collector.collect()
+    for d in devices():
+        resolver.claims(d)
+    assert decided(resolver)[(1, None)] == ("podresources", ["model-loader"])
+    assert decided(resolver)[(3, 7)] == ("podresources", ["notebook"])
+    now["t"] = 1060.0  # the answer read at 1000 is now 60 s old: it decides no more
+    for d in devices():
+        resolver.claims(d)
+    assert decided(resolver)[(1, None)] == ("dcgm", ["loader-old-x"])
+    assert decided(resolver)[(3, 7)] == ("idle", [])
+    server = KubeletServer(socket, node_kubelet()).start()
+    try:
+        collector.collect()  # back: decides again, and a later failure starts a new grace
+        for d in devices():
+            resolver.claims(d)
+        assert decided(resolver)[(1, None)] == ("podresources", ["model-loader"])
+    finally:
+        server.stop()
+        collector.close()

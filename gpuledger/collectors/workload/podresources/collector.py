@@ -34,10 +34,12 @@ class PodResourcesCollector:
         timeout_s: float,
         board: PodResourcesBoard | None = None,
         allocatable: bool = True,
+        keep_last_s: float = 0.0,
     ) -> None:
         self.client = PodResourcesClient(socket, timeout_s=timeout_s)
         self.board = board if board is not None else PodResourcesBoard()
         self.allocatable = allocatable
+        self.keep_last_s = keep_last_s  # see PodResourcesBoard
 
     def collect(self) -> PodResourcesReading:
         try:
@@ -50,7 +52,7 @@ class PodResourcesCollector:
                     pods=reading.pods,
                 )
         except PodResourcesError as exc:
-            self.board.clear()
+            self.board.failed(self.keep_last_s)
             raise CollectorError(str(exc)) from None
         self.board.update(reading)
         return reading

@@ -18,7 +18,10 @@ def _build(cfg: PodResourcesConfig, ctx: BuildContext) -> Built[None]:
         return Built()
     socket = ctx.kubelet_socket or cfg.socket  # a simulated node's kubelet is always read
     collector = PodResourcesCollector(
-        socket, timeout_s=cfg.timeout_seconds, board=ctx.pod_resources
+        socket,
+        timeout_s=cfg.timeout_seconds,
+        board=ctx.pod_resources,
+        keep_last_s=cfg.keep_last_seconds,
     )
     interval = cfg.interval_seconds or ctx.default_interval_s
     # The runtime's deadline is a little past the client's: the client's own timeout

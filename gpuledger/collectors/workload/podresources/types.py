@@ -10,7 +10,8 @@ profile and placement on a GPU minor number (the DRA driver's MIG names).
 from __future__ import annotations
 
 import threading
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Literal
@@ -145,21 +146,40 @@ class AllocationIndex:
 
 class PodResourcesBoard:
     """The latest allocations, shared by the collector (writer) and the attribution
-    (reader). ``None`` until a first successful ``List`` and after a failed one: a kubelet
-    that cannot be asked decides nothing (the other sources still do)."""
+    (reader). ``None`` until a first successful ``List``. After a failed one the last
+    answer keeps deciding for ``keep_last_s`` seconds from when it was read (a kubelet
+    restarting, or one ``List`` past its deadline on a loaded node, must not bill an
+    allocated device to idle), then ``None``: a kubelet that cannot be asked decides
+    nothing (the other sources still do)."""
 
-    def __init__(self) -> None:
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self._lock = threading.Lock()
+        self._clock = clock
         self._index: AllocationIndex | None = None
+        self._read_at = 0.0
+        self._expires_at: float | None = None  # set by a failure: the last answer's end
 
     def update(self, reading: PodResourcesReading) -> None:
         index = AllocationIndex.of(reading)
         with self._lock:
             self._index = index
+            self._read_at = self._clock()
+            self._expires_at = None
+
+    def failed(self, keep_last_s: float) -> None:
+        """The kubelet did not answer: the last answer decides until it is
+        ``keep_last_s`` old (0: from now on nothing decides)."""
+        with self._lock:
+            if self._index is not None and self._expires_at is None:
+                self._expires_at = self._read_at + keep_last_s
 
     def clear(self) -> None:
         with self._lock:
             self._index = None
+            self._expires_at = None
 
     def current(self) -> AllocationIndex | None:
-        return self._index
+        index, expires = self._index, self._expires_at
+        if index is not None and expires is not None and self._clock() >= expires:
+            return None
+        return index
