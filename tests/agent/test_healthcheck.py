@@ -12,7 +12,6 @@ import socket
 import ssl
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -50,22 +49,12 @@ def _start(workdir: Path, http: dict[str, Any]) -> AgentProcess:
     )
     if not http:
         return agent.start()
-    agent._log = agent.log_path.open("ab")
-    agent.proc = subprocess.Popen(
-        [sys.executable, "-m", "gpuledger", "agent", "--config", str(agent.config_path)],
-        stdout=agent._log,
-        stderr=subprocess.STDOUT,
-        env=agent.env,
-    )
-    deadline = time.monotonic() + 30
-    while True:  # the port accepts: uvicorn is serving (TLS or not, checked below)
-        assert agent.proc.poll() is None, agent.log()
-        try:
-            socket.create_connection(("127.0.0.1", agent.port), timeout=1).close()
-            return agent
-        except OSError:
-            assert time.monotonic() < deadline, agent.log()
-            time.sleep(0.1)
+
+    def port_accepts(a: AgentProcess) -> bool:  # uvicorn serves (TLS or not: checked below)
+        socket.create_connection(("127.0.0.1", a.port), timeout=1).close()
+        return True
+
+    return agent.start(ready=port_accepts, timeout=30)
 
 
 def _healthcheck(config: Path, env: dict[str, str] | None = None) -> tuple[int, str]:

@@ -67,28 +67,8 @@ def _https(
 
 
 def _start_tls(agent: AgentProcess, ctx: ssl.SSLContext) -> AgentProcess:
-    """AgentProcess.start() waits on plain HTTP; a TLS agent is waited on over TLS."""
-    import subprocess
-    import sys
-    import time
-
-    agent._log = agent.log_path.open("ab")
-    agent.proc = subprocess.Popen(
-        [sys.executable, "-m", "gpuledger", "agent", "--config", str(agent.config_path)],
-        stdout=agent._log,
-        stderr=subprocess.STDOUT,
-        env=agent.env,
-    )
-    deadline = time.monotonic() + 20
-    while True:
-        assert agent.proc.poll() is None, agent.log()
-        try:
-            if _https(agent.port, "/healthz", ctx)[0] == 200:
-                return agent
-        except (OSError, ssl.SSLError):
-            pass
-        assert time.monotonic() < deadline, agent.log()
-        time.sleep(0.1)
+    """AgentProcess.start() waits on plain HTTP by default; a TLS agent is waited on over TLS."""
+    return agent.start(ready=lambda a: _https(a.port, "/healthz", ctx)[0] == 200)
 
 
 @pytest.fixture

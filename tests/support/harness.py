@@ -16,6 +16,7 @@ import sys
 import time
 import urllib.parse
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -63,7 +64,12 @@ class AgentProcess:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def start(self) -> AgentProcess:
+    def start(
+        self, ready: Callable[[AgentProcess], bool] | None = None, timeout: float = 20.0
+    ) -> AgentProcess:
+        """Start the agent and wait until ``ready(self)`` (default: plain-HTTP ``/healthz``
+        answers 200; a TLS agent passes its own check). ``OSError`` (``ssl.SSLError``
+        included) from ``ready`` means not yet."""
         self._log = self.log_path.open("ab")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "gpuledger", "agent", "--config", str(self.config_path)],
@@ -77,11 +83,13 @@ class AgentProcess:
             if self.proc.poll() is not None:
                 raise AssertionError(f"agent exited {self.proc.returncode}: {self.log()}")
             try:
+                if ready is not None:
+                    return ready(self)
                 return http_get(self.url + "/healthz", timeout=1)[0] == 200
             except OSError:
                 return False
 
-        wait_until(healthy, timeout=20)
+        wait_until(healthy, timeout=timeout)
         return self
 
     def metrics(self) -> str:
