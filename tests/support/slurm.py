@@ -11,6 +11,9 @@ from __future__ import annotations
 import shlex
 from pathlib import Path
 
+from gpuledger.agent.config import load_config
+from gpuledger.chargeback.attribution.resolver import WorkloadResolver, build_resolver
+from gpuledger.collectors.workload.slurm_jobs import ScontrolJobDirectory
 from tests.support.paths import FIXTURES
 
 SLURM_FIXTURES = FIXTURES / "slurm"
@@ -54,3 +57,25 @@ def write_fake_scontrol(
     script.write_text("\n".join(lines) + "\n", encoding="utf-8")
     script.chmod(0o755)
     return script
+
+
+def slurm_resolver(
+    tmp_path: Path, slurm_yaml: str, *, proc_root: Path | None = None, node_name: str = "vm"
+) -> WorkloadResolver:
+    """The agent's resolver as its YAML builds it: ``slurm_yaml`` is the indented body of
+    ``attribution.slurm``; ``proc_root`` None keeps the default (the real ``/proc``)."""
+    root = "" if proc_root is None else f"  proc_root: {proc_root}\n"
+    path = tmp_path / "agent.yaml"
+    path.write_text(
+        f"node_name: {node_name}\nattribution:\n{root}  slurm:\n{slurm_yaml}", encoding="utf-8"
+    )
+    cfg = load_config(path, environ={})
+    return build_resolver(cfg.attribution, cfg.node_name)
+
+
+def wait_for_lookups(resolver: WorkloadResolver, timeout: float = 5.0) -> None:
+    """Until the resolver's ``scontrol`` worker has answered every queued job."""
+    assert resolver.slurm is not None
+    jobs = resolver.slurm.jobs
+    assert isinstance(jobs, ScontrolJobDirectory)
+    assert jobs.wait_idle(timeout)

@@ -20,13 +20,16 @@ from gpuledger.chargeback.attribution.resolver import (
     SlurmNaming,
     StaticMapping,
     WorkloadResolver,
-    build_resolver,
 )
 from gpuledger.chargeback.attribution.shares import allocate
 from gpuledger.collectors.gpu.readings import GpuReading, ProcessReading
-from gpuledger.collectors.workload.slurm_jobs import ScontrolJobDirectory
 from tests.support.paths import REPO_ROOT
-from tests.support.slurm import slurm_fixture, write_fake_scontrol
+from tests.support.slurm import (
+    slurm_fixture,
+    slurm_resolver,
+    wait_for_lookups,
+    write_fake_scontrol,
+)
 
 GPU = "GPU-5c3a1e2b-7f4d-4e8a-9b6c-1d2e3f4a5b6c"
 GIB = 1 << 30
@@ -65,31 +68,14 @@ def reading() -> GpuReading:
     )
 
 
-def agent_resolver(tmp_path: Path, proc_root: Path, slurm_yaml: str) -> WorkloadResolver:
-    path = tmp_path / "agent.yaml"
-    path.write_text(
-        f"node_name: vm\nattribution:\n  proc_root: {proc_root}\n  slurm:\n{slurm_yaml}",
-        encoding="utf-8",
-    )
-    cfg = load_config(path, environ={})
-    return build_resolver(cfg.attribution, cfg.node_name)
-
-
-def wait_idle(resolver: WorkloadResolver) -> None:
-    assert resolver.slurm is not None
-    jobs = resolver.slurm.jobs
-    assert isinstance(jobs, ScontrolJobDirectory)
-    assert jobs.wait_idle(5)
-
-
 def test_jobs_named_from_their_accounts_after_the_lookup_lands(
     tmp_path: Path, proc_root: Path
 ) -> None:
     fake = write_fake_scontrol(tmp_path, JOBS)
-    resolver = agent_resolver(
+    resolver = slurm_resolver(
         tmp_path,
-        proc_root,
-        f"    enabled: true\n    scontrol: {fake}\n    namespace_from: partition\n",
+        proc_root=proc_root,
+        slurm_yaml=f"    enabled: true\n    scontrol: {fake}\n    namespace_from: partition\n",
     )
     try:
         # cycle 1: scontrol has not answered yet; the jobs are held by placeholders
@@ -99,7 +85,7 @@ def test_jobs_named_from_their_accounts_after_the_lookup_lands(
             Claim(Owner("", "slurm-job-2", "slurm-job-2"), 0.20, 8 * GIB),
             Claim(UNATTRIBUTED_OWNER, 0.10, 1 * GIB),
         ]
-        wait_idle(resolver)
+        wait_for_lookups(resolver)
         # cycle 2: Account=research / Account=ml-team, Partition=gpu (the captured records)
         second = resolver.claims(reading())
         research = Owner("gpu", "research", "slurm-job-1")
@@ -131,14 +117,14 @@ def test_service_from_another_field(
     tmp_path: Path, proc_root: Path, service_from: str, expected: str
 ) -> None:
     fake = write_fake_scontrol(tmp_path, JOBS)
-    resolver = agent_resolver(
+    resolver = slurm_resolver(
         tmp_path,
-        proc_root,
-        f"    enabled: true\n    scontrol: {fake}\n    service_from: {service_from}\n",
+        proc_root=proc_root,
+        slurm_yaml=f"    enabled: true\n    scontrol: {fake}\n    service_from: {service_from}\n",
     )
     try:
         resolver.claims(reading())
-        wait_idle(resolver)
+        wait_for_lookups(resolver)
         owners = [c.owner for c in resolver.claims(reading())]
         assert Owner("", expected, "slurm-job-1") in owners
     finally:
@@ -147,8 +133,10 @@ def test_service_from_another_field(
 
 def test_a_hanging_scontrol_does_not_hold_the_cycle(tmp_path: Path, proc_root: Path) -> None:
     fake = write_fake_scontrol(tmp_path, mode="hang")
-    resolver = agent_resolver(
-        tmp_path, proc_root, f"    enabled: true\n    scontrol: {fake}\n    timeout_seconds: 1\n"
+    resolver = slurm_resolver(
+        tmp_path,
+        proc_root=proc_root,
+        slurm_yaml=f"    enabled: true\n    scontrol: {fake}\n    timeout_seconds: 1\n",
     )
     try:
         started = time.monotonic()
@@ -184,7 +172,7 @@ def test_precedence_static_gpu_then_slurm_then_static_process(proc_root: Path) -
 
 
 def test_slurm_disabled_leaves_jobs_unattributed(tmp_path: Path, proc_root: Path) -> None:
-    resolver = agent_resolver(tmp_path, proc_root, "    enabled: false\n")
+    resolver = slurm_resolver(tmp_path, proc_root=proc_root, slurm_yaml="    enabled: false\n")
     assert resolver.slurm is None
     assert [c.owner for c in resolver.claims(reading())] == [UNATTRIBUTED_OWNER]
 

@@ -16,14 +16,13 @@ from pathlib import Path
 
 import pytest
 
-from gpuledger.agent.config import load_config
 from gpuledger.chargeback.attribution.claims import UNATTRIBUTED_OWNER, Owner
-from gpuledger.chargeback.attribution.resolver import WorkloadResolver, build_resolver
+from gpuledger.chargeback.attribution.resolver import WorkloadResolver
 from gpuledger.chargeback.attribution.shares import allocate
 from gpuledger.chargeback.ledger.accumulator import Accumulator
 from gpuledger.collectors.gpu.readings import GpuReading, ProcessReading
 from gpuledger.collectors.workload.slurm import parse_slurm_cgroup
-from gpuledger.collectors.workload.slurm_jobs import ScontrolJobDirectory
+from tests.support.slurm import slurm_resolver, wait_for_lookups
 from tests.support.slurm_cluster import SlurmCluster, missing_requirement, slurm_cluster
 
 pytestmark = pytest.mark.skipif(missing_requirement() is not None,
@@ -46,21 +45,9 @@ def slurm_conf(cluster: SlurmCluster, monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def resolver_for(tmp_path: Path, extra: str = "") -> WorkloadResolver:
-    path = tmp_path / "agent.yaml"
-    path.write_text(
-        "node_name: gpu-node-1\nattribution:\n  slurm:\n    enabled: true\n"
-        f"    scontrol: /usr/bin/scontrol\n{extra}",
-        encoding="utf-8",
-    )
-    cfg = load_config(path, environ={})
-    return build_resolver(cfg.attribution, cfg.node_name)
-
-
-def wait_for_lookups(resolver: WorkloadResolver) -> None:
-    assert resolver.slurm is not None
-    jobs = resolver.slurm.jobs
-    assert isinstance(jobs, ScontrolJobDirectory)
-    assert jobs.wait_idle(30)
+    """The agent's resolver with Slurm on and the real ``scontrol``, reading the real /proc."""
+    slurm = f"    enabled: true\n    scontrol: /usr/bin/scontrol\n{extra}"
+    return slurm_resolver(tmp_path, slurm, node_name="gpu-node-1")
 
 
 def test_the_cgroup_slurm_wrote_is_the_documented_layout(cluster: SlurmCluster) -> None:
@@ -110,7 +97,7 @@ def test_real_jobs_are_billed_to_their_accounts(
             # cycle 1: scontrol has not answered yet; placeholders hold the time
             first = {c.owner.service for c in resolver.claims(reading)}
             assert first == {f"slurm-job-{batch}", f"slurm-job-{stepped}", "__unattributed__"}
-            wait_for_lookups(resolver)
+            wait_for_lookups(resolver, 30)
             owners = {c.owner for c in resolver.claims(reading)}
             assert owners == {
                 Owner("gpu", "physics-lab", f"slurm-job-{batch}"),
@@ -149,7 +136,7 @@ def test_service_from_the_job_name_of_a_real_job(
         resolver = resolver_for(tmp_path, "    service_from: job_name\n")
         try:
             resolver.claims(reading)
-            wait_for_lookups(resolver)
+            wait_for_lookups(resolver, 30)
             (claim,) = resolver.claims(reading)
             assert claim.owner == Owner("", "sweep (lr=3e-4) bs=64", f"slurm-job-{job}")
         finally:
