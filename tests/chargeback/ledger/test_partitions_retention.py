@@ -374,3 +374,39 @@ def test_migration_and_retention_are_not_cut_by_the_statement_timeout(
         )
     finally:
         store.close()
+
+
+def test_writers_opening_the_same_month_at_once_all_succeed(postgres_db_url: str) -> None:
+    """Eight agents flush the first rows of a month at the same instant: each must find or
+    create the month's partition. Until migration 8 replaced the partition function, the
+    ones that waited for the creator's lock still saw no partition and failed with
+    DuplicateTable (their flush retried later; a fleet logged it every month)."""
+    pytest.importorskip("psycopg")
+    import threading
+
+    from gpuledger.chargeback.ledger.store.postgres import PostgresLedgerStore
+
+    store = PostgresLedgerStore(postgres_db_url, max_size=8)
+    try:
+        store.migrate()
+        start = threading.Barrier(8)
+        errors: list[str] = []
+
+        def agent(i: int) -> None:
+            start.wait()
+            try:
+                store.upsert([UsageRow(_h(2024, 7, 1, i), f"node-{i}", "GPU-0", "team", "svc",
+                                       "H100", "", 3600.0, 1.0, 2.0)], [])  # fmt: skip
+            except StoreError as err:
+                errors.append(str(err))
+
+        threads = [threading.Thread(target=agent, args=(i,)) for i in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=120)
+        assert errors == []
+        got = store.usage(datetime(2024, 7, 1, tzinfo=UTC), datetime(2024, 8, 1, tzinfo=UTC), [])
+        assert [g.allocated_gpu_seconds for g in got] == [8 * 3600.0]
+    finally:
+        store.close()

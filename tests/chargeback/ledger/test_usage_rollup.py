@@ -210,7 +210,7 @@ def test_concurrent_writers_keep_the_rollup_exact(store: PostgresLedgerStore) ->
         t.start()
     for t in threads:
         t.join(timeout=300)
-    assert errors == []
+    assert [str(e) for e in errors] == []
     assert store.rollup_drift(_dt(H0), _dt(H0 + 7200)) == []
     keys = ["namespace", "service", "gpu_model", "hour"]
     _assert_same(_read(store, keys, H0, H0 + 7200), want.grouped(keys, H0, H0 + 7200))

@@ -169,12 +169,43 @@ def backfill(rollup: Rollup) -> list[sql.Composed]:
     ]
 
 
+def partition_function() -> sql.Composed:
+    """Migration 7's ``gpuledger_month_partition``, fixed: two agents writing the first
+    rows of a month at once both saw no partition; the second, after waiting for the
+    first's advisory lock, still saw none (an advisory lock does not refresh the
+    catalog cache) and its ``CREATE TABLE`` failed, and so did its flush. Now a partition
+    created meanwhile is taken as created."""
+    return sql.SQL(
+        "CREATE OR REPLACE FUNCTION {f}(parent text, hour timestamptz) RETURNS text"
+        " LANGUAGE plpgsql AS $fn$\n"
+        "DECLARE\n"
+        "  lo timestamp := date_trunc('month', hour AT TIME ZONE 'UTC');\n"
+        "  name text := parent || '_p' || to_char(lo, 'YYYY_MM');\n"
+        "BEGIN\n"
+        "  IF to_regclass(quote_ident(name)) IS NULL THEN\n"
+        "    PERFORM pg_advisory_xact_lock(hashtext(name));\n"
+        "    BEGIN\n"
+        "      EXECUTE format(\n"
+        "        'CREATE TABLE IF NOT EXISTS %I PARTITION OF %I FOR VALUES FROM (%L) TO (%L)',\n"
+        "        name, parent, lo AT TIME ZONE 'UTC',\n"
+        "        (lo + interval '1 month') AT TIME ZONE 'UTC');\n"
+        "    EXCEPTION WHEN duplicate_table OR unique_violation THEN\n"
+        "      NULL;  -- another writer created it after our check\n"
+        "    END;\n"
+        "  END IF;\n"
+        "  RETURN name;\n"
+        "END\n"
+        "$fn$"
+    ).format(f=I(PARTITION_FUNCTION))
+
+
 def migration_8() -> list[sql.Composed]:
     """Rollups (issue 16): ``ledger_usage_rollup`` by (hour, namespace, service, GPU
     model), its triggers, and its backfill. The triggers come first: ``CREATE TRIGGER``
     locks the source against writes until this transaction commits, so the backfill reads
-    every row committed before it, and every write after it fires the triggers."""
-    out: list[sql.Composed] = []
+    every row committed before it, and every write after it fires the triggers. Also
+    replaces the month-partition function (see :func:`partition_function`)."""
+    out: list[sql.Composed] = [partition_function()]
     for rollup in ROLLUPS:
         out += create_rollup(rollup)
         out += trigger_statements(rollup)
