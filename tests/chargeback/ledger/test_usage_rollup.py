@@ -293,3 +293,68 @@ def test_migration_8_builds_the_rollup_of_an_existing_ledger(postgres_db_url: st
         assert store.rollup_drift(_dt(H0), _dt(H0 + 10800)) == []
     finally:
         store.close()
+
+
+def test_reads_take_the_rollup_that_can_answer_them() -> None:
+    """By service/model/hour: the hourly rollup; by node or GPU over whole months: the
+    month rollup; by node or GPU over part of a month, or per hour by GPU: the rows."""
+    from gpuledger.chargeback.ledger.store.postgres import usage_rollup
+
+    mar, apr = datetime(2026, 3, 1, tzinfo=UTC), datetime(2026, 4, 1, tzinfo=UTC)
+    mid = datetime(2026, 3, 15, tzinfo=UTC)
+
+    def pick(keys: list[str], node: str | None, a: datetime, b: datetime) -> str | None:
+        r = usage_rollup(keys, node, a, b)
+        return None if r is None else r.store
+
+    assert pick(["namespace", "service", "gpu_model"], None, mid, apr) == "ledger_usage_rollup"
+    assert pick(["service", "hour"], None, mar, apr) == "ledger_usage_rollup"
+    assert pick([], None, mid, apr) == "ledger_usage_rollup"
+    assert pick(["service"], "n1", mar, apr) == "ledger_usage_month_rollup"
+    assert pick(["namespace", "service", "node", "gpu_uuid"], None, mar, apr) == (
+        "ledger_usage_month_rollup"
+    )
+    assert pick(["node", "gpu_uuid"], None, mid, apr) is None
+    assert pick(["gpu_uuid", "hour"], None, mar, apr) is None
+    assert pick(["service"], "n1", mid, apr) is None
+
+
+def test_usage_reads_come_from_the_rollups(
+    store: PostgresLedgerStore, postgres_db_url: str
+) -> None:
+    """What usage() answers is what each rollup holds (a changed rollup row shows), and
+    by GPU over whole months equals the rows' sums."""
+    want = Expected()
+    for node in ("n1", "n2"):
+        for hour in (H0, H0 + 7200):
+            rows = _rows(random.Random(f"{node}{hour}"), node, hour, 1.0)
+            store.upsert(rows, [])
+            want.write(rows)
+    mar = int(datetime(2026, 3, 1, tzinfo=UTC).timestamp())
+    may = int(datetime(2026, 5, 1, tzinfo=UTC).timestamp())
+    for keys, node in ((["namespace", "service", "node", "gpu_uuid"], None), (["service"], "n1")):
+        _assert_same(_read(store, keys, mar, may, node), _only(want, node).grouped(keys, mar, may))
+    before = _read(store, ["service"], mar, may, "n1")
+    with psycopg.connect(postgres_db_url) as conn:
+        month_rows = conn.execute(
+            "UPDATE ledger_usage_month_rollup SET allocated_gpu_seconds = allocated_gpu_seconds"
+            " + 1000 WHERE node = 'n1' AND service = 'chat'"
+        ).rowcount
+        hour_rows = conn.execute(
+            "UPDATE ledger_usage_rollup SET allocated_gpu_seconds = allocated_gpu_seconds + 7"
+            " WHERE service = 'embed' AND hour_start = to_timestamp(%s)",
+            (H0,),
+        ).rowcount
+    assert (month_rows, hour_rows) == (8, 2)  # 4 GPUs x 2 months; 2 GPU models
+    after = _read(store, ["service"], mar, may, "n1")
+    assert after[("chat",)][0] == pytest.approx(before[("chat",)][0] + 1000 * month_rows)
+    assert after[("embed",)] == before[("embed",)]
+    embed = _read(store, ["service"], H0, H0 + 3600)[("embed",)][0]
+    assert embed == pytest.approx(
+        want.grouped(["service"], H0, H0 + 3600)[("embed",)][0] + 7 * hour_rows
+    )
+    drifted = store.rollup_drift(_dt(H0), _dt(H0 + 3600))
+    assert {(d["rollup"], d["service"]) for d in drifted} == {
+        ("ledger_usage_rollup", "embed"),
+        ("ledger_usage_month_rollup", "chat"),
+    }

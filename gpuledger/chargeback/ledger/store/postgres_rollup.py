@@ -55,15 +55,32 @@ def create_rollup(rollup: Rollup) -> list[sql.Composed]:
     ]
 
 
+def bucket(rollup: Rollup) -> sql.Composable:
+    """The rollup's time key from a source row's time column: the hour itself, or the
+    start of its UTC month."""
+    h = I(rollup.key[0].store)
+    if rollup.grain == "hour":
+        return h
+    return sql.SQL("(date_trunc('month', {} AT TIME ZONE 'UTC') AT TIME ZONE 'UTC')").format(h)
+
+
+def source_key(rollup: Rollup) -> sql.Composed:
+    """The rollup's key computed from a source row (time bucketed, the rest as is)."""
+    return sql.SQL(", ").join([bucket(rollup), *(I(c.store) for c in rollup.key[1:])])
+
+
+def positions(rollup: Rollup) -> sql.Composed:
+    return sql.SQL(", ").join(sql.Literal(i + 1) for i in range(len(rollup.key)))
+
+
 def function_name(rollup: Rollup, event: str) -> str:
     return f"gpuledger_{rollup.store}_{event}"
 
 
 def _delta_rows(rollup: Rollup, relation: str, sign: str) -> sql.Composed:
-    key = [I(c.store) for c in rollup.key]
     totals = [sql.SQL(sign + "{}").format(I(c.store)) for c in rollup.totals]
     return sql.SQL("SELECT {} FROM {}").format(
-        sql.SQL(", ").join([*key, *totals, sql.SQL(sign + "1")]), I(relation)
+        sql.SQL(", ").join([source_key(rollup), *totals, sql.SQL(sign + "1")]), I(relation)
     )
 
 
@@ -145,7 +162,6 @@ def backfill(rollup: Rollup) -> list[sql.Composed]:
     """The rollup of every row already in the source: a partition per month present,
     then one ``INSERT … SELECT … GROUP BY``."""
     h = I(rollup.key[0].store)
-    key = cols([c.store for c in rollup.key])
     sums = sql.SQL(", ").join(
         [*(sql.SQL("SUM({})").format(I(c.store)) for c in rollup.totals), sql.SQL("COUNT(*)")]
     )
@@ -159,12 +175,13 @@ def backfill(rollup: Rollup) -> list[sql.Composed]:
             h=h,
             src=I(rollup.source.store),
         ),
-        sql.SQL("INSERT INTO {t} ({all}) SELECT {key}, {sums} FROM {src} GROUP BY {key}").format(
+        sql.SQL("INSERT INTO {t} ({all}) SELECT {key}, {sums} FROM {src} GROUP BY {pos}").format(
             t=I(rollup.store),
             all=cols(rollup.names()),
-            key=key,
+            key=source_key(rollup),
             sums=sums,
             src=I(rollup.source.store),
+            pos=positions(rollup),
         ),
     ]
 
@@ -241,12 +258,16 @@ def drift(rollup: Rollup) -> sql.Composed:
         sql.SQL("COALESCE(r.{c}, s.{c}) AS {c}").format(c=I(k)) for k in key
     )
     return sql.SQL(
-        "WITH s AS (SELECT {key}, {fresh} FROM {src} WHERE {h} >= %(start)s AND {h} < %(end)s"
-        " GROUP BY {key}), r AS (SELECT * FROM {t} WHERE {h} >= %(start)s AND {h} < %(end)s"
+        "WITH s AS (SELECT {skey}, {fresh} FROM {src} WHERE {h} >= %(start)s AND {h} < %(end)s"
+        " GROUP BY {pos}), r AS (SELECT * FROM {t} WHERE {h} >= %(start)s AND {h} < %(end)s"
         " AND {n} <> 0)"
         " SELECT {picked} FROM r FULL JOIN s ON {on} WHERE {differs} ORDER BY {order}"
     ).format(
-        key=cols(key), fresh=fresh, src=I(rollup.source.store), h=h, t=I(rollup.store),
+        skey=sql.SQL(", ").join(
+            sql.SQL("{} AS {}").format(e, I(k))
+            for e, k in zip([bucket(rollup), *(I(k) for k in key[1:])], key, strict=True)
+        ),
+        pos=positions(rollup), fresh=fresh, src=I(rollup.source.store), h=h, t=I(rollup.store),
         n=I(rollup.count), picked=picked, on=on, differs=differs,
-        order=sql.SQL(", ").join(sql.Literal(i + 1) for i in range(len(key))),
+        order=positions(rollup),
     )  # fmt: skip
