@@ -298,7 +298,7 @@ def test_migration_8_builds_the_rollup_of_an_existing_ledger(postgres_db_url: st
 def test_reads_take_the_rollup_that_can_answer_them() -> None:
     """By service/model/hour: the hourly rollup; by node or GPU over whole months: the
     month rollup; by node or GPU over part of a month, or per hour by GPU: the rows."""
-    from gpuledger.chargeback.ledger.store.postgres import usage_rollup
+    from gpuledger.chargeback.ledger.store.postgres_rollup import usage_rollup
 
     mar, apr = datetime(2026, 3, 1, tzinfo=UTC), datetime(2026, 4, 1, tzinfo=UTC)
     mid = datetime(2026, 3, 15, tzinfo=UTC)

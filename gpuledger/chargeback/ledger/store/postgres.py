@@ -44,7 +44,7 @@ from gpuledger.chargeback.ledger.store.common import (
 )
 from gpuledger.chargeback.ledger.store.postgres_migrations import MIGRATIONS
 from gpuledger.chargeback.ledger.store.postgres_retention import retire_before
-from gpuledger.chargeback.ledger.store.postgres_rollup import drift
+from gpuledger.chargeback.ledger.store.postgres_rollup import drift, drift_bounds, usage_rollup
 from gpuledger.chargeback.ledger.store.postgres_sql import (
     INSERT_STORAGE,
     TENANT_WEIGHTED,
@@ -78,7 +78,6 @@ from gpuledger.chargeback.ledger.tables import (
     EngineTimeRow,
     ProbeRecord,
     Role,
-    Rollup,
     StorageSample,
     Table,
     TenantTokenRow,
@@ -88,31 +87,6 @@ from gpuledger.chargeback.ledger.tables import (
 from gpuledger.redact import safe_url, scrub
 
 log = logging.getLogger(__name__)
-
-
-def usage_rollup(
-    keys: Sequence[str], node: str | None, start: datetime, end: datetime
-) -> Rollup | None:
-    """The first rollup of ``ledger_usage`` that holds every column ``usage()`` groups or
-    filters by, at a grain the range is aligned to (a month rollup answers whole months
-    only, and never per hour); None when only the usage rows can answer."""
-    need = {GROUP_COLUMNS[k] for k in keys} | ({"node"} if node is not None else set())
-    for rollup in ROLLUPS:
-        if rollup.source is not USAGE:
-            continue
-        have = {c.store for c in rollup.key[1:]}
-        if rollup.grain == "hour":
-            have.add(rollup.key[0].store)
-        elif not (_month_aligned(start) and _month_aligned(end)):
-            continue
-        if need <= have:
-            return rollup
-    return None
-
-
-def _month_aligned(t: datetime) -> bool:
-    u = aware_utc(t, "time")
-    return u == month_start(u)
 
 
 MIGRATION_LOCK_KEY = 0x6770_756C_6564_6772  # "gpuledgr": pg_advisory_xact_lock key
@@ -490,14 +464,8 @@ class PostgresLedgerStore(GroupedReads):
         out: list[dict[str, object]] = []
         with self._connection("rollup audit") as conn, conn.cursor(row_factory=dict_row) as cur:
             for rollup in ROLLUPS:
-                if rollup.grain == "month":  # whole months around the range
-                    lo_m, hi_m = month_start(lo), month_start(hi)
-                    bounds = (lo_m, hi_m if hi_m == hi else add_months(hi_m, 1))
-                else:
-                    bounds = (lo, hi)
-                cur.execute(
-                    drift(rollup), {"start": bounds[0], "end": bounds[1], "tol": float(rel_tol)}
-                )
+                a, b = drift_bounds(rollup, lo, hi)
+                cur.execute(drift(rollup), {"start": a, "end": b, "tol": float(rel_tol)})
                 out += [{"rollup": rollup.store, **r} for r in cur.fetchall()]
         return out
 

@@ -25,10 +25,15 @@ parallel ``SUM`` over the source differs between plans the same way); tests boun
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from datetime import datetime
+
 from psycopg import sql
 
+from gpuledger.chargeback.ledger.store.common import GROUP_COLUMNS, aware_utc
 from gpuledger.chargeback.ledger.store.postgres_sql import PARTITION_FUNCTION, I, cols
-from gpuledger.chargeback.ledger.tables import ROLLUPS, Rollup
+from gpuledger.chargeback.ledger.store.retention import add_months, month_start
+from gpuledger.chargeback.ledger.tables import ROLLUPS, USAGE, Rollup
 
 EVENTS = ("insert", "update", "delete")
 
@@ -271,3 +276,37 @@ def drift(rollup: Rollup) -> sql.Composed:
         n=I(rollup.count), picked=picked, on=on, differs=differs,
         order=positions(rollup),
     )  # fmt: skip
+
+
+def usage_rollup(
+    keys: Sequence[str], node: str | None, start: datetime, end: datetime
+) -> Rollup | None:
+    """The first rollup of ``ledger_usage`` that holds every column ``usage()`` groups or
+    filters by, at a grain the range is aligned to (a month rollup answers whole months
+    only, and never per hour); None when only the usage rows can answer."""
+    need = {GROUP_COLUMNS[k] for k in keys} | ({"node"} if node is not None else set())
+    for rollup in ROLLUPS:
+        if rollup.source is not USAGE:
+            continue
+        have = {c.store for c in rollup.key[1:]}
+        if rollup.grain == "hour":
+            have.add(rollup.key[0].store)
+        elif not (_month_aligned(start) and _month_aligned(end)):
+            continue
+        if need <= have:
+            return rollup
+    return None
+
+
+def _month_aligned(t: datetime) -> bool:
+    u = aware_utc(t, "time")
+    return u == month_start(u)
+
+
+def drift_bounds(rollup: Rollup, lo: datetime, hi: datetime) -> tuple[datetime, datetime]:
+    """The range a drift check of ``rollup`` covers: whole months around ``[lo, hi)`` for
+    a month rollup (its rows are whole months), the range itself otherwise."""
+    if rollup.grain != "month":
+        return lo, hi
+    hi_m = month_start(hi)
+    return month_start(lo), hi_m if hi_m == hi else add_months(hi_m, 1)
