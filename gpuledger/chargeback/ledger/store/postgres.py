@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -219,16 +219,20 @@ class PostgresLedgerStore(GroupedReads):
 
     def upsert(self, usage: Sequence[UsageRow], coverage: Sequence[CoverageRow]) -> None:
         """Write running totals in one transaction: per total GREATEST(stored, incoming)
-        (a replay never lowers, a repeat never adds); labels as given. Small batches use
-        a pipelined executemany, large ones COPY into a temp table + one INSERT … SELECT."""
+        (a replay never lowers, a repeat never adds); labels as given. A table's batch is
+        one ``INSERT … SELECT … FROM unnest(…)`` (a COPY into a temp table first when
+        large). An agent's flush (small batches) is sent as one pipeline — BEGIN, both
+        statements, COMMIT — so it costs the database one round trip, not four."""
         usage_rows = [USAGE.values(r) for r in USAGE.merge(usage)]
         coverage_rows = [COVERAGE.values(r) for r in COVERAGE.merge(coverage)]
         if not usage_rows and not coverage_rows:
             return
         what = f"upsert of {len(usage_rows)} usage + {len(coverage_rows)} coverage rows"
+        small = max(len(usage_rows), len(coverage_rows)) < COPY_THRESHOLD  # COPY can't pipeline
         with self._connection(what) as conn:
             self._ensure(conn, ((USAGE, usage_rows), (COVERAGE, coverage_rows)))
-            with conn.transaction(), conn.cursor() as cur:
+            pipeline = conn.pipeline() if small else nullcontext()
+            with pipeline, conn.transaction(), conn.cursor() as cur:
                 self._write(cur, usage_rows, USAGE, UPSERT_USAGE_ARRAYS, UPSERT_USAGE_TEMP)
                 self._write(
                     cur, coverage_rows, COVERAGE, UPSERT_COVERAGE_ARRAYS, UPSERT_COVERAGE_TEMP
