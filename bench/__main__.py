@@ -59,7 +59,7 @@ BENCHES = (
           (), ("--tables", "1000", "--repeat", "1")),
     Bench("ledger", "bench.bench_ledger",
           "ledger store: rows and bytes per node-month, month query at 1,000 and 10,000 GPUs",
-          (), ("--gpus", "100")),
+          ("--load", "sql"), ("--gpus", "100", "--load", "sql")),
     Bench("flushers", "bench.bench_flushers",
           "ledger: 125 and 1,250 agents flushing every 30 s into one PostgreSQL, flush p99",
           (), ("--agents", "125", "--cycles", "2")),

@@ -8,11 +8,14 @@ Each simulated agent is an 8-GPU node (4 services + ``__idle__`` per GPU: 40 usa
 and 8 coverage rows per hour). Every ``--interval`` seconds it sends its hour's running
 totals (30 s more GPU-seconds each time) through the real ``PostgresLedgerStore.upsert``
 — the call the agent's flusher (``chargeback/ledger/flusher.py``) makes with the rows
-its spool holds: the in-batch merge, the month-partition check and the pipelined
-``INSERT … ON CONFLICT DO UPDATE SET … GREATEST(…)`` in one transaction. The flushes of
-all agents are spread evenly over the interval (agent ``i`` fires at ``i × interval /
-agents`` into each cycle), so the database sees ``agents / interval`` flushes per second,
-as from a fleet whose agents started at random times.
+its spool holds: the in-batch merge, the month-partition check and, in one transaction,
+one ``INSERT … SELECT … FROM unnest(…) ON CONFLICT DO UPDATE SET … GREATEST(…)`` per
+table, whose statement triggers move the usage rollups (migration 8; every agent's
+flush updates hourly rollup rows shared with the others: the same hour, services and
+models), sent as one pipeline. The flushes of all agents are spread evenly over the
+interval (agent ``i`` fires at ``i × interval / agents`` into each cycle), so the
+database sees ``agents / interval`` flushes per second, as from a fleet whose agents
+started at random times.
 
 Method and its limits: 1,250 agent processes cannot run on the 2 cores this bench was
 written on, so one process plays them all: a dispatcher thread releases each flush at its

@@ -196,7 +196,7 @@ def _v6_database(url: str) -> None:
     """A ledger at schema version 6 (migrations 1-6 as released) holding HOURS' rows."""
     import psycopg
 
-    from gpuledger.chargeback.ledger.store.postgres_sql import MIGRATIONS
+    from gpuledger.chargeback.ledger.store.postgres_migrations import MIGRATIONS
 
     with psycopg.connect(url) as conn, conn.transaction():
         conn.execute(
@@ -259,7 +259,7 @@ def test_migration_7_partitions_a_version_6_ledger_without_losing_a_row(
     store = open_store(postgres_db_url)
     try:
         store.migrate()
-        assert store.applied_versions() == [1, 2, 3, 4, 5, 6, 7]
+        assert store.applied_versions() == [1, 2, 3, 4, 5, 6, 7, 8]
         parts = _partitions(postgres_db_url)
         # every month present became one partition holding exactly that month's rows
         # (the migration also opens the calendar's current and next month, empty)
@@ -361,7 +361,7 @@ def test_migration_and_retention_are_not_cut_by_the_statement_timeout(
     store = PostgresLedgerStore(postgres_db_url, statement_timeout_ms=50)
     try:
         store.migrate()
-        assert store.applied_versions()[-1] == 7
+        assert store.applied_versions()[-1] == 8
         assert ("ledger_usage_p2025_01", 240_000) in _partitions(postgres_db_url)["ledger_usage"]
         retired = store.retire_before(
             datetime(2025, 2, 1, tzinfo=UTC), archive_dir=tmp_path, now=NOW
@@ -372,5 +372,41 @@ def test_migration_and_retention_are_not_cut_by_the_statement_timeout(
             )
             in retired
         )
+    finally:
+        store.close()
+
+
+def test_writers_opening_the_same_month_at_once_all_succeed(postgres_db_url: str) -> None:
+    """Eight agents flush the first rows of a month at the same instant: each must find or
+    create the month's partition. Until migration 8 replaced the partition function, the
+    ones that waited for the creator's lock still saw no partition and failed with
+    DuplicateTable (their flush retried later; a fleet logged it every month)."""
+    pytest.importorskip("psycopg")
+    import threading
+
+    from gpuledger.chargeback.ledger.store.postgres import PostgresLedgerStore
+
+    store = PostgresLedgerStore(postgres_db_url, max_size=8)
+    try:
+        store.migrate()
+        start = threading.Barrier(8)
+        errors: list[str] = []
+
+        def agent(i: int) -> None:
+            start.wait()
+            try:
+                store.upsert([UsageRow(_h(2024, 7, 1, i), f"node-{i}", "GPU-0", "team", "svc",
+                                       "H100", "", 3600.0, 1.0, 2.0)], [])  # fmt: skip
+            except StoreError as err:
+                errors.append(str(err))
+
+        threads = [threading.Thread(target=agent, args=(i,)) for i in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=120)
+        assert errors == []
+        got = store.usage(datetime(2024, 7, 1, tzinfo=UTC), datetime(2024, 8, 1, tzinfo=UTC), [])
+        assert [g.allocated_gpu_seconds for g in got] == [8 * 3600.0]
     finally:
         store.close()

@@ -19,6 +19,7 @@ from gpuledger.chargeback.ledger.tables import (
     COVERAGE,
     ENGINE_TIME,
     PROBES,
+    ROLLUPS,
     STORAGE,
     TABLES,
     TENANT_TOKENS,
@@ -203,6 +204,7 @@ def test_postgres_migrations_build_the_declared_schema(postgres_db_url: str) -> 
 
     from gpuledger.chargeback.ledger.store import postgres_sql as store_pg
     from gpuledger.chargeback.ledger.store.postgres import PostgresLedgerStore
+    from gpuledger.chargeback.ledger.store.postgres_rollup import create_rollup
 
     store = PostgresLedgerStore(postgres_db_url)
     try:
@@ -210,16 +212,19 @@ def test_postgres_migrations_build_the_declared_schema(postgres_db_url: str) -> 
     finally:
         store.close()
     migrated = _pg_schema(postgres_db_url)
-    assert {r[0] for r in migrated["columns"]} == {t.store for t in TABLES}
+    rollups = {r.store for r in ROLLUPS}
+    assert {r[0] for r in migrated["columns"]} == {t.store for t in TABLES} | rollups
     assert migrated["partitioning"] == sorted(
-        (t.store, "RANGE (hour_start)") for t in TABLES if t.monthly
+        [(t.store, "RANGE (hour_start)") for t in TABLES if t.monthly]
+        + [(r, "RANGE (hour_start)") for r in rollups]
     )
     with psycopg.connect(postgres_db_url, autocommit=True) as conn:
-        for table in TABLES:
-            conn.execute(
-                psycopg.sql.SQL("DROP TABLE {}").format(psycopg.sql.Identifier(table.store))
-            )
+        for name in [*(t.store for t in TABLES), *rollups]:
+            conn.execute(psycopg.sql.SQL("DROP TABLE {}").format(psycopg.sql.Identifier(name)))
         for table in TABLES:
             for statement in store_pg.create_statements(table):
+                conn.execute(statement)
+        for rollup in ROLLUPS:
+            for statement in create_rollup(rollup):
                 conn.execute(statement)
     assert _pg_schema(postgres_db_url) == migrated

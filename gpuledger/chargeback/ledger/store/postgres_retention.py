@@ -28,7 +28,7 @@ from gpuledger.chargeback.ledger.store.retention import (
     label,
     months,
 )
-from gpuledger.chargeback.ledger.tables import TABLES
+from gpuledger.chargeback.ledger.tables import ROLLUPS, TABLES
 
 Connect = Callable[[str], AbstractContextManager[psycopg.Connection[Any]]]
 
@@ -78,7 +78,15 @@ def _drop_partition(
         cur.execute("SET LOCAL TimeZone = 'UTC'")
         cur.execute("SET LOCAL statement_timeout = 0")  # a month's copy takes minutes
         cur.execute(sql.SQL("LOCK TABLE {} IN ACCESS EXCLUSIVE MODE").format(I(part)))
+        # The month's rollup rows (migration 8) sum exactly this partition's rows: they
+        # leave in the same transaction, never archived (derived, rebuilt from the rows).
+        suffix = part.removeprefix(parent)
+        derived = [f"{r.store}{suffix}" for r in ROLLUPS if r.source.store == parent]
         drop = sql.SQL("DROP TABLE {}").format(I(part))
+        if derived:
+            cur.execute(
+                sql.SQL("DROP TABLE IF EXISTS {}").format(sql.SQL(", ").join(I(d) for d in derived))
+            )
         if archive_dir is None:
             got = cur.execute(sql.SQL("SELECT count(*) FROM {}").format(I(part))).fetchone()
             cur.execute(drop)

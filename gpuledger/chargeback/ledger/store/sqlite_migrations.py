@@ -207,3 +207,14 @@ MIGRATIONS += (
         ),
     ),
 )
+MIGRATIONS += (
+    (
+        8,
+        (
+            # Rollups (issue 16) are PostgreSQL's: a SQLite ledger holds one node (a
+            # month of 8 GPUs is ~30 k usage rows, summed in milliseconds), and SQLite has
+            # no statement triggers with transition tables to keep one exact. The version
+            # is recorded so both backends stay at one SCHEMA_VERSION.
+        ),
+    ),
+)

@@ -1,0 +1,32 @@
+"""The PostgreSQL ledger's versioned migrations, in order: 1–7 in
+:mod:`~gpuledger.chargeback.ledger.store.postgres_sql` (the tables, monthly partitions),
+8 in :mod:`~gpuledger.chargeback.ledger.store.postgres_rollup` (rollups and their
+triggers). Frozen once released; ``PostgresLedgerStore.migrate`` applies them."""
+
+from __future__ import annotations
+
+from psycopg import sql
+
+from gpuledger.chargeback.ledger.store.postgres_rollup import migration_8
+from gpuledger.chargeback.ledger.store.postgres_sql import (
+    migration_1,
+    migration_2,
+    migration_3,
+    migration_4,
+    migration_5,
+    migration_6,
+    migration_7,
+)
+
+MIGRATIONS: tuple[tuple[int, list[sql.Composed]], ...] = (
+    (1, migration_1()),
+    (2, migration_2()),
+    (3, migration_3()),
+    (4, migration_4()),
+    (5, migration_5()),
+    (6, migration_6()),
+    (7, migration_7()),
+    (8, migration_8()),
+)
+"""Versioned migrations, applied in order, each once, in one transaction under an
+advisory lock (two agents starting at once serialize; the second finds nothing to do)."""
