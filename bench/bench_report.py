@@ -354,12 +354,23 @@ def _time_report(
         runs: list[float] = []
         residuals: list[float] = []  # build time outside the store: Python
         breakdowns: list[dict[str, tuple[int, float]]] = []
+        step_runs: list[dict[str, float]] = []
         report: Report | None = None
+        marks: list[tuple[str, float]] = []  # build_report's progress: (step, start)
+
+        def mark(what: str) -> None:
+            marks.append((what, time.perf_counter()))
+
         for _ in range(repeat + 1):
             timed.calls.clear()
+            marks.clear()
             t = time.perf_counter()
-            report = build_report(timed, card, MONTH, now=NOW, store_label=label)
+            report = build_report(
+                timed, card, MONTH, now=NOW, store_label=label,
+                progress=mark,
+            )  # fmt: skip
             runs.append(time.perf_counter() - t)
+            step_runs.append(_steps(marks, t + runs[-1]))
             residuals.append(runs[-1] - sum(secs for _, secs in timed.calls))
             per: dict[str, tuple[int, float]] = {}
             for name, secs in timed.calls:
@@ -379,6 +390,10 @@ def _time_report(
             "cold_s": breakdowns[0][name][1],
         }
         for name in warm_bd[0]
+    }
+    steps = {
+        name: statistics.median(run.get(name, 0.0) for run in (step_runs[1:] or step_runs))
+        for name in step_runs[0]
     }
     formats, renderers, missing = _renderers()
     for optional in [f for f in formats if f in ("focus", "html")]:
@@ -415,11 +430,22 @@ def _time_report(
         "total_cost_usd": report.totals.total_cost_usd,
         "line_costs": {line.label: line.total_cost_usd for line in report.lines},
         "breakdown": breakdown,
+        "steps_s": steps,
         "python_s": statistics.median(residuals[1:] or residuals),
         "build_peak_rss_mib": build_rss,
         "build_start_rss_mib": rss_start,
         "_report": report,
     }
+
+
+def _steps(marks: Sequence[tuple[str, float]], end: float) -> dict[str, float]:
+    """Seconds per step of ``build_report`` from its ``progress`` calls: each step lasts
+    until the next one starts (the last until the build returned); the trend's months
+    are summed as one step."""
+    out: dict[str, float] = defaultdict(float)
+    for (what, t), (_, t_next) in zip(marks, [*marks[1:], ("", end)], strict=True):
+        out["trend (earlier months)" if what.startswith("trend:") else what] += t_next - t
+    return dict(out)
 
 
 def _capture_queries(store: Any) -> list[tuple[str, Any, Sequence[object]]]:
@@ -456,9 +482,14 @@ def explain(sqlite_path: Path | None, pg_url: str, card: RateCard) -> dict[str, 
             plans["sqlite"][what] = "\n".join(f"{r[0]:>3} {r[1]:>3} {r[3]}" for r in rows)
         sq.close()
 
+    from gpuledger.chargeback.ledger.store import postgres_probes
+
     pg = PostgresLedgerStore(pg_url, statement_timeout_ms=600_000)
     seen = _capture_queries(pg)
     build_report(pg, card, MONTH, now=NOW)
+    trace: list[tuple[str, Any, list[object]]] = []  # probe_latency's own transaction
+    postgres_probes.latency(pg._connection, MONTH.start, MONTH.end, 0.99, None, trace)
+    seen += trace
     pg.close()
     import psycopg
 
@@ -692,6 +723,9 @@ def _breakdown(r: dict[str, Any]) -> list[str]:
             f"  {'Python (pricing, lines, totals)':<42} {b['python_s']:>8.3f} s  "
             f"{b['python_s'] / total:>6.1%}"
         )
+        out.append(f"  by build_report's steps (progress), {backend}:")
+        for name, secs in b["steps_s"].items():
+            out.append(f"    {name:<40} {secs:>8.3f} s  {secs / total:>6.1%}")
     return out
 
 

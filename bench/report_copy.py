@@ -29,16 +29,20 @@ from typing import Any, Protocol
 
 from psycopg import sql
 
-from gpuledger.chargeback.ledger.tables import COVERAGE, PROBES, TOKENS, USAGE, Column, Table
+from gpuledger.chargeback.ledger.tables import COVERAGE, PROBES, TOKENS, USAGE, BoundColumn, Table
 
 
 class Batch(Protocol):
     """A day of generated rows (``bench_report.DayBatch``)."""
 
-    usage: Sequence[Any]
-    coverage: Sequence[Any]
-    tokens: Sequence[Any]
-    probes: Sequence[Any]
+    @property
+    def usage(self) -> Sequence[Any]: ...
+    @property
+    def coverage(self) -> Sequence[Any]: ...
+    @property
+    def tokens(self) -> Sequence[Any]: ...
+    @property
+    def probes(self) -> Sequence[Any]: ...
 
 
 LOADED: tuple[tuple[str, Table[Any]], ...] = (
@@ -72,7 +76,7 @@ def timestamptz(unix: int) -> datetime:
     return datetime.fromtimestamp(unix, UTC)
 
 
-def field_columns(table: Table[Any]) -> list[Column]:
+def field_columns(table: Table[Any]) -> list[BoundColumn]:
     """``table``'s columns in its row type's field order (the generated tuples')."""
     return [table.by_attr[f.name] for f in fields(table.row)]
 

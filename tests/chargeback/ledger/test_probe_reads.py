@@ -187,3 +187,47 @@ def test_postgres_latency_equals_percentile_disc_on_edge_values(postgres_db_url:
                 ], quantile
     finally:
         store.close()
+
+
+@pytest.mark.parametrize("quantile", [0.99, 0.02])
+def test_postgres_latency_is_exact_when_the_sample_misleads(
+    postgres_db_url: str, quantile: float
+) -> None:
+    # PostgreSQL narrows each quantile by a cut placed from a sample (the first minutes of
+    # each day). Here those minutes hold only outliers, so the cut lands on the wrong side
+    # of the quantile: the read must notice and still return percentile_disc's value.
+    import psycopg
+
+    from gpuledger.chargeback.ledger.store import postgres_probes
+    from gpuledger.chargeback.ledger.store.postgres import PostgresLedgerStore
+
+    rng = random.Random(11)
+    outlier = 50.0 if quantile > 0.5 else 1e-6
+    records = []
+    for day in range(31):
+        for i in range(300):
+            in_sample = i < 2  # at the start of the day: inside the sample window
+            started = LO + day * 86400.0 + (i * 7.0 if in_sample else 3600.0 + i * 200.0)
+            v = outlier if in_sample else rng.uniform(0.1, 0.2)
+            records.append(
+                ProbeRecord(started_unix=started, node="n", endpoint="e", namespace="ns",
+                            service="svc", model_name="m", ok=True, ttft_s=v, tpot_s=v,
+                            e2e_s=v)
+            )  # fmt: skip
+    store = PostgresLedgerStore(postgres_db_url)
+    try:
+        store.migrate()
+        store.upsert_probes(records)
+        trace: list[tuple[str, object, list[object]]] = []
+        (got,) = postgres_probes.latency(store._connection, START, END, quantile, None, trace)
+        assert "probe latency (percentile_disc, missed groups)" in [t[0] for t in trace]
+        with psycopg.connect(postgres_db_url) as conn:
+            (want,) = conn.execute(
+                "SELECT percentile_disc(%s) WITHIN GROUP (ORDER BY ttft_s) FROM probe_results",
+                (quantile - 1e-9,),
+            ).fetchone() or (None,)
+        assert want != outlier
+        assert (got.ttft_s, got.tpot_s, got.e2e_s) == (want, want, want)
+        assert store.probe_latency(START, END, quantile) == [got]
+    finally:
+        store.close()

@@ -3,33 +3,34 @@ model) and the nearest-rank latency quantile per (namespace, service).
 
 Why a module of its own: at a 10,000-GPU fleet a month holds ~26 M probe records, and the
 obvious quantile query (``percentile_disc(q) WITHIN GROUP (ORDER BY …)``, one per metric)
-sorts every successful probe three times, in one process: ordered-set aggregates have no
-parallel (partial) form, and each sort of a service's ~2 M values spills at the default
-``work_mem`` (bench/bench_report.py, docs/performance.md "Monthly report"). A quantile
-needs one value per group, not an order of all of them, so the read here is exact in
-two parallel passes and never sorts more than one narrow value range:
+sorts every successful probe of the month three times, in one process: ordered-set
+aggregates have no parallel (partial) form, and each service's ~2 M values spill to disk
+at the default ``work_mem`` (bench/bench_report.py; docs/performance.md, "Monthly
+report"). A p99 needs the top 1 % of the values in order, not all of them, so the read:
 
-1. a grouped count of the values per (namespace, service, metric, bucket): buckets are
-   a log scale of ``1/BUCKETS_PER_E`` of an e-fold (0.1 % wide), so a service's values
-   fall into at most a few thousand of them; a plain ``count(*)`` aggregates in parallel
-   workers;
-2. from those counts, here in Python, the rank ``k = max(1, ceil(f · n))`` of the
-   quantile (PostgreSQL's own ``percentile_disc`` rule, ``orderedsetaggs.c``) and the
-   bucket holding it, and how many values lie below that bucket; then one pass that
-   keeps only the values of each group's chosen bucket and takes the one at the
-   remaining rank (``row_number()`` over that bucket's values alone).
+1. takes a small sample (the first 5 minutes of each UTC day of the range, through the
+   ``started_unix`` index) and places a cut per (namespace, service) and metric a margin
+   beyond the quantile (``percentile_disc`` of the sample at ``q − 1.5 %``);
+2. reads the range once, in parallel: per group and metric the count of values and the
+   values beyond the cut (``array_agg … FILTER``, which has a parallel form); the rank
+   ``k = max(1, ceil(f · n))`` is PostgreSQL's own ``percentile_disc`` rule
+   (``percentile_disc_final`` in src/backend/utils/adt/orderedsetaggs.c), and when it
+   falls among the kept values the answer is the kept value at the rank that remains,
+   found by sorting only those;
+3. when the sample misled (the rank falls on the other side of the cut), reads those
+   groups again with ``percentile_disc``: slower, never different.
 
-The result is exactly ``percentile_disc``'s (the same value of the same rank: a bucket
-only narrows where to look), for any data: ties, zeros, negatives, infinities and NaN
-get buckets of their own at the ends of the scale, in PostgreSQL's float order (NaN
-last). Both passes run in one REPEATABLE READ transaction, so a flush between them cannot
-move a rank. tests/chargeback/ledger/test_probe_reads.py compares both reads with a
-Python computation on both backends.
+The result is exactly ``percentile_disc``'s value, for any data (ties, zeros, negatives,
+infinities and NaN compare as PostgreSQL orders floats). Low quantiles keep the bottom
+tail instead; a quantile whose tail is wider than ``MAX_TAIL`` (a median) is read with
+``percentile_disc`` directly. The passes share one REPEATABLE READ transaction, so a flush
+between them cannot move a rank. tests/chargeback/ledger/test_probe_reads.py compares the
+reads with a Python computation on both backends and with ``percentile_disc`` on edge
+values and on a misleading sample.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 from datetime import datetime
@@ -50,12 +51,6 @@ I = sql.Identifier  # noqa: E741 - as in postgres_sql
 
 Query = Callable[[str, sql.Composed, Sequence[object]], list[dict[str, object]]]
 Connect = Callable[[str], AbstractContextManager[psycopg.Connection[Any]]]
-
-BUCKETS_PER_E = 1024
-"""Log-scale buckets per e-fold of a value: each 0.1 % wide, so the bucket that holds a
-quantile holds few values unless many are equal (then those are the answer anyway)."""
-LOWEST, HIGHEST = -(2**31), 2**31 - 1
-"""The buckets of values ≤ 0 (and −∞) and of +∞ and NaN, below and above every other."""
 
 
 def _where(
@@ -98,28 +93,24 @@ def verdicts(
     return [ProbeVerdictGroup.from_row(r) for r in query("probes query", stmt, params)]
 
 
-def _metrics() -> sql.Composed:
-    """Each successful probe's three measurements as rows (metric index, value)."""
-    values = sql.SQL(", ").join(
-        sql.SQL("({}, p.{})").format(sql.Literal(i), I(m))
-        for i, m in enumerate(PROBE_LATENCY_METRICS)
-    )
-    return sql.SQL("CROSS JOIN LATERAL (VALUES {}) AS x(metric, v)").format(values)
+SAMPLE_EVERY_S = 86_400
+SAMPLE_WINDOW_S = 300
+"""The sample that places each cut: the first 5 minutes of every UTC day of the range
+(0.35 % of a month), read through the ``started_unix`` index."""
+TAIL_MARGIN = 0.015
+"""How far beyond the quantile (as a fraction of the values) the sample's cut is set, so
+that the cut falls on the right side of the quantile unless the sample misleads badly
+(then the group is read again with ``percentile_disc``: slower, never wrong)."""
+MAX_TAIL = 0.1
+"""Quantiles whose tail (``1 − q`` or ``q``) is wider than this are read directly with
+``percentile_disc``: a wide tail would carry too many values for the narrowing to pay."""
 
 
-BUCKET = sql.SQL(
-    "CASE WHEN x.v IS NULL THEN NULL"
-    " WHEN x.v > 0 AND x.v < 'Infinity'::float8 THEN floor(ln(x.v) * {k})::integer"
-    " WHEN x.v <= 0 THEN {lo} ELSE {hi} END"
-).format(k=sql.Literal(BUCKETS_PER_E), lo=sql.Literal(LOWEST), hi=sql.Literal(HIGHEST))
-
-
-def _lower_edge(bucket: int) -> float:
-    """A value below every value of ``bucket`` (a pre-filter only; the bucket itself is
-    matched exactly in SQL), -inf for the lowest buckets."""
-    if bucket in (LOWEST, HIGHEST):
-        return -math.inf if bucket == LOWEST else 0.0
-    return math.exp((bucket - 1) / BUCKETS_PER_E)
+def _range_sql(node: str | None) -> sql.Composed:
+    where = sql.SQL("p.{ok} AND p.{s} >= %s AND p.{s} < %s").format(ok=I("ok"), s=I("started_unix"))
+    if node is not None:
+        where = sql.SQL("{} AND p.{} = %s").format(where, I("node"))
+    return where
 
 
 def latency(
@@ -132,87 +123,159 @@ def latency(
 ) -> list[ProbeLatencyGroup]:
     """The nearest-rank ``quantile`` of each metric per (namespace, service) of the
     successful probes in ``[start, end)`` (NULL measurements skipped; None where a
-    service has none), as ``percentile_disc(quantile - QUANTILE_EPS)``. ``trace``
+    service has none): ``percentile_disc(quantile - QUANTILE_EPS)``'s value. ``trace``
     collects each statement run with its parameters (the bench explains them)."""
     if not 0.0 <= quantile <= 1.0:
         raise ValueError(f"quantile must be within [0, 1], not {quantile!r}")
     fraction = max(0.0, quantile - QUANTILE_EPS)
-    where, params = _where(start, end, node, ok_only=True)
+    lo, hi = unix_seconds(start, "start"), unix_seconds(end, "end")
+    rng: list[object] = [lo, hi, *([node] if node is not None else [])]
+    top = fraction >= 0.5
     what = "probe latency query"
     with connect(what) as conn, conn.transaction():
         conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
-        stmt = sql.SQL(
-            "SELECT p.{ns}, p.{svc}, x.metric, {b} AS b, count(*) AS n FROM {t} AS p {x}"
-            " WHERE {w} GROUP BY 1, 2, 3, 4"
-        ).format(
-            ns=I("namespace"),
-            svc=I("service"),
-            b=BUCKET,
-            t=I(PROBES.store),
-            x=_metrics(),
-            w=where,
-        )
-        if trace is not None:
-            trace.append(("probe latency counts", stmt, params))
-        counts = conn.execute(stmt, params).fetchall()
-        groups: dict[tuple[str, str], list[dict[int, int]]] = {}
-        for ns, svc, metric, bucket, n in counts:
-            per = groups.setdefault((ns, svc), [{} for _ in PROBE_LATENCY_METRICS])
-            if bucket is not None:
-                per[metric][bucket] = n
-        picks = _picks(groups, fraction)
-        found: dict[tuple[str, str, int], float] = {}
-        if picks:
-            lower = [math.inf] * len(PROBE_LATENCY_METRICS)
-            for _, _, metric, bucket, _ in picks:
-                lower[metric] = min(lower[metric], _lower_edge(bucket))
-            stmt = sql.SQL(
-                "SELECT s.ns, s.svc, s.metric, s.v FROM ("
-                " SELECT k.ns, k.svc, k.metric, x.v, k.j, row_number() OVER"
-                " (PARTITION BY k.ns, k.svc, k.metric ORDER BY x.v) AS rn"
-                " FROM {t} AS p {x}"
-                " JOIN unnest(%s::text[], %s::text[], %s::integer[], %s::integer[],"
-                " %s::bigint[]) AS k(ns, svc, metric, b, j)"
-                " ON k.ns = p.{ns} AND k.svc = p.{svc} AND k.metric = x.metric"
-                " AND k.b = {b}"
-                " WHERE {w} AND x.v >= (%s::float8[])[x.metric + 1]"
-                ") AS s WHERE s.rn = s.j"
-            ).format(
-                t=I(PROBES.store),
-                x=_metrics(),
-                ns=I("namespace"),
-                svc=I("service"),
-                b=BUCKET,
-                w=where,
-            )
-            pick_params = [*(list(col) for col in zip(*picks, strict=True)), *params, lower]
+
+        def run(label: str, stmt: sql.Composed, params: list[object]) -> list[tuple[Any, ...]]:
             if trace is not None:
-                trace.append(("probe latency picks", stmt, pick_params))
-            rows = conn.execute(stmt, pick_params).fetchall()
-            found = {(ns, svc, metric): v for ns, svc, metric, v in rows}
-    out = []
-    for ns, svc in sorted(groups):
-        values = {m: found.get((ns, svc, i)) for i, m in enumerate(PROBE_LATENCY_METRICS)}
-        out.append(ProbeLatencyGroup.from_row({"namespace": ns, "service": svc, **values}))
-    return out
+                trace.append((label, stmt, params))
+            return conn.execute(stmt, params).fetchall()
+
+        if min(fraction, 1.0 - fraction) > MAX_TAIL:
+            f3 = [fraction] * len(PROBE_LATENCY_METRICS)
+            rows = run("probe latency (percentile_disc)", _direct(node, False), [*f3, *rng])
+            return _groups({(ns, svc): list(v) for ns, svc, *v in rows})
+        cut_at = min(1.0, fraction + TAIL_MARGIN) if not top else max(0.0, fraction - TAIL_MARGIN)
+        starts = range(int(lo // SAMPLE_EVERY_S) * SAMPLE_EVERY_S, int(hi) + 1, SAMPLE_EVERY_S)
+        windows = [(max(float(a), lo), min(float(a + SAMPLE_WINDOW_S), hi)) for a in starts]
+        windows = [(a, b) for a, b in windows if a < b] or [(lo, hi)]
+        cuts = run(
+            "probe latency sample",
+            _sample(node),
+            [*[cut_at] * len(PROBE_LATENCY_METRICS), [a for a, _ in windows],
+             [b for _, b in windows], *rng[2:]],
+        )  # fmt: skip
+        columns: list[list[Any]] = [list(c) for c in zip(*cuts, strict=True)] or [
+            [] for _ in range(2 + len(PROBE_LATENCY_METRICS))
+        ]
+        rows = run(
+            "probe latency tails",
+            _tails(node, top),
+            [fraction, *columns, *rng],
+        )
+        values: dict[tuple[str, str], list[float | None]] = {}
+        missed: set[tuple[str, str]] = set()
+        for ns, svc, *per in rows:
+            got: list[float | None] = []
+            for i in range(len(PROBE_LATENCY_METRICS)):
+                n, hit, v = per[3 * i : 3 * i + 3]
+                got.append(v)
+                if n and not hit:
+                    missed.add((ns, svc))
+            values[(ns, svc)] = got
+        if missed:  # the sample misled for these: their exact value the slow way
+            ns_list, svc_list = zip(*sorted(missed), strict=True)
+            again = run(
+                "probe latency (percentile_disc, missed groups)",
+                _direct(node, True),
+                [*[fraction] * len(PROBE_LATENCY_METRICS), *rng, list(ns_list), list(svc_list)],
+            )
+            values.update({(ns, svc): list(v) for ns, svc, *v in again})
+    return _groups(values)
 
 
-def _picks(
-    groups: dict[tuple[str, str], list[dict[int, int]]], fraction: float
-) -> list[tuple[str, str, int, int, int]]:
-    """(namespace, service, metric, bucket, rank within the bucket) of each quantile:
-    the value of rank ``max(1, ceil(fraction · n))`` among a group's ``n`` values."""
-    picks = []
-    for (ns, svc), per in groups.items():
-        for metric, buckets in enumerate(per):
-            n = sum(buckets.values())
-            if n == 0:
-                continue
-            rank = max(1, math.ceil(fraction * n))
-            below = 0
-            for bucket in sorted(buckets):
-                if below + buckets[bucket] >= rank:
-                    picks.append((ns, svc, metric, bucket, rank - below))
-                    break
-                below += buckets[bucket]
-    return picks
+def _groups(values: dict[tuple[str, str], list[Any]]) -> list[ProbeLatencyGroup]:
+    return [
+        ProbeLatencyGroup.from_row(
+            {"namespace": ns, "service": svc, **dict(zip(PROBE_LATENCY_METRICS, v, strict=True))}
+        )
+        for (ns, svc), v in sorted(values.items())
+    ]
+
+
+def _direct(node: str | None, only_groups: bool) -> sql.Composed:
+    """``percentile_disc`` of every metric per (namespace, service): one sort per metric
+    and group (params: the fraction once per metric, the range, [namespaces, services])."""
+    metrics = sql.SQL(", ").join(
+        sql.SQL("percentile_disc(%s) WITHIN GROUP (ORDER BY p.{})").format(I(m))
+        for m in PROBE_LATENCY_METRICS
+    )
+    where = _range_sql(node)
+    if only_groups:
+        where = sql.SQL(
+            "{} AND (p.{}, p.{}) IN (SELECT * FROM unnest(%s::text[], %s::text[]))"
+        ).format(where, I("namespace"), I("service"))
+    return sql.SQL(
+        "SELECT p.{ns}, p.{svc}, {metrics} FROM {t} AS p WHERE {w} GROUP BY p.{ns}, p.{svc}"
+    ).format(ns=I("namespace"), svc=I("service"), metrics=metrics, t=I(PROBES.store), w=where)
+
+
+def _sample(node: str | None) -> sql.Composed:
+    """Per (namespace, service), each metric's ``percentile_disc`` at the cut fraction over
+    the sample windows (params: the fraction per metric, window starts, ends, [node])."""
+    metrics = sql.SQL(", ").join(
+        sql.SQL("percentile_disc(%s) WITHIN GROUP (ORDER BY p.{})").format(I(m))
+        for m in PROBE_LATENCY_METRICS
+    )
+    where = sql.SQL("p.{}").format(I("ok"))
+    if node is not None:
+        where = sql.SQL("{} AND p.{} = %s").format(where, I("node"))
+    return sql.SQL(
+        "SELECT p.{ns}, p.{svc}, {metrics}"
+        " FROM unnest(%s::float8[], %s::float8[]) AS w(lo, hi)"
+        " JOIN {t} AS p ON p.{s} >= w.lo AND p.{s} < w.hi"
+        " WHERE {w} GROUP BY p.{ns}, p.{svc}"
+    ).format(
+        ns=I("namespace"), svc=I("service"), metrics=metrics, t=I(PROBES.store),
+        s=I("started_unix"), w=where,
+    )  # fmt: skip
+
+
+def _tails(node: str | None, top: bool) -> sql.Composed:
+    """One pass over the range: per (namespace, service) and metric, the count of values
+    and the values beyond the cut (at or above it for a high quantile, at or below for a
+    low one); then, per metric, whether the rank ``max(1, ceil(f · n))`` falls among
+    those values (``hit``) and the value there. A group the sample missed keeps every
+    value (cut −∞, or NaN: PostgreSQL's largest float). Params: fraction, namespaces,
+    services, one cut array per metric, the range."""
+    n_metrics = len(PROBE_LATENCY_METRICS)
+    cut_cols = [I(f"c{i}") for i in range(n_metrics)]
+    agg: list[sql.Composable] = []
+    out: list[sql.Composable] = []
+    for i, m in enumerate(PROBE_LATENCY_METRICS):
+        n, a = I(f"n{i}"), I(f"a{i}")
+        keep = (
+            sql.SQL("p.{m} >= COALESCE(c.{c}, '-Infinity'::float8)")
+            if top
+            else sql.SQL("p.{m} <= COALESCE(c.{c}, 'NaN'::float8)")
+        ).format(m=I(m), c=cut_cols[i])
+        agg.append(
+            sql.SQL("count(p.{m}) AS {n}, array_agg(p.{m}) FILTER (WHERE {keep}) AS {a}").format(
+                m=I(m), n=n, a=a, keep=keep
+            )
+        )
+        k = sql.SQL("greatest(1, ceil(q.f * {n}))::bigint").format(n=n)
+        t = sql.SQL("COALESCE(cardinality({a}), 0)").format(a=a)
+        hit = (sql.SQL("{k} > {n} - {t}") if top else sql.SQL("{k} <= {t}")).format(k=k, n=n, t=t)
+        offset = (sql.SQL("{k} - ({n} - {t}) - 1") if top else sql.SQL("{k} - 1")).format(
+            k=k, n=n, t=t
+        )
+        out.append(
+            sql.SQL(
+                "{n}, {hit}, CASE WHEN {hit} THEN (SELECT v FROM unnest({a}) AS v"
+                " ORDER BY v OFFSET {offset} LIMIT 1) END"
+            ).format(n=n, hit=hit, a=a, offset=offset)
+        )
+    return sql.SQL(
+        "WITH q AS (SELECT %s::float8 AS f),"
+        " cut AS (SELECT * FROM unnest(%s::text[], %s::text[], {cut_types})"
+        " AS c(ns, svc, {cut_cols})),"
+        " agg AS (SELECT p.{ns} AS ns, p.{svc} AS svc, {agg} FROM {t} AS p"
+        " LEFT JOIN cut AS c ON c.ns = p.{ns} AND c.svc = p.{svc}"
+        " WHERE {w} GROUP BY p.{ns}, p.{svc})"
+        " SELECT agg.ns, agg.svc, {out} FROM agg, q"
+    ).format(
+        cut_types=sql.SQL(", ").join(sql.SQL("%s::float8[]") for _ in range(n_metrics)),
+        cut_cols=sql.SQL(", ").join(cut_cols), ns=I("namespace"), svc=I("service"),
+        agg=sql.SQL(", ").join(agg), t=I(PROBES.store), w=_range_sql(node),
+        out=sql.SQL(", ").join(out),
+    )  # fmt: skip
