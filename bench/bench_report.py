@@ -448,15 +448,18 @@ def _steps(marks: Sequence[tuple[str, float]], end: float) -> dict[str, float]:
     return dict(out)
 
 
-def _capture_queries(store: Any) -> list[tuple[str, Any, Sequence[object]]]:
-    """Record the (what, SQL, params) of every query ``store`` runs (a bench-side patch of
-    the instance's ``_query``; both stores funnel their reads through it)."""
-    seen: list[tuple[str, Any, Sequence[object]]] = []
+Captured = tuple[str, Any, Sequence[object], dict[str, Any]]
+
+
+def _capture_queries(store: Any) -> list[Captured]:
+    """Record the (what, SQL, params, options) of every query ``store`` runs (a bench-side
+    patch of the instance's ``_query``; both stores funnel their reads through it)."""
+    seen: list[Captured] = []
     inner = store._query
 
-    def recording(what: str, query: Any, params: Sequence[object]) -> Any:
-        seen.append((what, query, list(params)))
-        return inner(what, query, params)
+    def recording(what: str, query: Any, params: Sequence[object], **kw: Any) -> Any:
+        seen.append((what, query, list(params), kw))
+        return inner(what, query, params, **kw)
 
     store._query = recording
     return seen
@@ -475,7 +478,7 @@ def explain(sqlite_path: Path | None, pg_url: str, card: RateCard) -> dict[str, 
         sq = SqliteLedgerStore(sqlite_path)
         seen = _capture_queries(sq)
         build_report(sq, card, MONTH, now=NOW)
-        for what, text, params in seen:
+        for what, text, params, _ in seen:
             if what in plans["sqlite"]:
                 continue  # the trend's usage queries: same statement, other months
             rows = sq._conn.execute("EXPLAIN QUERY PLAN " + str(text), params).fetchall()
@@ -489,16 +492,19 @@ def explain(sqlite_path: Path | None, pg_url: str, card: RateCard) -> dict[str, 
     build_report(pg, card, MONTH, now=NOW)
     trace: list[tuple[str, Any, list[object]]] = []  # probe_latency's own transaction
     postgres_probes.latency(pg._connection, MONTH.start, MONTH.end, 0.99, None, trace)
-    seen += trace
+    seen += [(what, stmt, params, {}) for what, stmt, params in trace]
     pg.close()
     import psycopg
 
     with psycopg.connect(pg_url) as conn:
-        for what, query, params in seen:
+        for what, query, params, kw in seen:
             if what in plans["postgres"]:
                 continue
-            stmt = sql.SQL("EXPLAIN (ANALYZE, BUFFERS) {}").format(query)
-            rows = conn.execute(stmt, params).fetchall()
+            with conn.transaction():
+                if kw.get("hash_aggregate"):  # as the store runs it
+                    conn.execute("SET LOCAL enable_sort = off")
+                stmt = sql.SQL("EXPLAIN (ANALYZE, BUFFERS) {}").format(query)
+                rows = conn.execute(stmt, params).fetchall()
             plans["postgres"][what] = "\n".join(str(r[0]) for r in rows)
     return plans
 

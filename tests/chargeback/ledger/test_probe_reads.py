@@ -13,9 +13,12 @@ from __future__ import annotations
 import math
 import random
 from collections import defaultdict
+from collections.abc import Sequence
 from datetime import UTC, datetime
+from typing import Any
 
 import pytest
+from psycopg import sql
 
 from gpuledger.chargeback.ledger.model import ProbeLatencyGroup, ProbeVerdictGroup
 from gpuledger.chargeback.ledger.store.common import AuditableLedgerStore
@@ -229,5 +232,54 @@ def test_postgres_latency_is_exact_when_the_sample_misleads(
         assert want != outlier
         assert (got.ttft_s, got.tpot_s, got.e2e_s) == (want, want, want)
         assert store.probe_latency(START, END, quantile) == [got]
+    finally:
+        store.close()
+
+
+def test_postgres_coverage_read_hashes_its_groups(postgres_db_url: str) -> None:
+    # At 10,000 GPUs the planner took (node, gpu_uuid) for 744,000 groups where there are
+    # 10,000 and sorted the month's 7.4 M coverage rows to disk (16 s of a 30 s budget,
+    # bench/bench_report.py --explain); the read now runs with enable_sort off, and the
+    # plan it gets that way aggregates by hashing. The figures must not change.
+    from gpuledger.chargeback.ledger.store.postgres import PostgresLedgerStore
+    from gpuledger.chargeback.ledger.tables import CoverageRow
+
+    hour0 = int(LO)
+    rows = [
+        CoverageRow(hour0 + 3600 * h, f"node-{g // 4}", f"GPU-{g}", "H100", 3600.0 - g)
+        for h in range(48) for g in range(12) if (h + g) % 7
+    ]  # fmt: skip
+    store = PostgresLedgerStore(postgres_db_url)
+    try:
+        store.migrate()
+        store.upsert([], rows)
+        seen: list[tuple[str, dict[str, object]]] = []
+        inner = store._query
+
+        def recording(what: str, query: Any, params: Sequence[object], **kw: Any) -> Any:
+            seen.append((what, kw))
+            return inner(what, query, params, **kw)
+
+        store._query = recording  # type: ignore[method-assign]
+        got = store.coverage(START, END)
+        assert seen == [("coverage query", {"hash_aggregate": True})]
+        want: dict[tuple[str, str], list[float]] = defaultdict(lambda: [0.0, 0])
+        for r in rows:
+            want[(r.node, r.gpu_uuid)][0] += r.observed_seconds
+            want[(r.node, r.gpu_uuid)][1] += 1
+        assert [(c.node, c.gpu_uuid, c.observed_seconds, c.hours) for c in got] == [
+            (n, g, s, h) for (n, g), (s, h) in sorted(want.items())
+        ]
+        plan = inner(
+            "plan",
+            sql.SQL("EXPLAIN {}").format(sql.SQL(
+                "SELECT node, gpu_uuid, sum(observed_seconds) FROM ledger_coverage"
+                " GROUP BY node, gpu_uuid ORDER BY node, gpu_uuid")),
+            [],
+            hash_aggregate=True,
+        )  # fmt: skip
+        text = "\n".join(str(next(iter(r.values()))) for r in plan)
+        assert "HashAggregate" in text
+        assert "GroupAggregate" not in text
     finally:
         store.close()
