@@ -3,11 +3,18 @@ on SQLite and on PostgreSQL, at several fleet sizes.
 
 Run from the repository root:  python -m bench.bench_report [--sizes 10,100,1000]
                                    [--repeat 3] [--postgres-url URL] [--json FILE]
-                                   [--explain]
+                                   [--explain] [--load upsert|copy]
+                                   [--backends postgres,sqlite] [--reuse]
+
+At 10,000 GPUs (issue 16): ``--sizes 10000 --load copy --backends postgres --reuse
+--postgres-url URL`` loads PostgreSQL with COPY (bench/report_copy.py: ~25 minutes here
+instead of ~75 through upsert) into a database that the next run with ``--reuse`` finds
+loaded; the output names the loader of every figure.
 
 For each size (``--sizes``, GPUs; 8 per node) a 31-day month (2026-10, 744 hours) is
 generated a day at a time and written through each store's own ``upsert``,
-``upsert_tokens`` and ``upsert_probes`` into a fresh SQLite file and a fresh PostgreSQL
+``upsert_tokens`` and ``upsert_probes`` (``--load upsert``, the default; ``--load copy``
+writes PostgreSQL's tables with COPY instead) into a fresh SQLite file and a fresh PostgreSQL
 database (one embedded PostgreSQL 18 server for the whole run, as in ``bench_ledger``;
 ``VACUUM ANALYZE`` afterwards, as autovacuum would have done during the month):
 
@@ -24,7 +31,8 @@ probe records. Loading is setup and is reported apart. The figure is the wall ti
 ``build_report()`` (the first, cold run on a freshly opened store, then the median of
 ``--repeat`` runs) and of ``write_report()`` (csv and json always; FOCUS and HTML when
 their modules import). Each store call inside ``build_report`` is timed through a proxy,
-so the per-query breakdown shows where the time goes. Targets (the issue): at 1,000 GPUs
+so the per-query breakdown shows where the time goes, and so is each step the builder
+reports through ``progress``. Targets (the issue): at 1,000 GPUs
 PostgreSQL ≤ 30 s and SQLite ≤ 60 s for build + write. ``--explain`` prints the plans of
 the report's queries at the largest size (EXPLAIN ANALYZE / EXPLAIN QUERY PLAN).
 

@@ -53,12 +53,8 @@ Query = Callable[[str, sql.Composed, Sequence[object]], list[dict[str, object]]]
 Connect = Callable[[str], AbstractContextManager[psycopg.Connection[Any]]]
 
 
-def _where(
-    start: datetime, end: datetime, node: str | None, *, ok_only: bool
-) -> tuple[sql.Composed, list[object]]:
+def _where(start: datetime, end: datetime, node: str | None) -> tuple[sql.Composed, list[object]]:
     where = sql.SQL("p.{s} >= %s AND p.{s} < %s").format(s=I("started_unix"))
-    if ok_only:
-        where = sql.SQL("p.{} AND {}").format(I("ok"), where)
     params: list[object] = [unix_seconds(start, "start"), unix_seconds(end, "end")]
     if node is not None:
         where = sql.SQL("{} AND p.{} = %s").format(where, I("node"))
@@ -76,7 +72,7 @@ def verdicts(
         sql.SQL("COALESCE(NOT p.{}, false)").format(I(c)) for c in names
     )
     decided = sql.SQL(" OR ").join(sql.SQL("COALESCE(p.{}, false)").format(I(c)) for c in names)
-    where, params = _where(start, end, node, ok_only=False)
+    where, params = _where(start, end, node)
     stmt = sql.SQL(
         "SELECT p.{ns} AS {ns}, p.{svc} AS {svc}, p.{m} AS {m}, "
         "COUNT(*)::double precision AS {probes}, "
