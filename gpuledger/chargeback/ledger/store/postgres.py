@@ -31,16 +31,14 @@ from gpuledger.chargeback.ledger.model import (
     StoreError,
     UsageGroup,
 )
+from gpuledger.chargeback.ledger.store import postgres_probes
 from gpuledger.chargeback.ledger.store.common import (
     GROUP_COLUMNS,
     MIGRATIONS_TABLE,
-    PROBE_LATENCY_METRICS,
-    QUANTILE_EPS,
     SECONDS_PER_HOUR,
     GroupedReads,
     aware_utc,
     check_group_by,
-    unix_seconds,
 )
 from gpuledger.chargeback.ledger.store.postgres_migrations import MIGRATIONS
 from gpuledger.chargeback.ledger.store.postgres_retention import retire_before
@@ -339,38 +337,27 @@ class PostgresLedgerStore(GroupedReads):
     def probes(
         self, start: datetime, end: datetime, *, node: str | None = None
     ) -> list[ProbeVerdictGroup]:
-        verdicts = PROBES.names(Role.VERDICT)
-        disagree = sql.SQL(" OR ").join(
-            sql.SQL("COALESCE(NOT {}, false)").format(I(c)) for c in verdicts
-        )
-        decided = sql.SQL(" OR ").join(
-            sql.SQL("COALESCE({}, false)").format(I(c)) for c in verdicts
-        )
-        where = sql.SQL("{s} >= %s AND {s} < %s").format(s=I("started_unix"))
-        params: list[object] = [unix_seconds(start, "start"), unix_seconds(end, "end")]
-        if node is not None:
-            where = sql.SQL("{} AND {} = %s").format(where, I("node"))
-            params.append(node)
-        query = sql.SQL(
-            "SELECT {ns}, {svc}, {m}, COUNT(*)::double precision AS {probes}, "
-            "COUNT(*) FILTER (WHERE {ok})::double precision AS {successes}, "
-            "COUNT(*) FILTER (WHERE {dis})::double precision AS {disagree}, "
-            "COUNT(*) FILTER (WHERE NOT ({dis}) AND ({dec}))::double precision AS {agree} "
-            "FROM {t} WHERE {w} GROUP BY {ns}, {svc}, {m} "
-            'ORDER BY {ns} COLLATE "C", {svc} COLLATE "C", {m} COLLATE "C"'
-        ).format(
-            ns=I("namespace"), svc=I("service"), m=I("model_name"), probes=I("probes"),
-            ok=I("ok"), successes=I("successes"), dis=disagree, disagree=I("disagree"),
-            dec=decided, agree=I("agree"), t=I(PROBES.store), w=where,
-        )  # fmt: skip
-        return [ProbeVerdictGroup.from_row(r) for r in self._query("probes query", query, params)]
+        """Probe and verdict counts per (namespace, service, model): see
+        :func:`gpuledger.chargeback.ledger.store.postgres_probes.verdicts`."""
+        return postgres_probes.verdicts(self._query, start, end, node)
 
     def _query(
-        self, what: str, query: sql.Composed, params: Sequence[object]
+        self,
+        what: str,
+        query: sql.Composed,
+        params: Sequence[object],
+        *,
+        hash_aggregate: bool = False,
     ) -> list[dict[str, object]]:
-        with self._connection(what) as conn, conn.cursor(row_factory=dict_row) as cur:
-            cur.execute(query, params)
-            rows = cur.fetchall()
+        """Run one read. ``hash_aggregate``: in a transaction with ``enable_sort = off``,
+        for a GROUP BY whose group count the planner overestimates by orders of magnitude
+        (then it sorts every row to disk instead of hashing a few thousand groups)."""
+        with self._connection(what) as conn, conn.transaction():
+            if hash_aggregate:
+                conn.execute("SET LOCAL enable_sort = off")
+            with conn.cursor(row_factory=dict_row) as cur:
+                cur.execute(query, params)
+                rows = cur.fetchall()
         return [dict(r) for r in rows]
 
     @staticmethod
@@ -508,7 +495,12 @@ class PostgresLedgerStore(GroupedReads):
     def coverage(
         self, start: datetime, end: datetime, *, node: str | None = None
     ) -> list[CoverageGroup]:
-        """Σ observed seconds per ``(node, gpu_uuid)`` over ``[start, end)`` hours."""
+        """Σ observed seconds per ``(node, gpu_uuid)`` over ``[start, end)`` hours.
+
+        Hashed: the planner takes (node, gpu_uuid) for ~10 % of the rows as distinct
+        pairs (744,000 of 7.44 M at 10,000 GPUs, where there are 10,000), so it sorted
+        every coverage row of the month to disk (~600 MB, 16 s; bench/bench_report.py
+        ``--explain``); hashing the few groups it really has takes a fraction of that."""
         where, params = self._range(start, end, node)
         h = I("hour_start")
         query = sql.SQL(
@@ -529,7 +521,8 @@ class PostgresLedgerStore(GroupedReads):
             t=I(COVERAGE.store),
             w=where,
         )
-        return [CoverageGroup.from_row(r) for r in self._query("coverage query", query, params)]
+        rows = self._query("coverage query", query, params, hash_aggregate=True)
+        return [CoverageGroup.from_row(r) for r in rows]
 
     def probe_latency(
         self,
@@ -540,28 +533,10 @@ class PostgresLedgerStore(GroupedReads):
         node: str | None = None,
     ) -> list[ProbeLatencyGroup]:
         """Nearest-rank ``quantile`` of successful probes' TTFT, TPOT and e2e per
-        ``(namespace, service)`` over ``[start, end)``: ``percentile_disc`` is the first
-        value whose cumulative share reaches the fraction, as SQLite's ``CUME_DIST`` query;
-        one ordered-set aggregate pass instead of three window sorts (5x at a month of
-        1,000 GPUs, bench/bench_report.py). NULLs are skipped, as there."""
-        where = sql.SQL("{ok} AND {s} >= %s AND {s} < %s").format(ok=I("ok"), s=I("started_unix"))
-        params: list[object] = [unix_seconds(start, "start"), unix_seconds(end, "end")]
-        if node is not None:
-            where = sql.SQL("{} AND {} = %s").format(where, I("node"))
-            params.append(node)
-        fraction = sql.Literal(max(0.0, quantile - QUANTILE_EPS))
-        metrics = sql.SQL(", ").join(
-            sql.SQL("percentile_disc({f}) WITHIN GROUP (ORDER BY {m}) AS {m}").format(
-                f=fraction, m=I(m)
-            )
-            for m in PROBE_LATENCY_METRICS
-        )
-        query = sql.SQL(
-            "SELECT {ns}, {svc}, {metrics} FROM {t} WHERE {w} GROUP BY {ns}, {svc} "
-            'ORDER BY {ns} COLLATE "C", {svc} COLLATE "C"'
-        ).format(ns=I("namespace"), svc=I("service"), metrics=metrics, t=I(PROBES.store), w=where)
-        rows = self._query("probe latency query", query, params)
-        return [ProbeLatencyGroup.from_row(r) for r in rows]
+        ``(namespace, service)`` over ``[start, end)``, ``percentile_disc``'s value (as
+        SQLite's ``CUME_DIST`` query) without sorting the month: see
+        :mod:`gpuledger.chargeback.ledger.store.postgres_probes`."""
+        return postgres_probes.latency(self._connection, start, end, quantile, node)
 
     def invariant_violations(
         self,
