@@ -58,6 +58,7 @@ from gpuledger.collectors.textformat.parse import (
     DEFAULT_MAX_SAMPLES,
     ExpositionError,
     MetricFamily,
+    ParseCache,
     parse,
 )
 from gpuledger.collectors.vllm.select import select_families, select_lines
@@ -334,23 +335,38 @@ class VllmCollector:
         # redirects (a /metrics that redirects is misconfigured, and following one could
         # carry the bearer token to another host); no proxies from the environment.
         self._client = KeepAliveClient(max_idle=max_workers)
+        # per metrics URL: the parse's name and label-set caches, kept between cycles
+        # (a page's label sets do not change when its values do); the URLs of this
+        # cycle's endpoints only
+        self._caches: dict[str, ParseCache] = {}
 
     def collect(self) -> VllmTelemetry:
         endpoints = tuple(self._endpoints())
         if not endpoints:
             return VllmTelemetry()
-        if len(endpoints) == 1:
-            scrapes: tuple[EndpointScrape, ...] = (self.scrape(endpoints[0]),)
+        caches: list[ParseCache | None] = []
+        kept: dict[str, ParseCache] = {}
+        for endpoint in endpoints:
+            url = endpoint.metrics_url
+            if url in kept:  # the same URL twice: parsed in parallel, so no shared cache
+                caches.append(None)
+                continue
+            cache = kept[url] = self._caches.get(url) or ParseCache()
+            caches.append(cache)
+        self._caches = kept
+        if len(endpoints) == 1:  # no hop through the pool
+            scrapes: tuple[EndpointScrape, ...] = (self.scrape(endpoints[0], caches[0]),)
         else:
-            scrapes = tuple(self._pool.map(self.scrape, endpoints))
+            scrapes = tuple(self._pool.map(self.scrape, endpoints, caches))
         if not any(s.up for s in scrapes):
             first = scrapes[0].error or "failed"
             more = f" (and {len(scrapes) - 1} more)" if len(scrapes) > 1 else ""
             raise CollectorError(f"every vLLM endpoint failed: {first}{more}")
         return VllmTelemetry(endpoints=scrapes)
 
-    def scrape(self, endpoint: VllmEndpoint) -> EndpointScrape:
-        """Fetch, parse and normalize one endpoint; failures become ``up=False``."""
+    def scrape(self, endpoint: VllmEndpoint, cache: ParseCache | None = None) -> EndpointScrape:
+        """Fetch, parse and normalize one endpoint; failures become ``up=False``.
+        ``cache``: the endpoint's parse cache, used by one scrape at a time."""
         url = endpoint.metrics_url
         headers = {"Authorization": f"Bearer {endpoint.api_key}"} if endpoint.api_key else None
         try:
@@ -364,7 +380,10 @@ class VllmCollector:
             return EndpointScrape(endpoint=endpoint, up=False, error=str(exc))
         try:
             families = parse(
-                select_families(body), max_bytes=self.max_bytes, max_samples=self.max_samples
+                select_families(body),
+                max_bytes=self.max_bytes,
+                max_samples=self.max_samples,
+                cache=cache,
             )
         except ExpositionError as exc:
             error = f"unreadable page from {redact_url(url)}: {exc}"
