@@ -45,6 +45,7 @@ spellings are in :mod:`.spellings`.
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -68,6 +69,7 @@ from gpuledger.collectors.vllm.spellings import (
     DISPATCH,
     GAUGE_FIELDS,
     SCALAR,
+    SCALARS,
     SUM,
 )
 from gpuledger.collectors.vllm.types import (
@@ -86,6 +88,8 @@ __all__ = [
     "select_families",
     "select_lines",
 ]
+
+log = logging.getLogger(__name__)
 
 DEFAULT_MAX_BYTES = 16 * 1024 * 1024
 _PREFIX = "vllm:"
@@ -122,20 +126,27 @@ class _Acc:
     success: dict[str, float] = field(default_factory=dict)
     hists: dict[str, dict[int, _HistAcc]] = field(default_factory=dict)
 
-    def scalar_values(self) -> dict[str, float]:
+    def scalar_values(self, model: str, engine: str, out: list[Disagreement]) -> dict[str, float]:
+        """The scalars read; a per-process gauge left unmeasured because its processes
+        disagree (and no older spelling has it) is appended to ``out``."""
         chosen = dict(self.scalars)
+        split: dict[str, Disagreement] = {}
         for fld, by_rank in self.per_pid.items():
-            for rank, by_pid in by_rank.items():
+            for rank, by_pid in sorted(by_rank.items()):
                 distinct = set(by_pid.values())
                 # Which process holds the engine's current value the page does not say
                 # (docs/upstream-vllm.md, "Multiprocess pages"): agreeing values are it,
                 # disagreeing ones are not measured -- an older spelling may still be.
                 if len(distinct) == 1 and rank < chosen.get(fld, (_NO_RANK, 0.0))[0]:
                     chosen[fld] = (rank, distinct.pop())
+                elif len(distinct) > 1 and fld not in split:
+                    name = SCALARS[fld][rank]
+                    split[fld] = Disagreement(name, fld, model, engine, len(by_pid), len(distinct))
+        out += [d for fld, d in split.items() if fld not in chosen]
         return {f: v for f, (_, v) in chosen.items()}
 
-    def series(self, model_name: str, engine: str) -> VllmSeries:
-        values: dict[str, object] = dict(self.scalar_values())
+    def series(self, model_name: str, engine: str, out: list[Disagreement]) -> VllmSeries:
+        values: dict[str, object] = dict(self.scalar_values(model_name, engine, out))
         for fld, by_rank in self.hists.items():
             for rank in sorted(by_rank):  # the newest spelling that is complete wins
                 built = by_rank[rank].build()
@@ -151,11 +162,25 @@ class _Acc:
 
 
 @dataclass(frozen=True, slots=True)
+class Disagreement:
+    """A gauge printed once per API-server process whose processes print different
+    values, so that it is left unmeasured for this series (see the module docstring)."""
+
+    metric: str  # the upstream name, e.g. vllm:kv_cache_usage_perc
+    field: str  # the VllmSeries field left None
+    model_name: str
+    engine: str
+    processes: int
+    values: int  # distinct values among them
+
+
+@dataclass(frozen=True, slots=True)
 class _Normalized:
     series: tuple[VllmSeries, ...]
     version_hint: str
     router_samples: int
     vllm_samples: int
+    disagreements: tuple[Disagreement, ...] = ()
 
 
 def _normalize(families: Mapping[str, MetricFamily]) -> _Normalized:
@@ -238,9 +263,12 @@ def _normalize(families: Mapping[str, MetricFamily]) -> _Normalized:
         if acc is None:
             acc = groups[(model, engine)] = _Acc()
         acc.hists.setdefault(fld, {})[rank] = h
-    series = tuple(acc.series(model, engine) for (model, engine), acc in sorted(groups.items()))
+    split: list[Disagreement] = []
+    series = tuple(
+        acc.series(model, engine, split) for (model, engine), acc in sorted(groups.items())
+    )
     hint = "v1" if newer else ("v0" if series else "")
-    return _Normalized(series, hint, router, seen_vllm)
+    return _Normalized(series, hint, router, seen_vllm, tuple(split))
 
 
 def normalize(
@@ -263,24 +291,32 @@ def scrape_page(
     ``up=False`` (separate from the collector so a saved page can be replayed).
     ``vllm_page`` says whether the raw page had any ``vllm:`` series at all (for a page
     that went through :func:`select_lines`); by default it is read from ``families``."""
+    return _scrape_page(families, endpoint, vllm_page)[0]
+
+
+def _scrape_page(
+    families: Mapping[str, MetricFamily], endpoint: VllmEndpoint, vllm_page: bool | None
+) -> tuple[EndpointScrape, tuple[Disagreement, ...]]:
+    """:func:`scrape_page`, with the per-process gauges it left unmeasured."""
     result = _normalize(families)
     if result.series:
-        return EndpointScrape(
+        scrape = EndpointScrape(
             endpoint=endpoint, up=True, series=result.series, version_hint=result.version_hint
         )
+        return scrape, result.disagreements
     where = redact_url(endpoint.metrics_url)
     if result.router_samples:
         error = (
             f"{where} serves only production-stack router series (label 'server'): "
             "a router is not an engine; scrape the vLLM engines behind it"
         )
-        return EndpointScrape(endpoint=endpoint, up=False, error=error, version_hint="router")
+        return EndpointScrape(endpoint=endpoint, up=False, error=error, version_hint="router"), ()
     had_vllm = bool(result.vllm_samples) if vllm_page is None else vllm_page
     if had_vllm:
         error = f"no vLLM engine series that gpuledger reads in the page from {where}"
     else:
         error = f"no vllm:* series in the page from {where}: not a vLLM server"
-    return EndpointScrape(endpoint=endpoint, up=False, error=error)
+    return EndpointScrape(endpoint=endpoint, up=False, error=error), ()
 
 
 def _parse_le(text: str | None) -> float | None:
@@ -339,6 +375,8 @@ class VllmCollector:
         # (a page's label sets do not change when its values do); the URLs of this
         # cycle's endpoints only
         self._caches: dict[str, ParseCache] = {}
+        # (metrics URL, upstream gauge) left unmeasured as its processes disagree
+        self._split: set[tuple[str, str]] = set()
 
     def collect(self) -> VllmTelemetry:
         endpoints = tuple(self._endpoints())
@@ -355,9 +393,11 @@ class VllmCollector:
             caches.append(cache)
         self._caches = kept
         if len(endpoints) == 1:  # no hop through the pool
-            scrapes: tuple[EndpointScrape, ...] = (self.scrape(endpoints[0], caches[0]),)
+            results = [self._scrape(endpoints[0], caches[0])]
         else:
-            scrapes = tuple(self._pool.map(self.scrape, endpoints, caches))
+            results = list(self._pool.map(self._scrape, endpoints, caches))
+        self._log_disagreements(results)
+        scrapes = tuple(scrape for scrape, _ in results)
         if not any(s.up for s in scrapes):
             first = scrapes[0].error or "failed"
             more = f" (and {len(scrapes) - 1} more)" if len(scrapes) > 1 else ""
@@ -367,6 +407,11 @@ class VllmCollector:
     def scrape(self, endpoint: VllmEndpoint, cache: ParseCache | None = None) -> EndpointScrape:
         """Fetch, parse and normalize one endpoint; failures become ``up=False``.
         ``cache``: the endpoint's parse cache, used by one scrape at a time."""
+        return self._scrape(endpoint, cache)[0]
+
+    def _scrape(
+        self, endpoint: VllmEndpoint, cache: ParseCache | None
+    ) -> tuple[EndpointScrape, tuple[Disagreement, ...]]:
         url = endpoint.metrics_url
         headers = {"Authorization": f"Bearer {endpoint.api_key}"} if endpoint.api_key else None
         try:
@@ -377,7 +422,7 @@ class VllmCollector:
                 headers=headers,
             )
         except CollectorError as exc:
-            return EndpointScrape(endpoint=endpoint, up=False, error=str(exc))
+            return EndpointScrape(endpoint=endpoint, up=False, error=str(exc)), ()
         try:
             families = parse(
                 select_families(body),
@@ -387,8 +432,42 @@ class VllmCollector:
             )
         except ExpositionError as exc:
             error = f"unreadable page from {redact_url(url)}: {exc}"
-            return EndpointScrape(endpoint=endpoint, up=False, error=error)
-        return scrape_page(families, endpoint, vllm_page=b"vllm:" in body)
+            return EndpointScrape(endpoint=endpoint, up=False, error=error), ()
+        return _scrape_page(families, endpoint, b"vllm:" in body)
+
+    def _log_disagreements(
+        self, results: Sequence[tuple[EndpointScrape, tuple[Disagreement, ...]]]
+    ) -> None:
+        """One warning when a per-process gauge of an endpoint goes unmeasured because
+        its API-server processes disagree, one line when it is measured again -- not one
+        per cycle. An endpoint that is down this cycle keeps its state; one no longer
+        scraped is forgotten."""
+        now: dict[tuple[str, str], list[Disagreement]] = {}
+        up: set[str] = set()
+        listed: set[str] = set()
+        for scrape, split in results:
+            url = scrape.endpoint.metrics_url
+            listed.add(url)
+            if scrape.up:
+                up.add(url)
+            for d in split:
+                now.setdefault((url, d.metric), []).append(d)
+        for (url, metric), found in now.items():
+            if (url, metric) not in self._split:
+                where = ", ".join(
+                    f"model {d.model_name!r} engine {d.engine}: {d.processes} processes "
+                    f"print {d.values} different values"
+                    for d in found
+                )
+                log.warning(
+                    "vLLM endpoint %s: the API-server processes disagree on %s (%s); "
+                    "%s is left unmeasured while they do",
+                    redact_url(url), metric, where, found[0].field,
+                )  # fmt: skip
+        for url, metric in self._split - now.keys():
+            if url in up:
+                log.info("vLLM endpoint %s: %s is measured again", redact_url(url), metric)
+        self._split = {k for k in self._split if k[0] in listed and k[0] not in up} | set(now)
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
