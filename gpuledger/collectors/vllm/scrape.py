@@ -65,12 +65,12 @@ from gpuledger.collectors.textformat.parse import (
 from gpuledger.collectors.vllm.select import select_families, select_lines
 from gpuledger.collectors.vllm.spellings import (
     BUCKET,
-    COUNT,
     DISPATCH,
     GAUGE_FIELDS,
     SCALAR,
     SCALARS,
     SUM,
+    Target,
 )
 from gpuledger.collectors.vllm.types import (
     EndpointScrape,
@@ -185,17 +185,19 @@ class _Normalized:
 
 def _normalize(families: Mapping[str, MetricFamily]) -> _Normalized:
     groups: dict[tuple[str, str], _Acc] = {}
-    # histogram accumulators by (model_name, engine, field, rank), then grouped: one
-    # dict lookup per bucket line instead of three
-    hists: dict[tuple[str, str, str, int], _HistAcc] = {}
+    # histogram accumulators by ((model_name, engine), (field, rank)), then grouped: one
+    # dict lookup per run of bucket lines instead of three per line
+    hists: dict[tuple[tuple[str, str], tuple[str, int]], _HistAcc] = {}
     dispatch = DISPATCH
-    les = _LE_CACHE
+    infos_get = _LABEL_INFO.get
     router = 0
     seen_vllm = 0
     newer = False
     h = _HistAcc()
     last_hist: tuple[str, int] | None = None
-    last_model = last_engine = ""
+    last_key: tuple[str, str] | None = None
+    last_name: str | None = None
+    target: Target | None = None
     for fam_name, family in families.items():
         if not fam_name.startswith(_PREFIX):
             continue
@@ -203,10 +205,17 @@ def _normalize(families: Mapping[str, MetricFamily]) -> _Normalized:
         seen_vllm += len(samples)
         for sample in samples:
             labels = sample.labels
-            if _ROUTER_LABEL in labels:
+            info = infos_get(id(labels))
+            if info is None or info[0] is not labels:
+                info = _label_info(labels)
+            _, is_router, key, le, pid, reason = info
+            if is_router:
                 router += 1
                 continue
-            target = dispatch.get(sample.name)
+            name = sample.name
+            if name is not last_name:  # one family's lines share the parser's name object
+                target = dispatch.get(name)
+                last_name = name
             if target is None:
                 continue
             value = sample.value
@@ -214,40 +223,28 @@ def _normalize(families: Mapping[str, MetricFamily]) -> _Normalized:
                 continue
             if target.v1:
                 newer = True
-            model = labels.get("model_name", "")
-            engine = labels.get("engine") or _DEFAULT_ENGINE
             kind = target.kind
-            # a histogram's lines come in a run: reuse the accumulator of the last line
-            if kind >= BUCKET and (
-                target.hist is not last_hist or model != last_model or engine != last_engine
-            ):
-                hk = (model, engine, target.field, target.rank)
-                found = hists.get(hk)
-                if found is None:
-                    found = hists[hk] = _HistAcc()
-                h = found
-                last_hist, last_model, last_engine = target.hist, model, engine
-            if kind == BUCKET:
-                le_text = labels.get("le")
-                le = les.get(le_text) if le_text is not None else None
-                if le is None:
-                    le = _parse_le(le_text)
-                    if le is None:
-                        continue
-                h.buckets[le] = value
-                continue
-            if kind in (SUM, COUNT):
-                if kind == SUM:
+            if kind >= BUCKET:
+                # a histogram's lines come in a run: reuse the accumulator of the last line
+                if target.hist is not last_hist or key != last_key:
+                    hk = (key, (target.field, target.rank))
+                    found = hists.get(hk)
+                    if found is None:
+                        found = hists[hk] = _HistAcc()
+                    h = found
+                    last_hist, last_key = target.hist, key
+                if kind == BUCKET:
+                    if le is not None:
+                        h.buckets[le] = value
+                elif kind == SUM:
                     h.sum = value
                 else:
                     h.count = value
                 continue
-            key = (model, engine)
             acc = groups.get(key)
             if acc is None:
                 acc = groups[key] = _Acc()
             if kind == SCALAR:
-                pid = labels.get(_PID_LABEL)
                 if pid is not None and target.field in GAUGE_FIELDS:
                     by_rank = acc.per_pid.setdefault(target.field, {})
                     by_rank.setdefault(target.rank, {})[pid] = value
@@ -256,12 +253,11 @@ def _normalize(families: Mapping[str, MetricFamily]) -> _Normalized:
                 if held is None or target.rank < held[0]:
                     acc.scalars[target.field] = (target.rank, value)
             else:
-                reason = labels.get(_REASON_LABEL, "")
                 acc.success[reason] = acc.success.get(reason, 0.0) + value
-    for (model, engine, fld, rank), h in hists.items():
-        acc = groups.get((model, engine))
+    for (key, (fld, rank)), h in hists.items():
+        acc = groups.get(key)
         if acc is None:
-            acc = groups[(model, engine)] = _Acc()
+            acc = groups[key] = _Acc()
         acc.hists.setdefault(fld, {})[rank] = h
     split: list[Disagreement] = []
     series = tuple(
@@ -336,6 +332,36 @@ def _parse_le(text: str | None) -> float | None:
 # le text -> boundary; bounded, since a page's label values are not ours to trust
 _LE_CACHE: dict[str, float] = {}
 _LE_CACHE_MAX = 4096
+
+# What normalization reads of a label set: (the label set, has a router's "server"
+# label, (model_name, engine), bucket boundary or None, pid or None, finished_reason).
+_Info = tuple[Mapping[str, str], bool, tuple[str, str], float | None, str | None, str]
+# id(label set) -> its _Info. The parser hands out the same label-set objects scrape after
+# scrape (textformat.parse.ParseCache), so each is read here once, not on every cycle.
+# An entry holds its label set, so the id cannot be reused while the entry exists, and
+# a hit is checked by identity. Shared by the scraping threads (single dict operations
+# only); emptied when full.
+_LABEL_INFO: dict[int, _Info] = {}
+_LABEL_INFO_MAX = 16384
+
+
+def _label_info(labels: Mapping[str, str]) -> _Info:
+    le_text = labels.get("le")
+    le = None if le_text is None else _LE_CACHE.get(le_text)
+    if le is None:
+        le = _parse_le(le_text)
+    info: _Info = (
+        labels,
+        _ROUTER_LABEL in labels,
+        (labels.get("model_name", ""), labels.get("engine") or _DEFAULT_ENGINE),
+        le,
+        labels.get(_PID_LABEL),
+        labels.get(_REASON_LABEL, ""),
+    )
+    if len(_LABEL_INFO) >= _LABEL_INFO_MAX:
+        _LABEL_INFO.clear()
+    _LABEL_INFO[id(labels)] = info
+    return info
 
 
 class VllmCollector:
