@@ -72,3 +72,19 @@ def test_the_cache_is_bounded_and_results_stay_the_same() -> None:
         assert len(cache.names) <= 4096
     parse(narrow, cache=cache)  # a full cache is emptied before the next parse
     assert len(cache.labels) == 10
+
+
+def test_families_cap_and_line_numbers_are_worked_out_afresh() -> None:
+    cache = ParseCache()
+    typed = '# TYPE a counter\na_total 1\na_total{x="1"} 2\n'
+    parse(typed, cache=cache)
+    # the same sample lines without their TYPE: an untyped family of their own name
+    untyped = parse('a_total 1\na_total{x="1"} 2\n', cache=cache)
+    assert untyped == parse('a_total 1\na_total{x="1"} 2\n')
+    assert untyped["a_total"].type == "untyped"
+    # the sample cap counts a looked-up line like any other
+    with pytest.raises(ExpositionError, match=r"line 3: more than 2 samples"):
+        parse(typed, cache=cache, max_samples=2)
+    # an error after looked-up lines names its own line
+    with pytest.raises(ExpositionError, match=r"line 4: invalid sample value"):
+        parse(typed + 'a_total{x="2"} x\n', cache=cache)
