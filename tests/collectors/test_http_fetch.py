@@ -5,13 +5,17 @@ closed it."""
 
 from __future__ import annotations
 
+import contextlib
 import socket
+import ssl
 import threading
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import httpx
 import pytest
+import trustme
 
 from gpuledger.collectors.base import CollectorError
 from gpuledger.collectors.http import fetch, redact_url
@@ -339,3 +343,41 @@ def test_keepalive_hang_on_a_kept_connection_hits_the_deadline() -> None:
             assert time.monotonic() - start < 1.5
     finally:
         client.close()
+
+
+def test_https_verifies_the_certificate(get: Get, tmp_path: Path) -> None:
+    # A server whose certificate is signed by a CA in no trust store: both clients refuse
+    # it at the handshake (certifi's roots, hostname checked, as httpx's default context).
+    ca = trustme.CA()
+    cert = ca.issue_cert("127.0.0.1")
+    pem = tmp_path / "server.pem"
+    cert.private_key_and_cert_chain_pem.write_to_path(str(pem))
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(str(pem))
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(4)
+    stop = threading.Event()
+
+    def serve() -> None:
+        srv.settimeout(0.1)
+        while not stop.is_set():
+            try:
+                conn, _ = srv.accept()
+            except TimeoutError:
+                continue
+            with contextlib.suppress(OSError), context.wrap_socket(conn, server_side=True) as tls:
+                tls.recv(65536)
+
+    t = threading.Thread(target=serve, daemon=True)
+    t.start()
+    try:
+        url = f"https://127.0.0.1:{srv.getsockname()[1]}/metrics"
+        with pytest.raises(
+            CollectorError, match=r"^cannot connect to https://127\.0\.0\.1:\d+/metrics: "
+        ):
+            get(url, timeout_s=2, max_bytes=100)
+    finally:
+        stop.set()
+        t.join(5)
+        srv.close()
