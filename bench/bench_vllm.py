@@ -77,7 +77,8 @@ def _serve(args: argparse.Namespace) -> tuple[subprocess.Popen[bytes], int]:
     cmd += ["--endpoints", str(ENDPOINTS), "--models", str(args.models)]
     cmd += ["--engines", str(args.engines)]
     cmd += ["--static"] * args.static + ["--close"] * args.close
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    root = Path(__file__).resolve().parents[1]  # where ``bench`` imports from
+    proc = subprocess.Popen(cmd, cwd=root, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     _wait_http(port, "/metrics0")
     return proc, port
 
@@ -283,7 +284,8 @@ def main(argv: list[str] | None = None) -> list[Row]:
         args.json.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
     mean, peer_ms = result["gpuledger_ms_mean"], result["prometheus_client_ms_mean"]
     return [
-        row(f"vLLM collector CPU per cycle ({ENDPOINTS} endpoints × {lines[0]:,} lines)",
+        row(f"vLLM collector CPU per cycle ({ENDPOINTS} endpoints × {lines[0]:,} lines, "
+            f"{result['pages']} pages{', new connections' if args.close else ''})",
             f"{mean:.1f} ms (p90 {result['gpuledger_ms_p90']:.1f})", mean,
             target=f"≤ {TARGET_MS:g} ms", passed=mean <= TARGET_MS,
             peer=f"prometheus_client {peer_ms:.1f} ms", peer_value=peer_ms,

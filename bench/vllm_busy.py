@@ -12,8 +12,9 @@ the page as :func:`bench.pages.vllm_page` lays it out (same families, same order
 label sets, the ``_created`` gauges and the process preamble). ``--static`` serves the
 first page every time (an idle engine); ``--close`` answers ``Connection: close``, so
 every scrape opens a new connection, as against a vLLM whose idle connections uvicorn
-closes before the next scrape (its keep-alive timeout is 5 s by default, vLLM's scrape
-interval 15 s). Without it uvicorn keeps the connection, as within 5 s.
+closes before the next scrape (vLLM's keep-alive timeout is 5 s by default, the
+agent's scrape interval 15 s; sources in ``gpuledger/collectors/keepalive.py``). Without
+it uvicorn keeps the connection, as for scrapes less than 5 s apart.
 
 What moves per interval, per (model, engine): 20-60 finished requests (1.3-4 requests
 a second over 15 s), each observed into every histogram with the distribution below

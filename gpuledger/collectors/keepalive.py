@@ -20,10 +20,14 @@ checked).
 
 Connections: an idle connection per origin is kept after a complete response the
 server did not mark ``Connection: close``, up to ``max_idle`` per origin. A server may
-close an idle connection at any time (uvicorn, which serves vLLM, after 5 s by
-default), so a kept connection whose peer has hung up is dropped before use, and a
-request that fails on a reused connection before any byte of the answer came back is
-sent once more on a new one (a GET is safe to repeat).
+close an idle connection at any time -- vLLM's OpenAI server runs uvicorn with
+``timeout_keep_alive=envs.VLLM_HTTP_TIMEOUT_KEEP_ALIVE`` (vllm-project/vllm
+``vllm/entrypoints/openai/api_server.py``), whose default is ``"5"`` seconds
+(``vllm/envs.py`` at 001f69f8; uvicorn's own default is 5 too, uvicorn 0.55.0
+``uvicorn/config.py:233``), so at the default 15 s scrape interval every scrape finds its
+connection closed. A kept connection whose peer has hung up is therefore dropped
+before use, and a request that fails on a reused connection before any byte of the
+answer came back is sent once more on a new one (a GET is safe to repeat).
 """
 
 from __future__ import annotations
