@@ -19,7 +19,10 @@ context httpx would (``httpx.create_ssl_context``: certifi's roots, the hostname
 checked).
 
 Connections: an idle connection per origin is kept after a complete response the
-server did not mark ``Connection: close``, up to ``max_idle`` per origin. A server may
+server did not mark ``Connection: close``, up to ``max_idle`` per origin, for at most
+``max_idle_s`` (an endpoint that went away -- a pod deleted -- must not keep a socket
+open in this process for ever: idle connections past their age are closed whenever a
+connection is handed back, whichever its origin). A server may
 close an idle connection at any time -- vLLM's OpenAI server runs uvicorn with
 ``timeout_keep_alive=envs.VLLM_HTTP_TIMEOUT_KEEP_ALIVE`` (vllm-project/vllm
 ``vllm/entrypoints/openai/api_server.py``), whose default is ``"5"`` seconds
@@ -82,12 +85,14 @@ def _peer_closed(conn: http.client.HTTPConnection) -> bool:
 class KeepAliveClient:
     """GETs pages with :meth:`fetch`; thread-safe (each fetch holds its own connection)."""
 
-    def __init__(self, *, max_idle: int = 8) -> None:
-        if max_idle <= 0:
-            raise ValueError("max_idle must be positive")
+    def __init__(self, *, max_idle: int = 8, max_idle_s: float = 60.0) -> None:
+        if max_idle <= 0 or max_idle_s <= 0:
+            raise ValueError("max_idle and max_idle_s must be positive")
         self.max_idle = max_idle
+        self.max_idle_s = max_idle_s
         self._lock = threading.Lock()
-        self._idle: dict[_Origin, list[http.client.HTTPConnection]] = {}
+        # per origin: idle connections with the monotonic time each was handed back
+        self._idle: dict[_Origin, list[tuple[http.client.HTTPConnection, float]]] = {}
         self._ssl: ssl.SSLContext | None = None
         self._closed = False
 
@@ -143,7 +148,7 @@ class KeepAliveClient:
         with self._lock:
             idle = self._idle.get(origin)
             while idle:
-                conn = idle.pop()
+                conn, _ = idle.pop()
                 if not _peer_closed(conn):
                     return conn, True
                 conn.close()
@@ -160,12 +165,24 @@ class KeepAliveClient:
         return http.client.HTTPConnection(host, port)
 
     def _give_back(self, origin: _Origin, conn: http.client.HTTPConnection) -> None:
+        now = time.monotonic()
+        old: list[http.client.HTTPConnection] = []
         with self._lock:
+            for key, conns in list(self._idle.items()):
+                fresh = [(c, since) for c, since in conns if now - since < self.max_idle_s]
+                old += [c for c, since in conns if now - since >= self.max_idle_s]
+                if fresh:
+                    self._idle[key] = fresh
+                else:
+                    del self._idle[key]
             idle = self._idle.setdefault(origin, [])
             if self._closed or len(idle) >= self.max_idle:
-                conn.close()
+                old.append(conn)
             else:
-                idle.append(conn)
+                idle.append((conn, now))
+        for c in old:
+            with contextlib.suppress(OSError):
+                c.close()
 
     def close(self) -> None:
         """Close every idle connection; a fetch still running closes its own when done."""
@@ -173,7 +190,7 @@ class KeepAliveClient:
             self._closed = True
             idle, self._idle = self._idle, {}
         for conns in idle.values():
-            for conn in conns:
+            for conn, _ in conns:
                 with contextlib.suppress(OSError):
                     conn.close()
 

@@ -240,6 +240,7 @@ class KeepAliveServer:
         self.script = list(script)
         self.body = body
         self.connections = 0
+        self.hung_up = 0
         self.sock = socket.socket()
         self.sock.bind(("127.0.0.1", 0))
         self.sock.listen(8)
@@ -269,6 +270,7 @@ class KeepAliveServer:
                 while b"\r\n\r\n" not in buf:
                     data = conn.recv(65536)
                     if not data:
+                        self.hung_up += 1  # the client closed the connection
                         return
                     buf += data
                 buf = buf.split(b"\r\n\r\n", 1)[1]
@@ -381,3 +383,22 @@ def test_https_verifies_the_certificate(get: Get, tmp_path: Path) -> None:
         stop.set()
         t.join(5)
         srv.close()
+
+
+def test_keepalive_closes_connections_idle_past_their_age() -> None:
+    # An endpoint that went away (a deleted pod) must not keep a socket open here.
+    client = KeepAliveClient(max_idle_s=0.2)
+    try:
+        with KeepAliveServer([]) as gone, KeepAliveServer([]) as other:
+            client.fetch(gone.url, timeout_s=2, max_bytes=100)
+            client.fetch(other.url, timeout_s=2, max_bytes=100)
+            assert (gone.hung_up, other.hung_up) == (0, 0)  # both kept
+            time.sleep(0.3)
+            client.fetch(other.url, timeout_s=2, max_bytes=100)
+            deadline = time.monotonic() + 2
+            while gone.hung_up == 0 and time.monotonic() < deadline:
+                time.sleep(0.01)
+            assert gone.hung_up == 1
+            assert other.connections == 1  # taken (alive) before the sweep: reused
+    finally:
+        client.close()
