@@ -145,7 +145,9 @@ def fetch(
     try:
         # identity: a compressed body would defeat the byte cap (a small gzip can
         # inflate to gigabytes) and the cap is about what we hold, not what is sent.
-        request_headers = {"Accept": ACCEPT, "Accept-Encoding": "identity", **dict(headers or {})}
+        request_headers = httpx.Headers({"Accept": ACCEPT, "Accept-Encoding": "identity"})
+        for name, value in (headers or {}).items():  # the caller's win, whatever their case
+            request_headers[name] = value
         with client.stream(
             "GET", url, headers=request_headers, timeout=httpx.Timeout(timeout_s)
         ) as response:

@@ -125,7 +125,10 @@ class KeepAliveClient:
             request_headers["Authorization"] = "Basic " + base64.b64encode(
                 userinfo.encode()
             ).decode("ascii")
-        request_headers.update(headers or {})
+        for name, value in (headers or {}).items():  # the caller's win, whatever their case
+            for same in [k for k in request_headers if k.lower() == name.lower()]:
+                del request_headers[same]
+            request_headers[name] = value
         exchange = _Exchange(
             target=(parts.path or "/") + (f"?{parts.query}" if parts.query else ""),
             headers=request_headers,

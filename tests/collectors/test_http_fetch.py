@@ -241,6 +241,7 @@ class KeepAliveServer:
         self.body = body
         self.connections = 0
         self.hung_up = 0
+        self.heads: list[bytes] = []  # each request's line and headers, as sent
         self.sock = socket.socket()
         self.sock.bind(("127.0.0.1", 0))
         self.sock.listen(8)
@@ -273,7 +274,8 @@ class KeepAliveServer:
                         self.hung_up += 1  # the client closed the connection
                         return
                     buf += data
-                buf = buf.split(b"\r\n\r\n", 1)[1]
+                head, buf = buf.split(b"\r\n\r\n", 1)
+                self.heads.append(head)
                 step = self.script.pop(0) if self.script else "ok"
                 if step == "drop":
                     return
@@ -402,3 +404,10 @@ def test_keepalive_closes_connections_idle_past_their_age() -> None:
             assert other.connections == 1  # taken (alive) before the sweep: reused
     finally:
         client.close()
+
+
+def test_a_caller_header_replaces_ours_whatever_its_case(get: Get) -> None:
+    with KeepAliveServer([]) as server:
+        get(server.url, timeout_s=2, max_bytes=100, headers={"accept": "z/w"})
+    lines = server.heads[0].lower().split(b"\r\n")
+    assert [line for line in lines if line.startswith(b"accept:")] == [b"accept: z/w"]
