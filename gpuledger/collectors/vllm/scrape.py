@@ -48,7 +48,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor, as_completed
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
@@ -365,8 +365,7 @@ def _label_info(labels: Mapping[str, str]) -> _Info:
 
 
 class VllmCollector:
-    """Scrapes every vLLM endpoint that ``endpoints()`` names: fetched in parallel, each
-    page read in the calling thread as soon as it has arrived.
+    """Scrapes every vLLM endpoint that ``endpoints()`` names, in parallel.
 
     Each endpoint gets its own ``timeout_s`` and ``max_bytes``; one that fails (refused,
     hung, HTTP error, unreadable or non-vLLM page) comes back as ``up=False`` with a short
@@ -409,28 +408,20 @@ class VllmCollector:
         endpoints = tuple(self._endpoints())
         if not endpoints:
             return VllmTelemetry()
+        caches: list[ParseCache | None] = []
         kept: dict[str, ParseCache] = {}
         for endpoint in endpoints:
             url = endpoint.metrics_url
-            kept[url] = self._caches.get(url) or ParseCache()
+            if url in kept:  # the same URL twice: parsed in parallel, so no shared cache
+                caches.append(None)
+                continue
+            cache = kept[url] = self._caches.get(url) or ParseCache()
+            caches.append(cache)
         self._caches = kept
-        results: list[tuple[EndpointScrape, tuple[Disagreement, ...]]]
         if len(endpoints) == 1:  # no hop through the pool
-            got = self._fetch(endpoints[0])
-            results = [got if isinstance(got, tuple) else self._read(endpoints[0], got, kept)]
+            results = [self._scrape(endpoints[0], caches[0])]
         else:
-            # The fetches wait in parallel in the pool; each page is read here, in this
-            # thread, as soon as it has arrived (while the others keep arriving): pages
-            # parsed in several threads at once only contend for the GIL, which cost
-            # 4-8 % more CPU (docs/performance.md).
-            futures = {self._pool.submit(self._fetch, ep): i for i, ep in enumerate(endpoints)}
-            done: dict[int, tuple[EndpointScrape, tuple[Disagreement, ...]]] = {}
-            for future in as_completed(futures):
-                i = futures[future]
-                got = future.result()
-                done[i] = got if isinstance(got, tuple) else self._read(endpoints[i], got, kept)
-                del got  # a page is not held once read
-            results = [done[i] for i in range(len(endpoints))]
+            results = list(self._pool.map(self._scrape, endpoints, caches))
         self._log_disagreements(results)
         scrapes = tuple(scrape for scrape, _ in results)
         if not any(s.up for s in scrapes):
@@ -439,17 +430,18 @@ class VllmCollector:
             raise CollectorError(f"every vLLM endpoint failed: {first}{more}")
         return VllmTelemetry(endpoints=scrapes)
 
-    def scrape(self, endpoint: VllmEndpoint) -> EndpointScrape:
-        """Fetch, parse and normalize one endpoint; failures become ``up=False``."""
-        got = self._fetch(endpoint)
-        return got[0] if isinstance(got, tuple) else self._read(endpoint, got, None)[0]
+    def scrape(self, endpoint: VllmEndpoint, cache: ParseCache | None = None) -> EndpointScrape:
+        """Fetch, parse and normalize one endpoint; failures become ``up=False``.
+        ``cache``: the endpoint's parse cache, used by one scrape at a time."""
+        return self._scrape(endpoint, cache)[0]
 
-    def _fetch(self, endpoint: VllmEndpoint) -> bytes | tuple[EndpointScrape, tuple[()]]:
-        """The page, or the endpoint's failed scrape."""
+    def _scrape(
+        self, endpoint: VllmEndpoint, cache: ParseCache | None
+    ) -> tuple[EndpointScrape, tuple[Disagreement, ...]]:
         url = endpoint.metrics_url
         headers = {"Authorization": f"Bearer {endpoint.api_key}"} if endpoint.api_key else None
         try:
-            return self._client.fetch(
+            body = self._client.fetch(
                 url,
                 timeout_s=self.timeout_s,
                 max_bytes=self.max_bytes,
@@ -457,14 +449,6 @@ class VllmCollector:
             )
         except CollectorError as exc:
             return EndpointScrape(endpoint=endpoint, up=False, error=str(exc)), ()
-
-    def _read(
-        self, endpoint: VllmEndpoint, body: bytes, caches: Mapping[str, ParseCache] | None
-    ) -> tuple[EndpointScrape, tuple[Disagreement, ...]]:
-        """Parse and normalize a fetched page (with its URL's parse cache, if any); an
-        unreadable one is a failed scrape."""
-        url = endpoint.metrics_url
-        cache = caches.get(url) if caches is not None else None
         try:
             families = parse(
                 select_families(body),

@@ -503,10 +503,10 @@ def test_page_with_only_unread_vllm_names_is_down(collector: VllmCollector) -> N
     assert "no vLLM engine series" in t.endpoints[0].error
 
 
-def test_pages_read_as_they_arrive_keep_the_endpoints_order() -> None:
-    """Fetches in parallel, pages read in the collecting thread in arrival order: the
-    slow first endpoint's page arrives last but is still reported first, and an endpoint
-    listed twice (one URL, one parse cache) reads the same as once."""
+def test_endpoints_keep_their_order_and_a_repeated_url_reads_the_same() -> None:
+    """The slow first endpoint's page arrives last but is still reported first, and an
+    endpoint listed twice (one URL: its parse cache is not shared by the two parallel
+    scrapes) reads the same as once, cycle after cycle."""
     endpoints: list[VllmEndpoint] = []
     collector = VllmCollector(lambda: endpoints, timeout_s=5.0)
     try:
