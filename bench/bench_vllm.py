@@ -2,17 +2,24 @@
 
 Run from the repository root::
 
-    python -m bench.bench_vllm [--cycles N] [--models M] [--engines E] [--json FILE]
+    python -m bench.bench_vllm [--cycles N] [--models M] [--engines E] [--static]
+        [--close] [--json FILE]
 
-Four vLLM >= 0.11 pages of about 2,000 lines each (``bench.pages.vllm_page``: several
-models x data-parallel engines, ``_created`` series, the full V1 histogram set) are served
-by a separate ``python -m http.server`` process, so that serving costs this process
-nothing. Each cycle:
+Four vLLM >= 0.11 pages of about 2,000 lines each (laid out as ``bench.pages.vllm_page``:
+several models x data-parallel engines, ``_created`` series, the full V1 histogram set)
+are served by uvicorn (what vLLM serves with) in a separate process
+(:mod:`bench.vllm_busy`), so that serving costs this process nothing. By default every
+scrape finds the page moved by one interval of a busy engine's traffic (counters,
+gauges and most histogram buckets change; the bench prints how many of the lines the
+collector reads changed per scrape) and the connection kept alive; ``--static`` serves
+the same page every time (an idle engine), ``--close`` makes the server close every
+connection after its answer (vLLM's uvicorn closes idle connections after 5 s, before
+the next scrape at the default 15 s interval). Each cycle:
 
 - **gpuledger**: ``VllmCollector.collect()`` -- four parallel bounded fetches, the
   project's exposition parser, :func:`gpuledger.collectors.vllm.scrape.normalize`;
-- **prometheus_client**: the same four fetches (same client, same thread pool, same
-  :func:`gpuledger.collectors.http.fetch`), then ``text_string_to_metric_families`` and an
+- **prometheus_client**: the same four fetches (same kept-alive client and bounds, same
+  thread pool), then ``text_string_to_metric_families`` and an
   equivalent normalization loop over its output (same dispatch: newest spelling wins,
   ``server`` samples skipped, histograms rebuilt from ``_bucket``/``_sum``/``_count``).
 
@@ -21,9 +28,10 @@ are the mean and p90 over ``--cycles`` cycles after a warm-up, both paths in the
 interleaved. Target: gpuledger <= 10 ms CPU per cycle. This is a report: the exit status
 is 0 whatever the figures.
 
-The gpuledger cycle is then taken apart on the same four pages, in this process and
-without HTTP, mean per cycle over ``--cycles``: ``select`` (the collector's pre-selection
-of the families it reads, :func:`gpuledger.collectors.vllm.select.select_families`),
+The gpuledger cycle is then taken apart on ten successive scrapes of the four pages
+(replayed in order, each endpoint with its parse cache as in the collector), in this
+process and without HTTP, mean per cycle over ``--cycles``: ``select`` (the collector's
+pre-selection of the families it reads, :func:`gpuledger.collectors.vllm.select.select_families`),
 ``parse`` (the exposition parser on what was selected: owned by
 ``collectors/textformat/``), ``normalize`` (:func:`scrape_page`: the vLLM collector's own
 reading of the parsed families); ``fetch + threads`` is the cycle's mean minus those three
@@ -33,27 +41,25 @@ reading of the parsed families); ``fetch + threads`` is the cycle's mean minus t
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import math
 import platform
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
-import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
 from bench.bench_agent import _free_port, _stop, _wait_http
-from bench.pages import vllm_page
 from bench.results import Row, command, row
-from gpuledger.collectors.http import fetch
-from gpuledger.collectors.textformat.parse import parse
+from gpuledger.collectors.keepalive import KeepAliveClient
+from gpuledger.collectors.textformat.parse import ParseCache, parse
 from gpuledger.collectors.vllm.scrape import VllmCollector, scrape_page
 from gpuledger.collectors.vllm.select import select_families
 from gpuledger.collectors.vllm.spellings import DISPATCH
@@ -62,21 +68,29 @@ from gpuledger.collectors.vllm.types import Histogram, VllmEndpoint, VllmSeries
 TARGET_MS = 10.0
 ENDPOINTS = 4
 MAX_BYTES = 16 * 1024 * 1024
+REPLAYED = 10  # successive scrapes per endpoint replayed by the phase breakdown
 
 
-def _serve(pages: list[str]) -> tuple[subprocess.Popen[bytes], int]:
-    tmp = Path(tempfile.mkdtemp(prefix="gpuledger-bench-vllm-"))
-    for i, page in enumerate(pages):
-        (tmp / f"metrics{i}").write_text(page, encoding="utf-8")
+def _serve(args: argparse.Namespace) -> tuple[subprocess.Popen[bytes], int]:
     port = _free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1"],
-        cwd=tmp,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    cmd = [sys.executable, "-m", "bench.vllm_busy", "--port", str(port)]
+    cmd += ["--endpoints", str(ENDPOINTS), "--models", str(args.models)]
+    cmd += ["--engines", str(args.engines)]
+    cmd += ["--static"] * args.static + ["--close"] * args.close
+    root = Path(__file__).resolve().parents[1]  # where ``bench`` imports from
+    proc = subprocess.Popen(cmd, cwd=root, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     _wait_http(port, "/metrics0")
     return proc, port
+
+
+def _changed_lines(scrapes: list[bytes]) -> float:
+    """Mean number of the selected lines that differ from the previous scrape's."""
+    selected = [select_families(b).split(b"\n") for b in scrapes]
+    diffs = [
+        sum(a != b for a, b in zip(x, y, strict=False)) + abs(len(x) - len(y))
+        for x, y in itertools.pairwise(selected)
+    ]
+    return statistics.fmean(diffs) if diffs else 0.0
 
 
 def _prometheus_client_normalize(text: str) -> list[VllmSeries]:
@@ -130,22 +144,28 @@ def _p90(values: list[float]) -> float:
     return ordered[min(len(ordered) - 1, math.ceil(0.9 * len(ordered)) - 1)]
 
 
-def _phases(bodies: list[bytes], endpoints: list[VllmEndpoint], cycles: int) -> dict[str, float]:
-    """Mean CPU ms per cycle (all pages) of select, parse and normalize, measured apart."""
-    selected = [select_families(b) for b in bodies]
-    parsed = [parse(s) for s in selected]
+def _phases(
+    scrapes: list[list[bytes]], endpoints: list[VllmEndpoint], cycles: int
+) -> dict[str, float]:
+    """Mean CPU ms per cycle (all pages) of select, parse and normalize, measured apart,
+    over each endpoint's successive scrapes replayed in order (``scrapes[i][k]``: the
+    ``k``-th scrape of endpoint ``i``), each endpoint with its own parse cache."""
+    selected = [[select_families(b) for b in bodies] for bodies in scrapes]
+    parsed = [[parse(s) for s in bodies] for bodies in selected]
+    caches = [ParseCache() for _ in endpoints]
     out: dict[str, float] = {}
-    steps: dict[str, Callable[[int], object]] = {
-        "select": lambda i: select_families(bodies[i]),
-        "parse": lambda i: parse(selected[i]),
-        "normalize": lambda i: scrape_page(parsed[i], endpoints[i], vllm_page=True),
+    steps: dict[str, Callable[[int, int], object]] = {
+        "select": lambda i, k: select_families(scrapes[i][k]),
+        "parse": lambda i, k: parse(selected[i][k], cache=caches[i]),
+        "normalize": lambda i, k: scrape_page(parsed[i][k], endpoints[i], vllm_page=True),
     }
     for name, step in steps.items():
 
-        def cycle(step: Callable[[int], object] = step) -> object:
-            return [step(i) for i in range(len(bodies))]
+        def cycle(k: int, step: Callable[[int, int], object] = step) -> object:
+            return [step(i, k % len(scrapes[i])) for i in range(len(scrapes))]
 
-        out[name] = statistics.fmean(_measure(cycle) for _ in range(cycles))
+        cycle(0)  # warm: the parse cache as the collector has it after its first cycle
+        out[name] = statistics.fmean(_measure(lambda k=k: cycle(k)) for k in range(cycles))
     return out
 
 
@@ -154,18 +174,18 @@ def main(argv: list[str] | None = None) -> list[Row]:
     ap.add_argument("--cycles", type=int, default=200)
     ap.add_argument("--models", type=int, default=2)
     ap.add_argument("--engines", type=int, default=3)
+    ap.add_argument("--static", action="store_true", help="the same page every scrape")
+    ap.add_argument("--close", action="store_true", help="a new connection every scrape")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args(argv)
 
-    pages = [vllm_page(args.models, args.engines, seed=7000 + i) for i in range(ENDPOINTS)]
-    lines = [p.count("\n") for p in pages]
-    proc, port = _serve(pages)
+    proc, port = _serve(args)
     endpoints = [
         VllmEndpoint(url=f"http://127.0.0.1:{port}", service=f"svc{i}", metrics_path=f"/metrics{i}")
         for i in range(ENDPOINTS)
     ]
     collector = VllmCollector(lambda: endpoints, timeout_s=5.0, max_bytes=MAX_BYTES)
-    client = httpx.Client(follow_redirects=False, trust_env=False)
+    client = KeepAliveClient()
     pool = ThreadPoolExecutor(max_workers=8)
 
     def ours() -> object:
@@ -174,21 +194,23 @@ def main(argv: list[str] | None = None) -> list[Row]:
         return t
 
     def fetch_one(ep: VllmEndpoint) -> list[VllmSeries]:
-        body = fetch(client, ep.metrics_url, timeout_s=5.0, max_bytes=MAX_BYTES)
+        body = client.fetch(ep.metrics_url, timeout_s=5.0, max_bytes=MAX_BYTES)
         return _prometheus_client_normalize(body.decode("utf-8"))
 
     def theirs() -> object:
         return list(pool.map(fetch_one, endpoints))
 
     try:
-        # Same answers first: the comparison is only fair if both do the whole job.
-        got = [s.series for s in collector.collect().endpoints]
-        want = [tuple(x) for x in cast(list[list[VllmSeries]], theirs())]
-        same = [
-            [dict(a.request_success) == dict(b.request_success) for a, b in zip(x, y, strict=True)]
-            for x, y in zip(got, want, strict=True)
+        # Same answers first (from the same bytes: a busy page moves between two
+        # fetches): the comparison is only fair if both do the whole job.
+        first = [
+            client.fetch(ep.metrics_url, timeout_s=5.0, max_bytes=MAX_BYTES) for ep in endpoints
         ]
-        assert all(all(row) for row in same)
+        lines = [b.count(b"\n") for b in first]
+        for body, ep in zip(first, endpoints, strict=True):
+            got = scrape_page(parse(select_families(body)), ep, vllm_page=True).series
+            want = _prometheus_client_normalize(body.decode("utf-8"))
+            assert got == tuple(want), "gpuledger and prometheus_client read the page differently"
         for _ in range(10):  # warm-up: connections, caches
             ours()
             theirs()
@@ -197,10 +219,15 @@ def main(argv: list[str] | None = None) -> list[Row]:
         for _ in range(args.cycles):
             ours_ms.append(_measure(ours))
             theirs_ms.append(_measure(theirs))
-        bodies = [
-            fetch(client, ep.metrics_url, timeout_s=5.0, max_bytes=MAX_BYTES) for ep in endpoints
+        scrapes = [
+            [
+                client.fetch(ep.metrics_url, timeout_s=5.0, max_bytes=MAX_BYTES)
+                for _ in range(REPLAYED)
+            ]
+            for ep in endpoints
         ]
-        phases = _phases(bodies, endpoints, args.cycles)
+        phases = _phases(scrapes, endpoints, args.cycles)
+        bodies = [s[0] for s in scrapes]
     finally:
         collector.close()
         client.close()
@@ -211,6 +238,9 @@ def main(argv: list[str] | None = None) -> list[Row]:
         "endpoints": ENDPOINTS,
         "lines_per_page": lines,
         "series_per_page": args.models * args.engines,
+        "pages": "static" if args.static else "busy",
+        "connections": "closed after each scrape" if args.close else "kept alive",
+        "changed_lines_per_page": statistics.fmean(_changed_lines(s) for s in scrapes),
         "cycles": args.cycles,
         "gpuledger_ms_mean": statistics.fmean(ours_ms),
         "gpuledger_ms_p90": _p90(ours_ms),
@@ -229,7 +259,9 @@ def main(argv: list[str] | None = None) -> list[Row]:
     print(
         f"vLLM collector, {ENDPOINTS} endpoints x {lines[0]:,} lines "
         f"({args.models} models x {args.engines} engines each), {args.cycles} cycles, "
-        "CPU per cycle (time.process_time):"
+        f"{result['pages']} pages ({result['changed_lines_per_page']:.0f} of "
+        f"{result['selected_lines_per_page'][0]:,} read lines changed per scrape), "
+        f"connections {result['connections']}, CPU per cycle (time.process_time):"
     )
     print(
         f"  gpuledger           mean {result['gpuledger_ms_mean']:6.2f} ms   "
@@ -252,7 +284,8 @@ def main(argv: list[str] | None = None) -> list[Row]:
         args.json.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
     mean, peer_ms = result["gpuledger_ms_mean"], result["prometheus_client_ms_mean"]
     return [
-        row(f"vLLM collector CPU per cycle ({ENDPOINTS} endpoints × {lines[0]:,} lines)",
+        row(f"vLLM collector CPU per cycle ({ENDPOINTS} endpoints × {lines[0]:,} lines, "
+            f"{result['pages']} pages{', new connections' if args.close else ''})",
             f"{mean:.1f} ms (p90 {result['gpuledger_ms_p90']:.1f})", mean,
             target=f"≤ {TARGET_MS:g} ms", passed=mean <= TARGET_MS,
             peer=f"prometheus_client {peer_ms:.1f} ms", peer_value=peer_ms,

@@ -5,7 +5,9 @@ a hung socket, a body that drips one byte a second, or a multi-gigabyte page all
 :class:`CollectorError` within the collector's time budget. httpx's timeouts apply to
 each socket operation separately, so a slow drip that always delivers just before the
 read timeout would never trip them; this module therefore adds one deadline for the
-whole exchange, enforced by a watchdog that shuts the socket down.
+whole exchange, enforced by a watchdog that shuts the socket down: one thread for the
+whole process (:data:`WATCHDOG`), not one started per request -- starting a thread cost
+more CPU than the rest of a keep-alive fetch of a small page.
 
 Error messages are meant for a log line that operators paste into tickets, so they never
 carry the URL's userinfo (``user:password@``), its query string, or any header value.
@@ -14,10 +16,12 @@ carry the URL's userinfo (``user:password@``), its query string, or any header v
 from __future__ import annotations
 
 import contextlib
+import heapq
+import itertools
 import socket
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 import httpx
 
@@ -29,6 +33,67 @@ _CHUNK_BYTES = 64 * 1024
 # that cannot negotiate still answers (prometheus/prometheus v3.14.0 scrape/scrape.go
 # acceptHeader, config/config.go ScrapeProtocolsHeaders; docs/upstream-prometheus-text.md).
 ACCEPT = "text/plain;version=0.0.4;q=0.6,*/*;q=0.5"
+
+
+class Watchdog:
+    """Runs an action at a deadline, from one daemon thread shared by every fetch.
+
+    :meth:`watch` returns a handle that :meth:`cancel` disarms; an action runs at most
+    once, under the watchdog's lock, so once :meth:`cancel` has returned the action has
+    either run to its end or never will (a connection handed back to a pool cannot be
+    shut down afterwards). Actions must therefore be quick and must not block: the
+    fetches' actions set an event and shut a socket down.
+    The thread starts with the first watch. Disarmed entries stay in the heap until their
+    deadline comes up, so the heap holds at most the fetches of the last timeout's span.
+    """
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition(threading.Lock())
+        self._heap: list[tuple[float, int, list[Callable[[], None] | None]]] = []
+        self._seq = itertools.count()
+        self._thread: threading.Thread | None = None
+
+    def watch(self, deadline: float, action: Callable[[], None]) -> list[Callable[[], None] | None]:
+        """Run ``action`` once the monotonic clock passes ``deadline``, unless cancelled."""
+        handle: list[Callable[[], None] | None] = [action]
+        with self._cond:
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._run, name="gpuledger-http-watchdog", daemon=True
+                )
+                self._thread.start()
+            earliest = not self._heap or deadline < self._heap[0][0]
+            heapq.heappush(self._heap, (deadline, next(self._seq), handle))
+            if earliest:
+                self._cond.notify()
+        return handle
+
+    def cancel(self, handle: list[Callable[[], None] | None]) -> None:
+        """Disarm a watch (harmless if it already ran)."""
+        with self._cond:
+            handle[0] = None
+
+    def _run(self) -> None:
+        heap = self._heap
+        while True:
+            with self._cond:
+                while heap and heap[0][2][0] is None:
+                    heapq.heappop(heap)
+                if not heap:
+                    self._cond.wait()
+                    continue
+                wait = heap[0][0] - time.monotonic()
+                if wait > 0:
+                    self._cond.wait(wait)
+                    continue
+                handle = heapq.heappop(heap)[2]
+                action, handle[0] = handle[0], None
+                if action is not None:
+                    with contextlib.suppress(Exception):  # an action's failure is its own
+                        action()
+
+
+WATCHDOG = Watchdog()
 
 
 def redact_url(url: str) -> str:
@@ -76,11 +141,13 @@ def fetch(
     where = redact_url(url)
     deadline = time.monotonic() + timeout_s
     expired = threading.Event()
-    watchdog: threading.Timer | None = None
+    watch: list[Callable[[], None] | None] | None = None
     try:
         # identity: a compressed body would defeat the byte cap (a small gzip can
         # inflate to gigabytes) and the cap is about what we hold, not what is sent.
-        request_headers = {"Accept": ACCEPT, "Accept-Encoding": "identity", **dict(headers or {})}
+        request_headers = httpx.Headers({"Accept": ACCEPT, "Accept-Encoding": "identity"})
+        for name, value in (headers or {}).items():  # the caller's win, whatever their case
+            request_headers[name] = value
         with client.stream(
             "GET", url, headers=request_headers, timeout=httpx.Timeout(timeout_s)
         ) as response:
@@ -92,9 +159,7 @@ def fetch(
                 expired.set()
                 _shutdown_stream(response)
 
-            watchdog = threading.Timer(remaining, _expire)
-            watchdog.daemon = True
-            watchdog.start()
+            watch = WATCHDOG.watch(deadline, _expire)
 
             if not 200 <= response.status_code < 300:
                 raise CollectorError(f"HTTP {response.status_code} from {where}")
@@ -124,8 +189,8 @@ def fetch(
             raise CollectorError(f"timed out after {timeout_s:g}s reading {where}") from None
         raise CollectorError(f"request to {where} failed: {_reason(exc)}") from None
     finally:
-        if watchdog is not None:
-            watchdog.cancel()
+        if watch is not None:
+            WATCHDOG.cancel(watch)
 
 
 def _reason(exc: BaseException) -> str:

@@ -45,30 +45,32 @@ spellings are in :mod:`.spellings`.
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
-import httpx
-
 from gpuledger.collectors.base import CollectorError
-from gpuledger.collectors.http import fetch, redact_url
+from gpuledger.collectors.http import redact_url
+from gpuledger.collectors.keepalive import KeepAliveClient
 from gpuledger.collectors.textformat.parse import (
     DEFAULT_MAX_SAMPLES,
     ExpositionError,
     MetricFamily,
+    ParseCache,
     parse,
 )
 from gpuledger.collectors.vllm.select import select_families, select_lines
 from gpuledger.collectors.vllm.spellings import (
     BUCKET,
-    COUNT,
     DISPATCH,
     GAUGE_FIELDS,
     SCALAR,
+    SCALARS,
     SUM,
+    Target,
 )
 from gpuledger.collectors.vllm.types import (
     EndpointScrape,
@@ -86,6 +88,8 @@ __all__ = [
     "select_families",
     "select_lines",
 ]
+
+log = logging.getLogger(__name__)
 
 DEFAULT_MAX_BYTES = 16 * 1024 * 1024
 _PREFIX = "vllm:"
@@ -122,20 +126,27 @@ class _Acc:
     success: dict[str, float] = field(default_factory=dict)
     hists: dict[str, dict[int, _HistAcc]] = field(default_factory=dict)
 
-    def scalar_values(self) -> dict[str, float]:
+    def scalar_values(self, model: str, engine: str, out: list[Disagreement]) -> dict[str, float]:
+        """The scalars read; a per-process gauge left unmeasured because its processes
+        disagree (and no older spelling has it) is appended to ``out``."""
         chosen = dict(self.scalars)
+        split: dict[str, Disagreement] = {}
         for fld, by_rank in self.per_pid.items():
-            for rank, by_pid in by_rank.items():
+            for rank, by_pid in sorted(by_rank.items()):
                 distinct = set(by_pid.values())
                 # Which process holds the engine's current value the page does not say
                 # (docs/upstream-vllm.md, "Multiprocess pages"): agreeing values are it,
                 # disagreeing ones are not measured -- an older spelling may still be.
                 if len(distinct) == 1 and rank < chosen.get(fld, (_NO_RANK, 0.0))[0]:
                     chosen[fld] = (rank, distinct.pop())
+                elif len(distinct) > 1 and fld not in split:
+                    name = SCALARS[fld][rank]
+                    split[fld] = Disagreement(name, fld, model, engine, len(by_pid), len(distinct))
+        out += [d for fld, d in split.items() if fld not in chosen]
         return {f: v for f, (_, v) in chosen.items()}
 
-    def series(self, model_name: str, engine: str) -> VllmSeries:
-        values: dict[str, object] = dict(self.scalar_values())
+    def series(self, model_name: str, engine: str, out: list[Disagreement]) -> VllmSeries:
+        values: dict[str, object] = dict(self.scalar_values(model_name, engine, out))
         for fld, by_rank in self.hists.items():
             for rank in sorted(by_rank):  # the newest spelling that is complete wins
                 built = by_rank[rank].build()
@@ -151,26 +162,42 @@ class _Acc:
 
 
 @dataclass(frozen=True, slots=True)
+class Disagreement:
+    """A gauge printed once per API-server process whose processes print different
+    values, so that it is left unmeasured for this series (see the module docstring)."""
+
+    metric: str  # the upstream name, e.g. vllm:kv_cache_usage_perc
+    field: str  # the VllmSeries field left None
+    model_name: str
+    engine: str
+    processes: int
+    values: int  # distinct values among them
+
+
+@dataclass(frozen=True, slots=True)
 class _Normalized:
     series: tuple[VllmSeries, ...]
     version_hint: str
     router_samples: int
     vllm_samples: int
+    disagreements: tuple[Disagreement, ...] = ()
 
 
 def _normalize(families: Mapping[str, MetricFamily]) -> _Normalized:
     groups: dict[tuple[str, str], _Acc] = {}
-    # histogram accumulators by (model_name, engine, field, rank), then grouped: one
-    # dict lookup per bucket line instead of three
-    hists: dict[tuple[str, str, str, int], _HistAcc] = {}
+    # histogram accumulators by ((model_name, engine), (field, rank)), then grouped: one
+    # dict lookup per run of bucket lines instead of three per line
+    hists: dict[tuple[tuple[str, str], tuple[str, int]], _HistAcc] = {}
     dispatch = DISPATCH
-    les = _LE_CACHE
+    infos_get = _LABEL_INFO.get
     router = 0
     seen_vllm = 0
     newer = False
     h = _HistAcc()
     last_hist: tuple[str, int] | None = None
-    last_model = last_engine = ""
+    last_key: tuple[str, str] | None = None
+    last_name: str | None = None
+    target: Target | None = None
     for fam_name, family in families.items():
         if not fam_name.startswith(_PREFIX):
             continue
@@ -178,10 +205,17 @@ def _normalize(families: Mapping[str, MetricFamily]) -> _Normalized:
         seen_vllm += len(samples)
         for sample in samples:
             labels = sample.labels
-            if _ROUTER_LABEL in labels:
+            info = infos_get(id(labels))
+            if info is None or info[0] is not labels:
+                info = _label_info(labels)
+            _, is_router, key, le, pid, reason = info
+            if is_router:
                 router += 1
                 continue
-            target = dispatch.get(sample.name)
+            name = sample.name
+            if name is not last_name:  # one family's lines share the parser's name object
+                target = dispatch.get(name)
+                last_name = name
             if target is None:
                 continue
             value = sample.value
@@ -189,40 +223,28 @@ def _normalize(families: Mapping[str, MetricFamily]) -> _Normalized:
                 continue
             if target.v1:
                 newer = True
-            model = labels.get("model_name", "")
-            engine = labels.get("engine") or _DEFAULT_ENGINE
             kind = target.kind
-            # a histogram's lines come in a run: reuse the accumulator of the last line
-            if kind >= BUCKET and (
-                target.hist is not last_hist or model != last_model or engine != last_engine
-            ):
-                hk = (model, engine, target.field, target.rank)
-                found = hists.get(hk)
-                if found is None:
-                    found = hists[hk] = _HistAcc()
-                h = found
-                last_hist, last_model, last_engine = target.hist, model, engine
-            if kind == BUCKET:
-                le_text = labels.get("le")
-                le = les.get(le_text) if le_text is not None else None
-                if le is None:
-                    le = _parse_le(le_text)
-                    if le is None:
-                        continue
-                h.buckets[le] = value
-                continue
-            if kind in (SUM, COUNT):
-                if kind == SUM:
+            if kind >= BUCKET:
+                # a histogram's lines come in a run: reuse the accumulator of the last line
+                if target.hist is not last_hist or key != last_key:
+                    hk = (key, (target.field, target.rank))
+                    found = hists.get(hk)
+                    if found is None:
+                        found = hists[hk] = _HistAcc()
+                    h = found
+                    last_hist, last_key = target.hist, key
+                if kind == BUCKET:
+                    if le is not None:
+                        h.buckets[le] = value
+                elif kind == SUM:
                     h.sum = value
                 else:
                     h.count = value
                 continue
-            key = (model, engine)
             acc = groups.get(key)
             if acc is None:
                 acc = groups[key] = _Acc()
             if kind == SCALAR:
-                pid = labels.get(_PID_LABEL)
                 if pid is not None and target.field in GAUGE_FIELDS:
                     by_rank = acc.per_pid.setdefault(target.field, {})
                     by_rank.setdefault(target.rank, {})[pid] = value
@@ -231,16 +253,18 @@ def _normalize(families: Mapping[str, MetricFamily]) -> _Normalized:
                 if held is None or target.rank < held[0]:
                     acc.scalars[target.field] = (target.rank, value)
             else:
-                reason = labels.get(_REASON_LABEL, "")
                 acc.success[reason] = acc.success.get(reason, 0.0) + value
-    for (model, engine, fld, rank), h in hists.items():
-        acc = groups.get((model, engine))
+    for (key, (fld, rank)), h in hists.items():
+        acc = groups.get(key)
         if acc is None:
-            acc = groups[(model, engine)] = _Acc()
+            acc = groups[key] = _Acc()
         acc.hists.setdefault(fld, {})[rank] = h
-    series = tuple(acc.series(model, engine) for (model, engine), acc in sorted(groups.items()))
+    split: list[Disagreement] = []
+    series = tuple(
+        acc.series(model, engine, split) for (model, engine), acc in sorted(groups.items())
+    )
     hint = "v1" if newer else ("v0" if series else "")
-    return _Normalized(series, hint, router, seen_vllm)
+    return _Normalized(series, hint, router, seen_vllm, tuple(split))
 
 
 def normalize(
@@ -263,24 +287,32 @@ def scrape_page(
     ``up=False`` (separate from the collector so a saved page can be replayed).
     ``vllm_page`` says whether the raw page had any ``vllm:`` series at all (for a page
     that went through :func:`select_lines`); by default it is read from ``families``."""
+    return _scrape_page(families, endpoint, vllm_page)[0]
+
+
+def _scrape_page(
+    families: Mapping[str, MetricFamily], endpoint: VllmEndpoint, vllm_page: bool | None
+) -> tuple[EndpointScrape, tuple[Disagreement, ...]]:
+    """:func:`scrape_page`, with the per-process gauges it left unmeasured."""
     result = _normalize(families)
     if result.series:
-        return EndpointScrape(
+        scrape = EndpointScrape(
             endpoint=endpoint, up=True, series=result.series, version_hint=result.version_hint
         )
+        return scrape, result.disagreements
     where = redact_url(endpoint.metrics_url)
     if result.router_samples:
         error = (
             f"{where} serves only production-stack router series (label 'server'): "
             "a router is not an engine; scrape the vLLM engines behind it"
         )
-        return EndpointScrape(endpoint=endpoint, up=False, error=error, version_hint="router")
+        return EndpointScrape(endpoint=endpoint, up=False, error=error, version_hint="router"), ()
     had_vllm = bool(result.vllm_samples) if vllm_page is None else vllm_page
     if had_vllm:
         error = f"no vLLM engine series that gpuledger reads in the page from {where}"
     else:
         error = f"no vllm:* series in the page from {where}: not a vLLM server"
-    return EndpointScrape(endpoint=endpoint, up=False, error=error)
+    return EndpointScrape(endpoint=endpoint, up=False, error=error), ()
 
 
 def _parse_le(text: str | None) -> float | None:
@@ -300,6 +332,36 @@ def _parse_le(text: str | None) -> float | None:
 # le text -> boundary; bounded, since a page's label values are not ours to trust
 _LE_CACHE: dict[str, float] = {}
 _LE_CACHE_MAX = 4096
+
+# What normalization reads of a label set: (the label set, has a router's "server"
+# label, (model_name, engine), bucket boundary or None, pid or None, finished_reason).
+_Info = tuple[Mapping[str, str], bool, tuple[str, str], float | None, str | None, str]
+# id(label set) -> its _Info. The parser hands out the same label-set objects scrape after
+# scrape (textformat.parse.ParseCache), so each is read here once, not on every cycle.
+# An entry holds its label set, so the id cannot be reused while the entry exists, and
+# a hit is checked by identity. Shared by the scraping threads (single dict operations
+# only); emptied when full.
+_LABEL_INFO: dict[int, _Info] = {}
+_LABEL_INFO_MAX = 16384
+
+
+def _label_info(labels: Mapping[str, str]) -> _Info:
+    le_text = labels.get("le")
+    le = None if le_text is None else _LE_CACHE.get(le_text)
+    if le is None:
+        le = _parse_le(le_text)
+    info: _Info = (
+        labels,
+        _ROUTER_LABEL in labels,
+        (labels.get("model_name", ""), labels.get("engine") or _DEFAULT_ENGINE),
+        le,
+        labels.get(_PID_LABEL),
+        labels.get(_REASON_LABEL, ""),
+    )
+    if len(_LABEL_INFO) >= _LABEL_INFO_MAX:
+        _LABEL_INFO.clear()
+    _LABEL_INFO[id(labels)] = info
+    return info
 
 
 class VllmCollector:
@@ -331,50 +393,107 @@ class VllmCollector:
         self.max_samples = max_samples
         self._endpoints = endpoints
         self._pool = ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix=name)
-        # No redirects (a /metrics that redirects is misconfigured, and following one could
+        # Kept-alive connections over http.client (a sixth of httpx's CPU per page); no
+        # redirects (a /metrics that redirects is misconfigured, and following one could
         # carry the bearer token to another host); no proxies from the environment.
-        self._client = httpx.Client(
-            follow_redirects=False,
-            trust_env=False,
-            limits=httpx.Limits(max_connections=max_workers, max_keepalive_connections=max_workers),
-        )
+        self._client = KeepAliveClient(max_idle=max_workers)
+        # per metrics URL: the parse's name and label-set caches, kept between cycles
+        # (a page's label sets do not change when its values do); the URLs of this
+        # cycle's endpoints only
+        self._caches: dict[str, ParseCache] = {}
+        # (metrics URL, upstream gauge) left unmeasured as its processes disagree
+        self._split: set[tuple[str, str]] = set()
 
     def collect(self) -> VllmTelemetry:
         endpoints = tuple(self._endpoints())
         if not endpoints:
             return VllmTelemetry()
-        if len(endpoints) == 1:
-            scrapes: tuple[EndpointScrape, ...] = (self.scrape(endpoints[0]),)
+        caches: list[ParseCache | None] = []
+        kept: dict[str, ParseCache] = {}
+        for endpoint in endpoints:
+            url = endpoint.metrics_url
+            if url in kept:  # the same URL twice: parsed in parallel, so no shared cache
+                caches.append(None)
+                continue
+            cache = kept[url] = self._caches.get(url) or ParseCache()
+            caches.append(cache)
+        self._caches = kept
+        if len(endpoints) == 1:  # no hop through the pool
+            results = [self._scrape(endpoints[0], caches[0])]
         else:
-            scrapes = tuple(self._pool.map(self.scrape, endpoints))
+            results = list(self._pool.map(self._scrape, endpoints, caches))
+        self._log_disagreements(results)
+        scrapes = tuple(scrape for scrape, _ in results)
         if not any(s.up for s in scrapes):
             first = scrapes[0].error or "failed"
             more = f" (and {len(scrapes) - 1} more)" if len(scrapes) > 1 else ""
             raise CollectorError(f"every vLLM endpoint failed: {first}{more}")
         return VllmTelemetry(endpoints=scrapes)
 
-    def scrape(self, endpoint: VllmEndpoint) -> EndpointScrape:
-        """Fetch, parse and normalize one endpoint; failures become ``up=False``."""
+    def scrape(self, endpoint: VllmEndpoint, cache: ParseCache | None = None) -> EndpointScrape:
+        """Fetch, parse and normalize one endpoint; failures become ``up=False``.
+        ``cache``: the endpoint's parse cache, used by one scrape at a time."""
+        return self._scrape(endpoint, cache)[0]
+
+    def _scrape(
+        self, endpoint: VllmEndpoint, cache: ParseCache | None
+    ) -> tuple[EndpointScrape, tuple[Disagreement, ...]]:
         url = endpoint.metrics_url
         headers = {"Authorization": f"Bearer {endpoint.api_key}"} if endpoint.api_key else None
         try:
-            body = fetch(
-                self._client,
+            body = self._client.fetch(
                 url,
                 timeout_s=self.timeout_s,
                 max_bytes=self.max_bytes,
                 headers=headers,
             )
         except CollectorError as exc:
-            return EndpointScrape(endpoint=endpoint, up=False, error=str(exc))
+            return EndpointScrape(endpoint=endpoint, up=False, error=str(exc)), ()
         try:
             families = parse(
-                select_families(body), max_bytes=self.max_bytes, max_samples=self.max_samples
+                select_families(body),
+                max_bytes=self.max_bytes,
+                max_samples=self.max_samples,
+                cache=cache,
             )
         except ExpositionError as exc:
             error = f"unreadable page from {redact_url(url)}: {exc}"
-            return EndpointScrape(endpoint=endpoint, up=False, error=error)
-        return scrape_page(families, endpoint, vllm_page=b"vllm:" in body)
+            return EndpointScrape(endpoint=endpoint, up=False, error=error), ()
+        return _scrape_page(families, endpoint, b"vllm:" in body)
+
+    def _log_disagreements(
+        self, results: Sequence[tuple[EndpointScrape, tuple[Disagreement, ...]]]
+    ) -> None:
+        """One warning when a per-process gauge of an endpoint goes unmeasured because
+        its API-server processes disagree, one line when it is measured again -- not one
+        per cycle. An endpoint that is down this cycle keeps its state; one no longer
+        scraped is forgotten."""
+        now: dict[tuple[str, str], list[Disagreement]] = {}
+        up: set[str] = set()
+        listed: set[str] = set()
+        for scrape, split in results:
+            url = scrape.endpoint.metrics_url
+            listed.add(url)
+            if scrape.up:
+                up.add(url)
+            for d in split:
+                now.setdefault((url, d.metric), []).append(d)
+        for (url, metric), found in now.items():
+            if (url, metric) not in self._split:
+                where = ", ".join(
+                    f"model {d.model_name!r} engine {d.engine}: {d.processes} processes "
+                    f"print {d.values} different values"
+                    for d in found
+                )
+                log.warning(
+                    "vLLM endpoint %s: the API-server processes disagree on %s (%s); "
+                    "%s is left unmeasured while they do",
+                    redact_url(url), metric, where, found[0].field,
+                )  # fmt: skip
+        for url, metric in self._split - now.keys():
+            if url in up:
+                log.info("vLLM endpoint %s: %s is measured again", redact_url(url), metric)
+        self._split = {k for k in self._split if k[0] in listed and k[0] not in up} | set(now)
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)

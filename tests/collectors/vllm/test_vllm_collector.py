@@ -501,3 +501,26 @@ def test_page_with_only_unread_vllm_names_is_down(collector: VllmCollector) -> N
     assert not t.endpoints[0].up
     assert t.endpoints[0].error is not None
     assert "no vLLM engine series" in t.endpoints[0].error
+
+
+def test_endpoints_keep_their_order_and_a_repeated_url_reads_the_same() -> None:
+    """The slow first endpoint's page arrives last but is still reported first, and an
+    endpoint listed twice (one URL: its parse cache is not shared by the two parallel
+    scrapes) reads the same as once, cycle after cycle."""
+    endpoints: list[VllmEndpoint] = []
+    collector = VllmCollector(lambda: endpoints, timeout_s=5.0)
+    try:
+        with (
+            StandIn(Behaviour(body=V011_PAGE, delay_s=0.5)) as slow,
+            StandIn(Behaviour(body=V0_PAGE)) as fast,
+        ):
+            for i, s in enumerate((slow, fast, fast)):
+                url = s.url.removesuffix("/metrics")
+                endpoints.append(VllmEndpoint(url=url, service=f"svc{i}"))
+            for _ in range(2):  # the second cycle with the parse caches of the first
+                got = collector.collect().endpoints
+                assert [e.endpoint.service for e in got] == ["svc0", "svc1", "svc2"]
+                assert got[0].series == normalize(parse(V011_PAGE))
+                assert got[1].series == got[2].series == normalize(parse(V0_PAGE))
+    finally:
+        collector.close()

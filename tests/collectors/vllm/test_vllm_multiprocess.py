@@ -16,6 +16,7 @@ Histogram observations as in generate.py's TRAFFIC, split between the two proces
 
 from __future__ import annotations
 
+import logging
 import math
 
 import pytest
@@ -230,3 +231,53 @@ def test_collector_over_http(release: str) -> None:
     assert scrape.version_hint == "v1"
     assert scrape.series == normalize(parse(PAGES[release]), EP)
     assert scrape == scrape_page(parse(PAGES[release]), scrape.endpoint)
+
+
+def test_disagreeing_processes_are_logged_once_and_the_recovery_once(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """0.11.0's page: engine 0's two API-server processes print 0.4 and 0.25 for
+    kv_cache_usage_perc, so the value is not measured -- one warning saying so while it
+    lasts, one line when the processes agree again, and a warning again when they part."""
+    split = PAGES["0.11.0"]
+    stale = (
+        b'vllm:kv_cache_usage_perc{engine="0",model_name="meta-llama/Llama-3.1-8B-Instruct",'
+        b'pid="17824"} 0.25'
+    )
+    assert split.count(stale) == 1
+    agreeing = split.replace(stale, stale.replace(b"} 0.25", b"} 0.4"))
+    endpoints: list[VllmEndpoint] = []
+    collector = VllmCollector(lambda: endpoints, timeout_s=2.0)
+    caplog.set_level(logging.INFO, logger="gpuledger.collectors.vllm.scrape")
+
+    def lines() -> list[tuple[int, str]]:
+        got = [(r.levelno, r.getMessage()) for r in caplog.records]
+        caplog.clear()
+        return got
+
+    try:
+        with StandIn(Behaviour(body=split)) as s:
+            endpoints.append(VllmEndpoint(url=s.url.removesuffix("/metrics"), service="chat"))
+            first = [collector.collect() for _ in range(3)]
+            assert all(t.endpoints[0].series[0].kv_cache_usage_ratio is None for t in first)
+            assert lines() == [
+                (
+                    logging.WARNING,
+                    f"vLLM endpoint {s.url}: the API-server processes disagree on "
+                    "vllm:kv_cache_usage_perc (model 'meta-llama/Llama-3.1-8B-Instruct' "
+                    "engine 0: 2 processes print 2 different values); kv_cache_usage_ratio "
+                    "is left unmeasured while they do",
+                )
+            ]
+            s.behaviour = Behaviour(body=agreeing)
+            again = [collector.collect() for _ in range(2)]
+            assert all(t.endpoints[0].series[0].kv_cache_usage_ratio == 0.4 for t in again)
+            assert lines() == [
+                (logging.INFO, f"vLLM endpoint {s.url}: vllm:kv_cache_usage_perc is measured again")
+            ]
+            s.behaviour = Behaviour(body=split)
+            collector.collect()
+            collector.collect()
+            assert [level for level, _ in lines()] == [logging.WARNING]
+    finally:
+        collector.close()
