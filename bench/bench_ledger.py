@@ -147,7 +147,10 @@ def _month_partitions(conn: Any) -> None:
 
     conn.execute(
         "SELECT gpuledger_month_partition(t, to_timestamp(%s)) FROM unnest(%s::text[]) AS t",
-        (MONTH_START, ["ledger_usage", "ledger_coverage", *(r.store for r in ROLLUPS)]),
+        (
+            MONTH_START,
+            ["ledger_usage", "ledger_coverage", *(r.store for r in ROLLUPS if r.partitioned)],
+        ),
     )
 
 

@@ -216,7 +216,7 @@ def test_postgres_migrations_build_the_declared_schema(postgres_db_url: str) -> 
     assert {r[0] for r in migrated["columns"]} == {t.store for t in TABLES} | rollups
     assert migrated["partitioning"] == sorted(
         [(t.store, "RANGE (hour_start)") for t in TABLES if t.monthly]
-        + [(r, "RANGE (hour_start)") for r in rollups]
+        + [(r.store, "RANGE (hour_start)") for r in ROLLUPS if r.partitioned]
     )
     with psycopg.connect(postgres_db_url, autocommit=True) as conn:
         for name in [*(t.store for t in TABLES), *rollups]:

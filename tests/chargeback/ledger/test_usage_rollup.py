@@ -11,12 +11,13 @@ import random
 import threading
 from collections import defaultdict
 from collections.abc import Iterator, Sequence
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
-from gpuledger.chargeback.ledger.tables import USAGE, UsageRow
+from gpuledger.chargeback.ledger.tables import USAGE, ProbeRecord, UsageRow
 
 psycopg = pytest.importorskip("psycopg")
 
@@ -358,3 +359,73 @@ def test_usage_reads_come_from_the_rollups(
         ("ledger_usage_rollup", "embed"),
         ("ledger_usage_month_rollup", "chat"),
     }
+
+
+def _probe(rng: random.Random, t: float, node: str, svc: str) -> ProbeRecord:
+    return ProbeRecord(
+        t, node, f"http://{svc}:8000", "ml", svc, rng.choice(["llama", "mistral"]),
+        rng.random() < 0.9, None, 0.1, 0.01, 0.5, 40.0, 10, 5,
+    )  # fmt: skip
+
+
+def _verdicts_by_hand(records: dict[tuple[str, str, float], ProbeRecord], lo: int, hi: int):
+    """The report's verdict definitions, applied to the records in Python."""
+    out: dict[tuple[str, str, str], list[int]] = defaultdict(lambda: [0, 0, 0, 0])
+    for r in records.values():
+        if not lo <= r.started_unix < hi:
+            continue
+        v = (r.tokens_counted, r.ttft_histogram_moved, r.ttft_agrees)
+        dis = any(x is False for x in v)
+        acc = out[(r.namespace, r.service, r.model_name)]
+        acc[0] += 1
+        acc[1] += int(r.ok)
+        acc[2] += int(dis)
+        acc[3] += int(not dis and any(x is True for x in v))
+    return dict(out)
+
+
+def test_probe_verdicts_come_from_their_rollup_and_stay_exact(
+    store: PostgresLedgerStore, postgres_db_url: str
+) -> None:
+    """Probe records written, their verdicts arriving later (a second upsert of the same
+    key), a model relabelled, some deleted (retention's DELETE): the hourly verdict rollup
+    answers the report's verdict read exactly as the records do."""
+    rng = random.Random(7)
+    records: dict[tuple[str, str, float], ProbeRecord] = {}
+    for i in range(400):
+        r = _probe(rng, H0 + i * 37.5, f"n{i % 3}", rng.choice(["chat", "embed"]))
+        records[r.key] = r
+    store.upsert_probes(list(records.values()))
+    later = []
+    for r in rng.sample(list(records.values()), 250):
+        verdict = rng.choice([(True, True, True), (True, False, None), (None, None, False)])
+        later.append(replace(r, tokens_counted=verdict[0], ttft_histogram_moved=verdict[1],
+                             ttft_agrees=verdict[2], model_name="llama"))  # fmt: skip
+    store.upsert_probes(later)
+    for r in later:  # the store's rule: a NULL verdict never clears one already there
+        old = records[r.key]
+        records[r.key] = replace(r, **{
+            f: getattr(old, f) if getattr(r, f) is None else getattr(r, f)
+            for f in ("tokens_counted", "ttft_histogram_moved", "ttft_agrees")
+        })  # fmt: skip
+    cut = H0 + 2 * 3600
+    with psycopg.connect(postgres_db_url) as conn:
+        conn.execute("DELETE FROM probe_results WHERE started_unix < %s AND node = 'n1'", (cut,))
+    records = {k: r for k, r in records.items() if not (r.started_unix < cut and r.node == "n1")}
+
+    lo, hi = H0, H0 + 5 * 3600
+    want = _verdicts_by_hand(records, lo, hi)
+    got = {(g.namespace, g.service, g.model_name): [g.probes, g.successes, g.disagree, g.agree]
+           for g in store.probes(_dt(lo), _dt(hi))}  # fmt: skip
+    assert got == want
+    assert sum(v[2] for v in want.values()) > 0
+    assert sum(v[3] for v in want.values()) > 0
+    assert store.rollup_drift(_dt(lo), _dt(hi)) == []
+    # the rollup is what answered: a changed rollup row shows in a whole-hour read, not
+    # in one by node or over part of an hour (those read the records)
+    with psycopg.connect(postgres_db_url) as conn:
+        conn.execute("UPDATE probe_verdict_rollup SET successes = successes + 100")
+    bumped = store.probes(_dt(lo), _dt(hi))
+    assert sum(g.successes for g in bumped) > sum(v[1] for v in want.values())
+    partial = store.probes(_dt(lo), _dt(hi - 1))
+    assert sum(g.successes for g in partial) <= sum(v[1] for v in want.values())

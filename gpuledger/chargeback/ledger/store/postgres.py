@@ -199,7 +199,9 @@ class PostgresLedgerStore(GroupedReads):
                 log.info("ledger schema migrated to version %d on %s", version, self._where)
             now = datetime.now(UTC)
             ahead = [int(add_months(now, k).timestamp()) for k in (0, 1)]
-            monthly = [t.store for t in TABLES if t.monthly] + [r.store for r in ROLLUPS]
+            monthly = [t.store for t in TABLES if t.monthly] + [
+                r.store for r in ROLLUPS if r.partitioned
+            ]
             names = [n for n in monthly for _ in ahead]
             conn.execute(ensure_partitions(), (names, ahead * len(monthly)))
 
@@ -252,7 +254,10 @@ class PostgresLedgerStore(GroupedReads):
             # A rollup's month is created with its source's, here, before the write: the
             # trigger would otherwise create it inside the write's transaction, holding
             # row locks while it waits for the parent's lock.
-            stores = [table.store, *(r.store for r in ROLLUPS if r.source is table)]
+            stores = [
+                table.store,
+                *(r.store for r in ROLLUPS if r.source is table and r.partitioned),
+            ]
             for hour in {int(r[0]) for r in rows}:  # the key starts with the hour
                 start = month_start(datetime.fromtimestamp(hour, UTC))
                 need.update((store, int(start.timestamp())) for store in stores)

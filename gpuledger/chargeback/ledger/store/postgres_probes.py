@@ -43,9 +43,11 @@ from gpuledger.chargeback.ledger.model import ProbeLatencyGroup, ProbeVerdictGro
 from gpuledger.chargeback.ledger.store.common import (
     PROBE_LATENCY_METRICS,
     QUANTILE_EPS,
+    aware_utc,
     unix_seconds,
 )
-from gpuledger.chargeback.ledger.tables import PROBES, Role
+from gpuledger.chargeback.ledger.store.postgres_rollup import hour_aligned
+from gpuledger.chargeback.ledger.tables import PROBE_ROLLUP, PROBES, Role
 
 I = sql.Identifier  # noqa: E741 - as in postgres_sql
 
@@ -66,7 +68,11 @@ def verdicts(
     query: Query, start: datetime, end: datetime, node: str | None
 ) -> list[ProbeVerdictGroup]:
     """Probes, successes, and the records whose verdicts disagree (any False) or agree
-    (none False, one True) per (namespace, service, model), one grouped pass."""
+    (none False, one True) per (namespace, service, model), one grouped pass — over the
+    hourly verdict rollup (migration 8, the same definitions kept by triggers) when the
+    range is whole hours of every node, else over the records."""
+    if node is None and hour_aligned(start) and hour_aligned(end):
+        return _verdicts_from_rollup(query, start, end)
     names = PROBES.names(Role.VERDICT)
     disagree = sql.SQL(" OR ").join(
         sql.SQL("COALESCE(NOT p.{}, false)").format(I(c)) for c in names
@@ -87,6 +93,24 @@ def verdicts(
         dec=decided, agree=I("agree"), t=I(PROBES.store), w=where,
     )  # fmt: skip
     return [ProbeVerdictGroup.from_row(r) for r in query("probes query", stmt, params)]
+
+
+def _verdicts_from_rollup(query: Query, start: datetime, end: datetime) -> list[ProbeVerdictGroup]:
+    r = PROBE_ROLLUP
+    h = I(r.time_name)
+    sums = sql.SQL(", ").join(
+        sql.SQL("SUM({c})::double precision AS {c}").format(c=I(n)) for n in r.measure_names()
+    )
+    stmt = sql.SQL(
+        "SELECT {ns}, {svc}, {m}, SUM({n})::double precision AS {probes}, {sums} FROM {t}"
+        " WHERE {h} >= %s AND {h} < %s AND {n} > 0 GROUP BY {ns}, {svc}, {m}"
+        ' ORDER BY {ns} COLLATE "C", {svc} COLLATE "C", {m} COLLATE "C"'
+    ).format(
+        ns=I("namespace"), svc=I("service"), m=I("model_name"), n=I(r.count),
+        probes=I("probes"), sums=sums, t=I(r.store), h=h,
+    )  # fmt: skip
+    params: list[object] = [aware_utc(start, "start"), aware_utc(end, "end")]
+    return [ProbeVerdictGroup.from_row(row) for row in query("probes query", stmt, params)]
 
 
 SAMPLE_EVERY_S = 86_400

@@ -81,7 +81,9 @@ def _drop_partition(
         # The month's rollup rows (migration 8) sum exactly this partition's rows: they
         # leave in the same transaction, never archived (derived, rebuilt from the rows).
         suffix = part.removeprefix(parent)
-        derived = [f"{r.store}{suffix}" for r in ROLLUPS if r.source.store == parent]
+        derived = [
+            f"{r.store}{suffix}" for r in ROLLUPS if r.source.store == parent and r.partitioned
+        ]
         drop = sql.SQL("DROP TABLE {}").format(I(part))
         if derived:
             cur.execute(

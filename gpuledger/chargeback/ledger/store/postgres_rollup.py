@@ -39,43 +39,50 @@ EVENTS = ("insert", "update", "delete")
 
 
 def create_rollup(rollup: Rollup) -> list[sql.Composed]:
-    """The rollup's table: its key columns typed as in the source, one ``double
-    precision`` per total, ``row_count``; partitioned by month like its source."""
-    defs: list[sql.Composable] = [
-        sql.SQL("{} " + c.type.postgres + " NOT NULL").format(I(c.store)) for c in rollup.key
-    ]
+    """The rollup's table: ``hour_start``, the dims typed as in the source, one ``double
+    precision`` per measure, ``row_count``; partitioned by month when its source is."""
+    defs: list[sql.Composable] = [sql.SQL("{} timestamptz NOT NULL").format(I(rollup.time_name))]
+    defs += [sql.SQL("{} " + c.type.postgres + " NOT NULL").format(I(c.store)) for c in rollup.dims]
     defs += [
-        sql.SQL("{} double precision NOT NULL DEFAULT 0").format(I(c.store)) for c in rollup.totals
+        sql.SQL("{} double precision NOT NULL DEFAULT 0").format(I(n))
+        for n in rollup.measure_names()
     ]
     defs.append(sql.SQL("{} bigint NOT NULL DEFAULT 0").format(I(rollup.count)))
     defs.append(
         sql.SQL("CONSTRAINT {} PRIMARY KEY ({})").format(
-            I(f"{rollup.store}_pkey"), cols([c.store for c in rollup.key])
+            I(f"{rollup.store}_pkey"), cols(rollup.key_names())
         )
     )
-    return [
-        sql.SQL("CREATE TABLE {} ({}) PARTITION BY RANGE ({})").format(
-            I(rollup.store), sql.SQL(", ").join(defs), I(rollup.key[0].store)
-        )
-    ]
+    create = sql.SQL("CREATE TABLE {} ({})").format(I(rollup.store), sql.SQL(", ").join(defs))
+    if rollup.partitioned:
+        create = sql.SQL("{} PARTITION BY RANGE ({})").format(create, I(rollup.time_name))
+    return [create]
 
 
 def bucket(rollup: Rollup) -> sql.Composable:
-    """The rollup's time key from a source row's time column: the hour itself, or the
-    start of its UTC month."""
-    h = I(rollup.key[0].store)
+    """The rollup's ``hour_start`` computed from a source row: the hour itself (or its
+    month's start), or a unix-seconds time's hour."""
+    t = I(rollup.time.store)
+    hour = t if rollup.time.type.postgres == "timestamptz" else (
+        sql.SQL("to_timestamp(floor({} / 3600) * 3600)").format(t)
+    )  # fmt: skip
     if rollup.grain == "hour":
-        return h
-    return sql.SQL("(date_trunc('month', {} AT TIME ZONE 'UTC') AT TIME ZONE 'UTC')").format(h)
+        return hour
+    return sql.SQL("(date_trunc('month', {} AT TIME ZONE 'UTC') AT TIME ZONE 'UTC')").format(hour)
 
 
 def source_key(rollup: Rollup) -> sql.Composed:
-    """The rollup's key computed from a source row (time bucketed, the rest as is)."""
-    return sql.SQL(", ").join([bucket(rollup), *(I(c.store) for c in rollup.key[1:])])
+    """The rollup's key computed from a source row (time bucketed, the dims as they are)."""
+    return sql.SQL(", ").join([bucket(rollup), *(I(c.store) for c in rollup.dims)])
+
+
+def measure(rollup: Rollup, template: str) -> sql.Composed:
+    """A measure's expression over one source row, its columns quoted."""
+    return sql.SQL(template).format(**{c.store: I(c.store) for c in rollup.source.columns})
 
 
 def positions(rollup: Rollup) -> sql.Composed:
-    return sql.SQL(", ").join(sql.Literal(i + 1) for i in range(len(rollup.key)))
+    return sql.SQL(", ").join(sql.Literal(i + 1) for i in range(len(rollup.key_names())))
 
 
 def function_name(rollup: Rollup, event: str) -> str:
@@ -83,9 +90,9 @@ def function_name(rollup: Rollup, event: str) -> str:
 
 
 def _delta_rows(rollup: Rollup, relation: str, sign: str) -> sql.Composed:
-    totals = [sql.SQL(sign + "{}").format(I(c.store)) for c in rollup.totals]
+    values = [sql.SQL(sign + "({})").format(measure(rollup, t)) for _, t in rollup.measures]
     return sql.SQL("SELECT {} FROM {}").format(
-        sql.SQL(", ").join([source_key(rollup), *totals, sql.SQL(sign + "1")]), I(relation)
+        sql.SQL(", ").join([source_key(rollup), *values, sql.SQL(sign + "1")]), I(relation)
     )
 
 
@@ -97,17 +104,9 @@ def _apply(rollup: Rollup, event: str) -> sql.Composed:
         parts.append(_delta_rows(rollup, "new_rows", ""))
     if event in ("update", "delete"):
         parts.append(_delta_rows(rollup, "old_rows", "-"))
-    key = cols([c.store for c in rollup.key])
-    sums = sql.SQL(", ").join(
-        sql.SQL("SUM({})").format(I(n)) for n in (*(c.store for c in rollup.totals), rollup.count)
-    )
-    d = [I(c.store) for c in rollup.key] + [I(c.store) for c in rollup.totals]
-    select_cols = sql.SQL(", ").join([*d, I(rollup.count)])
+    key = cols(rollup.key_names())
+    summed = (*rollup.measure_names(), rollup.count)
     t = I(rollup.store)
-    sets = sql.SQL(", ").join(
-        sql.SQL("{c} = {t}.{c} + EXCLUDED.{c}").format(c=I(n), t=t)
-        for n in (*(c.store for c in rollup.totals), rollup.count)
-    )
     return sql.SQL(
         "INSERT INTO {t} AS {t} ({all}) SELECT {key}, {sums} FROM ({union}) AS d ({names})"
         " GROUP BY {key} ORDER BY {key} ON CONFLICT ({key}) DO UPDATE SET {sets}"
@@ -115,10 +114,12 @@ def _apply(rollup: Rollup, event: str) -> sql.Composed:
         t=t,
         all=cols(rollup.names()),
         key=key,
-        sums=sums,
+        sums=sql.SQL(", ").join(sql.SQL("SUM({})").format(I(n)) for n in summed),
         union=sql.SQL(" UNION ALL ").join(parts),
-        names=select_cols,
-        sets=sets,
+        names=cols(rollup.names()),
+        sets=sql.SQL(", ").join(
+            sql.SQL("{c} = {t}.{c} + EXCLUDED.{c}").format(c=I(n), t=t) for n in summed
+        ),
     )
 
 
@@ -126,11 +127,10 @@ def _ensure_months(rollup: Rollup) -> sql.Composed:
     """Inside the INSERT trigger: the rollup's partitions for the months inserted into.
     The writers of this release create them ahead in a transaction of their own (as they
     do the source's), so this only creates one for a writer that does not know rollups."""
-    h = I(rollup.key[0].store)
     return sql.SQL(
         "PERFORM {f}({parent}, m) FROM (SELECT DISTINCT date_trunc('month', {h} AT TIME"
         " ZONE 'UTC') AT TIME ZONE 'UTC' AS m FROM new_rows) AS months"
-    ).format(f=I(PARTITION_FUNCTION), parent=sql.Literal(rollup.store), h=h)
+    ).format(f=I(PARTITION_FUNCTION), parent=sql.Literal(rollup.store), h=bucket(rollup))
 
 
 def trigger_statements(rollup: Rollup) -> list[sql.Composed]:
@@ -139,7 +139,7 @@ def trigger_statements(rollup: Rollup) -> list[sql.Composed]:
     out: list[sql.Composed] = []
     for event in EVENTS:
         body: list[sql.Composable] = []
-        if event == "insert":
+        if event == "insert" and rollup.partitioned:
             body.append(sql.SQL("{};").format(_ensure_months(rollup)))
         body.append(sql.SQL("{};").format(_apply(rollup, event)))
         fn = I(function_name(rollup, event))
@@ -164,22 +164,26 @@ def trigger_statements(rollup: Rollup) -> list[sql.Composed]:
 
 
 def backfill(rollup: Rollup) -> list[sql.Composed]:
-    """The rollup of every row already in the source: a partition per month present,
-    then one ``INSERT … SELECT … GROUP BY``."""
-    h = I(rollup.key[0].store)
+    """The rollup of every row already in the source: a partition per month present (when
+    partitioned), then one ``INSERT … SELECT … GROUP BY``."""
     sums = sql.SQL(", ").join(
-        [*(sql.SQL("SUM({})").format(I(c.store)) for c in rollup.totals), sql.SQL("COUNT(*)")]
-    )
-    return [
-        sql.SQL(
-            "SELECT {f}({parent}, m) FROM (SELECT DISTINCT date_trunc('month', {h} AT TIME"
-            " ZONE 'UTC') AT TIME ZONE 'UTC' AS m FROM {src}) AS months"
-        ).format(
-            f=I(PARTITION_FUNCTION),
-            parent=sql.Literal(rollup.store),
-            h=h,
-            src=I(rollup.source.store),
-        ),
+        [*(sql.SQL("SUM({})").format(measure(rollup, t)) for _, t in rollup.measures),
+         sql.SQL("COUNT(*)")]
+    )  # fmt: skip
+    out: list[sql.Composed] = []
+    if rollup.partitioned:
+        out.append(
+            sql.SQL(
+                "SELECT {f}({parent}, m) FROM (SELECT DISTINCT date_trunc('month', {h} AT TIME"
+                " ZONE 'UTC') AT TIME ZONE 'UTC' AS m FROM {src}) AS months"
+            ).format(
+                f=I(PARTITION_FUNCTION),
+                parent=sql.Literal(rollup.store),
+                h=bucket(rollup),
+                src=I(rollup.source.store),
+            )
+        )
+    out.append(
         sql.SQL("INSERT INTO {t} ({all}) SELECT {key}, {sums} FROM {src} GROUP BY {pos}").format(
             t=I(rollup.store),
             all=cols(rollup.names()),
@@ -187,8 +191,9 @@ def backfill(rollup: Rollup) -> list[sql.Composed]:
             sums=sums,
             src=I(rollup.source.store),
             pos=positions(rollup),
-        ),
-    ]
+        )
+    )
+    return out
 
 
 def partition_function() -> sql.Composed:
@@ -236,14 +241,14 @@ def migration_8() -> list[sql.Composed]:
 
 
 def drift(rollup: Rollup) -> sql.Composed:
-    """Keys where the rollup and a fresh sum of the source disagree over ``[%s, %s)``
-    (relative tolerance %s on each total, exact on the row count): what
-    ``invariant_violations``-style audits and the tests read."""
-    key = [c.store for c in rollup.key]
-    h = I(rollup.key[0].store)
-    names = [c.store for c in rollup.totals]
+    """Keys where the rollup and a fresh sum of the source disagree over ``[%(start)s,
+    %(end)s)`` (relative tolerance ``%(tol)s`` on each measure, exact on the row count):
+    what the audit (``rollup_drift``) and the tests read. Reads the source's whole range."""
+    key = rollup.key_names()
+    names = rollup.measure_names()
     fresh = sql.SQL(", ").join(
-        [*(sql.SQL("SUM({c}) AS {c}").format(c=I(n)) for n in names),
+        [*(sql.SQL("SUM({e}) AS {c}").format(e=measure(rollup, t), c=I(n))
+           for n, t in rollup.measures),
          sql.SQL("COUNT(*) AS {}").format(I(rollup.count))]
     )  # fmt: skip
     differs = sql.SQL(" OR ").join(
@@ -262,19 +267,19 @@ def drift(rollup: Rollup) -> sql.Composed:
     picked = sql.SQL(", ").join(
         sql.SQL("COALESCE(r.{c}, s.{c}) AS {c}").format(c=I(k)) for k in key
     )
+    skey = sql.SQL(", ").join(
+        sql.SQL("{} AS {}").format(e, I(k))
+        for e, k in zip([bucket(rollup), *(I(c.store) for c in rollup.dims)], key, strict=True)
+    )
+    h = I(rollup.time_name)
     return sql.SQL(
-        "WITH s AS (SELECT {skey}, {fresh} FROM {src} WHERE {h} >= %(start)s AND {h} < %(end)s"
+        "WITH s AS (SELECT {skey}, {fresh} FROM {src} WHERE {b} >= %(start)s AND {b} < %(end)s"
         " GROUP BY {pos}), r AS (SELECT * FROM {t} WHERE {h} >= %(start)s AND {h} < %(end)s"
         " AND {n} <> 0)"
-        " SELECT {picked} FROM r FULL JOIN s ON {on} WHERE {differs} ORDER BY {order}"
+        " SELECT {picked} FROM r FULL JOIN s ON {on} WHERE {differs} ORDER BY {pos}"
     ).format(
-        skey=sql.SQL(", ").join(
-            sql.SQL("{} AS {}").format(e, I(k))
-            for e, k in zip([bucket(rollup), *(I(k) for k in key[1:])], key, strict=True)
-        ),
-        pos=positions(rollup), fresh=fresh, src=I(rollup.source.store), h=h, t=I(rollup.store),
-        n=I(rollup.count), picked=picked, on=on, differs=differs,
-        order=positions(rollup),
+        skey=skey, fresh=fresh, src=I(rollup.source.store), b=bucket(rollup), pos=positions(rollup),
+        h=h, t=I(rollup.store), n=I(rollup.count), picked=picked, on=on, differs=differs,
     )  # fmt: skip
 
 
@@ -288,9 +293,9 @@ def usage_rollup(
     for rollup in ROLLUPS:
         if rollup.source is not USAGE:
             continue
-        have = {c.store for c in rollup.key[1:]}
+        have = {c.store for c in rollup.dims}
         if rollup.grain == "hour":
-            have.add(rollup.key[0].store)
+            have.add(rollup.time_name)
         elif not (_month_aligned(start) and _month_aligned(end)):
             continue
         if need <= have:
@@ -301,6 +306,10 @@ def usage_rollup(
 def _month_aligned(t: datetime) -> bool:
     u = aware_utc(t, "time")
     return u == month_start(u)
+
+
+def hour_aligned(t: datetime) -> bool:
+    return aware_utc(t, "time").timestamp() % 3600 == 0
 
 
 def drift_bounds(rollup: Rollup, lo: datetime, hi: datetime) -> tuple[datetime, datetime]:
