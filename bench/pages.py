@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import math
 import random
+from collections.abc import Callable, Sequence
 
 __all__ = ["dcgm_page", "vllm_page"]
 
@@ -379,6 +380,27 @@ process_max_fds 1.048576e+06
 """
 
 
+def vllm_info_and_gauges(
+    out: list[str], series: Sequence[str], value: Callable[[str, int], float]
+) -> None:
+    """``vllm:cache_config_info`` (an Info metric rendered as a gauge) and the gauge
+    families, one sample per series; ``value(name, i)`` gives series ``i``'s value."""
+    out.append("# HELP vllm:cache_config_info Information of the LLMEngine CacheConfig")
+    out.append("# TYPE vllm:cache_config_info gauge")
+    for labels in series:
+        engine, model = labels.split(",", 1)
+        out.append(
+            f'vllm:cache_config_info{{block_size="16",cache_dtype="auto",{engine},'
+            f'gpu_memory_utilization="0.9",{model},num_gpu_blocks="27306",'
+            f'prefix_caching_hash_algo="builtin",swap_space="4"}} 1.0'
+        )
+    for name, help_text in _VLLM_GAUGES:
+        out.append(f"# HELP {name} {help_text}")
+        out.append(f"# TYPE {name} gauge")
+        for i, labels in enumerate(series):
+            out.append(f"{name}{{{labels}}} {_go_float(value(name, i))}")
+
+
 def vllm_page(models: int = 5, engines: int = 3, *, seed: int = 5000) -> str:
     """A vLLM ``/metrics`` page; the defaults give about 5,000 lines."""
     rng = random.Random(seed)
@@ -396,21 +418,7 @@ def vllm_page(models: int = 5, engines: int = 3, *, seed: int = 5000) -> str:
         for labels in series:
             out.append(f"{name}_created{{{labels}}} {_go_float(created + rng.random())}")
 
-    # vllm:cache_config_info, an Info metric rendered as a gauge.
-    out.append("# HELP vllm:cache_config_info Information of the LLMEngine CacheConfig")
-    out.append("# TYPE vllm:cache_config_info gauge")
-    for labels in series:
-        engine, model = labels.split(",", 1)
-        out.append(
-            f'vllm:cache_config_info{{block_size="16",cache_dtype="auto",{engine},'
-            f'gpu_memory_utilization="0.9",{model},num_gpu_blocks="27306",'
-            f'prefix_caching_hash_algo="builtin",swap_space="4"}} 1.0'
-        )
-    for name, help_text in _VLLM_GAUGES:
-        out.append(f"# HELP {name} {help_text}")
-        out.append(f"# TYPE {name} gauge")
-        for labels in series:
-            out.append(f"{name}{{{labels}}} {_go_float(float(rng.randint(0, 64)))}")
+    vllm_info_and_gauges(out, series, lambda _name, _i: float(rng.randint(0, 64)))
     for name, help_text in _VLLM_COUNTERS:
         out.append(f"# HELP {name}_total {help_text}")
         out.append(f"# TYPE {name}_total counter")

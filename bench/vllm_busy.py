@@ -43,6 +43,7 @@ from bench.pages import (
     _VLLM_MODELS,
     _go_float,
     _labels,
+    vllm_info_and_gauges,
 )
 
 _CREATED = 1_732_116_545.0
@@ -144,20 +145,7 @@ class BusyVllmPage:
             for labels, when in zip(self.series, next(created), strict=True):
                 out.append(f"{name}_created{{{labels}}} {_go_float(when)}")
 
-        out.append("# HELP vllm:cache_config_info Information of the LLMEngine CacheConfig")
-        out.append("# TYPE vllm:cache_config_info gauge")
-        for labels in self.series:
-            engine, model = labels.split(",", 1)
-            out.append(
-                f'vllm:cache_config_info{{block_size="16",cache_dtype="auto",{engine},'
-                f'gpu_memory_utilization="0.9",{model},num_gpu_blocks="27306",'
-                f'prefix_caching_hash_algo="builtin",swap_space="4"}} 1.0'
-            )
-        for name, help_text in _VLLM_GAUGES:
-            out.append(f"# HELP {name} {help_text}")
-            out.append(f"# TYPE {name} gauge")
-            for labels, value in zip(self.series, self.gauges[name], strict=True):
-                out.append(f"{name}{{{labels}}} {_go_float(value)}")
+        vllm_info_and_gauges(out, self.series, lambda name, i: self.gauges[name][i])
         for name, help_text in _VLLM_COUNTERS:
             out.append(f"# HELP {name}_total {help_text}")
             out.append(f"# TYPE {name}_total counter")

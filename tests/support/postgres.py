@@ -47,3 +47,21 @@ class EmbeddedPostgres:
 
         with psycopg.connect(self.uri, autocommit=True) as conn:
             conn.execute(statement.encode())
+
+
+def migrate_to(conn: Any, version: int) -> None:
+    """Apply the PostgreSQL ledger's migrations up to ``version`` inclusive, as the release
+    that stopped there did (the versions recorded in ``schema_migrations``), so a test can
+    hold rows written at that schema and check what the next migrations do with them."""
+    from gpuledger.chargeback.ledger.store.postgres_migrations import MIGRATIONS
+
+    conn.execute(
+        "CREATE TABLE schema_migrations (version integer PRIMARY KEY,"
+        " applied_at timestamptz NOT NULL DEFAULT now())"
+    )
+    for number, statements in MIGRATIONS:
+        if number > version:
+            break
+        for stmt in statements:
+            conn.execute(stmt)
+        conn.execute("INSERT INTO schema_migrations (version) VALUES (%s)", (number,))

@@ -196,19 +196,10 @@ def _v6_database(url: str) -> None:
     """A ledger at schema version 6 (migrations 1-6 as released) holding HOURS' rows."""
     import psycopg
 
-    from gpuledger.chargeback.ledger.store.postgres_migrations import MIGRATIONS
+    from tests.support.postgres import migrate_to
 
     with psycopg.connect(url) as conn, conn.transaction():
-        conn.execute(
-            "CREATE TABLE schema_migrations (version integer PRIMARY KEY,"
-            " applied_at timestamptz NOT NULL DEFAULT now())"
-        )
-        for version, statements in MIGRATIONS:
-            if version > 6:
-                break
-            for stmt in statements:
-                conn.execute(stmt)
-            conn.execute("INSERT INTO schema_migrations (version) VALUES (%s)", (version,))
+        migrate_to(conn, 6)
         for hours in HOURS.values():
             for hour in hours:
                 for ns, svc, alloc in (("team", "svc", ALLOC), ("", IDLE, 600.0)):

@@ -257,23 +257,14 @@ def test_deletes_and_retention_take_the_rollup_along(
 def test_migration_8_builds_the_rollup_of_an_existing_ledger(postgres_db_url: str) -> None:
     """A version-7 ledger with rows (written through migration 7's schema, no rollup):
     migration 8 sums them into the rollup, and later writes keep it exact."""
-    from gpuledger.chargeback.ledger.store.postgres_migrations import MIGRATIONS
+    from tests.support.postgres import migrate_to
 
     rows = [r for node in ("a", "b") for h in (H0, H0 + 3600, H0 + 7200)
             for r in _rows(random.Random(f"{node}{h}"), node, h, 2.0)]  # fmt: skip
     want = Expected()
     want.write(rows)
     with psycopg.connect(postgres_db_url) as conn, conn.transaction():
-        conn.execute(
-            "CREATE TABLE schema_migrations (version integer PRIMARY KEY,"
-            " applied_at timestamptz NOT NULL DEFAULT now())"
-        )
-        for version, statements in MIGRATIONS:
-            if version > 7:
-                break
-            for stmt in statements:
-                conn.execute(stmt)
-            conn.execute("INSERT INTO schema_migrations (version) VALUES (%s)", (version,))
+        migrate_to(conn, 7)
         for month in ("2026-03-01", "2026-04-01"):
             conn.execute(
                 "SELECT gpuledger_month_partition('ledger_usage', %s::timestamptz)", (month,)
