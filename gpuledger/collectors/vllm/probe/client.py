@@ -24,12 +24,14 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import httpx
 
 from gpuledger.collectors.http import _shutdown_stream, redact_url
 from gpuledger.collectors.vllm.types import ProbeResult, VllmEndpoint
+
+T = TypeVar("T")
 
 Api = Literal["completions", "chat"]
 FAILURE_REASONS = ("connect", "timeout", "http_status", "bad_stream", "model_mismatch")
@@ -324,6 +326,53 @@ def probe_once(
         return failed(f.reason, f.detail)
 
 
+def post_and_read(
+    client: httpx.Client,
+    endpoint: VllmEndpoint,
+    url: str,
+    *,
+    body: dict[str, Any],
+    accept: str,
+    deadline: _Deadline,
+    timeout_s: float,
+    read: Callable[[httpx.Response], T],
+    ttft: Callable[[], float | None] = lambda: None,
+) -> T:
+    """POST ``body`` to ``url`` and ``read`` the answer within ``deadline``. The one mapping
+    of transport errors, HTTP statuses and the deadline to a probe's failure reasons, for
+    every probe kind (completion streams here, embeddings and rerank in ``pooling``);
+    ``ttft`` says how far a stream had got when the deadline struck."""
+    where = redact_url(url)
+    got_headers = False
+    try:
+        with client.stream(
+            "POST",
+            url,
+            json=body,
+            headers={**_headers(endpoint), "Accept": accept},
+            timeout=httpx.Timeout(max(deadline.remaining(), 0.001)),
+        ) as response:
+            got_headers = True
+            if not 200 <= response.status_code < 300:
+                raise http_status_failure(response, where)
+            with deadline.watch(response):
+                try:
+                    out = read(response)
+                except (httpx.HTTPError, OSError) as exc:
+                    if deadline.expired.is_set():
+                        raise _Failure("timeout", _timeout_detail(timeout_s, ttft())) from None
+                    raise _http_failure(exc, where, got_headers=True) from None
+            if deadline.expired.is_set():
+                raise _Failure("timeout", _timeout_detail(timeout_s, ttft()))
+            return out
+    except _Failure:
+        raise
+    except (httpx.HTTPError, OSError) as exc:
+        if deadline.expired.is_set():
+            raise _Failure("timeout", _timeout_detail(timeout_s, ttft())) from None
+        raise _http_failure(exc, where, got_headers=got_headers) from None
+
+
 def _stream_probe(
     client: httpx.Client,
     endpoint: VllmEndpoint,
@@ -338,41 +387,23 @@ def _stream_probe(
     max_bytes: int,
 ) -> ProbeResult:
     where = redact_url(url)
-    got_headers = False
     sent = clock()
     ttft: float | None = None
     e2e: float | None = None
     usage: dict[str, Any] | None = None
-    try:
-        with client.stream(
-            "POST",
-            url,
-            json=body,
-            headers={**_headers(endpoint), "Accept": "text/event-stream"},
-            timeout=httpx.Timeout(max(deadline.remaining(), 0.001)),
-        ) as response:
-            got_headers = True
-            if not 200 <= response.status_code < 300:
-                raise http_status_failure(response, where)
-            with deadline.watch(response):
-                try:
-                    for data in _sse_events(response.iter_raw(), max_bytes):
-                        if data == "[DONE]":
-                            e2e = clock() - sent
-                            break
-                        ttft, usage = _handle_event(data, asked, ttft, usage, sent, clock)
-                except (httpx.HTTPError, OSError) as exc:
-                    if deadline.expired.is_set():
-                        raise _Failure("timeout", _timeout_detail(timeout_s, ttft)) from None
-                    raise _http_failure(exc, where, got_headers=True) from None
-            if deadline.expired.is_set():
-                raise _Failure("timeout", _timeout_detail(timeout_s, ttft))
-    except _Failure:
-        raise
-    except (httpx.HTTPError, OSError) as exc:
-        if deadline.expired.is_set():
-            raise _Failure("timeout", _timeout_detail(timeout_s, ttft)) from None
-        raise _http_failure(exc, where, got_headers=got_headers) from None
+
+    def read(response: httpx.Response) -> None:
+        nonlocal ttft, e2e, usage
+        for data in _sse_events(response.iter_raw(), max_bytes):
+            if data == "[DONE]":
+                e2e = clock() - sent
+                break
+            ttft, usage = _handle_event(data, asked, ttft, usage, sent, clock)
+
+    post_and_read(
+        client, endpoint, url, body=body, accept="text/event-stream", deadline=deadline,
+        timeout_s=timeout_s, read=read, ttft=lambda: ttft,
+    )  # fmt: skip
 
     if e2e is None:
         raise _Failure("bad_stream", f"stream from {where} ended without data: [DONE]")

@@ -34,12 +34,9 @@ from gpuledger.collectors.vllm.probe.client import (
     MAX_STREAM_BYTES,
     _Deadline,
     _Failure,
-    _headers,
-    _http_failure,
-    _timeout_detail,
     discover_model,
     failed_result,
-    http_status_failure,
+    post_and_read,
 )
 from gpuledger.collectors.vllm.types import ProbeResult, VllmEndpoint
 
@@ -99,35 +96,12 @@ def pooling_probe(
     Raises :class:`_Failure` with the same five reasons as a completion probe."""
     url = endpoint.url.rstrip("/") + POOLING_PATHS[api]
     where = redact_url(url)
-    got_headers = False
     sent = clock()
-    try:
-        with client.stream(
-            "POST",
-            url,
-            json=pooling_body(api, model, prompt),
-            headers={**_headers(endpoint), "Accept": "application/json"},
-            timeout=httpx.Timeout(max(deadline.remaining(), 0.001)),
-        ) as response:
-            got_headers = True
-            if not 200 <= response.status_code < 300:
-                raise http_status_failure(response, where)
-            with deadline.watch(response):
-                try:
-                    raw = _read(response, max_bytes)
-                except (httpx.HTTPError, OSError) as exc:
-                    if deadline.expired.is_set():
-                        raise _Failure("timeout", _timeout_detail(timeout_s, None)) from None
-                    raise _http_failure(exc, where, got_headers=True) from None
-            if deadline.expired.is_set():
-                raise _Failure("timeout", _timeout_detail(timeout_s, None))
-            e2e = clock() - sent
-    except _Failure:
-        raise
-    except (httpx.HTTPError, OSError) as exc:
-        if deadline.expired.is_set():
-            raise _Failure("timeout", _timeout_detail(timeout_s, None)) from None
-        raise _http_failure(exc, where, got_headers=got_headers) from None
+    raw = post_and_read(
+        client, endpoint, url, body=pooling_body(api, model, prompt), accept="application/json",
+        deadline=deadline, timeout_s=timeout_s, read=lambda r: _read(r, max_bytes),
+    )  # fmt: skip
+    e2e = clock() - sent
     try:
         doc = json.loads(raw)
     except ValueError:
