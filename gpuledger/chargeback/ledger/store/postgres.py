@@ -453,9 +453,10 @@ class PostgresLedgerStore(GroupedReads):
     def rollup_drift(
         self, start: datetime, end: datetime, rel_tol: float = 1e-9
     ) -> list[dict[str, object]]:
-        """Rollup keys over ``[start, end)`` whose sums differ from a fresh sum of the
-        usage rows by more than ``rel_tol`` (row counts: at all): empty when the rollup is
-        exact. Reads the whole range of usage rows: an audit, not a report path."""
+        """Keys of every rollup over ``[start, end)`` (whole months for a month rollup)
+        whose sums differ from a fresh sum of their source's rows by more than ``rel_tol``
+        (row counts: at all), each tagged with its rollup: empty when all are exact.
+        Reads the whole range of the sources: an audit, not a report path."""
         lo, hi = aware_utc(start, "start"), aware_utc(end, "end")
         out: list[dict[str, object]] = []
         with self._connection("rollup audit") as conn, conn.cursor(row_factory=dict_row) as cur:
