@@ -16,6 +16,7 @@ carry the URL's userinfo (``user:password@``), its query string, or any header v
 from __future__ import annotations
 
 import contextlib
+import functools
 import heapq
 import itertools
 import socket
@@ -96,8 +97,10 @@ class Watchdog:
 WATCHDOG = Watchdog()
 
 
+@functools.lru_cache(maxsize=1024)
 def redact_url(url: str) -> str:
-    """The URL as it may appear in a log: no userinfo, no query (tokens often live there)."""
+    """The URL as it may appear in a log: no userinfo, no query (tokens often live there).
+    Cached: every fetch names its URL this way, and parsing one costs ~25 µs."""
     try:
         parsed = httpx.URL(url)
     except (httpx.InvalidURL, TypeError):

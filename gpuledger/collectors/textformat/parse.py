@@ -121,7 +121,7 @@ _CHUNK_CHARS = 1 << 18  # lines are split off this much text at a time
 # Text made only of these that float() reads is a value in the format's grammar, with
 # blanks around it: float() reads exactly [+-](digits[.digits]|.digits)[e[+-]digits]
 # between blanks over this alphabet (no "_", no inf/nan spelling, no non-ASCII digit).
-_NUMBER_CHARS = " 0123456789.eE+-"
+NUMBER_CHARS = " 0123456789.eE+-"
 
 
 class ExpositionError(ValueError):
@@ -383,13 +383,13 @@ class _Page:
         and ``rpartition``: two C calls for the three parts of the line). The name and the
         label set are validated once per distinct text (bounded caches) against the
         grammar of _SAMPLE_RE; the value is read by ``float`` and accepted only in the
-        alphabet where both grammars agree (_NUMBER_CHARS); anything else takes
+        alphabet where both grammars agree (NUMBER_CHARS); anything else takes
         the careful path, whose refusals _diagnose_sample explains.
         """
         current_names, current_append = self.current_names, self.current_append
         names, labels_cache, no_labels = self.names, self.labels_cache, self.no_labels
         plain_match = _PLAIN_HEAD_RE.fullmatch
-        new_sample, sample_type, number_chars = object.__new__, Sample, _NUMBER_CHARS
+        new_sample, sample_type, number_chars = object.__new__, Sample, NUMBER_CHARS
         set_name, set_labels, set_value, set_ts = _SAMPLE_SETTERS
         left = self.left
         labels: Mapping[str, str] | None

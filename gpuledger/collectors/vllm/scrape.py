@@ -62,6 +62,7 @@ from gpuledger.collectors.textformat.parse import (
     ParseCache,
     parse,
 )
+from gpuledger.collectors.vllm.layout import LayoutState
 from gpuledger.collectors.vllm.select import select_families, select_lines
 from gpuledger.collectors.vllm.spellings import (
     BUCKET,
@@ -267,6 +268,12 @@ def _normalize(families: Mapping[str, MetricFamily]) -> _Normalized:
     return _Normalized(series, hint, router, seen_vllm, tuple(split))
 
 
+def _series_and_hint(families: Mapping[str, MetricFamily]) -> tuple[tuple[VllmSeries, ...], str]:
+    """What a page layout records of normalization (:mod:`.layout`)."""
+    result = _normalize(families)
+    return result.series, result.version_hint
+
+
 def normalize(
     families: Mapping[str, MetricFamily], endpoint: VllmEndpoint | None = None
 ) -> tuple[VllmSeries, ...]:
@@ -364,6 +371,14 @@ def _label_info(labels: Mapping[str, str]) -> _Info:
     return info
 
 
+@dataclass(slots=True)
+class _Kept:
+    """What the collector keeps of one endpoint between cycles."""
+
+    cache: ParseCache = field(default_factory=ParseCache)
+    layout: LayoutState = field(default_factory=LayoutState)
+
+
 class VllmCollector:
     """Scrapes every vLLM endpoint that ``endpoints()`` names, in parallel.
 
@@ -397,10 +412,10 @@ class VllmCollector:
         # redirects (a /metrics that redirects is misconfigured, and following one could
         # carry the bearer token to another host); no proxies from the environment.
         self._client = KeepAliveClient(max_idle=max_workers)
-        # per metrics URL: the parse's name and label-set caches, kept between cycles
-        # (a page's label sets do not change when its values do); the URLs of this
-        # cycle's endpoints only
-        self._caches: dict[str, ParseCache] = {}
+        # per metrics URL: what is kept between cycles -- the parse's name and label-set
+        # caches and the page's layout (a page's label sets do not change when its values
+        # do); the URLs of this cycle's endpoints only
+        self._kept: dict[str, _Kept] = {}
         # (metrics URL, upstream gauge) left unmeasured as its processes disagree
         self._split: set[tuple[str, str]] = set()
 
@@ -408,20 +423,20 @@ class VllmCollector:
         endpoints = tuple(self._endpoints())
         if not endpoints:
             return VllmTelemetry()
-        caches: list[ParseCache | None] = []
-        kept: dict[str, ParseCache] = {}
+        states: list[_Kept | None] = []
+        kept: dict[str, _Kept] = {}
         for endpoint in endpoints:
             url = endpoint.metrics_url
-            if url in kept:  # the same URL twice: parsed in parallel, so no shared cache
-                caches.append(None)
+            if url in kept:  # the same URL twice: read in parallel, so nothing shared
+                states.append(None)
                 continue
-            cache = kept[url] = self._caches.get(url) or ParseCache()
-            caches.append(cache)
-        self._caches = kept
+            state = kept[url] = self._kept.get(url) or _Kept()
+            states.append(state)
+        self._kept = kept
         if len(endpoints) == 1:  # no hop through the pool
-            results = [self._scrape(endpoints[0], caches[0])]
+            results = [self._scrape(endpoints[0], states[0])]
         else:
-            results = list(self._pool.map(self._scrape, endpoints, caches))
+            results = list(self._pool.map(self._scrape, endpoints, states))
         self._log_disagreements(results)
         scrapes = tuple(scrape for scrape, _ in results)
         if not any(s.up for s in scrapes):
@@ -433,11 +448,13 @@ class VllmCollector:
     def scrape(self, endpoint: VllmEndpoint, cache: ParseCache | None = None) -> EndpointScrape:
         """Fetch, parse and normalize one endpoint; failures become ``up=False``.
         ``cache``: the endpoint's parse cache, used by one scrape at a time."""
-        return self._scrape(endpoint, cache)[0]
+        return self._scrape(endpoint, None, cache)[0]
 
     def _scrape(
-        self, endpoint: VllmEndpoint, cache: ParseCache | None
+        self, endpoint: VllmEndpoint, kept: _Kept | None, cache: ParseCache | None = None
     ) -> tuple[EndpointScrape, tuple[Disagreement, ...]]:
+        """``kept``: what this collector keeps of the endpoint between cycles, used by
+        one scrape at a time (its parse cache wins over ``cache``)."""
         url = endpoint.metrics_url
         headers = {"Authorization": f"Bearer {endpoint.api_key}"} if endpoint.api_key else None
         try:
@@ -449,17 +466,28 @@ class VllmCollector:
             )
         except CollectorError as exc:
             return EndpointScrape(endpoint=endpoint, up=False, error=str(exc)), ()
+        selected = select_families(body)
+        if kept is not None and len(selected) <= self.max_bytes:
+            known = kept.layout.read(selected)
+            if known is not None:  # the page of the last cycles, other values: read them
+                series, hint = known
+                return EndpointScrape(endpoint, up=True, series=series, version_hint=hint), ()
         try:
             families = parse(
-                select_families(body),
+                selected,
                 max_bytes=self.max_bytes,
                 max_samples=self.max_samples,
-                cache=cache,
+                cache=kept.cache if kept is not None else cache,
             )
         except ExpositionError as exc:
             error = f"unreadable page from {redact_url(url)}: {exc}"
             return EndpointScrape(endpoint=endpoint, up=False, error=error), ()
-        return _scrape_page(families, endpoint, b"vllm:" in body)
+        scrape, split = _scrape_page(families, endpoint, b"vllm:" in body)
+        if kept is not None and scrape.up and not split:
+            kept.layout.missed(
+                selected, scrape.series, _series_and_hint, max_samples=self.max_samples
+            )
+        return scrape, split
 
     def _log_disagreements(
         self, results: Sequence[tuple[EndpointScrape, tuple[Disagreement, ...]]]
