@@ -116,13 +116,14 @@ class _SeriesSlots:
 
     model_name: str
     engine: str
-    scalars: tuple[tuple[str, int], ...]
+    scalar_fields: tuple[str, ...]
+    scalars: Callable[[Sequence[float]], tuple[float, ...]]
     success: tuple[tuple[str, tuple[int, ...]], ...]
     histograms: tuple[_HistogramSlots, ...]
 
     @staticmethod
     def of(series: VllmSeries) -> _SeriesSlots:
-        scalars: list[tuple[str, int]] = []
+        scalars: dict[str, int] = {}
         histograms: list[_HistogramSlots] = []
         for name in VllmSeries.__dataclass_fields__:
             value = getattr(series, name)
@@ -130,30 +131,31 @@ class _SeriesSlots:
                 continue
             if isinstance(value, Histogram):
                 bounds = tuple(le for le, _ in value.buckets)
-                slots = [_one(count) for _, count in value.buckets]
-                pick = _picker(slots)
+                pick = _picker([_one(count) for _, count in value.buckets])
                 histograms.append(
                     _HistogramSlots(name, bounds, pick, _one(value.sum), _one(value.count))
                 )
             else:
-                scalars.append((name, _one(value)))
+                scalars[name] = _one(value)
         success = []
         for reason, total in series.request_success.items():
             if not isinstance(total, _Ref):
                 raise _Unlearnable
             success.append((reason, total.indices))
         return _SeriesSlots(
-            series.model_name, series.engine, tuple(scalars), tuple(success), tuple(histograms)
+            series.model_name,
+            series.engine,
+            tuple(scalars),
+            _picker(list(scalars.values())),
+            tuple(success),
+            tuple(histograms),
         )
 
     def fill(self, values: Sequence[float]) -> VllmSeries:
-        fields: dict[str, Any] = {name: values[i] for name, i in self.scalars}
-        for h in self.histograms:
-            fields[h.field] = Histogram(
-                buckets=tuple(zip(h.bounds, h.buckets(values), strict=True)),
-                sum=values[h.sum],
-                count=values[h.count],
-            )
+        fields: dict[str, Any] = dict(zip(self.scalar_fields, self.scalars(values), strict=False))
+        for h in self.histograms:  # bounds and picked counts have one length by construction
+            buckets = tuple(zip(h.bounds, h.buckets(values), strict=False))
+            fields[h.field] = Histogram(buckets, values[h.sum], values[h.count])
         success: dict[str, float] = {}
         for reason, indices in self.success:
             total = 0.0  # the same fold, in the same order, as normalization's
