@@ -40,7 +40,9 @@ Rules:
 - every other ``vllm:*`` name is ignored.
 
 The collector hands the parser only the families it reads (:mod:`.select`); the upstream
-spellings are in :mod:`.spellings`.
+spellings are in :mod:`.spellings`. Once an endpoint's page has been read this way, a page
+that differs from it only in its values is read through the page's layout (:mod:`.layout`),
+with the same answer and without the parser.
 """
 
 from __future__ import annotations
