@@ -32,7 +32,8 @@ Why the answer is the full path's answer, exactly:
 
 Bounded: a layout holds the learnt page's comment lines and sample-line prefixes (about the
 size of the selected page, ~110 KB for a 2,000-line vLLM page) and is learnt only from a
-page that passed the parser's byte and sample caps.
+page that passed the parser's byte and sample caps and has at most
+:data:`MAX_LEARNT_SAMPLES` sample lines.
 """
 
 from __future__ import annotations
@@ -53,11 +54,17 @@ from gpuledger.collectors.textformat.parse import (
 )
 from gpuledger.collectors.vllm.types import Histogram, VllmSeries
 
-__all__ = ["LayoutState", "PageLayout", "learn"]
+__all__ = ["MAX_LEARNT_SAMPLES", "LayoutState", "PageLayout", "learn"]
 
 # what float() reads exactly as the exposition grammar does, without the blanks
 _DIGITS = NUMBER_CHARS.replace(" ", "").encode()
 _PID_LABEL = "pid"
+# Pages with more sample lines (of the families the collector reads) are not learnt: the
+# largest real vLLM page has ~10,600 samples in all (8 engines x 4 model names,
+# docs/upstream-prometheus-text.md), of which about half are read; learning costs about
+# three full parses, which past this size would exceed the parser's 2 s bound on a page
+# within the caps.
+MAX_LEARNT_SAMPLES = 32_768
 _HEAD, _TOKEN = itemgetter(0), itemgetter(2)  # of a line's rpartition at its last blank
 
 # The normalization a layout records: parsed families -> (series, version hint).
@@ -224,6 +231,8 @@ def learn(
     anything the check below refuses."""
     lines = page.split(b"\n")
     sample_at = [i for i, line in enumerate(lines) if line and not line.startswith(b"#")]
+    if len(sample_at) > MAX_LEARNT_SAMPLES:
+        return None
     comment_at = [i for i, line in enumerate(lines) if not line or line.startswith(b"#")]
     heads: list[bytes] = []
     tokens: list[bytes] = []

@@ -273,3 +273,14 @@ def test_a_layout_that_served_pages_is_replaced_at_once() -> None:
     assert state.read(b) is None
     state.missed(b, _full(b), _series_and_hint, max_samples=MAX_SAMPLES)
     assert state.read(b) == (_full(b), "v1")
+
+
+def test_pages_over_the_learning_cap_are_left_to_the_parser(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    page = _selected("vllm-0.11-dp2.prom")
+    lines = len(_sample_lines(page))
+    monkeypatch.setattr(layout_module, "MAX_LEARNT_SAMPLES", lines - 1)
+    assert learn(page, _full(page), _series_and_hint, max_samples=MAX_SAMPLES) is None
+    monkeypatch.setattr(layout_module, "MAX_LEARNT_SAMPLES", lines)
+    assert learn(page, _full(page), _series_and_hint, max_samples=MAX_SAMPLES) is not None
