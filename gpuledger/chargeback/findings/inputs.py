@@ -19,6 +19,7 @@ Tests state these types by hand (no store) with the same meaning.
 
 from __future__ import annotations
 
+import math
 from collections import defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -149,6 +150,11 @@ def read_inputs(
     peaks: dict[tuple[int, str, str, str], float] = {}
     if reader is not None:
         for p in reader(start, end):
+            if not (math.isfinite(p.peak_memory_bytes) and p.peak_memory_bytes >= 0):
+                raise ValueError(
+                    f"peak memory of {p.namespace}/{p.service} on {p.gpu_model!r} at hour "
+                    f"{p.hour}: {p.peak_memory_bytes!r} bytes is not a size"
+                )
             key = (p.hour, p.namespace, p.service, p.gpu_model)
             peaks[key] = max(peaks.get(key, 0.0), p.peak_memory_bytes)
     memory = reader is not None

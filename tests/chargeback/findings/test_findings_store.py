@@ -113,3 +113,26 @@ def test_without_a_peak_memory_read_the_memory_kinds_stay_silent(tmp_path: objec
     assert {f.kind for f in got} == {"over_provisioned", "idle_capacity", "zombie"}
     (z,) = [f for f in got if f.kind == "zombie"]
     assert "no peak memory" in z.assumption
+
+
+def test_an_empty_month_has_no_findings(tmp_path: object) -> None:
+    store = open_store(f"sqlite:///{tmp_path}/ledger.db")
+    try:
+        store.migrate()
+        assert find(store, fx.MONTH, fx.card(), CFG) == ()
+    finally:
+        store.close()
+
+
+@pytest.mark.parametrize("bad", [-1.0, float("nan"), float("inf")])
+def test_a_peak_that_is_not_a_size_is_refused_by_name(tmp_path: object, bad: float) -> None:
+    def broken(start: datetime, end: datetime) -> Iterable[PeakMemoryRow]:
+        return [PeakMemoryRow(fx.hour(3), "team", "chat", fx.H100, bad)]
+
+    store = open_store(f"sqlite:///{tmp_path}/ledger.db")
+    try:
+        store.migrate()
+        with pytest.raises(ValueError, match=r"team/chat on 'NVIDIA H100 80GB HBM3'"):
+            find(store, fx.MONTH, fx.card(), CFG, peak_memory=broken)
+    finally:
+        store.close()
