@@ -228,7 +228,8 @@ def main(argv: list[str] | None = None) -> list[Row]:
                 command=cmd,
                 target=f"<= {target:g} s",
                 passed=r["cold_s"] <= target,
-                peer="sqlite vs postgres" if peer and b == "sqlite" else None,
+                peer=(f"PostgreSQL {results['postgres']['cold_s']:.2f} s"
+                      if peer and b == "sqlite" else None),
                 peer_value=results["postgres"]["cold_s"] if peer and b == "sqlite" else None,
                 ratio=(f"{r['cold_s'] / results['postgres']['cold_s']:.1f}x"
                        if peer and b == "sqlite" else None),
