@@ -13,6 +13,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from gpuledger.chargeback.findings.config import FindingsConfig
 from gpuledger.chargeback.report.model import HeadroomPolicy, IdlePolicy
 from gpuledger.chargeback.report.tenant_split import (
     DEFAULT_CACHED_PROMPT_WEIGHT,
@@ -62,6 +63,7 @@ class ReportConfig(BaseModel):
     # shared services (tenants): where headroom goes and the fixed token weights
     headroom_policy: HeadroomPolicy = "spread"
     token_weights: TokenWeightsConfig = TokenWeightsConfig()
+    findings: FindingsConfig = FindingsConfig()  # thresholds of the findings (docs/findings.md)
 
     @field_validator("schedule")
     @classmethod

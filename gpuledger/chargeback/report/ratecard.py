@@ -164,6 +164,17 @@ class Tco(_Sourced):
         return self.electricity_usd_per_kwh * self.pue
 
 
+class GpuClassSpec(_Sourced):
+    """What findings need to know of a GPU class to move a service onto it: its memory and
+    its throughput relative to the H100 (1.0), with the benchmark or datasheet figure it
+    rests on (``docs/findings.md``, "GPU classes")."""
+
+    name: str = Field(min_length=1)  # a gpu_models class
+    memory_gib: float = Field(gt=0, le=4096)
+    relative_throughput: float = Field(gt=0, le=100)  # H100-80GB = 1.0
+    basis: str = Field(min_length=3)  # which figure the factor is a ratio of
+
+
 class _CardFile(_Row):
     version: str = Field(min_length=1)
     currency: Literal["USD"] = "USD"
@@ -174,6 +185,7 @@ class _CardFile(_Row):
     model_classes: tuple[ModelClass, ...] = ()
     token_api: tuple[TokenPrice, ...] = ()
     tco: tuple[Tco, ...] = ()
+    gpu_classes: tuple[GpuClassSpec, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -189,6 +201,7 @@ class RateCard:
     model_classes: tuple[ModelClass, ...]
     token_api: tuple[TokenPrice, ...]
     tco: tuple[Tco, ...]
+    gpu_classes: tuple[GpuClassSpec, ...] = ()
 
     def gpu_class(self, gpu_model: str) -> str | None:
         """The class of a reported GPU model name (first matching pattern wins)."""
@@ -223,6 +236,10 @@ class RateCard:
                 if fnmatchcase(name, p) or fnmatchcase(tail, p):
                     return cls.name
         return None
+
+    def class_spec(self, gpu_class: str | None) -> GpuClassSpec | None:
+        """The ``gpu_classes`` row of a class (memory, relative throughput), or None."""
+        return next((c for c in self.gpu_classes if c.name == gpu_class), None)
 
     def token_prices(self, model_class: str) -> tuple[TokenPrice, ...]:
         return tuple(t for t in self.token_api if t.model_class == model_class)
@@ -286,7 +303,7 @@ def _parse(text: str, source: str) -> _CardFile:
         ) from None
     if not isinstance(data, dict):
         raise RateCardError(source, [("(top level)", "must be a mapping with version: and rows")])
-    for section in ("gpu_models", "gpu_rental", "model_classes", "token_api", "tco"):
+    for section in ("gpu_models", "gpu_rental", "model_classes", "token_api", "tco", "gpu_classes"):
         if section in data and not isinstance(data[section], list):
             raise RateCardError(source, [(section, "must be a list of rows")])
     try:
@@ -320,6 +337,18 @@ def _check_references(card: _CardFile, source: str) -> None:
             problems.append(
                 (_row_label("tco", i, t.model_dump()), f"gpu: no gpu_models class {t.gpu!r}")
             )
+    for i, c in enumerate(card.gpu_classes):
+        if c.name not in gpu_names:
+            problems.append(
+                (
+                    _row_label("gpu_classes", i, c.model_dump()),
+                    f"name: no gpu_models class {c.name!r}",
+                )
+            )
+    spec_names = [c.name for c in card.gpu_classes]
+    dupes_spec = sorted({n for n in spec_names if spec_names.count(n) > 1})
+    if dupes_spec:
+        problems.append(("gpu_classes", f"more than one row for {', '.join(dupes_spec)}"))
     tco_gpus = [t.gpu for t in card.tco]
     dupes = sorted({g for g in tco_gpus if tco_gpus.count(g) > 1})
     if dupes:
@@ -374,6 +403,7 @@ def parse_rate_card(text: str, source: str = "<text>") -> RateCard:
             model_classes=_overlay(base.model_classes, card.model_classes, lambda r: r.name),
             token_api=_overlay(base.token_api, card.token_api, lambda r: r.key),
             tco=_overlay(base.tco, card.tco, lambda r: r.gpu),
+            gpu_classes=_overlay(base.gpu_classes, card.gpu_classes, lambda r: r.name),
         )
     _check_references(card, " + ".join(sources))
     return RateCard(
@@ -386,6 +416,7 @@ def parse_rate_card(text: str, source: str = "<text>") -> RateCard:
         model_classes=card.model_classes,
         token_api=card.token_api,
         tco=card.tco,
+        gpu_classes=card.gpu_classes,
     )
 
 

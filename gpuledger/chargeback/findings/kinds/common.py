@@ -1,0 +1,54 @@
+"""What every kind shares: its context (inputs, config, card) and how a finding is made."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from types import MappingProxyType
+
+from gpuledger.chargeback.findings.config import FindingsConfig
+from gpuledger.chargeback.findings.inputs import FindingsInputs, ServiceHour
+from gpuledger.chargeback.findings.stats import nearest_rank
+from gpuledger.chargeback.report.ratecard import RateCard
+
+GIB = float(1 << 30)
+PEAK_HOURS_SHOWN = 5
+
+
+@dataclass(frozen=True, slots=True)
+class Context:
+    inputs: FindingsInputs
+    config: FindingsConfig
+    card: RateCard
+
+
+def frozen(evidence: Mapping[str, float | str]) -> Mapping[str, float | str]:
+    return MappingProxyType(dict(evidence))
+
+
+def pct(ctx: Context) -> str:
+    """The percentile's name, e.g. ``p95``."""
+    return f"p{ctx.config.percentile * 100:g}"
+
+
+def busy_percentile(ctx: Context, hours: tuple[ServiceHour, ...]) -> float:
+    """The configured nearest-rank percentile of hourly busy GPUs."""
+    return nearest_rank([h.busy_gpus for h in hours], ctx.config.percentile)
+
+
+def peak_hours(hours: tuple[ServiceHour, ...], at_least: float) -> tuple[int, ...]:
+    """The busiest hours at or above ``at_least`` busy GPUs (those that sized it)."""
+    top = sorted(
+        (h for h in hours if h.busy_gpus >= at_least), key=lambda h: (-h.busy_gpus, h.hour)
+    )
+    return tuple(sorted(h.hour for h in top[:PEAK_HOURS_SHOWN]))
+
+
+def peak_memory_gib(hours: tuple[ServiceHour, ...]) -> float | None:
+    """The largest per-GPU peak memory over ``hours`` in GiB; None when not measured."""
+    known = [h.peak_memory_bytes for h in hours if h.peak_memory_bytes is not None]
+    return max(known) / GIB if known else None
+
+
+def money(v: float) -> str:
+    return f"${v:,.0f}"
