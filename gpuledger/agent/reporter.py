@@ -21,12 +21,13 @@ from pathlib import Path
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.cron import CronTrigger
 
+from gpuledger.chargeback.findings.model import Finding
 from gpuledger.chargeback.ledger.model import StoreError
 from gpuledger.chargeback.ledger.store.common import AuditableLedgerStore
 from gpuledger.chargeback.report.build import NoLedgerData
 from gpuledger.chargeback.report.config import ReportConfig
 from gpuledger.chargeback.report.model import Month
-from gpuledger.chargeback.report.monthly import run_report
+from gpuledger.chargeback.report.monthly import FindingsProvider, run_report
 from gpuledger.chargeback.report.ratecard import RateCardError
 from gpuledger.chargeback.report.writers.files import file_name
 
@@ -40,6 +41,10 @@ class ReporterStatus:
     last_success_unix: float | None
     last_month: str | None
     last_error: str | None
+    # the findings of the latest report written (gpuledger_finding_savings_usd,
+    # gpuledger_findings); findings_month None: no report with computed findings yet
+    findings: tuple[Finding, ...] = ()
+    findings_month: str | None = None
 
 
 class Reporter:
@@ -52,6 +57,7 @@ class Reporter:
         store_label: str = "",
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         on_run: Callable[[], None] | None = None,
+        findings: FindingsProvider | None = None,
     ) -> None:
         self.cfg = cfg
         self.store = store
@@ -59,6 +65,7 @@ class Reporter:
         self.store_label = store_label
         self._clock = clock
         self._on_run = on_run  # the agent re-renders /metrics with the new counts
+        self._findings = findings  # monthly.findings_provider(cfg), wired by the agent
         self._lock = threading.Lock()  # one report at a time
         self._trigger = CronTrigger.from_crontab(cfg.schedule, timezone=UTC)
         self._scheduler = BackgroundScheduler(
@@ -69,10 +76,18 @@ class Reporter:
         self._last_success: float | None = None
         self._last_month: str | None = None
         self._last_error: str | None = None
+        self._latest_findings: tuple[Finding, ...] = ()
+        self._findings_month: str | None = None
 
     def status(self) -> ReporterStatus:
         return ReporterStatus(
-            self._runs, self._failures, self._last_success, self._last_month, self._last_error
+            self._runs,
+            self._failures,
+            self._last_success,
+            self._last_month,
+            self._last_error,
+            self._latest_findings,
+            self._findings_month,
         )
 
     def start(self) -> None:
@@ -123,6 +138,7 @@ class Reporter:
                     self.out_dir,
                     now=self._clock(),
                     store_label=self.store_label,
+                    findings=self._findings,
                 )
             except (NoLedgerData, StoreError, RateCardError, OSError) as exc:
                 self._failures += 1
@@ -133,6 +149,11 @@ class Reporter:
             self._last_success = time.time()
             self._last_month = target.label
             self._last_error = None
+            if report.findings_computed and (
+                self._findings_month is None or target.label >= self._findings_month
+            ):  # a catch-up of an older month does not replace a newer month's findings
+                self._latest_findings = report.findings
+                self._findings_month = target.label
             log.info(
                 "monthly report %s written",
                 target.label,
