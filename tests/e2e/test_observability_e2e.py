@@ -27,6 +27,7 @@ import psycopg
 import pytest
 import yaml
 
+from gpuledger import schema
 from gpuledger.alerts.config import AlertsConfig
 from gpuledger.alerts.promql import metric_names
 from gpuledger.alerts.rules import rules_document
@@ -136,6 +137,12 @@ def query_result(prom: PrometheusServer, expr: str) -> tuple[str, list[Any]]:
     return "", list(doc["data"]["result"])
 
 
+# The reporter's findings exist only once a monthly report with findings is written, which
+# this node-role agent never does: their panels must parse and run here, and
+# tests/dashboards/test_findings_panels.py checks their values with promtool.
+REPORTER_ONLY = frozenset({schema.FINDING_SAVINGS.name, schema.FINDINGS.name})
+
+
 def test_every_panel_query_returns_data(prometheus: PrometheusServer) -> None:
     problems = []
     checked = 0
@@ -145,7 +152,7 @@ def test_every_panel_query_returns_data(prometheus: PrometheusServer) -> None:
             error, result = query_result(prometheus, concrete(expr))
             if error:
                 problems.append(f"{uid}: {expr!r}: {error}")
-            elif not result:
+            elif not result and not metric_names(expr) <= REPORTER_ONLY:
                 problems.append(f"{uid}: {expr!r}: no series")
     assert checked >= 30
     assert problems == []
