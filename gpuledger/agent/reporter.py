@@ -10,6 +10,7 @@ scheduler's thread, never in an HTTP request; ``/reports/`` only reads files.
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
@@ -26,8 +27,8 @@ from gpuledger.chargeback.ledger.model import StoreError
 from gpuledger.chargeback.ledger.store.common import AuditableLedgerStore
 from gpuledger.chargeback.report.build import NoLedgerData
 from gpuledger.chargeback.report.config import ReportConfig
-from gpuledger.chargeback.report.model import Month
-from gpuledger.chargeback.report.monthly import FindingsProvider, run_report
+from gpuledger.chargeback.report.model import Month, finding_from_dict
+from gpuledger.chargeback.report.monthly import FindingsProvider, list_reports, run_report
 from gpuledger.chargeback.report.ratecard import RateCardError
 from gpuledger.chargeback.report.writers.files import file_name
 
@@ -90,7 +91,32 @@ class Reporter:
             self._findings_month,
         )
 
+    def restore_findings(self) -> str | None:
+        """Take the findings of the newest report on disk (when its findings were
+        computed), so that a restarted reporter exports them again instead of nothing
+        until next month's run. Returns the month restored, or None. A file that cannot
+        be read is logged and left alone."""
+        for written in list_reports(self.out_dir):
+            path = self.out_dir / written.month / file_name(written.month, "json")
+            if not path.is_file():
+                continue
+            try:
+                doc = json.loads(path.read_text(encoding="utf-8"))
+                if not doc.get("findings_computed"):
+                    return None
+                found = tuple(finding_from_dict(d) for d in doc["findings"])
+            except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+                log.warning("findings of %s not restored: %s", path.name, exc)
+                return None
+            with self._lock:
+                if self._findings_month is None or written.month > self._findings_month:
+                    self._latest_findings = found
+                    self._findings_month = written.month
+            return written.month
+        return None
+
     def start(self) -> None:
+        self.restore_findings()
         self._scheduler.add_job(
             self.run,
             self._trigger,

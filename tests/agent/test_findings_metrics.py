@@ -111,3 +111,33 @@ def test_a_catch_up_of_an_older_month_keeps_the_newer_findings(
     assert reporter.run(Month.parse("2026-09"))
     assert reporter.status().findings_month == "2026-10"
     assert _exposed(reporter)[schema.FINDINGS.name][(("kind", "zombie"),)] == 1.0
+
+
+def test_a_restarted_reporter_exports_the_findings_on_disk(
+    store: SqliteLedgerStore, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    first = _reporter(store, tmp_path, (*RANKED, SECOND_ZOMBIE))
+    assert first.run()
+    before = _exposed(first)
+    restarted = _reporter(store, tmp_path, None)  # a new process: nothing in memory
+    assert schema.FINDINGS.name not in _exposed(restarted)
+    assert restarted.restore_findings() == "2026-10"
+    after = _exposed(restarted)
+    for name in (schema.FINDING_SAVINGS.name, schema.FINDINGS.name):
+        assert after[name] == before[name]
+    assert restarted.status().findings == first.status().findings  # field for field
+
+    (tmp_path / "2026-10" / "chargeback-2026-10.json").write_text('{"findings_computed": true}')
+    broken = _reporter(store, tmp_path, None)
+    assert broken.restore_findings() is None
+    assert schema.FINDINGS.name not in _exposed(broken)
+    assert "findings of chargeback-2026-10.json not restored" in caplog.text
+
+
+def test_nothing_is_restored_from_a_report_without_computed_findings(
+    store: SqliteLedgerStore, tmp_path: Path
+) -> None:
+    assert _reporter(store, tmp_path, None).run()
+    restarted = _reporter(store, tmp_path, None)
+    assert restarted.restore_findings() is None
+    assert schema.FINDINGS.name not in _exposed(restarted)

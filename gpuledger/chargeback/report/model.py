@@ -11,9 +11,10 @@ import calendar
 import re
 from dataclasses import asdict, dataclass, field, fields, replace
 from datetime import UTC, datetime
+from types import MappingProxyType
 from typing import Any, Literal
 
-from gpuledger.chargeback.findings.model import Finding
+from gpuledger.chargeback.findings.model import FINDING_KINDS, Finding
 
 IdlePolicy = Literal["separate", "share-weighted", "share-even"]
 IDLE_POLICIES: tuple[IdlePolicy, ...] = ("separate", "share-weighted", "share-even")
@@ -359,6 +360,36 @@ def finding_dict(f: Finding) -> dict[str, Any]:
     out["peak_hours"] = list(f.peak_hours)
     out["peak_hours_utc"] = [hour_utc(h) for h in f.peak_hours]
     return out
+
+
+def finding_from_dict(d: dict[str, Any]) -> Finding:
+    """The inverse of :func:`finding_dict`, for a report read back from its JSON (the
+    reporter's findings metrics after a restart). Raises ValueError, KeyError or TypeError
+    on a document that is not one."""
+    kind = d["kind"]
+    if kind not in FINDING_KINDS:
+        raise ValueError(f"unknown finding kind {kind!r}")
+    evidence = d.get("evidence", {})
+    if not isinstance(evidence, dict):
+        raise TypeError("evidence is not an object")
+    return Finding(
+        kind=kind,
+        namespace=str(d["namespace"]),
+        service=str(d["service"]),
+        gpu_model=str(d["gpu_model"]),
+        title=str(d["title"]),
+        recommendation=str(d["recommendation"]),
+        current_gpus=float(d["current_gpus"]),
+        recommended_gpus=float(d["recommended_gpus"]),
+        monthly_savings_usd=float(d["monthly_savings_usd"]),
+        hours_of_evidence=int(d["hours_of_evidence"]),
+        assumption=str(d["assumption"]),
+        evidence=MappingProxyType(
+            {str(k): v if isinstance(v, str) else float(v) for k, v in evidence.items()}
+        ),
+        gpus=tuple(str(g) for g in d.get("gpus", ())),
+        peak_hours=tuple(int(h) for h in d.get("peak_hours", ())),
+    )
 
 
 def hour_utc(unix: int) -> str:
