@@ -2,7 +2,7 @@
 namespace,service}`` and ``gpuledger_findings{kind}`` from the latest report written,
 read back from the exposition text with prometheus_client's parser.
 
-The findings are hand-built (tests/support/findings_fixtures.py); the expected values are
+The findings are hand-built (tests/support/findings_report.py); the expected values are
 their stated savings, summed by hand where one service has two findings of one kind.
 """
 
@@ -25,7 +25,7 @@ from gpuledger.chargeback.ledger.store.sqlite import SqliteLedgerStore
 from gpuledger.chargeback.report.config import ReportConfig
 from gpuledger.chargeback.report.model import Month
 from tests.support import report_fixtures as fx
-from tests.support.findings_fixtures import EVIL_ATTR, EVIL_SCRIPT, RANKED, ZOMBIE, Provider
+from tests.support.findings_report import EVIL_ATTR, EVIL_SCRIPT, RANKED, ZOMBIE, Provider
 
 NOV_2 = datetime(2026, 11, 2, 9, 0, tzinfo=UTC)
 SECOND_ZOMBIE = replace(ZOMBIE, monthly_savings_usd=100.0, gpus=("GPU-x",))

@@ -18,7 +18,7 @@ import gpuledger.chargeback.report.monthly as monthly
 from gpuledger.chargeback.ledger.store.sqlite import SqliteLedgerStore
 from gpuledger.cli import app
 from tests.support import report_fixtures as fx
-from tests.support.findings_fixtures import (
+from tests.support.findings_report import (
     EVIL_ATTR,
     EVIL_SCRIPT,
     UNRANKED,

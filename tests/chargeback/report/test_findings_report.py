@@ -2,7 +2,7 @@
 provider, ranked by monthly savings, written to JSON, ``-findings.csv`` and the HTML page
 (read back with html.parser, then opened in headless Chromium).
 
-The findings are hand-built (tests/support/findings_fixtures.py); expected cells are
+The findings are hand-built (tests/support/findings_report.py); expected cells are
 written out here by hand (six-decimal CSV numbers, UTC hours), not by the writers.
 """
 
@@ -20,6 +20,7 @@ import tests.support.report_fixtures as fx
 from gpuledger.chargeback.ledger.store.sqlite import SqliteLedgerStore
 from gpuledger.chargeback.report.build import build_report
 from gpuledger.chargeback.report.config import ReportConfig
+from gpuledger.chargeback.report.console import findings_summary
 from gpuledger.chargeback.report.model import Month, Report
 from gpuledger.chargeback.report.monthly import report_file, run_report
 from gpuledger.chargeback.report.ratecard import load_rate_card
@@ -27,7 +28,7 @@ from gpuledger.chargeback.report.writers.csv_json import report_json
 from gpuledger.chargeback.report.writers.files import write_report
 from gpuledger.chargeback.report.writers.findings import FINDING_COLUMNS, findings_csv
 from gpuledger.chargeback.report.writers.html import render_html
-from tests.support.findings_fixtures import (
+from tests.support.findings_report import (
     EVIL_ATTR,
     EVIL_FORMULA,
     EVIL_SCRIPT,
@@ -261,3 +262,13 @@ def test_section_renders_in_chromium_with_a_clean_console(report: Report, tmp_pa
     assert _cell(rows[1], "service") == f"{EVIL_ATTR}/{EVIL_SCRIPT}"  # text, not markup
     assert not dom.find_all("img")
     assert number(dom.find("td", **{"data-col": "findings_total"}).text()) == pytest.approx(5690.88)
+
+
+def test_the_terminal_summary_names_the_findings(report: Report, base: Report) -> None:
+    assert findings_summary(report) == (
+        "findings: 4, savings identified $5,690.88/month (gpuledger findings --month 2026-10)"
+    )
+    assert findings_summary(replace(base, findings_computed=True)) == (
+        "findings: none above the thresholds"
+    )
+    assert findings_summary(base).startswith("findings: not computed")
