@@ -12,9 +12,12 @@ import re
 from dataclasses import asdict, dataclass, field, fields, replace
 from datetime import UTC, datetime
 from types import MappingProxyType
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-from gpuledger.chargeback.findings.model import FINDING_KINDS, Finding
+if TYPE_CHECKING:
+    # at run time the findings engine imports this module (Month): importing the
+    # findings package from here would close a cycle
+    from gpuledger.chargeback.findings.model import Finding
 
 IdlePolicy = Literal["separate", "share-weighted", "share-even"]
 IDLE_POLICIES: tuple[IdlePolicy, ...] = ("separate", "share-weighted", "share-even")
@@ -366,6 +369,8 @@ def finding_from_dict(d: dict[str, Any]) -> Finding:
     """The inverse of :func:`finding_dict`, for a report read back from its JSON (the
     reporter's findings metrics after a restart). Raises ValueError, KeyError or TypeError
     on a document that is not one."""
+    from gpuledger.chargeback.findings.model import FINDING_KINDS, Finding
+
     kind = d["kind"]
     if kind not in FINDING_KINDS:
         raise ValueError(f"unknown finding kind {kind!r}")

@@ -34,7 +34,12 @@ def findings_provider(cfg: ReportConfig) -> FindingsProvider | None:
     ``gpuledger findings`` and the demo -- wired in this one place so they cannot differ.
 
     ``None``: no engine is wired, and the report says its findings were not computed
-    (never that there are none)."""
+    (never that there are none). With the engine (``chargeback/findings/engine.py``)::
+
+        from gpuledger.chargeback.findings.engine import find
+
+        return lambda store, month, card: find(store, month, card, cfg.findings)
+    """
     del cfg  # the engine's thresholds (report.findings) are read here once it is wired
     return None
 

@@ -131,7 +131,10 @@ def test_json_is_the_findings(ledger: str, provider: Provider) -> None:
     ]  # fmt: skip
 
 
-def test_without_an_engine_it_says_not_computed(ledger: str) -> None:
+def test_without_an_engine_it_says_not_computed(
+    ledger: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(monthly, "findings_provider", lambda _cfg: None)
     code, out, _ = _run("findings", "--month", "2026-10", "--ledger", ledger)
     assert (code, out) == (0, "findings were not computed: no findings engine is wired into "
                               "this run\n")  # fmt: skip
