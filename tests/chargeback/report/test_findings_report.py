@@ -266,9 +266,9 @@ def test_section_renders_in_chromium_with_a_clean_console(report: Report, tmp_pa
 
 def test_the_terminal_summary_names_the_findings(report: Report, base: Report) -> None:
     assert findings_summary(report) == (
-        "findings: 4, savings identified $5,690.88/month (gpuledger findings --month 2026-10)"
+        "  findings: 4, savings identified $5,690.88/month (gpuledger findings --month 2026-10)"
     )
     assert findings_summary(replace(base, findings_computed=True)) == (
-        "findings: none above the thresholds"
+        "  findings: none above the thresholds"
     )
-    assert findings_summary(base).startswith("findings: not computed")
+    assert findings_summary(base).startswith("  findings: not computed")
