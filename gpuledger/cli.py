@@ -14,7 +14,7 @@ from rich.markup import escape
 
 from gpuledger import __version__
 from gpuledger.agent.config import ConfigError, redacted
-from gpuledger.cli_report import report, retention
+from gpuledger.cli_report import findings, report, retention
 from gpuledger.cli_support import (
     EXIT_CONFIG,
     err,
@@ -200,6 +200,7 @@ def dashboards(
 
 
 app.command()(report)
+app.command()(findings)
 app.command()(retention)
 
 

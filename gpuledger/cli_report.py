@@ -1,11 +1,12 @@
-"""``gpuledger report`` and ``gpuledger retention``: the month's report from the ledger, and
-old months archived and dropped. Registered on the app by ``cli.py``."""
+"""``gpuledger report``, ``gpuledger findings`` and ``gpuledger retention``: the month's
+report from the ledger, its findings on the terminal, and old months archived and
+dropped. Registered on the app by ``cli.py``."""
 
 from __future__ import annotations
 
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.markup import escape
@@ -20,6 +21,63 @@ from gpuledger.cli_support import (
     previous_month,
     require_report_packages,
 )
+
+if TYPE_CHECKING:
+    from gpuledger.agent.config import AgentConfig
+    from gpuledger.chargeback.findings.model import Finding
+    from gpuledger.chargeback.ledger.store.common import AuditableLedgerStore
+    from gpuledger.chargeback.report.model import Month
+    from gpuledger.chargeback.report.ratecard import RateCard
+
+
+def _rate_card_or_exit(cfg: AgentConfig) -> RateCard:
+    """The configured rate card, or exit 2 naming each bad row."""
+    from gpuledger.chargeback.report.ratecard import RateCardError, load_rate_card
+
+    try:
+        return load_rate_card(cfg.report.rate_card)
+    except RateCardError as exc:
+        err.print(f"[bold red]invalid rate card[/] {exc.source}:")
+        for row, message in exc.problems:
+            err.print(f"  [bold]{row}[/]: {message}")
+        raise typer.Exit(EXIT_CONFIG) from None
+
+
+def _store_or_exit(cfg: AgentConfig) -> tuple[AuditableLedgerStore, str]:
+    """The configured ledger, opened (and where it is, without a password), or exit 2
+    (bad configuration) or 3 (no ledger there, or it cannot be opened)."""
+    from gpuledger.chargeback.ledger.model import StoreError
+    from gpuledger.chargeback.ledger.store import open_store
+    from gpuledger.redact import safe_url
+
+    try:
+        url = cfg.ledger_url()
+    except ConfigError as exc:
+        for key, message in exc.problems:
+            err.print(f"[bold red]invalid configuration[/] [bold]{key}[/]: {escape(message)}")
+        raise typer.Exit(EXIT_CONFIG) from None
+    where = safe_url(url)
+    if url.startswith("sqlite:///") and ":memory:" not in url:
+        from gpuledger.chargeback.ledger.store.common import sqlite_path
+
+        if not Path(sqlite_path(url)).is_file():
+            err.print(f"[bold red]no ledger at[/] {where} (set --ledger or ledger.url)")
+            raise typer.Exit(EXIT_STORE)
+    try:
+        return open_store(url), where
+    except (ValueError, StoreError) as exc:
+        err.print(f"[bold red]cannot open the ledger[/] {where}: {exc}")
+        raise typer.Exit(EXIT_STORE) from None
+
+
+def _month_or_exit(month: str | None) -> Month:
+    from gpuledger.chargeback.report.model import Month
+
+    try:
+        return Month.parse(month or previous_month())
+    except ValueError as exc:
+        err.print(f"[bold red]--month[/]: {exc}")
+        raise typer.Exit(EXIT_CONFIG) from None
 
 
 class ReportBy(StrEnum):
@@ -63,13 +121,9 @@ def report(
     from rich.progress import Progress
 
     from gpuledger.chargeback.ledger.model import StoreError
-    from gpuledger.chargeback.ledger.store import open_store
     from gpuledger.chargeback.report.build import NoLedgerData
     from gpuledger.chargeback.report.console import print_summary, progress_steps
-    from gpuledger.chargeback.report.model import Month
-    from gpuledger.chargeback.report.monthly import run_report
-    from gpuledger.chargeback.report.ratecard import RateCardError, load_rate_card
-    from gpuledger.redact import safe_url
+    from gpuledger.chargeback.report.monthly import findings_provider, run_report
 
     overrides: dict[str, object] = {}
     if rate_card is not None:
@@ -83,38 +137,11 @@ def report(
         overrides["ledger.url_file"] = None
     cfg = load_or_exit(config, overrides)
     require_report_packages(cfg)
-    try:
-        target = Month.parse(month or previous_month())
-    except ValueError as exc:
-        err.print(f"[bold red]--month[/]: {exc}")
-        raise typer.Exit(EXIT_CONFIG) from None
-    try:
-        card = load_rate_card(cfg.report.rate_card)
-    except RateCardError as exc:
-        err.print(f"[bold red]invalid rate card[/] {exc.source}:")
-        for row, message in exc.problems:
-            err.print(f"  [bold]{row}[/]: {message}")
-        raise typer.Exit(EXIT_CONFIG) from None
-    try:
-        url = cfg.ledger_url()
-    except ConfigError as exc:
-        for key, message in exc.problems:
-            err.print(f"[bold red]invalid configuration[/] [bold]{key}[/]: {escape(message)}")
-        raise typer.Exit(EXIT_CONFIG) from None
-    where = safe_url(url)
-    if url.startswith("sqlite:///") and ":memory:" not in url:
-        from gpuledger.chargeback.ledger.store.common import sqlite_path
-
-        if not Path(sqlite_path(url)).is_file():
-            err.print(f"[bold red]no ledger at[/] {where} (set --ledger or ledger.url)")
-            raise typer.Exit(EXIT_STORE)
+    target = _month_or_exit(month)
+    card = _rate_card_or_exit(cfg)
     out_dir = out or cfg.reports_dir()
     steps = progress_steps(cfg.report)
-    try:
-        store = open_store(url)
-    except (ValueError, StoreError) as exc:
-        err.print(f"[bold red]cannot open the ledger[/] {where}: {exc}")
-        raise typer.Exit(EXIT_STORE) from None
+    store, where = _store_or_exit(cfg)
     try:
         with Progress(console=err, transient=True) as bar:
             task = bar.add_task(f"chargeback {target.label}", total=steps)
@@ -123,7 +150,14 @@ def report(
                 bar.update(task, advance=1, description=f"{target.label}: {what}")
 
             result, paths = run_report(
-                store, cfg.report, target, out_dir, card=card, store_label=where, progress=progress
+                store,
+                cfg.report,
+                target,
+                out_dir,
+                card=card,
+                store_label=where,
+                progress=progress,
+                findings=findings_provider(cfg.report),
             )
     except NoLedgerData as exc:
         err.print(f"[bold yellow]nothing to report[/]: {exc}")
@@ -136,6 +170,107 @@ def report(
     print_summary(result, by=by.value)
     for path in paths:
         typer.echo(str(path))
+
+
+class FindingsFormat(StrEnum):
+    table = "table"
+    json = "json"
+
+
+def _findings_for(
+    store: AuditableLedgerStore, month: Month, card: RateCard, cfg: AgentConfig
+) -> tuple[Finding, ...] | None:
+    """``month``'s findings, ranked, from the findings engine every report run uses
+    (``monthly.findings_provider``); None when no engine is wired (not computed)."""
+    from gpuledger.chargeback.report.monthly import findings_provider, rank_findings
+
+    provider = findings_provider(cfg.report)
+    if provider is None:
+        return None
+    return rank_findings(tuple(provider(store, month, card)))
+
+
+def findings(
+    month: Annotated[
+        str | None, typer.Option("--month", help="YYYY-MM (UTC). Default: last month.")
+    ] = None,
+    service: Annotated[
+        str | None, typer.Option("--service", help="Only this service's findings.")
+    ] = None,
+    namespace: Annotated[
+        str | None, typer.Option("--namespace", help="Only this namespace's findings.")
+    ] = None,
+    kind: Annotated[
+        str | None,
+        typer.Option(
+            "--kind",
+            help="Only one kind: over_provisioned, smaller_gpu_class, mig_fit, "
+            "idle_capacity, zombie.",
+        ),
+    ] = None,
+    fmt: Annotated[
+        FindingsFormat, typer.Option("--format", help="table (default) or json.")
+    ] = FindingsFormat.table,
+    config: Annotated[
+        Path | None,
+        typer.Option("--config", "-c", help="Agent config: its ledger and report: sections."),
+    ] = None,
+    ledger: Annotated[
+        str | None,
+        typer.Option("--ledger", help="Ledger URL (sqlite:///… or postgresql://…), overrides."),
+    ] = None,
+    rate_card: Annotated[
+        Path | None, typer.Option("--rate-card", help="Rate card YAML, overrides report.rate_card.")
+    ] = None,
+) -> None:
+    """Print a month's findings -- what to change and what it would save -- largest first."""
+    import json
+
+    from gpuledger.chargeback.findings.model import FINDING_KINDS
+    from gpuledger.chargeback.ledger.model import StoreError
+    from gpuledger.chargeback.report.model import finding_dict
+    from gpuledger.chargeback.report.writers.findings import findings_table
+
+    if kind is not None and kind not in FINDING_KINDS:
+        err.print(
+            f"[bold red]--kind[/]: {escape(repr(kind))} is not one of {', '.join(FINDING_KINDS)}"
+        )
+        raise typer.Exit(EXIT_CONFIG)
+    overrides: dict[str, object] = {}
+    if rate_card is not None:
+        overrides["report.rate_card"] = rate_card
+    if ledger is not None:
+        overrides["ledger.url"] = ledger
+        overrides["ledger.url_file"] = None
+    cfg = load_or_exit(config, overrides)
+    target = _month_or_exit(month)
+    card = _rate_card_or_exit(cfg)
+    store, _where = _store_or_exit(cfg)
+    try:
+        found = _findings_for(store, target, card, cfg)
+    except StoreError as exc:
+        err.print(f"[bold red]ledger store failed[/]: {exc}")
+        raise typer.Exit(EXIT_STORE) from None
+    finally:
+        store.close()
+    shown = tuple(
+        f
+        for f in found or ()
+        if (kind is None or f.kind == kind)
+        and (service is None or f.service == service)
+        and (namespace is None or f.namespace == namespace)
+    )
+    if fmt is FindingsFormat.json:
+        doc = {
+            "month": target.label,
+            "computed": found is not None,
+            "savings_identified_usd": sum(f.monthly_savings_usd for f in shown),
+            "findings": [finding_dict(f) for f in shown],
+        }
+        typer.echo(json.dumps(doc, indent=2, ensure_ascii=False))
+        return
+    typer.echo(f"findings {target.label}", err=True)
+    typer.echo(findings_table(shown, computed=found is not None), nl=False)
 
 
 def retention(

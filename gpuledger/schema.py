@@ -428,6 +428,19 @@ REPORT_LAST_SUCCESS = _m(
     "agent", "gpuledger_report_last_success_timestamp_seconds", G, "seconds", (),
     "Unix time the reporter last wrote a monthly report.",
 )  # fmt: skip
+# A currency is no base unit Prometheus or OTLP (UCUM) translate: the name says USD, the
+# unit stays empty so that neither translation appends one
+FINDING_SAVINGS = _m(
+    "agent", "gpuledger_finding_savings_usd", G, "", ("kind", "namespace", "service"),
+    "Monthly savings (USD) of the findings of the latest monthly report, by kind and "
+    "service (summed over a service's findings of one kind; idle capacity has no "
+    "service). Absent until a report with computed findings is written.",
+)  # fmt: skip
+FINDINGS = _m(
+    "agent", "gpuledger_findings", G, "", ("kind",),
+    "Findings of the latest monthly report per kind; every kind is present, 0 when it has "
+    "none. Absent until a report with computed findings is written.",
+)  # fmt: skip
 BUILD_INFO = _m(
     "agent", "gpuledger_build_info", G, "", ("version",),
     "Constant 1; the agent's version.",

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 from gpuledger import schema
 from gpuledger.agent.snapshot import Snapshot
 from gpuledger.chargeback.attribution.claims import IDLE
+from gpuledger.chargeback.findings.model import FINDING_KINDS
 from gpuledger.chargeback.ledger.flusher import LedgerStatus
 from gpuledger.collectors import registry
 from gpuledger.collectors.source import Readings
@@ -58,6 +59,24 @@ def _add_ledger(f: FamiliesBuilder, status: LedgerStatus) -> None:
         f.add(schema.SERVICE_ENERGY, (service, namespace), joules)
     f.add(schema.LEDGER_PENDING_ROWS, (), float(status.pending_rows))
     f.add(schema.LEDGER_FLUSH_FAILURES, (), float(status.flush_failures))
+
+
+def _add_findings(f: FamiliesBuilder, report: ReporterStatus) -> None:
+    """The latest report's findings: savings per (kind, namespace, service), summed where
+    a service has several findings of one kind, and a count for every kind. Nothing before
+    a report with computed findings exists: not computed is not zero."""
+    if report.findings_month is None:
+        return
+    savings: dict[tuple[str, str, str], float] = {}
+    counts = dict.fromkeys(FINDING_KINDS, 0)
+    for finding in report.findings:
+        labels = (str(finding.kind), finding.namespace, finding.service)
+        savings[labels] = savings.get(labels, 0.0) + finding.monthly_savings_usd
+        counts[finding.kind] = counts.get(finding.kind, 0) + 1
+    for key, usd in sorted(savings.items()):
+        f.add(schema.FINDING_SAVINGS, key, usd)
+    for kind, n in counts.items():
+        f.add(schema.FINDINGS, (kind,), float(n))
 
 
 class SnapshotExporter:
@@ -108,6 +127,7 @@ class SnapshotExporter:
             f.add(schema.REPORT_FAILURES, (), float(report.failures))
             if report.last_success_unix is not None:
                 f.add(schema.REPORT_LAST_SUCCESS, (), report.last_success_unix)
+            _add_findings(f, report)
         _add_agent(f, snap, self.version)
         return f.build()
 

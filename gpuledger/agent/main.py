@@ -298,13 +298,19 @@ class Agent:
         """The reporter reads the node's own ledger store when this process has one,
         else opens the configured (fleet) ledger read-only: it never migrates it."""
         from gpuledger.agent.reporter import Reporter
+        from gpuledger.chargeback.report.monthly import findings_provider
         from gpuledger.redact import safe_url
 
         url = cfg.ledger_url()
         if store is None:
             store = _open_ledger_store(url)
         return Reporter(
-            cfg.report, store, cfg.reports_dir(), store_label=safe_url(url), on_run=on_run
+            cfg.report,
+            store,
+            cfg.reports_dir(),
+            store_label=safe_url(url),
+            on_run=on_run,
+            findings=findings_provider(cfg.report),
         )
 
     def start(self) -> None:

@@ -10,6 +10,7 @@ scheduler's thread, never in an HTTP request; ``/reports/`` only reads files.
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
@@ -21,12 +22,13 @@ from pathlib import Path
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.cron import CronTrigger
 
+from gpuledger.chargeback.findings.model import Finding
 from gpuledger.chargeback.ledger.model import StoreError
 from gpuledger.chargeback.ledger.store.common import AuditableLedgerStore
 from gpuledger.chargeback.report.build import NoLedgerData
 from gpuledger.chargeback.report.config import ReportConfig
-from gpuledger.chargeback.report.model import Month
-from gpuledger.chargeback.report.monthly import run_report
+from gpuledger.chargeback.report.model import Month, finding_from_dict
+from gpuledger.chargeback.report.monthly import FindingsProvider, list_reports, run_report
 from gpuledger.chargeback.report.ratecard import RateCardError
 from gpuledger.chargeback.report.writers.files import file_name
 
@@ -40,6 +42,10 @@ class ReporterStatus:
     last_success_unix: float | None
     last_month: str | None
     last_error: str | None
+    # the findings of the latest report written (gpuledger_finding_savings_usd,
+    # gpuledger_findings); findings_month None: no report with computed findings yet
+    findings: tuple[Finding, ...] = ()
+    findings_month: str | None = None
 
 
 class Reporter:
@@ -52,6 +58,7 @@ class Reporter:
         store_label: str = "",
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         on_run: Callable[[], None] | None = None,
+        findings: FindingsProvider | None = None,
     ) -> None:
         self.cfg = cfg
         self.store = store
@@ -59,6 +66,7 @@ class Reporter:
         self.store_label = store_label
         self._clock = clock
         self._on_run = on_run  # the agent re-renders /metrics with the new counts
+        self._findings = findings  # monthly.findings_provider(cfg), wired by the agent
         self._lock = threading.Lock()  # one report at a time
         self._trigger = CronTrigger.from_crontab(cfg.schedule, timezone=UTC)
         self._scheduler = BackgroundScheduler(
@@ -69,13 +77,46 @@ class Reporter:
         self._last_success: float | None = None
         self._last_month: str | None = None
         self._last_error: str | None = None
+        self._latest_findings: tuple[Finding, ...] = ()
+        self._findings_month: str | None = None
 
     def status(self) -> ReporterStatus:
         return ReporterStatus(
-            self._runs, self._failures, self._last_success, self._last_month, self._last_error
+            self._runs,
+            self._failures,
+            self._last_success,
+            self._last_month,
+            self._last_error,
+            self._latest_findings,
+            self._findings_month,
         )
 
+    def restore_findings(self) -> str | None:
+        """Take the findings of the newest report on disk (when its findings were
+        computed), so that a restarted reporter exports them again instead of nothing
+        until next month's run. Returns the month restored, or None. A file that cannot
+        be read is logged and left alone."""
+        for written in list_reports(self.out_dir):
+            path = self.out_dir / written.month / file_name(written.month, "json")
+            if not path.is_file():
+                continue
+            try:
+                doc = json.loads(path.read_text(encoding="utf-8"))
+                if not doc.get("findings_computed"):
+                    return None
+                found = tuple(finding_from_dict(d) for d in doc["findings"])
+            except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+                log.warning("findings of %s not restored: %s", path.name, exc)
+                return None
+            with self._lock:
+                if self._findings_month is None or written.month > self._findings_month:
+                    self._latest_findings = found
+                    self._findings_month = written.month
+            return written.month
+        return None
+
     def start(self) -> None:
+        self.restore_findings()
         self._scheduler.add_job(
             self.run,
             self._trigger,
@@ -123,6 +164,7 @@ class Reporter:
                     self.out_dir,
                     now=self._clock(),
                     store_label=self.store_label,
+                    findings=self._findings,
                 )
             except (NoLedgerData, StoreError, RateCardError, OSError) as exc:
                 self._failures += 1
@@ -133,6 +175,11 @@ class Reporter:
             self._last_success = time.time()
             self._last_month = target.label
             self._last_error = None
+            if report.findings_computed and (
+                self._findings_month is None or target.label >= self._findings_month
+            ):  # a catch-up of an older month does not replace a newer month's findings
+                self._latest_findings = report.findings
+                self._findings_month = target.label
             log.info(
                 "monthly report %s written",
                 target.label,

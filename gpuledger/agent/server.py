@@ -281,6 +281,7 @@ _REPORT_FORMATS = {
     "html": "{m}.html",
     "coverage": "{m}-coverage.csv",
     "tenants": "{m}-tenants.csv",
+    "findings": "{m}-findings.csv",
 }
 
 
@@ -335,7 +336,7 @@ def _mount_reports(app: FastAPI, reports_dir: Path) -> None:
     @app.get("/api/v1/reports/{month}")
     def report_month(month: str, format: str = "json") -> FileResponse:
         """The month's report as written: JSON by default, or ``format=csv|focus|html|
-        coverage|tenants``."""
+        coverage|tenants|findings``."""
         pattern = _REPORT_FORMATS.get(format)
         if pattern is None:
             raise HTTPException(400, f"format must be one of {', '.join(_REPORT_FORMATS)}")

@@ -82,6 +82,11 @@ class AlertsConfig(_Section):
     ledger_flush_window: Duration = "15m"
     ledger_flush_for: Duration = "10m"
 
+    # Findings of the monthly report (the reporter's gpuledger_finding_savings_usd): a
+    # zombie finding stays present a whole month, so a day lets a re-run with the holder
+    # gone replace the report before anyone is told.
+    zombie_findings_for: Duration = "24h"
+
     # Rule files.
     runbook_base_url: str = Field("docs/runbooks.md", min_length=1)  # anchor appended
     recording_interval: Duration = "1m"

@@ -227,6 +227,7 @@ ALERT_NAMES = (
     "GpuledgerAgentTargetDown",
     "GpuledgerAgentAbsent",
     "GpuledgerLedgerFlushFailing",
+    "GpuledgerZombieGpuHolders",
     *TENANT_ALERT_NAMES,
 )
 """Every alert, in the order of the rule file; ``docs/runbooks.md`` has one section each."""
@@ -429,6 +430,17 @@ def alert_rules(cfg: AlertsConfig) -> list[dict[str, Any]]:
             "The gpuledger agent on {{ $labels.node }} failed {{ $value | humanize }} "
             f"time(s) in the last {cfg.ledger_flush_window} to flush its spool to the "
             "ledger store, and rows are pending; chargeback data is held locally.",
+        ),
+        _alert(
+            cfg, "GpuledgerZombieGpuHolders",
+            f'max by (namespace, service) ({s.FINDING_SAVINGS.name}{{kind="zombie"}}) > 0',
+            cfg.zombie_findings_for, "info",
+            "GPUs held without work: {{ $labels.service }}",
+            "The latest monthly report found GPU memory held with almost no busy time, or "
+            "held by a process whose pod no longer exists, for service " + _SERVICE + " (an "
+            "orphan holder has no service): about {{ $value | humanize }} USD a month, "
+            f"still reported after {cfg.zombie_findings_for}. Details: "
+            "gpuledger findings --kind zombie, or the report's Findings section.",
         ),
         *tenant_alert_rules(cfg),
     ]  # fmt: skip

@@ -172,6 +172,28 @@ def over_provisioned_gpu_hours() -> str:
     return f"topk(10, ({hours('allocated')} - {hours('busy')}) / 3600)"
 
 
+# --- findings (the reporter's, from the latest monthly report) ----------------------------
+
+_FINDING_KEY = "kind, namespace, service"
+
+
+def finding_savings_top() -> str:
+    """The ten largest findings by monthly savings (USD), one row per (kind, namespace,
+    service); ``max`` keeps one value should two reporters export the same finding."""
+    return f"topk(10, max by ({_FINDING_KEY}) ({sel(schema.FINDING_SAVINGS)}))"
+
+
+def finding_savings_by_kind() -> str:
+    """Monthly savings identified per kind of finding (USD)."""
+    per_finding = f"max by ({_FINDING_KEY}) ({sel(schema.FINDING_SAVINGS)})"
+    return f"sum by (kind) ({per_finding})"
+
+
+def findings_by_kind() -> str:
+    """How many findings of each kind the latest report holds (0 for a kind with none)."""
+    return f"max by (kind) ({sel(schema.FINDINGS)})"
+
+
 def idle_gpus() -> str:
     return f"sum by (node, gpu_model) ({rate(schema.IDLE_GPU_SECONDS)})"
 

@@ -20,7 +20,7 @@ from rich.progress import Progress, TaskID
 from gpuledger.chargeback.ledger.store.sqlite import SqliteLedgerStore
 from gpuledger.chargeback.report.console import print_summary
 from gpuledger.chargeback.report.model import Month, Report
-from gpuledger.chargeback.report.monthly import run_report
+from gpuledger.chargeback.report.monthly import findings_provider, run_report
 from gpuledger.sim.month import DEMO_FLEET, simulate_month
 
 if TYPE_CHECKING:
@@ -116,6 +116,7 @@ def fast_forward(demo: Demo, cfg: AgentConfig, months: list[Month]) -> tuple[Rep
                 cfg.reports_dir(),
                 store_label=f"sqlite:///{demo.ledger_path}",
                 progress=lambda what: bar.update(task, description=f"{target.label}: {what}"),
+                findings=findings_provider(cfg.report),
             )
 
 

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
+import gpuledger.chargeback.report.monthly as monthly
 from gpuledger.agent.config import load_config
 from gpuledger.agent.main import Agent
 from gpuledger.agent.reporter import Reporter
@@ -22,6 +23,7 @@ from gpuledger.chargeback.report.config import ReportConfig
 from gpuledger.chargeback.report.model import Month
 from gpuledger.sim.month import simulate_month
 from tests.support import report_fixtures as fx
+from tests.support.findings_report import RANKED, Provider, wired
 
 NOV_2 = datetime(2026, 11, 2, 9, 0, tzinfo=UTC)
 
@@ -46,6 +48,7 @@ def test_run_writes_last_month(fixture_store: SqliteLedgerStore, tmp_path: Path)
     names = sorted(p.name for p in paths)
     assert names == [
         "chargeback-2026-10-coverage.csv",
+        "chargeback-2026-10-findings.csv",
         "chargeback-2026-10-tenants.csv",
         "chargeback-2026-10.csv",
         "chargeback-2026-10.json",
@@ -183,3 +186,34 @@ def test_reports_refuse_unknown_files_and_traversal(
     ):
         assert client.get(path, headers=auth).status_code == 404, path
     assert client.get(f"/api/v1/reports/{last.label}?format=exe", headers=auth).status_code == 400
+
+
+def test_the_agent_hands_its_reporter_the_findings_provider(
+    monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest
+) -> None:
+    """The reporter role gets monthly.findings_provider's engine: its findings reach the
+    files served and /metrics (issue 17)."""
+    provider = Provider(RANKED)
+    monkeypatch.setattr(monthly, "findings_provider", wired(provider))
+    agent, client, last = request.getfixturevalue("reporter_agent")
+    auth = {"Authorization": "Bearer s3cret-token"}
+    deadline = time.monotonic() + 60
+    while agent.reporter.status().last_month != last.label:
+        assert time.monotonic() < deadline, agent.reporter.status()
+        time.sleep(0.2)
+    assert [month for _, month, _ in provider.calls] == [last]
+    raw = client.get(f"/api/v1/reports/{last.label}?format=findings", headers=auth)
+    assert raw.status_code == 200
+    assert raw.headers["content-type"].startswith("text/csv")
+    rows = list(csv.DictReader(io.StringIO(raw.text)))
+    assert [(r["rank"], r["kind"], r["monthly_savings_usd"]) for r in rows] == [
+        ("1", "over_provisioned", "3600.500000"), ("2", "zombie", "1200.250000"),
+        ("3", "idle_capacity", "800.000000"), ("4", "mig_fit", "90.125000"),
+    ]  # fmt: skip
+    metrics = client.get("/metrics").text
+    node = agent.cfg.node_name
+    assert (
+        f'gpuledger_finding_savings_usd{{node="{node}",kind="over_provisioned",'
+        'namespace="prod",service="chat"} 3600.5' in metrics
+    )
+    assert f'gpuledger_findings{{node="{node}",kind="smaller_gpu_class"}} 0.0' in metrics

@@ -386,6 +386,19 @@ def test_promtool_unit_tests_every_alert(tmp_path: Path) -> None:
     c.expect("20m", "GpuledgerLedgerFlushFailing", [({"node": "n1"}, 15)])
     add(c)
 
+    # Zombie GPU holders (the reporter's findings): a zombie finding reported for 24 h
+    # fires; one reported only since hour 12.5 does not yet; other kinds never do.
+    c = Case(cfg, interval="5m")
+    ghost = {"namespace": "prod", "service": "ghost"}
+    c.series(s.FINDING_SAVINGS.name, "1200.25x330", node="r1", kind="zombie", **ghost)
+    c.series(s.FINDING_SAVINGS.name, "_x150 5x180", node="r1", kind="zombie",
+             namespace="lab", service="late")  # fmt: skip
+    c.series(s.FINDING_SAVINGS.name, "3600x330", node="r1", kind="over_provisioned",
+             namespace="prod", service="chat")  # fmt: skip
+    c.expect("23h50m", "GpuledgerZombieGpuHolders", [])
+    c.expect("24h10m", "GpuledgerZombieGpuHolders", [(ghost, 1200.25)])
+    add(c)
+
     # Cost recording rules: 2 H100s held for a service, 1 idle L4, priced with the shipped
     # rate card's capacity rates (computed here from its YAML figures).
     c = Case(cfg)

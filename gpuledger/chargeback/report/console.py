@@ -195,5 +195,20 @@ def print_summary(result: Report, by: SummaryBy = "service") -> None:
     )
     out.print(table)
     out.print(Text(flag_summary(result)))
+    out.print(Text(findings_summary(result)))
     for note in result.notes:
         out.print(f"  - {note}")
+
+
+def findings_summary(result: Report) -> str:
+    """One line on the report's findings, pointing at ``gpuledger findings`` (indented
+    like the flags' line above it)."""
+    if not result.findings_computed:
+        return "  findings: not computed (no findings engine is wired into this run)"
+    n = len(result.findings)
+    if not n:
+        return "  findings: none above the thresholds"
+    return (
+        f"  findings: {n}, savings identified ${result.findings_savings_usd:,.2f}/month "
+        f"(gpuledger findings --month {result.month})"
+    )

@@ -9,9 +9,15 @@ from __future__ import annotations
 
 import calendar
 import re
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields, replace
 from datetime import UTC, datetime
-from typing import Any, Literal
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any, Literal
+
+if TYPE_CHECKING:
+    # at run time the findings engine imports this module (Month): importing the
+    # findings package from here would close a cycle
+    from gpuledger.chargeback.findings.model import Finding
 
 IdlePolicy = Literal["separate", "share-weighted", "share-even"]
 IDLE_POLICIES: tuple[IdlePolicy, ...] = ("separate", "share-weighted", "share-even")
@@ -37,12 +43,15 @@ validated: what it rests on was checked and held; unvalidated: it was not checke
 the check failed; not applicable: the line has no such figure, so there is nothing to
 vouch for."""
 
-REPORT_SCHEMA_VERSION = 3
+REPORT_SCHEMA_VERSION = 4
 """2: services carry ``tenants`` and the report its ``headroom_policy`` (issue 14).
 3: services carry a flag per figure (``token_api_flag``, ``latency_flag``,
 ``rental_flag``, each with its ``*_reason``) and ``rental_coverage_ratio``;
 ``counterfactual_flagged`` is now true only when a counterfactual's own flag is
-``unvalidated`` (issue 16). Only keys are added."""
+``unvalidated`` (issue 16). Only keys are added.
+4: the report carries ``findings`` (what to change, ranked by monthly savings) and
+``findings_computed`` (false: no findings engine ran, which is not "none found")
+(issue 17). Only keys are added."""
 _MONTH_RE = re.compile(r"^(\d{4})-(\d{2})$")
 
 
@@ -322,10 +331,72 @@ class Report:
     unpriced_gpu_models: dict[str, float] = field(default_factory=dict)  # model → GPU-hours
     notes: tuple[str, ...] = ()
     headroom_policy: HeadroomPolicy = "spread"
+    # what to change and what it would save (chargeback/findings), ranked by monthly
+    # savings; findings_computed is False when no findings engine ran for this report,
+    # so an empty tuple then means "not looked for", never "nothing found"
+    findings: tuple[Finding, ...] = ()
+    findings_computed: bool = False
 
     @property
     def empty(self) -> bool:
         return not self.lines
 
+    @property
+    def findings_savings_usd(self) -> float:
+        """The monthly savings of every finding together ("savings identified")."""
+        return sum(f.monthly_savings_usd for f in self.findings)
+
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        # asdict deep-copies what it does not know, and a finding's evidence is a
+        # read-only mapping that cannot be copied: the findings are written here
+        out = asdict(replace(self, findings=()))
+        out["findings"] = [finding_dict(f) for f in self.findings]
+        return out
+
+
+def finding_dict(f: Finding) -> dict[str, Any]:
+    """A finding as plain JSON values, in its fields' order: evidence an object, GPUs and
+    peak hours lists, and beside the peak hours (unix seconds) the same as UTC text."""
+    out: dict[str, Any] = {fld.name: getattr(f, fld.name) for fld in fields(f)}
+    out["evidence"] = dict(f.evidence)
+    out["gpus"] = list(f.gpus)
+    out["peak_hours"] = list(f.peak_hours)
+    out["peak_hours_utc"] = [hour_utc(h) for h in f.peak_hours]
+    return out
+
+
+def finding_from_dict(d: dict[str, Any]) -> Finding:
+    """The inverse of :func:`finding_dict`, for a report read back from its JSON (the
+    reporter's findings metrics after a restart). Raises ValueError, KeyError or TypeError
+    on a document that is not one."""
+    from gpuledger.chargeback.findings.model import FINDING_KINDS, Finding
+
+    kind = d["kind"]
+    if kind not in FINDING_KINDS:
+        raise ValueError(f"unknown finding kind {kind!r}")
+    evidence = d.get("evidence", {})
+    if not isinstance(evidence, dict):
+        raise TypeError("evidence is not an object")
+    return Finding(
+        kind=kind,
+        namespace=str(d["namespace"]),
+        service=str(d["service"]),
+        gpu_model=str(d["gpu_model"]),
+        title=str(d["title"]),
+        recommendation=str(d["recommendation"]),
+        current_gpus=float(d["current_gpus"]),
+        recommended_gpus=float(d["recommended_gpus"]),
+        monthly_savings_usd=float(d["monthly_savings_usd"]),
+        hours_of_evidence=int(d["hours_of_evidence"]),
+        assumption=str(d["assumption"]),
+        evidence=MappingProxyType(
+            {str(k): v if isinstance(v, str) else float(v) for k, v in evidence.items()}
+        ),
+        gpus=tuple(str(g) for g in d.get("gpus", ())),
+        peak_hours=tuple(int(h) for h in d.get("peak_hours", ())),
+    )
+
+
+def hour_utc(unix: int) -> str:
+    """An hour's start (unix seconds) as ``2026-10-04T13:00:00Z``."""
+    return datetime.fromtimestamp(unix, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")

@@ -11,10 +11,11 @@ from __future__ import annotations
 import re
 import shutil
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
 
+from gpuledger.chargeback.findings.model import Finding
 from gpuledger.chargeback.ledger.store.common import AuditableLedgerStore
 from gpuledger.chargeback.report.build import ReportOptions, build_report
 from gpuledger.chargeback.report.config import ReportConfig
@@ -23,6 +24,40 @@ from gpuledger.chargeback.report.ratecard import RateCard, load_rate_card
 from gpuledger.chargeback.report.writers.files import all_file_names, write_report
 
 _MONTH_DIR = re.compile(r"^\d{4}-\d{2}$")
+
+FindingsProvider = Callable[[AuditableLedgerStore, Month, RateCard], tuple[Finding, ...]]
+"""Computes a month's findings from the ledger and the rate card the report is priced with."""
+
+
+def findings_provider(cfg: ReportConfig) -> FindingsProvider | None:
+    """The findings engine every run uses -- the scheduled report, ``gpuledger report``,
+    ``gpuledger findings`` and the demo -- wired in this one place so they cannot differ.
+
+    ``None``: no engine is wired, and the report says its findings were not computed
+    (never that there are none). With the engine (``chargeback/findings/engine.py``)::
+
+        from gpuledger.chargeback.findings.engine import find
+
+        return lambda store, month, card: find(store, month, card, cfg.findings)
+    """
+    del cfg  # the engine's thresholds (report.findings) are read here once it is wired
+    return None
+
+
+def rank_findings(found: tuple[Finding, ...]) -> tuple[Finding, ...]:
+    """Largest monthly saving first; equal savings keep the order they were given in."""
+    return tuple(sorted(found, key=lambda f: -f.monthly_savings_usd))
+
+
+def with_findings(
+    report: Report, store: AuditableLedgerStore, month: Month, card: RateCard,
+    findings: FindingsProvider | None,
+) -> Report:  # fmt: skip
+    """``report`` carrying ``month``'s findings (unchanged when there is no provider)."""
+    if findings is None:
+        return report
+    found = rank_findings(tuple(findings(store, month, card)))
+    return replace(report, findings=found, findings_computed=True)
 
 
 def report_options(cfg: ReportConfig) -> ReportOptions:
@@ -48,9 +83,12 @@ def run_report(
     now: datetime | None = None,
     store_label: str = "",
     progress: Callable[[str], None] | None = None,
+    findings: FindingsProvider | None = None,
 ) -> tuple[Report, list[Path]]:
     """Build ``month``'s report and write every configured format under ``out_dir``.
 
+    ``findings`` (usually :func:`findings_provider`) fills the report's Findings section;
+    without one the section says findings were not computed.
     Raises NoLedgerData, RateCardError or StoreError before anything is written."""
     card = card or load_rate_card(cfg.rate_card)
     report = build_report(
@@ -62,6 +100,7 @@ def run_report(
         store_label=store_label,
         progress=progress,
     )
+    report = with_findings(report, store, month, card, findings)
 
     def written(path: Path) -> None:
         if progress is not None:

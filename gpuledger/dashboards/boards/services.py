@@ -1,5 +1,6 @@
 """Services: GPU-hours allocated and busy, idle capacity, energy and cost per service (the
-ops view of what the monthly chargeback bills).
+ops view of what the monthly chargeback bills), and the latest report's findings: what to
+change and what it would save.
 """
 
 from __future__ import annotations
@@ -102,6 +103,38 @@ def build() -> dashboard.Dashboard:
                 Target(q.service_cost_per_million_tokens(), legend="{{service}}"),
                 description="Internal cost per million tokens served (recording rule).",
             )
+        ),
+        # Findings: the reporter's, from the latest monthly report (no data until a report
+        # with findings is written)
+        Cell(
+            table_panel(
+                "Findings: top savings (latest report)",
+                CURRENCY,
+                Target(q.finding_savings_top(), instant=True, table=True),
+                value_name="saves / month",
+                description="The ten largest findings of the latest monthly report: what "
+                "each change would save a month. Details and evidence: the report's Findings "
+                "section or `gpuledger findings`.",
+            ),
+            w=12,
+        ),
+        Cell(
+            bar_panel(
+                "Findings: savings by kind",
+                CURRENCY,
+                Target(q.finding_savings_by_kind(), legend="{{kind}}", instant=True),
+                description="Monthly savings identified by the latest report, per kind.",
+            ),
+            w=6,
+        ),
+        Cell(
+            bar_panel(
+                "Findings by kind",
+                SHORT,
+                Target(q.findings_by_kind(), legend="{{kind}}", instant=True),
+                description="How many findings of each kind the latest report holds.",
+            ),
+            w=6,
         ),
     ]
     return make_dashboard(

@@ -2,9 +2,10 @@
 
 Layout: ``<out>/<YYYY-MM>/chargeback-<YYYY-MM>.{csv,json,html}``, plus
 ``chargeback-<YYYY-MM>-focus.csv`` (FOCUS 1.2), and with the CSV its companions
-``chargeback-<YYYY-MM>-coverage.csv`` (per node) and ``chargeback-<YYYY-MM>-tenants.csv``
-(per tenant of a shared service; only a header when no service has tenants, so a rerun
-never leaves an earlier run's tenants behind).
+``chargeback-<YYYY-MM>-coverage.csv`` (per node), ``chargeback-<YYYY-MM>-tenants.csv``
+(per tenant of a shared service) and ``chargeback-<YYYY-MM>-findings.csv`` (per finding,
+ranked); the last two are only a header when empty, so a rerun never leaves an earlier
+run's rows behind.
 Each file is written to a temporary name and renamed into place, so the agent's
 ``/reports/`` never serves half a file and a failed run leaves the previous one intact.
 A new format is a writer module beside this one, its name in :data:`FORMATS`, its file
@@ -27,6 +28,7 @@ from gpuledger.chargeback.report.writers.csv_json import (
     report_json,
     tenants_csv,
 )
+from gpuledger.chargeback.report.writers.findings import findings_csv
 
 Format = Literal["csv", "json", "focus", "html"]
 FORMATS: tuple[Format, ...] = ("csv", "json", "focus", "html")
@@ -40,6 +42,7 @@ def file_name(month: str, fmt: Format) -> str:
 CSV_COMPANIONS: dict[str, Callable[[Report], str]] = {
     "coverage": coverage_csv,
     "tenants": tenants_csv,
+    "findings": findings_csv,
 }
 """Files written beside ``chargeback-<YYYY-MM>.csv`` whenever the CSV is."""
 

@@ -697,6 +697,7 @@ def render_html(report: Report) -> str:
     """The report as one self-contained HTML document (no scripts, no external resources)."""
     from gpuledger.chargeback.report.console import per_million
     from gpuledger.chargeback.report.writers import html_tenants as tn  # it reuses this module
+    from gpuledger.chargeback.report.writers.html_findings import findings_view
 
     sources = _Sources()
     model_rows = _model_rows(report, sources)
@@ -725,4 +726,5 @@ def render_html(report: Report) -> str:
         weights_title=tn.weights_title,
         FIXED_MARK=tn.FIXED,
         per_million=per_million,
+        fv=findings_view(report),
     )
