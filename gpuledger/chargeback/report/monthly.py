@@ -32,16 +32,12 @@ FindingsProvider = Callable[[AuditableLedgerStore, Month, RateCard], tuple[Findi
 def findings_provider(cfg: ReportConfig) -> FindingsProvider | None:
     """The findings engine every run uses -- the scheduled report, ``gpuledger report``,
     ``gpuledger findings`` and the demo -- wired in this one place so they cannot differ.
+    ``None`` (kept for callers that pass no engine) makes a report say its findings were
+    not computed, never that there are none."""
+    from gpuledger.chargeback.findings.engine import find
 
-    ``None``: no engine is wired, and the report says its findings were not computed
-    (never that there are none). With the engine (``chargeback/findings/engine.py``)::
-
-        from gpuledger.chargeback.findings.engine import find
-
-        return lambda store, month, card: find(store, month, card, cfg.findings)
-    """
-    del cfg  # the engine's thresholds (report.findings) are read here once it is wired
-    return None
+    thresholds = cfg.findings
+    return lambda store, month, card: find(store, month, card, thresholds)
 
 
 def rank_findings(found: tuple[Finding, ...]) -> tuple[Finding, ...]:
