@@ -15,9 +15,10 @@ Energy comes from the board's cumulative energy counter when it moved forward si
 last observation; a counter that went backwards (driver reload, GPU reset) or a GPU not
 seen before falls back to power × duration; it is split among owners by share.
 
-Peak memory is a running maximum per bucket: the memory each owner holds in an
-observation (``OwnerShare.memory_bytes``) raises the peak of every hour its interval
-touches, never lowers it; a restart resumes it from the spool like the totals, so
+Peak memory is a running maximum per bucket: the memory a bucket's owner holds on the GPU
+in an observation (``OwnerShare.memory_bytes``, summed over its shares of that GPU: two
+MIG instances, two pods) raises the peak of every hour its interval touches, never lowers
+it; a restart resumes it from the spool like the totals, so
 replaying the spool gives the same peak.
 """
 
@@ -72,6 +73,18 @@ def hour_segments(wall_end: float, duration: float) -> list[tuple[int, float]]:
         end = min(wall_end, h + HOUR)
         out.append((h, end - t))
         t = end
+    return out
+
+
+def _memory_held(alloc: GpuAllocation) -> dict[tuple[str, str], float]:
+    """The memory each bucket's owner holds on this GPU now: the sum over its shares (two
+    MIG instances, or two pods of one service on a shared GPU, hold both their memory);
+    owners with no measured share are absent."""
+    out: dict[tuple[str, str], float] = {}
+    for s in alloc.shares:
+        if s.memory_bytes is not None:
+            k = s.owner.ledger_key
+            out[k] = out.get(k, 0.0) + s.memory_bytes
     return out
 
 
@@ -143,6 +156,7 @@ class Accumulator:
         else:
             energy = 0.0
         node, model = self.node, alloc.model
+        held = _memory_held(alloc)
         for hour, seconds in segments:
             ckey = (hour, node, alloc.uuid)
             cov = self._coverage.get(ckey)
@@ -164,8 +178,7 @@ class Accumulator:
                 u.allocated += allocated
                 u.busy += busy
                 u.energy += joules
-                if s.memory_bytes is not None:
-                    u.peak_memory = merge_peak(u.peak_memory, s.memory_bytes)
+                u.peak_memory = merge_peak(u.peak_memory, held.get(s.owner.ledger_key))
                 self._dirty_usage.add(ukey)
                 self._count_lifetime(
                     s.owner.namespace, s.owner.service, model, allocated, busy, joules

@@ -112,6 +112,34 @@ def test_accumulator_peak_per_hour_across_the_boundary_and_a_restart() -> None:
     assert _peaks(usage3) == {(H, "chat"): 8 * GIB, (H, IDLE): None}
 
 
+def test_an_owner_on_two_mig_instances_or_in_two_pods_holds_both(tmp_path: Path) -> None:
+    """A bucket is (GPU, namespace, service): what its owner holds on the GPU at one
+    instant is the sum over its shares -- two MIG instances of one board, two pods of
+    one service on a time-sliced GPU -- and the peak is the largest such sum."""
+    pod2 = Owner("llm", "chat", "chat-1")
+    mig = GpuAllocation(
+        uuid="GPU-7", index=7, model="H100", energy_joules=None, power_watts=None,
+        shares=(OwnerShare(A, 3 / 7, 0.0, 1, "3g.40gb", 30 * GIB),
+                OwnerShare(A, 1 / 7, 0.0, 5, "1g.10gb", 8 * GIB),
+                OwnerShare(B, 1 / 7, 0.0, 9, "1g.10gb", None),
+                OwnerShare(IDLE_OWNER, 2 / 7, 0.0)),
+    )  # fmt: skip
+    sliced = GpuAllocation(
+        uuid="GPU-0", index=0, model="H100", energy_joules=None, power_watts=None,
+        shares=(OwnerShare(A, 0.5, 0.0, memory_bytes=20 * GIB),
+                OwnerShare(pod2, 0.5, 0.0, memory_bytes=25 * GIB)),
+    )  # fmt: skip
+    acc = Accumulator("n", max_gap_s=60)
+    acc.observe(H + 10, 1.0, [mig, sliced])
+    acc.observe(H + 20, 11.0, [mig, sliced])
+    usage, _ = acc.drain_dirty()
+    peaks = {(r.gpu_uuid, r.service): r.peak_memory_bytes for r in usage}
+    assert peaks == {
+        ("GPU-7", "chat"): 38 * GIB, ("GPU-7", "embed"): None, ("GPU-7", IDLE): None,
+        ("GPU-0", "chat"): 45 * GIB,
+    }  # fmt: skip
+
+
 def test_restoring_from_the_spool_twice_gives_the_same_peaks(tmp_path: Path) -> None:
     spool = Spool(tmp_path / "spool.db")
     acc = Accumulator("n", max_gap_s=60)
