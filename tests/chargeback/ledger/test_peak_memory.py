@@ -14,6 +14,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from gpuledger.chargeback.attribution.claims import IDLE, IDLE_OWNER, Claim, Owner
 from gpuledger.chargeback.attribution.shares import GpuAllocation, OwnerShare
@@ -405,3 +407,54 @@ def test_sqlite_migration_9_keeps_a_version_8_ledgers_rows(tmp_path: Path) -> No
         assert store.peak_memory(_dt(H), _dt(H + 3600), ["service"]) == [
             PeakMemoryGroup(11 * GIB, 1, service="a")
         ]
+
+
+# -- property: the peak is the max of what was held, never lowered, across restarts --------
+
+_STEP = st.tuples(
+    st.integers(min_value=1, max_value=1500),  # seconds since the previous observation
+    st.one_of(st.none(), st.integers(min_value=0, max_value=80).map(lambda g: g * GIB)),
+    st.booleans(),  # the agent restarts before this observation
+)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(steps=st.lists(_STEP, min_size=1, max_size=40))
+def test_peak_is_the_max_held_in_each_hour_across_restarts(
+    steps: list[tuple[int, float | None, bool]],
+) -> None:
+    """Random observations (some not measured, some after a gap, some after a restart that
+    resumes from the spooled rows): each hour's peak is the largest memory of the
+    observations whose interval touches it, computed here from the intervals, and no
+    drained row ever shows an hour's peak lower than before."""
+    max_gap = 600
+    acc = Accumulator("n", max_gap_s=max_gap)
+    wall, mono = float(H - 1800), 0.0
+    acc.observe(wall, mono, [_alloc(None)])
+    want: dict[int, float] = {}
+    seen: dict[int, float | None] = {}
+    spooled: dict[tuple[int, str, str, str, str], UsageRow] = {}
+    baseline = False
+    for dt, held, restart in steps:
+        if restart:
+            acc = Accumulator("n", max_gap_s=max_gap)
+            acc.restore(list(spooled.values()), [])
+            mono = 0.0
+            baseline = True
+        wall, mono = wall + dt, mono + dt
+        acc.observe(wall, mono, [_alloc(held)])
+        if not baseline and dt <= max_gap and held is not None:
+            hour = int((wall - dt) // 3600) * 3600
+            while hour < wall:  # every hour the interval touches
+                want[hour] = max(want.get(hour, 0.0), held)
+                hour += 3600
+        baseline = False
+        usage, _ = acc.drain_dirty()
+        for r in usage:
+            spooled[r.key] = r
+            if r.service == "chat":
+                before = seen.get(r.hour_start)
+                assert before is None or (r.peak_memory_bytes or 0.0) >= before
+                seen[r.hour_start] = r.peak_memory_bytes
+    got = {h: p for h, p in seen.items() if p is not None}
+    assert got == want
