@@ -174,9 +174,11 @@ def fleet_day_values(gpus: int, day: int, stamp: Callable[[int], Any] = int) -> 
                     alloc = base + d if k == 0 else base
                     ns, name = names[pool[(g + k) % SERVICES_PER_NODE]]
                     usage.append((hour_v, node, uuid, ns, name, model, "", alloc,
-                                  alloc * (0.4 + 0.1 * k), alloc * 350.0))  # fmt: skip
-                idle = 540.0 - d
-                usage.append((hour_v, node, uuid, "", IDLE, model, "", idle, 0.0, idle * 70.0))
+                                  alloc * (0.4 + 0.1 * k), alloc * 350.0,
+                                  (24.0 + 8.0 * k) * 2**30))  # fmt: skip
+                idle = 540.0 - d  # __idle__ holds no memory: its peak is NULL
+                usage.append((hour_v, node, uuid, "", IDLE, model, "", idle, 0.0, idle * 70.0,
+                              None))  # fmt: skip
                 coverage.append((hour_v, node, uuid, model, 3600.0))
             for svc in pool:
                 models = served_models(svc)

@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import math
 import random
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from gpuledger.chargeback.attribution.claims import IDLE
@@ -48,8 +48,8 @@ from gpuledger.chargeback.ledger.tables import (
     UsageRow,
 )
 from gpuledger.chargeback.report.model import Month
-from gpuledger.sim.attribution import idle_holders
-from gpuledger.sim.node import KNOT_S, SimDevice, SimulatedNode
+from gpuledger.sim.attribution import IdleHolder, idle_holders
+from gpuledger.sim.node import KNOT_S, SimDevice, SimGpu, SimulatedNode
 from gpuledger.sim.nvml_fake import H100_80GB, L40S
 from gpuledger.sim.pooled import pooled_hour
 from gpuledger.sim.tenants import SHARED_SERVICE, shared_hour
@@ -141,6 +141,29 @@ def _device_hour(
     return out
 
 
+def _memory_held(
+    g: SimGpu, holders: Mapping[tuple[int, int | None], IdleHolder]
+) -> dict[tuple[str, str], float]:
+    """The GPU memory each (namespace, service) holds on ``g`` (its peak: the model's
+    processes keep theirs all hour), by the agent's rule (``docs/attribution.md``): its
+    processes' memory, summed over its devices; a pod the kubelet gave a device with no
+    process on it holds the device's used memory (NVML's: an instance's is its
+    processes', a whole GPU's adds the driver's reserve)."""
+    out: dict[tuple[str, str], float] = {}
+    for d in g.devices:
+        holder = holders.get((d.gpu_index, d.mig_instance))
+        if d.processes:
+            for p in d.processes:
+                out[(p.namespace, p.service)] = out.get((p.namespace, p.service), 0.0) + float(
+                    p.memory_bytes
+                )
+        elif holder is not None:
+            used = d.memory_used_bytes if g.mig else g.memory_used_bytes
+            key = (holder.namespace, holder.service)
+            out[key] = out.get(key, 0.0) + float(used)
+    return out
+
+
 def _node_hour(
     sim: SimulatedNode, node: str, hour: int
 ) -> tuple[list[UsageRow], list[CoverageRow], dict[tuple[str, str], float]]:
@@ -159,6 +182,7 @@ def _node_hour(
         energy = sim.energy_joules(g.index, t1) - e0
         totals: dict[tuple[str, str], list[float]] = {}
         profiles: dict[tuple[str, str], list[str]] = {}
+        memory = _memory_held(g, holders)
         held = 0.0
         for d in g.devices:
             fraction = (d.slices or 0) / (d.total_slices or 1) if g.mig else 1.0
@@ -179,7 +203,7 @@ def _node_hour(
             usage.append(
                 UsageRow(hour, node, g.uuid, ns, svc, g.model.name,
                          "+".join(sorted(profiles.get((ns, svc), []))), alloc, busy,
-                         energy * alloc / HOUR_S)
+                         energy * alloc / HOUR_S, memory.get((ns, svc)))
             )  # fmt: skip
             busy_by_service[(ns, svc)] = busy_by_service.get((ns, svc), 0.0) + busy
         if idle_s > 1e-9:

@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+from pathlib import Path
+
 import pytest
 
 from gpuledger.chargeback.attribution.claims import IDLE
+from gpuledger.chargeback.attribution.resolver import WorkloadResolver
+from gpuledger.chargeback.attribution.shares import allocate
 from gpuledger.chargeback.ledger.store.sqlite import SqliteLedgerStore
 from gpuledger.chargeback.report.model import Month, ServiceLine
-from gpuledger.sim.attribution import idle_holders
+from gpuledger.collectors.gpu.nvml import NvmlCollector
+from gpuledger.sim.attribution import idle_holders, simulated_sources
 from gpuledger.sim.month import DEMO_FLEET, SimNodeSpec, simulate_month
 from gpuledger.sim.node import SimulatedNode
 from gpuledger.sim.nvml_fake import H100_80GB
@@ -160,3 +166,35 @@ def test_report_flags_of_the_simulated_month(store: SqliteLedgerStore) -> None:
         assert lines[unprobed].latency_flag == "not applicable"
         assert lines[unprobed].counterfactual_flagged is False
     assert all(line.rental_flag == "unvalidated" for line in report(0.995).values())
+
+
+def test_peak_memory_is_what_the_agents_attribution_sees(
+    store: SqliteLedgerStore, tmp_path: Path
+) -> None:
+    """Issue 17: each bucket's peak GPU memory in the month is what the live agent's path
+    (fake NVML → collector → proc tree and pods → shares) says its owner holds on that
+    GPU, summed over its shares; the idle-holding notebook (seen only through the
+    kubelet, which this path leaves out) holds its empty instance's used memory."""
+    sim = SimulatedNode(7, 8, model=H100_80GB.name, start=FEB.start.timestamp())
+    readings = NvmlCollector(sim.nvml).collect().gpus
+    root, pods = simulated_sources(sim, tmp_path / "proc")
+    resolver = WorkloadResolver(proc_root=root, pods=pods, static=None)
+    want: dict[tuple[str, str, str], float] = {}
+    for alloc in allocate(readings, resolver.claims):
+        for s in alloc.shares:
+            if s.memory_bytes is not None:
+                k = (alloc.uuid, s.owner.namespace, s.owner.service)
+                want[k] = want.get(k, 0.0) + s.memory_bytes
+    (holder,) = idle_holders(sim)
+    (instance,) = [r for r in readings if r.mig_device_uuid == holder.device.mig_device_uuid]
+    want[(holder.device.gpu_uuid, holder.namespace, holder.service)] = float(
+        instance.memory_used_bytes or 0.0
+    )
+    hour = FEB.start + timedelta(hours=10)
+    got = store.peak_memory(hour, hour + timedelta(hours=1), ["gpu_uuid", "namespace", "service"])
+    assert {(str(g.gpu_uuid), str(g.namespace), str(g.service)): g.peak_memory_bytes
+            for g in got} == want  # fmt: skip
+    assert all(v > 0 for k, v in want.items() if k[2] != holder.service)
+    # the idle remainder has no peak, in any hour of the month
+    services = store.peak_memory(FEB.start, FEB.end, ["service"])
+    assert IDLE not in {g.service for g in services}

@@ -65,3 +65,27 @@ def migrate_to(conn: Any, version: int) -> None:
         for stmt in statements:
             conn.execute(stmt)
         conn.execute("INSERT INTO schema_migrations (version) VALUES (%s)", (number,))
+
+
+USAGE_COLUMNS_V8 = (
+    "hour_start", "node", "gpu_uuid", "namespace", "service", "gpu_model", "mig_profile",
+    "allocated_gpu_seconds", "busy_gpu_seconds", "energy_joules",
+)  # fmt: skip
+"""``ledger_usage``'s columns up to schema version 8 (migration 9 added the peak)."""
+
+
+def write_usage_before_v9(conn: Any, rows: Any) -> None:
+    """Upsert ``rows`` (``UsageRow``s) as a release before migration 9 did: its columns
+    only, totals kept with GREATEST (the peak, if any, is not written)."""
+    columns = ", ".join(USAGE_COLUMNS_V8)
+    totals = ("allocated_gpu_seconds", "busy_gpu_seconds", "energy_joules")
+    sets = ", ".join(f"{c} = GREATEST(ledger_usage.{c}, EXCLUDED.{c})" for c in totals)
+    statement = (
+        f"INSERT INTO ledger_usage ({columns}) VALUES (to_timestamp(%s::bigint),"
+        f" {', '.join(['%s'] * (len(USAGE_COLUMNS_V8) - 1))})"
+        " ON CONFLICT (hour_start, node, gpu_uuid, namespace, service) DO UPDATE SET"
+        f" {sets}, gpu_model = EXCLUDED.gpu_model, mig_profile = EXCLUDED.mig_profile"
+    )
+    conn.cursor().executemany(
+        statement, [tuple(getattr(r, c) for c in USAGE_COLUMNS_V8) for r in rows]
+    )

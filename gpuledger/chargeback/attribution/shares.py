@@ -22,13 +22,20 @@ construction, not by luck.
 - Busy time: an owner's allocated share × its device's utilization (engine activity);
   when the device reports none, the sum of its processes' SM utilization (capped at 1);
   else 0 -- busy is never guessed upward.
+- Memory held (``OwnerShare.memory_bytes``, the ledger's peak GPU memory): per device (a
+  whole GPU or one MIG instance), each owner's own processes' memory (the claim's, summed
+  per owner) -- so on a shared, time-sliced or MPS GPU each owner has only its own; when
+  the owner is the device's only claim and its processes report none (no process seen,
+  or NVML hid their memory), the device's used memory (the instance's on MIG), since the
+  owner holds the whole device; else None (not measured, never 0). ``__idle__`` holds
+  none: None.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal
 
 from gpuledger.chargeback.attribution.claims import IDLE_OWNER, Claim, Owner
@@ -47,6 +54,7 @@ class OwnerShare:
     busy_ratio: float  # 0..1: of the share's time, how much its device was busy
     mig_instance: int | None = None
     mig_profile: str = ""
+    memory_bytes: float | None = None  # GPU memory the owner holds now; None: not measured
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,9 +164,18 @@ def _device_shares(
     if not claims:
         return []
     return [
-        OwnerShare(c.owner, fraction * w, busy, device.mig_instance, device.mig_profile)
-        for c, w in zip(claims, _weights(claims, policy), strict=True)
+        OwnerShare(c.owner, fraction * w, busy, device.mig_instance, device.mig_profile, m)
+        for c, w, m in zip(claims, _weights(claims, policy), _memory(device, claims), strict=True)
     ]
+
+
+def _memory(device: GpuReading, claims: Sequence[Claim]) -> list[float | None]:
+    """The memory each claim holds on ``device`` (see the module's docstring): its own
+    processes'; the device's used memory for a sole claim whose processes report none."""
+    out = [None if c.memory_bytes is None else float(c.memory_bytes) for c in claims]
+    if len(claims) == 1 and out[0] is None and device.memory_used_bytes is not None:
+        out[0] = float(device.memory_used_bytes)
+    return out
 
 
 def allocate(
@@ -190,10 +207,7 @@ def allocate(
             shares = _device_shares(board, 1.0, claims_for(board), policy)
         held = sum(s.share for s in shares)
         if held > 1.0:  # rounding only; never more than the whole GPU
-            shares = [
-                OwnerShare(s.owner, s.share / held, s.busy_ratio, s.mig_instance, s.mig_profile)
-                for s in shares
-            ]
+            shares = [replace(s, share=s.share / held) for s in shares]
             held = 1.0
         idle = 1.0 - held
         if idle > _ROUNDING:

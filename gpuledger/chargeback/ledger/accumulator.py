@@ -14,6 +14,12 @@ hour) shows exactly where the ledger knows nothing.
 Energy comes from the board's cumulative energy counter when it moved forward since the
 last observation; a counter that went backwards (driver reload, GPU reset) or a GPU not
 seen before falls back to power × duration; it is split among owners by share.
+
+Peak memory is a running maximum per bucket: the memory a bucket's owner holds on the GPU
+in an observation (``OwnerShare.memory_bytes``, summed over its shares of that GPU: two
+MIG instances, two pods) raises the peak of every hour its interval touches, never lowers
+it; a restart resumes it from the spool like the totals, so
+replaying the spool gives the same peak.
 """
 
 from __future__ import annotations
@@ -25,7 +31,7 @@ from dataclasses import dataclass, field
 from gpuledger.chargeback.attribution.claims import IDLE
 from gpuledger.chargeback.attribution.shares import GpuAllocation
 from gpuledger.chargeback.ledger.model import HOUR, hour_start
-from gpuledger.chargeback.ledger.tables import CoverageRow, UsageRow
+from gpuledger.chargeback.ledger.tables import CoverageRow, UsageRow, merge_peak
 
 UsageKey = tuple[int, str, str, str, str]  # hour, node, gpu_uuid, namespace, service
 CoverageKey = tuple[int, str, str]  # hour, node, gpu_uuid
@@ -38,6 +44,7 @@ class _Usage:
     allocated: float = 0.0
     busy: float = 0.0
     energy: float = 0.0
+    peak_memory: float | None = None
 
 
 @dataclass(slots=True)
@@ -69,6 +76,18 @@ def hour_segments(wall_end: float, duration: float) -> list[tuple[int, float]]:
     return out
 
 
+def _memory_held(alloc: GpuAllocation) -> dict[tuple[str, str], float]:
+    """The memory each bucket's owner holds on this GPU now: the sum over its shares (two
+    MIG instances, or two pods of one service on a shared GPU, hold both their memory);
+    owners with no measured share are absent."""
+    out: dict[tuple[str, str], float] = {}
+    for s in alloc.shares:
+        if s.memory_bytes is not None:
+            k = s.owner.ledger_key
+            out[k] = out.get(k, 0.0) + s.memory_bytes
+    return out
+
+
 class Accumulator:
     def __init__(self, node: str, *, max_gap_s: float) -> None:
         self.node = node
@@ -97,6 +116,7 @@ class Accumulator:
                     u.allocated_gpu_seconds,
                     u.busy_gpu_seconds,
                     u.energy_joules,
+                    u.peak_memory_bytes,
                 )
             for c in coverage:
                 self._coverage[c.key] = _Coverage(c.gpu_model, c.observed_seconds)
@@ -136,6 +156,7 @@ class Accumulator:
         else:
             energy = 0.0
         node, model = self.node, alloc.model
+        held = _memory_held(alloc)
         for hour, seconds in segments:
             ckey = (hour, node, alloc.uuid)
             cov = self._coverage.get(ckey)
@@ -157,6 +178,7 @@ class Accumulator:
                 u.allocated += allocated
                 u.busy += busy
                 u.energy += joules
+                u.peak_memory = merge_peak(u.peak_memory, held.get(s.owner.ledger_key))
                 self._dirty_usage.add(ukey)
                 self._count_lifetime(
                     s.owner.namespace, s.owner.service, model, allocated, busy, joules
@@ -198,6 +220,7 @@ class Accumulator:
             hour_start=k[0], node=k[1], gpu_uuid=k[2], namespace=k[3], service=k[4],
             gpu_model=u.gpu_model, mig_profile="+".join(sorted(u.profiles)),
             allocated_gpu_seconds=u.allocated, busy_gpu_seconds=u.busy, energy_joules=u.energy,
+            peak_memory_bytes=u.peak_memory,
         )  # fmt: skip
 
     def _coverage_row(self, k: CoverageKey) -> CoverageRow:

@@ -86,6 +86,33 @@ class UsageGroup:
 
 
 @dataclass(frozen=True, slots=True)
+class PeakMemoryGroup:
+    """The most GPU memory one group of usage buckets held: the MAX of the buckets' peaks
+    (a peak is never summed: two GPUs' peaks in one hour are two peaks, not one larger
+    one). Only buckets with a measured peak count, so a group is absent when none of its
+    buckets was measured (``__idle__``, hours before migration 9); a key not grouped by is
+    None."""
+
+    peak_memory_bytes: float
+    buckets: int  # usage rows of the group with a measured peak
+    node: str | None = None
+    gpu_uuid: str | None = None
+    gpu_model: str | None = None
+    mig_profile: str | None = None
+    namespace: str | None = None
+    service: str | None = None
+    hour: str | None = None  # ISO-8601 UTC
+
+    @classmethod
+    def from_row(cls, row: Mapping[str, object]) -> PeakMemoryGroup:
+        return cls(
+            peak_memory_bytes=_float(row["peak_memory_bytes"]),
+            buckets=int(_float(row["buckets"])),
+            **{k: _opt_str(row[k]) for k in PEAK_GROUP_KEYS if k in row},
+        )
+
+
+@dataclass(frozen=True, slots=True)
 class TokenGroup:
     """Σ of one group of token rows; a key not grouped by is None."""
 
@@ -251,6 +278,8 @@ class InvariantViolation:
 
 
 USAGE_GROUP_KEYS = ("node", "gpu_uuid", "gpu_model", "namespace", "service", "hour")
+PEAK_GROUP_KEYS = (*USAGE_GROUP_KEYS, "mig_profile")
+"""What ``LedgerStore.peak_memory`` may group by (the usage keys and the MIG profile)."""
 TOKEN_GROUP_KEYS = ("node", "namespace", "service", "model_name", "hour")
 TENANT_GROUP_KEYS = ("node", "namespace", "service", "model_name", "tenant", "hour")
 """What ``/api/v1/usage`` may group by."""
@@ -285,6 +314,20 @@ class LedgerStore(Protocol):
     ) -> list[UsageGroup]:
         """Sum of allocated/busy GPU-seconds and energy over ``[start, end)`` hours,
         grouped by ``group_by`` (a subset of USAGE_GROUP_KEYS), aggregated in SQL."""
+        ...
+
+    def peak_memory(
+        self,
+        start: datetime,
+        end: datetime,
+        group_by: Sequence[str],
+        *,
+        node: str | None = None,
+    ) -> list[PeakMemoryGroup]:
+        """MAX of the usage buckets' measured peak GPU memory over ``[start, end)`` hours,
+        grouped by ``group_by`` (a subset of PEAK_GROUP_KEYS), aggregated in SQL from the
+        usage rows (no rollup carries a peak); e.g. ``("service", "gpu_model", "hour")``:
+        each service's hourly peak per GPU model."""
         ...
 
     def upsert_tokens(self, rows: Sequence[TokenRow]) -> None:

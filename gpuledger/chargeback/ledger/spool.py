@@ -50,10 +50,25 @@ R = TypeVar("R")
 def create_statement(table: Table[Any]) -> str:
     """The spool's table for ``table``: its columns (no defaults: the spool is always
     given every value), the write's sequence and the sequence the store confirmed."""
-    defs = [column_def(c, c.spool, with_default=False) for c in table.columns]
+    defs = [column_def(c, c.spool, with_default=False) for c in table.created()]
     defs += ["seq INTEGER NOT NULL", "flushed_seq INTEGER NOT NULL DEFAULT 0"]
+    defs += [column_def(c, c.spool, with_default=True) for c in table.added()]
     defs.append(f"PRIMARY KEY ({cols(table.names(Role.KEY, spool=True))})")
     return f"CREATE TABLE IF NOT EXISTS {q(table.spool)} ({', '.join(defs)})"
+
+
+def add_columns(db: sqlite3.Connection, table: Table[Any]) -> None:
+    """Bring a spool file an earlier release wrote up to ``table``: each column added
+    since (``since``) that the file's table lacks, appended (NULL, or its default, on the
+    rows it holds), so an old spool opens and keeps every row. A fresh file already has
+    them, in the same place."""
+    have = {str(r[1]) for r in db.execute(f"PRAGMA table_info({q(table.spool)})")}
+    for c in table.added():
+        if c.spool not in have:
+            db.execute(
+                f"ALTER TABLE {q(table.spool)} ADD COLUMN "
+                + column_def(c, c.spool, with_default=True)
+            )
 
 
 def _upsert(table: Table[Any]) -> str:
@@ -132,6 +147,9 @@ class Spool:
         self._db.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: safe against process death
         self._db.execute("PRAGMA busy_timeout=5000")
         self._db.executescript(_SCHEMA)
+        with self._transaction() as db:
+            for table in TABLES:
+                add_columns(db, table)
 
     @contextlib.contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:

@@ -6,21 +6,16 @@ total (an upsert), never an increment, so replaying a row after a crash or a flu
 cannot count a GPU-second twice. Stores additionally keep each total's maximum (totals
 only grow within an hour), so an older replay can never lower a bucket either.
 
-A column's role says what a store does when a row with the same key arrives again:
-
-- ``KEY``: part of the conflict target;
-- ``LABEL``: descriptive or measured once, the incoming value wins;
-- ``TOTAL``: a running total, the larger of stored and incoming value wins
-  (``max()`` in SQLite, ``GREATEST`` in PostgreSQL, ``max`` in the in-batch merge);
-- ``VERDICT``: filled in later, the incoming value wins unless it is NULL (a replay of
-  the bare record never clears a verdict);
-- ``VALUE``: the payload of an insert-only table (a replayed row is ignored).
+A column's role (:class:`~gpuledger.chargeback.ledger.columns.Role`: key, label, total,
+peak, verdict, value; each explained in :mod:`gpuledger.chargeback.ledger.columns`) says
+what a store does when a row with the same key arrives again.
 
 The node-local spool is different on purpose: it holds the accumulator's latest running
 totals, so there every non-key column takes the incoming value.
 
-Adding a column: add the field here (role, type, default for existing rows) and one
-migration per backend that adds it; ``tests/chargeback/ledger/test_tables.py`` fails until
+Adding a column: add the field here (role, type, default for existing rows; ``since``:
+the version whose migration adds it to an existing table) and one migration per backend
+that adds it; ``tests/chargeback/ledger/test_tables.py`` fails until
 the migrated schema and this declaration agree.
 """
 
@@ -28,105 +23,28 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, fields, replace
-from enum import StrEnum
 from operator import attrgetter
 from typing import Any, Generic, TypeVar
 
-
-class Role(StrEnum):
-    KEY = "key"
-    LABEL = "label"
-    TOTAL = "total"
-    VERDICT = "verdict"
-    VALUE = "value"
-
-
-@dataclass(frozen=True, slots=True)
-class SqlType:
-    """A column's type on each backend, and the Python type its values are coerced to."""
-
-    sqlite: str
-    postgres: str
-    python: type
-    pg_param: str = "%s"
-    """How a bound value enters a PostgreSQL statement."""
-    pg_staging: str | None = None
-    """The column's type in a COPY staging table, where it differs from ``postgres``."""
-    pg_unstage: str | None = None
-    """How a staged value becomes the column's type (``{}``: the staged column)."""
-
-
-HOUR = SqlType(
-    "INTEGER",
-    "timestamptz",
-    int,
-    pg_param="to_timestamp(%s::bigint)",
-    pg_staging="bigint",
-    pg_unstage="to_timestamp({})",
+from gpuledger.chargeback.ledger.columns import (
+    BIGINT,
+    BOOL,
+    COLUMN_META,
+    HOUR,
+    INT,
+    REAL,
+    TEXT,
+    Column,
+    key,
+    label,
+    peak,
+    total,
+    value,
+    verdict,
 )
-"""An hour's start: unix seconds in SQLite, an instant (timestamptz) in PostgreSQL, so no
-session time zone can shift a bucket."""
-TEXT = SqlType("TEXT", "text", str)
-REAL = SqlType("REAL", "double precision", float)
-"""GPU-seconds, joules, tokens, seconds: a double's 15-16 digits are exact far below what
-is billed, and numeric would cost space and aggregate speed for nothing."""
-INT = SqlType("INTEGER", "integer", int)
-BIGINT = SqlType("INTEGER", "bigint", int)
-BOOL = SqlType("INTEGER", "boolean", bool)
-
-
-@dataclass(frozen=True, slots=True)
-class Column:
-    """One column: the row attribute's role and type, and where its names differ."""
-
-    role: Role
-    type: SqlType
-    nullable: bool = False
-    default: str | None = None
-    """The stores' DDL default (SQL text); the spool always receives every value."""
-    store_name: str | None = None
-    spool_name: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class BoundColumn:
-    """A :class:`Column` with its attribute and resolved names."""
-
-    attr: str
-    store: str
-    spool: str
-    role: Role
-    type: SqlType
-    nullable: bool
-    default: str | None
-
-
-_META = "gpuledger.column"
-
-
-def _column(role: Role, sql_type: SqlType, **kw: Any) -> Mapping[str, Column]:
-    return {_META: Column(role, sql_type, **kw)}
-
-
-def key(sql_type: SqlType, **kw: Any) -> Mapping[str, Column]:
-    return _column(Role.KEY, sql_type, **kw)
-
-
-def label(sql_type: SqlType, **kw: Any) -> Mapping[str, Column]:
-    return _column(Role.LABEL, sql_type, **kw)
-
-
-def total(sql_type: SqlType = REAL, **kw: Any) -> Mapping[str, Column]:
-    return _column(Role.TOTAL, sql_type, default="0", **kw)
-
-
-def verdict(**kw: Any) -> Mapping[str, Column]:
-    return _column(Role.VERDICT, BOOL, nullable=True, **kw)
-
-
-def value(sql_type: SqlType, **kw: Any) -> Mapping[str, Column]:
-    return _column(Role.VALUE, sql_type, **kw)
-
+from gpuledger.chargeback.ledger.columns import BoundColumn as BoundColumn
+from gpuledger.chargeback.ledger.columns import Role as Role
+from gpuledger.chargeback.ledger.columns import merge_peak as merge_peak
 
 # -- the rows -----------------------------------------------------------------------------
 
@@ -145,6 +63,10 @@ class UsageRow:
     allocated_gpu_seconds: float = field(metadata=total())
     busy_gpu_seconds: float = field(metadata=total())
     energy_joules: float = field(metadata=total())
+    peak_memory_bytes: float | None = field(default=None, metadata=peak(since=9))
+    """The most GPU memory the owner held on this GPU (its MIG instance) in the hour, as
+    sampled; None: not measured (``__idle__``, or no source reported memory). The
+    attribution rule per sharing case: ``docs/attribution.md``."""
 
     @property
     def key(self) -> tuple[int, str, str, str, str]:
@@ -315,8 +237,9 @@ class Index:
 class Table(Generic[R]):
     """One ledger table: its row type and everything the spool and stores derive from it.
 
-    Column order (in every DDL, value tuple and statement) is the key, in key order, then
-    the row's other fields in declaration order."""
+    Column order (in every value tuple and statement) is the key, in key order, then the
+    row's other fields in declaration order; in DDL, columns added by a later migration
+    (``since``) follow the stamp, where ``ALTER TABLE … ADD COLUMN`` puts them."""
 
     def __init__(
         self,
@@ -346,7 +269,7 @@ class Table(Generic[R]):
         7): a month's report reads one partition, and retention drops whole months."""
         declared: dict[str, Column] = {}
         for f in fields(row):  # type: ignore[arg-type]
-            column = f.metadata.get(_META)
+            column = f.metadata.get(COLUMN_META)
             if not isinstance(column, Column):
                 raise TypeError(f"{row.__name__}.{f.name} has no column declaration")
             declared[f.name] = column
@@ -364,9 +287,13 @@ class Table(Generic[R]):
                 type=declared[a].type,
                 nullable=declared[a].nullable,
                 default=declared[a].default,
+                since=declared[a].since,
             )
             for a in order
         )
+        for c in self.columns:
+            if c.since is not None and not c.nullable and c.default is None:
+                raise TypeError(f"{row.__name__}.{c.attr}: an added column needs NULL or a default")
         self.by_attr = {c.attr: c for c in self.columns}
         self.time = self.by_attr[time]
         """The column that dates a row (an hour, or unix seconds): retention goes by it."""
@@ -389,6 +316,15 @@ class Table(Generic[R]):
         return tuple(
             c.spool if spool else c.store for c in self.columns if role is None or c.role is role
         )
+
+    def created(self) -> tuple[BoundColumn, ...]:
+        """The columns the table was created with (DDL order: before the stamp)."""
+        return tuple(c for c in self.columns if c.since is None)
+
+    def added(self) -> tuple[BoundColumn, ...]:
+        """The columns added since, in version order (DDL order: after the stamp)."""
+        return tuple(sorted((c for c in self.columns if c.since is not None),
+                            key=lambda c: c.since or 0))  # fmt: skip
 
     def values(self, row: R) -> tuple[Any, ...]:
         """``row``'s values in column order (floats as float, whatever was passed)."""
@@ -414,9 +350,9 @@ class Table(Generic[R]):
 
     def merge(self, rows: Sequence[R]) -> list[R]:
         """Collapse rows with the same key within one batch, exactly as two sequential
-        upserts would: totals keep the larger value, labels the last row's, verdicts the
-        last non-NULL. A database statement cannot touch one row twice (PostgreSQL refuses
-        it), so batches go through this first."""
+        upserts would: totals and peaks keep the larger value (a peak's NULL never wins),
+        labels the last row's, verdicts the last non-NULL. A database statement cannot
+        touch one row twice (PostgreSQL refuses it), so batches go through this first."""
         merged: dict[tuple[Any, ...], R] = {}
         for row in rows:
             k = self.key_values(row)
@@ -429,6 +365,8 @@ class Table(Generic[R]):
                 old, new = getattr(prev, c.attr), getattr(row, c.attr)
                 if c.role is Role.TOTAL:
                     changes[c.attr] = max(old, new)
+                elif c.role is Role.PEAK:
+                    changes[c.attr] = merge_peak(old, new)
                 elif c.role is Role.VERDICT and new is None:
                     changes[c.attr] = old
             merged[k] = _replace(row, changes)
@@ -531,7 +469,8 @@ class Rollup:
     The time bucket is the rollup's ``hour_start``: the source's hour (or the start of its
     month, ``grain="month"``), or a unix-seconds time column's hour. ``measures`` are SQL
     expressions over one source row, columns written ``{column}``; by default the source's
-    totals. A rollup of a monthly table is partitioned by month like it."""
+    totals (never its peaks: a maximum cannot be kept by adding and subtracting). A
+    rollup of a monthly table is partitioned by month like it."""
 
     def __init__(
         self,

@@ -184,3 +184,14 @@ def test_mps_inside_a_mig_instance_bills_each_client_its_share_of_the_instance(
     # the 3g instance is 3/7 of the GPU: 6 : 2 GiB -> 3/4 and 1/4 of it; 4/7 idle
     assert shares == pytest.approx({"chat": 3 / 7 * 3 / 4, "embed": 3 / 7 / 4, "__idle__": 4 / 7})
     assert "mps-control-daemon" not in shares
+
+
+def test_each_mps_client_holds_its_own_memory_the_server_none(resolver: WorkloadResolver) -> None:
+    """Issue 17: an MPS client's held memory (the ledger's peak) is its own process's, as
+    NVML's MPS call lists it; the server's 300 MiB is no one's; a client NVML gave no
+    memory for is not measured (None), never the device's."""
+    fake = mps_gpu({201: 10 * GIB, 202: 20 * GIB, 203: None})
+    (g,) = NvmlCollector(fake).collect().gpus
+    (alloc,) = allocate([g], resolver.claims)
+    held = {s.owner.service: s.memory_bytes for s in alloc.shares}
+    assert held == {"chat": 10 * GIB, "embed": 20 * GIB, "rerank": None}

@@ -20,7 +20,7 @@ from gpuledger.chargeback.ledger.flusher import Ledger
 from gpuledger.chargeback.ledger.spool import Spool
 from gpuledger.chargeback.ledger.store.common import SCHEMA_VERSION
 from gpuledger.chargeback.ledger.store.sqlite import SqliteLedgerStore
-from gpuledger.chargeback.ledger.tables import TABLES, UPDATED_AT
+from gpuledger.chargeback.ledger.tables import TABLES, UPDATED_AT, USAGE
 from gpuledger.chargeback.report.build import build_report
 from gpuledger.chargeback.report.model import Month
 from gpuledger.chargeback.report.ratecard import load_rate_card
@@ -81,13 +81,21 @@ def test_migrate_takes_the_previous_ledger_to_the_current_version(tmp_path: Path
         after = _schema(path)
         store.migrate()
         assert store.applied_versions() == list(range(1, SCHEMA_VERSION + 1))
-    assert set(before) <= set(after)  # nothing the old release wrote changed or went away
-    added = sorted(name for _, name, _, _ in set(after) - set(before))
+    # nothing the old release wrote changed or went away, but for the columns added
+    # since (migration 9: ledger_usage's peak_memory_bytes), appended after the last one
+    old_usage = next(e for e in before if e[1] == USAGE.store)
+    new_usage = next(e for e in after if e[1] == USAGE.store)
+    stamp = '"updated_at" INTEGER NOT NULL'
+    assert new_usage[3] == old_usage[3].replace(stamp, stamp + ', "peak_memory_bytes" REAL')
+    assert set(before) - {old_usage} <= set(after) - {new_usage}
+    added = sorted(name for _, name, _, _ in set(after) - set(before) - {new_usage})
     added_tables = ["ledger_engine_time", "ledger_tenant_tokens"]
     assert added == added_tables  # WITHOUT ROWID: their key is the table
     assert _schema(path) == after
     rows_after = _tables(path)
     assert [rows_after.pop(t) for t in added_tables] == [[], []]
+    # every old row is kept, with NULL (not measured) as its peak
+    rows_before[USAGE.store] = sorted(([*r, None] for r in rows_before[USAGE.store]), key=repr)
     assert rows_after == {k: v for k, v in rows_before.items() if k not in added_tables}
     with sqlite3.connect(path) as conn:
         again = conn.execute("SELECT version, applied_at FROM schema_migrations").fetchall()
@@ -153,6 +161,8 @@ def test_previous_spool_flushes_identically(tmp_path: Path) -> None:
         "probes": _plain(spool.pending_probes()),
         "storage": _plain(spool.pending_storage_samples()),
     }
+    # the old spool's usage rows come back with their peak not measured (None)
+    assert [row.pop() for row in pending["usage"]] == [None] * len(usage)
     assert json.loads(json.dumps(pending)) == expected["pending"]
     assert spool.pending_count() + spool.pending_extra_count() == sum(map(len, pending.values()))
     _, baselines = spool.load_tokens(0)
@@ -168,4 +178,5 @@ def test_previous_spool_flushes_identically(tmp_path: Path) -> None:
     tables = _tables(tmp_path / "fresh.db")
     assert tables.pop("ledger_tenant_tokens") == []  # added since; the old spool has none
     assert tables.pop("ledger_engine_time") == []
+    assert [row.pop() for row in tables[USAGE.store]] == [None] * len(tables[USAGE.store])
     assert json.loads(json.dumps(tables)) == expected["tables"]

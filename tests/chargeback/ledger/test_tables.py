@@ -152,19 +152,34 @@ def test_sqlite_migrations_build_the_declared_schema(tmp_path: Path) -> None:
 def test_a_fresh_spool_has_the_previous_releases_schema(tmp_path: Path) -> None:
     """The spool's tables are derived now; in a new spool file every table the previous
     release had must be laid out exactly as that release laid it out (the format does not
-    change); the tables added since (tenant tokens, engine time and their counter baselines,
-    when the tenant baselines were last seen) come on top."""
+    change) but for the columns added since (``since``: spool_usage's peak_memory_bytes),
+    which come after its last column; the tables added since (tenant tokens, engine time
+    and their counter baselines, when the tenant baselines were last seen) come on top.
+    The old file, once opened, is laid out exactly as the new one."""
     old = tmp_path / "old.db"
     shutil.copy(FIXTURES / "ledger-prev" / "spool.db", old)
     Spool(tmp_path / "new.db").close()
+    query = "SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY 1"
     with sqlite3.connect(old) as a, sqlite3.connect(tmp_path / "new.db") as b:
-        query = "SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY 1"
         names = [r[0] for r in a.execute(query)]
         added = ["spool_engine_baselines", "spool_engine_time", "spool_tenant_baselines",
                  "spool_tenant_seen", "spool_tenant_tokens"]  # fmt: skip
         assert [r[0] for r in b.execute(query)] == sorted([*names, *added])
         assert {t.spool for t in TABLES} <= {*names, *added}
-        assert _sqlite_schema(a, names) == _sqlite_schema(b, names)
+        was, now = _sqlite_schema(a, names), _sqlite_schema(b, names)
+        old_usage, new_usage = was.pop(USAGE.spool), now.pop(USAGE.spool)
+        assert was == now
+        old_cols, new_cols = old_usage[0], new_usage[0]  # type: ignore[index]
+        assert new_cols[: len(old_cols)] == old_cols
+        assert new_cols[len(old_cols) :] == [
+            (len(old_cols), "peak_memory_bytes", "REAL", 0, None, 0, 0)
+        ]
+        assert new_usage[1:] == old_usage[1:]  # type: ignore[index]
+    Spool(old).close()  # opening an old spool adds what it lacks, once
+    Spool(old).close()
+    with sqlite3.connect(old) as a, sqlite3.connect(tmp_path / "new.db") as b:
+        every = [r[0] for r in b.execute(query)]
+        assert _sqlite_schema(a, every) == _sqlite_schema(b, every)
 
 
 def _pg_schema(url: str) -> dict[str, list[tuple[Any, ...]]]:

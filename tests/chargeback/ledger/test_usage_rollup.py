@@ -257,7 +257,7 @@ def test_deletes_and_retention_take_the_rollup_along(
 def test_migration_8_builds_the_rollup_of_an_existing_ledger(postgres_db_url: str) -> None:
     """A version-7 ledger with rows (written through migration 7's schema, no rollup):
     migration 8 sums them into the rollup, and later writes keep it exact."""
-    from tests.support.postgres import migrate_to
+    from tests.support.postgres import migrate_to, write_usage_before_v9
 
     rows = [r for node in ("a", "b") for h in (H0, H0 + 3600, H0 + 7200)
             for r in _rows(random.Random(f"{node}{h}"), node, h, 2.0)]  # fmt: skip
@@ -269,13 +269,11 @@ def test_migration_8_builds_the_rollup_of_an_existing_ledger(postgres_db_url: st
             conn.execute(
                 "SELECT gpuledger_month_partition('ledger_usage', %s::timestamptz)", (month,)
             )
-        conn.cursor().executemany(
-            upsert_statement(USAGE, values_source(USAGE)), [USAGE.values(r) for r in rows]
-        )
+        write_usage_before_v9(conn, rows)  # as the version-7 release wrote them
     store = PostgresLedgerStore(postgres_db_url)
     try:
         store.migrate()
-        assert store.applied_versions()[-1] == 8
+        assert store.applied_versions()[-1] == 9
         keys = ["namespace", "service", "gpu_model", "hour"]
         _assert_same(_read(store, keys, H0, H0 + 10800), want.grouped(keys, H0, H0 + 10800))
         more = _rows(random.Random(9), "a", H0, 3.0)

@@ -27,6 +27,7 @@ from urllib.parse import unquote
 
 from gpuledger.chargeback.ledger.model import (
     ENGINE_GROUP_KEYS,
+    PEAK_GROUP_KEYS,
     TENANT_GROUP_KEYS,
     TOKEN_GROUP_KEYS,
     USAGE_GROUP_KEYS,
@@ -53,6 +54,9 @@ GROUP_COLUMNS: dict[str, str] = {key: key for key in USAGE_GROUP_KEYS}
 GROUP_COLUMNS["hour"] = "hour_start"
 """``group_by`` key → ``ledger_usage`` column (``hour`` groups per ``hour_start``)."""
 
+PEAK_GROUP_COLUMNS: dict[str, str] = {key: key for key in PEAK_GROUP_KEYS}
+PEAK_GROUP_COLUMNS["hour"] = "hour_start"
+
 TOKEN_GROUP_COLUMNS: dict[str, str] = {key: key for key in TOKEN_GROUP_KEYS}
 TOKEN_GROUP_COLUMNS["hour"] = "hour_start"
 
@@ -67,7 +71,7 @@ PROBE_LATENCY_METRICS = ("ttft_s", "tpot_s", "e2e_s")
 QUANTILE_EPS = 1e-9
 """``CUME_DIST() >= q - eps``: k/N computed in floating point may land a hair below q."""
 
-SCHEMA_VERSION = 8
+SCHEMA_VERSION = 9
 """The newest migration version both backends define."""
 
 SECONDS_PER_HOUR = 3600.0
@@ -190,6 +194,10 @@ def _check_keys(
                 f"unknown group_by key {key!r} for {what}; use any of {', '.join(allowed)}"
             )
     return tuple(dict.fromkeys(group_by))
+
+
+def check_peak_group_by(group_by: Sequence[str]) -> tuple[str, ...]:
+    return _check_keys(group_by, PEAK_GROUP_COLUMNS, PEAK_GROUP_KEYS, "peak memory")
 
 
 def check_tenant_group_by(group_by: Sequence[str]) -> tuple[str, ...]:

@@ -26,6 +26,7 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 from gpuledger.chargeback.ledger.model import (
     CoverageGroup,
     InvariantViolation,
+    PeakMemoryGroup,
     ProbeLatencyGroup,
     ProbeVerdictGroup,
     StoreError,
@@ -35,10 +36,12 @@ from gpuledger.chargeback.ledger.store import postgres_probes
 from gpuledger.chargeback.ledger.store.common import (
     GROUP_COLUMNS,
     MIGRATIONS_TABLE,
+    PEAK_GROUP_COLUMNS,
     SECONDS_PER_HOUR,
     GroupedReads,
     aware_utc,
     check_group_by,
+    check_peak_group_by,
 )
 from gpuledger.chargeback.ledger.store.postgres_migrations import MIGRATIONS
 from gpuledger.chargeback.ledger.store.postgres_retention import retire_before
@@ -449,6 +452,26 @@ class PostgresLedgerStore(GroupedReads):
                 USAGE.names(Role.TOTAL), start, end, node, extra=(hours,),
             )  # fmt: skip
         return [UsageGroup.from_row(r) for r in rows]
+
+    def peak_memory(
+        self,
+        start: datetime,
+        end: datetime,
+        group_by: Sequence[str],
+        *,
+        node: str | None = None,
+    ) -> list[PeakMemoryGroup]:
+        """MAX of the measured peaks per ``group_by`` over ``[start, end)`` hours, from
+        the usage rows: no rollup carries a peak (a maximum cannot be un-added)."""
+        (peak,) = USAGE.names(Role.PEAK)
+        rows = self._grouped_sums(
+            "peak memory query", USAGE.store, check_peak_group_by(group_by), PEAK_GROUP_COLUMNS,
+            (), start, end, node,
+            extra=(sql.SQL("MAX({c}) AS {c}").format(c=I(peak)),
+                   sql.SQL("COUNT(*) AS {}").format(I("buckets"))),
+            only=sql.SQL("{} IS NOT NULL").format(I(peak)),
+        )  # fmt: skip
+        return [PeakMemoryGroup.from_row(r) for r in rows]
 
     def rollup_drift(
         self, start: datetime, end: datetime, rel_tol: float = 1e-9

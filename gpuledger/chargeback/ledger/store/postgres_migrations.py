@@ -1,7 +1,8 @@
 """The PostgreSQL ledger's versioned migrations, in order: 1–7 in
 :mod:`~gpuledger.chargeback.ledger.store.postgres_sql` (the tables, monthly partitions),
 8 in :mod:`~gpuledger.chargeback.ledger.store.postgres_rollup` (rollups and their
-triggers). Frozen once released; ``PostgresLedgerStore.migrate`` applies them."""
+triggers), 9 (peak GPU memory per usage bucket) in ``postgres_sql``. Frozen once
+released; ``PostgresLedgerStore.migrate`` applies them."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from gpuledger.chargeback.ledger.store.postgres_sql import (
     migration_5,
     migration_6,
     migration_7,
+    migration_9,
 )
 
 MIGRATIONS: tuple[tuple[int, list[sql.Composed]], ...] = (
@@ -27,6 +29,7 @@ MIGRATIONS: tuple[tuple[int, list[sql.Composed]], ...] = (
     (6, migration_6()),
     (7, migration_7()),
     (8, migration_8()),
+    (9, migration_9()),
 )
 """Versioned migrations, applied in order, each once, in one transaction under an
 advisory lock (two agents starting at once serialize; the second finds nothing to do)."""

@@ -25,6 +25,7 @@ from gpuledger.chargeback.ledger.tables import (
     TOKENS,
     UPDATED_AT,
     USAGE,
+    BoundColumn,
     Index,
     Role,
     Table,
@@ -317,15 +318,24 @@ def migration_7() -> list[sql.Composed]:
     return out
 
 
+def migration_9() -> list[sql.Composed]:
+    """Peak GPU memory per usage bucket (issue 17): one nullable column, NULL (not
+    measured) on every row already there. Adding a nullable column without a default is a
+    catalog change only: no month partition is rewritten (each inherits the column). The
+    rollups' triggers (migration 8) sum only the totals they name, so they ignore it."""
+    return [
+        sql.SQL("ALTER TABLE {} ADD COLUMN {} double precision").format(
+            I("ledger_usage"), I("peak_memory_bytes")
+        )
+    ]
+
+
 def create_statements(table: Table[Any]) -> list[sql.Composed]:
     """The newest version's CREATE TABLE (and indexes) of ``table`` in PostgreSQL."""
-    defs: list[sql.Composable] = []
-    for c in table.columns:
-        spec = c.type.postgres + ("" if c.nullable else " NOT NULL")
-        spec += f" DEFAULT {c.default}" if c.default is not None else ""
-        defs.append(sql.SQL("{} " + spec).format(I(c.store)))
+    defs: list[sql.Composable] = [column_def(c) for c in table.created()]
     if table.stamped:
         defs.append(sql.SQL("{} timestamptz NOT NULL DEFAULT now()").format(I(UPDATED_AT)))
+    defs += [column_def(c) for c in table.added()]
     defs.append(
         sql.SQL("CONSTRAINT {} PRIMARY KEY ({})").format(
             I(f"{table.store}_pkey"), cols([c.store for c in table.primary_key["postgres"]])
@@ -336,6 +346,13 @@ def create_statements(table: Table[Any]) -> list[sql.Composed]:
         out[0] = sql.SQL("{} PARTITION BY RANGE ({})").format(out[0], I(table.time.store))
     out += [create_index(table, i) for i in table.indexes if "postgres" in i.backends]
     return out
+
+
+def column_def(c: BoundColumn) -> sql.Composed:
+    """``"name" type [NOT NULL] [DEFAULT …]`` (in CREATE TABLE and ADD COLUMN)."""
+    spec = c.type.postgres + ("" if c.nullable else " NOT NULL")
+    spec += f" DEFAULT {c.default}" if c.default is not None else ""
+    return sql.SQL("{} " + spec).format(I(c.store))
 
 
 def create_index(table: Table[Any], index: Index) -> sql.Composed:
@@ -349,8 +366,9 @@ def create_index(table: Table[Any], index: Index) -> sql.Composed:
 
 
 def upsert_statement(table: Table[Any], source: sql.Composable) -> sql.Composed:
-    """``INSERT … ON CONFLICT (key) DO UPDATE``: totals take GREATEST(stored, incoming),
-    labels and ``updated_at`` the incoming value, verdicts the incoming one unless NULL;
+    """``INSERT … ON CONFLICT (key) DO UPDATE``: totals and peaks take GREATEST(stored,
+    incoming) (which ignores a NULL, so an unmeasured peak never erases one), labels and
+    ``updated_at`` the incoming value, verdicts the incoming one unless NULL;
     insert-only tables ignore a conflicting row. ``source`` supplies the columns."""
     columns = [*table.names(), *((UPDATED_AT,) if table.stamped else ())]
     head = sql.SQL("INSERT INTO {t} AS {t} ({cols}) {source} ").format(
@@ -361,7 +379,7 @@ def upsert_statement(table: Table[Any], source: sql.Composable) -> sql.Composed:
     t = I(table.store)
     sets = [
         sql.SQL("{c} = GREATEST({t}.{c}, EXCLUDED.{c})").format(c=I(c), t=t)
-        for c in table.names(Role.TOTAL)
+        for c in (*table.names(Role.TOTAL), *table.names(Role.PEAK))
     ]
     sets += [
         sql.SQL("{c} = EXCLUDED.{c}").format(c=I(c)) for c in (*table.names(Role.LABEL), UPDATED_AT)

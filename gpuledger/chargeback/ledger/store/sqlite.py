@@ -22,6 +22,7 @@ from typing import Any
 from gpuledger.chargeback.ledger.model import (
     CoverageGroup,
     InvariantViolation,
+    PeakMemoryGroup,
     ProbeLatencyGroup,
     ProbeVerdictGroup,
     StoreError,
@@ -31,11 +32,13 @@ from gpuledger.chargeback.ledger.sqlite_sql import cols, column_def, insert, q
 from gpuledger.chargeback.ledger.store.common import (
     GROUP_COLUMNS,
     MIGRATIONS_TABLE,
+    PEAK_GROUP_COLUMNS,
     PROBE_LATENCY_METRICS,
     QUANTILE_EPS,
     SECONDS_PER_HOUR,
     GroupedReads,
     check_group_by,
+    check_peak_group_by,
     pivot_probe_latency,
     unix_seconds,
 )
@@ -73,9 +76,10 @@ from gpuledger.chargeback.ledger.tables import (
 
 def create_statements(table: Table[Any]) -> list[str]:
     """The newest version's CREATE TABLE (and indexes) of ``table`` in the SQLite store."""
-    defs = [column_def(c, c.store, with_default=True) for c in table.columns]
+    defs = [column_def(c, c.store, with_default=True) for c in table.created()]
     if table.stamped:
         defs.append(f"{q(UPDATED_AT)} INTEGER NOT NULL")
+    defs += [column_def(c, c.store, with_default=True) for c in table.added()]
     defs.append(f"PRIMARY KEY ({cols([c.store for c in table.primary_key['sqlite']])})")
     out = [f"CREATE TABLE {q(table.store)} ({', '.join(defs)}) WITHOUT ROWID"]
     out += [_create_index(table, i) for i in table.indexes if "sqlite" in i.backends]
@@ -89,13 +93,19 @@ def _create_index(table: Table[Any], index: Index) -> str:
 
 def upsert_statement(table: Table[Any]) -> str:
     """Insert ``table``'s columns (+ ``updated_at``); on a key conflict totals keep the
-    larger value, labels (and ``updated_at``) the incoming one, verdicts the incoming one
+    larger value, peaks too (a NULL never wins: SQLite's two-argument ``max()`` would
+    return it), labels (and ``updated_at``) the incoming one, verdicts the incoming one
     unless NULL. Insert-only tables ignore a conflicting row."""
     columns = (*table.names(), *((UPDATED_AT,) if table.stamped else ()))
     if table.insert_only:
         return insert(table.store, columns, (), ())
     t = q(table.store)
     sets = [f"{q(c)} = max({t}.{q(c)}, excluded.{q(c)})" for c in table.names(Role.TOTAL)]
+    sets += [
+        f"{q(c)} = max(coalesce({t}.{q(c)}, excluded.{q(c)}), coalesce(excluded.{q(c)}, "
+        f"{t}.{q(c)}))"
+        for c in table.names(Role.PEAK)
+    ]
     sets += [f"{q(c)} = excluded.{q(c)}" for c in (*table.names(Role.LABEL), UPDATED_AT)]
     sets += [f"{q(c)} = coalesce(excluded.{q(c)}, {t}.{q(c)})" for c in table.names(Role.VERDICT)]
     return insert(table.store, columns, table.names(Role.KEY), sets)
@@ -318,9 +328,11 @@ class SqliteLedgerStore(GroupedReads):
         end: datetime,
         node: str | None,
         extra: Sequence[str] = (),
+        only: str | None = None,
     ) -> list[Mapping[str, object]]:
-        """Σ of ``totals`` over rows with ``start <= hour_start < end`` grouped by ``keys``
-        (``hour`` → ISO-8601 UTC string), aggregated in SQL; one row when ``keys`` is empty."""
+        """Σ of ``totals`` (and the ``extra`` aggregates) over rows with ``start <=
+        hour_start < end`` (and ``only``) grouped by ``keys`` (``hour`` → ISO-8601 UTC
+        string), aggregated in SQL; one row when ``keys`` is empty."""
         select: list[str] = []
         for key in keys:
             col = q(columns[key])
@@ -333,6 +345,8 @@ class SqliteLedgerStore(GroupedReads):
         if node is not None:
             where += f" AND {q('node')} = ?"
             params.append(node)
+        if only is not None:
+            where += f" AND {only}"
         sql = f"SELECT {', '.join(select)} FROM {q(table)} WHERE {where}"
         if keys:
             group = ", ".join(q(columns[k]) for k in keys)
@@ -360,6 +374,24 @@ class SqliteLedgerStore(GroupedReads):
             USAGE.names(Role.TOTAL), start, end, node, extra=(hours,),
         )  # fmt: skip
         return [UsageGroup.from_row(r) for r in rows]
+
+    def peak_memory(
+        self,
+        start: datetime,
+        end: datetime,
+        group_by: Sequence[str],
+        *,
+        node: str | None = None,
+    ) -> list[PeakMemoryGroup]:
+        """MAX of the measured peaks per ``group_by`` over ``[start, end)`` hours."""
+        (peak,) = USAGE.names(Role.PEAK)
+        rows = self._grouped_sums(
+            "peak memory query", USAGE.store, check_peak_group_by(group_by), PEAK_GROUP_COLUMNS,
+            (), start, end, node,
+            extra=(f"MAX({q(peak)}) AS {q(peak)}", f"COUNT(*) AS {q('buckets')}"),
+            only=f"{q(peak)} IS NOT NULL",
+        )  # fmt: skip
+        return [PeakMemoryGroup.from_row(r) for r in rows]
 
     def _tenant_hour_rows(self, start: datetime, end: datetime) -> list[Mapping[str, object]]:
         cached = f"MIN({q('cached_prompt_tokens')}, {q('prompt_tokens')})"

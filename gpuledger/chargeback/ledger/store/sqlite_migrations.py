@@ -218,3 +218,14 @@ MIGRATIONS += (
         ),
     ),
 )
+MIGRATIONS += (
+    (
+        9,
+        (
+            # Peak GPU memory per usage bucket (issue 17): a running maximum, NULL (not
+            # measured) on the rows already there. ADD COLUMN appends it after updated_at,
+            # where the declaration's DDL puts columns added later.
+            f"ALTER TABLE {q('ledger_usage')} ADD COLUMN {q('peak_memory_bytes')} REAL",
+        ),
+    ),
+)
