@@ -11,9 +11,12 @@ thousand service-hours, not the ledger's millions of buckets:
   by ``__unattributed__``;
 - per (namespace, service, GPU model): the GPUs it ran on (evidence only).
 
-Peak memory is optional: until the ledger keeps it, ``peak_memory_bytes`` is None and the
-kinds that need it (smaller GPU class, MIG fit) find nothing rather than guess. A store
-offers it by implementing :class:`PeakMemoryStore`; a caller can also pass a reader.
+Peak memory comes from the store's ``peak_memory()`` read (migration 9; a caller can pass
+another reader). An hour without a measured peak (rows written before migration 9, an
+owner whose processes report no memory) is None, and the kinds that need memory (smaller
+GPU class, MIG fit) judge a service only when every hour it held GPU time has one
+(:func:`~gpuledger.chargeback.findings.kinds.common.peak_memory_gib`): a class is never
+chosen blind.
 Tests state these types by hand (no store) with the same meaning.
 """
 
@@ -24,7 +27,6 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Protocol, runtime_checkable
 
 from gpuledger.chargeback.attribution.claims import IDLE, UNATTRIBUTED
 from gpuledger.chargeback.ledger.model import LedgerStore
@@ -118,13 +120,23 @@ PeakMemoryReader = Callable[[datetime, datetime], Iterable[PeakMemoryRow]]
 """Peak memory per (hour, namespace, service, GPU model) over ``[start, end)``."""
 
 
-@runtime_checkable
-class PeakMemoryStore(Protocol):
-    """A store that keeps per-hour peak GPU memory (``peak_memory_bytes``)."""
+def store_peaks(store: LedgerStore) -> PeakMemoryReader:
+    """The store's own read of ``peak_memory_bytes`` (the MAX over each (hour, namespace,
+    service, GPU model)'s usage buckets; migration 9, docs/ledger.md), as the engine's
+    rows. Hours without a measured peak (``__idle__``, rows written before migration 9)
+    are absent, and the memory kinds skip them."""
 
-    def findings_peak_memory(self, start: datetime, end: datetime) -> Iterable[PeakMemoryRow]:
-        """Max over GPUs of each (hour, namespace, service, GPU model)'s peak memory."""
-        ...
+    def read(start: datetime, end: datetime) -> Iterable[PeakMemoryRow]:
+        for g in store.peak_memory(start, end, ("hour", "namespace", "service", "gpu_model")):
+            yield PeakMemoryRow(
+                hour=_unix(g.hour),
+                namespace=g.namespace or "",
+                service=g.service or "",
+                gpu_model=g.gpu_model or "",
+                peak_memory_bytes=g.peak_memory_bytes,
+            )
+
+    return read
 
 
 def _unix(iso: str | None) -> int:
@@ -144,9 +156,7 @@ def read_inputs(
     per GPU), and peak memory from ``peak_memory`` or the store when it offers it."""
     per_hour = store.usage(start, end, ["hour", "namespace", "service", "gpu_model"])
     per_gpu = store.usage(start, end, ["namespace", "service", "gpu_model", "node", "gpu_uuid"])
-    reader = peak_memory
-    if reader is None and isinstance(store, PeakMemoryStore):
-        reader = store.findings_peak_memory
+    reader = peak_memory if peak_memory is not None else store_peaks(store)
     peaks: dict[tuple[int, str, str, str], float] = {}
     if reader is not None:
         for p in reader(start, end):
@@ -171,11 +181,11 @@ def read_inputs(
             continue
         if svc == UNATTRIBUTED:
             acc[2] += g.allocated_gpu_seconds
-        peak = peaks.get((hour, ns, svc, model)) if memory else None
+        # an hour without a measured peak stays None: "held nothing" is never assumed
+        peak = peaks.get((hour, ns, svc, model))
         svc_hours[(ns, svc, model)].append(
-            ServiceHour(hour, g.allocated_gpu_seconds, g.busy_gpu_seconds,
-                        peak if peak is not None else (0.0 if memory else None))
-        )  # fmt: skip
+            ServiceHour(hour, g.allocated_gpu_seconds, g.busy_gpu_seconds, peak)
+        )
     gpus: dict[tuple[str, str, str], list[str]] = defaultdict(list)
     for g in per_gpu:
         if g.allocated_gpu_seconds > 0:

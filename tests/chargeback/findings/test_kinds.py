@@ -227,12 +227,20 @@ def test_a_zombie_below_the_hour_threshold_is_not_reported() -> None:
     assert only(find_in(fx.inputs([svc], memory_known=True), fx.card(), CFG), "zombie") == []
 
 
-def test_an_idle_allocation_without_memory_held_is_not_a_zombie() -> None:
-    # the ledger keeps memory and says 0 bytes: a pod holding a GPU it never touched is
-    # over-provisioning, not a zombie process
+def test_a_gpu_held_with_no_process_on_it_is_a_zombie_too() -> None:
+    # the ledger keeps memory and says 0 bytes for 48 hours: a pod holding 2 GPUs it never
+    # touches. Right-sizing keeps at least one GPU, so this is the kind that reports it:
+    # 2 x 48 GPU-hours x $2 wasted, and the finding says no process held them.
     svc = fx.service("empty", fx.series(lambda i: 2, lambda i: 0.0 if i < 48 else 1.2,
                                         lambda i: 0.0 if i < 48 else 20))  # fmt: skip
-    assert only(find_in(fx.inputs([svc], memory_known=True), fx.card(), CFG), "zombie") == []
+    (f,) = only(find_in(fx.inputs([svc], memory_known=True), fx.card(), CFG), "zombie")
+    assert f.monthly_savings_usd == pytest.approx(2 * 48 * fx.H100_RATE)
+    assert f.evidence["peak_memory_gib"] == 0
+    assert "no process on them" in f.recommendation
+    held = fx.service("stale", fx.series(lambda i: 2, lambda i: 0.0 if i < 48 else 1.2,
+                                         lambda i: 20))  # fmt: skip
+    (g,) = only(find_in(fx.inputs([held], memory_known=True), fx.card(), CFG), "zombie")
+    assert "20.0 GiB of memory held" in g.recommendation
 
 
 def test_zombie_without_memory_in_the_ledger_rests_on_the_allocation() -> None:

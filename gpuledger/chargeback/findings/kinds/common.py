@@ -45,9 +45,13 @@ def peak_hours(hours: tuple[ServiceHour, ...], at_least: float) -> tuple[int, ..
 
 
 def peak_memory_gib(hours: tuple[ServiceHour, ...]) -> float | None:
-    """The largest per-GPU peak memory over ``hours`` in GiB; None when not measured."""
-    known = [h.peak_memory_bytes for h in hours if h.peak_memory_bytes is not None]
-    return max(known) / GIB if known else None
+    """The largest per-GPU peak memory over ``hours`` in GiB; None unless every hour that
+    held GPU time has a measured peak (a peak over part of the month could be below the
+    real one, and a smaller GPU chosen on it would not hold the service)."""
+    held = [h.peak_memory_bytes for h in hours if h.allocated_gpu_seconds > 0]
+    if not held or any(p is None for p in held):
+        return None
+    return max(p for p in held if p is not None) / GIB
 
 
 def money(v: float) -> str:

@@ -1,9 +1,11 @@
-"""Zombies: GPU memory held with ~0 busy for hours, and GPU time held by no pod.
+"""Zombies: GPUs held with ~0 busy for hours, and GPU time held by no pod.
 
-A service-hour is a zombie hour when it held GPU time, its busy seconds are below
-``zombie_busy_epsilon`` × its allocated seconds, and it held GPU memory (peak memory > 0;
-where the ledger keeps no peak memory, the allocation alone is the evidence and the
-finding says so). Runs of at least ``zombie_min_hours`` consecutive zombie hours count:
+A service-hour is a zombie hour when it held GPU time and its busy seconds are below
+``zombie_busy_epsilon`` × its allocated seconds: a process stuck holding its memory, or a
+pod holding a GPU with nothing running on it (peak memory 0) -- right-sizing keeps at
+least one GPU, so this is where a holder that uses nothing is reported. The finding says
+which (its peak memory; "not measured" where the ledger keeps none). Runs of at least
+``zombie_min_hours`` consecutive zombie hours count:
 wasted GPU-hours = Σ allocated GPU-hours over those runs, priced at the bill's rate.
 ``__unattributed__`` (a process on a GPU with no pod) is one finding per GPU model once it
 held GPU time in at least ``zombie_min_hours`` hours: all its GPU-hours, priced.
@@ -27,10 +29,8 @@ def zombie_runs(
     runs: list[list[ServiceHour]] = []
     run: list[ServiceHour] = []
     for h in hours:
-        zombie = (
-            h.allocated_gpu_seconds > 0
-            and h.busy_gpu_seconds < epsilon * h.allocated_gpu_seconds
-            and (h.peak_memory_bytes is None or h.peak_memory_bytes > 0)
+        zombie = h.allocated_gpu_seconds > 0 and h.busy_gpu_seconds < epsilon * (
+            h.allocated_gpu_seconds
         )
         if zombie and run and h.hour == run[-1].hour + HOUR:
             run.append(h)
@@ -55,6 +55,11 @@ def _held(ctx: Context, svc: ServiceUsage) -> Finding | None:
     peak = max((h.peak_memory_bytes or 0.0) for h in hours) / float(1 << 30)
     longest = max(len(r) for r in runs)
     gpu_class = ctx.card.gpu_class(svc.gpu_model) or svc.gpu_model
+    what = (
+        "with no process on them"
+        if measured and peak == 0
+        else (f"with {peak:.1f} GiB of memory held" if measured else "with no kernel running")
+    )
     return Finding(
         kind="zombie",
         namespace=svc.namespace,
@@ -62,7 +67,7 @@ def _held(ctx: Context, svc: ServiceUsage) -> Finding | None:
         gpu_model=gpu_class,
         title=f"{svc.service}: {wasted:.0f} GPU-hours held with no work",
         recommendation=(
-            f"{svc.namespace}/{svc.service} held {gpu_class} GPUs with under "
+            f"{svc.namespace}/{svc.service} held {gpu_class} GPUs {what} and under "
             f"{ctx.config.zombie_busy_epsilon:.0%} busy for {len(hours)} hours (longest run "
             f"{longest} h): stop or scale it to zero when idle. Cost {money(cost)}."
         ),
@@ -71,7 +76,7 @@ def _held(ctx: Context, svc: ServiceUsage) -> Finding | None:
         monthly_savings_usd=cost,
         hours_of_evidence=len(hours),
         assumption=(
-            "Hours with GPU memory held and no kernel running did no work for anyone."
+            "Hours holding a GPU with no kernel running did no work for anyone."
             if measured
             else "Hours holding a GPU with no kernel running did no work for anyone "
             "(the ledger keeps no peak memory: the allocation is the evidence)."
