@@ -12,11 +12,9 @@ usage and coverage are written on the upsert path: findings read nothing else.
 
 The figure is the wall time of ``gpuledger.chargeback.findings.find(store, month, card,
 config)`` on a freshly opened store (the first, cold run, then the median of
-``--repeat``), its two grouped ``usage()`` reads timed apart. The ledger has no peak
-memory read yet (the ``peak_memory_bytes`` column is being added beside this); so that
-the memory kinds (smaller class, MIG fit, memory zombies) run at full size, ``find`` is
-given a peak-memory reader over rows built before the clock starts (one per service-hour
-of the month): the figure includes the kinds' work on them, not a store's read of them.
+``--repeat``): its two grouped ``usage()`` reads and the store's ``peak_memory()`` read
+(migration 9; the month's rows carry a peak per owner, NULL for ``__idle__``) timed apart,
+then the kinds' work on what they read.
 Targets (the issue): ≤ 10 s on PostgreSQL, ≤ 30 s on SQLite.
 """
 
@@ -30,8 +28,7 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterable
-from datetime import datetime
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -45,42 +42,32 @@ from bench.bench_report import (
 )
 from bench.results import Row, command, row
 from gpuledger.chargeback.findings import FindingsConfig, find
-from gpuledger.chargeback.findings.inputs import PeakMemoryRow
 from gpuledger.chargeback.ledger.store.sqlite import SqliteLedgerStore
 from gpuledger.chargeback.report.ratecard import load_rate_card
 
 TARGETS_S = {"postgres": 10.0, "sqlite": 30.0}
-GIB = float(1 << 30)
 
 
 class TimedReads:
-    """The store, with the seconds spent in each ``usage()`` read recorded."""
+    """The store, with the seconds spent in each ``usage()`` and ``peak_memory()`` read
+    recorded, in call order."""
 
     def __init__(self, store: Any) -> None:
         self._store = store
         self.reads: list[float] = []
 
-    def usage(self, *args: Any, **kwargs: Any) -> Any:
+    def _timed(self, read: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         t = time.perf_counter()
         try:
-            return self._store.usage(*args, **kwargs)
+            return read(*args, **kwargs)
         finally:
             self.reads.append(time.perf_counter() - t)
 
+    def usage(self, *args: Any, **kwargs: Any) -> Any:
+        return self._timed(self._store.usage, *args, **kwargs)
 
-def _peaks(store: Any) -> list[PeakMemoryRow]:
-    """One peak per service-hour of the month (a service's model size, 8-60 GiB by
-    name), built before timing starts."""
-    rows = store.usage(MONTH.start, MONTH.end, ["hour", "namespace", "service", "gpu_model"])
-    out = []
-    for g in rows:
-        if (g.service or "").startswith("__"):
-            continue
-        size = 8 + (sum(map(ord, g.service or "")) % 7) * 8.5
-        hour = int(datetime.fromisoformat(g.hour or "").timestamp())
-        out.append(PeakMemoryRow(hour, g.namespace or "", g.service or "", g.gpu_model or "",
-                                 size * GIB))  # fmt: skip
-    return out
+    def peak_memory(self, *args: Any, **kwargs: Any) -> Any:
+        return self._timed(self._store.peak_memory, *args, **kwargs)
 
 
 def _load_upsert(gpus: int, stores: dict[str, Any]) -> dict[str, float]:
@@ -97,14 +84,6 @@ def _load_upsert(gpus: int, stores: dict[str, Any]) -> dict[str, float]:
 def _time(make: Callable[[], Any], repeat: int) -> dict[str, Any]:
     card = load_rate_card()
     cfg = FindingsConfig()
-    store = make()
-    try:
-        peaks = _peaks(store)
-    finally:
-        store.close()
-
-    def reader(start: datetime, end: datetime) -> Iterable[PeakMemoryRow]:
-        return peaks
 
     runs: list[float] = []
     reads: list[list[float]] = []
@@ -114,7 +93,7 @@ def _time(make: Callable[[], Any], repeat: int) -> dict[str, Any]:
         timed = TimedReads(store)
         try:
             t = time.perf_counter()
-            found = find(timed, MONTH, card, cfg, peak_memory=reader)  # type: ignore[arg-type]
+            found = find(timed, MONTH, card, cfg)  # type: ignore[arg-type]
             runs.append(time.perf_counter() - t)
             reads.append(timed.reads)
         finally:
@@ -129,7 +108,6 @@ def _time(make: Callable[[], Any], repeat: int) -> dict[str, Any]:
         "findings": len(found),
         "kinds": kinds,
         "savings_usd": round(sum(f.monthly_savings_usd for f in found), 2),
-        "service_hours_with_peak": len(peaks),
     }
 
 
@@ -198,7 +176,10 @@ def main(argv: list[str] | None = None) -> list[Row]:
             server.close()
 
     print(f"== findings ({MONTH.label}, 744 h, {args.gpus:,} GPUs, default card) ==")
-    print("| backend | cold | median | usage() reads | findings | kinds | savings | load |")
+    print(
+        "| backend | cold | median | reads: usage() x2, peak_memory() | findings | kinds "
+        "| savings | load |"
+    )
     print("|---|---:|---:|---|---:|---|---:|---|")
     for b, r in results.items():
         cells = (
