@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from gpuledger.chargeback.attribution.claims import IDLE, UNATTRIBUTED
-from gpuledger.chargeback.ledger.model import LedgerStore
+from gpuledger.chargeback.ledger.model import LedgerStore, PeakMemoryGroup
 
 SECONDS_PER_HOUR = 3600.0
 RESERVED = (IDLE, UNATTRIBUTED)
@@ -120,23 +120,18 @@ PeakMemoryReader = Callable[[datetime, datetime], Iterable[PeakMemoryRow]]
 """Peak memory per (hour, namespace, service, GPU model) over ``[start, end)``."""
 
 
-def store_peaks(store: LedgerStore) -> PeakMemoryReader:
-    """The store's own read of ``peak_memory_bytes`` (the MAX over each (hour, namespace,
-    service, GPU model)'s usage buckets; migration 9, docs/ledger.md), as the engine's
-    rows. Hours without a measured peak (``__idle__``, rows written before migration 9)
-    are absent, and the memory kinds skip them."""
+_PER_HOUR = ("hour", "namespace", "service", "gpu_model")
 
-    def read(start: datetime, end: datetime) -> Iterable[PeakMemoryRow]:
-        for g in store.peak_memory(start, end, ("hour", "namespace", "service", "gpu_model")):
-            yield PeakMemoryRow(
-                hour=_unix(g.hour),
-                namespace=g.namespace or "",
-                service=g.service or "",
-                gpu_model=g.gpu_model or "",
-                peak_memory_bytes=g.peak_memory_bytes,
-            )
 
-    return read
+def _peak_rows(groups: Iterable[PeakMemoryGroup]) -> Iterable[PeakMemoryRow]:
+    for g in groups:
+        yield PeakMemoryRow(
+            hour=_unix(g.hour),
+            namespace=g.namespace or "",
+            service=g.service or "",
+            gpu_model=g.gpu_model or "",
+            peak_memory_bytes=g.peak_memory_bytes,
+        )
 
 
 def _unix(iso: str | None) -> int:
@@ -152,22 +147,26 @@ def read_inputs(
     *,
     peak_memory: PeakMemoryReader | None = None,
 ) -> FindingsInputs:
-    """The month ``[start, end)`` from ``store``: two grouped usage reads (per hour and
-    per GPU), and peak memory from ``peak_memory`` or the store when it offers it."""
-    per_hour = store.usage(start, end, ["hour", "namespace", "service", "gpu_model"])
+    """The month ``[start, end)`` from ``store``: the sums and the measured peaks per
+    (hour, namespace, service, GPU model) in one store read (``usage_and_peaks``: one scan
+    on SQLite, rollup + rows on PostgreSQL), and the sums per GPU; ``peak_memory``, when
+    given, replaces the store's peaks."""
+    if peak_memory is None:
+        per_hour, groups = store.usage_and_peaks(start, end, _PER_HOUR)
+        peak_rows: Iterable[PeakMemoryRow] = _peak_rows(groups)
+    else:
+        per_hour = store.usage(start, end, _PER_HOUR)
+        peak_rows = peak_memory(start, end)
     per_gpu = store.usage(start, end, ["namespace", "service", "gpu_model", "node", "gpu_uuid"])
-    reader = peak_memory if peak_memory is not None else store_peaks(store)
     peaks: dict[tuple[int, str, str, str], float] = {}
-    if reader is not None:
-        for p in reader(start, end):
-            if not (math.isfinite(p.peak_memory_bytes) and p.peak_memory_bytes >= 0):
-                raise ValueError(
-                    f"peak memory of {p.namespace}/{p.service} on {p.gpu_model!r} at hour "
-                    f"{p.hour}: {p.peak_memory_bytes!r} bytes is not a size"
-                )
-            key = (p.hour, p.namespace, p.service, p.gpu_model)
-            peaks[key] = max(peaks.get(key, 0.0), p.peak_memory_bytes)
-    memory = reader is not None
+    for p in peak_rows:
+        if not (math.isfinite(p.peak_memory_bytes) and p.peak_memory_bytes >= 0):
+            raise ValueError(
+                f"peak memory of {p.namespace}/{p.service} on {p.gpu_model!r} at hour "
+                f"{p.hour}: {p.peak_memory_bytes!r} bytes is not a size"
+            )
+        key = (p.hour, p.namespace, p.service, p.gpu_model)
+        peaks[key] = max(peaks.get(key, 0.0), p.peak_memory_bytes)
 
     svc_hours: dict[tuple[str, str, str], list[ServiceHour]] = defaultdict(list)
     model_hours: dict[str, dict[int, list[float]]] = defaultdict(dict)
@@ -208,5 +207,5 @@ def read_inputs(
             ModelUsage(model, tuple(ModelHour(h, *v) for h, v in sorted(hours.items())))
             for model, hours in sorted(model_hours.items())
         ),
-        memory_known=memory,
+        memory_known=True,  # the ledger keeps peaks (migration 9); an hour without is None
     )

@@ -330,6 +330,20 @@ class LedgerStore(Protocol):
         each service's hourly peak per GPU model."""
         ...
 
+    def usage_and_peaks(
+        self,
+        start: datetime,
+        end: datetime,
+        group_by: Sequence[str],
+        *,
+        node: str | None = None,
+    ) -> tuple[list[UsageGroup], list[PeakMemoryGroup]]:
+        """``usage()`` and ``peak_memory()`` of one grouping (keys valid for both), read
+        the cheapest way the store can: SQLite aggregates both in one scan of the usage
+        rows; PostgreSQL answers the sums from its rollups and the peaks from the rows.
+        For a reader of both, like the findings engine."""
+        ...
+
     def upsert_tokens(self, rows: Sequence[TokenRow]) -> None:
         """Token running totals, same GREATEST rule as usage."""
         ...

@@ -256,6 +256,22 @@ def test_peak_memory_is_the_max_over_each_group(ledger_store: AuditableLedgerSto
     assert ledger_store.peak_memory(_dt(H + 7200), _dt(H + 10800), ["service"]) == []
     with pytest.raises(ValueError, match="'pod'"):
         ledger_store.peak_memory(start, end, ["pod"])
+    # both reads of one grouping at once (one scan on SQLite, rollup + rows on PostgreSQL):
+    # the same groups as each read alone -- the peaks stated above, the sums by hand
+    keys = ["service", "gpu_model", "hour"]
+    usage, peaks = ledger_store.usage_and_peaks(start, end, keys)
+    assert peaks == got
+    assert usage == ledger_store.usage(start, end, keys)
+    sums = {(u.service, u.gpu_model, u.hour): u.allocated_gpu_seconds for u in usage}
+    assert sums == {("__idle__", "H100", h0): 100, ("chat", "H100", h0): 3600 + 3600 + 1543,
+                    ("chat", "H100", h1): 7200, ("chat", "L40S", h0): 3600,
+                    ("embed", "H100", h0): 0}  # fmt: skip
+    assert ledger_store.usage_and_peaks(start, end, [], node="n2") == (
+        ledger_store.usage(start, end, [], node="n2"),
+        [PeakMemoryGroup(20 * GIB, 1)],
+    )
+    with pytest.raises(ValueError, match="'pod'"):
+        ledger_store.usage_and_peaks(start, end, ["pod"])
 
 
 def test_the_agent_path_writes_peaks_from_process_memory(

@@ -15,6 +15,7 @@ import pytest
 from gpuledger.chargeback.ledger.spool import Spool
 from gpuledger.chargeback.ledger.sqlite_sql import q
 from gpuledger.chargeback.ledger.store import sqlite as store_sqlite
+from gpuledger.chargeback.ledger.store import sqlite_ddl
 from gpuledger.chargeback.ledger.tables import (
     COVERAGE,
     ENGINE_TIME,
@@ -137,7 +138,7 @@ def test_sqlite_migrations_build_the_declared_schema(tmp_path: Path) -> None:
     migrated.close()
     with sqlite3.connect(tmp_path / "declared.db") as conn:
         for table in TABLES:
-            for statement in store_sqlite.create_statements(table):
+            for statement in sqlite_ddl.create_statements(table):
                 conn.execute(statement)
     names = [t.store for t in TABLES]
     with (

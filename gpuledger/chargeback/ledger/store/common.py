@@ -35,12 +35,14 @@ from gpuledger.chargeback.ledger.model import (
     EngineTimeGroup,
     InvariantViolation,
     LedgerStore,
+    PeakMemoryGroup,
     ProbeLatencyGroup,
     SplitCoefficient,
     TenantHourSum,
     TenantTokenGroup,
     TenantWeightedGroup,
     TokenGroup,
+    UsageGroup,
 )
 from gpuledger.chargeback.ledger.store.retention import RetiredMonth
 from gpuledger.chargeback.ledger.tables import ENGINE_TIME, TENANT_TOKENS, TOKENS, Role
@@ -225,6 +227,27 @@ class GroupedReads:
         node: str | None,
     ) -> Sequence[Mapping[str, object]]:
         raise NotImplementedError
+
+    def usage(
+        self, start: datetime, end: datetime, group_by: Sequence[str], *, node: str | None = None
+    ) -> list[UsageGroup]:
+        raise NotImplementedError
+
+    def peak_memory(
+        self, start: datetime, end: datetime, group_by: Sequence[str], *, node: str | None = None
+    ) -> list[PeakMemoryGroup]:
+        raise NotImplementedError
+
+    def usage_and_peaks(
+        self, start: datetime, end: datetime, group_by: Sequence[str], *, node: str | None = None
+    ) -> tuple[list[UsageGroup], list[PeakMemoryGroup]]:
+        """Both reads, one after the other (a store that can do better overrides it)."""
+        check_group_by(group_by)
+        check_peak_group_by(group_by)
+        return (
+            self.usage(start, end, group_by, node=node),
+            self.peak_memory(start, end, group_by, node=node),
+        )
 
     def tokens(
         self, start: datetime, end: datetime, group_by: Sequence[str], *, node: str | None = None

@@ -17,7 +17,6 @@ import time
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 from gpuledger.chargeback.ledger.model import (
     CoverageGroup,
@@ -28,7 +27,7 @@ from gpuledger.chargeback.ledger.model import (
     StoreError,
     UsageGroup,
 )
-from gpuledger.chargeback.ledger.sqlite_sql import cols, column_def, insert, q
+from gpuledger.chargeback.ledger.sqlite_sql import q
 from gpuledger.chargeback.ledger.store.common import (
     GROUP_COLUMNS,
     MIGRATIONS_TABLE,
@@ -50,6 +49,15 @@ from gpuledger.chargeback.ledger.store.retention import (
     label,
     months,
 )
+from gpuledger.chargeback.ledger.store.sqlite_ddl import (
+    INSERT_STORAGE,
+    UPSERT_COVERAGE,
+    UPSERT_ENGINE_TIME,
+    UPSERT_PROBES,
+    UPSERT_TENANT_TOKENS,
+    UPSERT_TOKENS,
+    UPSERT_USAGE,
+)
 from gpuledger.chargeback.ledger.store.sqlite_migrations import MIGRATIONS
 from gpuledger.chargeback.ledger.tables import (
     COVERAGE,
@@ -59,65 +67,16 @@ from gpuledger.chargeback.ledger.tables import (
     TABLES,
     TENANT_TOKENS,
     TOKENS,
-    UPDATED_AT,
     USAGE,
     CoverageRow,
     EngineTimeRow,
-    Index,
     ProbeRecord,
     Role,
     StorageSample,
-    Table,
     TenantTokenRow,
     TokenRow,
     UsageRow,
 )
-
-
-def create_statements(table: Table[Any]) -> list[str]:
-    """The newest version's CREATE TABLE (and indexes) of ``table`` in the SQLite store."""
-    defs = [column_def(c, c.store, with_default=True) for c in table.created()]
-    if table.stamped:
-        defs.append(f"{q(UPDATED_AT)} INTEGER NOT NULL")
-    defs += [column_def(c, c.store, with_default=True) for c in table.added()]
-    defs.append(f"PRIMARY KEY ({cols([c.store for c in table.primary_key['sqlite']])})")
-    out = [f"CREATE TABLE {q(table.store)} ({', '.join(defs)}) WITHOUT ROWID"]
-    out += [_create_index(table, i) for i in table.indexes if "sqlite" in i.backends]
-    return out
-
-
-def _create_index(table: Table[Any], index: Index) -> str:
-    names = [table.by_attr[a].store for a in index.columns]
-    return f"CREATE INDEX {q(index.name)} ON {q(table.store)} ({cols(names)})"
-
-
-def upsert_statement(table: Table[Any]) -> str:
-    """Insert ``table``'s columns (+ ``updated_at``); on a key conflict totals keep the
-    larger value, peaks too (a NULL never wins: SQLite's two-argument ``max()`` would
-    return it), labels (and ``updated_at``) the incoming one, verdicts the incoming one
-    unless NULL. Insert-only tables ignore a conflicting row."""
-    columns = (*table.names(), *((UPDATED_AT,) if table.stamped else ()))
-    if table.insert_only:
-        return insert(table.store, columns, (), ())
-    t = q(table.store)
-    sets = [f"{q(c)} = max({t}.{q(c)}, excluded.{q(c)})" for c in table.names(Role.TOTAL)]
-    sets += [
-        f"{q(c)} = max(coalesce({t}.{q(c)}, excluded.{q(c)}), coalesce(excluded.{q(c)}, "
-        f"{t}.{q(c)}))"
-        for c in table.names(Role.PEAK)
-    ]
-    sets += [f"{q(c)} = excluded.{q(c)}" for c in (*table.names(Role.LABEL), UPDATED_AT)]
-    sets += [f"{q(c)} = coalesce(excluded.{q(c)}, {t}.{q(c)})" for c in table.names(Role.VERDICT)]
-    return insert(table.store, columns, table.names(Role.KEY), sets)
-
-
-_UPSERT_USAGE = upsert_statement(USAGE)
-_UPSERT_COVERAGE = upsert_statement(COVERAGE)
-_UPSERT_TOKENS = upsert_statement(TOKENS)
-_UPSERT_PROBES = upsert_statement(PROBES)
-_INSERT_STORAGE = upsert_statement(STORAGE)
-_UPSERT_TENANT_TOKENS = upsert_statement(TENANT_TOKENS)
-_UPSERT_ENGINE_TIME = upsert_statement(ENGINE_TIME)
 
 _ISO_HOUR = "strftime('%Y-%m-%dT%H:%M:%SZ', {col}, 'unixepoch')"
 
@@ -225,9 +184,9 @@ class SqliteLedgerStore(GroupedReads):
                 conn.execute("BEGIN IMMEDIATE")
                 try:
                     if usage_params:
-                        conn.executemany(_UPSERT_USAGE, usage_params)
+                        conn.executemany(UPSERT_USAGE, usage_params)
                     if coverage_params:
-                        conn.executemany(_UPSERT_COVERAGE, coverage_params)
+                        conn.executemany(UPSERT_COVERAGE, coverage_params)
                     conn.execute("COMMIT")
                 except BaseException:
                     if conn.in_transaction:
@@ -259,28 +218,28 @@ class SqliteLedgerStore(GroupedReads):
     def upsert_tokens(self, rows: Sequence[TokenRow]) -> None:
         now = int(time.time())
         params = [(*TOKENS.values(r), now) for r in TOKENS.merge(rows)]
-        self._write_many(f"upsert of {len(params)} token rows", _UPSERT_TOKENS, params)
+        self._write_many(f"upsert of {len(params)} token rows", UPSERT_TOKENS, params)
 
     def insert_storage_samples(self, rows: Sequence[StorageSample]) -> None:
         params = [STORAGE.values(r) for r in rows]
-        self._write_many(f"insert of {len(params)} storage samples", _INSERT_STORAGE, params)
+        self._write_many(f"insert of {len(params)} storage samples", INSERT_STORAGE, params)
 
     def upsert_probes(self, rows: Sequence[ProbeRecord]) -> None:
         now = int(time.time())
         params = [(*PROBES.values(r), now) for r in rows]
-        self._write_many(f"upsert of {len(params)} probe records", _UPSERT_PROBES, params)
+        self._write_many(f"upsert of {len(params)} probe records", UPSERT_PROBES, params)
 
     def upsert_engine_time(self, rows: Sequence[EngineTimeRow]) -> None:
         now = int(time.time())
         params = [(*ENGINE_TIME.values(r), now) for r in ENGINE_TIME.merge(rows)]
         what = f"upsert of {len(params)} engine time rows"
-        self._write_many(what, _UPSERT_ENGINE_TIME, params)
+        self._write_many(what, UPSERT_ENGINE_TIME, params)
 
     def upsert_tenant_tokens(self, rows: Sequence[TenantTokenRow]) -> None:
         now = int(time.time())
         params = [(*TENANT_TOKENS.values(r), now) for r in TENANT_TOKENS.merge(rows)]
         what = f"upsert of {len(params)} tenant token rows"
-        self._write_many(what, _UPSERT_TENANT_TOKENS, params)
+        self._write_many(what, UPSERT_TENANT_TOKENS, params)
 
     # -- reads --------------------------------------------------------------------------
 
@@ -392,6 +351,32 @@ class SqliteLedgerStore(GroupedReads):
             only=f"{q(peak)} IS NOT NULL",
         )  # fmt: skip
         return [PeakMemoryGroup.from_row(r) for r in rows]
+
+    def usage_and_peaks(
+        self,
+        start: datetime,
+        end: datetime,
+        group_by: Sequence[str],
+        *,
+        node: str | None = None,
+    ) -> tuple[list[UsageGroup], list[PeakMemoryGroup]]:
+        """One scan of the usage rows for both: the sums and the MAX of the measured peaks
+        per group (SQLite has no rollup, so each read alone is a full grouped scan)."""
+        keys = check_group_by(group_by)
+        check_peak_group_by(keys)
+        (peak,) = USAGE.names(Role.PEAK)
+        hours = (
+            f"TOTAL({q('allocated_gpu_seconds')}) / {SECONDS_PER_HOUR!r} "
+            f"AS {q('allocated_gpu_hours')}"
+        )
+        rows = self._grouped_sums(
+            "usage and peak memory query", USAGE.store, keys, GROUP_COLUMNS,
+            USAGE.names(Role.TOTAL), start, end, node,
+            extra=(hours, f"MAX({q(peak)}) AS {q(peak)}", f"COUNT({q(peak)}) AS {q('buckets')}"),
+        )  # fmt: skip
+        usage = [UsageGroup.from_row(r) for r in rows]
+        peaks = [PeakMemoryGroup.from_row(r) for r in rows if r[peak] is not None]
+        return usage, peaks
 
     def _tenant_hour_rows(self, start: datetime, end: datetime) -> list[Mapping[str, object]]:
         cached = f"MIN({q('cached_prompt_tokens')}, {q('prompt_tokens')})"

@@ -2,7 +2,7 @@
 
 Each creates what its version had, in literal names, and never changes once released;
 what the newest version must look like is derived from the table declarations
-(``sqlite.create_statements``), and ``tests/chargeback/ledger/test_tables.py`` checks
+(``sqlite_ddl.create_statements``), and ``tests/chargeback/ledger/test_tables.py`` checks
 that both agree. Kept apart from the store so that history grows without the store
 module growing.
 """
