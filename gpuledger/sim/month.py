@@ -50,8 +50,9 @@ from gpuledger.chargeback.ledger.tables import (
 from gpuledger.chargeback.report.model import Month
 from gpuledger.sim.attribution import IdleHolder, idle_holders
 from gpuledger.sim.node import KNOT_S, SimDevice, SimGpu, SimulatedNode
-from gpuledger.sim.nvml_fake import H100_80GB, L40S
+from gpuledger.sim.nvml_fake import A100_80GB, H100_80GB, L40S
 from gpuledger.sim.pooled import pooled_hour
+from gpuledger.sim.services import FINDINGS_LAYOUT, WholeGpu
 from gpuledger.sim.tenants import SHARED_SERVICE, shared_hour
 
 HOUR_S = 3600
@@ -65,11 +66,23 @@ class SimNodeSpec:
     model: str
     seed_offset: int
     outage: tuple[int, int] | None = None  # (day of month, hours) the node was down
+    layout: tuple[WholeGpu, ...] | None = None  # whole GPUs by service (SimulatedNode)
+    # its probes from a random stream of its own, so that adding the node left the
+    # others' draws (and the tests pinned on them) as they were
+    own_probe_stream: bool = False
 
 
 DEMO_FLEET: tuple[SimNodeSpec, ...] = (
     SimNodeSpec("gpu-node-01", 8, H100_80GB.name, 0),
     SimNodeSpec("gpu-node-02", 4, L40S.name, 1, outage=(12, 6)),
+    SimNodeSpec(
+        "gpu-node-03",
+        len(FINDINGS_LAYOUT),
+        A100_80GB.name,
+        2,
+        layout=FINDINGS_LAYOUT,
+        own_probe_stream=True,
+    ),
 )
 
 
@@ -93,6 +106,8 @@ SERVED: dict[str, ServedModel] = {
         "meta-llama/Llama-Guard-3-8B", 11000.0, 20.0, 0.040, disagree_ratio=0.20
     ),
     "rag-llama-8b": ServedModel("meta-llama/Llama-3.1-8B-Instruct", 11000.0, 8.0, 0.050),
+    "support-qwen-7b": ServedModel("Qwen/Qwen2.5-7B-Instruct", 10000.0, 5.0, 0.055),
+    "digest-llama-8b": ServedModel("meta-llama/Llama-3.1-8B-Instruct", 11000.0, 30.0, 0.050),
 }
 """What the simulated LLM services serve (embedding and rerank ones: ``sim/pooled.py``)."""
 
@@ -270,7 +285,16 @@ def simulate_month(
     sims = [
         (
             spec,
-            SimulatedNode(seed + spec.seed_offset, spec.gpus, model=spec.model, start=float(start)),
+            SimulatedNode(
+                seed + spec.seed_offset,
+                spec.gpus,
+                model=spec.model,
+                start=float(start),
+                layout=spec.layout,
+            ),
+            random.Random(f"{seed}:{month.label}:{spec.name}")  # noqa: S311 -- reproducible
+            if spec.own_probe_stream
+            else None,
         )
         for spec in fleet
     ]
@@ -287,7 +311,7 @@ def simulate_month(
         probes: list[ProbeRecord] = []
         tenant_rows: list[TenantTokenRow] = []
         engine_rows: list[EngineTimeRow] = []
-        for spec, sim in sims:
+        for spec, sim, own_rng in sims:
             for h in range(day * 24, day * 24 + 24):
                 if spec.outage is not None:
                     first = (spec.outage[0] - 1) * 24 + 3
@@ -297,7 +321,7 @@ def simulate_month(
                 u, c, busy = _node_hour(sim, spec.name, hour)
                 usage += u
                 coverage += c
-                records, probe_tokens = _probes(rng, spec.name, hour, sorted(busy))
+                records, probe_tokens = _probes(own_rng or rng, spec.name, hour, sorted(busy))
                 probes += records
                 pooled_probes, pooled_tokens = pooled_hour(pooled_rng, spec.name, hour, busy)
                 probes += pooled_probes

@@ -16,7 +16,7 @@ from gpuledger.collectors.gpu.nvml import NvmlCollector
 from gpuledger.sim.attribution import idle_holders, simulated_sources
 from gpuledger.sim.month import DEMO_FLEET, SimNodeSpec, simulate_month
 from gpuledger.sim.node import SimulatedNode
-from gpuledger.sim.nvml_fake import H100_80GB
+from gpuledger.sim.nvml_fake import A100_80GB, H100_80GB, L40S
 
 FEB = Month.parse("2026-02")
 NODE = SimNodeSpec("sim-a", 8, H100_80GB.name, 0, outage=(3, 5))
@@ -139,8 +139,10 @@ def test_rerun_writes_the_same_totals(store: SqliteLedgerStore) -> None:
     assert store.engine_time(FEB.start, FEB.end, ["hour", "node"]) == engine
 
 
-def test_demo_fleet_has_two_gpu_models() -> None:
-    assert len({n.model for n in DEMO_FLEET}) == 2
+def test_demo_fleet_gpu_models() -> None:
+    """Three classes: the H100 and L40S nodes, and the A100 80GB node laid out for the
+    findings (sim/services.py: FINDINGS_LAYOUT)."""
+    assert [n.model for n in DEMO_FLEET] == [H100_80GB.name, L40S.name, A100_80GB.name]
 
 
 def test_report_flags_of_the_simulated_month(store: SqliteLedgerStore) -> None:
