@@ -14,8 +14,17 @@ on MIG instances assumes dcgm-exporter runs beside the agent (it reports per-ins
 engine activity, which NVML alone does not).
 
 The fleet (deterministic for a seed): ``gpu-node-01`` with 8 × H100 (two in MIG mode, a
-time-sliced one, an under-used one) and ``gpu-node-02`` with 4 × L40S, down for six hours
-on the 12th (the gap shows in coverage). LLM services get token counts from their busy
+time-sliced one, an under-used one), ``gpu-node-02`` with 4 × L40S, down for six hours
+on the 12th (the gap shows in coverage), and ``gpu-node-03`` with 8 × A100 80GB laid out
+(:data:`~gpuledger.sim.services.FINDINGS_LAYOUT`) so that, with the first two, the month
+shows one finding of each kind (``docs/findings.md``, "In the demo"): four vLLM replicas
+whose p95 hour needs one GPU (over-provisioned), a Whisper server holding a whole GPU for
+24 GiB and a sixth of its SMs (MIG fit), a spare GPU nobody is given (idle capacity), and
+two replicas that idle at 10 % and saturate for two hours each morning (bursty: sized on
+their p95 hour they keep both GPUs, so no finding). The H100 node's under-used batch GPU
+fits an A100 (smaller class) and its idle-holding notebook is the zombie. The A100 node's
+probes draw from a random stream of their own, so adding it left the first two nodes'
+figures as they were. LLM services get token counts from their busy
 time and the agent's probes every ten minutes, with one service whose engine metrics
 disagree with its probes and one whose probes often fail, so every validation state
 appears in the report. The embedding and reranker services are probed the way the agent

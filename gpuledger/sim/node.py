@@ -17,11 +17,14 @@ The shape of the node (deterministic for a seed):
 * two GPUs are in MIG mode with several instances each, one instance left empty and one
   compute slice left unallocated (idle capacity the ledger must account for).
 
-Load is a UTC-hour sinusoid per service (lower at weekends) plus seeded noise. Everything
-is defined at "knots" every :data:`KNOT_S` seconds of absolute time and interpolated
-linearly in between, which keeps a value at any t closed-form (independent of how the
-node was stepped) and makes the energy counter the exact integral of power. Energy is
-integrated incrementally with daily checkpoints, so a 15 s step costs a few knot
+A node given a ``layout`` (``sim/services.py``: the demo's findings node) has no roles:
+each GPU is whole, one replica per service named, or a spare nobody holds.
+
+Load is a UTC-hour sinusoid per service, or a daily burst (lower at weekends), plus seeded
+noise. Everything is defined at "knots" every :data:`KNOT_S` seconds of absolute time and
+interpolated linearly in between, which keeps a value at any t closed-form (independent
+of how the node was stepped) and makes the energy counter the exact integral of power.
+Energy is integrated incrementally with daily checkpoints, so a 15 s step costs a few knot
 evaluations and a query anywhere in the past at most one day's.
 """
 
