@@ -76,8 +76,9 @@ MIG_SERVICES: tuple[tuple[Service | None, ...], ...] = (
 
 # --- the findings node (FINDINGS_LAYOUT) --------------------------------------------------
 SUPPORT = Service("llm-prod", "support-qwen-7b", LoadProfile(0.08, 0.03, 15.0), 0.90)
-"""Four vLLM replicas sized for a launch whose traffic never came: each GPU 10-20 % busy,
-so the four together need two GPUs at 60 % (over-provisioned). vLLM takes 90 % of each
+"""Four vLLM replicas sized for a launch whose traffic never came: each GPU about 7 % busy
+on average, the four together under 0.6 busy GPUs in nearly every hour, so one GPU at 60 %
+would serve them (over-provisioned). vLLM takes 90 % of each
 GPU's memory whatever the model's size, so no smaller class or MIG profile is offered."""
 
 DIGEST = Service("analytics", "digest-llama-8b", LoadProfile(0.10, 0.95, 6.5, burst=16), 0.90)
@@ -86,8 +87,9 @@ around 06:30 UTC, 10 % busy otherwise. Its mean (about a quarter of a GPU) would
 GPU; its p95 hour needs both, so no finding (the bursty case the percentile protects)."""
 
 TRANSCRIBE = Service("media", "transcribe-whisper", LoadProfile(0.14, 0.03, 13.0), 0.30)
-"""A Whisper server holding a whole A100 80GB for 24 GiB and 10-20 % of its SMs: a MIG
-3g.40gb instance holds it (the smallest profile with the memory), freeing half the GPU."""
+"""A Whisper server holding a whole A100 80GB for 24 GiB, 10-20 % busy: a MIG 3g.40gb
+instance holds it (the smallest profile with the memory, 3/7 of the SMs), freeing half the
+GPU. Its quietest hours stay above 1 % busy, so it is never a zombie."""
 
 WholeGpu = tuple[Service, ...]
 """The services on one whole GPU of a laid-out node, one process (pod) each; () = spare."""
