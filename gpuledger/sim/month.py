@@ -14,8 +14,17 @@ on MIG instances assumes dcgm-exporter runs beside the agent (it reports per-ins
 engine activity, which NVML alone does not).
 
 The fleet (deterministic for a seed): ``gpu-node-01`` with 8 × H100 (two in MIG mode, a
-time-sliced one, an under-used one) and ``gpu-node-02`` with 4 × L40S, down for six hours
-on the 12th (the gap shows in coverage). LLM services get token counts from their busy
+time-sliced one, an under-used one), ``gpu-node-02`` with 4 × L40S, down for six hours
+on the 12th (the gap shows in coverage), and ``gpu-node-03`` with 8 × A100 80GB laid out
+(:data:`~gpuledger.sim.services.FINDINGS_LAYOUT`) so that, with the first two, the month
+shows one finding of each kind (``docs/findings.md``, "In the demo"): four vLLM replicas
+whose p95 hour needs one GPU (over-provisioned), a Whisper server holding a whole GPU for
+24 GiB and a sixth of its SMs (MIG fit), a spare GPU nobody is given (idle capacity), and
+two replicas that idle at 10 % and saturate for two hours each morning (bursty: sized on
+their p95 hour they keep both GPUs, so no finding). The H100 node's under-used batch GPU
+fits an A100 (smaller class) and its idle-holding notebook is the zombie. The A100 node's
+probes draw from a random stream of their own, so adding it left the first two nodes'
+figures as they were. LLM services get token counts from their busy
 time and the agent's probes every ten minutes, with one service whose engine metrics
 disagree with its probes and one whose probes often fail, so every validation state
 appears in the report. The embedding and reranker services are probed the way the agent
@@ -50,8 +59,9 @@ from gpuledger.chargeback.ledger.tables import (
 from gpuledger.chargeback.report.model import Month
 from gpuledger.sim.attribution import IdleHolder, idle_holders
 from gpuledger.sim.node import KNOT_S, SimDevice, SimGpu, SimulatedNode
-from gpuledger.sim.nvml_fake import H100_80GB, L40S
+from gpuledger.sim.nvml_fake import A100_80GB, H100_80GB, L40S
 from gpuledger.sim.pooled import pooled_hour
+from gpuledger.sim.services import FINDINGS_LAYOUT, WholeGpu
 from gpuledger.sim.tenants import SHARED_SERVICE, shared_hour
 
 HOUR_S = 3600
@@ -65,11 +75,23 @@ class SimNodeSpec:
     model: str
     seed_offset: int
     outage: tuple[int, int] | None = None  # (day of month, hours) the node was down
+    layout: tuple[WholeGpu, ...] | None = None  # whole GPUs by service (SimulatedNode)
+    # its probes from a random stream of its own, so that adding the node left the
+    # others' draws (and the tests pinned on them) as they were
+    own_probe_stream: bool = False
 
 
 DEMO_FLEET: tuple[SimNodeSpec, ...] = (
     SimNodeSpec("gpu-node-01", 8, H100_80GB.name, 0),
     SimNodeSpec("gpu-node-02", 4, L40S.name, 1, outage=(12, 6)),
+    SimNodeSpec(
+        "gpu-node-03",
+        len(FINDINGS_LAYOUT),
+        A100_80GB.name,
+        2,
+        layout=FINDINGS_LAYOUT,
+        own_probe_stream=True,
+    ),
 )
 
 
@@ -93,6 +115,8 @@ SERVED: dict[str, ServedModel] = {
         "meta-llama/Llama-Guard-3-8B", 11000.0, 20.0, 0.040, disagree_ratio=0.20
     ),
     "rag-llama-8b": ServedModel("meta-llama/Llama-3.1-8B-Instruct", 11000.0, 8.0, 0.050),
+    "support-qwen-7b": ServedModel("Qwen/Qwen2.5-7B-Instruct", 10000.0, 5.0, 0.055),
+    "digest-llama-8b": ServedModel("meta-llama/Llama-3.1-8B-Instruct", 11000.0, 30.0, 0.050),
 }
 """What the simulated LLM services serve (embedding and rerank ones: ``sim/pooled.py``)."""
 
@@ -270,7 +294,16 @@ def simulate_month(
     sims = [
         (
             spec,
-            SimulatedNode(seed + spec.seed_offset, spec.gpus, model=spec.model, start=float(start)),
+            SimulatedNode(
+                seed + spec.seed_offset,
+                spec.gpus,
+                model=spec.model,
+                start=float(start),
+                layout=spec.layout,
+            ),
+            random.Random(f"{seed}:{month.label}:{spec.name}")  # noqa: S311 -- reproducible
+            if spec.own_probe_stream
+            else None,
         )
         for spec in fleet
     ]
@@ -287,7 +320,7 @@ def simulate_month(
         probes: list[ProbeRecord] = []
         tenant_rows: list[TenantTokenRow] = []
         engine_rows: list[EngineTimeRow] = []
-        for spec, sim in sims:
+        for spec, sim, own_rng in sims:
             for h in range(day * 24, day * 24 + 24):
                 if spec.outage is not None:
                     first = (spec.outage[0] - 1) * 24 + 3
@@ -297,7 +330,7 @@ def simulate_month(
                 u, c, busy = _node_hour(sim, spec.name, hour)
                 usage += u
                 coverage += c
-                records, probe_tokens = _probes(rng, spec.name, hour, sorted(busy))
+                records, probe_tokens = _probes(own_rng or rng, spec.name, hour, sorted(busy))
                 probes += records
                 pooled_probes, pooled_tokens = pooled_hour(pooled_rng, spec.name, hour, busy)
                 probes += pooled_probes

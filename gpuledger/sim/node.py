@@ -17,21 +17,25 @@ The shape of the node (deterministic for a seed):
 * two GPUs are in MIG mode with several instances each, one instance left empty and one
   compute slice left unallocated (idle capacity the ledger must account for).
 
-Load is a UTC-hour sinusoid per service (lower at weekends) plus seeded noise. Everything
-is defined at "knots" every :data:`KNOT_S` seconds of absolute time and interpolated
-linearly in between, which keeps a value at any t closed-form (independent of how the
-node was stepped) and makes the energy counter the exact integral of power. Energy is
-integrated incrementally with daily checkpoints, so a 15 s step costs a few knot
+A node given a ``layout`` (``sim/services.py``: the demo's findings node) has no roles:
+each GPU is whole, one replica per service named, or a spare nobody holds.
+
+Load is a UTC-hour sinusoid per service, or a daily burst (lower at weekends), plus seeded
+noise. Everything is defined at "knots" every :data:`KNOT_S` seconds of absolute time and
+interpolated linearly in between, which keeps a value at any t closed-form (independent
+of how the node was stepped) and makes the energy counter the exact integral of power.
+Energy is integrated incrementally with daily checkpoints, so a 15 s step costs a few knot
 evaluations and a query anywhere in the past at most one day's.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 import random
 import time
 import uuid as uuidlib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -45,6 +49,18 @@ from gpuledger.sim.nvml_fake import (
     GpuSpec,
     MigInstanceSpec,
     ProcessSpec,
+)
+from gpuledger.sim.services import (
+    BATCH,
+    CHAT,
+    EMBED,
+    MIG_LAYOUTS,
+    MIG_SERVICES,
+    MPS_CLIENTS,
+    RERANK,
+    LoadProfile,
+    Service,
+    WholeGpu,
 )
 
 KNOT_S = 60.0
@@ -61,62 +77,7 @@ _XID_CODES = (13, 31, 31, 43)  # graphics exception, MMU fault (application erro
 _RESERVED_BYTES = 512 * MIB  # what the driver holds on a whole GPU with no process
 _REASON_GPU_IDLE, _REASON_SW_POWER_CAP = 0x1, 0x4
 
-Role = Literal["dedicated", "idle", "shared", "mig", "mps"]
-
-_MIG_LAYOUTS: dict[str, tuple[tuple[tuple[str, int], ...], ...]] = {
-    # (profile, GPU-instance id): A leaves one compute slice unallocated, B uses all 7.
-    "NVIDIA H100 80GB HBM3": (
-        (("3g.40gb", 2), ("1g.10gb", 7), ("1g.10gb", 8), ("1g.10gb", 9)),
-        (("4g.40gb", 1), ("2g.20gb", 5), ("1g.10gb", 13)),
-    ),
-    "NVIDIA A100-SXM4-80GB": (
-        (("3g.40gb", 2), ("1g.10gb", 7), ("1g.10gb", 8), ("1g.10gb", 9)),
-        (("4g.40gb", 1), ("2g.20gb", 5), ("1g.10gb", 13)),
-    ),
-    "NVIDIA A100-SXM4-40GB": (
-        (("3g.20gb", 2), ("1g.5gb", 7), ("1g.5gb", 8), ("1g.5gb", 9)),
-        (("4g.20gb", 1), ("2g.10gb", 5), ("1g.5gb", 13)),
-    ),
-}
-
-
-@dataclass(frozen=True, slots=True)
-class LoadProfile:
-    """A service's demand: ``base + amplitude * cos(2 pi (hour - peak) / 24)``, x0.7 at
-    weekends, plus noise; clamped to 0..1."""
-
-    base: float
-    amplitude: float
-    peak_hour_utc: float
-
-
-@dataclass(frozen=True, slots=True)
-class _Service:
-    namespace: str
-    service: str
-    load: LoadProfile
-    memory_fraction: float  # of its device's memory (vLLM's gpu_memory_utilization)
-
-
-_CHAT = _Service("llm-prod", "chat-llama-70b", LoadProfile(0.62, 0.25, 15.0), 0.90)
-_BATCH = _Service("llm-batch", "summarize-mistral-7b", LoadProfile(0.14, 0.06, 3.0), 0.90)
-_EMBED = _Service("search", "embed-bge-m3", LoadProfile(0.34, 0.18, 14.0), 0.42)
-_RERANK = _Service("search", "rerank-bge-v2", LoadProfile(0.28, 0.16, 16.0), 0.46)
-_CODE = _Service("llm-prod", "code-qwen-14b", LoadProfile(0.48, 0.30, 14.0), 0.90)
-_GUARD = _Service("safety", "guard-llama-8b", LoadProfile(0.30, 0.15, 15.0), 0.90)
-_CLASSIFY = _Service("search", "classify-deberta", LoadProfile(0.22, 0.10, 12.0), 0.60)
-_RAG = _Service("llm-prod", "rag-llama-8b", LoadProfile(0.50, 0.25, 15.0), 0.90)
-_E5 = _Service("search", "embed-e5-large", LoadProfile(0.30, 0.15, 13.0), 0.80)
-# an MPS GPU: three clients in three pods, through one nvidia-cuda-mps-server (sim/mps.py)
-_MPS_CLIENTS = (
-    _Service("search", "ocr-paddle", LoadProfile(0.20, 0.10, 11.0), 0.20),
-    _Service("llm-prod", "asr-whisper", LoadProfile(0.26, 0.12, 14.0), 0.25),
-    _Service("safety", "moderate-toxic-bert", LoadProfile(0.15, 0.08, 16.0), 0.15),
-)
-_MIG_SERVICES: tuple[tuple[_Service | None, ...], ...] = (
-    (_CODE, _GUARD, _CLASSIFY, None),  # layout A; the last 1g instance stays empty
-    (_RAG, _E5, _GUARD),  # layout B
-)
+Role = Literal["dedicated", "idle", "shared", "mig", "mps", "spare"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -200,17 +161,25 @@ def _unit(key: int, n: int) -> float:
     return (_mix(key ^ (n & _M64)) >> 11) * (2.0 / (1 << 53)) - 1.0
 
 
+@functools.lru_cache(maxsize=8192)
+def _slow_noise(key: int, h: int) -> tuple[float, float]:
+    """An hour's slow-noise end points: the same for its 60 knots, so hashed once per
+    hour, not per knot (the demo fleet's month: about a fifth less CPU, same values)."""
+    return _unit(key, 2 * h), _unit(key, 2 * h + 2)
+
+
 def _load_at_knot(p: SimProcess, k: int) -> float:
     t = k * KNOT_S
     day = int(t // 86400.0)
     hour = (t - day * 86400.0) / 3600.0
     lp = p.load
-    demand = lp.base + lp.amplitude * math.cos(2.0 * math.pi * (hour - lp.peak_hour_utc) / 24.0)
+    c = math.cos(2.0 * math.pi * (hour - lp.peak_hour_utc) / 24.0)
+    demand = lp.base + lp.amplitude * (max(0.0, c) ** lp.burst if lp.burst else c)
     if (day + 3) % 7 >= 5:  # 1970-01-01 was a Thursday: 5, 6 are Saturday, Sunday
         demand *= 0.7
     h = int(t // 3600.0)
     frac = (t - h * 3600.0) / 3600.0
-    slow0, slow1 = _unit(p.noise_key, 2 * h), _unit(p.noise_key, 2 * h + 2)
+    slow0, slow1 = _slow_noise(p.noise_key, h)
     slow = slow0 + (slow1 - slow0) * frac
     fast = _unit(p.noise_key ^ 0x5DEECE66D, k)
     return min(1.0, max(0.0, demand + 0.07 * slow + 0.04 * fast))
@@ -278,6 +247,10 @@ class SimulatedNode:
     ``mono`` (the monotonic clock: a wall-clock step must not move it) after the node was
     built: from the first NVML call after that, every call naming it raises GpuIsLost,
     for the rest of the node's life (``simulate.lose_gpu``; a fault for soak runs).
+
+    ``layout`` (one entry per GPU, ``gpus`` of them) replaces the roles: each GPU whole,
+    given to the services named (a pod each: one replica per GPU), or to none (``()``: a
+    spare GPU, role ``"spare"``); ``sim/services.py`` has the demo fleet's.
     """
 
     def __init__(
@@ -293,9 +266,12 @@ class SimulatedNode:
         lose_gpu: int | None = None,
         lose_after_s: float = 0.0,
         mono: Callable[[], float] = time.monotonic,
+        layout: Sequence[WholeGpu] | None = None,
     ) -> None:
         if gpus < 1:
             raise ValueError("a node has at least one GPU")
+        if layout is not None and len(layout) != gpus:
+            raise ValueError(f"a layout of {len(layout)} GPUs for a node of {gpus}")
         if lose_gpu is not None and not 0 <= lose_gpu < gpus:
             raise ValueError(f"lose_gpu {lose_gpu} is not a GPU of this node (0..{gpus - 1})")
         if model not in MODELS:
@@ -305,7 +281,7 @@ class SimulatedNode:
         if start is None:
             start = clock() if clock is not None else DEFAULT_START
         self._rng = random.Random(seed)  # noqa: S311 -- reproducible, not secret
-        self.gpus: tuple[SimGpu, ...] = self._build(gpus, MODELS[model])
+        self.gpus: tuple[SimGpu, ...] = self._build(gpus, MODELS[model], layout)
         self.devices: tuple[SimDevice, ...] = tuple(d for g in self.gpus for d in g.devices)
         self.processes: tuple[SimProcess, ...] = tuple(p for d in self.devices for p in d.processes)
         self._by_pid = {p.pid: p for p in self.processes}
@@ -343,7 +319,7 @@ class SimulatedNode:
     @staticmethod
     def roles(gpus: int, model: GpuModel) -> tuple[Role, ...]:
         """Which GPU plays which part; the special ones come last, in this order."""
-        mig: Role = "mig" if model.name in _MIG_LAYOUTS else "dedicated"
+        mig: Role = "mig" if model.name in MIG_LAYOUTS else "dedicated"
         mps: list[Role] = ["mps"] if gpus >= 5 else []  # from 5 GPUs, an MPS GPU (sim/mps.py)
         special: list[Role] = [*mps, "idle", "shared", mig, mig]
         if gpus < 4:
@@ -351,11 +327,17 @@ class SimulatedNode:
         dedicated: list[Role] = ["dedicated"] * (gpus - len(special))
         return tuple(dedicated + special)
 
-    def _build(self, n: int, model: GpuModel) -> tuple[SimGpu, ...]:
+    def _build(
+        self, n: int, model: GpuModel, plan: Sequence[WholeGpu] | None
+    ) -> tuple[SimGpu, ...]:
         rng = self._rng
-        roles = self.roles(n, model)
+        roles: tuple[Role, ...] = (
+            self.roles(n, model)
+            if plan is None
+            else tuple("dedicated" if services else "spare" for services in plan)
+        )
         pids = iter(rng.sample(range(2_000, 4_000_000), 3 * n + 8))
-        chat_pod = self._pod(_CHAT.service)
+        chat_pod = self._pod(CHAT.service)
         mem_total = model.memory_mib * MIB
         out: list[SimGpu] = []
         mig_seen = 0
@@ -363,7 +345,7 @@ class SimulatedNode:
             gpu_uuid = self._uuid("GPU")
 
             def proc(
-                svc: _Service,
+                svc: Service,
                 pod: str,
                 mem_total: int,
                 mig: int | None = None,
@@ -383,25 +365,28 @@ class SimulatedNode:
             def whole(*procs: SimProcess, gpu_index: int = index, u: str = gpu_uuid) -> SimDevice:
                 return SimDevice(gpu_index, u, None, "", None, None, None, mem_total, procs)
 
-            if role == "dedicated":
-                devices: tuple[SimDevice, ...] = (whole(proc(_CHAT, chat_pod, mem_total)),)
+            if plan is not None:  # whole GPUs, a replica (pod) per service and GPU
+                replicas = tuple(proc(s, self._pod(s.service), mem_total) for s in plan[index])
+                devices: tuple[SimDevice, ...] = (whole(*replicas),)
+            elif role == "dedicated":
+                devices = (whole(proc(CHAT, chat_pod, mem_total)),)
             elif role == "idle":
-                devices = (whole(proc(_BATCH, self._pod(_BATCH.service), mem_total)),)
+                devices = (whole(proc(BATCH, self._pod(BATCH.service), mem_total)),)
             elif role == "mps":  # its pod names from an rng of their own: other GPUs keep theirs
                 r = random.Random(self.seed ^ 0x6D7073)  # noqa: S311 -- reproducible, not secret
                 devices = (
-                    whole(*(proc(s, self._pod(s.service, r), mem_total) for s in _MPS_CLIENTS)),
+                    whole(*(proc(s, self._pod(s.service, r), mem_total) for s in MPS_CLIENTS)),
                 )
             elif role == "shared":
                 devices = (
                     whole(
-                        proc(_EMBED, self._pod(_EMBED.service), mem_total),
-                        proc(_RERANK, self._pod(_RERANK.service), mem_total),
+                        proc(EMBED, self._pod(EMBED.service), mem_total),
+                        proc(RERANK, self._pod(RERANK.service), mem_total),
                     ),
                 )
             else:
-                layout = _MIG_LAYOUTS[model.name][mig_seen % 2]
-                services = _MIG_SERVICES[mig_seen % 2]
+                layout = MIG_LAYOUTS[model.name][mig_seen % 2]
+                services = MIG_SERVICES[mig_seen % 2]
                 mig_seen += 1
                 mig_devices: list[SimDevice] = []
                 for (profile_name, gi), svc in zip(layout, services, strict=True):

@@ -157,7 +157,7 @@ def test_reporter_role_catches_up_and_serves(
     doc = client.get(f"/api/v1/reports/{last.label}", headers=auth).json()
     assert doc["month"] == last.label
     assert doc["complete"] is True
-    assert {n["node"] for n in doc["coverage"]} == {"gpu-node-01", "gpu-node-02"}
+    assert {n["node"] for n in doc["coverage"]} == {"gpu-node-01", "gpu-node-02", "gpu-node-03"}
 
     raw = client.get(f"/api/v1/reports/{last.label}?format=csv", headers=auth)
     assert raw.headers["content-type"].startswith("text/csv")

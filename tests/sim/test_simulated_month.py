@@ -16,7 +16,7 @@ from gpuledger.collectors.gpu.nvml import NvmlCollector
 from gpuledger.sim.attribution import idle_holders, simulated_sources
 from gpuledger.sim.month import DEMO_FLEET, SimNodeSpec, simulate_month
 from gpuledger.sim.node import SimulatedNode
-from gpuledger.sim.nvml_fake import H100_80GB
+from gpuledger.sim.nvml_fake import A100_80GB, H100_80GB, L40S
 
 FEB = Month.parse("2026-02")
 NODE = SimNodeSpec("sim-a", 8, H100_80GB.name, 0, outage=(3, 5))
@@ -139,8 +139,10 @@ def test_rerun_writes_the_same_totals(store: SqliteLedgerStore) -> None:
     assert store.engine_time(FEB.start, FEB.end, ["hour", "node"]) == engine
 
 
-def test_demo_fleet_has_two_gpu_models() -> None:
-    assert len({n.model for n in DEMO_FLEET}) == 2
+def test_demo_fleet_gpu_models() -> None:
+    """Three classes: the H100 and L40S nodes, and the A100 80GB node laid out for the
+    findings (sim/services.py: FINDINGS_LAYOUT)."""
+    assert [n.model for n in DEMO_FLEET] == [H100_80GB.name, L40S.name, A100_80GB.name]
 
 
 def test_report_flags_of_the_simulated_month(store: SqliteLedgerStore) -> None:
@@ -198,3 +200,27 @@ def test_peak_memory_is_what_the_agents_attribution_sees(
     # the idle remainder has no peak, in any hour of the month
     services = store.peak_memory(FEB.start, FEB.end, ["service"])
     assert IDLE not in {g.service for g in services}
+
+
+@pytest.mark.parametrize("own_stream", [True, False])
+def test_a_node_with_its_own_probe_stream_leaves_the_other_nodes_draws(own_stream: bool) -> None:
+    """gpu-node-03 came last and draws its probes from a stream of its own: with it in the
+    fleet, the nodes before it get the same probes (outcomes and latencies) as without it.
+    Drawing from the shared stream instead (False) would move them from the second day on
+    -- the check can tell."""
+    from gpuledger.sim.services import DIGEST, SUPPORT
+
+    base = DEMO_FLEET[1]  # the 4-GPU L40S node: quick
+    extra = SimNodeSpec("extra", 2, A100_80GB.name, 2, layout=((SUPPORT,), (DIGEST,)),
+                        own_probe_stream=own_stream)  # fmt: skip
+
+    def probes_of_base(fleet: tuple[SimNodeSpec, ...]) -> list[object]:
+        with SqliteLedgerStore(":memory:") as s:
+            s.migrate()
+            simulate_month(s, FEB, seed=7, fleet=fleet)
+            return [*s.probes(FEB.start, FEB.end, node=base.name),
+                    *s.probe_latency(FEB.start, FEB.end, node=base.name)]  # fmt: skip
+
+    alone = probes_of_base((base,))
+    assert alone
+    assert (probes_of_base((base, extra)) == alone) is own_stream

@@ -289,3 +289,60 @@ def test_a_day_of_15_second_steps_is_cheap() -> None:
         t += 15.0
         node.advance_to(t)
     assert time.perf_counter() - started < 10.0  # ~1 s here; a month stays well under a minute
+
+
+# -- a laid-out node (sim/services.py) ---------------------------------------------------------
+
+
+def test_a_layout_gives_whole_gpus_one_replica_each_and_spares() -> None:
+    from gpuledger.sim.nvml_fake import A100_80GB
+    from gpuledger.sim.services import FINDINGS_LAYOUT
+
+    node = SimulatedNode(11, 8, model=A100_80GB.name, layout=FINDINGS_LAYOUT)
+    assert [g.role for g in node.gpus] == ["dedicated"] * 7 + ["spare"]
+    assert all(len(g.devices) == 1 and g.devices[0].mig_instance is None for g in node.gpus)
+    services = [[p.service for p in g.devices[0].processes] for g in node.gpus]
+    assert services == [["support-qwen-7b"]] * 4 + [["digest-llama-8b"]] * 2 + [
+        ["transcribe-whisper"],
+        [],
+    ]
+    pods = [p.pod for p in node.processes]
+    assert len(set(pods)) == 7  # a pod per replica, as a Deployment's replicas are
+    # memory: vLLM's 90 % of the GPU, the Whisper server's 30 %, in whole MiB
+    mib = A100_80GB.memory_mib
+    assert node.gpus[0].devices[0].processes[0].memory_bytes == int(0.9 * mib) * 1024 * 1024
+    assert node.gpus[6].devices[0].processes[0].memory_bytes == int(0.3 * mib) * 1024 * 1024
+    # the spare: NVML shows the driver's reserve and no process, and it is never busy
+    t = DEFAULT_START + 5 * 3600
+    node.advance_to(t)
+    (spare,) = [r for r in NvmlCollector(node.nvml).collect().gpus if r.index == 7]
+    assert spare.processes == ()
+    assert spare.utilization_ratio == 0.0
+    assert spare.memory_used_bytes == 512 * 1024 * 1024
+    assert node.busy_seconds(7, t, t + 3600) == 0.0
+
+
+def test_a_layout_must_name_every_gpu() -> None:
+    from gpuledger.sim.services import FINDINGS_LAYOUT
+
+    with pytest.raises(ValueError, match="a layout of 8 GPUs for a node of 4"):
+        SimulatedNode(1, 4, layout=FINDINGS_LAYOUT)
+
+
+def test_a_burst_saturates_around_its_hour_and_idles_at_base_otherwise() -> None:
+    """The digest service: base 0.10 + 0.95 x max(0, cos)^16 peaking at 06:30 UTC. The
+    seeded noise moves a knot by at most 0.07 + 0.04, so on a weekday (DEFAULT_START is a
+    Monday) the peak knot is ≥ min(1, 1.05) − 0.11 and a knot 12 h away (cos = −1, no
+    burst) is within 0.10 ± 0.11; three hours from the peak, cos(π/4)^16 = 1/256 adds
+    0.004."""
+    from gpuledger.sim.nvml_fake import A100_80GB
+    from gpuledger.sim.services import FINDINGS_LAYOUT
+
+    node = SimulatedNode(11, 8, model=A100_80GB.name, layout=FINDINGS_LAYOUT)
+    digest = 4  # the first of its two GPUs
+    assert node.gpus[digest].devices[0].processes[0].service == "digest-llama-8b"
+    for day in range(5):
+        peak = DEFAULT_START + day * DAY + 6.5 * 3600
+        assert node.utilization(digest, peak) >= 1.0 - 0.11
+        assert node.utilization(digest, peak + 12 * 3600) <= 0.10 + 0.11
+        assert node.utilization(digest, peak + 3 * 3600) <= 0.10 + 0.95 / 256 + 0.11
