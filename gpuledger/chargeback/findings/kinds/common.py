@@ -54,5 +54,10 @@ def peak_memory_gib(hours: tuple[ServiceHour, ...]) -> float | None:
     return max(p for p in held if p is not None) / GIB
 
 
+def gpus(n: int) -> str:
+    """``1 GPU``, ``2 GPUs``: a recommendation reads as a sentence."""
+    return f"{n} GPU" if n == 1 else f"{n} GPUs"
+
+
 def money(v: float) -> str:
     return f"${v:,.0f}"

@@ -14,6 +14,7 @@ from gpuledger.chargeback.findings.kinds.common import (
     Context,
     busy_percentile,
     frozen,
+    gpus,
     money,
     pct,
     peak_hours,
@@ -49,11 +50,11 @@ def find(ctx: Context) -> list[Finding]:
                 namespace=svc.namespace,
                 service=svc.service,
                 gpu_model=ctx.card.gpu_class(svc.gpu_model) or svc.gpu_model,
-                title=f"{svc.service}: {recommended} GPUs instead of {current:.1f}",
+                title=f"{svc.service}: {gpus(recommended)} instead of {current:.1f}",
                 recommendation=(
-                    f"Cap {svc.namespace}/{svc.service} at {recommended} GPUs "
-                    f"({svc.gpu_model}); its {name} busy time is {p_busy:.2f} GPUs, "
-                    f"{recommended} GPUs carry it at {target:.0%} utilization. "
+                    f"Cap {svc.namespace}/{svc.service} at {gpus(recommended)} "
+                    f"({svc.gpu_model}); its {name} busy time is {p_busy:.2f} GPUs: at "
+                    f"{target:.0%} utilization that needs {gpus(recommended)}. "
                     f"Saves {money(savings)} a month."
                 ),
                 current_gpus=current,
