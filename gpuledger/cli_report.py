@@ -30,6 +30,20 @@ if TYPE_CHECKING:
     from gpuledger.chargeback.report.ratecard import RateCard
 
 
+# Options the report commands share (one declaration each).
+ConfigOption = Annotated[
+    Path | None,
+    typer.Option("--config", "-c", help="Agent config: its ledger and report: sections."),
+]
+LedgerOption = Annotated[
+    str | None,
+    typer.Option("--ledger", help="Ledger URL (sqlite:///… or postgresql://…), overrides."),
+]
+RateCardOption = Annotated[
+    Path | None, typer.Option("--rate-card", help="Rate card YAML, overrides report.rate_card.")
+]
+
+
 def _rate_card_or_exit(cfg: AgentConfig) -> RateCard:
     """The configured rate card, or exit 2 naming each bad row."""
     from gpuledger.chargeback.report.ratecard import RateCardError, load_rate_card
@@ -90,17 +104,9 @@ def report(
         str | None, typer.Option("--month", help="YYYY-MM (UTC). Default: last month.")
     ] = None,
     out: Annotated[Path | None, typer.Option("--out", "-o", help="Directory to write to.")] = None,
-    config: Annotated[
-        Path | None,
-        typer.Option("--config", "-c", help="Agent config: its ledger and report: sections."),
-    ] = None,
-    ledger: Annotated[
-        str | None,
-        typer.Option("--ledger", help="Ledger URL (sqlite:///… or postgresql://…), overrides."),
-    ] = None,
-    rate_card: Annotated[
-        Path | None, typer.Option("--rate-card", help="Rate card YAML, overrides report.rate_card.")
-    ] = None,
+    config: ConfigOption = None,
+    ledger: LedgerOption = None,
+    rate_card: RateCardOption = None,
     idle_policy: Annotated[
         str | None,
         typer.Option("--idle-policy", help="separate | share-weighted | share-even."),
@@ -211,17 +217,9 @@ def findings(
     fmt: Annotated[
         FindingsFormat, typer.Option("--format", help="table (default) or json.")
     ] = FindingsFormat.table,
-    config: Annotated[
-        Path | None,
-        typer.Option("--config", "-c", help="Agent config: its ledger and report: sections."),
-    ] = None,
-    ledger: Annotated[
-        str | None,
-        typer.Option("--ledger", help="Ledger URL (sqlite:///… or postgresql://…), overrides."),
-    ] = None,
-    rate_card: Annotated[
-        Path | None, typer.Option("--rate-card", help="Rate card YAML, overrides report.rate_card.")
-    ] = None,
+    config: ConfigOption = None,
+    ledger: LedgerOption = None,
+    rate_card: RateCardOption = None,
 ) -> None:
     """Print a month's findings -- what to change and what it would save -- largest first."""
     import json

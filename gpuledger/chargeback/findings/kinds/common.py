@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
 
 from gpuledger.chargeback.findings.config import FindingsConfig
-from gpuledger.chargeback.findings.inputs import FindingsInputs, ServiceHour
+from gpuledger.chargeback.findings.inputs import (
+    RESERVED,
+    FindingsInputs,
+    ServiceHour,
+    ServiceUsage,
+)
 from gpuledger.chargeback.findings.stats import nearest_rank
 from gpuledger.chargeback.report.ratecard import RateCard
 
@@ -24,6 +29,17 @@ class Context:
 
 def frozen(evidence: Mapping[str, float | str]) -> Mapping[str, float | str]:
     return MappingProxyType(dict(evidence))
+
+
+def sized_services(ctx: Context) -> Iterator[tuple[ServiceUsage, tuple[ServiceHour, ...]]]:
+    """The services the right-sizing kinds judge, with their evidence hours: not the
+    reserved owners (idle, unattributed), and only with ``min_evidence_hours`` of them."""
+    for svc in ctx.inputs.services:
+        if svc.service in RESERVED:
+            continue
+        hours = svc.evidence_hours()
+        if len(hours) >= ctx.config.min_evidence_hours:
+            yield svc, hours
 
 
 def pct(ctx: Context) -> str:

@@ -15,13 +15,13 @@ fraction, memory fraction).
 from __future__ import annotations
 
 from gpuledger.chargeback.findings.catalog import profiles_for
-from gpuledger.chargeback.findings.inputs import RESERVED
 from gpuledger.chargeback.findings.kinds.common import (
     Context,
     frozen,
     money,
     pct,
     peak_memory_gib,
+    sized_services,
 )
 from gpuledger.chargeback.findings.model import Finding
 from gpuledger.chargeback.findings.pricing import price_of_class
@@ -34,12 +34,7 @@ WHOLE_GPU = 0.99
 def find(ctx: Context) -> list[Finding]:
     out: list[Finding] = []
     cfg = ctx.config
-    for svc in ctx.inputs.services:
-        if svc.service in RESERVED:
-            continue
-        hours = svc.evidence_hours()
-        if len(hours) < cfg.min_evidence_hours:
-            continue
+    for svc, hours in sized_services(ctx):
         gpu_class = ctx.card.gpu_class(svc.gpu_model)
         profiles = profiles_for(gpu_class)
         price = price_of_class(ctx.card, gpu_class)

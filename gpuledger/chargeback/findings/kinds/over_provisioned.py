@@ -9,7 +9,6 @@ hours of max(0, allocated GPUs that hour − recommended), priced at the bill's 
 
 from __future__ import annotations
 
-from gpuledger.chargeback.findings.inputs import RESERVED
 from gpuledger.chargeback.findings.kinds.common import (
     Context,
     busy_percentile,
@@ -18,6 +17,7 @@ from gpuledger.chargeback.findings.kinds.common import (
     money,
     pct,
     peak_hours,
+    sized_services,
 )
 from gpuledger.chargeback.findings.model import Finding
 from gpuledger.chargeback.findings.pricing import price_of_model
@@ -27,12 +27,7 @@ from gpuledger.chargeback.findings.stats import ceil_gpus
 def find(ctx: Context) -> list[Finding]:
     out: list[Finding] = []
     target = ctx.config.target_utilization
-    for svc in ctx.inputs.services:
-        if svc.service in RESERVED:
-            continue
-        hours = svc.evidence_hours()
-        if len(hours) < ctx.config.min_evidence_hours:
-            continue
+    for svc, hours in sized_services(ctx):
         price = price_of_model(ctx.card, svc.gpu_model)
         if price is None:
             continue

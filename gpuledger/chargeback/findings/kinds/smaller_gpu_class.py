@@ -11,7 +11,6 @@ Without peak memory in the ledger nothing is found: a class is never chosen blin
 
 from __future__ import annotations
 
-from gpuledger.chargeback.findings.inputs import RESERVED
 from gpuledger.chargeback.findings.kinds.common import (
     Context,
     busy_percentile,
@@ -20,6 +19,7 @@ from gpuledger.chargeback.findings.kinds.common import (
     pct,
     peak_hours,
     peak_memory_gib,
+    sized_services,
 )
 from gpuledger.chargeback.findings.model import Finding
 from gpuledger.chargeback.findings.pricing import GpuHourPrice, price_of_class
@@ -30,12 +30,7 @@ from gpuledger.chargeback.report.ratecard import GpuClassSpec
 def find(ctx: Context) -> list[Finding]:
     out: list[Finding] = []
     cfg = ctx.config
-    for svc in ctx.inputs.services:
-        if svc.service in RESERVED:
-            continue
-        hours = svc.evidence_hours()
-        if len(hours) < cfg.min_evidence_hours:
-            continue
+    for svc, hours in sized_services(ctx):
         now_class = ctx.card.gpu_class(svc.gpu_model)
         now_spec = ctx.card.class_spec(now_class)
         now_price = price_of_class(ctx.card, now_class)
