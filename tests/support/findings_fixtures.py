@@ -95,9 +95,8 @@ def service(name: str, hours: tuple[ServiceHour, ...], model: str = H100) -> Ser
 def inputs(
     services: Sequence[ServiceUsage] = (),
     models: Sequence[ModelUsage] = (),
-    memory_known: bool = False,
 ) -> FindingsInputs:
-    return FindingsInputs(START, START + HOURS * 3600, tuple(services), tuple(models), memory_known)
+    return FindingsInputs(START, START + HOURS * 3600, tuple(services), tuple(models))
 
 
 def fleet(

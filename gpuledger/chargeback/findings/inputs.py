@@ -102,7 +102,6 @@ class FindingsInputs:
     end: int  # unix seconds, first hour after it
     services: tuple[ServiceUsage, ...]  # __idle__ excluded; __unattributed__ included
     models: tuple[ModelUsage, ...]
-    memory_known: bool = False  # the store reported peak memory for this month
 
 
 @dataclass(frozen=True, slots=True)
@@ -207,5 +206,4 @@ def read_inputs(
             ModelUsage(model, tuple(ModelHour(h, *v) for h, v in sorted(hours.items())))
             for model, hours in sorted(model_hours.items())
         ),
-        memory_known=True,  # the ledger keeps peaks (migration 9); an hour without is None
     )

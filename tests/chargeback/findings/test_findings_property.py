@@ -60,7 +60,7 @@ def test_findings_never_recommend_below_observed_need(
     services, models = data
     cfg = FindingsConfig(target_utilization=target, percentile=q, min_savings_usd=0,
                          min_evidence_hours=72)  # fmt: skip
-    found = find_in(fx.inputs(services, models, memory_known=True), CARD, cfg)
+    found = find_in(fx.inputs(services, models), CARD, cfg)
     by_name = {(s.namespace, s.service): s for s in services}
     for f in found:
         assert f.monthly_savings_usd > 0

@@ -23,9 +23,13 @@ def busy_chat(i: int) -> float:
     return 1.1 if i % 10 == 9 else 0.5
 
 
-def ledger_rows() -> tuple[list[UsageRow], list[CoverageRow]]:
+PEAK_GIB = {"chat": 60.0, "embed": 10.0, "stale": 20.0}  # each service's peak every hour
+
+
+def ledger_rows(*, with_peaks: bool = True) -> tuple[list[UsageRow], list[CoverageRow]]:
     """8 H100 on one node for the month: chat holds GPU-0..3 (busy spread evenly), embed
-    GPU-4 (busy 0.02), GPU-5..7 idle, except 48 zombie hours of stale on GPU-5."""
+    GPU-4 (busy 0.02), GPU-5..7 idle, except 48 zombie hours of stale on GPU-5; each
+    service's rows carry its peak memory (migration 9), ``__idle__``'s none."""
     usage: list[UsageRow] = []
     cover: list[CoverageRow] = []
     for i in range(fx.HOURS):
@@ -41,16 +45,10 @@ def ledger_rows() -> tuple[list[UsageRow], list[CoverageRow]]:
                 owner, busy = ("team", "stale"), 0.0
             else:
                 owner, busy = ("", "__idle__"), 0.0
-            usage.append(UsageRow(h, "node-a", uuid, *owner, fx.H100, "", 3600.0, busy, 0.0))
+            gib = PEAK_GIB.get(owner[1]) if with_peaks else None
+            peak = None if gib is None else gib * fx.GIB
+            usage.append(UsageRow(h, "node-a", uuid, *owner, fx.H100, "", 3600.0, busy, 0.0, peak))
     return usage, cover
-
-
-def peaks(start: datetime, end: datetime) -> Iterable[PeakMemoryRow]:
-    for i in range(fx.HOURS):
-        yield PeakMemoryRow(fx.hour(i), "team", "embed", fx.H100, 10.0 * fx.GIB)
-        yield PeakMemoryRow(fx.hour(i), "team", "chat", fx.H100, 60.0 * fx.GIB)
-        if 100 <= i < 148:
-            yield PeakMemoryRow(fx.hour(i), "team", "stale", fx.H100, 20.0 * fx.GIB)
 
 
 def stated_inputs() -> fx.FindingsInputs:
@@ -71,7 +69,7 @@ def stated_inputs() -> fx.FindingsInputs:
                             fx.series(lambda i: 1, lambda i: 0.0, lambda i: 20, range(100, 148)),
                             ("node-a/GPU-5",))  # fmt: skip
     fleet = fx.fleet(lambda i: 8, lambda i: 6 if 100 <= i < 148 else 5)
-    return fx.inputs([chat, embed, stale], [fleet], memory_known=True)
+    return fx.inputs([chat, embed, stale], [fleet])
 
 
 def test_same_findings_from_sqlite_and_postgres(ledger_store_url: str) -> None:
@@ -79,7 +77,7 @@ def test_same_findings_from_sqlite_and_postgres(ledger_store_url: str) -> None:
     try:
         store.migrate()
         store.upsert(*ledger_rows())
-        got = find(store, fx.MONTH, fx.card(), CFG, peak_memory=peaks)
+        got = find(store, fx.MONTH, fx.card(), CFG)  # peaks from the ledger's own rows
     finally:
         store.close()
     assert got == find_in(stated_inputs(), fx.card(), CFG)
@@ -102,11 +100,12 @@ def test_same_findings_from_sqlite_and_postgres(ledger_store_url: str) -> None:
     assert kinds[("idle_capacity", "")].monthly_savings_usd == pytest.approx(2 * 720 * 2.0)
 
 
-def test_without_a_peak_memory_read_the_memory_kinds_stay_silent(tmp_path: object) -> None:
+def test_without_measured_peaks_the_memory_kinds_stay_silent(tmp_path: object) -> None:
+    """Rows written before migration 9 (or whose processes reported no memory): NULL."""
     store = open_store(f"sqlite:///{tmp_path}/ledger.db")
     try:
         store.migrate()
-        store.upsert(*ledger_rows())
+        store.upsert(*ledger_rows(with_peaks=False))
         got = find(store, fx.MONTH, fx.card(), CFG)
     finally:
         store.close()

@@ -95,7 +95,7 @@ def test_smaller_gpu_class_when_memory_and_scaled_busy_fit() -> None:
     # 1 H100, busy 0.02 GPUs, peak 10 GiB: 10 x 1.1 = 11 ≤ 24 GiB (L4);
     # needed L4 = ceil(0.02 x 1.0 / 0.25 / 0.6) = 1; now 720 x $2, there 1 x 720 x $0.25.
     svc = fx.service("embed", fx.series(lambda i: 1, lambda i: 0.02, lambda i: 10))
-    found = find_in(fx.inputs([svc], memory_known=True), fx.card(), CFG)
+    found = find_in(fx.inputs([svc]), fx.card(), CFG)
     needed = math.ceil(0.02 * 1.0 / 0.25 / 0.6)
     assert needed == 1
     (f,) = found  # the MIG alternative saves less and is not reported beside it
@@ -109,7 +109,7 @@ def test_smaller_gpu_class_when_memory_and_scaled_busy_fit() -> None:
 def test_no_smaller_class_when_peak_memory_does_not_fit() -> None:
     # 22 GiB x 1.1 = 24.2 > 24 GiB: L4 refused
     svc = fx.service("big", fx.series(lambda i: 1, lambda i: 0.02, lambda i: 22))
-    found = find_in(fx.inputs([svc], memory_known=True), fx.card(), CFG)
+    found = find_in(fx.inputs([svc]), fx.card(), CFG)
     assert only(found, "smaller_gpu_class") == []
 
 
@@ -117,19 +117,16 @@ def test_smaller_class_sized_on_scaled_busy_and_refused_when_it_saves_nothing() 
     # busy 0.5 H100 = 2 L4 at full speed → ceil(0.5 / 0.25 / 0.6) = 4 L4 ($1.00/h) vs
     # 1 H100 ($2/h): still cheaper, saves 720 x (2 − 4 x 0.25)
     svc = fx.service("mid", fx.series(lambda i: 1, lambda i: 0.5, lambda i: 10))
-    (f,) = only(find_in(fx.inputs([svc], memory_known=True), fx.card(), CFG), "smaller_gpu_class")
+    (f,) = only(find_in(fx.inputs([svc]), fx.card(), CFG), "smaller_gpu_class")
     assert f.recommended_gpus == math.ceil(0.5 / 0.25 / 0.6) == 4
     assert f.monthly_savings_usd == pytest.approx(720 * (2.0 - 4 * 0.25))
     busy = fx.service("busy", fx.series(lambda i: 1, lambda i: 1.0, lambda i: 10))
     # 1.0 / 0.25 / 0.6 = 6.67 → 7 L4 x $0.25 = $1.75 < $2.00 → saves 720 x 0.25
-    (g,) = only(find_in(fx.inputs([busy], memory_known=True), fx.card(), CFG), "smaller_gpu_class")
+    (g,) = only(find_in(fx.inputs([busy]), fx.card(), CFG), "smaller_gpu_class")
     assert g.monthly_savings_usd == pytest.approx(720 * (2.0 - 7 * 0.25))
     # at target 0.5: ceil(1.0 / 0.25 / 0.5) = 8 L4 = $2.00: no saving, no finding
     at_half = FindingsConfig(target_utilization=0.5)
-    assert (
-        only(find_in(fx.inputs([busy], memory_known=True), fx.card(), at_half), "smaller_gpu_class")
-        == []
-    )
+    assert only(find_in(fx.inputs([busy]), fx.card(), at_half), "smaller_gpu_class") == []
 
 
 def test_no_smaller_class_without_peak_memory() -> None:
@@ -147,7 +144,7 @@ def test_mig_fit_picks_the_smallest_profile_that_holds_memory_and_compute() -> N
     # peak 15 GiB x 1.1 = 16.5 > 10 → not 1g.10gb; ≤ 20 → 1g.20gb; busy 5 % of the GPU
     # ≤ 1/7 x 0.6 = 8.6 %. Share = max(1/7, 2/8) = 1/4: frees 3/4 of 720 GPU-hours.
     svc = fx.service("small", fx.series(lambda i: 1, lambda i: 0.05, lambda i: 15))
-    ctx = Context(fx.inputs([svc], memory_known=True), CFG, fx.card())
+    ctx = Context(fx.inputs([svc]), CFG, fx.card())
     (f,) = mig_fit.find(ctx)
     assert f.evidence["mig_profile"] == "1g.20gb"
     assert f.recommended_gpus == pytest.approx(0.25)
@@ -157,27 +154,27 @@ def test_mig_fit_picks_the_smallest_profile_that_holds_memory_and_compute() -> N
 def test_mig_profile_that_would_not_fit_memory_is_not_recommended() -> None:
     # peak 45 GiB x 1.1 = 49.5 > 40 (3g.40gb, 4g.40gb): only 7g.80gb, the whole GPU
     svc = fx.service("wide", fx.series(lambda i: 1, lambda i: 0.05, lambda i: 45))
-    assert mig_fit.find(Context(fx.inputs([svc], memory_known=True), CFG, fx.card())) == []
+    assert mig_fit.find(Context(fx.inputs([svc]), CFG, fx.card())) == []
 
 
 def test_mig_profile_needs_the_compute_share_too() -> None:
     # busy 30 % of the GPU: 1g/2g (2/7 x 0.6 = 17 %) too small, 3g.40gb (3/7 x 0.6 = 25.7 %)
     # too small, 4g.40gb (4/7 x 0.6 = 34 %) fits: share max(4/7, 4/8) = 4/7
     svc = fx.service("mid", fx.series(lambda i: 1, lambda i: 0.3, lambda i: 15))
-    (f,) = mig_fit.find(Context(fx.inputs([svc], memory_known=True), CFG, fx.card()))
+    (f,) = mig_fit.find(Context(fx.inputs([svc]), CFG, fx.card()))
     assert f.evidence["mig_profile"] == "4g.40gb"
     assert f.monthly_savings_usd == pytest.approx(720 * (1 - 4 / 7) * fx.H100_RATE)
 
 
 def test_mig_fit_reported_when_no_cheaper_class_is_on_the_card() -> None:
     svc = fx.service("small", fx.series(lambda i: 1, lambda i: 0.05, lambda i: 15))
-    (f,) = find_in(fx.inputs([svc], memory_known=True), fx.card(without_l4_class=True), CFG)
+    (f,) = find_in(fx.inputs([svc]), fx.card(without_l4_class=True), CFG)
     assert f.kind == "mig_fit"
 
 
 def test_a_service_already_on_a_slice_is_not_sent_to_mig() -> None:
     svc = fx.service("slice", fx.series(lambda i: 1 / 7, lambda i: 0.01, lambda i: 5))
-    assert mig_fit.find(Context(fx.inputs([svc], memory_known=True), CFG, fx.card())) == []
+    assert mig_fit.find(Context(fx.inputs([svc]), CFG, fx.card())) == []
 
 
 # -- idle capacity -----------------------------------------------------------------------
@@ -212,7 +209,7 @@ def test_zombie_memory_held_with_no_busy_for_hours() -> None:
         return 0.0 if 100 <= i < 148 or 300 <= i < 305 else 1.2
 
     svc = fx.service("stale", fx.series(lambda i: 2, busy, lambda i: 20))
-    (f,) = only(find_in(fx.inputs([svc], memory_known=True), fx.card(), CFG), "zombie")
+    (f,) = only(find_in(fx.inputs([svc]), fx.card(), CFG), "zombie")
     assert f.hours_of_evidence == 48
     assert f.monthly_savings_usd == pytest.approx(2 * 48 * fx.H100_RATE)  # $192
     assert f.recommended_gpus == 0
@@ -224,7 +221,7 @@ def test_zombie_memory_held_with_no_busy_for_hours() -> None:
 def test_a_zombie_below_the_hour_threshold_is_not_reported() -> None:
     svc = fx.service("blip", fx.series(lambda i: 2, lambda i: 0.0 if 300 <= i < 305 else 1.2,
                                        lambda i: 20))  # fmt: skip
-    assert only(find_in(fx.inputs([svc], memory_known=True), fx.card(), CFG), "zombie") == []
+    assert only(find_in(fx.inputs([svc]), fx.card(), CFG), "zombie") == []
 
 
 def test_a_gpu_held_with_no_process_on_it_is_a_zombie_too() -> None:
@@ -233,13 +230,13 @@ def test_a_gpu_held_with_no_process_on_it_is_a_zombie_too() -> None:
     # 2 x 48 GPU-hours x $2 wasted, and the finding says no process held them.
     svc = fx.service("empty", fx.series(lambda i: 2, lambda i: 0.0 if i < 48 else 1.2,
                                         lambda i: 0.0 if i < 48 else 20))  # fmt: skip
-    (f,) = only(find_in(fx.inputs([svc], memory_known=True), fx.card(), CFG), "zombie")
+    (f,) = only(find_in(fx.inputs([svc]), fx.card(), CFG), "zombie")
     assert f.monthly_savings_usd == pytest.approx(2 * 48 * fx.H100_RATE)
     assert f.evidence["peak_memory_gib"] == 0
     assert "no process on them" in f.recommendation
     held = fx.service("stale", fx.series(lambda i: 2, lambda i: 0.0 if i < 48 else 1.2,
                                          lambda i: 20))  # fmt: skip
-    (g,) = only(find_in(fx.inputs([held], memory_known=True), fx.card(), CFG), "zombie")
+    (g,) = only(find_in(fx.inputs([held]), fx.card(), CFG), "zombie")
     assert "20.0 GiB of memory held" in g.recommendation
 
 
