@@ -219,7 +219,12 @@ class AgentRuntime:
         }
         return (not pending, pending)
 
-    def stop(self) -> None:
+    def stop(self, timeout_s: float = 1.0) -> None:
+        """Stop scheduling, close the collectors, and wait (bounded) for every scheduling
+        thread to finish: a reading handed to the listeners just before stop() -- the
+        ledger writing it to its spool -- is complete when stop() returns, so the
+        ledger's final flush, which comes next, sends it instead of leaving it for the
+        next start."""
         self._stopping.set()
         closers = [
             threading.Thread(target=_close_quietly, args=(r.collector,), daemon=True)
@@ -227,9 +232,9 @@ class AgentRuntime:
         ]
         for closer in closers:
             closer.start()
-        deadline = time.monotonic() + 1.0
-        for closer in closers:
-            closer.join(timeout=max(0.0, deadline - time.monotonic()))
+        deadline = time.monotonic() + timeout_s
+        for thread in [*closers, *self._threads]:
+            thread.join(timeout=max(0.0, deadline - time.monotonic()))
 
 
 def _close_quietly(collector: Collector) -> None:

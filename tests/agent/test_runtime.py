@@ -171,3 +171,29 @@ def test_listener_failure_does_not_stop_collection(caplog: pytest.LogCaptureFixt
     with caplog.at_level(logging.ERROR):
         assert runner.run_once().up
     assert store.snapshot.collectors["nvml"].up
+
+
+def test_stop_waits_for_a_reading_being_handed_to_the_listeners() -> None:
+    """The ledger's final flush comes right after stop(): a reading whose listener (the
+    ledger writing its spool) is still running when stop() is called must be complete
+    by the time stop() returns, or its seconds wait in the spool for the next start."""
+    store = SnapshotStore(lambda snap: b"")
+    rt = AgentRuntime(store)
+    rt.add(Scripted("nvml"), Schedule(0.05, 0.5, GpuTelemetry))
+    entered = threading.Event()
+    calls: list[str] = []
+
+    def slow_listener(*_: object) -> None:
+        calls.append("enter")
+        entered.set()
+        time.sleep(0.3)  # a spool write on a busy disk
+        calls.append("exit")
+
+    store.subscribe(slow_listener)
+    rt.start()
+    assert entered.wait(5)
+    rt.stop()
+    after_stop = list(calls)
+    time.sleep(0.4)
+    assert after_stop[-1] == "exit", after_stop
+    assert calls == after_stop  # nothing handed on after stop() returned

@@ -650,7 +650,10 @@ class Evaluation:
             and same_totals(spool["gpu"], self.coverage)
             and same_totals(spool["tokens"], tokens),
             f"spool {sum(spool['service'].values()):.3f} GPU-s, "
-            f"store {sum(by_service.values()):.3f} GPU-s",
+            f"store {sum(by_service.values()):.3f} GPU-s; observed: spool "
+            f"{sum(spool['gpu'].values()):.3f} s, store {sum(self.coverage.values()):.3f} s; "
+            f"generation tokens: spool {sum(spool['tokens'].values()):.0f}, "
+            f"store {sum(tokens.values()):.0f}",
         )
 
     def replay_changes_nothing(self) -> None:

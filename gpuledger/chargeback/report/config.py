@@ -13,6 +13,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from gpuledger.chargeback.costcenters.config import CostCentersConfig
 from gpuledger.chargeback.findings.config import FindingsConfig
 from gpuledger.chargeback.report.model import HeadroomPolicy, IdlePolicy
 from gpuledger.chargeback.report.tenant_split import (
@@ -64,6 +65,7 @@ class ReportConfig(BaseModel):
     headroom_policy: HeadroomPolicy = "spread"
     token_weights: TokenWeightsConfig = TokenWeightsConfig()
     findings: FindingsConfig = FindingsConfig()  # thresholds of the findings (docs/findings.md)
+    cost_centers: CostCentersConfig = CostCentersConfig()  # who pays (docs/cost-centers.md)
 
     @field_validator("schedule")
     @classmethod
