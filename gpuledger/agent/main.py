@@ -146,7 +146,7 @@ def _build_ledger(cfg: AgentConfig, claims_for: Callable[[GpuReading], Sequence[
     from gpuledger.chargeback.ledger.spool import Spool
 
     try:
-        spool = Spool(cfg.spool_path())
+        spool = Spool(cfg.spool_path(), cluster=cfg.cluster)
     except (OSError, sqlite3.Error) as exc:
         raise ConfigError(
             [("ledger.spool_path", f"cannot open {cfg.spool_path()}: {exc}")]
@@ -160,6 +160,7 @@ def _build_ledger(cfg: AgentConfig, claims_for: Callable[[GpuReading], Sequence[
         policy=cfg.ledger.split_policy,
         max_gap_s=cfg.max_gap_s(),
         flush_interval_s=cfg.ledger.flush_interval_seconds,
+        cluster=cfg.cluster,
     )
 
 
@@ -288,7 +289,11 @@ class Agent:
         assert self.ledger is not None
         self.ledger.storage_retain_s = window_s + 86400.0
         return StorageGrowth(
-            self.ledger.spool, self.cfg.node_name, window_s=window_s, min_samples=min_samples
+            self.ledger.spool,
+            self.cfg.node_name,
+            window_s=window_s,
+            min_samples=min_samples,
+            cluster=self.cfg.cluster,
         )
 
     @staticmethod

@@ -13,10 +13,12 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
+from typing import TypeVar
 
 from gpuledger.chargeback.attribution.claims import Claim
 from gpuledger.chargeback.attribution.shares import GpuAllocation, SplitPolicy, allocate
 from gpuledger.chargeback.ledger.accumulator import Accumulator, LifetimeTotals
+from gpuledger.chargeback.ledger.cluster import DEFAULT_CLUSTER
 from gpuledger.chargeback.ledger.engine_time import EngineTimeAccumulator
 from gpuledger.chargeback.ledger.model import HOUR, LedgerStore, StoreError, hour_start
 from gpuledger.chargeback.ledger.spool import Spool
@@ -28,6 +30,8 @@ from gpuledger.collectors.gpu.readings import GpuReading
 from gpuledger.collectors.vllm.types import ProbeResult, ProbeVerdict, VllmTelemetry
 
 log = logging.getLogger(__name__)
+
+_R = TypeVar("_R")
 
 RETAIN_HOURS = 48  # in memory and in the spool after flushing: covers a clock stepped back
 MAX_BACKOFF_S = 300.0
@@ -56,8 +60,12 @@ class Ledger:
         wall: Callable[[], float] = time.time,
         mono: Callable[[], float] = time.monotonic,
         storage_retain_s: float = 8 * 86400.0,
+        cluster: str = DEFAULT_CLUSTER,
     ) -> None:
         self.node = node
+        self.cluster = cluster
+        """Every row this ledger writes carries it (with ``node``: node names repeat
+        across clusters); a store it migrates gives the rows already there this name."""
         self.spool = spool
         self.store = store
         self._claims_for = claims_for
@@ -66,10 +74,10 @@ class Ledger:
         self._mono = mono
         self.flush_interval_s = flush_interval_s
         self.storage_retain_s = storage_retain_s  # the growth window's samples stay local
-        self.accumulator = Accumulator(node, max_gap_s=max_gap_s)
-        self.tokens = TokenAccumulator(node)
-        self.tenant_tokens = TenantTokenAccumulator(node)
-        self.engine_time = EngineTimeAccumulator(node)
+        self.accumulator = Accumulator(node, max_gap_s=max_gap_s, cluster=cluster)
+        self.tokens = TokenAccumulator(node, cluster=cluster)
+        self.tenant_tokens = TenantTokenAccumulator(node, cluster=cluster)
+        self.engine_time = EngineTimeAccumulator(node, cluster=cluster)
         self._last_probe: dict[tuple[str, str], ProbeRecord] = {}
         self._stop = threading.Event()
         self._wake = threading.Event()
@@ -83,14 +91,20 @@ class Ledger:
 
     def start(self) -> None:
         since = hour_start(self._wall()) - RETAIN_HOURS * HOUR
+        # Only this cluster's buckets resume: rows spooled under another name (the config's
+        # cluster changed) keep it and are flushed as they are, never re-counted under
+        # the new one.
         usage, coverage = self.spool.load(since)
+        usage, coverage = self._own(usage), self._own(coverage)
         self.accumulator.restore(usage, coverage)
         token_rows, baselines = self.spool.load_tokens(since)
-        self.tokens.restore(token_rows, baselines)
+        self.tokens.restore(self._own(token_rows), baselines)
         tenant_rows, tenant_baselines, tenant_seen = self.spool.load_tenant_tokens(since)
-        self.tenant_tokens.restore(tenant_rows, tenant_baselines, tenant_seen, self._wall())
+        self.tenant_tokens.restore(
+            self._own(tenant_rows), tenant_baselines, tenant_seen, self._wall()
+        )
         engine_rows, engine_baselines = self.spool.load_engine_time(since)
-        self.engine_time.restore(engine_rows, engine_baselines)
+        self.engine_time.restore(self._own(engine_rows), engine_baselines)
         self._pending = self.spool.pending_count() + self.spool.pending_extra_count()
         if usage:
             log.info(
@@ -102,6 +116,9 @@ class Ledger:
                 target=self._flush_loop, name="ledger-flush", daemon=True
             )
             self._thread.start()
+
+    def _own(self, rows: Sequence[_R]) -> list[_R]:
+        return [r for r in rows if getattr(r, "cluster", None) == self.cluster]
 
     # --- the listener ---------------------------------------------------------------
     def observe(self, devices: Sequence[GpuReading]) -> None:
@@ -136,6 +153,7 @@ class Ledger:
             ok=result.ok, reason=result.reason, ttft_s=result.ttft_s, tpot_s=result.tpot_s,
             e2e_s=result.e2e_s, output_tokens_per_s=result.output_tokens_per_s,
             prompt_tokens=result.prompt_tokens, completion_tokens=result.completion_tokens,
+            cluster=self.cluster,
         )  # fmt: skip
         self._last_probe[(ep.name, result.model_name)] = record
         self.tokens.observe_probe(result)
@@ -172,7 +190,7 @@ class Ledger:
             engine_rows = self.spool.pending_engine_time()
             try:
                 if not self._migrated:  # here, not at start: a database that is down
-                    self.store.migrate()  # when the agent starts must not stop it
+                    self.store.migrate(default_cluster=self.cluster)  # at start must not stop it
                     self._migrated = True
                 if usage or coverage:
                     self.store.upsert(usage, coverage)

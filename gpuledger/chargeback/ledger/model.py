@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Protocol
 
+from gpuledger.chargeback.ledger.cluster import DEFAULT_CLUSTER
 from gpuledger.chargeback.ledger.tables import (
     CoverageRow,
     EngineTimeRow,
@@ -64,6 +65,7 @@ class UsageGroup:
     namespace: str | None = None
     service: str | None = None
     hour: str | None = None  # ISO-8601 UTC, e.g. 2026-01-01T00:00:00Z
+    cluster: str | None = None
 
     @classmethod
     def from_row(cls, row: Mapping[str, object]) -> UsageGroup:
@@ -102,6 +104,7 @@ class PeakMemoryGroup:
     namespace: str | None = None
     service: str | None = None
     hour: str | None = None  # ISO-8601 UTC
+    cluster: str | None = None
 
     @classmethod
     def from_row(cls, row: Mapping[str, object]) -> PeakMemoryGroup:
@@ -125,6 +128,7 @@ class TokenGroup:
     service: str | None = None
     model_name: str | None = None
     hour: str | None = None
+    cluster: str | None = None
 
     @classmethod
     def from_row(cls, row: Mapping[str, object]) -> TokenGroup:
@@ -151,6 +155,7 @@ class TenantTokenGroup:
     model_name: str | None = None
     tenant: str | None = None
     hour: str | None = None
+    cluster: str | None = None
 
     @classmethod
     def from_row(cls, row: Mapping[str, object]) -> TenantTokenGroup:
@@ -187,6 +192,7 @@ class EngineTimeGroup:
     service: str | None = None
     model_name: str | None = None
     hour: str | None = None
+    cluster: str | None = None
 
     @classmethod
     def from_row(cls, row: Mapping[str, object]) -> EngineTimeGroup:
@@ -277,13 +283,13 @@ class InvariantViolation:
         )  # fmt: skip
 
 
-USAGE_GROUP_KEYS = ("node", "gpu_uuid", "gpu_model", "namespace", "service", "hour")
+USAGE_GROUP_KEYS = ("cluster", "node", "gpu_uuid", "gpu_model", "namespace", "service", "hour")
 PEAK_GROUP_KEYS = (*USAGE_GROUP_KEYS, "mig_profile")
 """What ``LedgerStore.peak_memory`` may group by (the usage keys and the MIG profile)."""
-TOKEN_GROUP_KEYS = ("node", "namespace", "service", "model_name", "hour")
-TENANT_GROUP_KEYS = ("node", "namespace", "service", "model_name", "tenant", "hour")
+TOKEN_GROUP_KEYS = ("cluster", "node", "namespace", "service", "model_name", "hour")
+TENANT_GROUP_KEYS = ("cluster", "node", "namespace", "service", "model_name", "tenant", "hour")
 """What ``/api/v1/usage`` may group by."""
-ENGINE_GROUP_KEYS = ("node", "namespace", "service", "model_name", "hour")
+ENGINE_GROUP_KEYS = ("cluster", "node", "namespace", "service", "model_name", "hour")
 """What ``LedgerStore.engine_time`` may group by."""
 ENGINE_TOTALS = ("prefill_seconds", "decode_seconds", "prefill_requests", "decode_requests",
                  "prefix_cache_queries", "prefix_cache_hits")  # fmt: skip
@@ -296,8 +302,10 @@ class StoreError(Exception):
 class LedgerStore(Protocol):
     """A durable ledger: SQLite (default) or PostgreSQL, same schema, same semantics."""
 
-    def migrate(self) -> None:
-        """Create or upgrade the schema (versioned migrations, idempotent)."""
+    def migrate(self, *, default_cluster: str = DEFAULT_CLUSTER) -> None:
+        """Create or upgrade the schema (versioned migrations, idempotent). Rows written
+        before clusters existed get ``default_cluster`` (migration 12): the agent passes
+        its configured cluster, so an upgraded single-cluster ledger keeps its name."""
         ...
 
     def upsert(self, usage: Sequence[UsageRow], coverage: Sequence[CoverageRow]) -> None:

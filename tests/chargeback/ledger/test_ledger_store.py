@@ -26,6 +26,7 @@ from gpuledger.chargeback.ledger.store import open_store
 from gpuledger.chargeback.ledger.store.common import AuditableLedgerStore
 from gpuledger.chargeback.ledger.tables import CoverageRow, ProbeRecord, TokenRow, UsageRow
 from gpuledger.redact import redact_dsn, safe_url, scrub
+from tests.support.ledger_versions import ALL_VERSIONS
 from tests.support.postgres import EmbeddedPostgres
 
 R = TypeVar("R")
@@ -107,7 +108,7 @@ def _totals(row: UsageGroup) -> tuple[float, float, float]:
 def test_migrations_are_idempotent_and_recorded(ledger_store: AuditableLedgerStore) -> None:
     ledger_store.migrate()  # the fixture already ran it once
     ledger_store.migrate()
-    assert ledger_store.applied_versions() == [1, 2, 3, 4, 5, 6, 7, 8, 9]
+    assert ledger_store.applied_versions() == ALL_VERSIONS
     ledger_store.upsert([_u(H0, "n1", "g1", "a", "b", 1, 1, 1)], [])
     assert ledger_store.usage(_dt(H0), _dt(H1), ["service"])[0].allocated_gpu_seconds == 1.0
 
@@ -131,7 +132,7 @@ def test_concurrent_migrations_from_two_agents(ledger_store_url: str) -> None:
         t.join(30)
     try:
         assert errors == []
-        assert stores[0].applied_versions() == [1, 2, 3, 4, 5, 6, 7, 8, 9]
+        assert stores[0].applied_versions() == ALL_VERSIONS
     finally:
         for s in stores:
             s.close()
@@ -552,9 +553,9 @@ def test_sqlite_migration_4_keeps_probe_records(tmp_path: Path) -> None:
 
     path = tmp_path / "v3.db"
     v3 = store_sqlite.SqliteLedgerStore(path)
-    full = store_sqlite.MIGRATIONS
+    full = store_sqlite.migrations
     try:
-        store_sqlite.MIGRATIONS = full[:3]
+        store_sqlite.migrations = lambda default_cluster: full(default_cluster)[:3]
         v3.migrate()
         assert v3.applied_versions() == [1, 2, 3]
         records = [
@@ -563,15 +564,22 @@ def test_sqlite_migration_4_keeps_probe_records(tmp_path: Path) -> None:
                         True, None, i % 2 == 0)
             for i in range(9)
         ]  # fmt: skip
-        v3.upsert_probes(records)
+        v3.close()
+        with sqlite3.connect(path) as conn:  # as the version-3 release wrote them
+            conn.executemany(
+                "INSERT INTO probe_results VALUES (" + ", ".join("?" * 18) + ")",
+                [(r.node, r.endpoint, r.started_unix, r.namespace, r.service, r.model_name,
+                  r.ok, r.reason, r.ttft_s, r.tpot_s, r.e2e_s, r.output_tokens_per_s,
+                  r.prompt_tokens, r.completion_tokens, r.tokens_counted,
+                  r.ttft_histogram_moved, r.ttft_agrees, 1) for r in records],
+            )  # fmt: skip
     finally:
-        store_sqlite.MIGRATIONS = full
-    v3.close()
+        store_sqlite.migrations = full
     with sqlite3.connect(path) as conn:
         before = sorted(conn.execute("SELECT * FROM probe_results").fetchall())
     ledger_store = store_sqlite.SqliteLedgerStore(path)
     ledger_store.migrate()
-    assert ledger_store.applied_versions() == [1, 2, 3, 4, 5, 6, 7, 8, 9]
+    assert ledger_store.applied_versions() == ALL_VERSIONS
     # a replay without verdicts keeps the stored ones (ON CONFLICT on the same key columns)
     ledger_store.upsert_probes([replace(records[0], tokens_counted=None, ttft_agrees=None)])
     ledger_store.close()
@@ -582,5 +590,7 @@ def test_sqlite_migration_4_keeps_probe_records(tmp_path: Path) -> None:
             "(SELECT name FROM pragma_index_list('probe_results') WHERE origin = 'pk'))"
         ).fetchone()
     assert len(after) == len(before) == 9
-    assert [r[:-1] for r in after] == [r[:-1] for r in before]  # all but updated_at
-    assert pk == "started_unix,node,endpoint"
+    # all but updated_at; migration 12 appended the cluster (the store's default)
+    assert [r[:-2] for r in after] == [r[:-1] for r in before]
+    assert {r[-1] for r in after} == {"default"}
+    assert pk == "started_unix,cluster,node,endpoint"

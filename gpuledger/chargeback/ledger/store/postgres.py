@@ -23,6 +23,7 @@ from psycopg import sql
 from psycopg.rows import dict_row
 from psycopg_pool import ConnectionPool, PoolTimeout
 
+from gpuledger.chargeback.ledger.cluster import DEFAULT_CLUSTER
 from gpuledger.chargeback.ledger.model import (
     CoverageGroup,
     InvariantViolation,
@@ -43,7 +44,7 @@ from gpuledger.chargeback.ledger.store.common import (
     check_group_by,
     check_peak_group_by,
 )
-from gpuledger.chargeback.ledger.store.postgres_migrations import MIGRATIONS
+from gpuledger.chargeback.ledger.store.postgres_migrations import migrations
 from gpuledger.chargeback.ledger.store.postgres_retention import retire_before
 from gpuledger.chargeback.ledger.store.postgres_rollup import drift, drift_bounds, usage_rollup
 from gpuledger.chargeback.ledger.store.postgres_sql import (
@@ -168,9 +169,12 @@ class PostgresLedgerStore(GroupedReads):
 
     # -- schema -------------------------------------------------------------------------
 
-    def migrate(self) -> None:
+    def migrate(self, *, default_cluster: str = DEFAULT_CLUSTER) -> None:
         """Apply the migrations not yet in ``schema_migrations``, in one transaction after
-        ``pg_advisory_xact_lock``: concurrent agents serialize, each version runs once."""
+        ``pg_advisory_xact_lock``: concurrent agents serialize, each version runs once.
+        Rows written before clusters existed get ``default_cluster`` (migration 12): the
+        first agent to upgrade names them, so the fleet's agents must agree on it (the
+        config's ``cluster`` of the cluster the ledger served until then)."""
         with self._connection("migration") as conn, conn.transaction():
             conn.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK_KEY,))
             # A migration that moves rows (7: monthly partitions) takes as long as the
@@ -188,7 +192,7 @@ class PostgresLedgerStore(GroupedReads):
                     sql.SQL("SELECT {v} FROM {t}").format(v=I("version"), t=I(MIGRATIONS_TABLE))
                 )
             }
-            for version, statements in MIGRATIONS:
+            for version, statements in migrations(default_cluster):
                 if version in applied:
                     continue
                 for stmt in statements:

@@ -1,13 +1,16 @@
 """The PostgreSQL ledger's versioned migrations, in order: 1–7 in
 :mod:`~gpuledger.chargeback.ledger.store.postgres_sql` (the tables, monthly partitions),
 8 in :mod:`~gpuledger.chargeback.ledger.store.postgres_rollup` (rollups and their
-triggers), 9 (peak GPU memory per usage bucket) in ``postgres_sql``. Frozen once
+triggers), 9 (peak GPU memory per usage bucket) in ``postgres_sql``, 12 (clusters) in
+``postgres_cluster``: built by :func:`migrations` from the cluster rows already there
+belong to. Frozen once
 released; ``PostgresLedgerStore.migrate`` applies them."""
 
 from __future__ import annotations
 
 from psycopg import sql
 
+from gpuledger.chargeback.ledger.store.postgres_cluster import migration_12
 from gpuledger.chargeback.ledger.store.postgres_rollup import migration_8
 from gpuledger.chargeback.ledger.store.postgres_sql import (
     migration_1,
@@ -33,3 +36,8 @@ MIGRATIONS: tuple[tuple[int, list[sql.Composed]], ...] = (
 )
 """Versioned migrations, applied in order, each once, in one transaction under an
 advisory lock (two agents starting at once serialize; the second finds nothing to do)."""
+
+
+def migrations(default_cluster: str) -> tuple[tuple[int, list[sql.Composed]], ...]:
+    """Every migration in order; 12 gives the rows already there ``default_cluster``."""
+    return (*MIGRATIONS, (12, migration_12(default_cluster)))

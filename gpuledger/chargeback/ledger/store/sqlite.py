@@ -18,6 +18,7 @@ from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
+from gpuledger.chargeback.ledger.cluster import DEFAULT_CLUSTER
 from gpuledger.chargeback.ledger.model import (
     CoverageGroup,
     InvariantViolation,
@@ -58,7 +59,7 @@ from gpuledger.chargeback.ledger.store.sqlite_ddl import (
     UPSERT_TOKENS,
     UPSERT_USAGE,
 )
-from gpuledger.chargeback.ledger.store.sqlite_migrations import MIGRATIONS
+from gpuledger.chargeback.ledger.store.sqlite_migrations import migrations
 from gpuledger.chargeback.ledger.tables import (
     COVERAGE,
     ENGINE_TIME,
@@ -121,10 +122,11 @@ class SqliteLedgerStore(GroupedReads):
 
     # -- schema -------------------------------------------------------------------------
 
-    def migrate(self) -> None:
+    def migrate(self, *, default_cluster: str = DEFAULT_CLUSTER) -> None:
         """Apply the migrations not yet recorded in ``schema_migrations``. ``BEGIN
         IMMEDIATE`` takes the database's write lock first, so two processes migrating at
-        once serialize and the second finds nothing left to do."""
+        once serialize and the second finds nothing left to do. Rows written before
+        clusters existed get ``default_cluster`` (migration 12)."""
         with self._lock:
             conn = self._live()
             try:
@@ -139,7 +141,7 @@ class SqliteLedgerStore(GroupedReads):
                         int(v)
                         for (v,) in conn.execute(f"SELECT version FROM {q(MIGRATIONS_TABLE)}")
                     }
-                    for version, statements in MIGRATIONS:
+                    for version, statements in migrations(default_cluster):
                         if version in applied:
                             continue
                         for stmt in statements:
