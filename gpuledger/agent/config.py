@@ -39,8 +39,8 @@ from pydantic_settings import (
 from gpuledger.agent.otel.config import OtelConfig
 from gpuledger.alerts.config import AlertsConfig
 from gpuledger.chargeback.attribution.resolver import AttributionConfig
-from gpuledger.chargeback.ledger.cluster import DEFAULT_CLUSTER, check_cluster_name
 from gpuledger.chargeback.report.config import ReportConfig
+from gpuledger.cluster import DEFAULT_CLUSTER, check_cluster_name
 from gpuledger.collectors import registry
 from gpuledger.collectors.source import AnySource, ConfigT, Source
 from gpuledger.yamlio import safe_load

@@ -184,6 +184,7 @@ class Agent:
             ledger=lambda: self.ledger.status() if self.ledger is not None else None,
             reporter=lambda: self.reporter.status() if self.reporter is not None else None,
             live=self.live,
+            cluster=cfg.cluster,
         )
         self.runtime = AgentRuntime(SnapshotStore(exporter.render))
         if cfg.otel.enabled:

@@ -30,9 +30,9 @@ from dataclasses import dataclass, field
 
 from gpuledger.chargeback.attribution.claims import IDLE
 from gpuledger.chargeback.attribution.shares import GpuAllocation
-from gpuledger.chargeback.ledger.cluster import DEFAULT_CLUSTER
 from gpuledger.chargeback.ledger.model import HOUR, hour_start
 from gpuledger.chargeback.ledger.tables import CoverageRow, UsageRow, merge_peak
+from gpuledger.cluster import DEFAULT_CLUSTER
 
 UsageKey = tuple[int, str, str, str, str]  # hour, node, gpu_uuid, namespace, service
 CoverageKey = tuple[int, str, str]  # hour, node, gpu_uuid

@@ -31,10 +31,10 @@ import threading
 from collections.abc import Iterable, Mapping
 from functools import partial
 
-from gpuledger.chargeback.ledger.cluster import DEFAULT_CLUSTER
 from gpuledger.chargeback.ledger.hourly import HourlyBuckets
 from gpuledger.chargeback.ledger.model import hour_start
 from gpuledger.chargeback.ledger.tables import EngineTimeRow
+from gpuledger.cluster import DEFAULT_CLUSTER
 from gpuledger.collectors.counters import joint_deltas
 from gpuledger.collectors.vllm.types import Histogram, VllmSeries, VllmTelemetry
 

@@ -18,13 +18,13 @@ from typing import TypeVar
 from gpuledger.chargeback.attribution.claims import Claim
 from gpuledger.chargeback.attribution.shares import GpuAllocation, SplitPolicy, allocate
 from gpuledger.chargeback.ledger.accumulator import Accumulator, LifetimeTotals
-from gpuledger.chargeback.ledger.cluster import DEFAULT_CLUSTER
 from gpuledger.chargeback.ledger.engine_time import EngineTimeAccumulator
 from gpuledger.chargeback.ledger.model import HOUR, LedgerStore, StoreError, hour_start
 from gpuledger.chargeback.ledger.spool import Spool
 from gpuledger.chargeback.ledger.tables import ProbeRecord
 from gpuledger.chargeback.ledger.tenant_tokens import TenantTokenAccumulator
 from gpuledger.chargeback.ledger.tokens import TokenAccumulator
+from gpuledger.cluster import DEFAULT_CLUSTER
 from gpuledger.collectors.gateway.types import GatewayReading
 from gpuledger.collectors.gpu.readings import GpuReading
 from gpuledger.collectors.vllm.types import ProbeResult, ProbeVerdict, VllmTelemetry

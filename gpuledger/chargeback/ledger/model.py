@@ -11,7 +11,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Protocol
 
-from gpuledger.chargeback.ledger.cluster import DEFAULT_CLUSTER
 from gpuledger.chargeback.ledger.tables import (
     CoverageRow,
     EngineTimeRow,
@@ -21,6 +20,7 @@ from gpuledger.chargeback.ledger.tables import (
     TokenRow,
     UsageRow,
 )
+from gpuledger.cluster import DEFAULT_CLUSTER
 
 HOUR = 3600
 

@@ -22,7 +22,6 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
-from gpuledger.chargeback.ledger.cluster import DEFAULT_CLUSTER, check_cluster_name
 from gpuledger.chargeback.ledger.sqlite_sql import cols, column_def, insert, key_where, q
 from gpuledger.chargeback.ledger.tables import (
     COVERAGE,
@@ -44,6 +43,7 @@ from gpuledger.chargeback.ledger.tables import (
     UsageRow,
 )
 from gpuledger.chargeback.ledger.tokens import Baseline
+from gpuledger.cluster import DEFAULT_CLUSTER, check_cluster_name
 
 R = TypeVar("R")
 

@@ -13,9 +13,9 @@ math itself (the slope, days until full) is the pgvector source's:
 
 from __future__ import annotations
 
-from gpuledger.chargeback.ledger.cluster import DEFAULT_CLUSTER
 from gpuledger.chargeback.ledger.spool import Spool
 from gpuledger.chargeback.ledger.tables import StorageSample
+from gpuledger.cluster import DEFAULT_CLUSTER
 from gpuledger.collectors.pgvector.growth import DAY, Growth, GrowthKey, slope_from_sums
 from gpuledger.collectors.pgvector.types import PgTelemetry
 

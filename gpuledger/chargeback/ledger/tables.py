@@ -26,7 +26,6 @@ from dataclasses import dataclass, field, fields, replace
 from operator import attrgetter
 from typing import Any, Generic, TypeVar
 
-from gpuledger.chargeback.ledger.cluster import DEFAULT_CLUSTER
 from gpuledger.chargeback.ledger.columns import (
     BIGINT,
     BOOL,
@@ -46,6 +45,7 @@ from gpuledger.chargeback.ledger.columns import (
 from gpuledger.chargeback.ledger.columns import BoundColumn as BoundColumn
 from gpuledger.chargeback.ledger.columns import Role as Role
 from gpuledger.chargeback.ledger.columns import merge_peak as merge_peak
+from gpuledger.cluster import DEFAULT_CLUSTER
 
 # -- the rows -----------------------------------------------------------------------------
 

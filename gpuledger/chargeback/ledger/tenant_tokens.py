@@ -22,10 +22,10 @@ import threading
 from collections.abc import Iterable, Mapping
 from functools import partial
 
-from gpuledger.chargeback.ledger.cluster import DEFAULT_CLUSTER
 from gpuledger.chargeback.ledger.hourly import HourlyBuckets
 from gpuledger.chargeback.ledger.model import hour_start
 from gpuledger.chargeback.ledger.tables import TenantTokenRow
+from gpuledger.cluster import DEFAULT_CLUSTER
 from gpuledger.collectors.counters import (
     PRUNE_AFTER_S,
     PRUNE_EVERY_S,

@@ -24,10 +24,10 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from functools import partial
 
-from gpuledger.chargeback.ledger.cluster import DEFAULT_CLUSTER
 from gpuledger.chargeback.ledger.hourly import HourlyBuckets
 from gpuledger.chargeback.ledger.model import hour_start
 from gpuledger.chargeback.ledger.tables import TokenRow
+from gpuledger.cluster import DEFAULT_CLUSTER
 from gpuledger.collectors.counters import counter_delta
 from gpuledger.collectors.vllm.types import ProbeResult, VllmTelemetry
 

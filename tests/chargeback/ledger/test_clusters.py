@@ -14,7 +14,6 @@ from pathlib import Path
 import pytest
 
 from gpuledger.chargeback.attribution.claims import Claim, Owner
-from gpuledger.chargeback.ledger.cluster import check_cluster_name, sql_literal
 from gpuledger.chargeback.ledger.flusher import Ledger
 from gpuledger.chargeback.ledger.model import TokenGroup, UsageGroup
 from gpuledger.chargeback.ledger.spool import Spool
@@ -31,6 +30,7 @@ from gpuledger.chargeback.ledger.tables import (
     TokenRow,
     UsageRow,
 )
+from gpuledger.cluster import check_cluster_name, sql_literal
 from gpuledger.collectors.gpu.readings import GpuReading
 from tests.support.ledger_versions import ALL_VERSIONS
 from tests.support.paths import FIXTURES

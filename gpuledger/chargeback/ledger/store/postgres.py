@@ -23,7 +23,6 @@ from psycopg import sql
 from psycopg.rows import dict_row
 from psycopg_pool import ConnectionPool, PoolTimeout
 
-from gpuledger.chargeback.ledger.cluster import DEFAULT_CLUSTER
 from gpuledger.chargeback.ledger.model import (
     CoverageGroup,
     InvariantViolation,
@@ -86,6 +85,7 @@ from gpuledger.chargeback.ledger.tables import (
     TokenRow,
     UsageRow,
 )
+from gpuledger.cluster import DEFAULT_CLUSTER
 from gpuledger.redact import safe_url, scrub
 
 log = logging.getLogger(__name__)

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 from psycopg import sql
 
-from gpuledger.chargeback.ledger.cluster import sql_literal
 from gpuledger.chargeback.ledger.store.postgres_rollup import (
     EVENTS,
     backfill,
@@ -38,6 +37,7 @@ from gpuledger.chargeback.ledger.store.postgres_rollup import (
 )
 from gpuledger.chargeback.ledger.store.postgres_sql import I, cols
 from gpuledger.chargeback.ledger.tables import ROLLUPS
+from gpuledger.cluster import sql_literal
 
 _KEYS_V12: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("ledger_usage", ("hour_start", "cluster", "node", "gpu_uuid", "namespace", "service")),

@@ -18,7 +18,6 @@ from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
-from gpuledger.chargeback.ledger.cluster import DEFAULT_CLUSTER
 from gpuledger.chargeback.ledger.model import (
     CoverageGroup,
     InvariantViolation,
@@ -78,6 +77,7 @@ from gpuledger.chargeback.ledger.tables import (
     TokenRow,
     UsageRow,
 )
+from gpuledger.cluster import DEFAULT_CLUSTER
 
 _ISO_HOUR = "strftime('%Y-%m-%dT%H:%M:%SZ', {col}, 'unixepoch')"
 

@@ -13,8 +13,8 @@ module growing.
 
 from __future__ import annotations
 
-from gpuledger.chargeback.ledger.cluster import sql_literal
 from gpuledger.chargeback.ledger.sqlite_sql import cols, q
+from gpuledger.cluster import sql_literal
 
 _cols = cols
 
@@ -335,7 +335,7 @@ def migration_12(default_cluster: str) -> tuple[str, ...]:
     table's key in place, so each table is rebuilt as migration 4 did: created anew,
     every row copied once (a longer key merges no two rows), the old table (and its
     index) dropped and the new one renamed. The value enters as a checked literal
-    (:func:`~gpuledger.chargeback.ledger.cluster.sql_literal`) because the column's
+    (:func:`~gpuledger.cluster.sql_literal`) because the column's
     DDL default of a fresh ledger is ``'default'``, not the configured name."""
     value = sql_literal(default_cluster)
     out: list[str] = []
