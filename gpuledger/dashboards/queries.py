@@ -21,7 +21,7 @@ from gpuledger.alerts.rules import RECORDED
 from gpuledger.schema import MetricSpec
 
 # Dashboard template variables that become label matchers, in matcher order.
-VARIABLE_LABELS: tuple[str, ...] = ("node", "namespace", "service")
+VARIABLE_LABELS: tuple[str, ...] = ("cluster", "node", "namespace", "service")
 
 # --- recording rules (owned by gpuledger.alerts: its RECORDED registry) ----------------
 
@@ -400,6 +400,7 @@ def agent_versions() -> str:
 # --- for tests: every query, and their concrete forms ----------------------------------
 
 CONCRETE_VALUES: Mapping[str, str] = {
+    "cluster": ".*",
     "node": ".*",
     "namespace": ".*",
     "service": ".*",
