@@ -14,6 +14,8 @@ from datetime import UTC, datetime
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Literal
 
+from gpuledger.cluster import DEFAULT_CLUSTER
+
 if TYPE_CHECKING:
     # at run time the findings engine imports this module (Month): importing the
     # findings package from here would close a cycle
@@ -130,6 +132,26 @@ class ModelLine:
     total_cost_usd: float | None  # internal + idle share: what the line is charged
     hyperscaler: RentalQuote | None
     specialist: RentalQuote | None
+    cluster: str = DEFAULT_CLUSTER
+    """The cluster whose GPUs these are: a service that runs in two clusters has a line
+    per (GPU model, cluster), each priced alone and each sharing its own cluster's idle
+    capacity (issue 18)."""
+
+
+@dataclass(frozen=True, slots=True)
+class ClusterTotal:
+    """One cluster's part of the report: the sum of its GPUs' lines (every service's, its
+    idle and unattributed time), as charged after the idle policy. The clusters' totals
+    add up to the report's (idle capacity is shared within its own cluster)."""
+
+    cluster: str
+    allocated_gpu_hours: float
+    busy_gpu_hours: float
+    energy_kwh: float
+    internal_cost_usd: float | None  # None: a GPU model of the cluster has no TCO row
+    idle_share_usd: float
+    total_cost_usd: float | None
+    services: int  # service lines (not idle, not unattributed) holding its GPUs
 
 
 @dataclass(frozen=True, slots=True)
@@ -336,6 +358,8 @@ class Report:
     # so an empty tuple then means "not looked for", never "nothing found"
     findings: tuple[Finding, ...] = ()
     findings_computed: bool = False
+    clusters: tuple[ClusterTotal, ...] = ()
+    """The report grouped by cluster (issue 18), in name order."""
 
     @property
     def empty(self) -> bool:

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Literal
 
 from gpuledger.chargeback.report.model import Report
+from gpuledger.chargeback.report.writers.clusters import clusters_csv
 from gpuledger.chargeback.report.writers.csv_json import (
     coverage_csv,
     lines_csv,
@@ -43,6 +44,7 @@ CSV_COMPANIONS: dict[str, Callable[[Report], str]] = {
     "coverage": coverage_csv,
     "tenants": tenants_csv,
     "findings": findings_csv,
+    "clusters": clusters_csv,
 }
 """Files written beside ``chargeback-<YYYY-MM>.csv`` whenever the CSV is."""
 
