@@ -114,3 +114,37 @@ def test_summary_by_cluster(
     assert f"${east:,.2f}" in rows["east"]
     assert f"${west:,.2f}" in rows["west"]
     assert f"${east + west:,.2f}" in rows["TOTAL"]
+
+
+def test_html_has_a_cluster_section_that_adds_up(ledger_store: AuditableLedgerStore) -> None:
+    from gpuledger.chargeback.report.writers.html import render_html
+    from tests.support.html_dom import number, parse
+
+    _fill(ledger_store)
+    report = build_report(ledger_store, load_rate_card(), Month(2026, 10), now=NOW)
+    doc = parse(render_html(report)).root
+    table = doc.find("table", id="clusters")
+    rows = {r.attrs["data-cluster"]: r for r in table.find_all("tr") if "data-cluster" in r.attrs}
+    assert list(rows) == ["east", "west"]
+    east = HOURS * (_cost(2700.0, 3.6e6) + _cost(900.0, 0.9e6))
+    west = HOURS * 2 * _cost(1800.0, 1.8e6)
+    for name, want in (("east", east), ("west", west)):
+        assert number(rows[name].find_all("td")[-1].text()) == pytest.approx(want, abs=0.01)
+    models = doc.find("table", id="models").find_all("tr")
+    assert {r.attrs.get("data-cluster") for r in models if "data-line" in r.attrs} == {
+        "east",
+        "west",
+    }
+
+
+def test_html_of_a_one_cluster_ledger_has_no_cluster_section(
+    ledger_store: AuditableLedgerStore,
+) -> None:
+    from gpuledger.chargeback.report.writers.html import render_html
+
+    ledger_store.upsert(
+        [UsageRow(OCT, NODE, "GPU-1", "prod", "chat", H100, "", 3600.0, 1800.0, 1e6)], []
+    )
+    report = build_report(ledger_store, load_rate_card(), Month(2026, 10), now=NOW)
+    assert [c.cluster for c in report.clusters] == ["default"]
+    assert 'id="clusters"' not in render_html(report)
