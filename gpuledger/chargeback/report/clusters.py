@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Sequence
+from dataclasses import replace
 
 from gpuledger.chargeback.report.model import ClusterTotal, ModelLine, ServiceLine
 from gpuledger.chargeback.report.units import sum_or_none
@@ -39,3 +40,29 @@ def cluster_totals(lines: Sequence[ServiceLine]) -> tuple[ClusterTotal, ...]:
         )
         for cluster, held in sorted(models.items())
     )
+
+
+def by_gpu_model(models: Sequence[ModelLine]) -> dict[str, ModelLine]:
+    """A service's model lines merged across clusters, one per GPU model: what a reader
+    that knows GPU models but not clusters (the tenant split, which divides a service's
+    GPU-seconds per GPU model) needs. Rates are the card's per GPU model, the same in every
+    cluster; hours, energy, costs and idle shares add (an unpriced part stays unpriced)."""
+    out: dict[str, ModelLine] = {}
+    for ml in models:
+        prev = out.get(ml.gpu_model)
+        if prev is None:
+            out[ml.gpu_model] = ml
+            continue
+        out[ml.gpu_model] = replace(
+            prev,
+            allocated_gpu_hours=prev.allocated_gpu_hours + ml.allocated_gpu_hours,
+            busy_gpu_hours=prev.busy_gpu_hours + ml.busy_gpu_hours,
+            energy_kwh=prev.energy_kwh + ml.energy_kwh,
+            capacity_cost_usd=sum_or_none((prev.capacity_cost_usd, ml.capacity_cost_usd)),
+            energy_cost_usd=sum_or_none((prev.energy_cost_usd, ml.energy_cost_usd)),
+            internal_cost_usd=sum_or_none((prev.internal_cost_usd, ml.internal_cost_usd)),
+            idle_share_usd=prev.idle_share_usd + ml.idle_share_usd,
+            total_cost_usd=sum_or_none((prev.total_cost_usd, ml.total_cost_usd)),
+            cluster="*",
+        )
+    return out

@@ -148,3 +148,27 @@ def test_html_of_a_one_cluster_ledger_has_no_cluster_section(
     report = build_report(ledger_store, load_rate_card(), Month(2026, 10), now=NOW)
     assert [c.cluster for c in report.clusters] == ["default"]
     assert 'id="clusters"' not in render_html(report)
+
+
+def test_a_services_model_lines_merge_across_clusters_for_the_tenant_split(
+    ledger_store: AuditableLedgerStore,
+) -> None:
+    """The tenant split divides a service per GPU model: its lines of one model in two
+    clusters merge into one whose hours, costs and idle share are the two added (the
+    rates are the card's, the same in both)."""
+    from gpuledger.chargeback.report.clusters import by_gpu_model
+
+    _fill(ledger_store)
+    report = build_report(
+        ledger_store, load_rate_card(), Month(2026, 10), now=NOW,
+        options=ReportOptions(idle_policy="share-weighted"),
+    )  # fmt: skip
+    (chat,) = [line for line in report.lines if line.service == "chat"]
+    assert len(chat.models) == 2
+    merged = by_gpu_model(chat.models)
+    assert list(merged) == [H100]
+    ml = merged[H100]
+    assert ml.allocated_gpu_hours == pytest.approx(HOURS * (2700 + 1800) / 3600)
+    assert ml.idle_share_usd == pytest.approx(HOURS * _cost(900.0, 0.9e6))  # east's idle
+    assert ml.total_cost_usd == pytest.approx(chat.total_cost_usd)
+    assert ml.capacity_usd_per_gpu_hour == pytest.approx(RH)
