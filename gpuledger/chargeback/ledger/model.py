@@ -268,18 +268,22 @@ class CoverageGroup:
 
 @dataclass(frozen=True, slots=True)
 class InvariantViolation:
-    """An (hour, node) whose Σ allocated differs from its Σ observed seconds."""
+    """An (hour, cluster, node) whose Σ allocated differs from its Σ observed seconds
+    (per cluster: two clusters' nodes of one name are two nodes, and one's surplus must
+    not hide the other's deficit)."""
 
     hour: str
     node: str
     allocated_gpu_seconds: float
     observed_seconds: float
+    cluster: str = DEFAULT_CLUSTER
 
     @classmethod
     def from_row(cls, row: Mapping[str, object]) -> InvariantViolation:
         return cls(
             str(row["hour"]), str(row["node"]),
             _float(row["allocated_gpu_seconds"]), _float(row["observed_seconds"]),
+            str(row.get("cluster", DEFAULT_CLUSTER)),
         )  # fmt: skip
 
 

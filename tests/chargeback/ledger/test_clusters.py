@@ -339,3 +339,23 @@ def test_good_cluster_names_pass_and_quote() -> None:
     for good in ("default", "prod-eu-1", "a", "k8s.prod_2", "A" * 63):
         assert check_cluster_name(good) == good
     assert sql_literal("prod-eu") == "'prod-eu'"
+
+
+def test_the_invariant_is_checked_per_cluster(ledger_store: AuditableLedgerStore) -> None:
+    """East's node lost 100 s (allocated < observed), west's node of the same name counted
+    100 s twice: summed per node name they balance (300 = 300), per cluster both are
+    reported."""
+    from gpuledger.chargeback.ledger.model import InvariantViolation
+
+    for cluster, alloc, observed in (("east", 100.0, 200.0), ("west", 200.0, 100.0)):
+        ledger_store.upsert(
+            [UsageRow(H, NODE, GPU, "llm", "chat", "H100", "", alloc, 0.0, 0.0,
+                      cluster=cluster)],
+            [CoverageRow(H, NODE, GPU, "H100", observed, cluster=cluster)],
+        )  # fmt: skip
+    got = ledger_store.invariant_violations(_dt(H), _dt(H + 3600))
+    hour = "2026-03-01T00:00:00Z"
+    assert got == [
+        InvariantViolation(hour, NODE, 100.0, 200.0, cluster="east"),
+        InvariantViolation(hour, NODE, 200.0, 100.0, cluster="west"),
+    ]

@@ -579,11 +579,11 @@ class PostgresLedgerStore(GroupedReads):
         *,
         node: str | None = None,
     ) -> list[InvariantViolation]:
-        """``(hour, node)`` where Σ allocated over all services (incl. ``__idle__``) and
-        Σ observed seconds differ by more than ``rel_tol`` × the larger; a bucket present
-        on one side only counts as 0 on the other. Computed in SQL."""
+        """``(hour, cluster, node)`` where Σ allocated over all services (incl.
+        ``__idle__``) and Σ observed seconds differ by more than ``rel_tol`` × the larger; a
+        bucket present on one side only counts as 0 on the other. Computed in SQL."""
         where, params = self._range(start, end, node)
-        h, n = I("hour_start"), I("node")
+        h, n = I("hour_start"), sql.SQL("{}, {}").format(I("cluster"), I("node"))
         query = sql.SQL(
             "SELECT {iso} AS {hour}, {n}, SUM(a) AS {alloc}, SUM(o) AS {obs} FROM ("
             " SELECT {h}, {n}, {alloc} AS a, 0::double precision AS o FROM {usage} WHERE {w}"
@@ -591,12 +591,14 @@ class PostgresLedgerStore(GroupedReads):
             " SELECT {h}, {n}, 0::double precision AS a, {obs} AS o FROM {cov} WHERE {w}"
             ") AS sides GROUP BY {h}, {n}"
             " HAVING abs(SUM(a) - SUM(o)) > %s * GREATEST(abs(SUM(a)), abs(SUM(o)))"
-            ' ORDER BY {h}, {n} COLLATE "C"'
+            ' ORDER BY {h}, {c} COLLATE "C", {nn} COLLATE "C"'
         ).format(
             iso=iso_hour(h),
             hour=I("hour"),
             h=h,
             n=n,
+            c=I("cluster"),
+            nn=I("node"),
             alloc=I("allocated_gpu_seconds"),
             obs=I("observed_seconds"),
             usage=I(USAGE.store),

@@ -517,13 +517,13 @@ class SqliteLedgerStore(GroupedReads):
         *,
         node: str | None = None,
     ) -> list[InvariantViolation]:
-        """``(hour, node)`` where Σ allocated over all services (incl. ``__idle__``) and
-        Σ observed seconds differ by more than ``rel_tol`` × the larger; a bucket present
-        on one side only counts as 0 on the other. Computed in SQL."""
+        """``(hour, cluster, node)`` where Σ allocated over all services (incl.
+        ``__idle__``) and Σ observed seconds differ by more than ``rel_tol`` × the larger; a
+        bucket present on one side only counts as 0 on the other. Computed in SQL."""
         lo, hi = unix_seconds(start, "start"), unix_seconds(end, "end")
         node_filter = f" AND {q('node')} = ?" if node is not None else ""
         per_side: list[object] = [lo, hi] + ([node] if node is not None else [])
-        h, n = q("hour_start"), q("node")
+        h, n = q("hour_start"), f"{q('cluster')}, {q('node')}"
         sql = f"""
             SELECT {_ISO_HOUR.format(col=h)} AS {q("hour")}, {n},
                    TOTAL(a) AS {q("allocated_gpu_seconds")},
