@@ -359,3 +359,26 @@ def test_the_invariant_is_checked_per_cluster(ledger_store: AuditableLedgerStore
         InvariantViolation(hour, NODE, 100.0, 200.0, cluster="east"),
         InvariantViolation(hour, NODE, 200.0, 100.0, cluster="west"),
     ]
+
+
+def test_sqlite_migration_12_keeps_a_column_another_migration_added(tmp_path: Path) -> None:
+    """Migrations 10 and 11 were written beside 12: one that appends a column to a table
+    before 12 runs must find it, and its values, after the rebuild."""
+    path = tmp_path / "v9.db"
+    _v9_sqlite(path)
+    with sqlite3.connect(path) as conn:
+        conn.execute("ALTER TABLE ledger_usage ADD COLUMN cost_center TEXT NOT NULL DEFAULT ''")
+        conn.execute("UPDATE ledger_usage SET cost_center = 'ml-platform' WHERE service = 'chat'")
+        conn.execute("CREATE INDEX ledger_usage_cc_idx ON ledger_usage (cost_center)")
+    with SqliteLedgerStore(path) as store:
+        store.migrate(default_cluster="prod-eu")
+    with sqlite3.connect(path) as conn:
+        names = [r[1] for r in conn.execute("PRAGMA table_info(ledger_usage)")]
+        assert names[-2:] == ["cost_center", "cluster"]
+        assert sorted(conn.execute(
+            "SELECT service, cost_center, cluster FROM ledger_usage").fetchall()) == [
+            ("__idle__", "", "prod-eu"), ("chat", "ml-platform", "prod-eu"),
+            ("chat", "ml-platform", "prod-eu"),
+        ]  # fmt: skip
+        indexes = {r[1] for r in conn.execute("PRAGMA index_list(ledger_usage)")}
+        assert {"ledger_usage_cc_idx", "ledger_usage_node_hour_idx"} <= indexes

@@ -141,9 +141,10 @@ class SqliteLedgerStore(GroupedReads):
                         int(v)
                         for (v,) in conn.execute(f"SELECT version FROM {q(MIGRATIONS_TABLE)}")
                     }
-                    for version, statements in migrations(default_cluster):
+                    for version, step in migrations(default_cluster):
                         if version in applied:
                             continue
+                        statements = step(conn) if callable(step) else step
                         for stmt in statements:
                             conn.execute(stmt)
                         conn.execute(

@@ -13,6 +13,9 @@ module growing.
 
 from __future__ import annotations
 
+import sqlite3
+from collections.abc import Callable
+
 from gpuledger.chargeback.ledger.sqlite_sql import cols, q
 from gpuledger.cluster import sql_literal
 
@@ -233,130 +236,81 @@ MIGRATIONS += (
 
 # -- migration 12: clusters (issue 18) -------------------------------------------------------
 
-_V12_TABLES: tuple[tuple[str, str, tuple[str, ...], tuple[str, ...]], ...] = (
-    # (table, its v11 columns as created, the v12 primary key, its v11 column names)
-    (
-        "ledger_usage",
-        f"""{q("hour_start")} INTEGER NOT NULL, {q("node")} TEXT NOT NULL,
-            {q("gpu_uuid")} TEXT NOT NULL, {q("namespace")} TEXT NOT NULL,
-            {q("service")} TEXT NOT NULL, {q("gpu_model")} TEXT NOT NULL DEFAULT '',
-            {q("mig_profile")} TEXT NOT NULL DEFAULT '',
-            {q("allocated_gpu_seconds")} REAL NOT NULL DEFAULT 0,
-            {q("busy_gpu_seconds")} REAL NOT NULL DEFAULT 0,
-            {q("energy_joules")} REAL NOT NULL DEFAULT 0,
-            {q("updated_at")} INTEGER NOT NULL, {q("peak_memory_bytes")} REAL""",
-        ("hour_start", "cluster", "node", "gpu_uuid", "namespace", "service"),
-        (*_USAGE_KEY, "gpu_model", "mig_profile", "allocated_gpu_seconds", "busy_gpu_seconds",
-         "energy_joules", "updated_at", "peak_memory_bytes"),
-    ),
-    (
-        "ledger_coverage",
-        f"""{q("hour_start")} INTEGER NOT NULL, {q("node")} TEXT NOT NULL,
-            {q("gpu_uuid")} TEXT NOT NULL, {q("gpu_model")} TEXT NOT NULL DEFAULT '',
-            {q("observed_seconds")} REAL NOT NULL DEFAULT 0,
-            {q("updated_at")} INTEGER NOT NULL""",
-        ("hour_start", "cluster", "node", "gpu_uuid"),
-        (*_COVERAGE_KEY, "gpu_model", "observed_seconds", "updated_at"),
-    ),
-    (
-        "ledger_tokens",
-        f"""{q("hour_start")} INTEGER NOT NULL, {q("node")} TEXT NOT NULL,
-            {q("namespace")} TEXT NOT NULL, {q("service")} TEXT NOT NULL,
-            {q("model_name")} TEXT NOT NULL,
-            {q("prompt_tokens")} REAL NOT NULL DEFAULT 0,
-            {q("generation_tokens")} REAL NOT NULL DEFAULT 0,
-            {q("probe_prompt_tokens")} REAL NOT NULL DEFAULT 0,
-            {q("probe_generation_tokens")} REAL NOT NULL DEFAULT 0,
-            {q("updated_at")} INTEGER NOT NULL""",
-        ("hour_start", "cluster", "node", "namespace", "service", "model_name"),
-        (*_TOKENS_KEY, "prompt_tokens", "generation_tokens", "probe_prompt_tokens",
-         "probe_generation_tokens", "updated_at"),
-    ),
-    (
-        "probe_results",
-        f"""{q("node")} TEXT NOT NULL, {q("endpoint")} TEXT NOT NULL,
-            {q("started_unix")} REAL NOT NULL, {q("namespace")} TEXT NOT NULL,
-            {q("service")} TEXT NOT NULL, {q("model_name")} TEXT NOT NULL,
-            {q("ok")} INTEGER NOT NULL, {q("reason")} TEXT,
-            {q("ttft_s")} REAL, {q("tpot_s")} REAL, {q("e2e_s")} REAL,
-            {q("output_tokens_per_s")} REAL,
-            {q("prompt_tokens")} INTEGER, {q("completion_tokens")} INTEGER,
-            {q("tokens_counted")} INTEGER, {q("ttft_histogram_moved")} INTEGER,
-            {q("ttft_agrees")} INTEGER, {q("updated_at")} INTEGER NOT NULL""",
-        ("started_unix", "cluster", "node", "endpoint"),
-        _PROBES_COLUMNS_V2,
-    ),
-    (
-        "storage_samples",
-        f"""{q("node")} TEXT NOT NULL, {q("database")} TEXT NOT NULL,
-            {q("schema")} TEXT NOT NULL, {q("table_name")} TEXT NOT NULL,
-            {q("ts")} REAL NOT NULL, {q("bytes")} INTEGER NOT NULL""",
-        ("cluster", "node", "database", "schema", "table_name", "ts"),
-        (*_STORAGE_KEY, "bytes"),
-    ),
-    (
-        "ledger_tenant_tokens",
-        f"""{q("hour_start")} INTEGER NOT NULL, {q("node")} TEXT NOT NULL,
-            {q("namespace")} TEXT NOT NULL, {q("service")} TEXT NOT NULL,
-            {q("model_name")} TEXT NOT NULL, {q("tenant")} TEXT NOT NULL,
-            {q("requests")} REAL NOT NULL DEFAULT 0,
-            {q("prompt_tokens")} REAL NOT NULL DEFAULT 0,
-            {q("cached_prompt_tokens")} REAL NOT NULL DEFAULT 0,
-            {q("generation_tokens")} REAL NOT NULL DEFAULT 0,
-            {q("updated_at")} INTEGER NOT NULL""",
-        ("hour_start", "cluster", "node", "namespace", "service", "model_name", "tenant"),
-        (*_TOKENS_KEY, "tenant", "requests", "prompt_tokens", "cached_prompt_tokens",
-         "generation_tokens", "updated_at"),
-    ),
-    (
-        "ledger_engine_time",
-        f"""{q("hour_start")} INTEGER NOT NULL, {q("node")} TEXT NOT NULL,
-            {q("namespace")} TEXT NOT NULL, {q("service")} TEXT NOT NULL,
-            {q("model_name")} TEXT NOT NULL,
-            {q("prefill_seconds")} REAL NOT NULL DEFAULT 0,
-            {q("decode_seconds")} REAL NOT NULL DEFAULT 0,
-            {q("prefill_requests")} REAL NOT NULL DEFAULT 0,
-            {q("decode_requests")} REAL NOT NULL DEFAULT 0,
-            {q("prefix_cache_queries")} REAL NOT NULL DEFAULT 0,
-            {q("prefix_cache_hits")} REAL NOT NULL DEFAULT 0,
-            {q("updated_at")} INTEGER NOT NULL""",
-        ("hour_start", "cluster", "node", "namespace", "service", "model_name"),
-        (*_TOKENS_KEY, "prefill_seconds", "decode_seconds", "prefill_requests",
-         "decode_requests", "prefix_cache_queries", "prefix_cache_hits", "updated_at"),
-    ),
+V12_KEYS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("ledger_usage", ("hour_start", "cluster", "node", "gpu_uuid", "namespace", "service")),
+    ("ledger_coverage", ("hour_start", "cluster", "node", "gpu_uuid")),
+    ("ledger_tokens", ("hour_start", "cluster", "node", "namespace", "service", "model_name")),
+    ("probe_results", ("started_unix", "cluster", "node", "endpoint")),
+    ("storage_samples", ("cluster", "node", "database", "schema", "table_name", "ts")),
+    ("ledger_tenant_tokens",
+     ("hour_start", "cluster", "node", "namespace", "service", "model_name", "tenant")),
+    ("ledger_engine_time",
+     ("hour_start", "cluster", "node", "namespace", "service", "model_name")),
 )  # fmt: skip
+"""Each table migration 12 rekeys, and its (physical) primary key from version 12 on."""
+
+Statements = tuple[str, ...] | Callable[[sqlite3.Connection], tuple[str, ...]]
+"""A migration's statements, or (12 only) a function of the database that returns them."""
 
 
-def migration_12(default_cluster: str) -> tuple[str, ...]:
+def _column_sql(name: str, type_: str, notnull: int, default: object) -> str:
+    out = f"{q(name)} {type_}"
+    if notnull:
+        out += " NOT NULL"
+    if default is not None:
+        out += f" DEFAULT {default}"
+    return out
+
+
+def migration_12(default_cluster: str) -> Callable[[sqlite3.Connection], tuple[str, ...]]:
     """Clusters (issue 18): every table gains a ``cluster`` key column, appended after
     its last column (where the declaration's DDL puts columns added later), holding
     ``default_cluster`` on every row already there (the store's own cluster: a SQLite
     ledger is one agent's). The key grows, and SQLite cannot change a WITHOUT ROWID
     table's key in place, so each table is rebuilt as migration 4 did: created anew,
-    every row copied once (a longer key merges no two rows), the old table (and its
-    index) dropped and the new one renamed. The value enters as a checked literal
-    (:func:`~gpuledger.cluster.sql_literal`) because the column's
-    DDL default of a fresh ledger is ``'default'``, not the configured name."""
+    every row copied once (a longer key merges no two rows), the old table dropped, the
+    new one renamed and the old one's indexes created again.
+
+    The rebuilt table keeps the columns the database has (``PRAGMA table_xinfo``: names,
+    types, NOT NULL, defaults, in order), not a list written here, so a column another
+    migration of the same release added (10 and 11 were written in parallel) survives
+    it. The value enters as a checked literal (:func:`~gpuledger.cluster.sql_literal`):
+    the column's DDL default of a fresh ledger is ``'default'``, not the configured name."""
     value = sql_literal(default_cluster)
-    out: list[str] = []
-    for name, columns, key, copied in _V12_TABLES:
-        new = f"{name}_v12"
-        out += [
-            f"""CREATE TABLE {q(new)} ({columns},
-                {q("cluster")} TEXT NOT NULL DEFAULT 'default',
-                PRIMARY KEY ({_cols(key)})) WITHOUT ROWID""",
-            f"INSERT INTO {q(new)} ({_cols((*copied, 'cluster'))}) "
-            f"SELECT {_cols(copied)}, {value} FROM {q(name)}",
-            f"DROP TABLE {q(name)}",
-            f"ALTER TABLE {q(new)} RENAME TO {q(name)}",
-        ]
-    out.append(
-        f"CREATE INDEX {q('ledger_usage_node_hour_idx')} "
-        f"ON {q('ledger_usage')} ({q('node')}, {q('hour_start')})"
-    )
-    return tuple(out)
+
+    def statements(conn: sqlite3.Connection) -> tuple[str, ...]:
+        out: list[str] = []
+        for name, key in V12_KEYS:
+            columns = [
+                (str(r[1]), str(r[2]), int(r[3]), r[4])
+                for r in conn.execute(f"PRAGMA table_xinfo({q(name)})")
+            ]
+            names = [c[0] for c in columns]
+            indexes = [
+                str(r[0])
+                for r in conn.execute(
+                    "SELECT sql FROM sqlite_master WHERE type = 'index' AND tbl_name = ?"
+                    " AND sql IS NOT NULL ORDER BY name",
+                    (name,),
+                )
+            ]
+            new = f"{name}_v12"
+            defs = [_column_sql(*c) for c in columns]
+            defs.append(f"{q('cluster')} TEXT NOT NULL DEFAULT 'default'")
+            out += [
+                f"CREATE TABLE {q(new)} ({', '.join(defs)}, "
+                f"PRIMARY KEY ({_cols(key)})) WITHOUT ROWID",
+                f"INSERT INTO {q(new)} ({_cols((*names, 'cluster'))}) "
+                f"SELECT {_cols(names)}, {value} FROM {q(name)}",
+                f"DROP TABLE {q(name)}",  # and its indexes, created again below
+                f"ALTER TABLE {q(new)} RENAME TO {q(name)}",
+                *indexes,
+            ]
+        return tuple(out)
+
+    return statements
 
 
-def migrations(default_cluster: str) -> tuple[tuple[int, tuple[str, ...]], ...]:
+def migrations(default_cluster: str) -> tuple[tuple[int, Statements], ...]:
     """Every migration in order; 12 gives existing rows ``default_cluster``."""
     return (*MIGRATIONS, (12, migration_12(default_cluster)))
