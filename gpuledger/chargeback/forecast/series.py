@@ -1,0 +1,116 @@
+"""The ledger's daily cost series, priced exactly as the bill prices the month.
+
+One grouped read: allocated/busy GPU-seconds and energy per (namespace, service, GPU
+model, hour) over the history window (on PostgreSQL the hourly rollup answers it). Each
+UTC day's groups are priced by ``report/build.py``'s own per-(service, GPU model) line
+(capacity rate × GPU-hours + kWh × PUE × $/kWh) and idle is handled by its own
+``share_idle`` under the configured idle policy, day by day. The month-to-date figure of
+each (namespace, service) is priced over the month's hours at once, so it is the figure
+the report of the month so far shows (under a share policy, spreading idle per day and
+per month differ slightly; the forecast uses the days, the budget the month).
+
+A GPU model the rate card cannot price adds nothing to a cost and its GPU-hours are kept
+beside it (``unpriced_gpu_hours``), as the report's totals do: never a silent zero.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+
+from gpuledger.chargeback.ledger.model import LedgerStore, UsageGroup
+from gpuledger.chargeback.report.build import line_kind, price_model_line, share_idle
+from gpuledger.chargeback.report.model import IdlePolicy, ModelLine, Month
+from gpuledger.chargeback.report.ratecard import RateCard
+
+Key = tuple[str, str]  # (namespace, service)
+GROUP_BY = ("namespace", "service", "gpu_model", "hour")
+
+
+@dataclass(slots=True)
+class CostSeries:
+    """Cost per (namespace, service) per complete UTC day, and month to date."""
+
+    today: date  # the first day not complete (its hours count in month to date only)
+    daily: dict[Key, dict[date, float]] = field(default_factory=dict)
+    month_to_date: dict[Key, float] = field(default_factory=dict)
+    unpriced_gpu_hours: dict[Key, float] = field(default_factory=dict)
+
+
+def _summed(rows: Iterable[UsageGroup]) -> dict[tuple[str, str, str], list[float]]:
+    out: dict[tuple[str, str, str], list[float]] = defaultdict(lambda: [0.0, 0.0, 0.0])
+    for r in rows:
+        s = out[(r.namespace or "", r.service or "", r.gpu_model or "")]
+        s[0] += r.allocated_gpu_seconds
+        s[1] += r.busy_gpu_seconds
+        s[2] += r.energy_joules
+    return out
+
+
+def price_groups(
+    card: RateCard, rows: Iterable[UsageGroup], policy: IdlePolicy
+) -> tuple[dict[Key, float], dict[Key, float]]:
+    """Cost and unpriced GPU-hours per (namespace, service) of ``rows`` taken as one
+    period: the report's model lines, idle shared by ``policy``."""
+    lines: dict[Key, list[ModelLine]] = defaultdict(list)
+    for (ns, svc, model), (alloc, busy, energy) in _summed(rows).items():
+        group = UsageGroup(alloc, busy, energy, alloc / 3600.0, gpu_model=model)
+        lines[(ns, svc)].append(price_model_line(card, group, line_kind(svc)))
+    cost: dict[Key, float] = {}
+    unpriced: dict[Key, float] = {}
+    for key, models in share_idle(lines, policy).items():
+        cost[key] = sum(m.total_cost_usd or 0.0 for m in models)
+        missing = sum(m.allocated_gpu_hours for m in models if m.total_cost_usd is None)
+        if missing:
+            unpriced[key] = missing
+    return cost, unpriced
+
+
+def history_start(now: datetime, history_days: int) -> datetime:
+    """The window's first hour: ``history_days`` whole days before today, or the
+    month's start if earlier (month to date always needs the whole month)."""
+    today = datetime(now.year, now.month, now.day, tzinfo=UTC)
+    return min(today - timedelta(days=history_days), Month.of(now).start)
+
+
+def read_series(
+    store: LedgerStore,
+    card: RateCard,
+    now: datetime,
+    *,
+    policy: IdlePolicy = "separate",
+    history_days: int = 56,
+) -> CostSeries:
+    """The series as of ``now`` (complete hours only), from one grouped read."""
+    now = now.astimezone(UTC)
+    end = now.replace(minute=0, second=0, microsecond=0)
+    rows = store.usage(history_start(now, history_days), end, GROUP_BY)
+    return series_of(rows, card, now, policy=policy)
+
+
+def series_of(
+    rows: Iterable[UsageGroup], card: RateCard, now: datetime, *, policy: IdlePolicy
+) -> CostSeries:
+    """:func:`read_series` on rows already read (grouped by :data:`GROUP_BY`)."""
+    now = now.astimezone(UTC)
+    month_start = Month.of(now).start.isoformat()[:10]
+    today = now.date()
+    by_day: dict[str, list[UsageGroup]] = defaultdict(list)
+    this_month: list[UsageGroup] = []
+    for r in rows:
+        day = (r.hour or "")[:10]
+        by_day[day].append(r)
+        if day >= month_start:
+            this_month.append(r)
+    out = CostSeries(today)
+    for day_text in sorted(by_day):
+        when = date.fromisoformat(day_text)
+        if when >= today:
+            continue
+        cost, _ = price_groups(card, by_day[day_text], policy)
+        for key, usd in cost.items():
+            out.daily.setdefault(key, {})[when] = usd
+    out.month_to_date, out.unpriced_gpu_hours = price_groups(card, this_month, policy)
+    return out
