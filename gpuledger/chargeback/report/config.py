@@ -11,8 +11,22 @@ from __future__ import annotations
 from datetime import UTC
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    field_serializer,
+    field_validator,
+    model_validator,
+)
 
+from gpuledger.chargeback.budgets.config import (
+    Budget,
+    BudgetError,
+    duplicates,
+    load_file,
+    parse_rows,
+)
 from gpuledger.chargeback.costcenters.config import CostCentersConfig
 from gpuledger.chargeback.findings.config import FindingsConfig
 from gpuledger.chargeback.report.model import HeadroomPolicy, IdlePolicy
@@ -66,6 +80,55 @@ class ReportConfig(BaseModel):
     token_weights: TokenWeightsConfig = TokenWeightsConfig()
     findings: FindingsConfig = FindingsConfig()  # thresholds of the findings (docs/findings.md)
     cost_centers: CostCentersConfig = CostCentersConfig()  # who pays (docs/cost-centers.md)
+    # monthly budgets (docs/budgets.md): inline rows and/or a file read at every refresh
+    budgets: tuple[Budget, ...] = ()
+    budgets_file: Path | None = None
+    forecast_history_days: int = Field(56, ge=14, le=366)  # the forecast's daily series
+
+    @field_validator("budgets", mode="before")
+    @classmethod
+    def _budget_rows(cls, v: object) -> tuple[Budget, ...]:
+        if isinstance(v, tuple) and all(isinstance(b, Budget) for b in v):
+            return v
+        try:
+            return parse_rows(v, "report.budgets")
+        except BudgetError as exc:
+            raise ValueError(str(exc)) from None
+
+    @field_serializer("budgets")
+    def _budget_rows_out(self, v: tuple[Budget, ...]) -> list[dict[str, object]]:
+        return [b.as_row() for b in v]  # dumped as written, so a dump validates again
+
+    @field_validator("budgets_file")
+    @classmethod
+    def _budgets_file(cls, v: Path | None) -> Path | None:
+        """A file that does not load is refused with the config, naming its bad rows."""
+        if v is not None:
+            try:
+                load_file(v)
+            except BudgetError as exc:
+                raise ValueError(f"budgets file {v}: {exc}") from None
+        return v
+
+    @model_validator(mode="after")
+    def _one_budget_per_scope(self) -> ReportConfig:
+        if self.budgets_file is not None:
+            twice = duplicates([*self.budgets, *load_file(self.budgets_file)])
+            if twice:
+                raise ValueError("; ".join(f"{row}: {msg}" for row, msg in twice))
+        return self
+
+    def budget_rows(self) -> tuple[Budget, ...]:
+        """Every budget: the inline rows, then the file's as it is now (read again at
+        each call, so an edited file applies at the next refresh). BudgetError when the
+        file went bad since the config was loaded."""
+        rows = self.budgets
+        if self.budgets_file is not None:
+            rows = (*rows, *load_file(self.budgets_file))
+            twice = duplicates(rows)
+            if twice:
+                raise BudgetError(twice)
+        return rows
 
     @field_validator("schedule")
     @classmethod
