@@ -18,36 +18,16 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
-from typing import Literal
+from datetime import datetime
 
-from gpuledger.chargeback.budgets.config import Budget, Scope, unknown_cost_centers
+from gpuledger.chargeback.budgets.config import Budget, unknown_cost_centers
+from gpuledger.chargeback.budgets.model import BudgetLine, Status
 from gpuledger.chargeback.costcenters.resolve import CostCenterMap
 from gpuledger.chargeback.forecast.month import scope_forecast
-from gpuledger.chargeback.forecast.series import CostSeries, Key, read_series
+from gpuledger.chargeback.forecast.series import CostSeries, Key, as_of, read_series
 from gpuledger.chargeback.ledger.model import LedgerStore
 from gpuledger.chargeback.report.model import IdlePolicy, Month
 from gpuledger.chargeback.report.ratecard import RateCard
-
-Status = Literal["over", "forecast-over", "ok", "no-forecast"]
-
-
-@dataclass(frozen=True, slots=True)
-class BudgetLine:
-    scope: Scope
-    name: str  # cost center, namespace, or namespace/service
-    namespace: str
-    service: str
-    budget_usd: float
-    month_to_date_usd: float
-    forecast_usd: float | None  # end of this month; None: no history to forecast from
-    next_month_forecast_usd: float | None
-    used_ratio: float  # month to date / budget
-    forecast_ratio: float | None
-    status: Status
-    method: str  # the forecast's: trend+weekday, run-rate, none
-    history_days: int
-    unpriced_gpu_hours: float  # month to date, not in the cost (no rate-card price)
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,7 +60,11 @@ def _status(budget: float, mtd: float, forecast: float | None) -> Status:
 
 
 def lines_of(
-    budgets: Sequence[Budget], series: CostSeries, centers: CostCenterMap, now: datetime
+    budgets: Sequence[Budget],
+    series: CostSeries,
+    centers: CostCenterMap,
+    now: datetime,
+    month: Month | None = None,
 ) -> list[BudgetLine]:
     """Every budget's line from a series already read."""
     keys = _keys(series)
@@ -93,7 +77,7 @@ def lines_of(
         covered = (
             by_center.get(b.name, []) if b.scope == "cost_center" else members(b, keys, centers)
         )
-        fc = scope_forecast(series.daily, series.month_to_date, covered, now)
+        fc = scope_forecast(series.daily, series.month_to_date, covered, now, month)
         mtd = fc.month_to_date_usd
         out.append(
             BudgetLine(
@@ -125,16 +109,17 @@ def budget_report(
     centers: CostCenterMap,
     now: datetime,
     *,
+    month: Month | None = None,
     policy: IdlePolicy = "separate",
     history_days: int = 56,
 ) -> BudgetReport:
     """Every budget as of ``now`` (complete hours), from one grouped ledger read. A
     cost center no rule, tenant or recorded label names is a warning here, not an
     error: its budget is shown with what it covers (nothing), and the warning says why."""
-    now = now.astimezone(UTC)
-    series = read_series(store, card, now, policy=policy, history_days=history_days)
+    end, month = as_of(now, month)
+    series = read_series(store, card, end, month=month, policy=policy, history_days=history_days)
     warnings = tuple(f"{row}: {msg}" for row, msg in unknown_cost_centers(budgets, centers.names()))
-    as_of = now.replace(minute=0, second=0, microsecond=0).isoformat().replace("+00:00", "Z")
+    stamp = end.isoformat().replace("+00:00", "Z")
     return BudgetReport(
-        Month.of(now).label, as_of, tuple(lines_of(budgets, series, centers, now)), warnings
+        month.label, stamp, tuple(lines_of(budgets, series, centers, end, month)), warnings
     )

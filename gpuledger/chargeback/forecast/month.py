@@ -11,9 +11,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, datetime, timedelta
 
 from gpuledger.chargeback.forecast.method import DailyModel, fit, total
+from gpuledger.chargeback.forecast.series import as_of
 from gpuledger.chargeback.report.model import Month
 
 Key = tuple[str, str]
@@ -42,17 +43,20 @@ def combined(daily: Mapping[Key, Mapping[date, float]], keys: Iterable[Key],
     return first, [total_by_day.get(first + timedelta(days=i), 0.0) for i in range(n)]
 
 
-def forecast_month(model: DailyModel | None, month_to_date: float, now: datetime) -> MonthForecast:
-    """End of ``now``'s month and all of next month from ``model``."""
-    now = now.astimezone(UTC)
+def forecast_month(
+    model: DailyModel | None, month_to_date: float, now: datetime, month: Month | None = None
+) -> MonthForecast:
+    """The end of ``month`` (default: ``now``'s) and all of the month after it from
+    ``model``; the complete hours before ``now`` are month to date."""
+    end, month = as_of(now, month)
     if model is None:
         return MonthForecast(month_to_date, None, None, "none", 0)
-    month = Month.of(now)
-    today = now.date()
-    hour = now.replace(minute=0, second=0, microsecond=0)
-    left_today = (24 - hour.hour) / 24  # the complete hours so far are in month to date
-    tomorrow = today + timedelta(days=1)
-    rest = model.predict(today) * left_today + total(model, tomorrow, month.end.date())
+    rest = 0.0
+    if end < month.end:
+        today = end.date()
+        left_today = (24 - end.hour) / 24  # the complete hours so far are in month to date
+        tomorrow = today + timedelta(days=1)
+        rest = model.predict(today) * left_today + total(model, tomorrow, month.end.date())
     nxt = month.next()
     return MonthForecast(
         month_to_date,
@@ -68,8 +72,10 @@ def scope_forecast(
     month_to_date: Mapping[Key, float],
     keys: Iterable[Key],
     now: datetime,
+    month: Month | None = None,
 ) -> MonthForecast:
     keys = list(keys)
-    first, values = combined(daily, keys, now.astimezone(UTC).date())
+    end, month = as_of(now, month)
+    first, values = combined(daily, keys, end.date())
     model = fit(first, values) if first is not None else None
-    return forecast_month(model, sum(month_to_date.get(k, 0.0) for k in keys), now)
+    return forecast_month(model, sum(month_to_date.get(k, 0.0) for k in keys), end, month)

@@ -68,11 +68,19 @@ def price_groups(
     return cost, unpriced
 
 
-def history_start(now: datetime, history_days: int) -> datetime:
-    """The window's first hour: ``history_days`` whole days before today, or the
-    month's start if earlier (month to date always needs the whole month)."""
-    today = datetime(now.year, now.month, now.day, tzinfo=UTC)
-    return min(today - timedelta(days=history_days), Month.of(now).start)
+def as_of(now: datetime, month: Month | None = None) -> tuple[datetime, Month]:
+    """The end of the complete hours at ``now`` (capped at ``month``'s end: a past
+    month is read whole) and the month the figures are for (default: ``now``'s)."""
+    hour = now.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
+    month = month or Month.of(hour)
+    return min(hour, month.end), month
+
+
+def history_start(end: datetime, month: Month, history_days: int) -> datetime:
+    """The window's first hour: ``history_days`` whole days before ``end``'s day, or
+    the month's start if earlier (month to date always needs the whole month)."""
+    day = datetime(end.year, end.month, end.day, tzinfo=UTC)
+    return min(day - timedelta(days=history_days), month.start)
 
 
 def read_series(
@@ -80,23 +88,29 @@ def read_series(
     card: RateCard,
     now: datetime,
     *,
+    month: Month | None = None,
     policy: IdlePolicy = "separate",
     history_days: int = 56,
 ) -> CostSeries:
-    """The series as of ``now`` (complete hours only), from one grouped read."""
-    now = now.astimezone(UTC)
-    end = now.replace(minute=0, second=0, microsecond=0)
-    rows = store.usage(history_start(now, history_days), end, GROUP_BY)
-    return series_of(rows, card, now, policy=policy)
+    """The series as of ``now`` (complete hours only) for ``month`` (default: now's),
+    from one grouped read."""
+    end, month = as_of(now, month)
+    rows = store.usage(history_start(end, month, history_days), end, GROUP_BY)
+    return series_of(rows, card, end, month=month, policy=policy)
 
 
 def series_of(
-    rows: Iterable[UsageGroup], card: RateCard, now: datetime, *, policy: IdlePolicy
+    rows: Iterable[UsageGroup],
+    card: RateCard,
+    now: datetime,
+    *,
+    month: Month | None = None,
+    policy: IdlePolicy,
 ) -> CostSeries:
     """:func:`read_series` on rows already read (grouped by :data:`GROUP_BY`)."""
-    now = now.astimezone(UTC)
-    month_start = Month.of(now).start.isoformat()[:10]
-    today = now.date()
+    end, month = as_of(now, month)
+    month_start = month.start.isoformat()[:10]
+    today = end.date()
     by_day: dict[str, list[UsageGroup]] = defaultdict(list)
     this_month: list[UsageGroup] = []
     for r in rows:

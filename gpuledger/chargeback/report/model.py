@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, Literal
 if TYPE_CHECKING:
     # at run time the findings engine imports this module (Month): importing the
     # findings package from here would close a cycle
+    from gpuledger.chargeback.budgets.model import BudgetLine  # the same: budgets read Month
     from gpuledger.chargeback.findings.model import Finding
 
 IdlePolicy = Literal["separate", "share-weighted", "share-even"]
@@ -336,6 +337,10 @@ class Report:
     # so an empty tuple then means "not looked for", never "nothing found"
     findings: tuple[Finding, ...] = ()
     findings_computed: bool = False
+    # budget vs actual (chargeback/budgets): one line per configured budget, as of the
+    # report's period end; budgets_configured False when no budget is configured
+    budgets: tuple[BudgetLine, ...] = ()
+    budgets_configured: bool = False
 
     @property
     def empty(self) -> bool:

@@ -15,6 +15,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
 
+from gpuledger.chargeback.budgets.section import with_budgets
 from gpuledger.chargeback.findings.model import Finding
 from gpuledger.chargeback.ledger.store.common import AuditableLedgerStore
 from gpuledger.chargeback.report.build import ReportOptions, build_report
@@ -97,6 +98,7 @@ def run_report(
         progress=progress,
     )
     report = with_findings(report, store, month, card, findings)
+    report = with_budgets(report, store, cfg, card, month, now=now)
 
     def written(path: Path) -> None:
         if progress is not None:

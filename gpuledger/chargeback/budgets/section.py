@@ -1,0 +1,49 @@
+"""The report's "Budgets" section: each configured budget against the month the report
+covers, as of the report's period end (a complete month: its whole cost, and the
+forecast equals it; a month under way: month to date and the end-of-month forecast).
+
+A budget problem never stops a report: a budgets file that went bad since the config was
+loaded, or an unknown cost center, becomes a note of the report (row-named), and the
+rest of the report is written as it would be without budgets.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import UTC, datetime
+
+from gpuledger.chargeback.budgets.config import BudgetError
+from gpuledger.chargeback.budgets.status import budget_report
+from gpuledger.chargeback.costcenters.resolve import CostCenterMap
+from gpuledger.chargeback.ledger.model import LedgerStore
+from gpuledger.chargeback.report.config import ReportConfig
+from gpuledger.chargeback.report.model import Month, Report
+from gpuledger.chargeback.report.ratecard import RateCard
+
+
+def with_budgets(
+    report: Report,
+    store: LedgerStore,
+    cfg: ReportConfig,
+    card: RateCard,
+    month: Month,
+    *,
+    now: datetime | None = None,
+    centers: CostCenterMap | None = None,
+) -> Report:
+    """``report`` with its Budgets section (unchanged when no budget is configured)."""
+    if not cfg.budgets and cfg.budgets_file is None:
+        return report
+    try:
+        rows = cfg.budget_rows()
+    except BudgetError as exc:
+        notes = tuple(f"BUDGETS NOT SHOWN: {row}: {msg}" for row, msg in exc.problems)
+        return replace(report, budgets_configured=True, notes=(*report.notes, *notes))
+    got = budget_report(
+        store, card, rows, centers or CostCenterMap(cfg.cost_centers), now or datetime.now(UTC),
+        month=month, policy=cfg.idle_policy, history_days=cfg.forecast_history_days,
+    )  # fmt: skip
+    notes = tuple(f"Budget warning: {w}" for w in got.warnings)
+    return replace(
+        report, budgets=got.lines, budgets_configured=True, notes=(*report.notes, *notes)
+    )
