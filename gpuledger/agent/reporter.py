@@ -22,6 +22,7 @@ from pathlib import Path
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.cron import CronTrigger
 
+from gpuledger.agent.budget_refresh import REFRESH_EVERY_S, BudgetRefresher, BudgetRefreshStatus
 from gpuledger.chargeback.findings.model import Finding
 from gpuledger.chargeback.ledger.model import StoreError
 from gpuledger.chargeback.ledger.store.common import AuditableLedgerStore
@@ -46,6 +47,8 @@ class ReporterStatus:
     # gpuledger_findings); findings_month None: no report with computed findings yet
     findings: tuple[Finding, ...] = ()
     findings_month: str | None = None
+    # the hourly budget refresh (agent/budget_refresh.py); None: no budget configured
+    budgets: BudgetRefreshStatus | None = None
 
 
 class Reporter:
@@ -79,6 +82,7 @@ class Reporter:
         self._last_error: str | None = None
         self._latest_findings: tuple[Finding, ...] = ()
         self._findings_month: str | None = None
+        self.budgets = BudgetRefresher(cfg, store, clock=clock, on_refresh=on_run)
 
     def status(self) -> ReporterStatus:
         return ReporterStatus(
@@ -89,6 +93,7 @@ class Reporter:
             self._last_error,
             self._latest_findings,
             self._findings_month,
+            self.budgets.status() if self.budgets.configured else None,
         )
 
     def restore_findings(self) -> str | None:
@@ -123,6 +128,14 @@ class Reporter:
             id="monthly-report",
             misfire_grace_time=6 * 3600,  # an agent restarted within hours still runs it
         )
+        if self.budgets.configured:  # every hour, the first at start
+            self._scheduler.add_job(
+                self.budgets.refresh,
+                "interval",
+                seconds=REFRESH_EVERY_S,
+                id="budget-refresh",
+                next_run_time=datetime.now(UTC),
+            )
         self._scheduler.start()
         if self.catch_up_due():
             threading.Thread(target=self.run, name="report-catch-up", daemon=True).start()
