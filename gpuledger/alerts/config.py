@@ -87,6 +87,12 @@ class AlertsConfig(_Section):
     # gone replace the report before anyone is told.
     zombie_findings_for: Duration = "24h"
 
+    # Budgets (the reporter's hourly refresh, docs/budgets.md): a forecast moves with
+    # each refresh, so it must stay over for three of them (one costly day does not warn);
+    # month to date only grows within a month, so its alert needs no wait beyond a scrape.
+    budget_forecast_for: Duration = "3h"
+    budget_exceeded_for: Duration = "5m"
+
     # Rule files.
     runbook_base_url: str = Field("docs/runbooks.md", min_length=1)  # anchor appended
     recording_interval: Duration = "1m"

@@ -10,12 +10,13 @@ from __future__ import annotations
 
 from datetime import UTC
 from pathlib import Path
+from typing import Annotated
 
 from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
-    field_serializer,
+    PlainSerializer,
     field_validator,
     model_validator,
 )
@@ -36,6 +37,9 @@ from gpuledger.chargeback.report.tenant_split import (
     TokenWeights,
 )
 from gpuledger.chargeback.report.writers.files import FORMATS, Format
+
+BudgetRows = Annotated[tuple[Budget, ...], PlainSerializer(lambda rows: [b.as_row() for b in rows])]
+"""Budgets, dumped as written (so a dumped config validates again)."""
 
 DEFAULT_SCHEDULE = "0 2 1 * *"
 """The 1st of the month at 02:00 UTC: last month's buckets are final by then."""
@@ -81,7 +85,7 @@ class ReportConfig(BaseModel):
     findings: FindingsConfig = FindingsConfig()  # thresholds of the findings (docs/findings.md)
     cost_centers: CostCentersConfig = CostCentersConfig()  # who pays (docs/cost-centers.md)
     # monthly budgets (docs/budgets.md): inline rows and/or a file read at every refresh
-    budgets: tuple[Budget, ...] = ()
+    budgets: BudgetRows = ()
     budgets_file: Path | None = None
     forecast_history_days: int = Field(56, ge=14, le=366)  # the forecast's daily series
 
@@ -94,10 +98,6 @@ class ReportConfig(BaseModel):
             return parse_rows(v, "report.budgets")
         except BudgetError as exc:
             raise ValueError(str(exc)) from None
-
-    @field_serializer("budgets")
-    def _budget_rows_out(self, v: tuple[Budget, ...]) -> list[dict[str, object]]:
-        return [b.as_row() for b in v]  # dumped as written, so a dump validates again
 
     @field_validator("budgets_file")
     @classmethod
