@@ -1,8 +1,12 @@
 """The ledger's daily cost series, priced exactly as the bill prices the month.
 
-One grouped read: allocated/busy GPU-seconds and energy per (namespace, service, GPU
-model, hour) over the history window (on PostgreSQL the hourly rollup answers it). Each
-UTC day's groups are priced by ``report/build.py``'s own per-(service, GPU model) line
+One grouped read per UTC day of the history window: allocated/busy GPU-seconds and
+energy per (namespace, service, GPU model) over the day (on PostgreSQL the hourly rollup
+answers it; the day still under way is read to its last complete hour). Per day and not
+per hour because the groups are what costs: 1,000 GPUs' 400 services over 27 days are
+~261 k hourly groups (7.6 s read, 2.4 s of Python at the bench) but ~11 k daily ones; the
+number of reads depends on the window, never on the number of budgets. Each UTC day's
+groups are priced by ``report/build.py``'s own per-(service, GPU model) line
 (capacity rate × GPU-hours + kWh × PUE × $/kWh) and idle is handled by its own
 ``share_idle`` under the configured idle policy, day by day. The month-to-date figure of
 each (namespace, service) is priced over the month's hours at once, so it is the figure
@@ -16,7 +20,7 @@ beside it (``unpriced_gpu_hours``), as the report's totals do: never a silent ze
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 
@@ -26,7 +30,7 @@ from gpuledger.chargeback.report.model import IdlePolicy, ModelLine, Month
 from gpuledger.chargeback.report.ratecard import RateCard
 
 Key = tuple[str, str]  # (namespace, service)
-GROUP_BY = ("namespace", "service", "gpu_model", "hour")
+GROUP_BY = ("namespace", "service", "gpu_model")
 
 
 @dataclass(slots=True)
@@ -93,38 +97,38 @@ def read_series(
     history_days: int = 56,
 ) -> CostSeries:
     """The series as of ``now`` (complete hours only) for ``month`` (default: now's),
-    from one grouped read."""
+    from one grouped read per day of the window."""
     end, month = as_of(now, month)
-    rows = store.usage(history_start(end, month, history_days), end, GROUP_BY)
-    return series_of(rows, card, end, month=month, policy=policy)
+    day = history_start(end, month, history_days)
+    by_day: dict[date, list[UsageGroup]] = {}
+    while day < end:
+        nxt = min(day + timedelta(days=1), end)
+        by_day[day.date()] = store.usage(day, nxt, GROUP_BY)
+        day = nxt
+    return series_of(by_day, card, end, month=month, policy=policy)
 
 
 def series_of(
-    rows: Iterable[UsageGroup],
+    by_day: Mapping[date, Sequence[UsageGroup]],
     card: RateCard,
     now: datetime,
     *,
     month: Month | None = None,
     policy: IdlePolicy,
 ) -> CostSeries:
-    """:func:`read_series` on rows already read (grouped by :data:`GROUP_BY`)."""
+    """:func:`read_series` on the days already read (each day's groups by
+    :data:`GROUP_BY`; the day of ``now`` holds its complete hours)."""
     end, month = as_of(now, month)
-    month_start = month.start.isoformat()[:10]
     today = end.date()
-    by_day: dict[str, list[UsageGroup]] = defaultdict(list)
-    this_month: list[UsageGroup] = []
-    for r in rows:
-        day = (r.hour or "")[:10]
-        by_day[day].append(r)
-        if day >= month_start:
-            this_month.append(r)
     out = CostSeries(today)
-    for day_text in sorted(by_day):
-        when = date.fromisoformat(day_text)
-        if when >= today:
+    this_month: list[UsageGroup] = []
+    for day in sorted(by_day):
+        if day >= month.start.date():
+            this_month.extend(by_day[day])
+        if day >= today:
             continue
-        cost, _ = price_groups(card, by_day[day_text], policy)
+        cost, _ = price_groups(card, by_day[day], policy)
         for key, usd in cost.items():
-            out.daily.setdefault(key, {})[when] = usd
+            out.daily.setdefault(key, {})[day] = usd
     out.month_to_date, out.unpriced_gpu_hours = price_groups(card, this_month, policy)
     return out

@@ -76,3 +76,32 @@ def test_budget_lines_on_both_backends(ledger_store: AuditableLedgerStore) -> No
     assert len(report.warnings) == 1
     assert "'ghost' is not known" in report.warnings[0]
     assert "test row 6" in report.warnings[0]
+
+
+class _Counting:
+    """The store, counting its ``usage()`` reads."""
+
+    def __init__(self, store: AuditableLedgerStore) -> None:
+        self.store = store
+        self.reads = 0
+
+    def usage(self, *args: object, **kwargs: object) -> object:
+        self.reads += 1
+        return self.store.usage(*args, **kwargs)  # type: ignore[arg-type]
+
+
+def test_reads_depend_on_the_window_not_on_the_budgets(
+    ledger_store: AuditableLedgerStore,
+) -> None:
+    fill(ledger_store)
+    many = parse_rows(
+        [{"namespace": f"ns-{i}", "monthly_usd": 1} for i in range(300)]
+        + [{"cost_center": "chat-team", "monthly_usd": 1}],
+        "test",
+    )
+    for budgets in (many[:1], many):
+        counting = _Counting(ledger_store)
+        budget_report(counting, load_rate_card(None), budgets, CENTERS, NOW, history_days=10)  # type: ignore[arg-type]
+        # the 1st of November (the month's start is before 10 days back) to the 20th
+        # 10:00: 19 whole days and the 20th's complete hours, one read each
+        assert counting.reads == 20
