@@ -152,7 +152,6 @@ def _model_line(card: RateCard, row: UsageGroup, kind: LineKind) -> ModelLine:
 price_model_line = _model_line
 """One (service, GPU model) priced as the bill prices it (the forecast's daily series
 reuses it: ``chargeback/forecast/series.py``)."""
-line_kind = _kind
 
 
 def _with_share(line: ModelLine, share: float) -> ModelLine:
