@@ -113,18 +113,18 @@ def main(argv: list[str] | None = None) -> list[Row]:
           f"{months[0]}), forecast from the first {', '.join(map(str, days))} days; "
           f"{bt.cases} (month, N, service) cases; {took:.0f} s")  # fmt: skip
     for n, mape in bt.by_days.items():
-        print(f"  from the first {n:2d} days: MAPE {mape:.2%}")
-    print(f"  all: MAPE {bt.mape:.2%} (trend + weekday levels) vs {bt.run_rate_mape:.2%} "
+        print(f"  from the first {n:2d} days: MAPE {mape:.3%}")
+    print(f"  all: MAPE {bt.mape:.3%} (trend + weekday levels) vs {bt.run_rate_mape:.3%} "
           "(naive run rate, same cases)")  # fmt: skip
     cmd = command("bench.bench_forecast", argv)
     ratio = f"{bt.mape / bt.run_rate_mape:.2f}x" if bt.run_rate_mape > 0 else None
     figure = row(
         "forecast backtest (simulated fleet)",
-        f"month-end MAPE {bt.mape:.2%}",
+        f"month-end MAPE {bt.mape:.3%}",
         bt.mape,
         target=f"≤ {TARGET_MAPE:.0%}",
         passed=bt.mape <= TARGET_MAPE,
-        peer=f"naive run rate {bt.run_rate_mape:.2%}",
+        peer=f"naive run rate {bt.run_rate_mape:.3%}",
         peer_value=bt.run_rate_mape,
         ratio=ratio,
         command=cmd,

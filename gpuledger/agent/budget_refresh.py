@@ -1,5 +1,5 @@
 """The reporter role's hourly budget refresh: every budget's month to date and forecast,
-read from the ledger (one grouped read, ``chargeback/budgets/status.py``) and kept for
+read from the ledger (one grouped read per day, ``chargeback/budgets/status.py``) and kept for
 ``/metrics`` (``gpuledger_budget_*``), which the alert rules compare.
 
 Why hourly: the ledger's buckets are hours, so a refresh more often would show the same

@@ -1,6 +1,6 @@
 """Each budget against the ledger: month to date, the end-of-month forecast, next
-month's, % used and a status, from one grouped read of the ledger whatever the number
-of budgets (``forecast/series.py``).
+month's, % used and a status, from one grouped read per day of the window whatever the
+number of budgets (``forecast/series.py``).
 
 A scope's services: a cost center's are the (namespace, service) pairs the
 :class:`~gpuledger.chargeback.costcenters.resolve.CostCenterMap` assigns to it (idle
@@ -113,9 +113,10 @@ def budget_report(
     policy: IdlePolicy = "separate",
     history_days: int = 56,
 ) -> BudgetReport:
-    """Every budget as of ``now`` (complete hours), from one grouped ledger read. A
-    cost center no rule, tenant or recorded label names is a warning here, not an
-    error: its budget is shown with what it covers (nothing), and the warning says why."""
+    """Every budget as of ``now`` (complete hours), from one grouped ledger read per day
+    of the window. A cost center no rule, tenant or recorded label names is a warning
+    here, not an error: its budget is shown with what it covers (nothing), and the
+    warning says why."""
     end, month = as_of(now, month)
     series = read_series(store, card, end, month=month, policy=policy, history_days=history_days)
     warnings = tuple(f"{row}: {msg}" for row, msg in unknown_cost_centers(budgets, centers.names()))
