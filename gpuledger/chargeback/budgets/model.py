@@ -30,3 +30,22 @@ class BudgetLine:
     method: str  # the forecast's: trend+weekday, run-rate, none
     history_days: int
     unpriced_gpu_hours: float  # month to date, not in the cost (no rate-card price)
+
+
+ForecastScope = Literal["cost_center", "service"]
+
+
+@dataclass(frozen=True, slots=True)
+class ForecastLine:
+    """The forecast of one service or cost center, budget or not (the report's
+    Forecasts table, ``report.forecasts: true``)."""
+
+    scope: ForecastScope
+    name: str  # cost center, or namespace/service
+    namespace: str
+    service: str
+    month_to_date_usd: float
+    forecast_usd: float | None  # end of the month; None: no complete day yet
+    next_month_forecast_usd: float | None
+    method: str
+    history_days: int

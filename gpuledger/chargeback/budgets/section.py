@@ -31,19 +31,29 @@ def with_budgets(
     now: datetime | None = None,
     centers: CostCenterMap | None = None,
 ) -> Report:
-    """``report`` with its Budgets section (unchanged when no budget is configured)."""
-    if not cfg.budgets and cfg.budgets_file is None:
+    """``report`` with its Budgets section and, with ``report.forecasts``, every cost
+    center's and service's forecast (unchanged when neither is configured)."""
+    configured = bool(cfg.budgets) or cfg.budgets_file is not None
+    if not configured and not cfg.forecasts:
         return report
+    notes: tuple[str, ...] = ()
     try:
         rows = cfg.budget_rows()
     except BudgetError as exc:
         notes = tuple(f"BUDGETS NOT SHOWN: {row}: {msg}" for row, msg in exc.problems)
-        return replace(report, budgets_configured=True, notes=(*report.notes, *notes))
+        rows = ()
+        if not cfg.forecasts:
+            return replace(report, budgets_configured=True, notes=(*report.notes, *notes))
     got = budget_report(
         store, card, rows, centers or CostCenterMap(cfg.cost_centers), now or datetime.now(UTC),
         month=month, policy=cfg.idle_policy, history_days=cfg.forecast_history_days,
+        forecasts=cfg.forecasts,
     )  # fmt: skip
-    notes = tuple(f"Budget warning: {w}" for w in got.warnings)
+    notes += tuple(f"Budget warning: {w}" for w in got.warnings)
     return replace(
-        report, budgets=got.lines, budgets_configured=True, notes=(*report.notes, *notes)
+        report,
+        budgets=got.lines,
+        budgets_configured=configured,
+        forecasts=got.forecasts,
+        notes=(*report.notes, *notes),
     )

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from gpuledger.chargeback.budgets.config import Budget, unknown_cost_centers
-from gpuledger.chargeback.budgets.model import BudgetLine, Status
+from gpuledger.chargeback.budgets.model import BudgetLine, ForecastLine, ForecastScope, Status
 from gpuledger.chargeback.costcenters.resolve import CostCenterMap
 from gpuledger.chargeback.forecast.month import scope_forecast
 from gpuledger.chargeback.forecast.series import CostSeries, Key, as_of, read_series
@@ -36,6 +36,7 @@ class BudgetReport:
     as_of: str  # ISO-8601 UTC, the last complete hour
     lines: tuple[BudgetLine, ...]
     warnings: tuple[str, ...] = ()  # unknown cost centers, row by row
+    forecasts: tuple[ForecastLine, ...] = ()  # every cost center, then every service
 
 
 def _keys(series: CostSeries) -> set[Key]:
@@ -102,6 +103,38 @@ def lines_of(
     return out
 
 
+def forecast_lines(
+    series: CostSeries, centers: CostCenterMap, now: datetime, month: Month | None = None
+) -> list[ForecastLine]:
+    """The forecast of every cost center (by name) and every (namespace, service) the
+    series holds (by name), from a series already read."""
+    keys = sorted(_keys(series))
+    by_center: dict[str, list[Key]] = {}
+    for k in keys:
+        by_center.setdefault(centers.of(*k), []).append(k)
+    scopes: list[tuple[ForecastScope, str, str, str, list[Key]]] = [
+        ("cost_center", name, "", "", members) for name, members in sorted(by_center.items())
+    ]
+    scopes += [("service", f"{ns}/{svc}", ns, svc, [(ns, svc)]) for ns, svc in keys]
+    out = []
+    for scope, name, ns, svc, members in scopes:
+        fc = scope_forecast(series.daily, series.month_to_date, members, now, month)
+        out.append(
+            ForecastLine(
+                scope,
+                name,
+                ns,
+                svc,
+                fc.month_to_date_usd,
+                fc.end_of_month_usd,
+                fc.next_month_usd,
+                fc.method,
+                fc.history_days,
+            )
+        )
+    return out
+
+
 def budget_report(
     store: LedgerStore,
     card: RateCard,
@@ -112,6 +145,7 @@ def budget_report(
     month: Month | None = None,
     policy: IdlePolicy = "separate",
     history_days: int = 56,
+    forecasts: bool = False,
 ) -> BudgetReport:
     """Every budget as of ``now`` (complete hours), from one grouped ledger read per day
     of the window. A cost center no rule, tenant or recorded label names is a warning
@@ -122,5 +156,9 @@ def budget_report(
     warnings = tuple(f"{row}: {msg}" for row, msg in unknown_cost_centers(budgets, centers.names()))
     stamp = end.isoformat().replace("+00:00", "Z")
     return BudgetReport(
-        month.label, stamp, tuple(lines_of(budgets, series, centers, end, month)), warnings
+        month.label,
+        stamp,
+        tuple(lines_of(budgets, series, centers, end, month)),
+        warnings,
+        tuple(forecast_lines(series, centers, end, month)) if forecasts else (),
     )

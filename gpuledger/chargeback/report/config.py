@@ -88,6 +88,9 @@ class ReportConfig(BaseModel):
     budgets: BudgetRows = ()
     budgets_file: Path | None = None
     forecast_history_days: int = Field(56, ge=14, le=366)  # the forecast's daily series
+    # every service's and cost center's forecast in the report (one ledger read per day
+    # of the history window more per report; docs/budgets.md)
+    forecasts: bool = False
 
     @field_validator("budgets", mode="before")
     @classmethod

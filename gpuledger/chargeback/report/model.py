@@ -17,7 +17,10 @@ from typing import TYPE_CHECKING, Any, Literal
 if TYPE_CHECKING:
     # at run time the findings engine imports this module (Month): importing the
     # findings package from here would close a cycle
-    from gpuledger.chargeback.budgets.model import BudgetLine  # the same: budgets read Month
+    from gpuledger.chargeback.budgets.model import (  # the same: budgets read Month
+        BudgetLine,
+        ForecastLine,
+    )
     from gpuledger.chargeback.findings.model import Finding
 
 IdlePolicy = Literal["separate", "share-weighted", "share-even"]
@@ -341,6 +344,8 @@ class Report:
     # report's period end; budgets_configured False when no budget is configured
     budgets: tuple[BudgetLine, ...] = ()
     budgets_configured: bool = False
+    # the forecast of every cost center and service (report.forecasts: true)
+    forecasts: tuple[ForecastLine, ...] = ()
 
     @property
     def empty(self) -> bool:

@@ -114,3 +114,35 @@ def test_a_budgets_file_gone_bad_is_a_note(
         n.startswith("BUDGETS NOT SHOWN: budgets.yaml row 1 (namespace 'lab'): monthly_usd -5")
         for n in report.notes
     )
+
+
+def test_forecasts_of_every_cost_center_and_service(
+    ledger_store: AuditableLedgerStore, tmp_path: Path
+) -> None:
+    fill(ledger_store)
+    cfg = ReportConfig(formats=("json", "html"), cost_centers=CENTERS, forecasts=True)
+    report, _ = run_report(ledger_store, cfg, Month(2026, 11), tmp_path / "out", now=NOW)
+    assert not report.budgets_configured  # forecasts need no budget
+    got = {(f.scope, f.name): f for f in report.forecasts}
+    assert list(got) == [
+        ("cost_center", HOSTILE),  # lab/train, sorted byte-wise: '<' before '_' and 'c'
+        ("cost_center", "__unassigned__"),  # the idle line
+        ("cost_center", "chat-team"),
+        ("service", "/__idle__"),
+        ("service", "lab/train"),
+        ("service", "prod/chat"),
+    ]
+    for key in (("cost_center", "chat-team"), ("service", "prod/chat")):
+        assert got[key].month_to_date_usd == pytest.approx(MTD_HOURS * CHAT_H)
+        assert got[key].forecast_usd == pytest.approx(720 * CHAT_H)
+        assert got[key].next_month_forecast_usd == pytest.approx(744 * CHAT_H)
+    assert got[("service", "lab/train")].forecast_usd == 0.0  # unpriced: no cost
+    page = (tmp_path / "out" / "2026-11" / "chargeback-2026-11.html").read_text()
+    assert 'id="budgets-section"' not in page
+    row = parse(page).root.find("tr", **{"data-name": "prod/chat", "data-scope": "service"})
+    cell = {td.attrs["data-col"]: td.text() for td in row.find_all("td")}
+    assert number(cell["forecast_usd"]) == pytest.approx(720 * CHAT_H, abs=0.005)
+    assert number(cell["next_month_forecast_usd"]) == pytest.approx(744 * CHAT_H, abs=0.005)
+    assert HOSTILE not in page
+    doc = json.loads((tmp_path / "out" / "2026-11" / "chargeback-2026-11.json").read_text())
+    assert len(doc["forecasts"]) == 6
