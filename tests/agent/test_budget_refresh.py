@@ -167,3 +167,20 @@ def test_the_clock_is_the_reporters(store: SqliteLedgerStore, tmp_path: Path) ->
     assert reporter.budgets.refresh()
     line = next(b for b in reporter.budgets.status().lines if b.name == "chat-team")
     assert line.month_to_date_usd == pytest.approx((MTD_HOURS + 1) * CHAT_H)
+
+
+def test_a_hostile_cost_center_name_is_exposed_exactly(
+    store: SqliteLedgerStore, tmp_path: Path
+) -> None:
+    # control characters are refused with the row (tests/chargeback/budgets/test_config);
+    # quotes, backslashes and braces are legal in a name and must survive the exposition
+    hostile = 'a"b\\c} x{y="z"'
+    cfg = ReportConfig.model_validate(
+        {"formats": ["json"], "budgets": [{"cost_center": hostile, "monthly_usd": 7}]}
+    )
+    reporter = Reporter(cfg, store, tmp_path, clock=lambda: NOW)
+    assert reporter.budgets.refresh()
+    got = _exposed(reporter)[schema.BUDGET.name]
+    assert got == {
+        (("name", hostile), ("namespace", ""), ("scope", "cost_center"), ("service", "")): 7.0
+    }
