@@ -89,11 +89,11 @@ def test_migrate_takes_the_previous_ledger_to_the_current_version(tmp_path: Path
     assert new_usage[3] == old_usage[3].replace(stamp, stamp + ', "peak_memory_bytes" REAL')
     assert set(before) - {old_usage} <= set(after) - {new_usage}
     added = sorted(name for _, name, _, _ in set(after) - set(before) - {new_usage})
-    added_tables = ["ledger_engine_time", "ledger_tenant_tokens"]
+    added_tables = ["ledger_cost_centers", "ledger_engine_time", "ledger_tenant_tokens"]
     assert added == added_tables  # WITHOUT ROWID: their key is the table
     assert _schema(path) == after
     rows_after = _tables(path)
-    assert [rows_after.pop(t) for t in added_tables] == [[], []]
+    assert [rows_after.pop(t) for t in added_tables] == [[], [], []]
     # every old row is kept, with NULL (not measured) as its peak
     rows_before[USAGE.store] = sorted(([*r, None] for r in rows_before[USAGE.store]), key=repr)
     assert rows_after == {k: v for k, v in rows_before.items() if k not in added_tables}
@@ -183,5 +183,6 @@ def test_previous_spool_flushes_identically(tmp_path: Path) -> None:
     tables = _tables(tmp_path / "fresh.db")
     assert tables.pop("ledger_tenant_tokens") == []  # added since; the old spool has none
     assert tables.pop("ledger_engine_time") == []
+    assert tables.pop("ledger_cost_centers") == []
     assert [row.pop() for row in tables[USAGE.store]] == [None] * len(tables[USAGE.store])
     assert json.loads(json.dumps(tables)) == expected["tables"]
