@@ -120,7 +120,10 @@ def test_report_of_the_previous_ledger_is_unchanged(tmp_path: Path) -> None:
     # report schema 3 (issue 16) adds a flag per figure and the coverage of each service's
     # hours, and counterfactual_flagged now follows those flags (compared below)
     # report schema 4 (issue 17) adds the findings, none here: no findings engine ran
-    assert (got.pop("schema_version"), want.pop("schema_version")) == (4, 1)
+    # report schema 5 (issue 18) adds each line's cost center and the subtotals; a report
+    # built without a cost-center map (this one) has every line __unassigned__, none listed
+    assert (got.pop("schema_version"), want.pop("schema_version")) == (5, 1)
+    assert got.pop("cost_centers") == []
     assert got.pop("headroom_policy") == "spread"
     assert (got.pop("findings"), got.pop("findings_computed")) == ([], False)
     # issue 17 added the gpu_classes section (memory, relative throughput) to the default
@@ -131,6 +134,7 @@ def test_report_of_the_previous_ledger_is_unchanged(tmp_path: Path) -> None:
     flagged: dict[str, bool] = {}
     for line in got["lines"]:
         assert line.pop("tenants") == []
+        assert line.pop("cost_center") == "__unassigned__"
         for key in ISSUE_16_KEYS:
             line.pop(key)
         flagged[line["service"]] = line.pop("counterfactual_flagged")

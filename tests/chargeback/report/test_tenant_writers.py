@@ -198,4 +198,5 @@ def test_json_carries_tenant_lines_with_nulls(report: Report) -> None:
         "output_cost_usd", "cost_per_1m_input_usd", "cost_per_1m_output_usd", "api_provider",
         "api_usd_per_1m_input", "api_usd_per_1m_output", "token_api_usd", "token_api_basis",
         "savings_vs_token_api_usd", "weights", "fixed_ratio_share", "models",
+        "cost_center",  # report schema 5 (issue 18)
     }  # fmt: skip

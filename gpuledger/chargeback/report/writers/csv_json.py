@@ -33,6 +33,8 @@ LINE_COLUMNS = (
     # report schema 3 (issue 16): a flag per figure, appended so positions stay
     "token_api_flag", "token_api_flag_reason", "latency_flag", "latency_flag_reason",
     "rental_flag", "rental_flag_reason", "rental_coverage_ratio",
+    # report schema 5 (issue 18): who pays, appended so positions stay
+    "cost_center",
 )  # fmt: skip
 COVERAGE_COLUMNS = (
     "month", "node", "gpus", "observed_gpu_hours", "expected_gpu_hours", "coverage_ratio",
@@ -49,6 +51,7 @@ TENANT_COLUMNS = (
     "api_provider", "api_usd_per_1m_input", "api_usd_per_1m_output",
     "token_api_usd", "token_api_basis", "savings_vs_token_api_usd",
     "weights", "fixed_ratio_share", "headroom_policy", "idle_policy", "rate_card_version",
+    "cost_center",  # issue 18: the tenant's own (tenants: map), else its service's
 )  # fmt: skip
 """``chargeback-YYYY-MM-tenants.csv``: one row per (namespace, service, tenant). A
 service's rows add up to its row of the main CSV; services without tenant lines have
@@ -87,7 +90,7 @@ def _line_row(report: Report, line: ServiceLine) -> list[object]:
         line.validation, line.counterfactual_flagged, report.idle_policy, report.rate_card.version,
         line.token_api_flag, line.token_api_flag_reason, line.latency_flag,
         line.latency_flag_reason, line.rental_flag, line.rental_flag_reason,
-        line.rental_coverage_ratio,
+        line.rental_coverage_ratio, line.cost_center,
     ]  # fmt: skip
 
 
@@ -156,7 +159,7 @@ def _tenant_row(report: Report, line: ServiceLine, t: TenantLine) -> list[object
         t.api_provider, t.api_usd_per_1m_input, t.api_usd_per_1m_output,
         t.token_api_usd, t.token_api_basis, t.savings_vs_token_api_usd,
         t.weights, t.fixed_ratio_share, report.headroom_policy, report.idle_policy,
-        report.rate_card.version,
+        report.rate_card.version, t.cost_center,
     ]  # fmt: skip
 
 
