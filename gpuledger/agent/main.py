@@ -226,6 +226,7 @@ class Agent:
             reports_dir=cfg.reports_dir() if self.reporter is not None else None,
             max_request_bytes=cfg.http.max_request_bytes,
             attribution=self._attribution if self.resolver is not None else None,
+            cost_centers=cfg.report.cost_centers,
         )
 
     def _build_node(self, cfg: AgentConfig) -> None:
