@@ -352,7 +352,7 @@ class PostgresLedgerStore(GroupedReads):
         self, start: datetime, end: datetime, *, node: str | None = None
     ) -> dict[tuple[str, str], str]:
         where, params = self._range(start, end, node)
-        return as_mapping(self._query("cost-center query", postgres_latest(where), params))
+        return as_mapping(self._query("cost-center query", postgres_latest(where), params * 2))
 
     def _query(
         self,

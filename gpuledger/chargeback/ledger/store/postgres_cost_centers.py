@@ -12,9 +12,10 @@ I = sql.Identifier  # noqa: E741 - psycopg's identifier, as in postgres_sql
 
 
 def postgres_latest(where: sql.Composable) -> sql.Composed:
-    """The read on PostgreSQL, ``where`` selecting the range (and node)."""
+    """The read on PostgreSQL, ``where`` selecting the range (and node); its parameters
+    are passed twice."""
     return sql.SQL(LATEST_TEMPLATE).format(
-        ns=I(NS), svc=I(SVC), cc=I(CC), hour=I(HOUR), rn=I("rn"),
+        ns=I(NS), svc=I(SVC), cc=I(CC), hour=I(HOUR), h=I("h"), c=I("c"),
         t=I(COST_CENTERS.store), where=where, latest=I("latest"),
     )  # fmt: skip
 

@@ -279,7 +279,8 @@ class SqliteLedgerStore(GroupedReads):
     ) -> dict[tuple[str, str], str]:
         params: list[object] = [unix_seconds(start, "start"), unix_seconds(end, "end")]
         params += [node] if node is not None else []
-        return as_mapping(self._query("cost-center query", sqlite_latest(node is not None), params))
+        query = sqlite_latest(node is not None)
+        return as_mapping(self._query("cost-center query", query, params * 2))
 
     def _query(self, what: str, sql: str, params: Sequence[object]) -> list[Mapping[str, object]]:
         with self._lock:
