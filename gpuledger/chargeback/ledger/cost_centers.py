@@ -14,6 +14,7 @@ them.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterable
 
 from gpuledger.chargeback.attribution.claims import IDLE, UNATTRIBUTED, Owner
@@ -25,6 +26,7 @@ CostCenterLookup = Callable[[Owner], tuple[str, str] | None]
 """An owner → (cost center, source) or None: what the agent saw for its pod."""
 
 _RESERVED = (IDLE, UNATTRIBUTED)
+log = logging.getLogger(__name__)
 
 
 class CostCenterRecorder:
@@ -35,6 +37,7 @@ class CostCenterRecorder:
         self.node = node
         self._lookup = lookup
         self._seen: dict[tuple[int, str, str], tuple[str, str]] = {}
+        self._failing = False  # one log line per change of state, not per cycle
 
     def observe(self, wall: float, allocations: Iterable[GpuAllocation]) -> list[CostCenterRow]:
         hour = hour_start(wall)
@@ -44,7 +47,7 @@ class CostCenterRecorder:
                 owner = share.owner
                 if owner.service in _RESERVED or share.share <= 0:
                     continue
-                found = self._lookup(owner)
+                found = self._found(owner)
                 if found is None:
                     continue
                 key = (hour, owner.namespace, owner.service)
@@ -55,6 +58,21 @@ class CostCenterRecorder:
                     hour, self.node, owner.namespace, owner.service, found[0], found[1]
                 )
         return list(changed.values())
+
+    def _found(self, owner: Owner) -> tuple[str, str] | None:
+        """The lookup's answer; a lookup that raises (a bug) records nothing for the owner
+        and never stops the ledger: its GPU-seconds are already in the spool."""
+        try:
+            found = self._lookup(owner)
+        except Exception as exc:
+            if not self._failing:
+                log.warning("cost-center lookup failed, not recorded: %s", exc)
+            self._failing = True
+            return None
+        if self._failing:
+            log.info("cost-center lookup recovered")
+        self._failing = False
+        return found
 
     def restore(self, rows: Iterable[CostCenterRow]) -> None:
         """What the spool holds (after a restart): nothing is written again for it."""

@@ -5,8 +5,11 @@ written, on SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
+import logging
 from datetime import UTC, datetime
 from pathlib import Path
+
+import pytest
 
 from gpuledger.chargeback.attribution.claims import IDLE_OWNER, UNATTRIBUTED_OWNER, Claim, Owner
 from gpuledger.chargeback.attribution.shares import GpuAllocation, OwnerShare
@@ -94,6 +97,26 @@ def test_the_recorder_writes_a_change_only() -> None:
     again = CostCenterRecorder("n1", lambda o: seen.get(o))
     again.restore([CostCenterRow(H + HOUR, "n1", "ml", "train", "team-b", "namespace_label")])
     assert again.observe(H + HOUR + 5, [_alloc(*shares)]) == []
+
+
+def test_a_failing_lookup_records_nothing_and_goes_on(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="gpuledger.chargeback.ledger.cost_centers")
+    calls = {"n": 0}
+
+    def lookup(owner: Owner) -> tuple[str, str] | None:
+        calls["n"] += 1
+        if calls["n"] <= 2:
+            raise RuntimeError("bug")
+        return ("team-a", "pod_label")
+
+    recorder = CostCenterRecorder("n1", lookup)
+    shares = (OwnerShare(TRAIN, 1.0, 1.0),)
+    assert recorder.observe(H + 1, [_alloc(*shares)]) == []
+    assert recorder.observe(H + 2, [_alloc(*shares)]) == []
+    assert recorder.observe(H + 3, [_alloc(*shares)]) == [_cc(H, "n1", "train", "team-a")]
+    failed = [r for r in caplog.records if "lookup failed" in r.getMessage()]
+    assert len(failed) == 1  # once per change of state
+    assert any("recovered" in r.getMessage() for r in caplog.records)
 
 
 def test_the_agent_path_records_through_spool_and_flush(
