@@ -285,6 +285,7 @@ _REPORT_FORMATS = {
     "coverage": "{m}-coverage.csv",
     "tenants": "{m}-tenants.csv",
     "findings": "{m}-findings.csv",
+    "cost-centers": "{m}-cost-centers.csv",
 }
 
 

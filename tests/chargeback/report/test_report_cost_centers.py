@@ -125,6 +125,17 @@ def test_grouping_against_hand_computed_figures(
         "chat": "ml-platform", "embed": "finance-override", "train": "research",
         "__unattributed__": UNASSIGNED, "__idle__": UNASSIGNED, "TOTAL": "",
     }  # fmt: skip
+    subtotals = list(
+        csv.DictReader(io.StringIO((out / "chargeback-2026-10-cost-centers.csv").read_text()))
+    )
+    assert [r["cost_center"] for r in subtotals] == [c.cost_center for c in centers] + ["TOTAL"]
+    assert float(subtotals[0]["total_cost_usd"]) == pytest.approx(CHAT_COST, abs=1e-6)
+    assert subtotals[2]["unpriced_gpu_hours"] == f"{H:.6f}"
+    assert subtotals[3]["lines"] == "__unattributed__;__idle__"
+    assert sum(float(r["total_cost_usd"]) for r in subtotals[:-1]) == pytest.approx(
+        float(subtotals[-1]["total_cost_usd"]), abs=1e-5
+    )
+    assert float(subtotals[-1]["total_cost_usd"]) == pytest.approx(total, abs=1e-6)
     doc = json.loads((out / "chargeback-2026-10.json").read_text())
     assert doc["schema_version"] == 5
     assert [c["cost_center"] for c in doc["cost_centers"]] == [c.cost_center for c in centers]
