@@ -2,7 +2,7 @@
 bar counts and the summary printed once the files are written. ``gpuledger report`` and
 ``gpuledger demo`` both use it, so a month reads the same whichever command made it.
 ``gpuledger report --by tenant`` prints the tenants of every shared service instead of
-the fleet's totals."""
+the fleet's totals, ``--by cost-center`` the subtotal of each cost center (who pays)."""
 
 from __future__ import annotations
 
@@ -19,8 +19,8 @@ from gpuledger.chargeback.report.build import BUILD_STEPS
 from gpuledger.chargeback.report.config import ReportConfig
 from gpuledger.chargeback.report.model import Report, TenantKind, TenantLine
 
-SummaryBy = Literal["service", "tenant"]
-SUMMARY_BY: tuple[SummaryBy, ...] = ("service", "tenant")
+SummaryBy = Literal["service", "tenant", "cost-center"]
+SUMMARY_BY: tuple[SummaryBy, ...] = ("service", "tenant", "cost-center")
 
 
 def progress_steps(cfg: ReportConfig) -> int:
@@ -141,6 +141,39 @@ def _tenant_table(result: Report) -> Table | None:
     return table
 
 
+def _cost_center_table(result: Report) -> Table | None:
+    """A row per cost center (costliest first, ``__unassigned__`` last) and the total they
+    add up to; an unpriced part's GPU-hours are said beside its cost."""
+    if not result.cost_centers:
+        return None
+    table = Table(show_header=True, title="by cost center, costliest first")
+    table.add_column("cost center", no_wrap=True)
+    table.add_column("lines", justify="right")
+    for col in ("GPU-hours", "busy", "energy kWh", "cost", "share"):
+        table.add_column(col, justify="right")
+    for c in result.cost_centers:
+        cost = _money(c.total_cost_usd)
+        if c.unpriced_gpu_hours:
+            cost += f" + {c.unpriced_gpu_hours:,.1f} GPU-h unpriced"
+        share = "n/a" if c.share_ratio is None else f"{c.share_ratio:.1%}"
+        table.add_row(
+            Text(c.cost_center),  # names come from labels: never read as markup
+            str(len(c.lines)),
+            f"{c.allocated_gpu_hours:,.1f}",
+            f"{c.busy_gpu_hours:,.1f}",
+            f"{c.energy_kwh:,.1f}",
+            cost,
+            share,
+        )
+    t = result.totals
+    table.add_row(
+        "TOTAL", str(sum(len(c.lines) for c in result.cost_centers)),
+        f"{t.allocated_gpu_hours:,.1f}", f"{t.busy_gpu_hours:,.1f}", f"{t.energy_kwh:,.1f}",
+        _money(t.total_cost_usd), "100.0%" if t.total_cost_usd else "n/a",
+    )  # fmt: skip
+    return table
+
+
 def flag_summary(report: Report) -> str:
     """How many service lines say what about each figure (``docs/chargeback.md``, flags),
     e.g. ``flags: token API 3 validated, 2 unvalidated, 9 not applicable; ...``."""
@@ -163,7 +196,8 @@ def flag_summary(report: Report) -> str:
 
 def print_summary(result: Report, by: SummaryBy = "service") -> None:
     """The month's headline figures on stderr (stdout carries only the paths written):
-    the fleet's totals, or with ``by="tenant"`` the tenants of its shared services."""
+    the fleet's totals, with ``by="tenant"`` the tenants of its shared services, with
+    ``by="cost-center"`` the subtotal of each cost center."""
     if by not in SUMMARY_BY:
         raise ValueError(f"summary by {by!r}: use one of {', '.join(SUMMARY_BY)}")
     t = result.totals
@@ -181,6 +215,10 @@ def print_summary(result: Report, by: SummaryBy = "service") -> None:
             out.print(tenants)
         for note in result.notes:
             out.print(f"  - {note}")
+        return
+    if by == "cost-center":
+        centers = _cost_center_table(result)
+        out.print(centers if centers is not None else "no cost centers assigned to this report")
         return
     table = Table(show_header=True)
     for col in ("GPU-hours", "busy", "internal cost", "hyperscaler", "specialist", "token API"):

@@ -19,6 +19,7 @@ from gpuledger.chargeback.findings.model import Finding
 from gpuledger.chargeback.ledger.store.common import AuditableLedgerStore
 from gpuledger.chargeback.report.build import ReportOptions, build_report
 from gpuledger.chargeback.report.config import ReportConfig
+from gpuledger.chargeback.report.cost_centers import assign, cost_center_map
 from gpuledger.chargeback.report.model import Month, Report
 from gpuledger.chargeback.report.ratecard import RateCard, load_rate_card
 from gpuledger.chargeback.report.writers.files import all_file_names, write_report
@@ -84,7 +85,8 @@ def run_report(
     """Build ``month``'s report and write every configured format under ``out_dir``.
 
     ``findings`` (usually :func:`findings_provider`) fills the report's Findings section;
-    without one the section says findings were not computed.
+    without one the section says findings were not computed. Every line gets its cost
+    center (``report.cost_centers`` over what the agents recorded), with subtotals.
     Raises NoLedgerData, RateCardError or StoreError before anything is written."""
     card = card or load_rate_card(cfg.rate_card)
     report = build_report(
@@ -97,6 +99,7 @@ def run_report(
         progress=progress,
     )
     report = with_findings(report, store, month, card, findings)
+    report = assign(report, cost_center_map(store, cfg.cost_centers, month.start, month.end))
 
     def written(path: Path) -> None:
         if progress is not None:

@@ -89,11 +89,11 @@ def test_migrate_takes_the_previous_ledger_to_the_current_version(tmp_path: Path
     assert new_usage[3] == old_usage[3].replace(stamp, stamp + ', "peak_memory_bytes" REAL')
     assert set(before) - {old_usage} <= set(after) - {new_usage}
     added = sorted(name for _, name, _, _ in set(after) - set(before) - {new_usage})
-    added_tables = ["ledger_engine_time", "ledger_tenant_tokens"]
+    added_tables = ["ledger_cost_centers", "ledger_engine_time", "ledger_tenant_tokens"]
     assert added == added_tables  # WITHOUT ROWID: their key is the table
     assert _schema(path) == after
     rows_after = _tables(path)
-    assert [rows_after.pop(t) for t in added_tables] == [[], []]
+    assert [rows_after.pop(t) for t in added_tables] == [[], [], []]
     # every old row is kept, with NULL (not measured) as its peak
     rows_before[USAGE.store] = sorted(([*r, None] for r in rows_before[USAGE.store]), key=repr)
     assert rows_after == {k: v for k, v in rows_before.items() if k not in added_tables}
@@ -120,7 +120,10 @@ def test_report_of_the_previous_ledger_is_unchanged(tmp_path: Path) -> None:
     # report schema 3 (issue 16) adds a flag per figure and the coverage of each service's
     # hours, and counterfactual_flagged now follows those flags (compared below)
     # report schema 4 (issue 17) adds the findings, none here: no findings engine ran
-    assert (got.pop("schema_version"), want.pop("schema_version")) == (4, 1)
+    # report schema 5 (issue 18) adds each line's cost center and the subtotals; a report
+    # built without a cost-center map (this one) has every line __unassigned__, none listed
+    assert (got.pop("schema_version"), want.pop("schema_version")) == (5, 1)
+    assert got.pop("cost_centers") == []
     assert got.pop("headroom_policy") == "spread"
     assert (got.pop("findings"), got.pop("findings_computed")) == ([], False)
     # issue 17 added the gpu_classes section (memory, relative throughput) to the default
@@ -131,6 +134,7 @@ def test_report_of_the_previous_ledger_is_unchanged(tmp_path: Path) -> None:
     flagged: dict[str, bool] = {}
     for line in got["lines"]:
         assert line.pop("tenants") == []
+        assert line.pop("cost_center") == "__unassigned__"
         for key in ISSUE_16_KEYS:
             line.pop(key)
         flagged[line["service"]] = line.pop("counterfactual_flagged")
@@ -183,5 +187,6 @@ def test_previous_spool_flushes_identically(tmp_path: Path) -> None:
     tables = _tables(tmp_path / "fresh.db")
     assert tables.pop("ledger_tenant_tokens") == []  # added since; the old spool has none
     assert tables.pop("ledger_engine_time") == []
+    assert tables.pop("ledger_cost_centers") == []
     assert [row.pop() for row in tables[USAGE.store]] == [None] * len(tables[USAGE.store])
     assert json.loads(json.dumps(tables)) == expected["tables"]

@@ -17,6 +17,7 @@ from gpuledger.chargeback.ledger.sqlite_sql import q
 from gpuledger.chargeback.ledger.store import sqlite as store_sqlite
 from gpuledger.chargeback.ledger.store import sqlite_ddl
 from gpuledger.chargeback.ledger.tables import (
+    COST_CENTERS,
     COVERAGE,
     ENGINE_TIME,
     PROBES,
@@ -26,6 +27,7 @@ from gpuledger.chargeback.ledger.tables import (
     TENANT_TOKENS,
     TOKENS,
     USAGE,
+    CostCenterRow,
     CoverageRow,
     EngineTimeRow,
     ProbeRecord,
@@ -66,6 +68,7 @@ SAMPLES: list[tuple[Any, Any]] = [
     (STORAGE, StorageSample(60.5, "n1", "db", "public", "t", 1024)),
     (TENANT_TOKENS, TenantTokenRow(3600, "n1", "ns", "svc", "m", "team-a", 3, 100, 40.0, 7)),
     (ENGINE_TIME, EngineTimeRow(3600, "n1", "ns", "svc", "m", 1.5, 12.25, 3, 3, 300, 128)),
+    (COST_CENTERS, CostCenterRow(3600, "n1", "ns", "svc", "ml-platform", "pod_label")),
 ]
 
 
@@ -163,8 +166,8 @@ def test_a_fresh_spool_has_the_previous_releases_schema(tmp_path: Path) -> None:
     query = "SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY 1"
     with sqlite3.connect(old) as a, sqlite3.connect(tmp_path / "new.db") as b:
         names = [r[0] for r in a.execute(query)]
-        added = ["spool_engine_baselines", "spool_engine_time", "spool_tenant_baselines",
-                 "spool_tenant_seen", "spool_tenant_tokens"]  # fmt: skip
+        added = ["spool_cost_centers", "spool_engine_baselines", "spool_engine_time",
+                 "spool_tenant_baselines", "spool_tenant_seen", "spool_tenant_tokens"]  # fmt: skip
         assert [r[0] for r in b.execute(query)] == sorted([*names, *added])
         assert {t.spool for t in TABLES} <= {*names, *added}
         was, now = _sqlite_schema(a, names), _sqlite_schema(b, names)

@@ -229,3 +229,22 @@ MIGRATIONS += (
         ),
     ),
 )
+MIGRATIONS += (
+    (
+        10,
+        (
+            # Cost centers (issue 18): per (hour, node, owner) the cost center the agent
+            # saw on the workload or its namespace, and where it read it.
+            f"""CREATE TABLE {q("ledger_cost_centers")} (
+                {q("hour_start")} INTEGER NOT NULL,
+                {q("node")} TEXT NOT NULL,
+                {q("namespace")} TEXT NOT NULL,
+                {q("service")} TEXT NOT NULL,
+                {q("cost_center")} TEXT NOT NULL,
+                {q("source")} TEXT NOT NULL,
+                {q("updated_at")} INTEGER NOT NULL,
+                PRIMARY KEY ({_cols(("hour_start", "node", "namespace", "service"))})
+            ) WITHOUT ROWID""",
+        ),
+    ),
+)
