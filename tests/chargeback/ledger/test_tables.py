@@ -16,6 +16,7 @@ from gpuledger.chargeback.ledger.spool import Spool
 from gpuledger.chargeback.ledger.sqlite_sql import q
 from gpuledger.chargeback.ledger.store import sqlite as store_sqlite
 from gpuledger.chargeback.ledger.store import sqlite_ddl
+from gpuledger.chargeback.ledger.store.deliveries_sql import DELIVERIES
 from gpuledger.chargeback.ledger.tables import (
     COVERAGE,
     ENGINE_TIME,
@@ -147,7 +148,10 @@ def test_sqlite_migrations_build_the_declared_schema(tmp_path: Path) -> None:
     ):
         assert _sqlite_schema(a, names) == _sqlite_schema(b, names)
         tables = "SELECT name FROM sqlite_master WHERE type = 'table' AND name <> ? ORDER BY 1"
-        assert [r[0] for r in a.execute(tables, ("schema_migrations",))] == sorted(names)
+        # ledger_deliveries is no running total: a plain table (store/deliveries_sql.py)
+        assert [r[0] for r in a.execute(tables, ("schema_migrations",))] == sorted(
+            [*names, DELIVERIES]
+        )
 
 
 def test_a_fresh_spool_has_the_previous_releases_schema(tmp_path: Path) -> None:
@@ -229,7 +233,7 @@ def test_postgres_migrations_build_the_declared_schema(postgres_db_url: str) -> 
         store.close()
     migrated = _pg_schema(postgres_db_url)
     rollups = {r.store for r in ROLLUPS}
-    assert {r[0] for r in migrated["columns"]} == {t.store for t in TABLES} | rollups
+    assert {r[0] for r in migrated["columns"]} == {t.store for t in TABLES} | rollups | {DELIVERIES}
     assert migrated["partitioning"] == sorted(
         [(t.store, "RANGE (hour_start)") for t in TABLES if t.monthly]
         + [(r.store, "RANGE (hour_start)") for r in ROLLUPS if r.partitioned]

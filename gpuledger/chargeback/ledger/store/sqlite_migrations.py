@@ -14,6 +14,7 @@ module growing.
 from __future__ import annotations
 
 from gpuledger.chargeback.ledger.sqlite_sql import cols, q
+from gpuledger.chargeback.ledger.store.deliveries_sql import sqlite_migration_11
 
 _cols = cols
 
@@ -228,4 +229,9 @@ MIGRATIONS += (
             f"ALTER TABLE {q('ledger_usage')} ADD COLUMN {q('peak_memory_bytes')} REAL",
         ),
     ),
+)
+MIGRATIONS += (
+    # 10 is reserved (issue 18, cost centers); versions apply in order, each once, so a
+    # ledger that got 11 first takes 10 when it arrives
+    (11, sqlite_migration_11()),  # the monthly report's delivery record (issue 18)
 )
