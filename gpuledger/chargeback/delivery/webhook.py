@@ -6,7 +6,7 @@ application/json;charset=utf-8``), the shape Slack's own client sends
 ``WebhookClient.send``/``_perform_http_request``: ``text`` is kept beside ``blocks``
 as the fallback shown in notifications). Mattermost and Rocket.Chat incoming webhooks
 read the same ``text`` key. Success is a 2xx; anything else, or no answer within the
-timeout (connect, each read and write), is a try that failed.
+timeout (connect, and each read and write), is a try that failed.
 
 The URL is the credential: it never reaches a message, a log line or the delivery record
 (``gpuledger.redact.secret_url``).
@@ -14,11 +14,11 @@ The URL is the credential: it never reaches a message, a log line or the deliver
 
 from __future__ import annotations
 
+import http.client
 import json
+import ssl
 from typing import Any
 from urllib.parse import urlsplit
-
-import httpx
 
 from gpuledger.chargeback.delivery.config import WebhookConfig
 from gpuledger.chargeback.delivery.contents import ReportFiles
@@ -61,25 +61,42 @@ def webhook_url(cfg: WebhookConfig) -> str:
 
 
 def post_summary(cfg: WebhookConfig, files: ReportFiles) -> None:
-    """POST the summary once; SendError (without the URL) unless the answer is a 2xx."""
+    """POST the summary once; SendError (without the URL) unless the answer is a 2xx.
+
+    Over the stdlib's ``http.client``, not httpx: httpx logs every request's full URL at
+    INFO, and this URL is a credential."""
     url = webhook_url(cfg)
     body = json.dumps(summary(files), ensure_ascii=False).encode("utf-8")
     where = secret_url(url)
+    parts = urlsplit(url)
+    target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    conn: http.client.HTTPConnection
     try:
-        response = httpx.post(
-            url,
-            content=body,
-            headers={"Content-Type": "application/json;charset=utf-8"},
-            timeout=httpx.Timeout(cfg.timeout_s),
-            follow_redirects=False,
-        )
-    except httpx.HTTPError as exc:
+        if parts.scheme == "https":
+            conn = http.client.HTTPSConnection(
+                parts.hostname or "", parts.port, timeout=cfg.timeout_s,
+                context=ssl.create_default_context(),
+            )  # fmt: skip
+        else:
+            conn = http.client.HTTPConnection(
+                parts.hostname or "", parts.port, timeout=cfg.timeout_s
+            )
+        try:
+            conn.request(
+                "POST", target, body=body,
+                headers={"Content-Type": "application/json;charset=utf-8"},
+            )  # fmt: skip
+            response = conn.getresponse()
+            response.read(64 * 1024)
+            status = response.status
+        finally:
+            conn.close()
+    except (OSError, http.client.HTTPException, ValueError) as exc:
         detail = str(exc)
-        path = urlsplit(url).path
-        if url in detail or (len(path) > 1 and path in detail):
+        if url in detail or (len(parts.path) > 1 and parts.path in detail):
             detail = ""  # a library message that quotes the URL is dropped, not trimmed
         raise SendError(
             hide(f"{where}: {type(exc).__name__} {detail}".strip(), url)[:300]
         ) from None
-    if not 200 <= response.status_code < 300:
-        raise SendError(f"{where}: HTTP {response.status_code}")
+    if not 200 <= status < 300:
+        raise SendError(f"{where}: HTTP {status}")
