@@ -115,3 +115,19 @@ def test_the_reporter_refuses_to_start_without_its_secret_files(tmp_path: Path) 
     (tmp_path / "absent").write_text("pw\n", encoding="utf-8")
     webhook.write_text("https://hooks.example.com/services/T/B/x\n", encoding="utf-8")
     check_delivery_secrets(cfg)  # both readable now: no error
+
+
+def test_a_secret_path_can_come_from_the_environment(tmp_path: Path) -> None:
+    """systemd passes a credential's path as a variable (docs/deploy.md): the keys of the
+    optional delivery section are settable one by one, like every other section's."""
+    text = GOOD.replace("      password_file: /run/secrets/smtp-password\n", "")
+    env = {"GPULEDGER_REPORT__DELIVERY__SMTP__PASSWORD_FILE": "/run/credentials/g/smtp-password"}
+    cfg = load_config(_write(tmp_path, text), environ=env)
+    assert cfg.report.delivery is not None
+    assert cfg.report.delivery.smtp is not None
+    assert str(cfg.report.delivery.smtp.password_file) == "/run/credentials/g/smtp-password"
+    with pytest.raises(ConfigError) as info:
+        load_config(
+            _write(tmp_path, text), environ={"GPULEDGER_REPORT__DELIVERY__SMTP__PASWORD": "x"}
+        )
+    assert info.value.problems == [("GPULEDGER_REPORT__DELIVERY__SMTP__PASWORD", "no such setting")]
