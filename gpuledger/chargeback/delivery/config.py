@@ -18,7 +18,9 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from gpuledger.chargeback.costcenters.config import clean_cost_center
 
-_ADDRESS = re.compile(r"^[^@\s<>,;\"()\[\]\\]{1,64}@[A-Za-z0-9.-]{1,253}$")
+_ADDRESS = re.compile(r"^[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]{1,64}@[A-Za-z0-9.-]{1,253}$")
+"""RFC 5321 dot-atom local part, ASCII only (an address that needs SMTPUTF8 is refused
+here, not by a relay on the 1st of the month)."""
 
 
 def _address(value: str) -> str:
