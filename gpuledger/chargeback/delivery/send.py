@@ -174,7 +174,7 @@ class Deliverer:
             if self._hook is not None:
                 self._hook("recorded", job)
             try:
-                job.send()
+                self._send(job)
             except (SendError, DeliveryError) as exc:
                 final = attempt == retry.attempts or self._stop.is_set()
                 self.stats.count(job.channel, "error")
@@ -195,6 +195,18 @@ class Deliverer:
             self.stats.count(job.channel, "sent")
             return "sent"
         return "failed"  # pragma: no cover - the loop returns on its last try
+
+    @staticmethod
+    def _send(job: Job) -> None:
+        """``job.send()``, with an unforeseen exception made one failed try (its type only:
+        its text could carry what the library was handed) rather than the end of the pass."""
+        try:
+            job.send()
+        except (SendError, DeliveryError):
+            raise
+        except Exception as exc:
+            log.debug("unexpected %s in a %s delivery", type(exc).__name__, job.channel)
+            raise SendError(f"unexpected {type(exc).__name__}") from None
 
     def _mark_sent(self, month: str, job: Job) -> None:
         """Mark the row sent, trying a few times: until it is, a restart resends."""

@@ -66,7 +66,7 @@ def send_mail(cfg: SmtpConfig, msg: EmailMessage) -> None:
         client.send_message(msg)  # raises unless the server accepted it for every recipient
     except SendError:
         raise
-    except (smtplib.SMTPException, OSError) as exc:
+    except (smtplib.SMTPException, OSError, ValueError) as exc:  # ValueError: encoding
         raise SendError(hide(_describe(exc), password)) from None
     finally:
         if client is not None:

@@ -11,7 +11,7 @@ import pytest
 
 from gpuledger.chargeback.delivery.config import DeliveryConfig
 from gpuledger.chargeback.delivery.record import open_delivery_log
-from gpuledger.chargeback.delivery.send import Deliverer, backoff_s
+from gpuledger.chargeback.delivery.send import Deliverer, Job, backoff_s
 from gpuledger.chargeback.ledger.store.common import AuditableLedgerStore
 from tests.support import delivery as dv
 from tests.support.smtp_server import PASSWORD, USER, Inbox, free_port, make_tls, smtp_server
@@ -171,3 +171,32 @@ def _migrate(url: str) -> None:
     store = open_store(url)
     store.migrate()
     store.close()
+
+
+def test_an_unforeseen_error_is_one_failed_try_not_the_end_of_the_pass(
+    out_dir: Path, tmp_path: Path
+) -> None:
+    """A sender raising what no one planned for (here a KeyError) fails that message's
+    tries, its text left out; the other messages of the pass still go."""
+    url = f"sqlite:///{tmp_path / 'ledger.db'}"
+    _migrate(url)
+    inbox = Inbox()
+    with smtp_server(inbox, mode="none") as port:
+        d = _deliverer(dv.delivery_config(port), url)
+        real = d.jobs
+
+        def jobs(files: object) -> list[Job]:
+            out = real(files)  # type: ignore[arg-type]
+            broken = out[0]
+
+            def boom() -> None:
+                raise KeyError("secret-ish detail")
+
+            return [Job(broken.channel, broken.recipient, broken.message_id, boom), *out[1:]]
+
+        d.jobs = jobs  # type: ignore[method-assign]
+        result = d.deliver(out_dir, dv.MONTH, dv.cost_center_map())
+    assert (result.sent, result.failed) == (3, 1)
+    assert len(inbox.received) == 3
+    failed = next(r for r in d.record.rows(dv.MONTH) if r.state == "failed")
+    assert failed.last_error == "unexpected KeyError"
