@@ -310,7 +310,9 @@ def _env_annotation(parts: list[str]) -> Any:
     model: type[BaseModel] | None = AgentConfig
     annotation: Any = None
     for part in parts:
-        fields = model.model_fields if model is not None else {}
+        fields = dict(model.model_fields) if model is not None else {}
+        # a key spelled by its alias in YAML (``from``) is spelled so in a variable too
+        fields.update({f.alias: f for f in list(fields.values()) if f.alias})
         if part not in fields:
             raise KeyError(part)
         annotation = fields[part].annotation

@@ -120,3 +120,62 @@ def test_delivery_needs_the_csv_and_json_formats(formats: tuple[str, ...]) -> No
         ReportConfig.model_validate(
             {"formats": list(formats), "delivery": dv.delivery_config(25).model_dump(by_alias=True)}
         )
+
+
+def test_the_agent_in_the_reporter_role_catches_up_and_delivers(tmp_path: Path) -> None:
+    """The whole wiring (config from GPULEDGER_* variables, agent/main.py, the record in
+    the fleet ledger): a reporter started after the schedule fired writes last month's
+    report, mails finance and posts the summary, and /metrics shows it."""
+    from fastapi.testclient import TestClient
+
+    from gpuledger.agent.config import load_config
+    from gpuledger.agent.main import Agent
+    from gpuledger.chargeback.report.model import Month
+    from gpuledger.sim.month import simulate_month
+    from tests.support.webhook_server import Hook, webhook_server
+
+    last = Month.of(datetime.now(UTC)).previous()
+    ledger = tmp_path / "fleet-ledger.db"
+    with SqliteLedgerStore(ledger) as store:
+        store.migrate()
+        simulate_month(store, last)
+    inbox, hook = Inbox(), Hook([200])
+    with smtp_server(inbox, mode="none") as port, webhook_server(hook) as url:
+        url_file = tmp_path / "webhook-url"
+        url_file.write_text(url, encoding="utf-8")
+        prefix = "GPULEDGER_REPORT__DELIVERY__"
+        cfg = load_config(
+            None,
+            environ={
+                "GPULEDGER_ROLES": '["reporter"]',
+                "GPULEDGER_STATE_DIR": str(tmp_path / "state"),
+                "GPULEDGER_LEDGER__URL": f"sqlite:///{ledger}",
+                "GPULEDGER_REPORT__SCHEDULE": "0 0 1 * *",  # fired already this month
+                "GPULEDGER_REPORT__FORMATS": '["csv", "json", "focus"]',
+                prefix + "SMTP__HOST": "127.0.0.1",
+                prefix + "SMTP__PORT": str(port),
+                prefix + "SMTP__SECURITY": "none",
+                prefix + "SMTP__FROM": "gpuledger@example.com",
+                prefix + "RECIPIENTS__FINANCE": '["finops@example.com"]',
+                prefix + "WEBHOOK__URL_FILE": str(url_file),
+            },
+        )
+        agent = Agent(cfg)
+        agent.start()
+        try:
+            client, deadline = TestClient(agent.app), time.monotonic() + 90
+            while 'outcome="sent"} 1.0' not in (metrics := client.get("/metrics").text) or (
+                metrics.count('outcome="sent"} 1.0') < 2  # the exposition is re-rendered
+            ):  # after the pass (on_run), so poll it rather than the inbox
+                assert time.monotonic() < deadline, agent.reporter and agent.reporter.status()
+                time.sleep(0.2)
+        finally:
+            agent.stop()
+    (msg,) = inbox.messages()
+    assert str(msg["To"]) == "finops@example.com"
+    assert last.label in str(msg["Subject"])
+    node = cfg.node_name
+    for channel in ("email", "webhook"):
+        labels = f'node="{node}",channel="{channel}",outcome="sent"'
+        assert f"gpuledger_report_deliveries_total{{{labels}}} 1.0" in metrics
+    assert hook.bodies[0]["text"].startswith(f"GPU chargeback {last.label} (default): $")
