@@ -145,6 +145,8 @@ class Deliverer:
                 return PassResult(month, 0, 0, 0, str(exc))
             sent = skipped = failed = 0
             for job in self.jobs(files):
+                if self._stop.is_set():
+                    break  # stopping: what is left stays for the next start
                 try:
                     outcome = self._one(month, job)
                 except DeliveryError as exc:  # the record cannot be written: send nothing
@@ -191,8 +193,8 @@ class Deliverer:
                 continue
             if self._hook is not None:
                 self._hook("sent", job)
+            self.stats.count(job.channel, "sent")  # the server has it, recorded or not
             self._mark_sent(month, job)
-            self.stats.count(job.channel, "sent")
             return "sent"
         return "failed"  # pragma: no cover - the loop returns on its last try
 

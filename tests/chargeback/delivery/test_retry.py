@@ -200,3 +200,31 @@ def test_an_unforeseen_error_is_one_failed_try_not_the_end_of_the_pass(
     assert len(inbox.received) == 3
     failed = next(r for r in d.record.rows(dv.MONTH) if r.state == "failed")
     assert failed.last_error == "unexpected KeyError"
+
+
+def test_stop_ends_a_backoff_wait_and_the_pass(out_dir: Path, tmp_path: Path) -> None:
+    """Stopping the reporter (SIGTERM) does not wait out a 10-minute backoff, and sends
+    nothing more: the message being retried stays pending, the others unbegun."""
+    import threading
+    import time
+
+    url = f"sqlite:///{tmp_path / 'ledger.db'}"
+    _migrate(url)
+    cfg = dv.delivery_config(free_port())
+    cfg = cfg.model_copy(update={"retry": cfg.retry.model_copy(update={"backoff_base_s": 600.0})})
+    d = _deliverer(cfg, url)
+    done = threading.Event()
+    threading.Thread(
+        target=lambda: (d.deliver(out_dir, dv.MONTH, dv.cost_center_map()), done.set()),
+        daemon=True,
+    ).start()
+    deadline = time.monotonic() + 10
+    while d.stats.counts()[("email", "error")] < 1:
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    started = time.monotonic()
+    d.stop()
+    assert done.wait(5)
+    assert time.monotonic() - started < 2
+    (row,) = d.record.rows(dv.MONTH)
+    assert (row.recipient, row.state, row.attempts) == (f"finance:{dv.FINANCE[0]}", "pending", 1)
