@@ -36,6 +36,7 @@ from gpuledger.chargeback.ledger.tables import (
     TokenRow,
     UsageRow,
 )
+from tests.support.migrations import ALL_VERSIONS
 from tests.support.paths import FIXTURES
 
 SAMPLES: list[tuple[Any, Any]] = [
@@ -248,3 +249,13 @@ def test_postgres_migrations_build_the_declared_schema(postgres_db_url: str) -> 
             for statement in create_rollup(rollup):
                 conn.execute(statement)
     assert _pg_schema(postgres_db_url) == migrated
+
+
+def test_both_backends_define_the_same_versions() -> None:
+    """One SCHEMA_VERSION for both stores: a version only one backend needs is recorded
+    on the other as an empty migration (SQLite's 7 and 8)."""
+    pytest.importorskip("psycopg")
+    from gpuledger.chargeback.ledger.store import postgres_migrations, sqlite_migrations
+
+    assert [v for v, _ in postgres_migrations.MIGRATIONS] == ALL_VERSIONS
+    assert [v for v, _ in sqlite_migrations.MIGRATIONS] == ALL_VERSIONS
