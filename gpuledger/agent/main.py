@@ -125,7 +125,7 @@ def _build_delivery(cfg: AgentConfig, url: str) -> Deliverer | None:
     from gpuledger.chargeback.delivery.send import Deliverer
 
     try:
-        record = open_delivery_log(url)
+        record = open_delivery_log(url, cfg.report.fleet)
     except (ValueError, DeliveryError) as exc:
         raise ConfigError([("report.delivery", str(exc))]) from None
     return Deliverer(cfg.report.delivery, record, fleet=cfg.report.fleet)

@@ -37,7 +37,7 @@ def main(url: str, out_dir: Path, port: int, mode: str) -> int:
         if mode == f"run-kill-{stage}":
             os.kill(os.getpid(), signal.SIGKILL)
 
-    deliverer = Deliverer(delivery, open_delivery_log(url), fleet=cfg.fleet, hook=hook)
+    deliverer = Deliverer(delivery, open_delivery_log(url, cfg.fleet), fleet=cfg.fleet, hook=hook)
     reporter = Reporter(
         cfg,
         open_store(url),

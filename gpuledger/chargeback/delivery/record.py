@@ -1,6 +1,7 @@
 """The delivery record: ``ledger_deliveries`` in the ledger database (migration 11).
 
-One row per (month, channel, recipient). The retry loop writes it *before* each send
+One row per (fleet, month, channel, recipient): reporters of several fleets (clusters)
+sharing one ledger database each keep their own record. The retry loop writes it *before* each send
 (``begin``: the row and its Message-ID, ``attempt``: one more try) and marks it ``sent``
 after the server's acknowledgement, so a restarted reporter knows what went out: a row
 ``sent`` is never sent again; a row ``pending`` or ``failed`` is sent again, with the
@@ -31,15 +32,17 @@ from gpuledger.chargeback.ledger.store.deliveries_sql import DELIVERIES
 from gpuledger.redact import safe_url, scrub
 
 _COLUMNS = "month, channel, recipient, state, attempts, last_error, message_id, sent_at"
-_KEY = "month = {p} AND channel = {p} AND recipient = {p}"
+_KEY = "fleet = {p} AND month = {p} AND channel = {p} AND recipient = {p}"
 
 BEGIN = (
-    "INSERT INTO {t} (month, channel, recipient, state, attempts, message_id, created_at,"
-    " updated_at) VALUES ({p}, {p}, {p}, 'pending', 0, {p}, {p}, {p})"
-    " ON CONFLICT (month, channel, recipient) DO NOTHING"
+    "INSERT INTO {t} (fleet, month, channel, recipient, state, attempts, message_id,"
+    " created_at, updated_at) VALUES ({p}, {p}, {p}, {p}, 'pending', 0, {p}, {p}, {p})"
+    " ON CONFLICT (fleet, month, channel, recipient) DO NOTHING"
 )
 SELECT_ONE = "SELECT " + _COLUMNS + " FROM {t} WHERE " + _KEY
-SELECT_MONTH = "SELECT " + _COLUMNS + " FROM {t} WHERE month = {p} ORDER BY channel, recipient"
+SELECT_MONTH = (
+    "SELECT " + _COLUMNS + " FROM {t} WHERE fleet = {p} AND month = {p} ORDER BY channel, recipient"
+)
 ATTEMPT = (
     "UPDATE {t} SET attempts = attempts + 1, state = 'pending', updated_at = {p}"
     " WHERE " + _KEY + " AND state <> 'sent'"
@@ -73,6 +76,8 @@ class Record:
 
 
 class DeliveryLog(Protocol):
+    fleet: str  # whose rows: report.fleet
+
     def begin(self, month: str, channel: str, recipient: str, message_id: str) -> Record:
         """The row, inserted ``pending`` with ``message_id`` if it was not there."""
         ...
@@ -103,32 +108,37 @@ def _record(row: Sequence[Any]) -> Record:
 class _Statements:
     """The record's operations, once; a backend supplies ``_run(template, params)``."""
 
+    fleet: str = "default"
+
     def _run(self, template: str, params: Sequence[object]) -> list[Any]:
         raise NotImplementedError
 
     def begin(self, month: str, channel: str, recipient: str, message_id: str) -> Record:
-        now = int(time.time())
-        self._run(BEGIN, (month, channel, recipient, message_id, now, now))
-        return _record(self._run(SELECT_ONE, (month, channel, recipient))[0])
+        now, f = int(time.time()), self.fleet
+        self._run(BEGIN, (f, month, channel, recipient, message_id, now, now))
+        return _record(self._run(SELECT_ONE, (f, month, channel, recipient))[0])
 
     def attempt(self, month: str, channel: str, recipient: str) -> None:
-        self._run(ATTEMPT, (int(time.time()), month, channel, recipient))
+        self._run(ATTEMPT, (int(time.time()), self.fleet, month, channel, recipient))
 
     def sent(self, month: str, channel: str, recipient: str, at: int) -> None:
-        self._run(SENT, (at, int(time.time()), month, channel, recipient))
+        self._run(SENT, (at, int(time.time()), self.fleet, month, channel, recipient))
 
     def error(self, month: str, channel: str, recipient: str, message: str, *, final: bool) -> None:
         state = "failed" if final else "pending"
-        self._run(ERROR, (state, message, int(time.time()), month, channel, recipient))
+        params = (state, message, int(time.time()), self.fleet, month, channel, recipient)
+        self._run(ERROR, params)
 
     def rows(self, month: str) -> list[Record]:
-        return [_record(r) for r in self._run(SELECT_MONTH, (month,))]
+        """This fleet's rows of ``month``."""
+        return [_record(r) for r in self._run(SELECT_MONTH, (self.fleet, month))]
 
 
 class SqliteDeliveryLog(_Statements):
     """The record in a SQLite ledger file (autocommit: each statement its own transaction)."""
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, fleet: str = "default") -> None:
+        self.fleet = fleet
         self._path = path
         self._lock = threading.Lock()
         try:
@@ -159,7 +169,8 @@ class PostgresDeliveryLog(_Statements):
     """The record in the fleet's PostgreSQL ledger: a short connection per statement
     (a handful a month), autocommit, the DSN's password never in an error."""
 
-    def __init__(self, dsn: str, *, connect_timeout_s: int = 10) -> None:
+    def __init__(self, dsn: str, fleet: str = "default", *, connect_timeout_s: int = 10) -> None:
+        self.fleet = fleet
         self._dsn = dsn
         self._timeout = connect_timeout_s
 
@@ -186,11 +197,11 @@ class PostgresDeliveryLog(_Statements):
         pass  # no connection is kept
 
 
-def open_delivery_log(url: str) -> DeliveryLog:
-    """The record in the ledger named by ``ledger.url`` (the same URL the store uses)."""
+def open_delivery_log(url: str, fleet: str = "default") -> DeliveryLog:
+    """``fleet``'s record in the ledger named by ``ledger.url`` (the store's URL)."""
     scheme = url.split("://", 1)[0].lower() if "://" in url else ""
     if scheme == "sqlite":
-        return SqliteDeliveryLog(sqlite_path(url))
+        return SqliteDeliveryLog(sqlite_path(url), fleet)
     if scheme in ("postgresql", "postgres"):
-        return PostgresDeliveryLog(url)
+        return PostgresDeliveryLog(url, fleet)
     raise ValueError(f"unsupported ledger URL scheme in {safe_url(url)!r}")

@@ -93,12 +93,12 @@ class Deliverer:
         cfg: DeliveryConfig,
         record: DeliveryLog,
         *,
-        fleet: str,
+        fleet: str | None = None,
         hook: Hook | None = None,
     ) -> None:
         self.cfg = cfg
         self.record = record
-        self.fleet = fleet
+        self.fleet = fleet or record.fleet  # names the Message-IDs
         self._hook = hook
         channels = (("email",) if cfg.smtp else ()) + (("webhook",) if cfg.webhook else ())
         self.stats = DeliveryStats(channels)

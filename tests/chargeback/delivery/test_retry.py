@@ -228,3 +228,23 @@ def test_stop_ends_a_backoff_wait_and_the_pass(out_dir: Path, tmp_path: Path) ->
     assert time.monotonic() - started < 2
     (row,) = d.record.rows(dv.MONTH)
     assert (row.recipient, row.state, row.attempts) == (f"finance:{dv.FINANCE[0]}", "pending", 1)
+
+
+def test_two_fleets_sharing_one_ledger_each_deliver_their_month(
+    out_dir: Path, ledger_store: AuditableLedgerStore, ledger_store_url: str
+) -> None:
+    """Reporters of two fleets (clusters) on one ledger database: the second is not told
+    the month was sent because the first sent its own; each sends once."""
+    inbox = Inbox()
+    with smtp_server(inbox, mode="none") as port:
+        cfg = dv.delivery_config(port)
+        east = Deliverer(cfg, open_delivery_log(ledger_store_url, "east"))
+        west = Deliverer(cfg, open_delivery_log(ledger_store_url, "west"))
+        results = [d.deliver(out_dir, dv.MONTH, dv.cost_center_map()) for d in (east, west)]
+        again = [d.deliver(out_dir, dv.MONTH, dv.cost_center_map()) for d in (east, west)]
+    assert [(r.sent, r.skipped) for r in results] == [(4, 0), (4, 0)]
+    assert [(r.sent, r.skipped) for r in again] == [(0, 4), (0, 4)]
+    assert len(inbox.received) == 8
+    ids = {str(m["Message-ID"]) for m in inbox.messages()}
+    assert len(ids) == 8  # the fleet is part of each Message-ID
+    assert [len(d.record.rows(dv.MONTH)) for d in (east, west)] == [4, 4]

@@ -1,8 +1,8 @@
 """Migration 11: ``ledger_deliveries``, the monthly report's delivery record, both backends.
 
 Not an hourly running total, so not a declaration in ``tables.py`` (no spool table, no
-upsert keeping the greater value): one row per (month, channel, recipient) whose state
-moves ``pending`` → ``sent`` (or ``failed``, then ``pending`` again on a retry). It lives
+upsert keeping the greater value): one row per (fleet, month, channel, recipient) whose
+state moves ``pending`` → ``sent`` (or ``failed``, then ``pending`` again on a retry). It lives
 in the ledger database because the ledger is what survives a reporter's restart and is
 shared by the fleet: a month marked sent there is never sent again, whichever reporter
 restarts. ``chargeback/delivery/record.py`` reads and writes it; ``docs/delivery.md``.
@@ -24,6 +24,7 @@ STATES = ("pending", "sent", "failed")
 
 _COLUMNS = (
     # name, SQLite type, PostgreSQL type, NOT NULL, default
+    ("fleet", "TEXT", "text", True, None),  # report.fleet: reporters sharing one ledger
     ("month", "TEXT", "text", True, None),  # YYYY-MM
     ("channel", "TEXT", "text", True, None),  # email | webhook
     ("recipient", "TEXT", "text", True, None),  # finance:a@b, cost-center:ml:c@d, webhook
@@ -35,7 +36,7 @@ _COLUMNS = (
     ("updated_at", "INTEGER", "bigint", True, None),
     ("sent_at", "INTEGER", "bigint", False, None),  # unix seconds of the server's ack
 )
-_KEY = ("month", "channel", "recipient")
+_KEY = ("fleet", "month", "channel", "recipient")
 
 
 def _q(name: str) -> str:
