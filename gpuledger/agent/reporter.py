@@ -29,6 +29,7 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.cron import CronTrigger
 
 from gpuledger.chargeback.costcenters.resolve import CostCenterMap
+from gpuledger.chargeback.delivery.contents import DeliveryError
 from gpuledger.chargeback.delivery.send import Deliverer, PassResult
 from gpuledger.chargeback.findings.model import Finding
 from gpuledger.chargeback.ledger.model import StoreError
@@ -199,6 +200,9 @@ class Reporter:
             return None
         try:
             return self._delivery.deliver(self.out_dir, month.label, self._cost_centers(month))
+        except (StoreError, DeliveryError) as exc:  # the cost centers' read, the record
+            log.warning("report %s not delivered: %s", month.label, exc)
+            return None
         finally:
             if self._on_run is not None:
                 self._on_run()

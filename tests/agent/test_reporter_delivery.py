@@ -179,3 +179,24 @@ def test_the_agent_in_the_reporter_role_catches_up_and_delivers(tmp_path: Path) 
         labels = f'node="{node}",channel="{channel}",outcome="sent"'
         assert f"gpuledger_report_deliveries_total{{{labels}}} 1.0" in metrics
     assert hook.bodies[0]["text"].startswith(f"GPU chargeback {last.label} (default): $")
+
+
+def test_a_cost_center_map_that_cannot_be_read_skips_the_pass_not_the_schedule(
+    tmp_path: Path,
+) -> None:
+    """The recorded labels come from the ledger: a store error there is logged and the
+    report stays written; run() still never raises."""
+    from gpuledger.chargeback.ledger.model import StoreError
+
+    inbox = Inbox()
+    with smtp_server(inbox, mode="none") as port:
+        reporter = _reporter(tmp_path, port)
+
+        def broken(_month: object) -> object:
+            raise StoreError("ledger down")
+
+        reporter._cost_centers = broken  # type: ignore[assignment]
+        paths = reporter.run()
+    assert paths
+    assert inbox.received == []
+    assert reporter.status().failures == 0
