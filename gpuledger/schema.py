@@ -428,6 +428,19 @@ REPORT_LAST_SUCCESS = _m(
     "agent", "gpuledger_report_last_success_timestamp_seconds", G, "seconds", (),
     "Unix time the reporter last wrote a monthly report.",
 )  # fmt: skip
+# the monthly report's delivery (issue 18, docs/delivery.md)
+REPORT_DELIVERIES = _m(
+    "agent", "gpuledger_report_deliveries_total", C, "", ("channel", "outcome"),
+    "Tries to deliver the monthly report, per channel (email, webhook) and outcome: sent "
+    "(the server accepted one message), error (one try failed), failed (every try of a pass "
+    "failed; the next pass tries again). Present for every configured channel.",
+)  # fmt: skip
+REPORT_DELIVERY_LAST_SUCCESS = _m(
+    "agent", "gpuledger_report_delivery_last_success_timestamp_seconds", G, "seconds",
+    ("channel",),
+    "Unix time a message of the monthly report was last accepted on this channel by this "
+    "process. Absent until one is.",
+)  # fmt: skip
 # A currency is no base unit Prometheus or OTLP (UCUM) translate: the name says USD, the
 # unit stays empty so that neither translation appends one
 FINDING_SAVINGS = _m(

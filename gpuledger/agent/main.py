@@ -40,6 +40,7 @@ if TYPE_CHECKING:
     from gpuledger.agent.reporter import Reporter
     from gpuledger.chargeback.attribution.resolver import WorkloadResolver
     from gpuledger.chargeback.costcenters.labels import WorkloadCostCenters
+    from gpuledger.chargeback.delivery.send import Deliverer
     from gpuledger.chargeback.ledger.cost_centers import CostCenterLookup
     from gpuledger.chargeback.ledger.flusher import Ledger
     from gpuledger.chargeback.ledger.storage_growth import StorageGrowth
@@ -115,6 +116,21 @@ def build_sources(
             live[source.name] = built.live
         out.append((source, built))
     return out
+
+
+def _build_delivery(cfg: AgentConfig, url: str) -> Deliverer | None:
+    """The report's delivery (``report.delivery``), its record in the same ledger."""
+    if cfg.report.delivery is None:
+        return None
+    from gpuledger.chargeback.delivery.contents import DeliveryError
+    from gpuledger.chargeback.delivery.record import open_delivery_log
+    from gpuledger.chargeback.delivery.send import Deliverer
+
+    try:
+        record = open_delivery_log(url, cfg.report.fleet)
+    except (ValueError, DeliveryError) as exc:
+        raise ConfigError([("report.delivery", str(exc))]) from None
+    return Deliverer(cfg.report.delivery, record, fleet=cfg.report.fleet)
 
 
 def _open_ledger_store(url: str) -> AuditableLedgerStore:
@@ -338,6 +354,7 @@ class Agent:
             store_label=safe_url(url),
             on_run=on_run,
             findings=findings_provider(cfg.report),
+            delivery=_build_delivery(cfg, url),
         )
 
     def start(self) -> None:

@@ -86,6 +86,9 @@ class AlertsConfig(_Section):
     # zombie finding stays present a whole month, so a day lets a re-run with the holder
     # gone replace the report before anyone is told.
     zombie_findings_for: Duration = "24h"
+    # The monthly report's delivery: a pass that gave up (every try failed) within this
+    # window fires; the reporter passes hourly, so 2h covers one missed pass.
+    report_delivery_window: Duration = "2h"
 
     # Rule files.
     runbook_base_url: str = Field("docs/runbooks.md", min_length=1)  # anchor appended

@@ -228,6 +228,7 @@ ALERT_NAMES = (
     "GpuledgerAgentAbsent",
     "GpuledgerLedgerFlushFailing",
     "GpuledgerZombieGpuHolders",
+    "GpuledgerReportDeliveryFailing",  # issue 18: the monthly report's delivery
     *TENANT_ALERT_NAMES,
 )
 """Every alert, in the order of the rule file; ``docs/runbooks.md`` has one section each."""
@@ -442,8 +443,26 @@ def alert_rules(cfg: AlertsConfig) -> list[dict[str, Any]]:
             f"still reported after {cfg.zombie_findings_for}. Details: "
             "gpuledger findings --kind zombie, or the report's Findings section.",
         ),
+        _delivery_alert(cfg),
         *tenant_alert_rules(cfg),
     ]  # fmt: skip
+
+
+def _delivery_alert(cfg: AlertsConfig) -> dict[str, Any]:
+    """The monthly report's delivery gave up on a pass (every try failed): the report is
+    on disk, but finance or a team did not get it (docs/delivery.md)."""
+    s = schema
+    return _alert(
+        cfg, "GpuledgerReportDeliveryFailing",
+        f'increase({s.REPORT_DELIVERIES.name}{{outcome="failed"}}'
+        f"[{cfg.report_delivery_window}]) > 0",
+        None, "warning",
+        "The monthly report could not be delivered by {{ $labels.channel }}",
+        "The reporter on {{ $labels.node }} gave up {{ $value | humanize }} time(s) in the "
+        f"last {cfg.report_delivery_window} delivering the monthly report by "
+        "{{ $labels.channel }} after every retry; it tries again every hour. The report is "
+        "on disk; the reason is in the reporter's log and the ledger's ledger_deliveries rows.",
+    )  # fmt: skip
 
 
 def untenanted_share_expr(window: str) -> str:

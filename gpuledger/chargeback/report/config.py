@@ -11,9 +11,10 @@ from __future__ import annotations
 from datetime import UTC
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from gpuledger.chargeback.costcenters.config import CostCentersConfig
+from gpuledger.chargeback.delivery.config import DeliveryConfig
 from gpuledger.chargeback.findings.config import FindingsConfig
 from gpuledger.chargeback.report.model import HeadroomPolicy, IdlePolicy
 from gpuledger.chargeback.report.tenant_split import (
@@ -66,6 +67,7 @@ class ReportConfig(BaseModel):
     token_weights: TokenWeightsConfig = TokenWeightsConfig()
     findings: FindingsConfig = FindingsConfig()  # thresholds of the findings (docs/findings.md)
     cost_centers: CostCentersConfig = CostCentersConfig()  # who pays (docs/cost-centers.md)
+    delivery: DeliveryConfig | None = None  # e-mail and webhook after each run (docs/delivery.md)
 
     @field_validator("schedule")
     @classmethod
@@ -98,6 +100,13 @@ class ReportConfig(BaseModel):
         if not v:
             raise ValueError(f"name at least one of {', '.join(FORMATS)}")
         return tuple(dict.fromkeys(v))
+
+    @model_validator(mode="after")
+    def _delivery_files(self) -> ReportConfig:
+        """Delivery reads the written JSON (names, figures) and attaches the CSV."""
+        if self.delivery is not None and not {"csv", "json"} <= set(self.formats):
+            raise ValueError("delivery: needs csv and json in report.formats (it sends them)")
+        return self
 
     def out_path(self, state_dir: Path) -> Path:
         return self.out_dir or state_dir / "reports"

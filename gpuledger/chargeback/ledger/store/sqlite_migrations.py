@@ -14,6 +14,7 @@ module growing.
 from __future__ import annotations
 
 from gpuledger.chargeback.ledger.sqlite_sql import cols, q
+from gpuledger.chargeback.ledger.store.deliveries_sql import sqlite_migration_11
 
 _cols = cols
 
@@ -247,4 +248,5 @@ MIGRATIONS += (
             ) WITHOUT ROWID""",
         ),
     ),
+    (11, sqlite_migration_11()),  # the monthly report's delivery record (issue 18)
 )
