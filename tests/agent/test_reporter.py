@@ -47,6 +47,7 @@ def test_run_writes_last_month(fixture_store: SqliteLedgerStore, tmp_path: Path)
     paths = reporter.run()
     names = sorted(p.name for p in paths)
     assert names == [
+        "chargeback-2026-10-anomalies.csv",
         "chargeback-2026-10-coverage.csv",
         "chargeback-2026-10-findings.csv",
         "chargeback-2026-10-tenants.csv",

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from gpuledger.chargeback.anomalies.config import AnomaliesConfig
 from gpuledger.chargeback.costcenters.config import CostCentersConfig
 from gpuledger.chargeback.findings.config import FindingsConfig
 from gpuledger.chargeback.report.model import HeadroomPolicy, IdlePolicy
@@ -66,6 +67,7 @@ class ReportConfig(BaseModel):
     token_weights: TokenWeightsConfig = TokenWeightsConfig()
     findings: FindingsConfig = FindingsConfig()  # thresholds of the findings (docs/findings.md)
     cost_centers: CostCentersConfig = CostCentersConfig()  # who pays (docs/cost-centers.md)
+    anomalies: AnomaliesConfig = AnomaliesConfig()  # spend anomalies (docs/anomalies.md)
 
     @field_validator("schedule")
     @classmethod

@@ -25,9 +25,11 @@ SUMMARY_BY: tuple[SummaryBy, ...] = ("service", "tenant")
 
 def progress_steps(cfg: ReportConfig) -> int:
     """The progress calls one :func:`~gpuledger.chargeback.report.monthly.run_report`
-    makes: the build's steps, one per earlier month of the trend, one per format written,
-    and one to spare, so a full bar means done."""
-    return BUILD_STEPS + cfg.trend_months - 1 + len(cfg.formats) + 1
+    makes: the build's steps, one per earlier month of the trend, one for the spend
+    anomalies when they are on, one per format written, and one to spare, so a full bar
+    means done."""
+    anomalies = 1 if cfg.anomalies.enabled else 0
+    return BUILD_STEPS + cfg.trend_months - 1 + anomalies + len(cfg.formats) + 1
 
 
 @dataclass(frozen=True, slots=True)

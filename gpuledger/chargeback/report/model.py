@@ -14,6 +14,8 @@ from datetime import UTC, datetime
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Literal
 
+from gpuledger.chargeback.anomalies.model import SpendAnomaly
+
 if TYPE_CHECKING:
     # at run time the findings engine imports this module (Month): importing the
     # findings package from here would close a cycle
@@ -43,7 +45,7 @@ validated: what it rests on was checked and held; unvalidated: it was not checke
 the check failed; not applicable: the line has no such figure, so there is nothing to
 vouch for."""
 
-REPORT_SCHEMA_VERSION = 4
+REPORT_SCHEMA_VERSION = 5
 """2: services carry ``tenants`` and the report its ``headroom_policy`` (issue 14).
 3: services carry a flag per figure (``token_api_flag``, ``latency_flag``,
 ``rental_flag``, each with its ``*_reason``) and ``rental_coverage_ratio``;
@@ -51,7 +53,9 @@ REPORT_SCHEMA_VERSION = 4
 ``unvalidated`` (issue 16). Only keys are added.
 4: the report carries ``findings`` (what to change, ranked by monthly savings) and
 ``findings_computed`` (false: no findings engine ran, which is not "none found")
-(issue 17). Only keys are added."""
+(issue 17). Only keys are added.
+5: the report carries ``anomalies`` (the month's spend anomalies, each with its drivers)
+and ``anomalies_computed`` (issue 18, "What changed"). Only keys are added."""
 _MONTH_RE = re.compile(r"^(\d{4})-(\d{2})$")
 
 
@@ -336,6 +340,10 @@ class Report:
     # so an empty tuple then means "not looked for", never "nothing found"
     findings: tuple[Finding, ...] = ()
     findings_computed: bool = False
+    # "What changed": the month's days whose spend left a service's baseline
+    # (chargeback/anomalies); anomalies_computed False: no detector ran for this report
+    anomalies: tuple[SpendAnomaly, ...] = ()
+    anomalies_computed: bool = False
 
     @property
     def empty(self) -> bool:
