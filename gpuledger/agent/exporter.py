@@ -16,6 +16,7 @@ from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from gpuledger import schema
+from gpuledger.agent.anomaly_refresh import export_spend
 from gpuledger.agent.snapshot import Snapshot
 from gpuledger.chargeback.attribution.claims import IDLE
 from gpuledger.chargeback.findings.model import FINDING_KINDS
@@ -128,6 +129,7 @@ class SnapshotExporter:
             if report.last_success_unix is not None:
                 f.add(schema.REPORT_LAST_SUCCESS, (), report.last_success_unix)
             _add_findings(f, report)
+            export_spend(f, report.spend)
         _add_agent(f, snap, self.version)
         return f.build()
 

@@ -6,6 +6,10 @@ previous month's report from the ledger and writes every configured format under
 that was down when the job was due catches up at start: if the schedule has fired this
 month and last month's report is missing, it is written then. The work runs in the
 scheduler's thread, never in an HTTP request; ``/reports/`` only reads files.
+
+The same scheduler refreshes the spend-anomaly scores every hour
+(:mod:`gpuledger.agent.anomaly_refresh`, when ``report.anomalies.enabled``), and once at
+start, in a thread of its own.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from pathlib import Path
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.cron import CronTrigger
 
+from gpuledger.agent.anomaly_refresh import REFRESH_MINUTE, AnomalyRefresh, SpendStatus
 from gpuledger.chargeback.findings.model import Finding
 from gpuledger.chargeback.ledger.model import StoreError
 from gpuledger.chargeback.ledger.store.common import AuditableLedgerStore
@@ -46,6 +51,8 @@ class ReporterStatus:
     # gpuledger_findings); findings_month None: no report with computed findings yet
     findings: tuple[Finding, ...] = ()
     findings_month: str | None = None
+    # the latest spend-anomaly refresh (gpuledger_spend_*); None: none succeeded yet
+    spend: SpendStatus | None = None
 
 
 class Reporter:
@@ -79,6 +86,7 @@ class Reporter:
         self._last_error: str | None = None
         self._latest_findings: tuple[Finding, ...] = ()
         self._findings_month: str | None = None
+        self.spend = AnomalyRefresh(cfg, store, clock=clock) if cfg.anomalies.enabled else None
 
     def status(self) -> ReporterStatus:
         return ReporterStatus(
@@ -89,6 +97,7 @@ class Reporter:
             self._last_error,
             self._latest_findings,
             self._findings_month,
+            self.spend.status() if self.spend is not None else None,
         )
 
     def restore_findings(self) -> str | None:
@@ -123,13 +132,28 @@ class Reporter:
             id="monthly-report",
             misfire_grace_time=6 * 3600,  # an agent restarted within hours still runs it
         )
+        if self.spend is not None:
+            self._scheduler.add_job(
+                self.refresh_spend,
+                CronTrigger(minute=REFRESH_MINUTE, timezone=UTC),
+                id="spend-anomalies",
+                misfire_grace_time=1800,
+            )
         self._scheduler.start()
+        if self.spend is not None:
+            threading.Thread(target=self.refresh_spend, name="spend-anomalies", daemon=True).start()
         if self.catch_up_due():
             threading.Thread(target=self.run, name="report-catch-up", daemon=True).start()
 
     def stop(self) -> None:
         if self._scheduler.running:
             self._scheduler.shutdown(wait=False)
+
+    def refresh_spend(self) -> None:
+        """Score the latest complete day again (the hourly job); /metrics is re-rendered
+        after a refresh that succeeded."""
+        if self.spend is not None and self.spend.refresh() is not None and self._on_run:
+            self._on_run()
 
     def catch_up_due(self) -> bool:
         """True when this month's scheduled run time has passed and last month's report
