@@ -211,6 +211,9 @@ TENANT_ALERT_NAMES = (
 )
 """The alerts on the tenants of shared endpoints (issue 14), last in the rule file."""
 
+SPEND_ALERT_NAMES = ("GpuledgerSpendAnomaly",)
+"""The alerts on spend (issue 18), before the tenants' in the rule file."""
+
 ALERT_NAMES = (
     "GpuledgerTtftP99High",
     "GpuledgerInterTokenLatencyP99High",
@@ -228,6 +231,7 @@ ALERT_NAMES = (
     "GpuledgerAgentAbsent",
     "GpuledgerLedgerFlushFailing",
     "GpuledgerZombieGpuHolders",
+    *SPEND_ALERT_NAMES,
     *TENANT_ALERT_NAMES,
 )
 """Every alert, in the order of the rule file; ``docs/runbooks.md`` has one section each."""
@@ -442,7 +446,31 @@ def alert_rules(cfg: AlertsConfig) -> list[dict[str, Any]]:
             f"still reported after {cfg.zombie_findings_for}. Details: "
             "gpuledger findings --kind zombie, or the report's Findings section.",
         ),
+        *spend_alert_rules(cfg),
         *tenant_alert_rules(cfg),
+    ]  # fmt: skip
+
+
+def spend_alert_rules(cfg: AlertsConfig) -> list[dict[str, Any]]:
+    """The alerts of :data:`SPEND_ALERT_NAMES`: a service's latest complete day far from
+    its baseline, in either direction (``or`` keeps the score's sign for the message)."""
+    s = schema
+    score, t = s.SPEND_ANOMALY_SCORE.name, _num(cfg.spend_anomaly_score)
+    change = f"abs({s.SPEND_DAILY_COST.name} - {s.SPEND_DAILY_BASELINE.name})"
+    return [
+        _alert(
+            cfg, "GpuledgerSpendAnomaly",
+            f"({score} >= {t} or {score} <= -{t}) "
+            f"and {change} >= {_num(cfg.spend_anomaly_min_delta_usd)}",
+            cfg.spend_anomaly_for, "warning",
+            "Spend anomaly: {{ $labels.service }}",
+            "The cost of service " + _SERVICE + " on the last complete day is "
+            "{{ $value | humanize }} robust standard deviations from its baseline (the "
+            "median of its trailing days), and at least "
+            f"${cfg.spend_anomaly_min_delta_usd:,.2f} away from it; compare "
+            f"{s.SPEND_DAILY_COST.name} with {s.SPEND_DAILY_BASELINE.name}. The drivers "
+            "(GPU model, tenant, idle) are in the monthly report's What changed section.",
+        ),
     ]  # fmt: skip
 
 
