@@ -282,6 +282,7 @@ _REPORT_FORMATS = {
     "coverage": "{m}-coverage.csv",
     "tenants": "{m}-tenants.csv",
     "findings": "{m}-findings.csv",
+    "anomalies": "{m}-anomalies.csv",
 }
 
 
