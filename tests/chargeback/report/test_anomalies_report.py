@@ -19,6 +19,7 @@ from gpuledger.chargeback.anomalies.model import Driver, SpendAnomaly
 from gpuledger.chargeback.ledger.store.sqlite import SqliteLedgerStore
 from gpuledger.chargeback.report.build import build_report
 from gpuledger.chargeback.report.config import ReportConfig
+from gpuledger.chargeback.report.console import anomalies_summary
 from gpuledger.chargeback.report.model import Month, Report
 from gpuledger.chargeback.report.monthly import report_file, run_report
 from gpuledger.chargeback.report.writers.anomalies import ANOMALY_COLUMNS, anomalies_csv
@@ -192,3 +193,17 @@ def test_the_section_renders_in_chromium_with_a_clean_console(
     assert not dom.find_all("img")
     total = dom.find("td", **{"data-col": "anomalies_total"}).text().split()
     assert total == ["+$0.00", "/", "−$100.00"]
+
+
+def test_the_terminal_summary_names_the_largest(written: tuple[Report, Path]) -> None:
+    report, _ = written
+    assert anomalies_summary(report) == (
+        "  spend anomalies: 3, the largest team/vision on 2026-11-10 "
+        f"(+$96.25: GPU model {H100} +$96.00); see What changed"
+    )
+    assert anomalies_summary(replace(report, anomalies=())) == (
+        "  spend anomalies: none (no day left its service's baseline)"
+    )
+    assert anomalies_summary(replace(report, anomalies_computed=False)).startswith(
+        "  spend anomalies: not computed"
+    )
