@@ -74,16 +74,22 @@ class AnomalyRefresh:
                                   self.cfg.token_weights.weights())  # fmt: skip
                 day, scores = latest_scores(self.store, pricing, self.cfg.anomalies, now=now)
             except (StoreError, RateCardError, OSError) as exc:
-                self.failures += 1
-                if not self._failing:
-                    log.warning("spend anomalies not refreshed (previous scores kept): %s", exc)
-                self._failing = True
+                self._failed(str(exc))
+                return None
+            except Exception as exc:  # a background job: anything else is logged, not fatal
+                self._failed(f"{type(exc).__name__}: {exc}")
                 return None
             if self._failing:
                 log.info("spend anomalies refreshed again")
             self._failing = False
             self._status = SpendStatus(day, tuple(scores), now.timestamp())
             return self._status
+
+    def _failed(self, why: str) -> None:
+        self.failures += 1
+        if not self._failing:
+            log.warning("spend anomalies not refreshed (previous scores kept): %s", why)
+        self._failing = True
 
 
 def export_spend(f: FamiliesBuilder, status: SpendStatus | None) -> None:

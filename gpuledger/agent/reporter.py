@@ -141,13 +141,18 @@ class Reporter:
             )
         self._scheduler.start()
         if self.spend is not None:
-            threading.Thread(target=self.refresh_spend, name="spend-anomalies", daemon=True).start()
+            self._first_refresh = threading.Thread(
+                target=self.refresh_spend, name="spend-anomalies", daemon=True
+            )
+            self._first_refresh.start()
         if self.catch_up_due():
             threading.Thread(target=self.run, name="report-catch-up", daemon=True).start()
 
     def stop(self) -> None:
         if self._scheduler.running:
             self._scheduler.shutdown(wait=False)
+        if self._first_refresh is not None:  # its store is closed next: let it finish
+            self._first_refresh.join(timeout=10)
 
     def refresh_spend(self) -> None:
         """Score the latest complete day again (the hourly job); /metrics is re-rendered

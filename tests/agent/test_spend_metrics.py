@@ -129,3 +129,24 @@ def test_the_refresh_runs_at_start_and_every_hour(store: SqliteLedgerStore, tmp_
         assert spend.day.isoformat() == "2026-11-10"
     finally:
         reporter.stop()
+
+
+def test_a_store_that_fails_mid_life_is_logged_not_raised(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The reporter's store closed under it (an agent stopping): the hourly job logs one
+    line and keeps the scores it had, twice in a row without a second line."""
+    s = SqliteLedgerStore(":memory:")
+    s.migrate()
+    s.upsert(fx.usage_rows(), [])
+    reporter = _reporter(s, tmp_path)
+    reporter.refresh_spend()
+    before = _exposed(reporter)[schema.SPEND_DAILY_COST.name]
+    s.close()
+    with caplog.at_level("WARNING", logger="gpuledger.agent.anomaly_refresh"):
+        reporter.refresh_spend()
+        reporter.refresh_spend()
+    assert reporter.spend is not None
+    assert reporter.spend.failures == 2
+    assert len([r for r in caplog.records if "not refreshed" in r.getMessage()]) == 1
+    assert _exposed(reporter)[schema.SPEND_DAILY_COST.name] == before
