@@ -143,6 +143,7 @@ def query_result(prom: PrometheusServer, expr: str) -> tuple[str, list[Any]]:
 # (tests/dashboards/test_findings_panels.py, test_spend_panel.py, tests/alerts/).
 REPORTER_ONLY = frozenset({
     schema.FINDING_SAVINGS.name, schema.FINDINGS.name, schema.SPEND_ANOMALY_SCORE.name,
+    schema.SPEND_DAILY_COST.name, schema.SPEND_DAILY_BASELINE.name,
 })  # fmt: skip
 
 
