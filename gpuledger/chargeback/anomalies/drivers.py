@@ -33,7 +33,7 @@ _PARTITIONS: tuple[tuple[DriverKind, Partition, frozenset[str] | None], ...] = (
 """(kind, the partition, the parts that may be named; None: all)."""
 
 
-def _baseline_parts(
+def baseline_parts(
     window: Sequence[ServiceDay | None], part: Partition, median: float
 ) -> dict[str, float]:
     """Each part's baseline: median × its share of the window's cost, over the window's
@@ -52,7 +52,7 @@ def _baseline_parts(
             sums[name] = sums.get(name, 0.0) + usd
     if total <= 0:
         return dict.fromkeys(sums, 0.0)
-    return {name: median * usd / total for name, usd in sums.items()}
+    return {name: median * (usd / total) for name, usd in sums.items()}
 
 
 def drivers(
@@ -70,7 +70,7 @@ def drivers(
     ranked: list[tuple[float, Driver]] = []
     for kind, part, nameable in _PARTITIONS:
         now = part(today) if today is not None else {}
-        base = _baseline_parts(window, part, median)
+        base = baseline_parts(window, part, median)
         if not now and not base:
             continue
         for name in sorted(set(now) | set(base)):
