@@ -454,6 +454,29 @@ FINDINGS = _m(
     "Findings of the latest monthly report per kind; every kind is present, 0 when it has "
     "none. Absent until a report with computed findings is written.",
 )  # fmt: skip
+# Spend anomalies (chargeback/anomalies, docs/anomalies.md): the reporter scores the latest
+# complete UTC day of every service against its trailing baseline, every hour
+SPEND_ANOMALY_SCORE = _m(
+    "agent", "gpuledger_spend_anomaly_score", G, "", ("namespace", "service"),
+    "Robust z of the service's cost on the latest complete UTC day against the median of "
+    "its trailing days: (cost - median) / (1.4826 x MAD, floored). Positive: above the "
+    "baseline, negative: a drop. Absent for a service with too few days of baseline.",
+)  # fmt: skip
+SPEND_DAILY_COST = _m(
+    "agent", "gpuledger_spend_daily_cost_usd", G, "", ("namespace", "service"),
+    "The service's cost (USD, priced as the monthly report prices it) on the latest "
+    "complete UTC day, the day gpuledger_spend_anomaly_score judges.",
+)  # fmt: skip
+SPEND_DAILY_BASELINE = _m(
+    "agent", "gpuledger_spend_daily_baseline_usd", G, "", ("namespace", "service"),
+    "The service's baseline daily cost (USD): the median of its trailing days "
+    "(report.anomalies.window_days) before the day judged.",
+)  # fmt: skip
+SPEND_SCORED_DAY = _m(
+    "agent", "gpuledger_spend_scored_day_timestamp_seconds", G, "seconds", (),
+    "Unix time of the start (00:00 UTC) of the day the spend-anomaly families describe; "
+    "absent until the reporter's first refresh succeeds.",
+)  # fmt: skip
 BUILD_INFO = _m(
     "agent", "gpuledger_build_info", G, "", ("version",),
     "Constant 1; the agent's version.",

@@ -12,6 +12,10 @@ With ``report.delivery`` set, each report written is then delivered (e-mail, web
 lock is released: a delivery that fails never touches the report. A pass also runs at
 start and every hour (minute 17) for last month's report, so a delivery cut by a restart
 or an outage resumes; the record in the ledger keeps a message from going out twice.
+
+The same scheduler refreshes the spend-anomaly scores every hour
+(:mod:`gpuledger.agent.anomaly_refresh`, when ``report.anomalies.enabled``), and once at
+start, in a thread of its own.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from pathlib import Path
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.cron import CronTrigger
 
+from gpuledger.agent.anomaly_refresh import REFRESH_MINUTE, AnomalyRefresh, SpendStatus
 from gpuledger.chargeback.costcenters.resolve import CostCenterMap
 from gpuledger.chargeback.delivery.contents import DeliveryError
 from gpuledger.chargeback.delivery.send import Deliverer, PassResult
@@ -60,6 +65,8 @@ class ReporterStatus:
     # each channel's last success (unix seconds)
     deliveries: tuple[tuple[tuple[str, str], int], ...] = ()
     delivery_last_success: tuple[tuple[str, float], ...] = ()
+    # the latest spend-anomaly refresh (gpuledger_spend_*); None: none succeeded yet
+    spend: SpendStatus | None = None
 
 
 class Reporter:
@@ -101,6 +108,7 @@ class Reporter:
         self._last_error: str | None = None
         self._latest_findings: tuple[Finding, ...] = ()
         self._findings_month: str | None = None
+        self.spend = AnomalyRefresh(cfg, store, clock=clock) if cfg.anomalies.enabled else None
 
     def status(self) -> ReporterStatus:
         stats = self._delivery.stats if self._delivery is not None else None
@@ -114,6 +122,7 @@ class Reporter:
             self._findings_month,
             tuple(sorted(stats.counts().items())) if stats else (),
             tuple(sorted(stats.last_success().items())) if stats else (),
+            self.spend.status() if self.spend is not None else None,
         )
 
     def restore_findings(self) -> str | None:
@@ -155,7 +164,19 @@ class Reporter:
                 id="report-delivery",
                 misfire_grace_time=1800,
             )
+        if self.spend is not None:
+            self._scheduler.add_job(
+                self.refresh_spend,
+                CronTrigger(minute=REFRESH_MINUTE, timezone=UTC),
+                id="spend-anomalies",
+                misfire_grace_time=1800,
+            )
         self._scheduler.start()
+        if self.spend is not None:
+            self._first_refresh = threading.Thread(
+                target=self.refresh_spend, name="spend-anomalies", daemon=True
+            )
+            self._first_refresh.start()
         if self.catch_up_due():
             threading.Thread(target=self.run, name="report-catch-up", daemon=True).start()
         elif self._delivery is not None:
@@ -168,6 +189,14 @@ class Reporter:
             self._delivery.stop()  # a backoff wait ends; unsent rows stay for the next start
         if self._scheduler.running:
             self._scheduler.shutdown(wait=False)
+        if self._first_refresh is not None:  # its store is closed next: let it finish
+            self._first_refresh.join(timeout=10)
+
+    def refresh_spend(self) -> None:
+        """Score the latest complete day again (the hourly job); /metrics is re-rendered
+        after a refresh that succeeded."""
+        if self.spend is not None and self.spend.refresh() is not None and self._on_run:
+            self._on_run()
 
     def catch_up_due(self) -> bool:
         """True when this month's scheduled run time has passed and last month's report

@@ -286,6 +286,7 @@ _REPORT_FORMATS = {
     "tenants": "{m}-tenants.csv",
     "findings": "{m}-findings.csv",
     "cost-centers": "{m}-cost-centers.csv",
+    "anomalies": "{m}-anomalies.csv",
 }
 
 

@@ -90,6 +90,14 @@ class AlertsConfig(_Section):
     # window fires; the reporter passes hourly, so 2h covers one missed pass.
     report_delivery_window: Duration = "2h"
 
+    # Spend anomalies (the reporter's gpuledger_spend_anomaly_score, refreshed hourly for
+    # the latest complete day; docs/anomalies.md): |robust z| at or above the score and a
+    # change of at least the dollars, as report.anomalies judges a day by default. The
+    # score holds for a day, so a short for: only rides out a refresh that moved it.
+    spend_anomaly_score: float = Field(3.5, gt=0)
+    spend_anomaly_min_delta_usd: float = Field(50.0, ge=0)
+    spend_anomaly_for: Duration = "15m"
+
     # Rule files.
     runbook_base_url: str = Field("docs/runbooks.md", min_length=1)  # anchor appended
     recording_interval: Duration = "1m"

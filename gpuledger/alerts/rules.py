@@ -211,6 +211,9 @@ TENANT_ALERT_NAMES = (
 )
 """The alerts on the tenants of shared endpoints (issue 14), last in the rule file."""
 
+SPEND_ALERT_NAMES = ("GpuledgerSpendAnomaly",)
+"""The alerts on spend (issue 18), before the tenants' in the rule file."""
+
 ALERT_NAMES = (
     "GpuledgerTtftP99High",
     "GpuledgerInterTokenLatencyP99High",
@@ -229,6 +232,7 @@ ALERT_NAMES = (
     "GpuledgerLedgerFlushFailing",
     "GpuledgerZombieGpuHolders",
     "GpuledgerReportDeliveryFailing",  # issue 18: the monthly report's delivery
+    *SPEND_ALERT_NAMES,
     *TENANT_ALERT_NAMES,
 )
 """Every alert, in the order of the rule file; ``docs/runbooks.md`` has one section each."""
@@ -444,6 +448,7 @@ def alert_rules(cfg: AlertsConfig) -> list[dict[str, Any]]:
             "gpuledger findings --kind zombie, or the report's Findings section.",
         ),
         _delivery_alert(cfg),
+        *spend_alert_rules(cfg),
         *tenant_alert_rules(cfg),
     ]  # fmt: skip
 
@@ -463,6 +468,29 @@ def _delivery_alert(cfg: AlertsConfig) -> dict[str, Any]:
         "{{ $labels.channel }} after every retry; it tries again every hour. The report is "
         "on disk; the reason is in the reporter's log and the ledger's ledger_deliveries rows.",
     )  # fmt: skip
+
+
+def spend_alert_rules(cfg: AlertsConfig) -> list[dict[str, Any]]:
+    """The alerts of :data:`SPEND_ALERT_NAMES`: a service's latest complete day far from
+    its baseline, in either direction (``or`` keeps the score's sign for the message)."""
+    s = schema
+    score, t = s.SPEND_ANOMALY_SCORE.name, _num(cfg.spend_anomaly_score)
+    change = f"abs({s.SPEND_DAILY_COST.name} - {s.SPEND_DAILY_BASELINE.name})"
+    return [
+        _alert(
+            cfg, "GpuledgerSpendAnomaly",
+            f"({score} >= {t} or {score} <= -{t}) "
+            f"and {change} >= {_num(cfg.spend_anomaly_min_delta_usd)}",
+            cfg.spend_anomaly_for, "warning",
+            "Spend anomaly: {{ $labels.service }}",
+            "The cost of service " + _SERVICE + " on the last complete day is "
+            "{{ $value | humanize }} robust standard deviations from its baseline (the "
+            "median of its trailing days), and at least "
+            f"${cfg.spend_anomaly_min_delta_usd:,.2f} away from it; compare "
+            f"{s.SPEND_DAILY_COST.name} with {s.SPEND_DAILY_BASELINE.name}. The drivers "
+            "(GPU model, tenant, idle) are in the monthly report's What changed section.",
+        ),
+    ]  # fmt: skip
 
 
 def untenanted_share_expr(window: str) -> str:

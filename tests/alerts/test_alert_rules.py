@@ -452,8 +452,11 @@ def test_promtool_unit_tests_every_alert(tmp_path: Path) -> None:
     )
     add(c)
 
-    # the tenant alerts have their own module, test_tenant_alerts.py
-    assert covered == set(rules.ALERT_NAMES) - set(rules.TENANT_ALERT_NAMES)
+    # the tenant and spend alerts have their own modules, test_tenant_alerts.py and
+    # test_spend_alerts.py
+    assert covered == set(rules.ALERT_NAMES) - set(rules.TENANT_ALERT_NAMES) - set(
+        rules.SPEND_ALERT_NAMES
+    )
     run_promtool_tests(tmp_path, cfg, cases)
 
 

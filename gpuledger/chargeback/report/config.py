@@ -13,6 +13,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from gpuledger.chargeback.anomalies.config import AnomaliesConfig
 from gpuledger.chargeback.costcenters.config import CostCentersConfig
 from gpuledger.chargeback.delivery.config import DeliveryConfig
 from gpuledger.chargeback.findings.config import FindingsConfig
@@ -68,6 +69,7 @@ class ReportConfig(BaseModel):
     findings: FindingsConfig = FindingsConfig()  # thresholds of the findings (docs/findings.md)
     cost_centers: CostCentersConfig = CostCentersConfig()  # who pays (docs/cost-centers.md)
     delivery: DeliveryConfig | None = None  # e-mail and webhook after each run (docs/delivery.md)
+    anomalies: AnomaliesConfig = AnomaliesConfig()  # spend anomalies (docs/anomalies.md)
 
     @field_validator("schedule")
     @classmethod

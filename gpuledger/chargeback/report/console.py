@@ -25,9 +25,11 @@ SUMMARY_BY: tuple[SummaryBy, ...] = ("service", "tenant", "cost-center")
 
 def progress_steps(cfg: ReportConfig) -> int:
     """The progress calls one :func:`~gpuledger.chargeback.report.monthly.run_report`
-    makes: the build's steps, one per earlier month of the trend, one per format written,
-    and one to spare, so a full bar means done."""
-    return BUILD_STEPS + cfg.trend_months - 1 + len(cfg.formats) + 1
+    makes: the build's steps, one per earlier month of the trend, one for the spend
+    anomalies when they are on, one per format written, and one to spare, so a full bar
+    means done."""
+    anomalies = 1 if cfg.anomalies.enabled else 0
+    return BUILD_STEPS + cfg.trend_months - 1 + anomalies + len(cfg.formats) + 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -234,6 +236,7 @@ def print_summary(result: Report, by: SummaryBy = "service") -> None:
     out.print(table)
     out.print(Text(flag_summary(result)))
     out.print(Text(findings_summary(result)))
+    out.print(Text(anomalies_summary(result)))
     for note in result.notes:
         out.print(f"  - {note}")
 
@@ -249,4 +252,18 @@ def findings_summary(result: Report) -> str:
     return (
         f"  findings: {n}, savings identified ${result.findings_savings_usd:,.2f}/month "
         f"(gpuledger findings --month {result.month})"
+    )
+
+
+def anomalies_summary(result: Report) -> str:
+    """One line on the month's spend anomalies ("What changed"), the largest first."""
+    if not result.anomalies_computed:
+        return "  spend anomalies: not computed (report.anomalies.enabled is false)"
+    if not result.anomalies:
+        return "  spend anomalies: none (no day left its service's baseline)"
+    top = max(result.anomalies, key=lambda a: abs(a.change_usd))
+    sign = "+" if top.change_usd >= 0 else "-"
+    return (
+        f"  spend anomalies: {len(result.anomalies)}, the largest {top.label} on {top.day} "
+        f"({sign}${abs(top.change_usd):,.2f}: {top.drivers_text}); see What changed"
     )

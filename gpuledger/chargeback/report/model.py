@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Literal
 
+from gpuledger.chargeback.anomalies.model import SpendAnomaly
 from gpuledger.chargeback.costcenters.config import UNASSIGNED
 
 if TYPE_CHECKING:
@@ -55,8 +56,9 @@ REPORT_SCHEMA_VERSION = 5
 ``findings_computed`` (false: no findings engine ran, which is not "none found")
 (issue 17). Only keys are added.
 5: services and tenant lines carry their ``cost_center``, and the report its
-``cost_centers`` (a subtotal per cost center, adding up to the totals) (issue 18). Only
-keys are added."""
+``cost_centers`` (a subtotal per cost center, adding up to the totals), its
+``anomalies`` (the month's spend anomalies, each with its drivers) and
+``anomalies_computed`` (issue 18, "What changed"). Only keys are added."""
 _MONTH_RE = re.compile(r"^(\d{4})-(\d{2})$")
 
 
@@ -368,6 +370,10 @@ class Report:
     # who pays: a subtotal per cost center, costliest first, __unassigned__ last
     # (chargeback/report/cost_centers.py); empty when none was assigned (built directly)
     cost_centers: tuple[CostCenterTotal, ...] = ()
+    # "What changed": the month's days whose spend left a service's baseline
+    # (chargeback/anomalies); anomalies_computed False: no detector ran for this report
+    anomalies: tuple[SpendAnomaly, ...] = ()
+    anomalies_computed: bool = False
 
     @property
     def empty(self) -> bool:

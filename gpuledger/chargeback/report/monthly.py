@@ -12,7 +12,7 @@ import re
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 
 from gpuledger.chargeback.findings.model import Finding
@@ -55,6 +55,23 @@ def with_findings(
         return report
     found = rank_findings(tuple(findings(store, month, card)))
     return replace(report, findings=found, findings_computed=True)
+
+
+def with_anomalies(
+    report: Report, store: AuditableLedgerStore, month: Month, card: RateCard,
+    cfg: ReportConfig, now: datetime,
+) -> Report:  # fmt: skip
+    """``report`` carrying ``month``'s spend anomalies ("What changed"), judged with
+    ``cfg.anomalies`` on days priced like the report (its card and policies); unchanged
+    when the detector is switched off, so the report says they were not computed."""
+    if not cfg.anomalies.enabled:
+        return report
+    from gpuledger.chargeback.anomalies.daily import Pricing
+    from gpuledger.chargeback.anomalies.detect import month_anomalies
+
+    pricing = Pricing(card, cfg.idle_policy, cfg.headroom_policy, cfg.token_weights.weights())
+    found = month_anomalies(store, pricing, month, cfg.anomalies, now=now)
+    return replace(report, anomalies=tuple(found), anomalies_computed=True)
 
 
 def report_options(cfg: ReportConfig) -> ReportOptions:
@@ -100,6 +117,9 @@ def run_report(
     )
     report = with_findings(report, store, month, card, findings)
     report = assign(report, cost_center_map(store, cfg.cost_centers, month.start, month.end))
+    if cfg.anomalies.enabled and progress is not None:
+        progress("spend anomalies (each day against its baseline)")
+    report = with_anomalies(report, store, month, card, cfg, now or datetime.now(UTC))
 
     def written(path: Path) -> None:
         if progress is not None:

@@ -126,12 +126,14 @@ def test_report_of_the_previous_ledger_is_unchanged(tmp_path: Path) -> None:
     # report schema 3 (issue 16) adds a flag per figure and the coverage of each service's
     # hours, and counterfactual_flagged now follows those flags (compared below)
     # report schema 4 (issue 17) adds the findings, none here: no findings engine ran
-    # report schema 5 (issue 18) adds each line's cost center and the subtotals; a report
-    # built without a cost-center map (this one) has every line __unassigned__, none listed
+    # report schema 5 (issue 18) adds each line's cost center and the subtotals (a report
+    # built without a cost-center map, like this one, has every line __unassigned__, none
+    # listed) and the spend anomalies (none: build_report alone)
     assert (got.pop("schema_version"), want.pop("schema_version")) == (5, 1)
     assert got.pop("cost_centers") == []
     assert got.pop("headroom_policy") == "spread"
     assert (got.pop("findings"), got.pop("findings_computed")) == ([], False)
+    assert (got.pop("anomalies"), got.pop("anomalies_computed")) == ([], False)
     # issue 17 added the gpu_classes section (memory, relative throughput) to the default
     # card: same version and prices, so only the card's digest moved -- to the shipped one
     got_card, want_card = got.pop("rate_card"), want.pop("rate_card")
