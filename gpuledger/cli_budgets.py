@@ -87,8 +87,9 @@ def show(
     from datetime import UTC, datetime
 
     from gpuledger.chargeback.budgets.status import budget_report
-    from gpuledger.chargeback.costcenters.resolve import CostCenterMap
     from gpuledger.chargeback.ledger.model import StoreError
+    from gpuledger.chargeback.report.cost_centers import cost_center_map
+    from gpuledger.chargeback.report.model import Month
 
     overrides: dict[str, object] = {}
     if rate_card is not None:
@@ -101,8 +102,11 @@ def show(
     card = rate_card_or_exit(cfg)
     store, where = store_or_exit(cfg)
     try:
+        now = datetime.now(UTC)
+        month = Month.of(now)
+        centers = cost_center_map(store, cfg.report.cost_centers, month.start, month.end)
         got = budget_report(
-            store, card, rows, CostCenterMap(cfg.report.cost_centers), datetime.now(UTC),
+            store, card, rows, centers, now,
             policy=cfg.report.idle_policy, history_days=cfg.report.forecast_history_days,
         )  # fmt: skip
     except StoreError as exc:

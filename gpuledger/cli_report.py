@@ -101,6 +101,7 @@ def _month_or_exit(month: str | None) -> Month:
 class ReportBy(StrEnum):
     service = "service"
     tenant = "tenant"
+    cost_center = "cost-center"
 
 
 def report(
@@ -122,8 +123,9 @@ def report(
         ReportBy,
         typer.Option(
             "--by",
-            help="The summary printed: the fleet's totals (service) or the tenants of shared "
-            "services, costliest first (tenant). The files written are the same.",
+            help="The summary printed: the fleet's totals (service), the tenants of shared "
+            "services, costliest first (tenant), or the subtotal of each cost center "
+            "(cost-center). The files written are the same.",
         ),
     ] = ReportBy.service,
 ) -> None:

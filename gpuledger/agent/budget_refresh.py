@@ -63,7 +63,8 @@ class BudgetRefresher:
         self.store = store
         self._clock = clock
         # where the cost-center map comes from (recorded labels need the ledger): the
-        # static config unless the wiring passes more
+        # static config unless the wiring passes more (the reporter passes this month's
+        # map: the static rules over the labels the agents recorded)
         self._centers = centers or (lambda: CostCenterMap(cfg.cost_centers))
         self._on_refresh = on_refresh
         self._lock = threading.Lock()
@@ -95,9 +96,12 @@ class BudgetRefresher:
                     self.store, card, rows, self._centers(), self._clock(),
                     policy=self.cfg.idle_policy, history_days=self.cfg.forecast_history_days,
                 )  # fmt: skip
-            except (BudgetError, RateCardError, StoreError, OSError) as exc:
+            except Exception as exc:
                 took = time.monotonic() - started
-                error = str(exc)
+                # a known failure says what it was; anything else (a store closed under a
+                # stopping reporter) only its type: an unforeseen message may hold a DSN
+                known = isinstance(exc, (BudgetError, RateCardError, StoreError, OSError))
+                error = str(exc) if known else f"unexpected {type(exc).__name__}"
                 if error != s.last_error:
                     log.warning("budget refresh failed: %s", error)
                 self._status = BudgetRefreshStatus(

@@ -35,10 +35,11 @@ def _series(case: Case, metric: str, values: str, labels: dict[str, str]) -> Non
     case.doc["input_series"].append({"series": f"{metric}{{{inner}}}", "values": values})
 
 
-def test_budget_alerts_sit_before_the_tenant_alerts() -> None:
+def test_budget_alerts_sit_before_the_spend_and_tenant_alerts() -> None:
     names = [r["alert"] for r in rules.alert_rules(AlertsConfig())]
-    n = len(rules.TENANT_ALERT_NAMES)
+    n = len(rules.TENANT_ALERT_NAMES) + len(rules.SPEND_ALERT_NAMES)
     assert names[-n - 2 : -n] == list(rules.BUDGET_ALERT_NAMES)
+    assert names == list(rules.ALERT_NAMES)
     by_name = {r["alert"]: r for r in rules.alert_rules(AlertsConfig(budget_forecast_for="6h"))}
     assert by_name["GpuledgerBudgetForecastOver"]["for"] == "6h"
     assert by_name["GpuledgerBudgetForecastOver"]["labels"]["severity"] == "warning"

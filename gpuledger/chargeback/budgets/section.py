@@ -15,15 +15,16 @@ from datetime import UTC, datetime
 from gpuledger.chargeback.budgets.config import BudgetError
 from gpuledger.chargeback.budgets.status import budget_report
 from gpuledger.chargeback.costcenters.resolve import CostCenterMap
-from gpuledger.chargeback.ledger.model import LedgerStore
+from gpuledger.chargeback.ledger.store.common import AuditableLedgerStore
 from gpuledger.chargeback.report.config import ReportConfig
+from gpuledger.chargeback.report.cost_centers import cost_center_map
 from gpuledger.chargeback.report.model import Month, Report
 from gpuledger.chargeback.report.ratecard import RateCard
 
 
 def with_budgets(
     report: Report,
-    store: LedgerStore,
+    store: AuditableLedgerStore,
     cfg: ReportConfig,
     card: RateCard,
     month: Month,
@@ -45,7 +46,9 @@ def with_budgets(
         if not cfg.forecasts:
             return replace(report, budgets_configured=True, notes=(*report.notes, *notes))
     got = budget_report(
-        store, card, rows, centers or CostCenterMap(cfg.cost_centers), now or datetime.now(UTC),
+        store, card, rows,
+        centers or cost_center_map(store, cfg.cost_centers, month.start, month.end),
+        now or datetime.now(UTC),
         month=month, policy=cfg.idle_policy, history_days=cfg.forecast_history_days,
         forecasts=cfg.forecasts,
     )  # fmt: skip

@@ -21,6 +21,7 @@ from pydantic import (
     model_validator,
 )
 
+from gpuledger.chargeback.anomalies.config import AnomaliesConfig
 from gpuledger.chargeback.budgets.config import (
     Budget,
     BudgetError,
@@ -29,6 +30,7 @@ from gpuledger.chargeback.budgets.config import (
     parse_rows,
 )
 from gpuledger.chargeback.costcenters.config import CostCentersConfig
+from gpuledger.chargeback.delivery.config import DeliveryConfig
 from gpuledger.chargeback.findings.config import FindingsConfig
 from gpuledger.chargeback.report.model import HeadroomPolicy, IdlePolicy
 from gpuledger.chargeback.report.tenant_split import (
@@ -84,6 +86,8 @@ class ReportConfig(BaseModel):
     token_weights: TokenWeightsConfig = TokenWeightsConfig()
     findings: FindingsConfig = FindingsConfig()  # thresholds of the findings (docs/findings.md)
     cost_centers: CostCentersConfig = CostCentersConfig()  # who pays (docs/cost-centers.md)
+    delivery: DeliveryConfig | None = None  # e-mail and webhook after each run (docs/delivery.md)
+    anomalies: AnomaliesConfig = AnomaliesConfig()  # spend anomalies (docs/anomalies.md)
     # monthly budgets (docs/budgets.md): inline rows and/or a file read at every refresh
     budgets: BudgetRows = ()
     budgets_file: Path | None = None
@@ -164,6 +168,13 @@ class ReportConfig(BaseModel):
         if not v:
             raise ValueError(f"name at least one of {', '.join(FORMATS)}")
         return tuple(dict.fromkeys(v))
+
+    @model_validator(mode="after")
+    def _delivery_files(self) -> ReportConfig:
+        """Delivery reads the written JSON (names, figures) and attaches the CSV."""
+        if self.delivery is not None and not {"csv", "json"} <= set(self.formats):
+            raise ValueError("delivery: needs csv and json in report.formats (it sends them)")
+        return self
 
     def out_path(self, state_dir: Path) -> Path:
         return self.out_dir or state_dir / "reports"

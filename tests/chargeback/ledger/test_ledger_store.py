@@ -26,6 +26,7 @@ from gpuledger.chargeback.ledger.store import open_store
 from gpuledger.chargeback.ledger.store.common import AuditableLedgerStore
 from gpuledger.chargeback.ledger.tables import CoverageRow, ProbeRecord, TokenRow, UsageRow
 from gpuledger.redact import redact_dsn, safe_url, scrub
+from tests.support.migrations import ALL_VERSIONS
 from tests.support.postgres import EmbeddedPostgres
 
 R = TypeVar("R")
@@ -107,7 +108,7 @@ def _totals(row: UsageGroup) -> tuple[float, float, float]:
 def test_migrations_are_idempotent_and_recorded(ledger_store: AuditableLedgerStore) -> None:
     ledger_store.migrate()  # the fixture already ran it once
     ledger_store.migrate()
-    assert ledger_store.applied_versions() == [1, 2, 3, 4, 5, 6, 7, 8, 9]
+    assert ledger_store.applied_versions() == ALL_VERSIONS
     ledger_store.upsert([_u(H0, "n1", "g1", "a", "b", 1, 1, 1)], [])
     assert ledger_store.usage(_dt(H0), _dt(H1), ["service"])[0].allocated_gpu_seconds == 1.0
 
@@ -131,7 +132,7 @@ def test_concurrent_migrations_from_two_agents(ledger_store_url: str) -> None:
         t.join(30)
     try:
         assert errors == []
-        assert stores[0].applied_versions() == [1, 2, 3, 4, 5, 6, 7, 8, 9]
+        assert stores[0].applied_versions() == ALL_VERSIONS
     finally:
         for s in stores:
             s.close()
@@ -571,7 +572,7 @@ def test_sqlite_migration_4_keeps_probe_records(tmp_path: Path) -> None:
         before = sorted(conn.execute("SELECT * FROM probe_results").fetchall())
     ledger_store = store_sqlite.SqliteLedgerStore(path)
     ledger_store.migrate()
-    assert ledger_store.applied_versions() == [1, 2, 3, 4, 5, 6, 7, 8, 9]
+    assert ledger_store.applied_versions() == ALL_VERSIONS
     # a replay without verdicts keeps the stored ones (ON CONFLICT on the same key columns)
     ledger_store.upsert_probes([replace(records[0], tokens_counted=None, ttft_agrees=None)])
     ledger_store.close()

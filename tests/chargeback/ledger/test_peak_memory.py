@@ -29,6 +29,7 @@ from gpuledger.chargeback.ledger.store.sqlite import SqliteLedgerStore
 from gpuledger.chargeback.ledger.store.sqlite_migrations import MIGRATIONS as SQLITE_MIGRATIONS
 from gpuledger.chargeback.ledger.tables import USAGE, CoverageRow, Role, UsageRow, merge_peak
 from gpuledger.collectors.gpu.readings import GpuReading
+from tests.support.migrations import ALL_VERSIONS
 
 GIB = 1024.0**3
 A = Owner("llm", "chat")
@@ -360,7 +361,7 @@ def test_migration_9_on_a_version_8_ledger_with_rows(postgres_db_url: str) -> No
     store = PostgresLedgerStore(postgres_db_url)
     try:
         store.migrate()
-        assert store.applied_versions() == [1, 2, 3, 4, 5, 6, 7, 8, 9]
+        assert store.applied_versions() == ALL_VERSIONS
         start, end = _dt(H - 3600), _dt(H + 3600)
         assert store.peak_memory(start, end, ["gpu_uuid"]) == []  # every old row: NULL
         (total,) = store.usage(start, end, [])
@@ -415,7 +416,7 @@ def test_sqlite_migration_9_keeps_a_version_8_ledgers_rows(tmp_path: Path) -> No
         )
     with SqliteLedgerStore(path) as store:
         store.migrate()
-        assert store.applied_versions() == [1, 2, 3, 4, 5, 6, 7, 8, 9]
+        assert store.applied_versions() == ALL_VERSIONS
         assert store.peak_memory(_dt(H), _dt(H + 3600), ["service"]) == []
         (total,) = store.usage(_dt(H), _dt(H + 3600), ["service"])
         assert (total.allocated_gpu_seconds, total.busy_gpu_seconds) == (3600.0, 1800.0)

@@ -14,6 +14,7 @@ module growing.
 from __future__ import annotations
 
 from gpuledger.chargeback.ledger.sqlite_sql import cols, q
+from gpuledger.chargeback.ledger.store.deliveries_sql import sqlite_migration_11
 
 _cols = cols
 
@@ -228,4 +229,24 @@ MIGRATIONS += (
             f"ALTER TABLE {q('ledger_usage')} ADD COLUMN {q('peak_memory_bytes')} REAL",
         ),
     ),
+)
+MIGRATIONS += (
+    (
+        10,
+        (
+            # Cost centers (issue 18): per (hour, node, owner) the cost center the agent
+            # saw on the workload or its namespace, and where it read it.
+            f"""CREATE TABLE {q("ledger_cost_centers")} (
+                {q("hour_start")} INTEGER NOT NULL,
+                {q("node")} TEXT NOT NULL,
+                {q("namespace")} TEXT NOT NULL,
+                {q("service")} TEXT NOT NULL,
+                {q("cost_center")} TEXT NOT NULL,
+                {q("source")} TEXT NOT NULL,
+                {q("updated_at")} INTEGER NOT NULL,
+                PRIMARY KEY ({_cols(("hour_start", "node", "namespace", "service"))})
+            ) WITHOUT ROWID""",
+        ),
+    ),
+    (11, sqlite_migration_11()),  # the monthly report's delivery record (issue 18)
 )
