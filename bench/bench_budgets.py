@@ -10,14 +10,18 @@ into the store's own migrated tables, as ``bench_report --load copy`` does, so t
 hourly rollup the refresh reads is the one the triggers keep): ``--gpus`` GPUs on nodes
 of 8, each GPU-hour held by four services (1260 + d, 900, 540, 360 s, d moving with the
 hour; at weekends the fourth holder's share halves) and ``__idle__`` the rest; 2 services
-per cost center (``team-000/svc-0`` …), one namespace per cost center mapped by a static
-rule, each service on one GPU model. The month to date is ``--days`` days of November 2026
-and the history before it ``--history-days`` days of October.
+per cost center (``team-000/svc-0`` …), each service on one GPU model; the cost centers
+come from the labels the agents recorded (a ``ledger_cost_centers`` row per hour, node
+and service: namespace ``team-NNN`` labelled ``cc-NNN``), read each refresh as the
+reporter reads them (``cost_center_map``), no static rule. The month to date is
+``--days`` days of November 2026 and the history before it ``--history-days`` days of
+October.
 
 Budgets: one per cost center and one per service (600 at the defaults). The figure is
-the wall time of one refresh, ``budget_report(...)`` as ``agent/budget_refresh.py`` calls
-it: the one grouped ledger read (timed apart), the pricing of every day, and a forecast
-per budget; the first (cold) run, then the median of ``--repeat``.
+the wall time of one refresh as ``agent/budget_refresh.py`` runs it: this month's
+recorded cost centers, one grouped ledger read per day of the window (three at a time),
+the pricing of every day, and a forecast per budget; the first (cold) run, then the
+median of ``--repeat``.
 """
 
 from __future__ import annotations
@@ -37,15 +41,16 @@ from bench.results import Row, command, row
 from gpuledger.chargeback.attribution.claims import IDLE
 from gpuledger.chargeback.budgets.config import parse_rows
 from gpuledger.chargeback.budgets.status import budget_report
-from gpuledger.chargeback.costcenters.config import CostCenterRule, CostCentersConfig
-from gpuledger.chargeback.costcenters.resolve import CostCenterMap
+from gpuledger.chargeback.costcenters.config import CostCentersConfig
 from gpuledger.chargeback.forecast import series
+from gpuledger.chargeback.report.cost_centers import cost_center_map
 from gpuledger.chargeback.report.ratecard import load_rate_card
 
 TARGET_S = 2.0
 GPUS_PER_NODE = 8
 SHARES_S = (1260.0, 900.0, 540.0, 360.0)  # + 540 s idle = 3600 s per GPU-hour
 NOVEMBER = datetime(2026, 11, 1, tzinfo=UTC)
+NOVEMBER_END = datetime(2026, 12, 1, tzinfo=UTC)
 
 
 @dataclass
@@ -112,7 +117,39 @@ def _load(server: _Server, gpus: int, services: int, days: int, history: int) ->
     report_copy.copy_load(
         url, int(NOVEMBER.timestamp()), fleet_days(gpus, services, first, history + days)
     )
+    _record_labels(url, first)
     return url, time.perf_counter() - t
+
+
+_LABELS = """
+INSERT INTO ledger_cost_centers (hour_start, node, namespace, service, cost_center, source,
+                                 updated_at)
+SELECT DISTINCT hour_start, node, namespace, service, 'cc-' || substr(namespace, 6),
+       'namespace_label', now()
+FROM ledger_usage WHERE service <> %s
+ON CONFLICT DO NOTHING
+"""
+
+
+def _record_labels(url: str, first: datetime) -> None:
+    """What the agents would have recorded: a ``ledger_cost_centers`` row per (hour, node,
+    service) that held a GPU, the namespace ``team-NNN`` labelled ``cc-NNN``."""
+    import psycopg
+
+    from gpuledger.chargeback.ledger.store.postgres import PostgresLedgerStore
+    from gpuledger.chargeback.ledger.tables import CostCenterRow
+
+    pg = PostgresLedgerStore(url)
+    try:  # the months' partitions, created the store's way
+        for month_start in (first, NOVEMBER):
+            hour = int(month_start.timestamp())
+            pg.upsert_cost_centers([CostCenterRow(hour, "node-0000", "team-000", "svc-0",
+                                                  "cc-000", "namespace_label")])  # fmt: skip
+    finally:
+        pg.close()
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(_LABELS, (IDLE,))
+        conn.execute("VACUUM ANALYZE ledger_cost_centers")
 
 
 class _TimedStore:
@@ -156,14 +193,6 @@ def main(argv: list[str] | None = None) -> list[Row]:
     from gpuledger.chargeback.ledger.store.postgres import PostgresLedgerStore
 
     services = 2 * args.cost_centers
-    centers = CostCenterMap(
-        CostCentersConfig(
-            static=tuple(
-                CostCenterRule(namespace=f"team-{c:03d}", cost_center=f"cc-{c:03d}")
-                for c in range(args.cost_centers)
-            )
-        )
-    )
     rows: list[dict[str, object]] = [
         {"cost_center": f"cc-{c:03d}", "monthly_usd": 6000.0 + 2000.0 * (c % 5)}
         for c in range(args.cost_centers)
@@ -182,6 +211,9 @@ def main(argv: list[str] | None = None) -> list[Row]:
         report: list[Any] = []
 
         def refresh(timed: Any) -> None:
+            # what the reporter does each hour: this month's map (no static rule: every
+            # cost center comes from the recorded labels), then the budgets
+            centers = cost_center_map(store, CostCentersConfig(), NOVEMBER, NOVEMBER_END)
             report[:] = [budget_report(timed, card, budgets, centers, now)]
 
         try:
@@ -197,6 +229,9 @@ def main(argv: list[str] | None = None) -> list[Row]:
     finally:
         server.close()
     got = report[0]
+    with_spend = sum(
+        1 for line in got.lines if line.scope == "cost_center" and line.month_to_date_usd > 0
+    )
     statuses = {
         s: sum(1 for line in got.lines if line.status == s) for s in ("ok", "forecast-over", "over")
     }
@@ -207,7 +242,8 @@ def main(argv: list[str] | None = None) -> list[Row]:
     hours = (args.days + args.history_days) * 24
     print(f"ledger: {args.gpus} GPUs × {hours} h × 5 owners = {args.gpus * hours * 5:,} usage "
           f"rows, loaded by COPY in {load_s:.0f} s; {services} services, "
-          f"{args.cost_centers} cost centers; {len(budgets)} budgets {statuses}")  # fmt: skip
+          f"{args.cost_centers} cost centers ({with_spend} with spend, from the recorded "
+          f"labels); {len(budgets)} budgets {statuses}")  # fmt: skip
     print(f"refresh: cold {cold[0]:.3f} s; warm median of {len(warm)} {median:.3f} s "
           f"({cold[2]} day reads, {series.READERS} at a time, {read:.3f} s summed); "
           f"target ≤ {TARGET_S:.0f} s")  # fmt: skip
