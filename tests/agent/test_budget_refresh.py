@@ -184,3 +184,22 @@ def test_a_hostile_cost_center_name_is_exposed_exactly(
     assert got == {
         (("name", hostile), ("namespace", ""), ("scope", "cost_center"), ("service", "")): 7.0
     }
+
+
+def test_the_refresh_knows_the_recorded_labels(store: SqliteLedgerStore, tmp_path: Path) -> None:
+    # no static rule: prod/chat's cost center is only what the agent recorded this month
+    from gpuledger.chargeback.ledger.tables import CostCenterRow
+
+    hour = int(datetime(2026, 11, 3, tzinfo=UTC).timestamp())
+    store.upsert_cost_centers(
+        [CostCenterRow(hour, "n1", "prod", "chat", "labelled-team", "pod_label")]
+    )
+    cfg = ReportConfig.model_validate(
+        {"formats": ["json"], "budgets": [{"cost_center": "labelled-team", "monthly_usd": 9}]}
+    )
+    reporter = Reporter(cfg, store, tmp_path, clock=lambda: NOW)
+    assert reporter.budgets.refresh()
+    status = reporter.budgets.status()
+    (line,) = status.lines
+    assert line.month_to_date_usd == pytest.approx(MTD_HOURS * CHAT_H)
+    assert status.warnings == ()
