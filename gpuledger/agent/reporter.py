@@ -112,11 +112,8 @@ class Reporter:
         self._latest_findings: tuple[Finding, ...] = ()
         self._findings_month: str | None = None
         self.spend = AnomalyRefresh(cfg, store, clock=clock) if cfg.anomalies.enabled else None
-        # budgets: this month's map (static rules over this month's recorded labels)
-        self.budgets = BudgetRefresher(
-            cfg, store, clock=clock, on_refresh=on_run,
-            centers=lambda: self._cost_centers(Month.of(self._clock())),
-        )  # fmt: skip
+        # budgets: the static rules over this month's recorded labels, read incrementally
+        self.budgets = BudgetRefresher(cfg, store, clock=clock, on_refresh=on_run)
 
     def status(self) -> ReporterStatus:
         stats = self._delivery.stats if self._delivery is not None else None

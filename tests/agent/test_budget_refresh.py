@@ -203,3 +203,49 @@ def test_the_refresh_knows_the_recorded_labels(store: SqliteLedgerStore, tmp_pat
     (line,) = status.lines
     assert line.month_to_date_usd == pytest.approx(MTD_HOURS * CHAT_H)
     assert status.warnings == ()
+
+
+class _CountingLabels:
+    """The store's ``cost_centers`` reads, their ranges recorded."""
+
+    def __init__(self, store: SqliteLedgerStore) -> None:
+        self.store = store
+        self.ranges: list[tuple[datetime, datetime]] = []
+
+    def cost_centers(self, start: datetime, end: datetime) -> dict[tuple[str, str], str]:
+        self.ranges.append((start, end))
+        return self.store.cost_centers(start, end)
+
+
+def test_recorded_labels_are_read_whole_once_a_month_then_incrementally(
+    store: SqliteLedgerStore,
+) -> None:
+    from gpuledger.agent.budget_refresh import RecordedLabels
+    from gpuledger.chargeback.ledger.tables import CostCenterRow
+
+    def label(day: int, hour: int, service: str, team: str) -> CostCenterRow:
+        t = int(datetime(2026, 11, day, hour, tzinfo=UTC).timestamp())
+        return CostCenterRow(t, "n1", "prod", service, team, "pod_label")
+
+    store.upsert_cost_centers([label(2, 0, "chat", "a"), label(3, 0, "embed", "b")])
+    counting = _CountingLabels(store)
+    labels = RecordedLabels(counting)  # type: ignore[arg-type]
+    nov, dec = datetime(2026, 11, 1, tzinfo=UTC), datetime(2026, 12, 1, tzinfo=UTC)
+    t1 = datetime(2026, 11, 10, 5, 30, tzinfo=UTC)
+    assert labels.get(t1) == {("prod", "chat"): "a", ("prod", "embed"): "b"}
+    assert counting.ranges == [(nov, datetime(2026, 11, 10, 5, tzinfo=UTC))]
+    # an hour later: chat relabelled at 05:00, and a row for 01:00 flushed late
+    store.upsert_cost_centers([label(10, 5, "chat", "c"), label(10, 1, "late", "d")])
+    t2 = datetime(2026, 11, 10, 6, 30, tzinfo=UTC)
+    got = labels.get(t2)
+    assert got == {("prod", "chat"): "c", ("prod", "embed"): "b", ("prod", "late"): "d"}
+    # read from the last end minus the 24 h overlap, not from the month's start
+    assert counting.ranges[-1] == (
+        datetime(2026, 11, 9, 5, tzinfo=UTC),
+        datetime(2026, 11, 10, 6, tzinfo=UTC),
+    )
+    assert labels.get(t2) == got  # the same hour: no read
+    assert len(counting.ranges) == 2
+    # a new month: read whole again, November's labels gone
+    assert labels.get(datetime(2026, 12, 1, 3, 10, tzinfo=UTC)) == {}
+    assert counting.ranges[-1] == (dec, datetime(2026, 12, 1, 3, tzinfo=UTC))
