@@ -84,6 +84,10 @@ def _store_or_exit(cfg: AgentConfig) -> tuple[AuditableLedgerStore, str]:
         raise typer.Exit(EXIT_STORE) from None
 
 
+rate_card_or_exit = _rate_card_or_exit  # for the other report commands (cli_budgets.py)
+store_or_exit = _store_or_exit
+
+
 def _month_or_exit(month: str | None) -> Month:
     from gpuledger.chargeback.report.model import Month
 

@@ -454,6 +454,39 @@ FINDINGS = _m(
     "Findings of the latest monthly report per kind; every kind is present, 0 when it has "
     "none. Absent until a report with computed findings is written.",
 )  # fmt: skip
+# Budgets (chargeback/budgets, refreshed hourly by the reporter role; docs/budgets.md).
+# ``name`` is the cost center, the namespace, or namespace/service; ``namespace`` and
+# ``service`` are set where the scope has them (empty, so absent, otherwise).
+BUDGET_LABELS = ("scope", "name", "namespace", "service")
+BUDGET = _m(
+    "agent", "gpuledger_budget_usd", G, "", BUDGET_LABELS,
+    "Monthly budget (USD) of a cost center, namespace or service, as configured "
+    "(report.budgets, report.budgets_file). Absent until the first budget refresh.",
+)  # fmt: skip
+BUDGET_MONTH_TO_DATE = _m(
+    "agent", "gpuledger_budget_month_to_date_usd", G, "", BUDGET_LABELS,
+    "Cost (USD) of the budget's scope this month so far, priced as the monthly report "
+    "prices it (complete hours), refreshed hourly from the ledger.",
+)  # fmt: skip
+BUDGET_FORECAST = _m(
+    "agent", "gpuledger_budget_forecast_usd", G, "", BUDGET_LABELS,
+    "Forecast cost (USD) of the budget's scope at the end of this month: month to date "
+    "plus a linear trend with weekday levels over the rest (docs/budgets.md). Absent "
+    "while the scope has no complete day of history.",
+)  # fmt: skip
+BUDGET_REFRESH_LAST_SUCCESS = _m(
+    "agent", "gpuledger_budget_refresh_last_success_timestamp_seconds", G, "seconds", (),
+    "Unix time of the reporter's last successful budget refresh (hourly).",
+)  # fmt: skip
+BUDGET_REFRESH_DURATION = _m(
+    "agent", "gpuledger_budget_refresh_duration_seconds", G, "seconds", (),
+    "Wall time of the last budget refresh (one grouped ledger read, pricing, forecasts).",
+)  # fmt: skip
+BUDGET_REFRESH_FAILURES = _m(
+    "agent", "gpuledger_budget_refresh_failures_total", C, "", (),
+    "Budget refreshes that failed (ledger unreachable, rate card or budgets file bad); "
+    "the figures of the last good refresh stay exported.",
+)  # fmt: skip
 # Spend anomalies (chargeback/anomalies, docs/anomalies.md): the reporter scores the latest
 # complete UTC day of every service against its trailing baseline, every hour
 SPEND_ANOMALY_SCORE = _m(

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from gpuledger import schema
 from gpuledger.agent.anomaly_refresh import export_spend
+from gpuledger.agent.budget_refresh import export_budgets
 from gpuledger.agent.snapshot import Snapshot
 from gpuledger.chargeback.attribution.claims import IDLE
 from gpuledger.chargeback.findings.model import FINDING_KINDS
@@ -138,6 +139,7 @@ class SnapshotExporter:
             if report.last_success_unix is not None:
                 f.add(schema.REPORT_LAST_SUCCESS, (), report.last_success_unix)
             _add_findings(f, report)
+            export_budgets(f, report.budgets)
             _add_deliveries(f, report)
             export_spend(f, report.spend)
         _add_agent(f, snap, self.version)

@@ -33,6 +33,7 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.cron import CronTrigger
 
 from gpuledger.agent.anomaly_refresh import REFRESH_MINUTE, AnomalyRefresh, SpendStatus
+from gpuledger.agent.budget_refresh import REFRESH_EVERY_S, BudgetRefresher, BudgetRefreshStatus
 from gpuledger.chargeback.costcenters.resolve import CostCenterMap
 from gpuledger.chargeback.delivery.contents import DeliveryError
 from gpuledger.chargeback.delivery.send import Deliverer, PassResult
@@ -67,6 +68,8 @@ class ReporterStatus:
     delivery_last_success: tuple[tuple[str, float], ...] = ()
     # the latest spend-anomaly refresh (gpuledger_spend_*); None: none succeeded yet
     spend: SpendStatus | None = None
+    # the hourly budget refresh (agent/budget_refresh.py); None: no budget configured
+    budgets: BudgetRefreshStatus | None = None
 
 
 class Reporter:
@@ -109,6 +112,8 @@ class Reporter:
         self._latest_findings: tuple[Finding, ...] = ()
         self._findings_month: str | None = None
         self.spend = AnomalyRefresh(cfg, store, clock=clock) if cfg.anomalies.enabled else None
+        # budgets: the static rules over this month's recorded labels, read incrementally
+        self.budgets = BudgetRefresher(cfg, store, clock=clock, on_refresh=on_run)
 
     def status(self) -> ReporterStatus:
         stats = self._delivery.stats if self._delivery is not None else None
@@ -123,6 +128,7 @@ class Reporter:
             tuple(sorted(stats.counts().items())) if stats else (),
             tuple(sorted(stats.last_success().items())) if stats else (),
             self.spend.status() if self.spend is not None else None,
+            self.budgets.status() if self.budgets.configured else None,
         )
 
     def restore_findings(self) -> str | None:
@@ -157,6 +163,14 @@ class Reporter:
             id="monthly-report",
             misfire_grace_time=6 * 3600,  # an agent restarted within hours still runs it
         )
+        if self.budgets.configured:  # every hour, the first at start
+            self._scheduler.add_job(
+                self.budgets.refresh,
+                "interval",
+                seconds=REFRESH_EVERY_S,
+                id="budget-refresh",
+                next_run_time=datetime.now(UTC),
+            )
         if self._delivery is not None:
             self._scheduler.add_job(
                 self.resume_delivery,

@@ -98,6 +98,12 @@ class AlertsConfig(_Section):
     spend_anomaly_min_delta_usd: float = Field(50.0, ge=0)
     spend_anomaly_for: Duration = "15m"
 
+    # Budgets (the reporter's hourly refresh, docs/budgets.md): a forecast moves with
+    # each refresh, so it must stay over for three of them (one costly day does not warn);
+    # month to date only grows within a month, so its alert needs no wait beyond a scrape.
+    budget_forecast_for: Duration = "3h"
+    budget_exceeded_for: Duration = "5m"
+
     # Rule files.
     runbook_base_url: str = Field("docs/runbooks.md", min_length=1)  # anchor appended
     recording_interval: Duration = "1m"

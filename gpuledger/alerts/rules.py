@@ -214,6 +214,12 @@ TENANT_ALERT_NAMES = (
 SPEND_ALERT_NAMES = ("GpuledgerSpendAnomaly",)
 """The alerts on spend (issue 18), before the tenants' in the rule file."""
 
+BUDGET_ALERT_NAMES = (
+    "GpuledgerBudgetForecastOver",
+    "GpuledgerBudgetExceeded",
+)
+"""The alerts on budgets (issue 18), before the spend and tenant alerts in the rule file."""
+
 ALERT_NAMES = (
     "GpuledgerTtftP99High",
     "GpuledgerInterTokenLatencyP99High",
@@ -232,6 +238,7 @@ ALERT_NAMES = (
     "GpuledgerLedgerFlushFailing",
     "GpuledgerZombieGpuHolders",
     "GpuledgerReportDeliveryFailing",  # issue 18: the monthly report's delivery
+    *BUDGET_ALERT_NAMES,
     *SPEND_ALERT_NAMES,
     *TENANT_ALERT_NAMES,
 )
@@ -448,8 +455,38 @@ def alert_rules(cfg: AlertsConfig) -> list[dict[str, Any]]:
             "gpuledger findings --kind zombie, or the report's Findings section.",
         ),
         _delivery_alert(cfg),
+        *budget_alert_rules(cfg),
         *spend_alert_rules(cfg),
         *tenant_alert_rules(cfg),
+    ]  # fmt: skip
+
+
+_BUDGET = "{{ $labels.scope }} {{ $labels.name }}"
+
+
+def budget_alert_rules(cfg: AlertsConfig) -> list[dict[str, Any]]:
+    """The alerts of :data:`BUDGET_ALERT_NAMES`, in that order: each compares two series
+    the reporter exports with the same labels (scope, name, namespace, service, node)."""
+    s = schema
+    return [
+        _alert(
+            cfg, "GpuledgerBudgetForecastOver",
+            f"{s.BUDGET_FORECAST.name} > {s.BUDGET.name}",
+            cfg.budget_forecast_for, "warning",
+            "Budget of " + _BUDGET + " forecast to be exceeded",
+            "The forecast of this month's cost of " + _BUDGET + " is {{ $value | humanize }} "
+            f"USD, above its monthly budget, for {cfg.budget_forecast_for}. Details: "
+            "gpuledger budgets show, or the report's Budgets section.",
+        ),
+        _alert(
+            cfg, "GpuledgerBudgetExceeded",
+            f"{s.BUDGET_MONTH_TO_DATE.name} > {s.BUDGET.name}",
+            cfg.budget_exceeded_for, "critical",
+            "Budget of " + _BUDGET + " exceeded",
+            "This month's cost of " + _BUDGET + " so far is {{ $value | humanize }} USD, "
+            "above its monthly budget. Details: gpuledger budgets show, or the report's "
+            "Budgets section.",
+        ),
     ]  # fmt: skip
 
 

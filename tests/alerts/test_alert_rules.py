@@ -452,11 +452,13 @@ def test_promtool_unit_tests_every_alert(tmp_path: Path) -> None:
     )
     add(c)
 
-    # the tenant and spend alerts have their own modules, test_tenant_alerts.py and
-    # test_spend_alerts.py
-    assert covered == set(rules.ALERT_NAMES) - set(rules.TENANT_ALERT_NAMES) - set(
-        rules.SPEND_ALERT_NAMES
-    )
+    # the tenant, spend and budget alerts have their own modules, test_tenant_alerts.py,
+    # test_spend_alerts.py and test_budget_alerts.py
+    assert covered == set(rules.ALERT_NAMES) - {
+        *rules.TENANT_ALERT_NAMES,
+        *rules.SPEND_ALERT_NAMES,
+        *rules.BUDGET_ALERT_NAMES,
+    }
     run_promtool_tests(tmp_path, cfg, cases)
 
 

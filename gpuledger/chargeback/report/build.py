@@ -149,6 +149,11 @@ def _model_line(card: RateCard, row: UsageGroup, kind: LineKind) -> ModelLine:
     )
 
 
+price_model_line = _model_line
+"""One (service, GPU model) priced as the bill prices it (the forecast's daily series
+reuses it: ``chargeback/forecast/series.py``)."""
+
+
 def _with_share(line: ModelLine, share: float) -> ModelLine:
     total = line.internal_cost_usd + share if line.internal_cost_usd is not None else None
     return replace(line, idle_share_usd=share, total_cost_usd=total)

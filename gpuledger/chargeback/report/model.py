@@ -20,6 +20,10 @@ from gpuledger.chargeback.costcenters.config import UNASSIGNED
 if TYPE_CHECKING:
     # at run time the findings engine imports this module (Month): importing the
     # findings package from here would close a cycle
+    from gpuledger.chargeback.budgets.model import (  # the same: budgets read Month
+        BudgetLine,
+        ForecastLine,
+    )
     from gpuledger.chargeback.findings.model import Finding
 
 IdlePolicy = Literal["separate", "share-weighted", "share-even"]
@@ -367,6 +371,12 @@ class Report:
     # so an empty tuple then means "not looked for", never "nothing found"
     findings: tuple[Finding, ...] = ()
     findings_computed: bool = False
+    # budget vs actual (chargeback/budgets): one line per configured budget, as of the
+    # report's period end; budgets_configured False when no budget is configured
+    budgets: tuple[BudgetLine, ...] = ()
+    budgets_configured: bool = False
+    # the forecast of every cost center and service (report.forecasts: true)
+    forecasts: tuple[ForecastLine, ...] = ()
     # who pays: a subtotal per cost center, costliest first, __unassigned__ last
     # (chargeback/report/cost_centers.py); empty when none was assigned (built directly)
     cost_centers: tuple[CostCenterTotal, ...] = ()

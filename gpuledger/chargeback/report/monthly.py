@@ -15,6 +15,7 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
+from gpuledger.chargeback.budgets.section import with_budgets
 from gpuledger.chargeback.findings.model import Finding
 from gpuledger.chargeback.ledger.store.common import AuditableLedgerStore
 from gpuledger.chargeback.report.build import ReportOptions, build_report
@@ -120,6 +121,7 @@ def run_report(
     if cfg.anomalies.enabled and progress is not None:
         progress("spend anomalies (each day against its baseline)")
     report = with_anomalies(report, store, month, card, cfg, now or datetime.now(UTC))
+    report = with_budgets(report, store, cfg, card, month, now=now)
 
     def written(path: Path) -> None:
         if progress is not None:
