@@ -14,6 +14,7 @@ from rich.markup import escape
 
 from gpuledger import __version__
 from gpuledger.agent.config import ConfigError, redacted
+from gpuledger.cli_budgets import budgets_app
 from gpuledger.cli_report import findings, report, retention
 from gpuledger.cli_support import (
     EXIT_CONFIG,
@@ -202,6 +203,7 @@ def dashboards(
 app.command()(report)
 app.command()(findings)
 app.command()(retention)
+app.add_typer(budgets_app)
 
 
 class ProbeApi(StrEnum):

@@ -84,6 +84,10 @@ def _store_or_exit(cfg: AgentConfig) -> tuple[AuditableLedgerStore, str]:
         raise typer.Exit(EXIT_STORE) from None
 
 
+rate_card_or_exit = _rate_card_or_exit  # for the other report commands (cli_budgets.py)
+store_or_exit = _store_or_exit
+
+
 def _month_or_exit(month: str | None) -> Month:
     from gpuledger.chargeback.report.model import Month
 
@@ -97,6 +101,7 @@ def _month_or_exit(month: str | None) -> Month:
 class ReportBy(StrEnum):
     service = "service"
     tenant = "tenant"
+    cost_center = "cost-center"
     cluster = "cluster"
 
 
@@ -120,8 +125,9 @@ def report(
         typer.Option(
             "--by",
             help="The summary printed: the fleet's totals (service), the tenants of shared "
-            "services, costliest first (tenant), or each cluster's subtotal (cluster). The "
-            "files written are the same.",
+            "services, costliest first (tenant), the subtotal of each cost center "
+            "(cost-center), or each cluster's subtotal (cluster). The files written are "
+            "the same.",
         ),
     ] = ReportBy.service,
 ) -> None:

@@ -72,3 +72,29 @@ def safe_url(url: str) -> str:
             f"{parts.scheme}://{parts.path}" + (f"?{parts.query}" if parts.query else "")
         )
     return redact_dsn(urlunsplit((parts.scheme, netloc, parts.path, parts.query, "")))
+
+
+def secret_url(url: str) -> str:
+    """``url`` with everything after its host hidden: for a URL that *is* a credential
+    (a Slack-compatible incoming webhook's path is its token), where hiding the password
+    is not enough. ``https://hooks.slack.com/services/T/B/x`` → ``https://hooks.slack.com/***``."""
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname or ""
+        port = f":{parts.port}" if parts.port else ""
+    except ValueError:
+        return "<unparseable url>"
+    if not parts.scheme or not host:
+        return "***"
+    return f"{parts.scheme}://{host}{port}/***"
+
+
+def hide(message: str, *secrets: str | None) -> str:
+    """``message`` with each given secret (and its URL-quoted form) replaced by ``***``:
+    for messages from libraries that may echo what they were handed."""
+    from urllib.parse import quote
+
+    for secret in secrets:
+        if secret:
+            message = message.replace(secret, "***").replace(quote(secret, safe=""), "***")
+    return message

@@ -431,6 +431,19 @@ REPORT_LAST_SUCCESS = _m(
     "agent", "gpuledger_report_last_success_timestamp_seconds", G, "seconds", (),
     "Unix time the reporter last wrote a monthly report.",
 )  # fmt: skip
+# the monthly report's delivery (issue 18, docs/delivery.md)
+REPORT_DELIVERIES = _m(
+    "agent", "gpuledger_report_deliveries_total", C, "", ("channel", "outcome"),
+    "Tries to deliver the monthly report, per channel (email, webhook) and outcome: sent "
+    "(the server accepted one message), error (one try failed), failed (every try of a pass "
+    "failed; the next pass tries again). Present for every configured channel.",
+)  # fmt: skip
+REPORT_DELIVERY_LAST_SUCCESS = _m(
+    "agent", "gpuledger_report_delivery_last_success_timestamp_seconds", G, "seconds",
+    ("channel",),
+    "Unix time a message of the monthly report was last accepted on this channel by this "
+    "process. Absent until one is.",
+)  # fmt: skip
 # A currency is no base unit Prometheus or OTLP (UCUM) translate: the name says USD, the
 # unit stays empty so that neither translation appends one
 FINDING_SAVINGS = _m(
@@ -443,6 +456,62 @@ FINDINGS = _m(
     "agent", "gpuledger_findings", G, "", ("kind",),
     "Findings of the latest monthly report per kind; every kind is present, 0 when it has "
     "none. Absent until a report with computed findings is written.",
+)  # fmt: skip
+# Budgets (chargeback/budgets, refreshed hourly by the reporter role; docs/budgets.md).
+# ``name`` is the cost center, the namespace, or namespace/service; ``namespace`` and
+# ``service`` are set where the scope has them (empty, so absent, otherwise).
+BUDGET_LABELS = ("scope", "name", "namespace", "service")
+BUDGET = _m(
+    "agent", "gpuledger_budget_usd", G, "", BUDGET_LABELS,
+    "Monthly budget (USD) of a cost center, namespace or service, as configured "
+    "(report.budgets, report.budgets_file). Absent until the first budget refresh.",
+)  # fmt: skip
+BUDGET_MONTH_TO_DATE = _m(
+    "agent", "gpuledger_budget_month_to_date_usd", G, "", BUDGET_LABELS,
+    "Cost (USD) of the budget's scope this month so far, priced as the monthly report "
+    "prices it (complete hours), refreshed hourly from the ledger.",
+)  # fmt: skip
+BUDGET_FORECAST = _m(
+    "agent", "gpuledger_budget_forecast_usd", G, "", BUDGET_LABELS,
+    "Forecast cost (USD) of the budget's scope at the end of this month: month to date "
+    "plus a linear trend with weekday levels over the rest (docs/budgets.md). Absent "
+    "while the scope has no complete day of history.",
+)  # fmt: skip
+BUDGET_REFRESH_LAST_SUCCESS = _m(
+    "agent", "gpuledger_budget_refresh_last_success_timestamp_seconds", G, "seconds", (),
+    "Unix time of the reporter's last successful budget refresh (hourly).",
+)  # fmt: skip
+BUDGET_REFRESH_DURATION = _m(
+    "agent", "gpuledger_budget_refresh_duration_seconds", G, "seconds", (),
+    "Wall time of the last budget refresh (one grouped ledger read, pricing, forecasts).",
+)  # fmt: skip
+BUDGET_REFRESH_FAILURES = _m(
+    "agent", "gpuledger_budget_refresh_failures_total", C, "", (),
+    "Budget refreshes that failed (ledger unreachable, rate card or budgets file bad); "
+    "the figures of the last good refresh stay exported.",
+)  # fmt: skip
+# Spend anomalies (chargeback/anomalies, docs/anomalies.md): the reporter scores the latest
+# complete UTC day of every service against its trailing baseline, every hour
+SPEND_ANOMALY_SCORE = _m(
+    "agent", "gpuledger_spend_anomaly_score", G, "", ("namespace", "service"),
+    "Robust z of the service's cost on the latest complete UTC day against the median of "
+    "its trailing days: (cost - median) / (1.4826 x MAD, floored). Positive: above the "
+    "baseline, negative: a drop. Absent for a service with too few days of baseline.",
+)  # fmt: skip
+SPEND_DAILY_COST = _m(
+    "agent", "gpuledger_spend_daily_cost_usd", G, "", ("namespace", "service"),
+    "The service's cost (USD, priced as the monthly report prices it) on the latest "
+    "complete UTC day, the day gpuledger_spend_anomaly_score judges.",
+)  # fmt: skip
+SPEND_DAILY_BASELINE = _m(
+    "agent", "gpuledger_spend_daily_baseline_usd", G, "", ("namespace", "service"),
+    "The service's baseline daily cost (USD): the median of its trailing days "
+    "(report.anomalies.window_days) before the day judged.",
+)  # fmt: skip
+SPEND_SCORED_DAY = _m(
+    "agent", "gpuledger_spend_scored_day_timestamp_seconds", G, "seconds", (),
+    "Unix time of the start (00:00 UTC) of the day the spend-anomaly families describe; "
+    "absent until the reporter's first refresh succeeds.",
 )  # fmt: skip
 BUILD_INFO = _m(
     "agent", "gpuledger_build_info", G, "", ("version",),

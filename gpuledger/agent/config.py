@@ -320,16 +320,29 @@ def _env_annotation(parts: list[str]) -> Any:
     model: type[BaseModel] | None = AgentConfig
     annotation: Any = None
     for part in parts:
-        fields = model.model_fields if model is not None else {}
+        fields = dict(model.model_fields) if model is not None else {}
+        # a key spelled by its alias in YAML (``from``) is spelled so in a variable too
+        fields.update({f.alias: f for f in list(fields.values()) if f.alias})
         if part not in fields:
             raise KeyError(part)
         annotation = fields[part].annotation
-        model = (
-            annotation
-            if isinstance(annotation, type) and issubclass(annotation, BaseModel)
-            else None
-        )
+        model = _section_model(annotation)
     return annotation
+
+
+def _section_model(annotation: Any) -> type[BaseModel] | None:
+    """The model of a section, also when it is optional (``DeliveryConfig | None``: unset
+    by default, its keys still settable one by one from the environment)."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        models = [
+            a for a in typing.get_args(annotation)
+            if isinstance(a, type) and issubclass(a, BaseModel)
+        ]  # fmt: skip
+        if len(models) == 1:
+            return models[0]
+    return None
 
 
 def _unknown_env_keys(environ: Mapping[str, str]) -> list[tuple[str, str]]:

@@ -16,6 +16,8 @@ from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from gpuledger import schema
+from gpuledger.agent.anomaly_refresh import export_spend
+from gpuledger.agent.budget_refresh import export_budgets
 from gpuledger.agent.snapshot import Snapshot
 from gpuledger.chargeback.attribution.claims import IDLE
 from gpuledger.chargeback.findings.model import FINDING_KINDS
@@ -80,6 +82,15 @@ def _add_findings(f: FamiliesBuilder, report: ReporterStatus) -> None:
         f.add(schema.FINDINGS, (kind,), float(n))
 
 
+def _add_deliveries(f: FamiliesBuilder, report: ReporterStatus) -> None:
+    """The report's delivery tries per (channel, outcome), zeros included, and each
+    channel's last success; nothing when no delivery is configured."""
+    for (channel, outcome), n in report.deliveries:
+        f.add(schema.REPORT_DELIVERIES, (channel, outcome), float(n))
+    for channel, at in report.delivery_last_success:
+        f.add(schema.REPORT_DELIVERY_LAST_SUCCESS, (channel,), at)
+
+
 class SnapshotExporter:
     """Renders a snapshot: every registered source's families (an export several sources
     share runs once), then the agent's own -- the ledger's, the reporter's, build info and
@@ -131,6 +142,9 @@ class SnapshotExporter:
             if report.last_success_unix is not None:
                 f.add(schema.REPORT_LAST_SUCCESS, (), report.last_success_unix)
             _add_findings(f, report)
+            export_budgets(f, report.budgets)
+            _add_deliveries(f, report)
+            export_spend(f, report.spend)
         _add_agent(f, snap, self.version)
         return f.build()
 

@@ -39,6 +39,9 @@ if TYPE_CHECKING:
     from gpuledger.agent.otel.export import OtelExport
     from gpuledger.agent.reporter import Reporter
     from gpuledger.chargeback.attribution.resolver import WorkloadResolver
+    from gpuledger.chargeback.costcenters.labels import WorkloadCostCenters
+    from gpuledger.chargeback.delivery.send import Deliverer
+    from gpuledger.chargeback.ledger.cost_centers import CostCenterLookup
     from gpuledger.chargeback.ledger.flusher import Ledger
     from gpuledger.chargeback.ledger.storage_growth import StorageGrowth
     from gpuledger.sim.kubelet import SimulatedKubelet
@@ -115,6 +118,21 @@ def build_sources(
     return out
 
 
+def _build_delivery(cfg: AgentConfig, url: str) -> Deliverer | None:
+    """The report's delivery (``report.delivery``), its record in the same ledger."""
+    if cfg.report.delivery is None:
+        return None
+    from gpuledger.chargeback.delivery.contents import DeliveryError
+    from gpuledger.chargeback.delivery.record import open_delivery_log
+    from gpuledger.chargeback.delivery.send import Deliverer
+
+    try:
+        record = open_delivery_log(url, cfg.report.fleet)
+    except (ValueError, DeliveryError) as exc:
+        raise ConfigError([("report.delivery", str(exc))]) from None
+    return Deliverer(cfg.report.delivery, record, fleet=cfg.report.fleet)
+
+
 def _open_ledger_store(url: str) -> AuditableLedgerStore:
     """The store named by ``ledger.url``; a bad URL or an unopenable store is a config
     error naming the key (the password never in the message)."""
@@ -141,7 +159,28 @@ def _build_otel(cfg: AgentConfig, exporter: SnapshotExporter) -> OtelExport:
     )
 
 
-def _build_ledger(cfg: AgentConfig, claims_for: Callable[[GpuReading], Sequence[Claim]]) -> Ledger:
+def build_cost_center_lookup(
+    cfg: AgentConfig, resolver: WorkloadResolver, sim: SimulatedNode | None
+) -> WorkloadCostCenters:
+    """What the ledger records as each owner's cost center: pod labels, annotations, then
+    namespace labels (``docs/cost-centers.md``); a simulated node's namespaces are the
+    simulation's (``sim/costcenters.py``)."""
+    from gpuledger.chargeback.costcenters.labels import build_lookup
+
+    namespaces = None
+    if sim is not None:
+        from gpuledger.sim.costcenters import namespaces as simulated_namespaces
+
+        namespaces = simulated_namespaces()
+    keys = cfg.report.cost_centers.label_keys
+    return build_lookup(keys, resolver.pods, cfg.attribution.kubernetes, namespaces)
+
+
+def _build_ledger(
+    cfg: AgentConfig,
+    claims_for: Callable[[GpuReading], Sequence[Claim]],
+    cost_center_of: CostCenterLookup | None = None,
+) -> Ledger:
     from gpuledger.chargeback.ledger.flusher import Ledger
     from gpuledger.chargeback.ledger.spool import Spool
 
@@ -161,6 +200,7 @@ def _build_ledger(cfg: AgentConfig, claims_for: Callable[[GpuReading], Sequence[
         max_gap_s=cfg.max_gap_s(),
         flush_interval_s=cfg.ledger.flush_interval_seconds,
         cluster=cfg.cluster,
+        cost_center_of=cost_center_of,
     )
 
 
@@ -174,6 +214,7 @@ class Agent:
         self.resolver: WorkloadResolver | None = None
         self.sim_kubelet: SimulatedKubelet | None = None
         self.ledger: Ledger | None = None
+        self.cost_centers: WorkloadCostCenters | None = None  # what the ledger records
         self.services: list[Service] = []  # the sources' background work (probes)
         self.reporter: Reporter | None = None
         self.otel: OtelExport | None = None
@@ -203,6 +244,7 @@ class Agent:
             reports_dir=cfg.reports_dir() if self.reporter is not None else None,
             max_request_bytes=cfg.http.max_request_bytes,
             attribution=self._attribution if self.resolver is not None else None,
+            cost_centers=cfg.report.cost_centers,
         )
 
     def _build_node(self, cfg: AgentConfig) -> None:
@@ -218,7 +260,8 @@ class Agent:
                 sim, socket if len(str(socket)) < 100 else None
             ).start()
         if cfg.ledger.enabled:
-            self.ledger = _build_ledger(cfg, resolver.claims)
+            self.cost_centers = build_cost_center_lookup(cfg, resolver, sim)
+            self.ledger = _build_ledger(cfg, resolver.claims, self.cost_centers)
         otel = self.otel
         ctx = BuildContext(
             node_name=cfg.node_name,
@@ -317,6 +360,7 @@ class Agent:
             store_label=safe_url(url),
             on_run=on_run,
             findings=findings_provider(cfg.report),
+            delivery=_build_delivery(cfg, url),
         )
 
     def start(self) -> None:
@@ -344,6 +388,8 @@ class Agent:
             self.reporter.store.close()
         if self.resolver is not None:
             self.resolver.close()
+        if self.cost_centers is not None:
+            self.cost_centers.close()
         if self.sim_kubelet is not None:
             self.sim_kubelet.stop()
 

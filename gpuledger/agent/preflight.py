@@ -20,6 +20,7 @@ from gpuledger.agent.config import ENV_PREFIX, AgentConfig, ConfigError
 from gpuledger.chargeback.report.writers.files import ReportDependencyError, require_packages
 
 __all__ = [
+    "check_delivery_secrets",
     "check_node_name",
     "check_report_packages",
     "check_writable_dirs",
@@ -132,8 +133,20 @@ def check_report_packages(cfg: AgentConfig) -> None:
         raise ConfigError([("report.formats", str(exc))]) from None
 
 
+def check_delivery_secrets(cfg: AgentConfig) -> None:
+    """The report delivery's secret and CA files are readable (``report.delivery``)."""
+    if not cfg.has_role("reporter") or cfg.report.delivery is None:
+        return
+    from gpuledger.chargeback.delivery.secrets import secret_problems
+
+    problems = secret_problems(cfg.report.delivery)
+    if problems:
+        raise ConfigError(problems)
+
+
 def preflight(cfg: AgentConfig) -> None:
     """Every check, in the order a user fixes them."""
     check_node_name(cfg)
     check_report_packages(cfg)
     check_writable_dirs(cfg)
+    check_delivery_secrets(cfg)

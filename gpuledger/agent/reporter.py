@@ -6,6 +6,16 @@ previous month's report from the ledger and writes every configured format under
 that was down when the job was due catches up at start: if the schedule has fired this
 month and last month's report is missing, it is written then. The work runs in the
 scheduler's thread, never in an HTTP request; ``/reports/`` only reads files.
+
+With ``report.delivery`` set, each report written is then delivered (e-mail, webhook;
+``chargeback/delivery/``, ``docs/delivery.md``) from the files on disk, after the report
+lock is released: a delivery that fails never touches the report. A pass also runs at
+start and every hour (minute 17) for last month's report, so a delivery cut by a restart
+or an outage resumes; the record in the ledger keeps a message from going out twice.
+
+The same scheduler refreshes the spend-anomaly scores every hour
+(:mod:`gpuledger.agent.anomaly_refresh`, when ``report.anomalies.enabled``), and once at
+start, in a thread of its own.
 """
 
 from __future__ import annotations
@@ -22,11 +32,17 @@ from pathlib import Path
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.cron import CronTrigger
 
+from gpuledger.agent.anomaly_refresh import REFRESH_MINUTE, AnomalyRefresh, SpendStatus
+from gpuledger.agent.budget_refresh import REFRESH_EVERY_S, BudgetRefresher, BudgetRefreshStatus
+from gpuledger.chargeback.costcenters.resolve import CostCenterMap
+from gpuledger.chargeback.delivery.contents import DeliveryError
+from gpuledger.chargeback.delivery.send import Deliverer, PassResult
 from gpuledger.chargeback.findings.model import Finding
 from gpuledger.chargeback.ledger.model import StoreError
 from gpuledger.chargeback.ledger.store.common import AuditableLedgerStore
 from gpuledger.chargeback.report.build import NoLedgerData
 from gpuledger.chargeback.report.config import ReportConfig
+from gpuledger.chargeback.report.cost_centers import cost_center_map
 from gpuledger.chargeback.report.model import Month, finding_from_dict
 from gpuledger.chargeback.report.monthly import FindingsProvider, list_reports, run_report
 from gpuledger.chargeback.report.ratecard import RateCardError
@@ -46,6 +62,14 @@ class ReporterStatus:
     # gpuledger_findings); findings_month None: no report with computed findings yet
     findings: tuple[Finding, ...] = ()
     findings_month: str | None = None
+    # report delivery (empty when none is configured): tries per (channel, outcome), and
+    # each channel's last success (unix seconds)
+    deliveries: tuple[tuple[tuple[str, str], int], ...] = ()
+    delivery_last_success: tuple[tuple[str, float], ...] = ()
+    # the latest spend-anomaly refresh (gpuledger_spend_*); None: none succeeded yet
+    spend: SpendStatus | None = None
+    # the hourly budget refresh (agent/budget_refresh.py); None: no budget configured
+    budgets: BudgetRefreshStatus | None = None
 
 
 class Reporter:
@@ -59,6 +83,8 @@ class Reporter:
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         on_run: Callable[[], None] | None = None,
         findings: FindingsProvider | None = None,
+        delivery: Deliverer | None = None,
+        cost_centers: Callable[[Month], CostCenterMap] | None = None,
     ) -> None:
         self.cfg = cfg
         self.store = store
@@ -67,6 +93,12 @@ class Reporter:
         self._clock = clock
         self._on_run = on_run  # the agent re-renders /metrics with the new counts
         self._findings = findings  # monthly.findings_provider(cfg), wired by the agent
+        self._delivery = delivery
+        # the month's cost centers for delivery: the same map the report was grouped by
+        # (report.cost_centers over what the agents recorded that month)
+        self._cost_centers = cost_centers or (
+            lambda month: cost_center_map(store, cfg.cost_centers, month.start, month.end)
+        )
         self._lock = threading.Lock()  # one report at a time
         self._trigger = CronTrigger.from_crontab(cfg.schedule, timezone=UTC)
         self._scheduler = BackgroundScheduler(
@@ -79,8 +111,12 @@ class Reporter:
         self._last_error: str | None = None
         self._latest_findings: tuple[Finding, ...] = ()
         self._findings_month: str | None = None
+        self.spend = AnomalyRefresh(cfg, store, clock=clock) if cfg.anomalies.enabled else None
+        # budgets: the static rules over this month's recorded labels, read incrementally
+        self.budgets = BudgetRefresher(cfg, store, clock=clock, on_refresh=on_run)
 
     def status(self) -> ReporterStatus:
+        stats = self._delivery.stats if self._delivery is not None else None
         return ReporterStatus(
             self._runs,
             self._failures,
@@ -89,6 +125,10 @@ class Reporter:
             self._last_error,
             self._latest_findings,
             self._findings_month,
+            tuple(sorted(stats.counts().items())) if stats else (),
+            tuple(sorted(stats.last_success().items())) if stats else (),
+            self.spend.status() if self.spend is not None else None,
+            self.budgets.status() if self.budgets.configured else None,
         )
 
     def restore_findings(self) -> str | None:
@@ -123,13 +163,54 @@ class Reporter:
             id="monthly-report",
             misfire_grace_time=6 * 3600,  # an agent restarted within hours still runs it
         )
+        if self.budgets.configured:  # every hour, the first at start
+            self._scheduler.add_job(
+                self.budgets.refresh,
+                "interval",
+                seconds=REFRESH_EVERY_S,
+                id="budget-refresh",
+                next_run_time=datetime.now(UTC),
+            )
+        if self._delivery is not None:
+            self._scheduler.add_job(
+                self.resume_delivery,
+                CronTrigger.from_crontab("17 * * * *", timezone=UTC),
+                id="report-delivery",
+                misfire_grace_time=1800,
+            )
+        if self.spend is not None:
+            self._scheduler.add_job(
+                self.refresh_spend,
+                CronTrigger(minute=REFRESH_MINUTE, timezone=UTC),
+                id="spend-anomalies",
+                misfire_grace_time=1800,
+            )
         self._scheduler.start()
+        if self.spend is not None:
+            self._first_refresh = threading.Thread(
+                target=self.refresh_spend, name="spend-anomalies", daemon=True
+            )
+            self._first_refresh.start()
         if self.catch_up_due():
             threading.Thread(target=self.run, name="report-catch-up", daemon=True).start()
+        elif self._delivery is not None:
+            threading.Thread(
+                target=self.resume_delivery, name="report-delivery-resume", daemon=True
+            ).start()
 
     def stop(self) -> None:
+        if self._delivery is not None:
+            self._delivery.stop()  # a backoff wait ends; unsent rows stay for the next start
         if self._scheduler.running:
             self._scheduler.shutdown(wait=False)
+        if self._first_refresh is not None:  # its store is closed next: let it finish
+            self._first_refresh.join(timeout=10)
+
+    def refresh_spend(self) -> None:
+        """Score the latest complete day again (the hourly job); /metrics is re-rendered
+        after a refresh that succeeded."""
+        if self.spend is not None and self.spend.refresh() is not None and self._on_run:
+            self._on_run()
 
     def catch_up_due(self) -> bool:
         """True when this month's scheduled run time has passed and last month's report
@@ -143,16 +224,41 @@ class Reporter:
         return not (self.out_dir / last.label / file_name(last.label, "json")).is_file()
 
     def run(self, month: Month | None = None) -> list[Path]:
-        """Write ``month``'s report (default: the previous month); never raises, so the
-        schedule survives a bad month. Returns the paths written (empty on failure)."""
+        """Write ``month``'s report (default: the previous month), then deliver it when
+        delivery is configured; never raises, so the schedule survives a bad month.
+        Returns the paths written (empty on failure)."""
+        target = month or Month.of(self._clock()).previous()
         try:
-            return self._run(month)
+            paths = self._run(target)
+            if paths:
+                self.deliver(target)
+            return paths
         finally:
             if self._on_run is not None:
                 self._on_run()
 
-    def _run(self, month: Month | None) -> list[Path]:
-        target = month or Month.of(self._clock()).previous()
+    def deliver(self, month: Month) -> PassResult | None:
+        """One delivery pass for ``month``'s report on disk (None: no delivery configured
+        or no report there). What was sent before is not sent again."""
+        if self._delivery is None:
+            return None
+        if not (self.out_dir / month.label / file_name(month.label, "json")).is_file():
+            return None
+        try:
+            return self._delivery.deliver(self.out_dir, month.label, self._cost_centers(month))
+        except (StoreError, DeliveryError) as exc:  # the cost centers' read, the record
+            log.warning("report %s not delivered: %s", month.label, exc)
+            return None
+        finally:
+            if self._on_run is not None:
+                self._on_run()
+
+    def resume_delivery(self) -> PassResult | None:
+        """Last month's delivery, resumed (at start, then hourly): a restart, an outage of
+        the mail server or a report written before delivery was configured."""
+        return self.deliver(Month.of(self._clock()).previous())
+
+    def _run(self, target: Month) -> list[Path]:
         with self._lock:
             self._runs += 1
             started = time.monotonic()

@@ -23,6 +23,8 @@ from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Redirect
 
 from gpuledger import __version__
 from gpuledger.agent.runtime import AgentRuntime
+from gpuledger.chargeback.costcenters.config import CostCentersConfig
+from gpuledger.chargeback.costcenters.usage import COST_CENTER, usage_by_cost_center
 from gpuledger.chargeback.ledger.model import LedgerStore, StoreError
 
 # Classic text format: every gpuledger name is a legacy-valid Prometheus name, and
@@ -95,8 +97,9 @@ def create_app(
     reports_dir: Path | None = None,
     max_request_bytes: int = 64 * 1024,
     attribution: Callable[[], list[dict[str, object]]] | None = None,
+    cost_centers: CostCentersConfig | None = None,
 ) -> ASGIApp:
-    api = _create_api(runtime, ledger_store, reports_dir, attribution)
+    api = _create_api(runtime, ledger_store, reports_dir, attribution, cost_centers)
     store = runtime.store
     token = api_token.encode() if api_token else None
     plain_headers = [(b"content-type", CONTENT_TYPE.encode())]
@@ -155,6 +158,7 @@ def _create_api(
     ledger_store: LedgerStore | None,
     reports_dir: Path | None,
     attribution: Callable[[], list[dict[str, object]]] | None = None,
+    cost_centers: CostCentersConfig | None = None,
 ) -> FastAPI:
     app = FastAPI(
         title="gpuledger agent",
@@ -195,17 +199,16 @@ def _create_api(
             raise HTTPException(400, "to must be after from")
         keys = [k.strip() for k in group_by.split(",") if k.strip()]
         try:
-            rows = ledger_store.usage(start, end, keys, node=node)
+            if COST_CENTER in keys:  # who pays: the report's map over the recorded labels
+                config = cost_centers or CostCentersConfig()
+                out = usage_by_cost_center(ledger_store, start, end, keys, config, node=node)
+            else:
+                out = [row.as_json(keys) for row in ledger_store.usage(start, end, keys, node=node)]
         except ValueError as exc:
             raise HTTPException(400, str(exc)) from None
         except StoreError as exc:
             raise HTTPException(503, f"ledger store unavailable: {exc}") from None
-        return {
-            "from": start.isoformat(),
-            "to": end.isoformat(),
-            "group_by": keys,
-            "rows": [row.as_json(keys) for row in rows],
-        }
+        return {"from": start.isoformat(), "to": end.isoformat(), "group_by": keys, "rows": out}
 
     @app.get("/api/v1/tenants")
     def tenants(
@@ -282,6 +285,8 @@ _REPORT_FORMATS = {
     "coverage": "{m}-coverage.csv",
     "tenants": "{m}-tenants.csv",
     "findings": "{m}-findings.csv",
+    "cost-centers": "{m}-cost-centers.csv",
+    "anomalies": "{m}-anomalies.csv",
 }
 
 

@@ -86,6 +86,23 @@ class AlertsConfig(_Section):
     # zombie finding stays present a whole month, so a day lets a re-run with the holder
     # gone replace the report before anyone is told.
     zombie_findings_for: Duration = "24h"
+    # The monthly report's delivery: a pass that gave up (every try failed) within this
+    # window fires; the reporter passes hourly, so 2h covers one missed pass.
+    report_delivery_window: Duration = "2h"
+
+    # Spend anomalies (the reporter's gpuledger_spend_anomaly_score, refreshed hourly for
+    # the latest complete day; docs/anomalies.md): |robust z| at or above the score and a
+    # change of at least the dollars, as report.anomalies judges a day by default. The
+    # score holds for a day, so a short for: only rides out a refresh that moved it.
+    spend_anomaly_score: float = Field(3.5, gt=0)
+    spend_anomaly_min_delta_usd: float = Field(50.0, ge=0)
+    spend_anomaly_for: Duration = "15m"
+
+    # Budgets (the reporter's hourly refresh, docs/budgets.md): a forecast moves with
+    # each refresh, so it must stay over for three of them (one costly day does not warn);
+    # month to date only grows within a month, so its alert needs no wait beyond a scrape.
+    budget_forecast_for: Duration = "3h"
+    budget_exceeded_for: Duration = "5m"
 
     # Rule files.
     runbook_base_url: str = Field("docs/runbooks.md", min_length=1)  # anchor appended

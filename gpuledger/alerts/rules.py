@@ -211,6 +211,15 @@ TENANT_ALERT_NAMES = (
 )
 """The alerts on the tenants of shared endpoints (issue 14), last in the rule file."""
 
+SPEND_ALERT_NAMES = ("GpuledgerSpendAnomaly",)
+"""The alerts on spend (issue 18), before the tenants' in the rule file."""
+
+BUDGET_ALERT_NAMES = (
+    "GpuledgerBudgetForecastOver",
+    "GpuledgerBudgetExceeded",
+)
+"""The alerts on budgets (issue 18), before the spend and tenant alerts in the rule file."""
+
 ALERT_NAMES = (
     "GpuledgerTtftP99High",
     "GpuledgerInterTokenLatencyP99High",
@@ -228,6 +237,9 @@ ALERT_NAMES = (
     "GpuledgerAgentAbsent",
     "GpuledgerLedgerFlushFailing",
     "GpuledgerZombieGpuHolders",
+    "GpuledgerReportDeliveryFailing",  # issue 18: the monthly report's delivery
+    *BUDGET_ALERT_NAMES,
+    *SPEND_ALERT_NAMES,
     *TENANT_ALERT_NAMES,
 )
 """Every alert, in the order of the rule file; ``docs/runbooks.md`` has one section each."""
@@ -442,7 +454,79 @@ def alert_rules(cfg: AlertsConfig) -> list[dict[str, Any]]:
             f"still reported after {cfg.zombie_findings_for}. Details: "
             "gpuledger findings --kind zombie, or the report's Findings section.",
         ),
+        _delivery_alert(cfg),
+        *budget_alert_rules(cfg),
+        *spend_alert_rules(cfg),
         *tenant_alert_rules(cfg),
+    ]  # fmt: skip
+
+
+_BUDGET = "{{ $labels.scope }} {{ $labels.name }}"
+
+
+def budget_alert_rules(cfg: AlertsConfig) -> list[dict[str, Any]]:
+    """The alerts of :data:`BUDGET_ALERT_NAMES`, in that order: each compares two series
+    the reporter exports with the same labels (scope, name, namespace, service, node)."""
+    s = schema
+    return [
+        _alert(
+            cfg, "GpuledgerBudgetForecastOver",
+            f"{s.BUDGET_FORECAST.name} > {s.BUDGET.name}",
+            cfg.budget_forecast_for, "warning",
+            "Budget of " + _BUDGET + " forecast to be exceeded",
+            "The forecast of this month's cost of " + _BUDGET + " is {{ $value | humanize }} "
+            f"USD, above its monthly budget, for {cfg.budget_forecast_for}. Details: "
+            "gpuledger budgets show, or the report's Budgets section.",
+        ),
+        _alert(
+            cfg, "GpuledgerBudgetExceeded",
+            f"{s.BUDGET_MONTH_TO_DATE.name} > {s.BUDGET.name}",
+            cfg.budget_exceeded_for, "critical",
+            "Budget of " + _BUDGET + " exceeded",
+            "This month's cost of " + _BUDGET + " so far is {{ $value | humanize }} USD, "
+            "above its monthly budget. Details: gpuledger budgets show, or the report's "
+            "Budgets section.",
+        ),
+    ]  # fmt: skip
+
+
+def _delivery_alert(cfg: AlertsConfig) -> dict[str, Any]:
+    """The monthly report's delivery gave up on a pass (every try failed): the report is
+    on disk, but finance or a team did not get it (docs/delivery.md)."""
+    s = schema
+    return _alert(
+        cfg, "GpuledgerReportDeliveryFailing",
+        f'increase({s.REPORT_DELIVERIES.name}{{outcome="failed"}}'
+        f"[{cfg.report_delivery_window}]) > 0",
+        None, "warning",
+        "The monthly report could not be delivered by {{ $labels.channel }}",
+        "The reporter on {{ $labels.node }} gave up {{ $value | humanize }} time(s) in the "
+        f"last {cfg.report_delivery_window} delivering the monthly report by "
+        "{{ $labels.channel }} after every retry; it tries again every hour. The report is "
+        "on disk; the reason is in the reporter's log and the ledger's ledger_deliveries rows.",
+    )  # fmt: skip
+
+
+def spend_alert_rules(cfg: AlertsConfig) -> list[dict[str, Any]]:
+    """The alerts of :data:`SPEND_ALERT_NAMES`: a service's latest complete day far from
+    its baseline, in either direction (``or`` keeps the score's sign for the message)."""
+    s = schema
+    score, t = s.SPEND_ANOMALY_SCORE.name, _num(cfg.spend_anomaly_score)
+    change = f"abs({s.SPEND_DAILY_COST.name} - {s.SPEND_DAILY_BASELINE.name})"
+    return [
+        _alert(
+            cfg, "GpuledgerSpendAnomaly",
+            f"({score} >= {t} or {score} <= -{t}) "
+            f"and {change} >= {_num(cfg.spend_anomaly_min_delta_usd)}",
+            cfg.spend_anomaly_for, "warning",
+            "Spend anomaly: {{ $labels.service }}",
+            "The cost of service " + _SERVICE + " on the last complete day is "
+            "{{ $value | humanize }} robust standard deviations from its baseline (the "
+            "median of its trailing days), and at least "
+            f"${cfg.spend_anomaly_min_delta_usd:,.2f} away from it; compare "
+            f"{s.SPEND_DAILY_COST.name} with {s.SPEND_DAILY_BASELINE.name}. The drivers "
+            "(GPU model, tenant, idle) are in the monthly report's What changed section.",
+        ),
     ]  # fmt: skip
 
 

@@ -194,6 +194,15 @@ def findings_by_kind() -> str:
     return f"max by (kind) ({sel(schema.FINDINGS)})"
 
 
+# --- spend anomalies (the reporter's, refreshed hourly for the latest complete day) ------
+
+
+def spend_anomaly_score() -> str:
+    """Each service's robust z of its last complete day against its baseline
+    (``docs/anomalies.md``); ``max`` keeps one value should two reporters export it."""
+    return f"max by (namespace, service) ({sel(schema.SPEND_ANOMALY_SCORE)})"
+
+
 def idle_gpus() -> str:
     return f"sum by (node, gpu_model) ({rate(schema.IDLE_GPU_SECONDS)})"
 

@@ -21,6 +21,7 @@ from pathlib import Path
 
 from gpuledger.collectors.workload.pods import PodInfo, StaticPodDirectory
 from gpuledger.sim import mps
+from gpuledger.sim.costcenters import POD_ANNOTATIONS
 from gpuledger.sim.node import SimDevice, SimulatedNode
 
 _SIM_UID_NAMESPACE = uuidlib.UUID("6f1c2a4e-2d0b-4c55-9a57-0b8f3c1d2e90")
@@ -68,7 +69,9 @@ def simulated_sources(
     Each process gets ``<root>/<pid>/cgroup`` in the cgroup-v2 systemd layout of a
     containerd node, ``comm`` and ``cmdline``. Every pod is owned by a ReplicaSet and
     carries ``app.kubernetes.io/name``, except the first pod (by namespace, name), which
-    has no name label so that its service comes from the ReplicaSet owner rule. An MPS GPU's
+    has no name label so that its service comes from the ReplicaSet owner rule; the pods of
+    the namespaces in :data:`~gpuledger.sim.costcenters.POD_ANNOTATIONS` carry their
+    cost-center annotation. An MPS GPU's
     server gets its entry and its pod from :func:`gpuledger.sim.mps.write_servers`. Returns
     ``(proc_root, pods)``.
     """
@@ -108,6 +111,7 @@ def simulated_sources(
                 owner_name=rs_name,
                 node_name=node_name,
                 container_ids=containers,
+                annotations=dict(POD_ANNOTATIONS.get(namespace, {})),
             )
         )
     mps_gpus = [g.index for g in node.gpus if g.role == "mps"]

@@ -31,6 +31,9 @@ appears in the report. The embedding and reranker services are probed the way th
 probes them (embeddings, rerank: :mod:`gpuledger.sim.pooled`) and count prompt tokens; the
 others serve nothing a probe checks.
 
+The fleet's teams (:mod:`gpuledger.sim.costcenters`) are recorded per hour in
+``ledger_cost_centers``, as the agent records what its lookup sees.
+
 ``llm-prod/chat-llama-70b`` is a shared endpoint: a gateway counts its tenants' tokens
 (``ledger_tenant_tokens``) and its engines report prefill/decode time
 (``ledger_engine_time``), both derived from its token rows (:mod:`gpuledger.sim.tenants`).
@@ -49,6 +52,7 @@ from dataclasses import dataclass
 from gpuledger.chargeback.attribution.claims import IDLE
 from gpuledger.chargeback.ledger.store.common import AuditableLedgerStore
 from gpuledger.chargeback.ledger.tables import (
+    CostCenterRow,
     CoverageRow,
     EngineTimeRow,
     ProbeRecord,
@@ -57,6 +61,7 @@ from gpuledger.chargeback.ledger.tables import (
     UsageRow,
 )
 from gpuledger.chargeback.report.model import Month
+from gpuledger.sim import costcenters
 from gpuledger.sim.attribution import IdleHolder, idle_holders
 from gpuledger.sim.node import KNOT_S, SimDevice, SimGpu, SimulatedNode
 from gpuledger.sim.nvml_fake import A100_80GB, H100_80GB, L40S
@@ -278,6 +283,18 @@ def _probes(
     return records, tokens
 
 
+def _cost_centers(node: str, hour: int, usage: Sequence[UsageRow]) -> list[CostCenterRow]:
+    """What the agent would record in ``hour``: the cost center its lookup finds for each
+    owner it attributed time to (:mod:`gpuledger.sim.costcenters`)."""
+    owners = sorted({(r.namespace, r.service) for r in usage if r.allocated_gpu_seconds > 0})
+    out: list[CostCenterRow] = []
+    for namespace, service in owners:
+        found = costcenters.seen(namespace) if service != IDLE else None
+        if found is not None:
+            out.append(CostCenterRow(hour, node, namespace, service, *found))
+    return out
+
+
 def simulate_month(
     store: AuditableLedgerStore,
     month: Month,
@@ -320,6 +337,7 @@ def simulate_month(
         probes: list[ProbeRecord] = []
         tenant_rows: list[TenantTokenRow] = []
         engine_rows: list[EngineTimeRow] = []
+        cost_center_rows: list[CostCenterRow] = []
         for spec, sim, own_rng in sims:
             for h in range(day * 24, day * 24 + 24):
                 if spec.outage is not None:
@@ -330,6 +348,7 @@ def simulate_month(
                 u, c, busy = _node_hour(sim, spec.name, hour)
                 usage += u
                 coverage += c
+                cost_center_rows += _cost_centers(spec.name, hour, u)
                 records, probe_tokens = _probes(own_rng or rng, spec.name, hour, sorted(busy))
                 probes += records
                 pooled_probes, pooled_tokens = pooled_hour(pooled_rng, spec.name, hour, busy)
@@ -357,6 +376,7 @@ def simulate_month(
         store.upsert_probes(probes)
         store.upsert_tenant_tokens(tenant_rows)
         store.upsert_engine_time(engine_rows)
+        store.upsert_cost_centers(cost_center_rows)
         counts[1] += len(usage)
         counts[2] += len(token_rows)
         counts[3] += len(probes)

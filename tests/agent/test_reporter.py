@@ -21,6 +21,7 @@ from gpuledger.agent.reporter import Reporter
 from gpuledger.chargeback.ledger.store.sqlite import SqliteLedgerStore
 from gpuledger.chargeback.report.config import ReportConfig
 from gpuledger.chargeback.report.model import Month
+from gpuledger.chargeback.report.writers.anomalies import ANOMALY_COLUMNS
 from gpuledger.sim.month import simulate_month
 from tests.support import report_fixtures as fx
 from tests.support.findings_report import RANKED, Provider, wired
@@ -47,7 +48,9 @@ def test_run_writes_last_month(fixture_store: SqliteLedgerStore, tmp_path: Path)
     paths = reporter.run()
     names = sorted(p.name for p in paths)
     assert names == [
+        "chargeback-2026-10-anomalies.csv",
         "chargeback-2026-10-clusters.csv",
+        "chargeback-2026-10-cost-centers.csv",
         "chargeback-2026-10-coverage.csv",
         "chargeback-2026-10-findings.csv",
         "chargeback-2026-10-tenants.csv",
@@ -174,6 +177,27 @@ def test_reporter_role_catches_up_and_serves(
         f'gpuledger_report_last_success_timestamp_seconds{{cluster="default",node="{node}"}} '
         in metrics
     )
+
+
+def test_the_anomalies_csv_is_served_with_the_reports_anomalies(
+    reporter_agent: tuple[Agent, TestClient, Month],
+) -> None:
+    """Issue 18: ``?format=anomalies`` serves ``chargeback-YYYY-MM-anomalies.csv``, a row
+    per anomaly the report's JSON holds."""
+    agent, client, last = reporter_agent
+    auth = {"Authorization": "Bearer s3cret-token"}
+    deadline = time.monotonic() + 60
+    while agent.reporter is not None and agent.reporter.status().last_month != last.label:
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+    doc = client.get(f"/api/v1/reports/{last.label}", headers=auth).json()
+    assert doc["anomalies_computed"] is True
+    raw = client.get(f"/api/v1/reports/{last.label}?format=anomalies", headers=auth)
+    assert raw.status_code == 200
+    assert raw.headers["content-type"].startswith("text/csv")
+    header, *rows = list(csv.reader(io.StringIO(raw.text)))
+    assert tuple(header) == ANOMALY_COLUMNS
+    assert [(r[1], r[3]) for r in rows] == [(a["day"], a["service"]) for a in doc["anomalies"]]
 
 
 def test_reports_refuse_unknown_files_and_traversal(

@@ -399,6 +399,22 @@ def test_promtool_unit_tests_every_alert(tmp_path: Path) -> None:
     c.expect("24h10m", "GpuledgerZombieGpuHolders", [(ghost, 1200.25)])
     add(c)
 
+    # Report delivery: a pass that gave up (failed +1 at minute 65) fires while it is in
+    # the 2 h window (increase exactly 1: the counter starts at 0, so no extrapolation
+    # before it) and clears after; tries that failed but were retried (error) never do.
+    c = Case(cfg, interval="5m")
+    email = {"node": "r1", "channel": "email"}
+    hook = {"node": "r1", "channel": "webhook"}
+    c.series(s.REPORT_DELIVERIES.name, "0x12 1x40", **email, outcome="failed")
+    c.series(s.REPORT_DELIVERIES.name, "0x12 3x40", **email, outcome="error")
+    c.series(s.REPORT_DELIVERIES.name, "0x12 2x40", **hook, outcome="error")
+    c.series(s.REPORT_DELIVERIES.name, "0x12 1x40", **hook, outcome="sent")
+    c.series(s.REPORT_DELIVERIES.name, "0x52", **hook, outcome="failed")
+    c.expect("60m", "GpuledgerReportDeliveryFailing", [])
+    c.expect("70m", "GpuledgerReportDeliveryFailing", [({**email, "outcome": "failed"}, 1)])
+    c.expect("190m", "GpuledgerReportDeliveryFailing", [])
+    add(c)
+
     # Cost recording rules: 2 H100s held for a service, 1 idle L4, priced with the shipped
     # rate card's capacity rates (computed here from its YAML figures).
     c = Case(cfg)
@@ -436,8 +452,13 @@ def test_promtool_unit_tests_every_alert(tmp_path: Path) -> None:
     )
     add(c)
 
-    # the tenant alerts have their own module, test_tenant_alerts.py
-    assert covered == set(rules.ALERT_NAMES) - set(rules.TENANT_ALERT_NAMES)
+    # the tenant, spend and budget alerts have their own modules, test_tenant_alerts.py,
+    # test_spend_alerts.py and test_budget_alerts.py
+    assert covered == set(rules.ALERT_NAMES) - {
+        *rules.TENANT_ALERT_NAMES,
+        *rules.SPEND_ALERT_NAMES,
+        *rules.BUDGET_ALERT_NAMES,
+    }
     run_promtool_tests(tmp_path, cfg, cases)
 
 

@@ -503,7 +503,7 @@ def test_pod_resources_socket_is_opt_in_and_runs_the_agent_as_root(tmp_path: Pat
         assert cfg.section(PODRESOURCES_SOURCE).enabled is enabled
 
 
-def test_rbac_is_exactly_what_the_pod_directory_needs() -> None:
+def test_rbac_is_exactly_what_the_pod_and_namespace_directories_need() -> None:
     (role,) = by_kind(DEFAULT, "ClusterRole")
     grants = {
         (group, resource, verb)
@@ -517,6 +517,9 @@ def test_rbac_is_exactly_what_the_pod_directory_needs() -> None:
         ("", "pods", "list"),
         ("", "pods", "watch"),
         ("", "nodes", "get"),
+        # the namespace directory: namespaces' labels name cost centers (issue 18)
+        ("", "namespaces", "get"),
+        ("", "namespaces", "list"),
     }
     assert all(set(r) == {"apiGroups", "resources", "verbs"} for r in role["rules"])
     (binding,) = by_kind(DEFAULT, "ClusterRoleBinding")

@@ -137,11 +137,14 @@ def query_result(prom: PrometheusServer, expr: str) -> tuple[str, list[Any]]:
     return "", list(doc["data"]["result"])
 
 
-# The reporter's findings exist only once a monthly report with findings is written, which
-# this node-role agent never does: their panels and alert must parse and run here, and
-# promtool checks their values (tests/dashboards/test_findings_panels.py,
-# tests/alerts/test_alert_rules.py).
-REPORTER_ONLY = frozenset({schema.FINDING_SAVINGS.name, schema.FINDINGS.name})
+# The reporter's findings exist only once a monthly report with findings is written, and
+# its spend scores only on a reporter, which this node-role agent is not: their panels and
+# alerts must parse and run here, and promtool checks their values
+# (tests/dashboards/test_findings_panels.py, test_spend_panel.py, tests/alerts/).
+REPORTER_ONLY = frozenset({
+    schema.FINDING_SAVINGS.name, schema.FINDINGS.name, schema.SPEND_ANOMALY_SCORE.name,
+    schema.SPEND_DAILY_COST.name, schema.SPEND_DAILY_BASELINE.name,
+})  # fmt: skip
 
 
 def test_every_panel_query_returns_data(prometheus: PrometheusServer) -> None:

@@ -2,7 +2,8 @@
 
 Precedence, most specific first (``docs/cost-centers.md``):
 1. a static rule naming the namespace and the service;
-2. the label the agent recorded for the service (workload, then namespace labels);
+2. the label the agent recorded for the service (pod labels, then pod annotations, then
+   namespace labels: ``labels.py``; the latest hour of the period: ``store.cost_centers``);
 3. a static rule naming the whole namespace;
 4. ``__unassigned__``.
 A static service rule beats a label because it is how finance corrects one; a label

@@ -18,6 +18,7 @@ from typing import TypeVar
 from gpuledger.chargeback.attribution.claims import Claim
 from gpuledger.chargeback.attribution.shares import GpuAllocation, SplitPolicy, allocate
 from gpuledger.chargeback.ledger.accumulator import Accumulator, LifetimeTotals
+from gpuledger.chargeback.ledger.cost_centers import CostCenterLookup, CostCenterRecorder
 from gpuledger.chargeback.ledger.engine_time import EngineTimeAccumulator
 from gpuledger.chargeback.ledger.model import HOUR, LedgerStore, StoreError, hour_start
 from gpuledger.chargeback.ledger.spool import Spool
@@ -61,6 +62,7 @@ class Ledger:
         mono: Callable[[], float] = time.monotonic,
         storage_retain_s: float = 8 * 86400.0,
         cluster: str = DEFAULT_CLUSTER,
+        cost_center_of: CostCenterLookup | None = None,
     ) -> None:
         self.node = node
         self.cluster = cluster
@@ -78,6 +80,12 @@ class Ledger:
         self.tokens = TokenAccumulator(node, cluster=cluster)
         self.tenant_tokens = TenantTokenAccumulator(node, cluster=cluster)
         self.engine_time = EngineTimeAccumulator(node, cluster=cluster)
+        # the cost center seen on each owner's workload, per hour (None: not looked up)
+        self.cost_centers = (
+            CostCenterRecorder(node, cost_center_of, cluster=cluster)
+            if cost_center_of is not None
+            else None
+        )
         self._last_probe: dict[tuple[str, str], ProbeRecord] = {}
         self._stop = threading.Event()
         self._wake = threading.Event()
@@ -105,6 +113,8 @@ class Ledger:
         )
         engine_rows, engine_baselines = self.spool.load_engine_time(since)
         self.engine_time.restore(self._own(engine_rows), engine_baselines)
+        if self.cost_centers is not None:
+            self.cost_centers.restore(self._own(self.spool.load_cost_centers(since)))
         self._pending = self.spool.pending_count() + self.spool.pending_extra_count()
         if usage:
             log.info(
@@ -123,9 +133,12 @@ class Ledger:
     # --- the listener ---------------------------------------------------------------
     def observe(self, devices: Sequence[GpuReading]) -> None:
         allocations = allocate(devices, self._claims_for, self._policy)
-        self.accumulator.observe(self._wall(), self._mono(), allocations)
+        wall = self._wall()
+        self.accumulator.observe(wall, self._mono(), allocations)
         usage, coverage = self.accumulator.drain_dirty()
         self.spool.write(usage, coverage)
+        if self.cost_centers is not None:
+            self.spool.write_cost_centers(self.cost_centers.observe(wall, allocations))
 
     def observe_vllm(self, telemetry: VllmTelemetry) -> None:
         """Token deltas from the engines' counters, and prefill/decode seconds and
@@ -188,6 +201,7 @@ class Ledger:
             storage = self.spool.pending_storage_samples()
             tenant_rows = self.spool.pending_tenant_tokens()
             engine_rows = self.spool.pending_engine_time()
+            cost_center_rows = self.spool.pending_cost_centers()
             try:
                 if not self._migrated:  # here, not at start: a database that is down
                     self.store.migrate(default_cluster=self.cluster)  # at start must not stop it
@@ -201,6 +215,8 @@ class Ledger:
                     self.store.upsert_tenant_tokens(tenant_rows)
                 if engine_rows:
                     self.store.upsert_engine_time(engine_rows)
+                if cost_center_rows:
+                    self.store.upsert_cost_centers(cost_center_rows)
             except StoreError as exc:
                 self._failures += 1
                 self._consecutive_failures += 1
@@ -220,6 +236,7 @@ class Ledger:
             self.spool.mark_storage_flushed(storage, seq)
             self.spool.mark_tenant_tokens_flushed(tenant_rows, seq)
             self.spool.mark_engine_time_flushed(engine_rows, seq)
+            self.spool.mark_cost_centers_flushed(cost_center_rows, seq)
             if self._last_error is not None:
                 log.info("ledger flush recovered")
             self._last_error = None
@@ -229,6 +246,8 @@ class Ledger:
             self.tokens.forget_before(now_hour - RETAIN_HOURS * HOUR)
             self.tenant_tokens.forget_before(now_hour - RETAIN_HOURS * HOUR)
             self.engine_time.forget_before(now_hour - RETAIN_HOURS * HOUR)
+            if self.cost_centers is not None:
+                self.cost_centers.forget_before(now_hour - RETAIN_HOURS * HOUR)
             self.spool.prune(now_hour - RETAIN_HOURS * HOUR)
             self.spool.prune_extra(now_hour - RETAIN_HOURS * HOUR)
             self.spool.prune_storage_samples(self._wall() - self.storage_retain_s)

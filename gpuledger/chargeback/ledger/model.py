@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 from typing import Protocol
 
 from gpuledger.chargeback.ledger.tables import (
+    CostCenterRow,
     CoverageRow,
     EngineTimeRow,
     ProbeRecord,
@@ -416,6 +417,18 @@ class LedgerStore(Protocol):
     ) -> list[EngineTimeGroup]:
         """Sums of the engine-time totals over ``[start, end)`` grouped by any of
         ENGINE_GROUP_KEYS, aggregated in SQL."""
+        ...
+
+    def upsert_cost_centers(self, rows: Sequence[CostCenterRow]) -> None:
+        """The cost centers the agent saw per hour and owner; a replay or a later write of
+        the same hour replaces the value (a label, not a total)."""
+        ...
+
+    def cost_centers(
+        self, start: datetime, end: datetime, *, node: str | None = None
+    ) -> dict[tuple[str, str], str]:
+        """``{(namespace, service): cost center}`` over ``[start, end)``: per owner the
+        value of its latest recorded hour (``store/cost_centers.py``)."""
         ...
 
     def close(self) -> None: ...

@@ -24,6 +24,7 @@ from typing import Any, TypeVar
 
 from gpuledger.chargeback.ledger.sqlite_sql import cols, column_def, insert, key_where, q
 from gpuledger.chargeback.ledger.tables import (
+    COST_CENTERS,
     COVERAGE,
     ENGINE_TIME,
     PROBES,
@@ -32,6 +33,7 @@ from gpuledger.chargeback.ledger.tables import (
     TENANT_TOKENS,
     TOKENS,
     USAGE,
+    CostCenterRow,
     CoverageRow,
     EngineTimeRow,
     ProbeRecord,
@@ -155,6 +157,7 @@ _UPSERT_TENANT_SEEN = (
     "ON CONFLICT (series) DO UPDATE SET seen=excluded.seen"
 )
 _LOAD_ENGINE_TIME = _select(ENGINE_TIME, "hour_start >= ?")
+_LOAD_COST_CENTERS = _select(COST_CENTERS, "hour_start >= ?")
 _UPSERT_ENGINE_BASELINE = (
     "INSERT INTO spool_engine_baselines (series, value) VALUES (?,?) "
     "ON CONFLICT (series) DO UPDATE SET value=excluded.value"
@@ -350,6 +353,26 @@ class Spool:
             }
         return rows, baselines
 
+    def write_cost_centers(self, rows: Sequence[CostCenterRow]) -> None:
+        """The cost centers seen per (hour, owner); the latest value wins, like a label."""
+        if not rows:
+            return
+        with self._transaction() as db:
+            (seq,) = db.execute(_NEXT_SEQ).fetchone()
+            self._upsert(db, COST_CENTERS, rows, seq)
+
+    def pending_cost_centers(self, limit: int = 50_000) -> list[CostCenterRow]:
+        with self._lock:
+            return self._rows(COST_CENTERS, _PENDING[COST_CENTERS.spool], limit)
+
+    def mark_cost_centers_flushed(self, rows: Sequence[CostCenterRow], seq: int) -> None:
+        with self._lock:
+            self._mark(self._db, COST_CENTERS, rows, seq)
+
+    def load_cost_centers(self, since_hour: int) -> list[CostCenterRow]:
+        with self._lock:
+            return self._rows(COST_CENTERS, _LOAD_COST_CENTERS, since_hour)
+
     def write_probe(self, record: ProbeRecord) -> None:
         with self._transaction() as db:
             (seq,) = db.execute(_NEXT_SEQ).fetchone()
@@ -446,7 +469,10 @@ class Spool:
             (e,) = self._db.execute(
                 "SELECT count(*) FROM spool_engine_time WHERE seq > flushed_seq"
             ).fetchone()
-        return int(t) + int(p) + int(g) + int(n) + int(e)
+            (c,) = self._db.execute(
+                "SELECT count(*) FROM spool_cost_centers WHERE seq > flushed_seq"
+            ).fetchone()
+        return int(t) + int(p) + int(g) + int(n) + int(e) + int(c)
 
     def prune_extra(self, before_hour: int) -> None:
         with self._lock:
@@ -464,6 +490,10 @@ class Spool:
             )
             self._db.execute(
                 "DELETE FROM spool_engine_time WHERE hour_start < ? AND seq <= flushed_seq",
+                (before_hour,),
+            )
+            self._db.execute(
+                "DELETE FROM spool_cost_centers WHERE hour_start < ? AND seq <= flushed_seq",
                 (before_hour,),
             )
 

@@ -192,6 +192,29 @@ class EngineTimeRow:
         return (self.hour_start, self.node, self.namespace, self.service, self.model_name)
 
 
+@dataclass(frozen=True, slots=True)
+class CostCenterRow:
+    """The cost center the agent saw for one owner it attributed GPU-seconds to in an
+    hour: the first of ``report.cost_centers.label_keys`` on the pod's labels, then its
+    annotations, then its namespace's labels (``source`` says which; ``docs/cost-centers.md``).
+
+    A fact, not a total: a later write of the same hour replaces it (a label changed
+    within the hour: the last one seen wins). The report reads, per (namespace, service),
+    the value of the latest hour in the month (:meth:`LedgerStore.cost_centers`)."""
+
+    hour_start: int = field(metadata=key(HOUR))
+    node: str = field(metadata=key(TEXT))
+    namespace: str = field(metadata=key(TEXT))
+    service: str = field(metadata=key(TEXT))
+    cost_center: str = field(metadata=label(TEXT))
+    source: str = field(metadata=label(TEXT))  # pod_label, pod_annotation, namespace_label
+    cluster: str = _cluster()
+
+    @property
+    def key(self) -> tuple[int, str, str, str]:
+        return (self.hour_start, self.node, self.namespace, self.service)
+
+
 _MEASURED = label(REAL, nullable=True)
 _COUNTED = label(INT, nullable=True)
 
@@ -478,8 +501,19 @@ ENGINE_TIME: Table[EngineTimeRow] = Table(
     monthly=True,
 )
 
+COST_CENTERS: Table[CostCenterRow] = Table(
+    CostCenterRow,
+    store="ledger_cost_centers",
+    spool="spool_cost_centers",
+    key=("hour_start", "cluster", "node", "namespace", "service"),
+    monthly=True,
+)
+"""Migration 10 (issue 18): one row per (hour, node, owner) the agent attributed time to
+and found a cost-center label for; monthly partitions like every hour-keyed table, so
+retention drops its months with the usage they describe."""
+
 TABLES: tuple[Table[Any], ...] = (
-    USAGE, COVERAGE, TOKENS, PROBES, STORAGE, TENANT_TOKENS, ENGINE_TIME,
+    USAGE, COVERAGE, TOKENS, PROBES, STORAGE, TENANT_TOKENS, ENGINE_TIME, COST_CENTERS,
 )  # fmt: skip
 """Every ledger table, in the order migrations created them."""
 

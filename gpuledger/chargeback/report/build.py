@@ -15,8 +15,7 @@ Money, in the order the report shows it (see ``docs/chargeback.md``):
 - counterfactuals: the same allocated GPU-hours at the cheapest hyperscaler's and the
   cheapest specialist's on-demand rate for that model; billable tokens (the engine's count
   minus the agent's own probes) at the cheapest API price of the model's class;
-- savings = counterfactual − what the service is charged.
-"""
+- savings = counterfactual − what the service is charged."""
 
 from __future__ import annotations
 
@@ -152,6 +151,11 @@ def _model_line(card: RateCard, row: UsageGroup, kind: LineKind) -> ModelLine:
     )
 
 
+price_model_line = _model_line
+"""One (service, GPU model) priced as the bill prices it (the forecast's daily series
+reuses it: ``chargeback/forecast/series.py``)."""
+
+
 def _with_share(line: ModelLine, share: float) -> ModelLine:
     total = line.internal_cost_usd + share if line.internal_cost_usd is not None else None
     return replace(line, idle_share_usd=share, total_cost_usd=total)
@@ -160,10 +164,9 @@ def _with_share(line: ModelLine, share: float) -> ModelLine:
 def share_idle(
     lines: dict[tuple[str, str], list[ModelLine]], policy: IdlePolicy
 ) -> dict[tuple[str, str], list[ModelLine]]:
-    """Spread each GPU model's idle cost over the lines holding that model in the same
-    cluster (``policy`` ``share-weighted``: by internal cost, ``share-even``: equally). A
-    model nobody held keeps its idle cost on the idle line. Returns new lines; the input
-    is not changed."""
+    """Spread each (GPU model, cluster)'s idle cost over the lines holding it (``policy``
+    ``share-weighted``: by internal cost, ``share-even``: equally); one nobody held keeps
+    its idle cost on the idle line. Returns new lines; the input is not changed."""
     if policy == "separate":
         return lines
     idle_cost: dict[tuple[str, str], float] = defaultdict(float)

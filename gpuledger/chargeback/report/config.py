@@ -10,10 +10,27 @@ from __future__ import annotations
 
 from datetime import UTC
 from pathlib import Path
+from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    field_validator,
+    model_validator,
+)
 
+from gpuledger.chargeback.anomalies.config import AnomaliesConfig
+from gpuledger.chargeback.budgets.config import (
+    Budget,
+    BudgetError,
+    duplicates,
+    load_file,
+    parse_rows,
+)
 from gpuledger.chargeback.costcenters.config import CostCentersConfig
+from gpuledger.chargeback.delivery.config import DeliveryConfig
 from gpuledger.chargeback.findings.config import FindingsConfig
 from gpuledger.chargeback.report.model import HeadroomPolicy, IdlePolicy
 from gpuledger.chargeback.report.tenant_split import (
@@ -22,6 +39,9 @@ from gpuledger.chargeback.report.tenant_split import (
     TokenWeights,
 )
 from gpuledger.chargeback.report.writers.files import FORMATS, Format
+
+BudgetRows = Annotated[tuple[Budget, ...], PlainSerializer(lambda rows: [b.as_row() for b in rows])]
+"""Budgets, dumped as written (so a dumped config validates again)."""
 
 DEFAULT_SCHEDULE = "0 2 1 * *"
 """The 1st of the month at 02:00 UTC: last month's buckets are final by then."""
@@ -66,6 +86,56 @@ class ReportConfig(BaseModel):
     token_weights: TokenWeightsConfig = TokenWeightsConfig()
     findings: FindingsConfig = FindingsConfig()  # thresholds of the findings (docs/findings.md)
     cost_centers: CostCentersConfig = CostCentersConfig()  # who pays (docs/cost-centers.md)
+    delivery: DeliveryConfig | None = None  # e-mail and webhook after each run (docs/delivery.md)
+    anomalies: AnomaliesConfig = AnomaliesConfig()  # spend anomalies (docs/anomalies.md)
+    # monthly budgets (docs/budgets.md): inline rows and/or a file read at every refresh
+    budgets: BudgetRows = ()
+    budgets_file: Path | None = None
+    forecast_history_days: int = Field(56, ge=14, le=366)  # the forecast's daily series
+    # every service's and cost center's forecast in the report (one ledger read per day
+    # of the history window more per report; docs/budgets.md)
+    forecasts: bool = False
+
+    @field_validator("budgets", mode="before")
+    @classmethod
+    def _budget_rows(cls, v: object) -> tuple[Budget, ...]:
+        if isinstance(v, tuple) and all(isinstance(b, Budget) for b in v):
+            return v
+        try:
+            return parse_rows(v, "report.budgets")
+        except BudgetError as exc:
+            raise ValueError(str(exc)) from None
+
+    @field_validator("budgets_file")
+    @classmethod
+    def _budgets_file(cls, v: Path | None) -> Path | None:
+        """A file that does not load is refused with the config, naming its bad rows."""
+        if v is not None:
+            try:
+                load_file(v)
+            except BudgetError as exc:
+                raise ValueError(f"budgets file {v}: {exc}") from None
+        return v
+
+    @model_validator(mode="after")
+    def _one_budget_per_scope(self) -> ReportConfig:
+        if self.budgets_file is not None:
+            twice = duplicates([*self.budgets, *load_file(self.budgets_file)])
+            if twice:
+                raise ValueError("; ".join(f"{row}: {msg}" for row, msg in twice))
+        return self
+
+    def budget_rows(self) -> tuple[Budget, ...]:
+        """Every budget: the inline rows, then the file's as it is now (read again at
+        each call, so an edited file applies at the next refresh). BudgetError when the
+        file went bad since the config was loaded."""
+        rows = self.budgets
+        if self.budgets_file is not None:
+            rows = (*rows, *load_file(self.budgets_file))
+            twice = duplicates(rows)
+            if twice:
+                raise BudgetError(twice)
+        return rows
 
     @field_validator("schedule")
     @classmethod
@@ -98,6 +168,13 @@ class ReportConfig(BaseModel):
         if not v:
             raise ValueError(f"name at least one of {', '.join(FORMATS)}")
         return tuple(dict.fromkeys(v))
+
+    @model_validator(mode="after")
+    def _delivery_files(self) -> ReportConfig:
+        """Delivery reads the written JSON (names, figures) and attaches the CSV."""
+        if self.delivery is not None and not {"csv", "json"} <= set(self.formats):
+            raise ValueError("delivery: needs csv and json in report.formats (it sends them)")
+        return self
 
     def out_path(self, state_dir: Path) -> Path:
         return self.out_dir or state_dir / "reports"

@@ -2,7 +2,7 @@
 bar counts and the summary printed once the files are written. ``gpuledger report`` and
 ``gpuledger demo`` both use it, so a month reads the same whichever command made it.
 ``gpuledger report --by tenant`` prints the tenants of every shared service instead of
-the fleet's totals."""
+the fleet's totals, ``--by cost-center`` the subtotal of each cost center (who pays)."""
 
 from __future__ import annotations
 
@@ -20,15 +20,17 @@ from gpuledger.chargeback.report.build import BUILD_STEPS
 from gpuledger.chargeback.report.config import ReportConfig
 from gpuledger.chargeback.report.model import Report, TenantKind, TenantLine
 
-SummaryBy = Literal["service", "tenant", "cluster"]
-SUMMARY_BY: tuple[SummaryBy, ...] = ("service", "tenant", "cluster")
+SummaryBy = Literal["service", "tenant", "cost-center", "cluster"]
+SUMMARY_BY: tuple[SummaryBy, ...] = ("service", "tenant", "cost-center", "cluster")
 
 
 def progress_steps(cfg: ReportConfig) -> int:
     """The progress calls one :func:`~gpuledger.chargeback.report.monthly.run_report`
-    makes: the build's steps, one per earlier month of the trend, one per format written,
-    and one to spare, so a full bar means done."""
-    return BUILD_STEPS + cfg.trend_months - 1 + len(cfg.formats) + 1
+    makes: the build's steps, one per earlier month of the trend, one for the spend
+    anomalies when they are on, one per format written, and one to spare, so a full bar
+    means done."""
+    anomalies = 1 if cfg.anomalies.enabled else 0
+    return BUILD_STEPS + cfg.trend_months - 1 + anomalies + len(cfg.formats) + 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,6 +144,39 @@ def _tenant_table(result: Report) -> Table | None:
     return table
 
 
+def _cost_center_table(result: Report) -> Table | None:
+    """A row per cost center (costliest first, ``__unassigned__`` last) and the total they
+    add up to; an unpriced part's GPU-hours are said beside its cost."""
+    if not result.cost_centers:
+        return None
+    table = Table(show_header=True, title="by cost center, costliest first")
+    table.add_column("cost center", no_wrap=True)
+    table.add_column("lines", justify="right")
+    for col in ("GPU-hours", "busy", "energy kWh", "cost", "share"):
+        table.add_column(col, justify="right")
+    for c in result.cost_centers:
+        cost = _money(c.total_cost_usd)
+        if c.unpriced_gpu_hours:
+            cost += f" + {c.unpriced_gpu_hours:,.1f} GPU-h unpriced"
+        share = "n/a" if c.share_ratio is None else f"{c.share_ratio:.1%}"
+        table.add_row(
+            Text(c.cost_center),  # names come from labels: never read as markup
+            str(len(c.lines)),
+            f"{c.allocated_gpu_hours:,.1f}",
+            f"{c.busy_gpu_hours:,.1f}",
+            f"{c.energy_kwh:,.1f}",
+            cost,
+            share,
+        )
+    t = result.totals
+    table.add_row(
+        "TOTAL", str(sum(len(c.lines) for c in result.cost_centers)),
+        f"{t.allocated_gpu_hours:,.1f}", f"{t.busy_gpu_hours:,.1f}", f"{t.energy_kwh:,.1f}",
+        _money(t.total_cost_usd), "100.0%" if t.total_cost_usd else "n/a",
+    )  # fmt: skip
+    return table
+
+
 def flag_summary(report: Report) -> str:
     """How many service lines say what about each figure (``docs/chargeback.md``, flags),
     e.g. ``flags: token API 3 validated, 2 unvalidated, 9 not applicable; ...``."""
@@ -164,7 +199,8 @@ def flag_summary(report: Report) -> str:
 
 def print_summary(result: Report, by: SummaryBy = "service") -> None:
     """The month's headline figures on stderr (stdout carries only the paths written):
-    the fleet's totals, or with ``by="tenant"`` the tenants of its shared services."""
+    the fleet's totals, with ``by="tenant"`` the tenants of its shared services, with
+    ``by="cost-center"`` the subtotal of each cost center."""
     if by not in SUMMARY_BY:
         raise ValueError(f"summary by {by!r}: use one of {', '.join(SUMMARY_BY)}")
     t = result.totals
@@ -188,6 +224,10 @@ def print_summary(result: Report, by: SummaryBy = "service") -> None:
         for note in result.notes:
             out.print(f"  - {note}")
         return
+    if by == "cost-center":
+        centers = _cost_center_table(result)
+        out.print(centers if centers is not None else "no cost centers assigned to this report")
+        return
     table = Table(show_header=True)
     for col in ("GPU-hours", "busy", "internal cost", "hyperscaler", "specialist", "token API"):
         table.add_column(col, justify="right")
@@ -202,6 +242,7 @@ def print_summary(result: Report, by: SummaryBy = "service") -> None:
     out.print(table)
     out.print(Text(flag_summary(result)))
     out.print(Text(findings_summary(result)))
+    out.print(Text(anomalies_summary(result)))
     for note in result.notes:
         out.print(f"  - {note}")
 
@@ -240,4 +281,18 @@ def findings_summary(result: Report) -> str:
     return (
         f"  findings: {n}, savings identified ${result.findings_savings_usd:,.2f}/month "
         f"(gpuledger findings --month {result.month})"
+    )
+
+
+def anomalies_summary(result: Report) -> str:
+    """One line on the month's spend anomalies ("What changed"), the largest first."""
+    if not result.anomalies_computed:
+        return "  spend anomalies: not computed (report.anomalies.enabled is false)"
+    if not result.anomalies:
+        return "  spend anomalies: none (no day left its service's baseline)"
+    top = max(result.anomalies, key=lambda a: abs(a.change_usd))
+    sign = "+" if top.change_usd >= 0 else "-"
+    return (
+        f"  spend anomalies: {len(result.anomalies)}, the largest {top.label} on {top.day} "
+        f"({sign}${abs(top.change_usd):,.2f}: {top.drivers_text}); see What changed"
     )

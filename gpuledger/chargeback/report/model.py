@@ -14,11 +14,17 @@ from datetime import UTC, datetime
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Literal
 
+from gpuledger.chargeback.anomalies.model import SpendAnomaly
+from gpuledger.chargeback.costcenters.config import UNASSIGNED
 from gpuledger.cluster import DEFAULT_CLUSTER
 
 if TYPE_CHECKING:
     # at run time the findings engine imports this module (Month): importing the
     # findings package from here would close a cycle
+    from gpuledger.chargeback.budgets.model import (  # the same: budgets read Month
+        BudgetLine,
+        ForecastLine,
+    )
     from gpuledger.chargeback.findings.model import Finding
 
 IdlePolicy = Literal["separate", "share-weighted", "share-even"]
@@ -45,7 +51,7 @@ validated: what it rests on was checked and held; unvalidated: it was not checke
 the check failed; not applicable: the line has no such figure, so there is nothing to
 vouch for."""
 
-REPORT_SCHEMA_VERSION = 4
+REPORT_SCHEMA_VERSION = 5
 """2: services carry ``tenants`` and the report its ``headroom_policy`` (issue 14).
 3: services carry a flag per figure (``token_api_flag``, ``latency_flag``,
 ``rental_flag``, each with its ``*_reason``) and ``rental_coverage_ratio``;
@@ -53,7 +59,11 @@ REPORT_SCHEMA_VERSION = 4
 ``unvalidated`` (issue 16). Only keys are added.
 4: the report carries ``findings`` (what to change, ranked by monthly savings) and
 ``findings_computed`` (false: no findings engine ran, which is not "none found")
-(issue 17). Only keys are added."""
+(issue 17). Only keys are added.
+5: services and tenant lines carry their ``cost_center``, and the report its
+``cost_centers`` (a subtotal per cost center, adding up to the totals), its
+``anomalies`` (the month's spend anomalies, each with its drivers) and
+``anomalies_computed`` (issue 18, "What changed"). Only keys are added."""
 _MONTH_RE = re.compile(r"^(\d{4})-(\d{2})$")
 
 
@@ -220,6 +230,7 @@ class TenantLine:
     weights: WeightBasis
     fixed_ratio_share: float  # of weighted_tokens, from hours weighted with the fixed ratio
     models: tuple[TenantModelPart, ...] = ()  # per GPU model (sums to the figures above)
+    cost_center: str = UNASSIGNED  # who pays for it (docs/cost-centers.md)
 
 
 @dataclass(frozen=True, slots=True)
@@ -276,6 +287,8 @@ class ServiceLine:
     rental_flag: Flag = "not applicable"  # ledger GPU-hours, by coverage of the hours
     rental_flag_reason: str = ""
     rental_coverage_ratio: float | None = None  # observed share of the hours it ran
+    # who pays for the line (its tenant lines each say their own): docs/cost-centers.md
+    cost_center: str = UNASSIGNED
 
     @property
     def label(self) -> str:
@@ -299,6 +312,27 @@ class Totals:
     rental_hyperscaler_usd: float  # over the lines that have one
     rental_specialist_usd: float
     token_api_usd: float
+
+
+@dataclass(frozen=True, slots=True)
+class CostCenterTotal:
+    """One cost center's subtotal of the month: the lines it pays for (a shared service's
+    tenant lines each count for their own cost center), summed like :class:`Totals` --
+    per GPU model, an unpriced model's cost as 0 with its GPU-hours in
+    ``unpriced_gpu_hours`` -- so the subtotals add up to the totals."""
+
+    cost_center: str
+    lines: tuple[str, ...]  # "namespace/service", or "namespace/service tenant <tenant>"
+    allocated_gpu_hours: float
+    busy_gpu_hours: float
+    energy_kwh: float
+    capacity_cost_usd: float
+    energy_cost_usd: float
+    internal_cost_usd: float
+    idle_share_usd: float
+    total_cost_usd: float
+    unpriced_gpu_hours: float
+    share_ratio: float | None  # of the month's total cost (None: the total is 0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -360,6 +394,19 @@ class Report:
     findings_computed: bool = False
     clusters: tuple[ClusterTotal, ...] = ()
     """The report grouped by cluster (issue 18), in name order."""
+    # budget vs actual (chargeback/budgets): one line per configured budget, as of the
+    # report's period end; budgets_configured False when no budget is configured
+    budgets: tuple[BudgetLine, ...] = ()
+    budgets_configured: bool = False
+    # the forecast of every cost center and service (report.forecasts: true)
+    forecasts: tuple[ForecastLine, ...] = ()
+    # who pays: a subtotal per cost center, costliest first, __unassigned__ last
+    # (chargeback/report/cost_centers.py); empty when none was assigned (built directly)
+    cost_centers: tuple[CostCenterTotal, ...] = ()
+    # "What changed": the month's days whose spend left a service's baseline
+    # (chargeback/anomalies); anomalies_computed False: no detector ran for this report
+    anomalies: tuple[SpendAnomaly, ...] = ()
+    anomalies_computed: bool = False
 
     @property
     def empty(self) -> bool:

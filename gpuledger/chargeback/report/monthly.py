@@ -12,13 +12,15 @@ import re
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 
+from gpuledger.chargeback.budgets.section import with_budgets
 from gpuledger.chargeback.findings.model import Finding
 from gpuledger.chargeback.ledger.store.common import AuditableLedgerStore
 from gpuledger.chargeback.report.build import ReportOptions, build_report
 from gpuledger.chargeback.report.config import ReportConfig
+from gpuledger.chargeback.report.cost_centers import assign, cost_center_map
 from gpuledger.chargeback.report.model import Month, Report
 from gpuledger.chargeback.report.ratecard import RateCard, load_rate_card
 from gpuledger.chargeback.report.writers.files import all_file_names, write_report
@@ -56,6 +58,23 @@ def with_findings(
     return replace(report, findings=found, findings_computed=True)
 
 
+def with_anomalies(
+    report: Report, store: AuditableLedgerStore, month: Month, card: RateCard,
+    cfg: ReportConfig, now: datetime,
+) -> Report:  # fmt: skip
+    """``report`` carrying ``month``'s spend anomalies ("What changed"), judged with
+    ``cfg.anomalies`` on days priced like the report (its card and policies); unchanged
+    when the detector is switched off, so the report says they were not computed."""
+    if not cfg.anomalies.enabled:
+        return report
+    from gpuledger.chargeback.anomalies.daily import Pricing
+    from gpuledger.chargeback.anomalies.detect import month_anomalies
+
+    pricing = Pricing(card, cfg.idle_policy, cfg.headroom_policy, cfg.token_weights.weights())
+    found = month_anomalies(store, pricing, month, cfg.anomalies, now=now)
+    return replace(report, anomalies=tuple(found), anomalies_computed=True)
+
+
 def report_options(cfg: ReportConfig) -> ReportOptions:
     return ReportOptions(
         idle_policy=cfg.idle_policy,
@@ -84,7 +103,8 @@ def run_report(
     """Build ``month``'s report and write every configured format under ``out_dir``.
 
     ``findings`` (usually :func:`findings_provider`) fills the report's Findings section;
-    without one the section says findings were not computed.
+    without one the section says findings were not computed. Every line gets its cost
+    center (``report.cost_centers`` over what the agents recorded), with subtotals.
     Raises NoLedgerData, RateCardError or StoreError before anything is written."""
     card = card or load_rate_card(cfg.rate_card)
     report = build_report(
@@ -97,6 +117,11 @@ def run_report(
         progress=progress,
     )
     report = with_findings(report, store, month, card, findings)
+    report = assign(report, cost_center_map(store, cfg.cost_centers, month.start, month.end))
+    if cfg.anomalies.enabled and progress is not None:
+        progress("spend anomalies (each day against its baseline)")
+    report = with_anomalies(report, store, month, card, cfg, now or datetime.now(UTC))
+    report = with_budgets(report, store, cfg, card, month, now=now)
 
     def written(path: Path) -> None:
         if progress is not None:

@@ -1,9 +1,11 @@
-"""The two Kubernetes API calls the pod directory makes, over httpx.
+"""The Kubernetes API calls the agent makes, over httpx.
 
 The agent lists and watches one node's pods (``GET /api/v1/pods?fieldSelector=...``,
-``watch=true``) and nothing else. The official ``kubernetes`` client did that for 126 MB
-of installed packages, half of the node agent's image (issue 16); httpx is already a
-dependency. What the client did for us and is kept here:
+``watch=true``) and lists namespaces (``GET /api/v1/namespaces``: their labels say which
+cost center a namespace belongs to, ``docs/cost-centers.md``), and nothing else. The
+official ``kubernetes`` client did the pods' calls for 126 MB of installed packages, half
+of the node agent's image (issue 16); httpx is already a dependency. What the client did
+for us and is kept here:
 
 - **in-cluster config**: ``KUBERNETES_SERVICE_HOST``/``KUBERNETES_SERVICE_PORT``, the
   service account's ``token`` and ``ca.crt`` under
@@ -237,6 +239,12 @@ class KubeApi:
             headers=self._headers(),
             timeout=timeout_s,
         )
+        self._check(resp)
+        return json.loads(resp.content)
+
+    def list_namespaces(self, timeout_s: float) -> object:
+        """``GET /api/v1/namespaces``: a ``NamespaceList`` (RBAC ``namespaces list``)."""
+        resp = self._client.get("/api/v1/namespaces", headers=self._headers(), timeout=timeout_s)
         self._check(resp)
         return json.loads(resp.content)
 

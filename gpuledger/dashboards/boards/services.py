@@ -1,6 +1,6 @@
 """Services: GPU-hours allocated and busy, idle capacity, energy and cost per service (the
-ops view of what the monthly chargeback bills), and the latest report's findings: what to
-change and what it would save.
+ops view of what the monthly chargeback bills), the latest report's findings: what to
+change and what it would save, and each service's spend-anomaly score.
 """
 
 from __future__ import annotations
@@ -135,6 +135,19 @@ def build() -> dashboard.Dashboard:
                 description="How many findings of each kind the latest report holds.",
             ),
             w=6,
+        ),
+        # Spend anomalies: the reporter's hourly score of the last complete day
+        Cell(
+            ts(
+                "Spend anomaly score (last complete day)",
+                SHORT,
+                Target(q.spend_anomaly_score(), legend="{{namespace}}/{{service}}"),
+                description="Robust z of each service's cost on the last complete UTC day "
+                "against the median of its trailing days (1.4826 x MAD as the spread): "
+                "beyond ±3.5 is an anomaly (alert GpuledgerSpendAnomaly). What drove it: "
+                "the monthly report's What changed section.",
+            ),
+            w=24,
         ),
     ]
     return make_dashboard(

@@ -40,7 +40,9 @@ def cluster_role(o: ManifestOptions) -> dict[str, Any]:
     ``fieldSelector=spec.nodeName=<node>`` (the selector narrows what is returned, not what
     is authorized, so the grant is cluster-wide). ``nodes get`` is granted for reading the
     agent's own Node; the current code reads only pods, so an audit for unused grants may
-    patch it out. Nothing else: no Secrets, no writes."""
+    patch it out. ``namespaces get, list``: the namespaces' labels name their cost center
+    (``docs/cost-centers.md``; listed every few minutes, no watch). Nothing else: no
+    Secrets, no writes."""
     return {
         "apiVersion": "rbac.authorization.k8s.io/v1",
         "kind": "ClusterRole",
@@ -48,6 +50,7 @@ def cluster_role(o: ManifestOptions) -> dict[str, Any]:
         "rules": [
             {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch"]},
             {"apiGroups": [""], "resources": ["nodes"], "verbs": ["get"]},
+            {"apiGroups": [""], "resources": ["namespaces"], "verbs": ["get", "list"]},
         ],
     }
 

@@ -32,7 +32,7 @@ from gpuledger.chargeback.ledger.tables import (
 )
 from gpuledger.cluster import check_cluster_name, sql_literal
 from gpuledger.collectors.gpu.readings import GpuReading
-from tests.support.ledger_versions import ALL_VERSIONS
+from tests.support.migrations import ALL_VERSIONS
 from tests.support.paths import FIXTURES
 
 H = 1_772_323_200  # 2026-03-01T00:00:00Z

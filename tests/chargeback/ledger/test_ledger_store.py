@@ -26,7 +26,7 @@ from gpuledger.chargeback.ledger.store import open_store
 from gpuledger.chargeback.ledger.store.common import AuditableLedgerStore
 from gpuledger.chargeback.ledger.tables import CoverageRow, ProbeRecord, TokenRow, UsageRow
 from gpuledger.redact import redact_dsn, safe_url, scrub
-from tests.support.ledger_versions import ALL_VERSIONS
+from tests.support.migrations import ALL_VERSIONS
 from tests.support.postgres import EmbeddedPostgres
 
 R = TypeVar("R")

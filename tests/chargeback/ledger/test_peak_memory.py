@@ -29,7 +29,7 @@ from gpuledger.chargeback.ledger.store.sqlite import SqliteLedgerStore
 from gpuledger.chargeback.ledger.store.sqlite_migrations import MIGRATIONS as SQLITE_MIGRATIONS
 from gpuledger.chargeback.ledger.tables import USAGE, CoverageRow, Role, UsageRow, merge_peak
 from gpuledger.collectors.gpu.readings import GpuReading
-from tests.support.ledger_versions import ALL_VERSIONS
+from tests.support.migrations import ALL_VERSIONS
 
 GIB = 1024.0**3
 A = Owner("llm", "chat")

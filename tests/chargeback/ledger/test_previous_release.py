@@ -24,7 +24,7 @@ from gpuledger.chargeback.report.build import build_report
 from gpuledger.chargeback.report.model import Month
 from gpuledger.chargeback.report.ratecard import load_rate_card
 from gpuledger.chargeback.report.writers.csv_json import coverage_csv, lines_csv, report_json
-from tests.support.ledger_versions import ALL_VERSIONS
+from tests.support.migrations import ALL_VERSIONS
 from tests.support.paths import FIXTURES
 
 PREV = FIXTURES / "ledger-prev"
@@ -100,11 +100,17 @@ def test_migrate_takes_the_previous_ledger_to_the_current_version(tmp_path: Path
         if name == USAGE.store:
             assert stamp + ', "peak_memory_bytes" REAL' in flat
     added = sorted(name for _, name, _, _ in after if name not in names)
-    added_tables = ["ledger_engine_time", "ledger_tenant_tokens"]
+    added_tables = [
+        "ledger_cost_centers",
+        "ledger_deliveries",
+        "ledger_engine_time",
+        "ledger_tenant_tokens",
+    ]
     assert added == added_tables  # WITHOUT ROWID: their key is the table
     assert _schema(path) == after
     rows_after = _tables(path)
-    assert [rows_after.pop(t) for t in added_tables] == [[], []]
+    declared = [t for t in added_tables if t != "ledger_deliveries"]  # a plain table
+    assert [rows_after.pop(t) for t in declared] == [[], [], []]
     # every old row is kept, with NULL (not measured) as its peak and the default cluster
     rows_before[USAGE.store] = sorted(([*r, None] for r in rows_before[USAGE.store]), key=repr)
     rows_before = {t: sorted(([*r, "default"] for r in rows), key=repr)
@@ -133,9 +139,17 @@ def test_report_of_the_previous_ledger_is_unchanged(tmp_path: Path) -> None:
     # report schema 3 (issue 16) adds a flag per figure and the coverage of each service's
     # hours, and counterfactual_flagged now follows those flags (compared below)
     # report schema 4 (issue 17) adds the findings, none here: no findings engine ran
-    assert (got.pop("schema_version"), want.pop("schema_version")) == (4, 1)
+    # report schema 5 (issue 18) adds each line's cost center and the subtotals (a report
+    # built without a cost-center map, like this one, has every line __unassigned__, none
+    # listed) and the spend anomalies (none: build_report alone)
+    assert (got.pop("schema_version"), want.pop("schema_version")) == (5, 1)
+    assert got.pop("cost_centers") == []
+    # budgets and forecasts (issue 18): none configured, none asked for
+    assert (got.pop("budgets"), got.pop("budgets_configured"), got.pop("forecasts")) == (
+        [], False, [])  # fmt: skip
     assert got.pop("headroom_policy") == "spread"
     assert (got.pop("findings"), got.pop("findings_computed")) == ([], False)
+    assert (got.pop("anomalies"), got.pop("anomalies_computed")) == ([], False)
     # issue 17 added the gpu_classes section (memory, relative throughput) to the default
     # card: same version and prices, so only the card's digest moved -- to the shipped one
     got_card, want_card = got.pop("rate_card"), want.pop("rate_card")
@@ -150,6 +164,7 @@ def test_report_of_the_previous_ledger_is_unchanged(tmp_path: Path) -> None:
     for line in got["lines"]:
         assert {m.pop("cluster") for m in line["models"]} == {"default"}
         assert line.pop("tenants") == []
+        assert line.pop("cost_center") == "__unassigned__"
         for key in ISSUE_16_KEYS:
             line.pop(key)
         flagged[line["service"]] = line.pop("counterfactual_flagged")
@@ -205,6 +220,7 @@ def test_previous_spool_flushes_identically(tmp_path: Path) -> None:
     tables = _tables(tmp_path / "fresh.db")
     assert tables.pop("ledger_tenant_tokens") == []  # added since; the old spool has none
     assert tables.pop("ledger_engine_time") == []
+    assert tables.pop("ledger_cost_centers") == []
     for rows in tables.values():  # flushed in the spool's cluster
         assert [row.pop() for row in rows] == ["default"] * len(rows)
     assert [row.pop() for row in tables[USAGE.store]] == [None] * len(tables[USAGE.store])

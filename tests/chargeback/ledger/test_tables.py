@@ -16,7 +16,9 @@ from gpuledger.chargeback.ledger.spool import Spool
 from gpuledger.chargeback.ledger.sqlite_sql import q
 from gpuledger.chargeback.ledger.store import sqlite as store_sqlite
 from gpuledger.chargeback.ledger.store import sqlite_ddl
+from gpuledger.chargeback.ledger.store.deliveries_sql import DELIVERIES
 from gpuledger.chargeback.ledger.tables import (
+    COST_CENTERS,
     COVERAGE,
     ENGINE_TIME,
     PROBES,
@@ -26,6 +28,7 @@ from gpuledger.chargeback.ledger.tables import (
     TENANT_TOKENS,
     TOKENS,
     USAGE,
+    CostCenterRow,
     CoverageRow,
     EngineTimeRow,
     ProbeRecord,
@@ -35,6 +38,7 @@ from gpuledger.chargeback.ledger.tables import (
     TokenRow,
     UsageRow,
 )
+from tests.support.migrations import ALL_VERSIONS
 from tests.support.paths import FIXTURES
 
 SAMPLES: list[tuple[Any, Any]] = [
@@ -66,6 +70,7 @@ SAMPLES: list[tuple[Any, Any]] = [
     (STORAGE, StorageSample(60.5, "n1", "db", "public", "t", 1024)),
     (TENANT_TOKENS, TenantTokenRow(3600, "n1", "ns", "svc", "m", "team-a", 3, 100, 40.0, 7)),
     (ENGINE_TIME, EngineTimeRow(3600, "n1", "ns", "svc", "m", 1.5, 12.25, 3, 3, 300, 128)),
+    (COST_CENTERS, CostCenterRow(3600, "n1", "ns", "svc", "ml-platform", "pod_label")),
 ]
 
 
@@ -155,7 +160,10 @@ def test_sqlite_migrations_build_the_declared_schema(tmp_path: Path) -> None:
     ):
         assert _sqlite_schema(a, names) == _sqlite_schema(b, names)
         tables = "SELECT name FROM sqlite_master WHERE type = 'table' AND name <> ? ORDER BY 1"
-        assert [r[0] for r in a.execute(tables, ("schema_migrations",))] == sorted(names)
+        # ledger_deliveries is no running total: a plain table (store/deliveries_sql.py)
+        assert [r[0] for r in a.execute(tables, ("schema_migrations",))] == sorted(
+            [*names, DELIVERIES]
+        )
 
 
 def test_a_fresh_spool_has_the_previous_releases_schema(tmp_path: Path) -> None:
@@ -172,8 +180,8 @@ def test_a_fresh_spool_has_the_previous_releases_schema(tmp_path: Path) -> None:
     query = "SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY 1"
     with sqlite3.connect(old) as a, sqlite3.connect(tmp_path / "new.db") as b:
         names = [r[0] for r in a.execute(query)]
-        added = ["spool_engine_baselines", "spool_engine_time", "spool_tenant_baselines",
-                 "spool_tenant_seen", "spool_tenant_tokens"]  # fmt: skip
+        added = ["spool_cost_centers", "spool_engine_baselines", "spool_engine_time",
+                 "spool_tenant_baselines", "spool_tenant_seen", "spool_tenant_tokens"]  # fmt: skip
         assert [r[0] for r in b.execute(query)] == sorted([*names, *added])
         assert {t.spool for t in TABLES} <= {*names, *added}
         was, now = _sqlite_schema(a, names), _sqlite_schema(b, names)
@@ -242,7 +250,7 @@ def test_postgres_migrations_build_the_declared_schema(postgres_db_url: str) -> 
         store.close()
     migrated = _pg_schema(postgres_db_url)
     rollups = {r.store for r in ROLLUPS}
-    assert {r[0] for r in migrated["columns"]} == {t.store for t in TABLES} | rollups
+    assert {r[0] for r in migrated["columns"]} == {t.store for t in TABLES} | rollups | {DELIVERIES}
     assert migrated["partitioning"] == sorted(
         [(t.store, "RANGE (hour_start)") for t in TABLES if t.monthly]
         + [(r.store, "RANGE (hour_start)") for r in ROLLUPS if r.partitioned]
@@ -257,3 +265,14 @@ def test_postgres_migrations_build_the_declared_schema(postgres_db_url: str) -> 
             for statement in create_rollup(rollup):
                 conn.execute(statement)
     assert _pg_schema(postgres_db_url) == migrated
+
+
+def test_both_backends_define_the_same_versions() -> None:
+    """One SCHEMA_VERSION for both stores: a version only one backend needs is recorded
+    on the other as an empty migration (SQLite's 7 and 8)."""
+    pytest.importorskip("psycopg")
+    from gpuledger.chargeback.ledger.store import postgres_migrations, sqlite_migrations
+
+    # 12 (clusters) is built from the migrating agent's cluster: the lists' full form
+    assert [v for v, _ in postgres_migrations.migrations("default")] == ALL_VERSIONS
+    assert [v for v, _ in sqlite_migrations.migrations("default")] == ALL_VERSIONS

@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from gpuledger.chargeback.ledger.tables import USAGE, ProbeRecord, UsageRow
+from tests.support.migrations import ALL_VERSIONS
 
 psycopg = pytest.importorskip("psycopg")
 
@@ -26,7 +27,6 @@ from gpuledger.chargeback.ledger.store.postgres_sql import (  # noqa: E402
     upsert_statement,
     values_source,
 )
-from tests.support.ledger_versions import ALL_VERSIONS  # noqa: E402
 
 H0 = int(datetime(2026, 3, 31, 22, tzinfo=UTC).timestamp())  # two hours before April
 MODELS = ("H100 80GB HBM3", "A100-SXM4-80GB", "")
@@ -274,7 +274,7 @@ def test_migration_8_builds_the_rollup_of_an_existing_ledger(postgres_db_url: st
     store = PostgresLedgerStore(postgres_db_url)
     try:
         store.migrate()
-        assert store.applied_versions()[-1] == ALL_VERSIONS[-1]
+        assert store.applied_versions() == ALL_VERSIONS
         keys = ["namespace", "service", "gpu_model", "hour"]
         _assert_same(_read(store, keys, H0, H0 + 10800), want.grouped(keys, H0, H0 + 10800))
         more = _rows(random.Random(9), "a", H0, 3.0)

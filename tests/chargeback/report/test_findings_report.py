@@ -108,7 +108,7 @@ def test_run_report_without_a_provider_says_not_computed(tmp_path: Path) -> None
 
 def test_json_carries_every_field(report: Report) -> None:
     doc = json.loads(report_json(report))
-    assert doc["schema_version"] == 4
+    assert doc["schema_version"] == 5  # 5 (issue 18) adds the cost centers and anomalies
     assert doc["findings_computed"] is True
     assert doc["findings"][0] == {
         "kind": "over_provisioned", "namespace": "prod", "service": "chat",

@@ -243,7 +243,7 @@ def test_csv_and_json_carry_the_flags(mixed: Report) -> None:
     header = next(csv.reader(io.StringIO(lines_csv(mixed))))
     assert header.index("rate_card_version") == header.index("token_api_flag") - 1
     doc = json.loads(report_json(mixed))
-    assert doc["schema_version"] == 4  # 4 (issue 17) only adds the findings
+    assert doc["schema_version"] == 5  # 4 (issue 17): findings; 5: cost centers, anomalies
     line = next(x for x in doc["lines"] if x["service"] == "steady")
     assert (line["rental_flag"], line["rental_coverage_ratio"]) == ("validated", 1.0)
 

@@ -167,6 +167,8 @@ def test_write_report_writes_the_tenants_file_with_the_csv(report: Report, tmp_p
         month / "chargeback-2026-10-coverage.csv",
         month / "chargeback-2026-10-tenants.csv",
         month / "chargeback-2026-10-findings.csv",
+        month / "chargeback-2026-10-cost-centers.csv",
+        month / "chargeback-2026-10-anomalies.csv",
         month / "chargeback-2026-10-clusters.csv",
     ]
     assert (month / "chargeback-2026-10-tenants.csv").read_text() == tenants_csv(report)
@@ -199,4 +201,5 @@ def test_json_carries_tenant_lines_with_nulls(report: Report) -> None:
         "output_cost_usd", "cost_per_1m_input_usd", "cost_per_1m_output_usd", "api_provider",
         "api_usd_per_1m_input", "api_usd_per_1m_output", "token_api_usd", "token_api_basis",
         "savings_vs_token_api_usd", "weights", "fixed_ratio_share", "models",
+        "cost_center",  # report schema 5 (issue 18)
     }  # fmt: skip

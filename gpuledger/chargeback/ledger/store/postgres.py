@@ -43,12 +43,15 @@ from gpuledger.chargeback.ledger.store.common import (
     check_group_by,
     check_peak_group_by,
 )
+from gpuledger.chargeback.ledger.store.cost_centers import as_mapping
+from gpuledger.chargeback.ledger.store.postgres_cost_centers import postgres_latest
 from gpuledger.chargeback.ledger.store.postgres_migrations import migrations
 from gpuledger.chargeback.ledger.store.postgres_retention import retire_before
 from gpuledger.chargeback.ledger.store.postgres_rollup import drift, drift_bounds, usage_rollup
 from gpuledger.chargeback.ledger.store.postgres_sql import (
     INSERT_STORAGE,
     TENANT_WEIGHTED,
+    UPSERT_COST_CENTERS,
     UPSERT_COVERAGE_ARRAYS,
     UPSERT_COVERAGE_TEMP,
     UPSERT_ENGINE_TIME,
@@ -66,6 +69,7 @@ from gpuledger.chargeback.ledger.store.postgres_sql import (
 )
 from gpuledger.chargeback.ledger.store.retention import RetiredMonth, add_months, month_start
 from gpuledger.chargeback.ledger.tables import (
+    COST_CENTERS,
     COVERAGE,
     ENGINE_TIME,
     PROBES,
@@ -75,6 +79,7 @@ from gpuledger.chargeback.ledger.tables import (
     TENANT_TOKENS,
     TOKENS,
     USAGE,
+    CostCenterRow,
     CoverageRow,
     EngineTimeRow,
     ProbeRecord,
@@ -298,15 +303,20 @@ class PostgresLedgerStore(GroupedReads):
                 cp.write_row(row)
         cur.execute(upsert_temp)
 
-    def upsert_tokens(self, rows: Sequence[TokenRow]) -> None:
-        params = [TOKENS.values(r) for r in TOKENS.merge(rows)]
+    def _upsert_rows(
+        self, table: Table[Any], statement: sql.Composed, rows: Sequence[Any], what: str
+    ) -> None:
+        """One table's rows (merged by key) in one transaction, their months created."""
+        params = [table.values(r) for r in table.merge(rows)]
         if not params:
             return
-        what = f"upsert of {len(params)} token rows"
-        with self._connection(what) as conn:
-            self._ensure(conn, ((TOKENS, params),))
+        with self._connection(f"upsert of {len(params)} {what}") as conn:
+            self._ensure(conn, ((table, params),))
             with conn.transaction(), conn.cursor() as cur:
-                cur.executemany(UPSERT_TOKENS, params)
+                cur.executemany(statement, params)
+
+    def upsert_tokens(self, rows: Sequence[TokenRow]) -> None:
+        self._upsert_rows(TOKENS, UPSERT_TOKENS, rows, "token rows")
 
     def insert_storage_samples(self, rows: Sequence[StorageSample]) -> None:
         params = [STORAGE.values(r) for r in rows]
@@ -325,24 +335,13 @@ class PostgresLedgerStore(GroupedReads):
             cur.executemany(UPSERT_PROBES, params)
 
     def upsert_engine_time(self, rows: Sequence[EngineTimeRow]) -> None:
-        params = [ENGINE_TIME.values(r) for r in ENGINE_TIME.merge(rows)]
-        if not params:
-            return
-        what = f"upsert of {len(params)} engine time rows"
-        with self._connection(what) as conn:
-            self._ensure(conn, ((ENGINE_TIME, params),))
-            with conn.transaction(), conn.cursor() as cur:
-                cur.executemany(UPSERT_ENGINE_TIME, params)
+        self._upsert_rows(ENGINE_TIME, UPSERT_ENGINE_TIME, rows, "engine time rows")
 
     def upsert_tenant_tokens(self, rows: Sequence[TenantTokenRow]) -> None:
-        params = [TENANT_TOKENS.values(r) for r in TENANT_TOKENS.merge(rows)]
-        if not params:
-            return
-        what = f"upsert of {len(params)} tenant token rows"
-        with self._connection(what) as conn:
-            self._ensure(conn, ((TENANT_TOKENS, params),))
-            with conn.transaction(), conn.cursor() as cur:
-                cur.executemany(UPSERT_TENANT_TOKENS, params)
+        self._upsert_rows(TENANT_TOKENS, UPSERT_TENANT_TOKENS, rows, "tenant token rows")
+
+    def upsert_cost_centers(self, rows: Sequence[CostCenterRow]) -> None:
+        self._upsert_rows(COST_CENTERS, UPSERT_COST_CENTERS, rows, "cost-center rows")
 
     # -- reads --------------------------------------------------------------------------
 
@@ -352,6 +351,12 @@ class PostgresLedgerStore(GroupedReads):
         """Probe and verdict counts per (namespace, service, model): see
         :func:`gpuledger.chargeback.ledger.store.postgres_probes.verdicts`."""
         return postgres_probes.verdicts(self._query, start, end, node)
+
+    def cost_centers(
+        self, start: datetime, end: datetime, *, node: str | None = None
+    ) -> dict[tuple[str, str], str]:
+        where, params = self._range(start, end, node)
+        return as_mapping(self._query("cost-center query", postgres_latest(where), params * 2))
 
     def _query(
         self,

@@ -49,6 +49,7 @@ _KEYS_V12: tuple[tuple[str, tuple[str, ...]], ...] = (
      ("hour_start", "cluster", "node", "namespace", "service", "model_name", "tenant")),
     ("ledger_engine_time",
      ("hour_start", "cluster", "node", "namespace", "service", "model_name")),
+    ("ledger_cost_centers", ("hour_start", "cluster", "node", "namespace", "service")),
 )  # fmt: skip
 """Each table and its key from version 12 on (frozen: later versions change it in theirs)."""
 

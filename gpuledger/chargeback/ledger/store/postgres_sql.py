@@ -17,6 +17,7 @@ from typing import Any
 from psycopg import sql
 
 from gpuledger.chargeback.ledger.tables import (
+    COST_CENTERS,
     COVERAGE,
     ENGINE_TIME,
     PROBES,
@@ -458,6 +459,7 @@ UPSERT_PROBES = upsert_statement(PROBES, values_source(PROBES))
 INSERT_STORAGE = upsert_statement(STORAGE, values_source(STORAGE))
 UPSERT_TENANT_TOKENS = upsert_statement(TENANT_TOKENS, values_source(TENANT_TOKENS))
 UPSERT_ENGINE_TIME = upsert_statement(ENGINE_TIME, values_source(ENGINE_TIME))
+UPSERT_COST_CENTERS = upsert_statement(COST_CENTERS, values_source(COST_CENTERS))
 
 
 def ensure_partitions() -> sql.Composed:

@@ -41,6 +41,7 @@ from gpuledger.chargeback.ledger.store.common import (
     pivot_probe_latency,
     unix_seconds,
 )
+from gpuledger.chargeback.ledger.store.cost_centers import as_mapping, sqlite_latest
 from gpuledger.chargeback.ledger.store.retention import (
     Archive,
     RetiredMonth,
@@ -51,6 +52,7 @@ from gpuledger.chargeback.ledger.store.retention import (
 )
 from gpuledger.chargeback.ledger.store.sqlite_ddl import (
     INSERT_STORAGE,
+    UPSERT_COST_CENTERS,
     UPSERT_COVERAGE,
     UPSERT_ENGINE_TIME,
     UPSERT_PROBES,
@@ -60,6 +62,7 @@ from gpuledger.chargeback.ledger.store.sqlite_ddl import (
 )
 from gpuledger.chargeback.ledger.store.sqlite_migrations import migrations
 from gpuledger.chargeback.ledger.tables import (
+    COST_CENTERS,
     COVERAGE,
     ENGINE_TIME,
     PROBES,
@@ -68,6 +71,7 @@ from gpuledger.chargeback.ledger.tables import (
     TENANT_TOKENS,
     TOKENS,
     USAGE,
+    CostCenterRow,
     CoverageRow,
     EngineTimeRow,
     ProbeRecord,
@@ -244,6 +248,11 @@ class SqliteLedgerStore(GroupedReads):
         what = f"upsert of {len(params)} tenant token rows"
         self._write_many(what, UPSERT_TENANT_TOKENS, params)
 
+    def upsert_cost_centers(self, rows: Sequence[CostCenterRow]) -> None:
+        now = int(time.time())
+        params = [(*COST_CENTERS.values(r), now) for r in COST_CENTERS.merge(rows)]
+        self._write_many(f"upsert of {len(params)} cost-center rows", UPSERT_COST_CENTERS, params)
+
     # -- reads --------------------------------------------------------------------------
 
     def probes(
@@ -267,6 +276,14 @@ class SqliteLedgerStore(GroupedReads):
             f"ORDER BY {q('namespace')}, {q('service')}, {q('model_name')}"
         )
         return [ProbeVerdictGroup.from_row(r) for r in self._query("probes query", sql, params)]
+
+    def cost_centers(
+        self, start: datetime, end: datetime, *, node: str | None = None
+    ) -> dict[tuple[str, str], str]:
+        params: list[object] = [unix_seconds(start, "start"), unix_seconds(end, "end")]
+        params += [node] if node is not None else []
+        query = sqlite_latest(node is not None)
+        return as_mapping(self._query("cost-center query", query, params * 2))
 
     def _query(self, what: str, sql: str, params: Sequence[object]) -> list[Mapping[str, object]]:
         with self._lock:

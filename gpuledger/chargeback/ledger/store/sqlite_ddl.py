@@ -10,6 +10,7 @@ from typing import Any
 
 from gpuledger.chargeback.ledger.sqlite_sql import cols, column_def, insert, q
 from gpuledger.chargeback.ledger.tables import (
+    COST_CENTERS,
     COVERAGE,
     ENGINE_TIME,
     PROBES,
@@ -68,3 +69,4 @@ UPSERT_PROBES = upsert_statement(PROBES)
 INSERT_STORAGE = upsert_statement(STORAGE)
 UPSERT_TENANT_TOKENS = upsert_statement(TENANT_TOKENS)
 UPSERT_ENGINE_TIME = upsert_statement(ENGINE_TIME)
+UPSERT_COST_CENTERS = upsert_statement(COST_CENTERS)

@@ -17,6 +17,7 @@ import sqlite3
 from collections.abc import Callable
 
 from gpuledger.chargeback.ledger.sqlite_sql import cols, q
+from gpuledger.chargeback.ledger.store.deliveries_sql import sqlite_migration_11
 from gpuledger.cluster import sql_literal
 
 _cols = cols
@@ -233,6 +234,26 @@ MIGRATIONS += (
         ),
     ),
 )
+MIGRATIONS += (
+    (
+        10,
+        (
+            # Cost centers (issue 18): per (hour, node, owner) the cost center the agent
+            # saw on the workload or its namespace, and where it read it.
+            f"""CREATE TABLE {q("ledger_cost_centers")} (
+                {q("hour_start")} INTEGER NOT NULL,
+                {q("node")} TEXT NOT NULL,
+                {q("namespace")} TEXT NOT NULL,
+                {q("service")} TEXT NOT NULL,
+                {q("cost_center")} TEXT NOT NULL,
+                {q("source")} TEXT NOT NULL,
+                {q("updated_at")} INTEGER NOT NULL,
+                PRIMARY KEY ({_cols(("hour_start", "node", "namespace", "service"))})
+            ) WITHOUT ROWID""",
+        ),
+    ),
+    (11, sqlite_migration_11()),  # the monthly report's delivery record (issue 18)
+)
 
 # -- migration 12: clusters (issue 18) -------------------------------------------------------
 
@@ -246,6 +267,7 @@ V12_KEYS: tuple[tuple[str, tuple[str, ...]], ...] = (
      ("hour_start", "cluster", "node", "namespace", "service", "model_name", "tenant")),
     ("ledger_engine_time",
      ("hour_start", "cluster", "node", "namespace", "service", "model_name")),
+    ("ledger_cost_centers", ("hour_start", "cluster", "node", "namespace", "service")),
 )  # fmt: skip
 """Each table migration 12 rekeys, and its (physical) primary key from version 12 on."""
 

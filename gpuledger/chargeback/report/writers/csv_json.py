@@ -1,5 +1,5 @@
 """The report as CSV (a line per service and a TOTAL; coverage per node; a line per tenant of
-a shared service) and as JSON.
+a shared service; a subtotal per cost center and a TOTAL) and as JSON.
 
 CSV cells hold numbers with six decimals (traceable, not rounded to cents); a figure that
 could not be priced is an empty cell, with the reason in the matching ``*_basis`` or
@@ -33,6 +33,8 @@ LINE_COLUMNS = (
     # report schema 3 (issue 16): a flag per figure, appended so positions stay
     "token_api_flag", "token_api_flag_reason", "latency_flag", "latency_flag_reason",
     "rental_flag", "rental_flag_reason", "rental_coverage_ratio",
+    # report schema 5 (issue 18): who pays, appended so positions stay
+    "cost_center",
 )  # fmt: skip
 COVERAGE_COLUMNS = (
     "month", "node", "gpus", "observed_gpu_hours", "expected_gpu_hours", "coverage_ratio",
@@ -49,10 +51,22 @@ TENANT_COLUMNS = (
     "api_provider", "api_usd_per_1m_input", "api_usd_per_1m_output",
     "token_api_usd", "token_api_basis", "savings_vs_token_api_usd",
     "weights", "fixed_ratio_share", "headroom_policy", "idle_policy", "rate_card_version",
+    "cost_center",  # issue 18: the tenant's own (tenants: map), else its service's
 )  # fmt: skip
 """``chargeback-YYYY-MM-tenants.csv``: one row per (namespace, service, tenant). A
 service's rows add up to its row of the main CSV; services without tenant lines have
 none here."""
+
+
+COST_CENTER_COLUMNS = (
+    "month", "fleet", "cost_center", "lines", "allocated_gpu_hours", "busy_gpu_hours",
+    "energy_kwh", "capacity_cost_usd", "energy_cost_usd", "internal_cost_usd",
+    "idle_share_usd", "total_cost_usd", "unpriced_gpu_hours", "share_ratio",
+    "idle_policy", "rate_card_version",
+)  # fmt: skip
+"""``chargeback-YYYY-MM-cost-centers.csv`` (issue 18): one row per cost center, costliest
+first, ``__unassigned__`` last, then ``TOTAL``; the rows add up to it (docs/cost-centers.md).
+``lines`` names the lines each pays for, ``;``-separated."""
 
 
 def cell(value: object) -> str:
@@ -87,7 +101,7 @@ def _line_row(report: Report, line: ServiceLine) -> list[object]:
         line.validation, line.counterfactual_flagged, report.idle_policy, report.rate_card.version,
         line.token_api_flag, line.token_api_flag_reason, line.latency_flag,
         line.latency_flag_reason, line.rental_flag, line.rental_flag_reason,
-        line.rental_coverage_ratio,
+        line.rental_coverage_ratio, line.cost_center,
     ]  # fmt: skip
 
 
@@ -156,7 +170,7 @@ def _tenant_row(report: Report, line: ServiceLine, t: TenantLine) -> list[object
         t.api_provider, t.api_usd_per_1m_input, t.api_usd_per_1m_output,
         t.token_api_usd, t.token_api_basis, t.savings_vs_token_api_usd,
         t.weights, t.fixed_ratio_share, report.headroom_policy, report.idle_policy,
-        report.rate_card.version,
+        report.rate_card.version, t.cost_center,
     ]  # fmt: skip
 
 
@@ -165,6 +179,28 @@ def tenants_csv(report: Report) -> str:
     header when no service has tenant lines."""
     rows = [_tenant_row(report, line, t) for line in report.lines for t in line.tenants]
     return _csv(rows, TENANT_COLUMNS)
+
+
+def cost_centers_csv(report: Report) -> str:
+    """A row per cost center and ``TOTAL`` (the report's totals); only the header when no
+    cost center was assigned (a report built without a map)."""
+    rows: list[list[object]] = [
+        [report.month, report.fleet, c.cost_center, c.lines, c.allocated_gpu_hours,
+         c.busy_gpu_hours, c.energy_kwh, c.capacity_cost_usd, c.energy_cost_usd,
+         c.internal_cost_usd, c.idle_share_usd, c.total_cost_usd, c.unpriced_gpu_hours,
+         c.share_ratio, report.idle_policy, report.rate_card.version]
+        for c in report.cost_centers
+    ]  # fmt: skip
+    if rows:
+        t = report.totals
+        rows.append(
+            [report.month, report.fleet, "TOTAL", (), t.allocated_gpu_hours, t.busy_gpu_hours,
+             t.energy_kwh, t.capacity_cost_usd, t.energy_cost_usd, t.internal_cost_usd,
+             sum(c.idle_share_usd for c in report.cost_centers), t.total_cost_usd,
+             t.unpriced_gpu_hours, 1.0 if t.total_cost_usd else None, report.idle_policy,
+             report.rate_card.version]
+        )  # fmt: skip
+    return _csv(rows, COST_CENTER_COLUMNS)
 
 
 def report_json(report: Report) -> str:

@@ -3,9 +3,10 @@
 Layout: ``<out>/<YYYY-MM>/chargeback-<YYYY-MM>.{csv,json,html}``, plus
 ``chargeback-<YYYY-MM>-focus.csv`` (FOCUS 1.2), and with the CSV its companions
 ``chargeback-<YYYY-MM>-coverage.csv`` (per node), ``chargeback-<YYYY-MM>-tenants.csv``
-(per tenant of a shared service) and ``chargeback-<YYYY-MM>-findings.csv`` (per finding,
-ranked); the last two are only a header when empty, so a rerun never leaves an earlier
-run's rows behind.
+(per tenant of a shared service), ``chargeback-<YYYY-MM>-findings.csv`` (per finding,
+ranked), ``chargeback-<YYYY-MM>-cost-centers.csv`` (per cost center) and
+``chargeback-<YYYY-MM>-anomalies.csv`` (per spend anomaly: "What changed"); the last
+four are only a header when empty, so a rerun never leaves an earlier run's rows behind.
 Each file is written to a temporary name and renamed into place, so the agent's
 ``/reports/`` never serves half a file and a failed run leaves the previous one intact.
 A new format is a writer module beside this one, its name in :data:`FORMATS`, its file
@@ -22,8 +23,10 @@ from pathlib import Path
 from typing import Literal
 
 from gpuledger.chargeback.report.model import Report
+from gpuledger.chargeback.report.writers.anomalies import anomalies_csv
 from gpuledger.chargeback.report.writers.clusters import clusters_csv
 from gpuledger.chargeback.report.writers.csv_json import (
+    cost_centers_csv,
     coverage_csv,
     lines_csv,
     report_json,
@@ -44,6 +47,8 @@ CSV_COMPANIONS: dict[str, Callable[[Report], str]] = {
     "coverage": coverage_csv,
     "tenants": tenants_csv,
     "findings": findings_csv,
+    "cost-centers": cost_centers_csv,  # issue 18: a subtotal per cost center
+    "anomalies": anomalies_csv,
     "clusters": clusters_csv,
 }
 """Files written beside ``chargeback-<YYYY-MM>.csv`` whenever the CSV is."""

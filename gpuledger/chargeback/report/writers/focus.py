@@ -36,6 +36,10 @@ The choices the FOCUS columns force on a self-hosted fleet, and the reasons for 
   tenant goes into ``Tags`` (``gpuledger/tenant``, ``gpuledger/tenant_kind``) and
   ``x_Tenant``/``x_TenantKind``; ``SubAccount*`` stays the namespace (one sub-account
   type per file), and ``ResourceId`` the service.
+- Every row's ``Tags`` carry its cost center (issue 18, ``docs/cost-centers.md``):
+  ``gpuledger/cost-center``, the tenant line's own on a tenant row, ``__unassigned__``
+  where nothing assigned one (idle and unattributed capacity included), so a FinOps tool
+  groups the fleet by who pays the way it groups a cloud bill by its cost-allocation tag.
 - Idle capacity (``kind == "idle"``) belongs to nobody: it has no ``SubAccountId``, and
   ``x_Allocation`` is ``unallocated``. Unattributed GPU time (held by a process no service
   claims) has no namespace either; its ``x_Allocation`` is ``unattributed``.
@@ -221,6 +225,8 @@ def _tags(line: ServiceLine, ml: ModelLine, tenant: TenantLine | None) -> str:
     tags: dict[str, str | None] = {
         "allocation": _ALLOCATION[line.kind],
         "cluster": ml.cluster,
+        # who pays (issue 18): the tenant line's own, else the line's
+        "cost-center": tenant.cost_center if tenant is not None else line.cost_center,
         "gpu_class": ml.gpu_class,
         "gpu_model": ml.gpu_model,
         "kind": line.kind,

@@ -697,6 +697,7 @@ def render_html(report: Report) -> str:
     """The report as one self-contained HTML document (no scripts, no external resources)."""
     from gpuledger.chargeback.report.console import per_million
     from gpuledger.chargeback.report.writers import html_tenants as tn  # it reuses this module
+    from gpuledger.chargeback.report.writers.html_anomalies import anomalies_view
     from gpuledger.chargeback.report.writers.html_findings import findings_view
 
     sources = _Sources()
@@ -727,4 +728,5 @@ def render_html(report: Report) -> str:
         FIXED_MARK=tn.FIXED,
         per_million=per_million,
         fv=findings_view(report),
+        av=anomalies_view(report),
     )
