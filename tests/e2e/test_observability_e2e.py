@@ -140,10 +140,16 @@ def query_result(prom: PrometheusServer, expr: str) -> tuple[str, list[Any]]:
 # The reporter's findings exist only once a monthly report with findings is written, and
 # its spend scores only on a reporter, which this node-role agent is not: their panels and
 # alerts must parse and run here, and promtool checks their values
-# (tests/dashboards/test_findings_panels.py, test_spend_panel.py, tests/alerts/).
+# (tests/dashboards/test_findings_panels.py, test_spend_panel.py, tests/alerts/); the same
+# holds for the delivery counters and the budget refresh (test_budget_alerts.py).
 REPORTER_ONLY = frozenset({
     schema.FINDING_SAVINGS.name, schema.FINDINGS.name, schema.SPEND_ANOMALY_SCORE.name,
     schema.SPEND_DAILY_COST.name, schema.SPEND_DAILY_BASELINE.name,
+    # issue 18: the reporter's delivery counters and budget refresh (this agent is a node)
+    schema.REPORT_DELIVERIES.name, schema.REPORT_DELIVERY_LAST_SUCCESS.name,
+    schema.BUDGET.name, schema.BUDGET_MONTH_TO_DATE.name, schema.BUDGET_FORECAST.name,
+    schema.BUDGET_REFRESH_LAST_SUCCESS.name, schema.BUDGET_REFRESH_DURATION.name,
+    schema.BUDGET_REFRESH_FAILURES.name,
 })  # fmt: skip
 
 

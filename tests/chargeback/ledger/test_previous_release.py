@@ -150,6 +150,9 @@ def test_report_of_the_previous_ledger_is_unchanged(tmp_path: Path) -> None:
     assert got.pop("headroom_policy") == "spread"
     assert (got.pop("findings"), got.pop("findings_computed")) == ([], False)
     assert (got.pop("anomalies"), got.pop("anomalies_computed")) == ([], False)
+    # ... and the budgets and forecasts (none: no budgets configured)
+    assert (got.pop("budgets"), got.pop("budgets_configured")) == ([], False)
+    assert got.pop("forecasts") == []
     # issue 17 added the gpu_classes section (memory, relative throughput) to the default
     # card: same version and prices, so only the card's digest moved -- to the shipped one
     got_card, want_card = got.pop("rate_card"), want.pop("rate_card")
