@@ -144,9 +144,6 @@ def test_report_of_the_previous_ledger_is_unchanged(tmp_path: Path) -> None:
     # listed) and the spend anomalies (none: build_report alone)
     assert (got.pop("schema_version"), want.pop("schema_version")) == (5, 1)
     assert got.pop("cost_centers") == []
-    # budgets and forecasts (issue 18): none configured, none asked for
-    assert (got.pop("budgets"), got.pop("budgets_configured"), got.pop("forecasts")) == (
-        [], False, [])  # fmt: skip
     assert got.pop("headroom_policy") == "spread"
     assert (got.pop("findings"), got.pop("findings_computed")) == ([], False)
     assert (got.pop("anomalies"), got.pop("anomalies_computed")) == ([], False)
