@@ -22,13 +22,13 @@ from __future__ import annotations
 
 import json
 import logging
-import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
 
+from gpuledger.collectors.workload.background import BackgroundSync
 from gpuledger.collectors.workload.kubeapi import ApiConnection, KubeApi, resolve_connection
 from gpuledger.collectors.workload.pods import PodInfo, strip_container_id_prefix
 
@@ -130,7 +130,7 @@ class _WatchExpired(Exception):
     """The watch's resourceVersion is too old (410 Gone): relist."""
 
 
-class KubernetesPodDirectory:
+class KubernetesPodDirectory(BackgroundSync):
     """A :class:`~gpuledger.collectors.workload.pods.PodDirectory` of one node's pods.
 
     The API server is ``host`` if given (no credentials), else ``kubeconfig``'s current
@@ -170,17 +170,9 @@ class KubernetesPodDirectory:
             else (lambda: resolve_connection(kubeconfig, host))
         )
         self._index = _Index()
-        self._stop = threading.Event()
-        self._synced = threading.Event()
-        self._api: KubeApi | None = None
-        self._healthy = False
-        self._last_error: str | None = None
-        self._last_sync: float | None = None
+        super().__init__(f"pod-directory-{node_name}")
         self.syncs = 0  # completed lists
         self.events = 0  # watch events applied
-        self._thread = threading.Thread(
-            target=self._run, name=f"pod-directory-{node_name}", daemon=True
-        )
         if start:
             self.start()
 
@@ -197,29 +189,7 @@ class KubernetesPodDirectory:
     def pods(self) -> tuple[PodInfo, ...]:
         return tuple(p for uid, p in self._index.by_uid.items() if uid == p.uid)
 
-    # --- state ------------------------------------------------------------------------
-    @property
-    def healthy(self) -> bool:
-        """True after a successful list, until the next failure."""
-        return self._healthy
-
-    @property
-    def last_error(self) -> str | None:
-        return self._last_error
-
-    @property
-    def last_sync(self) -> float | None:
-        """Unix time of the last successful list or applied watch event."""
-        return self._last_sync
-
-    def wait_synced(self, timeout: float | None = None) -> bool:
-        """Block until the first successful list (for start-up ordering and tests)."""
-        return self._synced.wait(timeout)
-
-    def start(self) -> None:
-        if not self._thread.is_alive() and not self._stop.is_set():
-            self._thread.start()
-
+    # --- state: healthy, last_error, last_sync, wait_synced, start (BackgroundSync) ----
     def close(self, timeout: float = 5.0) -> None:
         """Stop the background thread (interrupting a pending watch) and the client."""
         self._stop.set()

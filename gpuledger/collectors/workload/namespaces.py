@@ -16,13 +16,13 @@ per change of state. RBAC needed: ``get``, ``list`` on ``namespaces``.
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from types import MappingProxyType
 from typing import Protocol
 
+from gpuledger.collectors.workload.background import BackgroundSync
 from gpuledger.collectors.workload.kubeapi import ApiConnection, KubeApi, resolve_connection
 
 __all__ = [
@@ -70,7 +70,7 @@ class StaticNamespaceDirectory:
         return self._labels.get(namespace)
 
 
-class KubernetesNamespaceDirectory:
+class KubernetesNamespaceDirectory(BackgroundSync):
     """Every namespace's labels, listed every ``resync_seconds`` on a background thread.
 
     The API server is chosen as the pod directory chooses it (``connection``, else
@@ -99,38 +99,13 @@ class KubernetesNamespaceDirectory:
             else (lambda: resolve_connection(kubeconfig, host))
         )
         self._index: Mapping[str, Mapping[str, str]] = {}
-        self._stop = threading.Event()
-        self._synced = threading.Event()
-        self._api: KubeApi | None = None
-        self._healthy = False
-        self._last_error: str | None = None
-        self._last_sync: float | None = None
+        super().__init__("namespace-directory")
         self.syncs = 0
-        self._thread = threading.Thread(target=self._run, name="namespace-directory", daemon=True)
         if start:
             self.start()
 
     def labels(self, namespace: str) -> Mapping[str, str] | None:
         return self._index.get(namespace)
-
-    @property
-    def healthy(self) -> bool:
-        return self._healthy
-
-    @property
-    def last_error(self) -> str | None:
-        return self._last_error
-
-    @property
-    def last_sync(self) -> float | None:
-        return self._last_sync
-
-    def wait_synced(self, timeout: float | None = None) -> bool:
-        return self._synced.wait(timeout)
-
-    def start(self) -> None:
-        if not self._thread.is_alive() and not self._stop.is_set():
-            self._thread.start()
 
     def close(self, timeout: float = 5.0) -> None:
         self._stop.set()
