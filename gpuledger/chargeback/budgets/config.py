@@ -27,6 +27,7 @@ from typing import Any, Literal
 
 import yaml
 
+from gpuledger.brief import brief
 from gpuledger.chargeback.costcenters.config import MAX_NAME, UNASSIGNED, clean_cost_center
 from gpuledger.yamlio import safe_load
 
@@ -89,23 +90,26 @@ def _cost_center(value: object) -> str | None:
 
 def _amount(value: object) -> tuple[float | None, str | None]:
     if isinstance(value, bool) or not isinstance(value, int | float):
-        return None, f"monthly_usd {value!r} is not a number (write it without quotes or units)"
+        return (
+            None,
+            f"monthly_usd {brief(value)} is not a number (write it without quotes or units)",
+        )
     amount = float(value)
     if not math.isfinite(amount):
-        return None, f"monthly_usd {value!r} is not a finite number"
+        return None, f"monthly_usd {brief(value)} is not a finite number"
     if amount <= 0:
-        return None, f"monthly_usd {value!r} must be more than 0"
+        return None, f"monthly_usd {brief(value)} must be more than 0"
     return amount, None
 
 
 def _what(raw: dict[Any, Any]) -> str:
-    parts = [f"{k} {raw[k]!r}" for k in ("cost_center", "namespace", "service") if k in raw]
+    parts = [f"{k} {brief(raw[k])}" for k in ("cost_center", "namespace", "service") if k in raw]
     return f" ({', '.join(parts)})" if parts else ""
 
 
 def _row(raw: object, label: str) -> tuple[Budget | None, list[tuple[str, str]]]:
     if not isinstance(raw, dict):
-        return None, [(label, f"a row is a mapping ({', '.join(FIELDS)}), not {raw!r}")]
+        return None, [(label, f"a row is a mapping ({', '.join(FIELDS)}), not {brief(raw)}")]
     label += _what(raw)
     problems: list[str] = []
     unknown = sorted(str(k) for k in raw if k not in FIELDS)
@@ -123,7 +127,7 @@ def _row(raw: object, label: str) -> tuple[Budget | None, list[tuple[str, str]]]
         name = _cost_center(raw["cost_center"])
         if name is None:
             problems.append(
-                f"cost_center {raw['cost_center']!r} is not a cost-center name (1-{MAX_NAME} "
+                f"cost_center {brief(raw['cost_center'])} is not a cost-center name (1-{MAX_NAME} "
                 "characters, no control characters, not __reserved__ except "
                 f"{UNASSIGNED})"
             )
@@ -133,9 +137,9 @@ def _row(raw: object, label: str) -> tuple[Budget | None, list[tuple[str, str]]]
         ns = _plain_name(raw["namespace"])
         svc = _plain_name(raw["service"]) if "service" in raw else ""
         if ns is None:
-            problems.append(f"namespace {raw['namespace']!r} is not a namespace name")
+            problems.append(f"namespace {brief(raw['namespace'])} is not a namespace name")
         if svc is None:
-            problems.append(f"service {raw['service']!r} is not a service name")
+            problems.append(f"service {brief(raw['service'])} is not a service name")
         if ns is not None and svc is not None and amount is not None:
             if svc:
                 budget = Budget("service", f"{ns}/{svc}", ns, svc, amount, label)

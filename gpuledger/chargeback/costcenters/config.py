@@ -12,6 +12,8 @@ import re
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from gpuledger.brief import brief
+
 UNASSIGNED = "__unassigned__"
 """The cost center of a line nothing assigned: listed in the report, never dropped."""
 
@@ -49,7 +51,7 @@ class CostCenterRule(BaseModel):
         cleaned = clean_cost_center(v)
         if cleaned is None:
             raise ValueError(
-                f"{v!r} is not a cost-center name (1-{MAX_NAME} characters, no control "
+                f"{brief(v)} is not a cost-center name (1-{MAX_NAME} characters, no control "
                 "characters, not __reserved__)"
             )
         return cleaned
@@ -81,5 +83,5 @@ class CostCentersConfig(BaseModel):
     def _tenant_names(cls, v: dict[str, str]) -> dict[str, str]:
         for tenant, name in v.items():
             if clean_cost_center(name) is None:
-                raise ValueError(f"tenant {tenant!r}: {name!r} is not a cost-center name")
+                raise ValueError(f"tenant {brief(tenant)}: {brief(name)} is not a cost-center name")
         return {t: str(clean_cost_center(n)) for t, n in v.items()}

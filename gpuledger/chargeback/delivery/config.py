@@ -16,6 +16,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from gpuledger.brief import brief
 from gpuledger.chargeback.costcenters.config import clean_cost_center
 
 _ADDRESS = re.compile(r"^[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]{1,64}@[A-Za-z0-9.-]{1,253}$")
@@ -27,7 +28,7 @@ def _address(value: str) -> str:
     """A plain ``local@domain`` address: no display name, no second address, no header
     injection (whitespace and separators are refused, not stripped)."""
     if not _ADDRESS.match(value):
-        raise ValueError(f"{value!r} is not an e-mail address (local@domain)")
+        raise ValueError(f"{brief(value)} is not an e-mail address (local@domain)")
     return value
 
 
@@ -95,7 +96,7 @@ class RecipientsConfig(BaseModel):
         out: dict[str, tuple[str, ...]] = {}
         for name, addresses in v.items():
             if clean_cost_center(name) != name:
-                raise ValueError(f"{name!r} is not a cost-center name")
+                raise ValueError(f"{brief(name)} is not a cost-center name")
             out[name] = tuple(dict.fromkeys(_address(a) for a in addresses))
         return out
 
