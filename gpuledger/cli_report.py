@@ -102,6 +102,7 @@ class ReportBy(StrEnum):
     service = "service"
     tenant = "tenant"
     cost_center = "cost-center"
+    cluster = "cluster"
 
 
 def report(
@@ -124,8 +125,9 @@ def report(
         typer.Option(
             "--by",
             help="The summary printed: the fleet's totals (service), the tenants of shared "
-            "services, costliest first (tenant), or the subtotal of each cost center "
-            "(cost-center). The files written are the same.",
+            "services, costliest first (tenant), the subtotal of each cost center "
+            "(cost-center), or each cluster's subtotal (cluster). The files written are "
+            "the same.",
         ),
     ] = ReportBy.service,
 ) -> None:

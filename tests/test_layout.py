@@ -2,8 +2,8 @@
 
 Sources (``collectors``) know nothing of what consumes them; chargeback runs attribution
 → ledger → report and never reaches back; the simulator is wired in only by the agent's
-wiring and the CLI; the shared leaves (``schema``, ``redact``, ``yamlio``) depend on no
-part. These rules are easy to break by one convenient import, and a broken one shows up
+wiring and the CLI; the shared leaves (``schema``, ``redact``, ``yamlio``, ``cluster``)
+depend on no part. These rules are easy to break by one convenient import, and a broken one shows up
 only much later as an import cycle or a collector that drags the agent in, so every
 import of every module is parsed here (with :mod:`ast`, nothing is imported) and checked.
 
@@ -44,7 +44,7 @@ LONG_MODULES: dict[str, str] = {
 PARTS = (
     "agent", "alerts", "chargeback", "cli", "collectors", "dashboards", "deploy", "meter", "sim"
 )  # fmt: skip
-LEAVES = ("schema", "redact", "yamlio")
+LEAVES = ("schema", "redact", "yamlio", "cluster")
 
 
 @dataclass(frozen=True, slots=True)

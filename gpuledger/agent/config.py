@@ -40,6 +40,7 @@ from gpuledger.agent.otel.config import OtelConfig
 from gpuledger.alerts.config import AlertsConfig
 from gpuledger.chargeback.attribution.resolver import AttributionConfig
 from gpuledger.chargeback.report.config import ReportConfig
+from gpuledger.cluster import DEFAULT_CLUSTER, check_cluster_name
 from gpuledger.collectors import registry
 from gpuledger.collectors.source import AnySource, ConfigT, Source
 from gpuledger.yamlio import safe_load
@@ -204,6 +205,10 @@ class AgentConfig(_SourceSections):
 
     roles: tuple[Role, ...] = ("node",)
     node_name: str = Field(default_factory=_default_node_name, min_length=1)
+    cluster: str = DEFAULT_CLUSTER
+    """The cluster this agent's node belongs to (``GPULEDGER_CLUSTER``): every ledger row
+    it writes and every series it exports carries it, so one fleet ledger serves several
+    clusters whose node names repeat. See docs/deploy.md."""
     state_dir: Path = Field(default_factory=_default_state_dir)
     listen: ListenConfig = ListenConfig()
     log: LogConfig = LogConfig()
@@ -222,6 +227,11 @@ class AgentConfig(_SourceSections):
         if not v:
             raise ValueError("name at least one role: node, reporter")
         return tuple(dict.fromkeys(v))
+
+    @field_validator("cluster")
+    @classmethod
+    def _cluster(cls, v: str) -> str:
+        return check_cluster_name(v)
 
     def has_role(self, role: Role) -> bool:
         return role in self.roles

@@ -22,6 +22,7 @@ from gpuledger.agent.snapshot import Snapshot
 from gpuledger.chargeback.attribution.claims import IDLE
 from gpuledger.chargeback.findings.model import FINDING_KINDS
 from gpuledger.chargeback.ledger.flusher import LedgerStatus
+from gpuledger.cluster import DEFAULT_CLUSTER
 from gpuledger.collectors import registry
 from gpuledger.collectors.source import Readings
 from gpuledger.collectors.textformat.render import FamiliesBuilder, MetricSamples
@@ -106,13 +107,15 @@ class SnapshotExporter:
         ledger: Callable[[], LedgerStatus | None] | None = None,
         reporter: Callable[[], ReporterStatus | None] | None = None,
         live: Mapping[str, object] | None = None,
+        cluster: str = DEFAULT_CLUSTER,
     ) -> None:
         self.node = node
+        self.cluster = cluster
         self.version = version
         self.ledger = ledger
         self.reporter = reporter
         self.live: Mapping[str, object] = live if live is not None else {}
-        self.latest = MetricSamples(node, {})  # the samples of the last render()
+        self.latest = MetricSamples(node, {}, cluster=cluster)  # the samples of the last render()
 
     def _exports(self) -> list[tuple[Export, object]]:
         """Each distinct export in registry order, with the live state of the first
@@ -126,7 +129,7 @@ class SnapshotExporter:
     def samples(self, snap: Snapshot) -> MetricSamples:
         """Every sample ``snap`` exports (with the ledger, probe, growth and reporter
         state as of now), in structured form; :meth:`render` writes exactly these."""
-        f = FamiliesBuilder(self.node)
+        f = FamiliesBuilder(self.node, cluster=self.cluster)
         for export, live in self._exports():
             export(f, snap, live)
         status = self.ledger() if self.ledger is not None else None

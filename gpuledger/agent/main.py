@@ -185,7 +185,7 @@ def _build_ledger(
     from gpuledger.chargeback.ledger.spool import Spool
 
     try:
-        spool = Spool(cfg.spool_path())
+        spool = Spool(cfg.spool_path(), cluster=cfg.cluster)
     except (OSError, sqlite3.Error) as exc:
         raise ConfigError(
             [("ledger.spool_path", f"cannot open {cfg.spool_path()}: {exc}")]
@@ -199,6 +199,7 @@ def _build_ledger(
         policy=cfg.ledger.split_policy,
         max_gap_s=cfg.max_gap_s(),
         flush_interval_s=cfg.ledger.flush_interval_seconds,
+        cluster=cfg.cluster,
         cost_center_of=cost_center_of,
     )
 
@@ -224,6 +225,7 @@ class Agent:
             ledger=lambda: self.ledger.status() if self.ledger is not None else None,
             reporter=lambda: self.reporter.status() if self.reporter is not None else None,
             live=self.live,
+            cluster=cfg.cluster,
         )
         self.runtime = AgentRuntime(SnapshotStore(exporter.render))
         if cfg.otel.enabled:
@@ -331,7 +333,11 @@ class Agent:
         assert self.ledger is not None
         self.ledger.storage_retain_s = window_s + 86400.0
         return StorageGrowth(
-            self.ledger.spool, self.cfg.node_name, window_s=window_s, min_samples=min_samples
+            self.ledger.spool,
+            self.cfg.node_name,
+            window_s=window_s,
+            min_samples=min_samples,
+            cluster=self.cfg.cluster,
         )
 
     @staticmethod

@@ -94,7 +94,7 @@ def _by(*labels: str) -> str:
     return f"by ({', '.join(labels)})"
 
 
-_GPU_KEY = ("node", *schema.GPU_LABELS)  # node, gpu, uuid, model, mig_instance, mig_profile
+_GPU_KEY = ("cluster", "node", *schema.GPU_LABELS)  # + gpu, uuid, model, mig_instance, mig_profile
 
 
 # --- recording rules -------------------------------------------------------------------
@@ -102,7 +102,7 @@ _GPU_KEY = ("node", *schema.GPU_LABELS)  # node, gpu, uuid, model, mig_instance,
 
 def _p99(spec: schema.MetricSpec) -> str:
     return (
-        f"histogram_quantile(0.99, sum {_by('service', 'namespace', 'le')} "
+        f"histogram_quantile(0.99, sum {_by('cluster', 'service', 'namespace', 'le')} "
         f"(rate({_bucket(spec)}[{LATENCY_WINDOW}])))"
     )
 
@@ -171,12 +171,12 @@ def recording_rules(cfg: AlertsConfig, card: RateCard | None = None) -> list[dic
         },
         {
             "record": SERVICE_GPU_SECONDS_RATE_1H,
-            "expr": f"sum {_by('service', 'namespace', 'gpu_model', 'kind')} "
+            "expr": f"sum {_by('cluster', 'service', 'namespace', 'gpu_model', 'kind')} "
             f"(rate({schema.SERVICE_GPU_SECONDS.name}[1h]))",
         },
         {
             "record": IDLE_GPU_SECONDS_RATE_1H,
-            "expr": f"sum {_by('gpu_model')} (rate({schema.IDLE_GPU_SECONDS.name}[1h]))",
+            "expr": f"sum {_by('cluster', 'gpu_model')} (rate({schema.IDLE_GPU_SECONDS.name}[1h]))",
         },
     ]
     rate_expr = (
@@ -189,14 +189,15 @@ def recording_rules(cfg: AlertsConfig, card: RateCard | None = None) -> list[dic
             {"record": GPU_HOURLY_RATE_USD, "expr": rate_expr},
             {
                 "record": SERVICE_COST_USD_PER_HOUR,
-                "expr": f"sum {_by('service', 'namespace')} "
+                "expr": f"sum {_by('cluster', 'service', 'namespace')} "
                 f'({SERVICE_GPU_SECONDS_RATE_1H}{{kind="allocated"}} '
                 f"* on (gpu_model) group_left () {GPU_HOURLY_RATE_USD})",
             },
             {
                 "record": IDLE_COST_USD_PER_HOUR,
-                "expr": f"sum {_by('gpu_model')} "
-                f"({IDLE_GPU_SECONDS_RATE_1H} * on (gpu_model) {GPU_HOURLY_RATE_USD})",
+                "expr": f"sum {_by('cluster', 'gpu_model')} "
+                f"({IDLE_GPU_SECONDS_RATE_1H} "
+                f"* on (gpu_model) group_left () {GPU_HOURLY_RATE_USD})",
             },
         ]
     return rules
@@ -318,7 +319,7 @@ def alert_rules(cfg: AlertsConfig) -> list[dict[str, Any]]:
     so = cfg.service_overrides
     gpu = "GPU {{ $labels.gpu }} ({{ $labels.uuid }}, {{ $labels.model }}) on {{ $labels.node }}"
     pod = "pod {{ $labels.pod }} of service " + _SERVICE + " on {{ $labels.node }}"
-    probe_by = _by("service", "namespace", "endpoint")
+    probe_by = _by("cluster", "service", "namespace", "endpoint")
     failures = f"sum {probe_by} (increase({s.PROBE_FAILURES.name}[{cfg.probe_failure_window}]))"
     successes = f"sum {probe_by} (increase({s.PROBE_SUCCESS.name}[{cfg.probe_failure_window}]))"
     thermal = '{reason=~"hw_thermal_slowdown|sw_thermal_slowdown"}'
@@ -338,7 +339,7 @@ def alert_rules(cfg: AlertsConfig) -> list[dict[str, Any]]:
         _alert(
             cfg, "GpuledgerGpuOverProvisioned",
             f"{GPU_UTILIZATION_AVG_1H} < {_num(cfg.gpu_underutilized_ratio)} "
-            f"and on (node, uuid, mig_instance) ({s.GPU_ALLOCATION.name} > 0)",
+            f"and on (cluster, node, uuid, mig_instance) ({s.GPU_ALLOCATION.name} > 0)",
             cfg.gpu_underutilized_for, "warning",
             "Allocated GPU {{ $labels.uuid }} on {{ $labels.node }} is mostly idle",
             f"{gpu} is allocated to a workload but its utilization averaged over 1h is "
@@ -347,7 +348,7 @@ def alert_rules(cfg: AlertsConfig) -> list[dict[str, Any]]:
         ),
         _alert(
             cfg, "GpuledgerGpuUnallocated",
-            f"{s.GPU_INFO.name} unless on (node, uuid) {s.GPU_ALLOCATION.name}",
+            f"{s.GPU_INFO.name} unless on (cluster, node, uuid) {s.GPU_ALLOCATION.name}",
             cfg.gpu_unallocated_for, "info",
             "GPU {{ $labels.uuid }} on {{ $labels.node }} has no workload",
             f"{gpu} has held no workload for {cfg.gpu_unallocated_for}; it is paid for "
@@ -436,7 +437,7 @@ def alert_rules(cfg: AlertsConfig) -> list[dict[str, Any]]:
         _alert(
             cfg, "GpuledgerLedgerFlushFailing",
             f"increase({s.LEDGER_FLUSH_FAILURES.name}[{cfg.ledger_flush_window}]) > 0 "
-            f"and on (node) {s.LEDGER_PENDING_ROWS.name} > 0",
+            f"and on (cluster, node) {s.LEDGER_PENDING_ROWS.name} > 0",
             cfg.ledger_flush_for, "warning",
             "The ledger of {{ $labels.node }} cannot be flushed",
             "The gpuledger agent on {{ $labels.node }} failed {{ $value | humanize }} "
@@ -539,7 +540,7 @@ def untenanted_share_expr(window: str) -> str:
     def tokens(*matchers: str) -> str:
         inner = "{" + ",".join(matchers) + "}" if matchers else ""
         return " + ".join(
-            f"sum {_by('service', 'namespace')} (rate({spec.name}{inner}[{window}]))"
+            f"sum {_by('cluster', 'service', 'namespace')} (rate({spec.name}{inner}[{window}]))"
             for spec in (schema.TENANT_PROMPT_TOKENS, schema.TENANT_GENERATION_TOKENS)
         )
 

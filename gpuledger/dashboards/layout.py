@@ -81,16 +81,18 @@ def label_variable(name: str, label: str, spec: MetricSpec, *parents: str) -> Qu
 
 
 def variables(workload: MetricSpec) -> list[cogbuilder.Builder[dashboard.VariableModel]]:
-    """datasource, node (from the build-info series every agent exports), then namespace
-    and service from ``workload``, each narrowed by the variables before it."""
+    """datasource, cluster and node (from the build-info series every agent exports),
+    then namespace and service from ``workload``, each narrowed by the variables before
+    it (one Grafana may look at several clusters, whose node names can repeat)."""
     for label in ("namespace", "service"):
         if label not in workload.all_labels:
             raise ValueError(f"{workload.name} has no {label} label")
     return [
         DatasourceVariable("datasource").label("Data source").type("prometheus"),
-        label_variable("node", "Node", schema.BUILD_INFO),
-        label_variable("namespace", "Namespace", workload, "node"),
-        label_variable("service", "Service", workload, "node", "namespace"),
+        label_variable("cluster", "Cluster", schema.BUILD_INFO),
+        label_variable("node", "Node", schema.BUILD_INFO, "cluster"),
+        label_variable("namespace", "Namespace", workload, "cluster", "node"),
+        label_variable("service", "Service", workload, "cluster", "node", "namespace"),
     ]
 
 

@@ -21,7 +21,7 @@ from gpuledger.alerts.rules import RECORDED
 from gpuledger.schema import MetricSpec
 
 # Dashboard template variables that become label matchers, in matcher order.
-VARIABLE_LABELS: tuple[str, ...] = ("node", "namespace", "service")
+VARIABLE_LABELS: tuple[str, ...] = ("cluster", "node", "namespace", "service")
 
 # --- recording rules (owned by gpuledger.alerts: its RECORDED registry) ----------------
 
@@ -112,9 +112,10 @@ def gpu_memory_used() -> str:
 
 
 def gpu_memory_used_ratio() -> str:
+    # cluster: node names and simulated UUIDs repeat across clusters.
     # group_left keeps the left side's labels (gpu, model, …): a plain on (…) would keep
     # only the matching labels, and the panel's legend lost the GPU number
-    on = "on (node, uuid, mig_instance) group_left"
+    on = "on (cluster, node, uuid, mig_instance) group_left"
     return f"{sel(schema.GPU_MEMORY_USED)} / {on} {sel(schema.GPU_MEMORY_TOTAL)}"
 
 
@@ -409,6 +410,7 @@ def agent_versions() -> str:
 # --- for tests: every query, and their concrete forms ----------------------------------
 
 CONCRETE_VALUES: Mapping[str, str] = {
+    "cluster": ".*",
     "node": ".*",
     "namespace": ".*",
     "service": ".*",

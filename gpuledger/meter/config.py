@@ -14,6 +14,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from gpuledger.cluster import DEFAULT_CLUSTER, check_cluster_name
 from gpuledger.meter.keys import KeyFileError, load_api_keys
 
 TenantMethod = Literal["api_key", "header", "user"]
@@ -65,6 +66,8 @@ class Timeouts(_Strict):
 
 class MeterConfig(_Strict):
     node_name: str | None = None
+    # the cluster label on every series (issue 18), as the node agent's `cluster:`
+    cluster: str = DEFAULT_CLUSTER
     listen: Listen = Listen()
     upstream: str
     service: str = Field(min_length=1)
@@ -76,6 +79,11 @@ class MeterConfig(_Strict):
     # concurrent connections to the upstream (a stream holds one for its whole length)
     upstream_max_connections: int = Field(default=1024, ge=1)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+    @field_validator("cluster")
+    @classmethod
+    def _cluster(cls, v: str) -> str:
+        return check_cluster_name(v)
 
     @field_validator("upstream")
     @classmethod

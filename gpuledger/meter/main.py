@@ -26,6 +26,7 @@ def build_app(loaded: LoadedMeter) -> MeterApp:
     node = cfg.node_name or os.environ.get("NODE_NAME") or socket.gethostname()
     metrics = MeterMetrics(
         node=node,
+        cluster=cfg.cluster,
         service=cfg.service,
         namespace=cfg.namespace,
         max_tenants=cfg.tenant.max_tenants_per_service,

@@ -13,6 +13,7 @@ from collections import defaultdict
 from enum import StrEnum
 
 from gpuledger import schema
+from gpuledger.cluster import DEFAULT_CLUSTER
 from gpuledger.collectors.textformat.render import FamiliesBuilder
 from gpuledger.meter.tenants import TenantCap
 from gpuledger.meter.usage import Usage
@@ -26,8 +27,17 @@ class Uncounted(StrEnum):
 
 
 class MeterMetrics:
-    def __init__(self, *, node: str, service: str, namespace: str, max_tenants: int) -> None:
+    def __init__(
+        self,
+        *,
+        node: str,
+        service: str,
+        namespace: str,
+        max_tenants: int,
+        cluster: str = DEFAULT_CLUSTER,
+    ) -> None:
         self._node = node
+        self._cluster = cluster
         self._service = service
         self._namespace = namespace
         self._cap = TenantCap(max_tenants)
@@ -54,7 +64,7 @@ class MeterMetrics:
         with self._lock:
             counted = sorted((k, tuple(v)) for k, v in self._counted.items())
             uncounted = dict(self._uncounted)
-        out = FamiliesBuilder(self._node)
+        out = FamiliesBuilder(self._node, cluster=self._cluster)
         base = (self._service, self._namespace)
         specs = (
             schema.METER_REQUESTS,

@@ -12,18 +12,15 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from gpuledger import schema
-from gpuledger.agent.exporter import SnapshotExporter
 from gpuledger.agent.reporter import Reporter
-from gpuledger.agent.snapshot import Snapshot
 from gpuledger.chargeback.ledger.model import StoreError
 from gpuledger.chargeback.ledger.store.sqlite import SqliteLedgerStore
 from gpuledger.chargeback.report.config import ReportConfig
 from tests.support.budget_ledger import CHAT_H, IDLE_H, MTD_HOURS, NOW, fill
+from tests.support.reporter_metrics import exposed
 
-Exposed = dict[str, dict[tuple[tuple[str, str], ...], float]]
 # label sets as exposed: a scope without a namespace or service has them empty (absent
 # to Prometheus)
 TEAM = (("name", "chat-team"), ("namespace", ""), ("scope", "cost_center"), ("service", ""))
@@ -56,22 +53,12 @@ def _cfg(budgets_file: Path | None = None) -> ReportConfig:
     )
 
 
-def _exposed(reporter: Reporter) -> Exposed:
-    text = SnapshotExporter("node-r", "1", reporter=reporter.status).render(Snapshot(version=1))
-    out: Exposed = {}
-    for fam in text_string_to_metric_families(text.decode()):
-        for s in fam.samples:
-            labels = tuple(sorted((k, v) for k, v in s.labels.items() if k != "node"))
-            out.setdefault(s.name, {})[labels] = s.value
-    return out
-
-
 def test_refresh_exports_budget_month_to_date_and_forecast(
     store: SqliteLedgerStore, tmp_path: Path
 ) -> None:
     reporter = Reporter(_cfg(), store, tmp_path, clock=lambda: NOW)
     assert reporter.budgets.refresh()
-    got = _exposed(reporter)
+    got = exposed(reporter)
     assert got[schema.BUDGET.name] == {
         TEAM: pytest.approx(800 * CHAT_H),
         CHAT: pytest.approx(400 * CHAT_H),
@@ -110,7 +97,7 @@ def test_a_failed_refresh_is_counted_and_keeps_the_last_figures(
     status = reporter.budgets.status()
     assert (status.runs, status.failures) == (3, 2)
     assert status.last_error == "connection refused"
-    got = _exposed(reporter)
+    got = exposed(reporter)
     assert got[schema.BUDGET_REFRESH_FAILURES.name] == {(): 2.0}
     assert got[schema.BUDGET_MONTH_TO_DATE.name][TEAM] == pytest.approx(MTD_HOURS * CHAT_H)
 
@@ -122,14 +109,14 @@ def test_an_edited_budgets_file_applies_at_the_next_refresh(
     path.write_text("budgets:\n  - {namespace: lab, monthly_usd: 50}\n")
     reporter = Reporter(_cfg(path), store, tmp_path, clock=lambda: NOW)
     assert reporter.budgets.refresh()
-    assert _exposed(reporter)[schema.BUDGET.name][LAB] == 50.0
+    assert exposed(reporter)[schema.BUDGET.name][LAB] == 50.0
     path.write_text("budgets:\n  - {namespace: lab, monthly_usd: 75}\n")
     assert reporter.budgets.refresh()
-    assert _exposed(reporter)[schema.BUDGET.name][LAB] == 75.0
+    assert exposed(reporter)[schema.BUDGET.name][LAB] == 75.0
     path.write_text("budgets:\n  - {namespace: lab, monthly_usd: -1}\n")
     assert not reporter.budgets.refresh()  # refused, counted; 75 stays exported
     assert "budgets.yaml row 1 (namespace 'lab')" in (reporter.budgets.status().last_error or "")
-    assert _exposed(reporter)[schema.BUDGET.name][LAB] == 75.0
+    assert exposed(reporter)[schema.BUDGET.name][LAB] == 75.0
 
 
 def test_the_first_refresh_runs_at_start(store: SqliteLedgerStore, tmp_path: Path) -> None:
@@ -155,7 +142,7 @@ def test_no_budget_no_budget_metrics(store: SqliteLedgerStore, tmp_path: Path) -
     reporter = Reporter(ReportConfig(formats=("json",)), store, tmp_path, clock=lambda: NOW)
     assert not reporter.budgets.configured
     assert reporter.status().budgets is None
-    got = _exposed(reporter)
+    got = exposed(reporter)
     assert not [name for name in got if name.startswith("gpuledger_budget")]
 
 
@@ -180,7 +167,7 @@ def test_a_hostile_cost_center_name_is_exposed_exactly(
     )
     reporter = Reporter(cfg, store, tmp_path, clock=lambda: NOW)
     assert reporter.budgets.refresh()
-    got = _exposed(reporter)[schema.BUDGET.name]
+    got = exposed(reporter)[schema.BUDGET.name]
     assert got == {
         (("name", hostile), ("namespace", ""), ("scope", "cost_center"), ("service", "")): 7.0
     }

@@ -57,12 +57,25 @@ def test_yaml_values_and_env_precedence(tmp_path: Path) -> None:
         ("log:\n  format: xml\n", "log.format"),
         ("dcgm:\n  url: ftp://x\n", "dcgm.url"),
         ("nvmll: {}\n", "nvmll"),
+        ("cluster: 'prod eu; DROP TABLE x'\n", "cluster"),
+        ("cluster: -east\n", "cluster"),
     ],
 )
 def test_bad_keys_are_named(tmp_path: Path, text: str, key: str) -> None:
     with pytest.raises(ConfigError) as info:
         load_config(write(tmp_path, text), environ={})
     assert key in [k for k, _ in info.value.problems]
+
+
+def test_cluster_from_the_file_or_the_environment(tmp_path: Path) -> None:
+    """Issue 18: ``cluster`` defaults to "default"; GPULEDGER_CLUSTER wins over the file."""
+    assert load_config(None, environ={}).cluster == "default"
+    path = write(tmp_path, "cluster: prod-eu\n")
+    assert load_config(path, environ={}).cluster == "prod-eu"
+    assert load_config(path, environ={"GPULEDGER_CLUSTER": "us-west.2"}).cluster == "us-west.2"
+    with pytest.raises(ConfigError) as info:
+        load_config(None, environ={"GPULEDGER_CLUSTER": "east/1"})
+    assert [k for k, _ in info.value.problems] == ["cluster"]
 
 
 def test_unknown_environment_variable_is_refused() -> None:

@@ -101,7 +101,7 @@ def samples(text: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
 
 
 def key(name: str, **labels: str) -> tuple[str, frozenset[tuple[str, str]]]:
-    return (name, frozenset({"node": "node-a", **labels}.items()))
+    return (name, frozenset({"cluster": "default", "node": "node-a", **labels}.items()))
 
 
 def test_exposition_values_and_labels() -> None:
@@ -137,6 +137,19 @@ def test_exposition_values_and_labels() -> None:
     exported = {name for name, _ in got}
     allowed = schema.all_series_names()
     assert exported <= allowed, exported - allowed
+
+
+def test_every_series_carries_the_configured_cluster() -> None:
+    """Issue 18: one label on every series of every family, set once for the exporter."""
+    snap = snapshot(
+        CollectorState("nvml", up=True, runs=1, duration_s=0.01, last_success_unix=1.7e9,
+                       reading=NVML),
+    )  # fmt: skip
+    text = SnapshotExporter("node-a", "9.9.9", cluster="prod-eu").render(snap).decode()
+    series = [s for fam in text_string_to_metric_families(text) for s in fam.samples]
+    assert len(series) > 20
+    assert {s.labels.get("cluster") for s in series} == {"prod-eu"}
+    assert {s.labels.get("node") for s in series} == {"node-a"}
 
 
 def test_collector_down_exports_other_source_alone() -> None:

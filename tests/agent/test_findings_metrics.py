@@ -51,7 +51,9 @@ def _exposed(reporter: Reporter) -> dict[str, dict[tuple[tuple[str, str], ...], 
     out: dict[str, dict[tuple[tuple[str, str], ...], float]] = {}
     for fam in text_string_to_metric_families(text.decode()):
         for s in fam.samples:
-            labels = tuple(sorted((k, v) for k, v in s.labels.items() if k != "node"))
+            labels = tuple(
+                sorted((k, v) for k, v in s.labels.items() if k not in ("cluster", "node"))
+            )
             out.setdefault(s.name, {})[labels] = s.value
     return out
 

@@ -382,7 +382,13 @@ def test_metrics_export_carries_the_schema_with_the_exposition_values(
     memory = by_attributes(metrics["gpuledger_gpu_memory_total_bytes"])
     t_end = nvml.last_success_unix
     for g in sim.gpus:
-        board = {"node": NODE, "gpu": str(g.index), "uuid": g.uuid, "model": g.model.name}
+        board = {
+            "cluster": "default",
+            "node": NODE,
+            "gpu": str(g.index),
+            "uuid": g.uuid,
+            "model": g.model.name,
+        }
         watts = power[frozenset(board.items())]
         window = [sim.power_watts(g.index, t_end - 3.0 + i * 0.01) for i in range(301)]
         assert min(window) - 0.01 <= watts <= max(window) + 0.01
@@ -495,8 +501,8 @@ def test_histograms_are_exported_with_upstream_bounds(receiver: OtlpReceiver) ->
     assert not p0.HasField("min")
     assert not p0.HasField("max")
     assert kv(p0.attributes) == {
-        "node": "node-h", "service": "chat", "namespace": "llm", "pod": "vllm-0",
-        "model_name": "m/llama", "engine": "0",
+        "cluster": "default", "node": "node-h", "service": "chat", "namespace": "llm",
+        "pod": "vllm-0", "model_name": "m/llama", "engine": "0",
     }  # fmt: skip
     assert list(p1.bucket_counts) == [c * 2 for c in counts]
     assert p1.count == 16
@@ -957,4 +963,8 @@ def test_attribute_and_observation_shapes() -> None:
     exporter = SnapshotExporter("node-a", "1")
     exporter.render(Snapshot())
     (build,) = exporter.latest.of(schema.BUILD_INFO)
-    assert otel_readers.attributes(exporter.latest, build) == {"node": "node-a", "version": "1"}
+    assert otel_readers.attributes(exporter.latest, build) == {
+        "cluster": "default",
+        "node": "node-a",
+        "version": "1",
+    }

@@ -49,6 +49,7 @@ def test_run_writes_last_month(fixture_store: SqliteLedgerStore, tmp_path: Path)
     names = sorted(p.name for p in paths)
     assert names == [
         "chargeback-2026-10-anomalies.csv",
+        "chargeback-2026-10-clusters.csv",
         "chargeback-2026-10-cost-centers.csv",
         "chargeback-2026-10-coverage.csv",
         "chargeback-2026-10-findings.csv",
@@ -170,9 +171,12 @@ def test_reporter_role_catches_up_and_serves(
     assert client.get("/readyz").status_code == 200  # nothing to wait for without collectors
     metrics = client.get("/metrics").text
     node = agent.cfg.node_name
-    assert f'gpuledger_report_runs_total{{node="{node}"}} 1.0' in metrics
-    assert f'gpuledger_report_failures_total{{node="{node}"}} 0.0' in metrics
-    assert f'gpuledger_report_last_success_timestamp_seconds{{node="{node}"}} ' in metrics
+    assert f'gpuledger_report_runs_total{{cluster="default",node="{node}"}} 1.0' in metrics
+    assert f'gpuledger_report_failures_total{{cluster="default",node="{node}"}} 0.0' in metrics
+    assert (
+        f'gpuledger_report_last_success_timestamp_seconds{{cluster="default",node="{node}"}} '
+        in metrics
+    )
 
 
 def test_the_anomalies_csv_is_served_with_the_reports_anomalies(
@@ -237,7 +241,10 @@ def test_the_agent_hands_its_reporter_the_findings_provider(
     metrics = client.get("/metrics").text
     node = agent.cfg.node_name
     assert (
-        f'gpuledger_finding_savings_usd{{node="{node}",kind="over_provisioned",'
+        f'gpuledger_finding_savings_usd{{cluster="default",node="{node}",kind="over_provisioned",'
         'namespace="prod",service="chat"} 3600.5' in metrics
     )
-    assert f'gpuledger_findings{{node="{node}",kind="smaller_gpu_class"}} 0.0' in metrics
+    assert (
+        f'gpuledger_findings{{cluster="default",node="{node}",kind="smaller_gpu_class"}} 0.0'
+        in metrics
+    )

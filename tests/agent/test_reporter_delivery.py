@@ -13,15 +13,14 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from gpuledger.agent.exporter import SnapshotExporter
 from gpuledger.agent.reporter import Reporter
-from gpuledger.agent.snapshot import Snapshot
 from gpuledger.chargeback.delivery.record import open_delivery_log
 from gpuledger.chargeback.delivery.send import Deliverer
 from gpuledger.chargeback.ledger.store.sqlite import SqliteLedgerStore
 from gpuledger.chargeback.report.config import ReportConfig
 from tests.support import delivery as dv
 from tests.support import report_fixtures as fx
+from tests.support.reporter_metrics import exposed
 from tests.support.smtp_server import Inbox, free_port, smtp_server
 
 NOV_2 = datetime(2026, 11, 2, 9, 0, tzinfo=UTC)
@@ -43,16 +42,6 @@ def _reporter(tmp_path: Path, port: int) -> Reporter:
     )  # fmt: skip
 
 
-def _exposed(reporter: Reporter) -> dict[str, dict[tuple[tuple[str, str], ...], float]]:
-    text = SnapshotExporter("node-r", "1", reporter=reporter.status).render(Snapshot(version=1))
-    out: dict[str, dict[tuple[tuple[str, str], ...], float]] = {}
-    for fam in text_string_to_metric_families(text.decode()):
-        for s in fam.samples:
-            labels = tuple(sorted((k, v) for k, v in s.labels.items() if k != "node"))
-            out.setdefault(s.name, {})[labels] = s.value
-    return out
-
-
 def _key(channel: str, outcome: str) -> tuple[tuple[str, str], ...]:
     return (("channel", channel), ("outcome", outcome))
 
@@ -65,7 +54,7 @@ def test_the_scheduled_run_writes_then_delivers(tmp_path: Path) -> None:
         paths = reporter.run()
     assert {p.name for p in paths} >= {"chargeback-2026-10.csv", "chargeback-2026-10.json"}
     assert len(inbox.received) == 4
-    got = _exposed(reporter)
+    got = exposed(reporter)
     assert got["gpuledger_report_deliveries_total"] == {
         _key("email", "sent"): 4.0, _key("email", "error"): 0.0, _key("email", "failed"): 0.0
     }  # fmt: skip
@@ -83,7 +72,7 @@ def test_a_failed_delivery_keeps_the_report_and_is_counted(tmp_path: Path) -> No
     assert all(p.is_file() for p in paths)
     status = reporter.status()
     assert (status.runs, status.failures, status.last_month) == (1, 0, "2026-10")
-    got = _exposed(reporter)
+    got = exposed(reporter)
     assert got["gpuledger_report_deliveries_total"][_key("email", "failed")] == 4.0
     assert got["gpuledger_report_deliveries_total"][_key("email", "error")] == 12.0
     assert "gpuledger_report_delivery_last_success_timestamp_seconds" not in got
@@ -111,7 +100,7 @@ def test_without_delivery_no_delivery_series(tmp_path: Path) -> None:
     reporter = Reporter(ReportConfig(formats=("json",)), store, tmp_path, clock=lambda: NOV_2)
     reporter.run()
     assert reporter.resume_delivery() is None
-    assert "gpuledger_report_deliveries_total" not in _exposed(reporter)
+    assert "gpuledger_report_deliveries_total" not in exposed(reporter)
 
 
 @pytest.mark.parametrize("formats", [("json",), ("csv",)])
@@ -174,10 +163,13 @@ def test_the_agent_in_the_reporter_role_catches_up_and_delivers(tmp_path: Path) 
     (msg,) = inbox.messages()
     assert str(msg["To"]) == "finops@example.com"
     assert last.label in str(msg["Subject"])
-    node = cfg.node_name
-    for channel in ("email", "webhook"):
-        labels = f'node="{node}",channel="{channel}",outcome="sent"'
-        assert f"gpuledger_report_deliveries_total{{{labels}}} 1.0" in metrics
+    sent = {
+        (s.labels["node"], s.labels["channel"]): s.value
+        for fam in text_string_to_metric_families(metrics)
+        for s in fam.samples
+        if s.name == "gpuledger_report_deliveries_total" and s.labels["outcome"] == "sent"
+    }
+    assert sent == {(cfg.node_name, "email"): 1.0, (cfg.node_name, "webhook"): 1.0}
     assert hook.bodies[0]["text"].startswith(f"GPU chargeback {last.label} (default): $")
 
 

@@ -16,23 +16,19 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from gpuledger import schema
-from gpuledger.agent.exporter import SnapshotExporter
 from gpuledger.agent.reporter import Reporter
-from gpuledger.agent.snapshot import Snapshot
 from gpuledger.chargeback.ledger.store.sqlite import SqliteLedgerStore
 from gpuledger.chargeback.report.config import ReportConfig
 from tests.support import anomaly_fixtures as fx
 from tests.support.findings_fixtures import CARD_YAML
+from tests.support.reporter_metrics import exposed
 
 CLOCK = datetime(2026, 11, 11, 5, 7, tzinfo=UTC)
 Z_VISION = 96.25 / (1.4826 * 1.175)
 Z_SPIKE = 96 / (1.4826 * 2.4)  # chat and batch
 Z_SEARCH = 2 / (1.4826 * 2.2)
-
-Exposed = dict[str, dict[tuple[tuple[str, str], ...], float]]
 
 
 @pytest.fixture
@@ -54,16 +50,6 @@ def _reporter(store: SqliteLedgerStore, tmp_path: Path, **anomalies: object) -> 
     return Reporter(cfg, store, tmp_path / "reports", clock=lambda: CLOCK)
 
 
-def _exposed(reporter: Reporter) -> Exposed:
-    text = SnapshotExporter("node-r", "1", reporter=reporter.status).render(Snapshot(version=1))
-    out: Exposed = {}
-    for fam in text_string_to_metric_families(text.decode()):
-        for s in fam.samples:
-            labels = tuple(sorted((k, v) for k, v in s.labels.items() if k != "node"))
-            out.setdefault(s.name, {})[labels] = s.value
-    return out
-
-
 def _svc(name: str) -> tuple[tuple[str, str], ...]:
     return (("namespace", fx.NS), ("service", name))
 
@@ -72,9 +58,9 @@ def test_the_latest_complete_day_is_scored_per_service(
     store: SqliteLedgerStore, tmp_path: Path
 ) -> None:
     reporter = _reporter(store, tmp_path)
-    assert schema.SPEND_ANOMALY_SCORE.name not in _exposed(reporter)  # nothing before
+    assert schema.SPEND_ANOMALY_SCORE.name not in exposed(reporter)  # nothing before
     reporter.refresh_spend()
-    got = _exposed(reporter)
+    got = exposed(reporter)
     assert got[schema.SPEND_ANOMALY_SCORE.name] == pytest.approx(
         {_svc("vision"): Z_VISION, _svc("chat"): Z_SPIKE, _svc("batch"): Z_SPIKE,
          _svc("search"): Z_SEARCH}
@@ -94,12 +80,12 @@ def test_a_failed_refresh_keeps_the_previous_scores(
 ) -> None:
     reporter = _reporter(store, tmp_path)
     reporter.refresh_spend()
-    before = _exposed(reporter)[schema.SPEND_ANOMALY_SCORE.name]
+    before = exposed(reporter)[schema.SPEND_ANOMALY_SCORE.name]
     (tmp_path / "card.yaml").write_text("version: [broken\n")  # a card that no longer loads
     reporter.refresh_spend()
     assert reporter.spend is not None
     assert reporter.spend.failures == 1
-    assert _exposed(reporter)[schema.SPEND_ANOMALY_SCORE.name] == before
+    assert exposed(reporter)[schema.SPEND_ANOMALY_SCORE.name] == before
 
 
 def test_switched_off_there_is_no_refresh_and_no_family(
@@ -108,7 +94,7 @@ def test_switched_off_there_is_no_refresh_and_no_family(
     reporter = _reporter(store, tmp_path, enabled=False)
     reporter.refresh_spend()
     assert reporter.spend is None
-    assert schema.SPEND_ANOMALY_SCORE.name not in _exposed(reporter)
+    assert schema.SPEND_ANOMALY_SCORE.name not in exposed(reporter)
 
 
 def test_the_refresh_runs_at_start_and_every_hour(store: SqliteLedgerStore, tmp_path: Path) -> None:
@@ -141,7 +127,7 @@ def test_a_store_that_fails_mid_life_is_logged_not_raised(
     s.upsert(fx.usage_rows(), [])
     reporter = _reporter(s, tmp_path)
     reporter.refresh_spend()
-    before = _exposed(reporter)[schema.SPEND_DAILY_COST.name]
+    before = exposed(reporter)[schema.SPEND_DAILY_COST.name]
     s.close()
     with caplog.at_level("WARNING", logger="gpuledger.agent.anomaly_refresh"):
         reporter.refresh_spend()
@@ -149,4 +135,4 @@ def test_a_store_that_fails_mid_life_is_logged_not_raised(
     assert reporter.spend is not None
     assert reporter.spend.failures == 2
     assert len([r for r in caplog.records if "not refreshed" in r.getMessage()]) == 1
-    assert _exposed(reporter)[schema.SPEND_DAILY_COST.name] == before
+    assert exposed(reporter)[schema.SPEND_DAILY_COST.name] == before

@@ -92,3 +92,30 @@ def test_disabled_ledger_is_404() -> None:
         "/api/v1/usage", params={"from": "2026-01-01", "to": "2026-01-02"}
     )
     assert r.status_code == 404
+
+
+def test_group_by_cluster(tmp_path: Path) -> None:
+    """Issue 18: two clusters' nodes of one name, summed apart by ``group_by=cluster``."""
+    store = open_store(f"sqlite:///{tmp_path / 'fleet.db'}")
+    store.migrate()
+    store.upsert(
+        [
+            UsageRow(H, "n1", "GPU-0", "llm", "chat", "H100", "", 3600.0, 1800.0, 0.0,
+                     cluster="east"),
+            UsageRow(H, "n1", "GPU-0", "llm", "chat", "H100", "", 1200.0, 600.0, 0.0,
+                     cluster="west"),
+        ],
+        [],
+    )  # fmt: skip
+    runtime = AgentRuntime(SnapshotStore(lambda snap: b""))
+    client = TestClient(create_app(runtime, ledger_store=store))
+    r = client.get(
+        "/api/v1/usage",
+        params={"from": "2026-01-01T00:00:00Z", "to": "2026-01-01T01:00:00Z",
+                "group_by": "cluster,node"},
+    )  # fmt: skip
+    assert r.status_code == 200, r.text
+    assert [(x["cluster"], x["node"], x["allocated_gpu_seconds"]) for x in r.json()["rows"]] == [
+        ("east", "n1", 3600.0),
+        ("west", "n1", 1200.0),
+    ]

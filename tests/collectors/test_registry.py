@@ -146,9 +146,10 @@ def test_a_registered_source_is_configured_built_scheduled_exported_and_fed_to_t
         finally:
             agent.stop()
     node = cfg.node_name
-    assert got[("gpuledger_sparkles", frozenset({("node", node), ("jar", "ab")}))] == 2.5
-    assert got[("gpuledger_sparkles", frozenset({("node", node), ("jar", "xyz")}))] == 3.5
-    up = ("gpuledger_collector_up", frozenset({("node", node), ("collector", "sparkles")}))
+    own = {("cluster", cfg.cluster), ("node", node)}
+    assert got[("gpuledger_sparkles", frozenset({*own, ("jar", "ab")}))] == 2.5
+    assert got[("gpuledger_sparkles", frozenset({*own, ("jar", "xyz")}))] == 3.5
+    up = ("gpuledger_collector_up", frozenset({*own, ("collector", "sparkles")}))
     assert got[up] == 1.0
     live = agent.live["sparkles"]
     assert isinstance(live, SparkleLive)

@@ -169,19 +169,19 @@ def test_the_check_catches_an_unknown_metric(dashboards: dict[str, models.Dashbo
     }
 
 
-# A board's own variables, after the four every board has.
+# A board's own variables, after the five every board has.
 EXTRA_VARIABLES = {"gpuledger-tenants": ["tenant"]}
 
 
 @pytest.mark.parametrize("uid", sorted(UIDS))
-def test_the_four_variables(dashboards: dict[str, models.Dashboard], uid: str) -> None:
+def test_the_five_variables(dashboards: dict[str, models.Dashboard], uid: str) -> None:
     variables = {v.name: v for v in dashboards[uid].templating.list_val or []}
     extra = EXTRA_VARIABLES.get(uid, [])
-    assert list(variables) == ["datasource", "node", "namespace", "service", *extra]
+    assert list(variables) == ["datasource", "cluster", "node", "namespace", "service", *extra]
     ds = variables["datasource"]
     assert ds.type_val == models.VariableType.DATASOURCE
     assert ds.query == "prometheus"
-    for name in ("node", "namespace", "service", *extra):
+    for name in ("cluster", "node", "namespace", "service", *extra):
         v = variables[name]
         assert v.type_val == models.VariableType.QUERY
         assert v.multi
@@ -207,7 +207,7 @@ def test_queries_use_the_variables_where_the_metric_has_the_label(
             spec = next((s for s in schema.SPECS if name in schema.series_names(s)), None)
             if spec is None:  # a recording rule
                 continue
-            for label in ("node", "namespace", "service"):
+            for label in ("cluster", "node", "namespace", "service"):
                 selector = f'{label}=~"${label}"'
                 assert (selector in expr) == (label in spec.all_labels), (expr, label)
 

@@ -81,8 +81,8 @@ def test_the_tenant_variable(board: models.Dashboard) -> None:
     tenant = variables["tenant"]
     query = tenant.query["query"] if isinstance(tenant.query, dict) else tenant.query
     assert query == (
-        f'label_values({schema.TENANT_REQUESTS.name}{{node=~"$node",namespace=~"$namespace",'
-        'service=~"$service"}, tenant)'
+        f'label_values({schema.TENANT_REQUESTS.name}{{cluster=~"$cluster",node=~"$node",'
+        'namespace=~"$namespace",service=~"$service"}, tenant)'
     )
     assert tenant.multi
     assert tenant.include_all

@@ -838,3 +838,19 @@ def test_config_shapes_the_rule_and_the_reporter(tmp_path: Path) -> None:
     local.write_text(yaml.safe_dump(reporter), encoding="utf-8")
     cfg = load_config(local, environ={})
     assert cfg.report.fleet == "prod-eu"
+
+
+def test_the_configs_cluster_reaches_the_agent_and_the_reporter(tmp_path: Path) -> None:
+    """Issue 18: ``gpuledger manifests --config`` with ``cluster: prod-eu`` writes it into
+    both pods' configs; the default cluster writes nothing (the committed copy is it)."""
+    cfg = load_config(None, environ={"GPULEDGER_CLUSTER": "prod-eu"})
+    docs = manifests(ManifestOptions.from_config(cfg))
+    agent_ds = one(docs, "DaemonSet", k8s.AGENT)
+    env = container_env(pod_spec(agent_ds)["containers"][0], node="gpu-node-1", host_ip="h")
+    assert load_mounted_config(tmp_path, docs, agent_ds, env).cluster == "prod-eu"
+    reporter = one(docs, "Deployment", k8s.REPORTER)
+    assert load_mounted_config(tmp_path, docs, reporter, {}).cluster == "prod-eu"
+    plain = one(manifests(ManifestOptions()), "ConfigMap", k8s.CONFIG_MAP)
+    assert all("cluster:" not in text for text in plain["data"].values())
+    with pytest.raises(ValueError, match="cluster name"):
+        ManifestOptions(cluster="prod eu")

@@ -75,6 +75,7 @@ def test_a_malformed_key_file_is_exit_2_and_its_keys_are_not_shown(
         ({"tenant": {"max_tenants_per_service": 0}}, "tenant.max_tenants_per_service"),
         ({"timeouts": {"response_seconds": -1}}, "timeouts.response_seconds"),
         ({"upstream_api_key_file": "/nonexistent/key"}, "upstream_api_key_file"),
+        ({"cluster": "prod eu"}, "cluster"),
     ],
 )
 def test_bad_keys_are_refused_by_name(
@@ -117,3 +118,18 @@ def test_no_key_reaches_the_logs_or_metrics(tmp_path: Path) -> None:
     for secret in (PLANTED, UPSTREAM_KEY, "sk-other-1234567890"):
         assert secret not in log
         assert secret not in metrics
+
+
+def test_the_cluster_label_is_the_configs() -> None:
+    """Issue 18: every series of the meter carries its config's ``cluster``."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from gpuledger.meter.metrics import MeterMetrics, Uncounted
+
+    metrics = MeterMetrics(node="n1", service="chat", namespace="llm", max_tenants=4,
+                           cluster="prod-eu")  # fmt: skip
+    metrics.miss(next(iter(Uncounted)))
+    text = metrics.render().decode()
+    series = [s for fam in text_string_to_metric_families(text) for s in fam.samples]
+    assert series
+    assert {s.labels["cluster"] for s in series} == {"prod-eu"}

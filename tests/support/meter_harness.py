@@ -134,12 +134,18 @@ def meter_counters(base_url: str) -> dict[tuple[str, Labels], float]:
 
 def tenant_labels(tenant: str, model: str) -> Labels:
     return frozenset(
-        {"node": "n1", "service": "chat", "namespace": "llm", "model_name": model,
-         "tenant": tenant}.items()
+        {"cluster": "default", "node": "n1", "service": "chat", "namespace": "llm",
+         "model_name": model, "tenant": tenant}.items()
     )  # fmt: skip
 
 
 def uncounted_labels(reason: str) -> Labels:
     return frozenset(
-        {"node": "n1", "service": "chat", "namespace": "llm", "reason": reason}.items()
+        {
+            "cluster": "default",
+            "node": "n1",
+            "service": "chat",
+            "namespace": "llm",
+            "reason": reason,
+        }.items()
     )

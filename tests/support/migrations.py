@@ -1,12 +1,7 @@
-"""The migration versions a fresh ledger ends with, from the migration list itself: some
-numbers are reserved for work that lands in parallel (10: cost centers, 12: clusters),
-so a literal list in each test would break at every merge."""
+"""The ledger schema versions a fully migrated store records, stated by hand (not read
+from the migrations under test, so a migration dropped from the list fails the tests):
+10 cost centers, 11 the report's delivery record, 12 clusters (issue 18)."""
 
 from __future__ import annotations
 
-from gpuledger.chargeback.ledger.store.common import SCHEMA_VERSION
-from gpuledger.chargeback.ledger.store.sqlite_migrations import MIGRATIONS
-
-ALL_VERSIONS = [v for v, _ in MIGRATIONS]
-assert sorted(ALL_VERSIONS) == ALL_VERSIONS
-assert ALL_VERSIONS[-1] == SCHEMA_VERSION
+ALL_VERSIONS = [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12]

@@ -64,7 +64,9 @@ def parse_exposition(text: str, keep: Iterable[str]) -> dict[tuple[str, Labels],
     for family in text_string_to_metric_families(text):
         for s in family.samples:
             if s.name in wanted:
-                labels = frozenset((k, v) for k, v in s.labels.items() if k != "node")
+                labels = frozenset(
+                    (k, v) for k, v in s.labels.items() if k not in ("cluster", "node")
+                )
                 out[(s.name, labels)] = float(s.value)
     return out
 

@@ -32,6 +32,7 @@ from gpuledger.chargeback.attribution.claims import IDLE
 from gpuledger.chargeback.attribution.shares import GpuAllocation
 from gpuledger.chargeback.ledger.model import HOUR, hour_start
 from gpuledger.chargeback.ledger.tables import CoverageRow, UsageRow, merge_peak
+from gpuledger.cluster import DEFAULT_CLUSTER
 
 UsageKey = tuple[int, str, str, str, str]  # hour, node, gpu_uuid, namespace, service
 CoverageKey = tuple[int, str, str]  # hour, node, gpu_uuid
@@ -89,8 +90,9 @@ def _memory_held(alloc: GpuAllocation) -> dict[tuple[str, str], float]:
 
 
 class Accumulator:
-    def __init__(self, node: str, *, max_gap_s: float) -> None:
+    def __init__(self, node: str, *, max_gap_s: float, cluster: str = DEFAULT_CLUSTER) -> None:
         self.node = node
+        self.cluster = cluster
         self.max_gap_s = max_gap_s
         self._lock = threading.Lock()
         self._usage: dict[UsageKey, _Usage] = {}
@@ -220,14 +222,14 @@ class Accumulator:
             hour_start=k[0], node=k[1], gpu_uuid=k[2], namespace=k[3], service=k[4],
             gpu_model=u.gpu_model, mig_profile="+".join(sorted(u.profiles)),
             allocated_gpu_seconds=u.allocated, busy_gpu_seconds=u.busy, energy_joules=u.energy,
-            peak_memory_bytes=u.peak_memory,
+            peak_memory_bytes=u.peak_memory, cluster=self.cluster,
         )  # fmt: skip
 
     def _coverage_row(self, k: CoverageKey) -> CoverageRow:
         c = self._coverage[k]
         return CoverageRow(
             hour_start=k[0], node=k[1], gpu_uuid=k[2], gpu_model=c.gpu_model,
-            observed_seconds=c.observed,
+            observed_seconds=c.observed, cluster=self.cluster,
         )  # fmt: skip
 
     @property

@@ -21,6 +21,7 @@ from gpuledger.chargeback.attribution.claims import IDLE, UNATTRIBUTED, Owner
 from gpuledger.chargeback.attribution.shares import GpuAllocation
 from gpuledger.chargeback.ledger.model import hour_start
 from gpuledger.chargeback.ledger.tables import CostCenterRow
+from gpuledger.cluster import DEFAULT_CLUSTER
 
 CostCenterLookup = Callable[[Owner], tuple[str, str] | None]
 """An owner → (cost center, source) or None: what the agent saw for its pod."""
@@ -33,8 +34,9 @@ class CostCenterRecorder:
     """Which cost center each (hour, namespace, service) was last seen with; hands back
     only the rows that changed, for the spool."""
 
-    def __init__(self, node: str, lookup: CostCenterLookup) -> None:
+    def __init__(self, node: str, lookup: CostCenterLookup, cluster: str = DEFAULT_CLUSTER) -> None:
         self.node = node
+        self.cluster = cluster  # every row it records is this agent's cluster's (migration 12)
         self._lookup = lookup
         self._seen: dict[tuple[int, str, str], tuple[str, str]] = {}
         self._failing = False  # one log line per change of state, not per cycle
@@ -55,7 +57,13 @@ class CostCenterRecorder:
                     continue
                 self._seen[key] = found
                 changed[key[1:]] = CostCenterRow(
-                    hour, self.node, owner.namespace, owner.service, found[0], found[1]
+                    hour,
+                    self.node,
+                    owner.namespace,
+                    owner.service,
+                    found[0],
+                    found[1],
+                    cluster=self.cluster,
                 )
         return list(changed.values())
 

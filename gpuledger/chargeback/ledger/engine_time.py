@@ -29,10 +29,12 @@ from __future__ import annotations
 import math
 import threading
 from collections.abc import Iterable, Mapping
+from functools import partial
 
 from gpuledger.chargeback.ledger.hourly import HourlyBuckets
 from gpuledger.chargeback.ledger.model import hour_start
 from gpuledger.chargeback.ledger.tables import EngineTimeRow
+from gpuledger.cluster import DEFAULT_CLUSTER
 from gpuledger.collectors.counters import joint_deltas
 from gpuledger.collectors.vllm.types import Histogram, VllmSeries, VllmTelemetry
 
@@ -71,10 +73,11 @@ def series_prefix(endpoint: str, model_name: str, engine: str, group: str) -> st
 
 
 class EngineTimeAccumulator:
-    def __init__(self, node: str) -> None:
+    def __init__(self, node: str, *, cluster: str = DEFAULT_CLUSTER) -> None:
         self.node = node
+        self.cluster = cluster
         self._lock = threading.Lock()
-        self._buckets = HourlyBuckets(6, EngineTimeRow)
+        self._buckets = HourlyBuckets(6, partial(EngineTimeRow, cluster=cluster))
         self._baselines: dict[str, float] = {}
         self._dirty_baselines: set[str] = set()
         self.resets = 0

@@ -13,6 +13,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
+from typing import TypeVar
 
 from gpuledger.chargeback.attribution.claims import Claim
 from gpuledger.chargeback.attribution.shares import GpuAllocation, SplitPolicy, allocate
@@ -24,11 +25,14 @@ from gpuledger.chargeback.ledger.spool import Spool
 from gpuledger.chargeback.ledger.tables import ProbeRecord
 from gpuledger.chargeback.ledger.tenant_tokens import TenantTokenAccumulator
 from gpuledger.chargeback.ledger.tokens import TokenAccumulator
+from gpuledger.cluster import DEFAULT_CLUSTER
 from gpuledger.collectors.gateway.types import GatewayReading
 from gpuledger.collectors.gpu.readings import GpuReading
 from gpuledger.collectors.vllm.types import ProbeResult, ProbeVerdict, VllmTelemetry
 
 log = logging.getLogger(__name__)
+
+_R = TypeVar("_R")
 
 RETAIN_HOURS = 48  # in memory and in the spool after flushing: covers a clock stepped back
 MAX_BACKOFF_S = 300.0
@@ -57,9 +61,13 @@ class Ledger:
         wall: Callable[[], float] = time.time,
         mono: Callable[[], float] = time.monotonic,
         storage_retain_s: float = 8 * 86400.0,
+        cluster: str = DEFAULT_CLUSTER,
         cost_center_of: CostCenterLookup | None = None,
     ) -> None:
         self.node = node
+        self.cluster = cluster
+        """Every row this ledger writes carries it (with ``node``: node names repeat
+        across clusters); a store it migrates gives the rows already there this name."""
         self.spool = spool
         self.store = store
         self._claims_for = claims_for
@@ -68,13 +76,15 @@ class Ledger:
         self._mono = mono
         self.flush_interval_s = flush_interval_s
         self.storage_retain_s = storage_retain_s  # the growth window's samples stay local
-        self.accumulator = Accumulator(node, max_gap_s=max_gap_s)
-        self.tokens = TokenAccumulator(node)
-        self.tenant_tokens = TenantTokenAccumulator(node)
-        self.engine_time = EngineTimeAccumulator(node)
+        self.accumulator = Accumulator(node, max_gap_s=max_gap_s, cluster=cluster)
+        self.tokens = TokenAccumulator(node, cluster=cluster)
+        self.tenant_tokens = TenantTokenAccumulator(node, cluster=cluster)
+        self.engine_time = EngineTimeAccumulator(node, cluster=cluster)
         # the cost center seen on each owner's workload, per hour (None: not looked up)
         self.cost_centers = (
-            CostCenterRecorder(node, cost_center_of) if cost_center_of is not None else None
+            CostCenterRecorder(node, cost_center_of, cluster=cluster)
+            if cost_center_of is not None
+            else None
         )
         self._last_probe: dict[tuple[str, str], ProbeRecord] = {}
         self._stop = threading.Event()
@@ -89,16 +99,22 @@ class Ledger:
 
     def start(self) -> None:
         since = hour_start(self._wall()) - RETAIN_HOURS * HOUR
+        # Only this cluster's buckets resume: rows spooled under another name (the config's
+        # cluster changed) keep it and are flushed as they are, never re-counted under
+        # the new one.
         usage, coverage = self.spool.load(since)
+        usage, coverage = self._own(usage), self._own(coverage)
         self.accumulator.restore(usage, coverage)
         token_rows, baselines = self.spool.load_tokens(since)
-        self.tokens.restore(token_rows, baselines)
+        self.tokens.restore(self._own(token_rows), baselines)
         tenant_rows, tenant_baselines, tenant_seen = self.spool.load_tenant_tokens(since)
-        self.tenant_tokens.restore(tenant_rows, tenant_baselines, tenant_seen, self._wall())
+        self.tenant_tokens.restore(
+            self._own(tenant_rows), tenant_baselines, tenant_seen, self._wall()
+        )
         engine_rows, engine_baselines = self.spool.load_engine_time(since)
-        self.engine_time.restore(engine_rows, engine_baselines)
+        self.engine_time.restore(self._own(engine_rows), engine_baselines)
         if self.cost_centers is not None:
-            self.cost_centers.restore(self.spool.load_cost_centers(since))
+            self.cost_centers.restore(self._own(self.spool.load_cost_centers(since)))
         self._pending = self.spool.pending_count() + self.spool.pending_extra_count()
         if usage:
             log.info(
@@ -110,6 +126,9 @@ class Ledger:
                 target=self._flush_loop, name="ledger-flush", daemon=True
             )
             self._thread.start()
+
+    def _own(self, rows: Sequence[_R]) -> list[_R]:
+        return [r for r in rows if getattr(r, "cluster", None) == self.cluster]
 
     # --- the listener ---------------------------------------------------------------
     def observe(self, devices: Sequence[GpuReading]) -> None:
@@ -147,6 +166,7 @@ class Ledger:
             ok=result.ok, reason=result.reason, ttft_s=result.ttft_s, tpot_s=result.tpot_s,
             e2e_s=result.e2e_s, output_tokens_per_s=result.output_tokens_per_s,
             prompt_tokens=result.prompt_tokens, completion_tokens=result.completion_tokens,
+            cluster=self.cluster,
         )  # fmt: skip
         self._last_probe[(ep.name, result.model_name)] = record
         self.tokens.observe_probe(result)
@@ -184,7 +204,7 @@ class Ledger:
             cost_center_rows = self.spool.pending_cost_centers()
             try:
                 if not self._migrated:  # here, not at start: a database that is down
-                    self.store.migrate()  # when the agent starts must not stop it
+                    self.store.migrate(default_cluster=self.cluster)  # at start must not stop it
                     self._migrated = True
                 if usage or coverage:
                     self.store.upsert(usage, coverage)

@@ -21,6 +21,7 @@ from gpuledger.chargeback.ledger.tables import (
     TokenRow,
     UsageRow,
 )
+from gpuledger.cluster import DEFAULT_CLUSTER
 
 HOUR = 3600
 
@@ -65,6 +66,7 @@ class UsageGroup:
     namespace: str | None = None
     service: str | None = None
     hour: str | None = None  # ISO-8601 UTC, e.g. 2026-01-01T00:00:00Z
+    cluster: str | None = None
 
     @classmethod
     def from_row(cls, row: Mapping[str, object]) -> UsageGroup:
@@ -103,6 +105,7 @@ class PeakMemoryGroup:
     namespace: str | None = None
     service: str | None = None
     hour: str | None = None  # ISO-8601 UTC
+    cluster: str | None = None
 
     @classmethod
     def from_row(cls, row: Mapping[str, object]) -> PeakMemoryGroup:
@@ -126,6 +129,7 @@ class TokenGroup:
     service: str | None = None
     model_name: str | None = None
     hour: str | None = None
+    cluster: str | None = None
 
     @classmethod
     def from_row(cls, row: Mapping[str, object]) -> TokenGroup:
@@ -152,6 +156,7 @@ class TenantTokenGroup:
     model_name: str | None = None
     tenant: str | None = None
     hour: str | None = None
+    cluster: str | None = None
 
     @classmethod
     def from_row(cls, row: Mapping[str, object]) -> TenantTokenGroup:
@@ -188,6 +193,7 @@ class EngineTimeGroup:
     service: str | None = None
     model_name: str | None = None
     hour: str | None = None
+    cluster: str | None = None
 
     @classmethod
     def from_row(cls, row: Mapping[str, object]) -> EngineTimeGroup:
@@ -263,28 +269,32 @@ class CoverageGroup:
 
 @dataclass(frozen=True, slots=True)
 class InvariantViolation:
-    """An (hour, node) whose Σ allocated differs from its Σ observed seconds."""
+    """An (hour, cluster, node) whose Σ allocated differs from its Σ observed seconds
+    (per cluster: two clusters' nodes of one name are two nodes, and one's surplus must
+    not hide the other's deficit)."""
 
     hour: str
     node: str
     allocated_gpu_seconds: float
     observed_seconds: float
+    cluster: str = DEFAULT_CLUSTER
 
     @classmethod
     def from_row(cls, row: Mapping[str, object]) -> InvariantViolation:
         return cls(
             str(row["hour"]), str(row["node"]),
             _float(row["allocated_gpu_seconds"]), _float(row["observed_seconds"]),
+            str(row.get("cluster", DEFAULT_CLUSTER)),
         )  # fmt: skip
 
 
-USAGE_GROUP_KEYS = ("node", "gpu_uuid", "gpu_model", "namespace", "service", "hour")
+USAGE_GROUP_KEYS = ("cluster", "node", "gpu_uuid", "gpu_model", "namespace", "service", "hour")
 PEAK_GROUP_KEYS = (*USAGE_GROUP_KEYS, "mig_profile")
 """What ``LedgerStore.peak_memory`` may group by (the usage keys and the MIG profile)."""
-TOKEN_GROUP_KEYS = ("node", "namespace", "service", "model_name", "hour")
-TENANT_GROUP_KEYS = ("node", "namespace", "service", "model_name", "tenant", "hour")
+TOKEN_GROUP_KEYS = ("cluster", "node", "namespace", "service", "model_name", "hour")
+TENANT_GROUP_KEYS = ("cluster", "node", "namespace", "service", "model_name", "tenant", "hour")
 """What ``/api/v1/usage`` may group by."""
-ENGINE_GROUP_KEYS = ("node", "namespace", "service", "model_name", "hour")
+ENGINE_GROUP_KEYS = ("cluster", "node", "namespace", "service", "model_name", "hour")
 """What ``LedgerStore.engine_time`` may group by."""
 ENGINE_TOTALS = ("prefill_seconds", "decode_seconds", "prefill_requests", "decode_requests",
                  "prefix_cache_queries", "prefix_cache_hits")  # fmt: skip
@@ -297,8 +307,10 @@ class StoreError(Exception):
 class LedgerStore(Protocol):
     """A durable ledger: SQLite (default) or PostgreSQL, same schema, same semantics."""
 
-    def migrate(self) -> None:
-        """Create or upgrade the schema (versioned migrations, idempotent)."""
+    def migrate(self, *, default_cluster: str = DEFAULT_CLUSTER) -> None:
+        """Create or upgrade the schema (versioned migrations, idempotent). Rows written
+        before clusters existed get ``default_cluster`` (migration 12): the agent passes
+        its configured cluster, so an upgraded single-cluster ledger keeps its name."""
         ...
 
     def upsert(self, usage: Sequence[UsageRow], coverage: Sequence[CoverageRow]) -> None:

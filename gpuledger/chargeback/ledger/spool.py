@@ -45,6 +45,7 @@ from gpuledger.chargeback.ledger.tables import (
     UsageRow,
 )
 from gpuledger.chargeback.ledger.tokens import Baseline
+from gpuledger.cluster import DEFAULT_CLUSTER, check_cluster_name
 
 R = TypeVar("R")
 
@@ -71,6 +72,37 @@ def add_columns(db: sqlite3.Connection, table: Table[Any]) -> None:
                 f"ALTER TABLE {q(table.spool)} ADD COLUMN "
                 + column_def(c, c.spool, with_default=True)
             )
+
+
+def rekey(db: sqlite3.Connection, table: Table[Any], fill: Mapping[str, object]) -> None:
+    """Bring a spool table whose key an earlier release wrote shorter (before migration
+    12 added ``cluster``) to the declared key. SQLite cannot change a key in place, so the
+    table is renamed aside, created anew and every row copied once; a key column the old
+    table lacks takes its value from ``fill`` (the agent's cluster: a spool is one
+    agent's), the other columns it lacks their default. Nothing when the key matches."""
+    info = list(db.execute(f"PRAGMA table_info({q(table.spool)})"))
+    if not info:
+        return
+    have_key = [str(r[1]) for r in sorted((r for r in info if r[5]), key=lambda r: r[5])]
+    want_key = list(table.names(Role.KEY, spool=True))
+    if have_key == want_key:
+        return
+    have = {str(r[1]) for r in info}
+    missing = [c for c in table.columns if c.spool not in have and c.role is Role.KEY]
+    unknown = [c.spool for c in missing if c.attr not in fill]
+    if unknown:
+        raise ValueError(f"spool table {table.spool}: no value for new key column(s) {unknown}")
+    aside = f"{table.spool}_rekey"
+    db.execute(f"ALTER TABLE {q(table.spool)} RENAME TO {q(aside)}")
+    db.execute(create_statement(table))
+    kept = [n for n in (*table.names(spool=True), "seq", "flushed_seq") if n in have]
+    added = [c.spool for c in missing]
+    db.execute(
+        f"INSERT INTO {q(table.spool)} ({cols([*kept, *added])}) "
+        f"SELECT {cols(kept)}{''.join(', ?' for _ in added)} FROM {q(aside)}",
+        [fill[c.attr] for c in missing],
+    )
+    db.execute(f"DROP TABLE {q(aside)}")
 
 
 def _upsert(table: Table[Any]) -> str:
@@ -140,7 +172,8 @@ _CURRENT_SEQ = "SELECT v FROM spool_meta WHERE k = 'seq'"
 
 
 class Spool:
-    def __init__(self, path: Path | str) -> None:
+    def __init__(self, path: Path | str, *, cluster: str = DEFAULT_CLUSTER) -> None:
+        """``cluster``: the agent's; rows an earlier release spooled (no cluster) are its."""
         if str(path) != ":memory:":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
@@ -152,6 +185,7 @@ class Spool:
         self._db.executescript(_SCHEMA)
         with self._transaction() as db:
             for table in TABLES:
+                rekey(db, table, {"cluster": check_cluster_name(cluster)})
                 add_columns(db, table)
 
     @contextlib.contextmanager

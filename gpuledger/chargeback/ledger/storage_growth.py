@@ -15,32 +15,45 @@ from __future__ import annotations
 
 from gpuledger.chargeback.ledger.spool import Spool
 from gpuledger.chargeback.ledger.tables import StorageSample
+from gpuledger.cluster import DEFAULT_CLUSTER
 from gpuledger.collectors.pgvector.growth import DAY, Growth, GrowthKey, slope_from_sums
 from gpuledger.collectors.pgvector.types import PgTelemetry
 
 
-def samples_of(node: str, telemetry: PgTelemetry) -> list[StorageSample]:
+def samples_of(
+    node: str, telemetry: PgTelemetry, cluster: str = DEFAULT_CLUSTER
+) -> list[StorageSample]:
     out: list[StorageSample] = []
     for db in telemetry.databases:
         if not db.up or db.database_bytes is None:
             continue
         ts = db.collected_unix
-        out.append(StorageSample(ts, node, db.name, "", "", db.database_bytes))
+        out.append(StorageSample(ts, node, db.name, "", "", db.database_bytes, cluster))
         out += [
-            StorageSample(ts, node, db.name, t.schema, t.table, t.total_bytes) for t in db.tables
+            StorageSample(ts, node, db.name, t.schema, t.table, t.total_bytes, cluster)
+            for t in db.tables
         ]
     return out
 
 
 class StorageGrowth:
-    def __init__(self, spool: Spool, node: str, *, window_s: float, min_samples: int) -> None:
+    def __init__(
+        self,
+        spool: Spool,
+        node: str,
+        *,
+        window_s: float,
+        min_samples: int,
+        cluster: str = DEFAULT_CLUSTER,
+    ) -> None:
         self.spool = spool
         self.node = node
+        self.cluster = cluster
         self.window_s = window_s
         self.min_samples = max(2, min_samples)
 
     def record(self, telemetry: PgTelemetry) -> None:
-        self.spool.write_storage_samples(samples_of(self.node, telemetry))
+        self.spool.write_storage_samples(samples_of(self.node, telemetry, self.cluster))
 
     def compute(self, now: float) -> dict[GrowthKey, Growth]:
         out: dict[GrowthKey, Growth] = {}

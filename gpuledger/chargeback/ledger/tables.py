@@ -45,8 +45,22 @@ from gpuledger.chargeback.ledger.columns import (
 from gpuledger.chargeback.ledger.columns import BoundColumn as BoundColumn
 from gpuledger.chargeback.ledger.columns import Role as Role
 from gpuledger.chargeback.ledger.columns import merge_peak as merge_peak
+from gpuledger.cluster import DEFAULT_CLUSTER
 
 # -- the rows -----------------------------------------------------------------------------
+
+
+def _cluster() -> Any:
+    """Every row's ``cluster`` (migration 12): a key column, so two clusters' nodes of the
+    same name never share a bucket. Declared last with a default so that rows built
+    before clusters existed (and every positional constructor) keep working; the agent's
+    accumulators always pass their configured cluster. Rows already in a ledger get the
+    cluster the migration is given (``migrate(default_cluster=…)``).
+
+    A row's ``key`` property stays its bucket's key *within* its cluster (what an agent's
+    accumulators key their buckets by: one agent writes one cluster); the table's key
+    (:attr:`Table.key`, the stores' conflict target) adds ``cluster``."""
+    return field(default=DEFAULT_CLUSTER, metadata=key(TEXT, since=12, default="'default'"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,6 +82,8 @@ class UsageRow:
     sampled; None: not measured (``__idle__``, or no source reported memory). The
     attribution rule per sharing case: ``docs/attribution.md``."""
 
+    cluster: str = _cluster()
+
     @property
     def key(self) -> tuple[int, str, str, str, str]:
         return (self.hour_start, self.node, self.gpu_uuid, self.namespace, self.service)
@@ -83,6 +99,8 @@ class CoverageRow:
     gpu_uuid: str = field(metadata=key(TEXT))
     gpu_model: str = field(metadata=label(TEXT, default="''"))
     observed_seconds: float = field(metadata=total())
+
+    cluster: str = _cluster()
 
     @property
     def key(self) -> tuple[int, str, str]:
@@ -106,6 +124,8 @@ class TokenRow:
     generation_tokens: float = field(metadata=total())
     probe_prompt_tokens: float = field(metadata=total())
     probe_generation_tokens: float = field(metadata=total())
+
+    cluster: str = _cluster()
 
     @property
     def key(self) -> tuple[int, str, str, str, str]:
@@ -132,6 +152,8 @@ class TenantTokenRow:
     prompt_tokens: float = field(metadata=total())
     cached_prompt_tokens: float = field(metadata=total())
     generation_tokens: float = field(metadata=total())
+
+    cluster: str = _cluster()
 
     @property
     def key(self) -> tuple[int, str, str, str, str, str]:
@@ -163,6 +185,8 @@ class EngineTimeRow:
     prefix_cache_queries: float = field(metadata=total())
     prefix_cache_hits: float = field(metadata=total())
 
+    cluster: str = _cluster()
+
     @property
     def key(self) -> tuple[int, str, str, str, str]:
         return (self.hour_start, self.node, self.namespace, self.service, self.model_name)
@@ -184,6 +208,7 @@ class CostCenterRow:
     service: str = field(metadata=key(TEXT))
     cost_center: str = field(metadata=label(TEXT))
     source: str = field(metadata=label(TEXT))  # pod_label, pod_annotation, namespace_label
+    cluster: str = _cluster()
 
     @property
     def key(self) -> tuple[int, str, str, str]:
@@ -217,6 +242,8 @@ class ProbeRecord:
     ttft_histogram_moved: bool | None = field(default=None, metadata=verdict())
     ttft_agrees: bool | None = field(default=None, metadata=verdict())
 
+    cluster: str = _cluster()
+
     @property
     def key(self) -> tuple[str, str, float]:
         return (self.node, self.endpoint, self.started_unix)
@@ -232,6 +259,8 @@ class StorageSample:
     schema: str = field(metadata=key(TEXT))
     table: str = field(metadata=key(TEXT, store_name="table_name", spool_name="tbl"))
     bytes: int = field(metadata=value(BIGINT))
+
+    cluster: str = _cluster()
 
     @property
     def key(self) -> tuple[str, str, str, str, float]:
@@ -406,7 +435,7 @@ USAGE: Table[UsageRow] = Table(
     UsageRow,
     store="ledger_usage",
     spool="spool_usage",
-    key=("hour_start", "node", "gpu_uuid", "namespace", "service"),
+    key=("hour_start", "cluster", "node", "gpu_uuid", "namespace", "service"),
     indexes=(Index("ledger_usage_node_hour_idx", ("node", "hour_start")),),
     monthly=True,
 )
@@ -414,26 +443,26 @@ COVERAGE: Table[CoverageRow] = Table(
     CoverageRow,
     store="ledger_coverage",
     spool="spool_coverage",
-    key=("hour_start", "node", "gpu_uuid"),
+    key=("hour_start", "cluster", "node", "gpu_uuid"),
     monthly=True,
 )
 TOKENS: Table[TokenRow] = Table(
     TokenRow,
     store="ledger_tokens",
     spool="spool_tokens",
-    key=("hour_start", "node", "namespace", "service", "model_name"),
+    key=("hour_start", "cluster", "node", "namespace", "service", "model_name"),
     monthly=True,
 )
 PROBES: Table[ProbeRecord] = Table(
     ProbeRecord,
     store="probe_results",
     spool="spool_probes",
-    key=("node", "endpoint", "started_unix"),
+    key=("cluster", "node", "endpoint", "started_unix"),
     time="started_unix",
     # SQLite keys the table time-first (migration 4): every report reads a month of probes
     # by started_unix, and through a (node, endpoint, …) key each index hit cost a second
     # lookup. PostgreSQL gets the same from a covering index instead.
-    sqlite_primary_key=("started_unix", "node", "endpoint"),
+    sqlite_primary_key=("started_unix", "cluster", "node", "endpoint"),
     indexes=(
         Index(
             "probe_results_report_idx",
@@ -450,7 +479,7 @@ STORAGE: Table[StorageSample] = Table(
     StorageSample,
     store="storage_samples",
     spool="spool_storage_samples",
-    key=("node", "database", "schema", "table", "ts_unix"),
+    key=("cluster", "node", "database", "schema", "table", "ts_unix"),
     time="ts_unix",
     stamped=False,
     insert_only=True,
@@ -460,7 +489,7 @@ TENANT_TOKENS: Table[TenantTokenRow] = Table(
     TenantTokenRow,
     store="ledger_tenant_tokens",
     spool="spool_tenant_tokens",
-    key=("hour_start", "node", "namespace", "service", "model_name", "tenant"),
+    key=("hour_start", "cluster", "node", "namespace", "service", "model_name", "tenant"),
     monthly=True,
 )
 
@@ -468,7 +497,7 @@ ENGINE_TIME: Table[EngineTimeRow] = Table(
     EngineTimeRow,
     store="ledger_engine_time",
     spool="spool_engine_time",
-    key=("hour_start", "node", "namespace", "service", "model_name"),
+    key=("hour_start", "cluster", "node", "namespace", "service", "model_name"),
     monthly=True,
 )
 
@@ -476,7 +505,7 @@ COST_CENTERS: Table[CostCenterRow] = Table(
     CostCenterRow,
     store="ledger_cost_centers",
     spool="spool_cost_centers",
-    key=("hour_start", "node", "namespace", "service"),
+    key=("hour_start", "cluster", "node", "namespace", "service"),
     monthly=True,
 )
 """Migration 10 (issue 18): one row per (hour, node, owner) the agent attributed time to
@@ -548,14 +577,14 @@ class Rollup:
 
 
 USAGE_ROLLUP = Rollup(
-    USAGE, store="ledger_usage_rollup", dims=("namespace", "service", "gpu_model")
+    USAGE, store="ledger_usage_rollup", dims=("cluster", "namespace", "service", "gpu_model")
 )
 """``/api/v1/usage`` and the report group by these (never by node or GPU): the month's read
 at 10,000 GPUs sums 744 × ~120 rows instead of 37.2 M."""
 USAGE_MONTH_ROLLUP = Rollup(
     USAGE,
     store="ledger_usage_month_rollup",
-    dims=("node", "gpu_uuid", "namespace", "service", "gpu_model"),
+    dims=("cluster", "node", "gpu_uuid", "namespace", "service", "gpu_model"),
     grain="month",
 )
 """Whole months by GPU and service (the report's coverage weights, a month's usage by
@@ -568,7 +597,7 @@ _DECIDED = " OR ".join("COALESCE({" + c + "}, false)" for c in PROBES.names(Role
 PROBE_ROLLUP = Rollup(
     PROBES,
     store="probe_verdict_rollup",
-    dims=("namespace", "service", "model_name"),
+    dims=("cluster", "namespace", "service", "model_name"),
     measures=(
         ("successes", "CASE WHEN {ok} THEN 1 ELSE 0 END"),
         ("disagree", f"CASE WHEN {_DISAGREE} THEN 1 ELSE 0 END"),

@@ -20,10 +20,12 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterable, Mapping
+from functools import partial
 
 from gpuledger.chargeback.ledger.hourly import HourlyBuckets
 from gpuledger.chargeback.ledger.model import hour_start
 from gpuledger.chargeback.ledger.tables import TenantTokenRow
+from gpuledger.cluster import DEFAULT_CLUSTER
 from gpuledger.collectors.counters import (
     PRUNE_AFTER_S,
     PRUNE_EVERY_S,
@@ -36,10 +38,11 @@ _COLUMN = {kind: i for i, kind in enumerate(KINDS)}  # row order: requests, prom
 
 
 class TenantTokenAccumulator:
-    def __init__(self, node: str) -> None:
+    def __init__(self, node: str, *, cluster: str = DEFAULT_CLUSTER) -> None:
         self.node = node
+        self.cluster = cluster
         self._lock = threading.Lock()
-        self._buckets = HourlyBuckets(len(KINDS), TenantTokenRow)
+        self._buckets = HourlyBuckets(len(KINDS), partial(TenantTokenRow, cluster=cluster))
         self._counters = CounterTracker()
         self._dirty_baselines: set[str] = set()
         self._forgotten: set[str] = set()

@@ -22,10 +22,12 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from functools import partial
 
 from gpuledger.chargeback.ledger.hourly import HourlyBuckets
 from gpuledger.chargeback.ledger.model import hour_start
 from gpuledger.chargeback.ledger.tables import TokenRow
+from gpuledger.cluster import DEFAULT_CLUSTER
 from gpuledger.collectors.counters import counter_delta
 from gpuledger.collectors.vllm.types import ProbeResult, VllmTelemetry
 
@@ -43,10 +45,11 @@ def series_key(endpoint: str, model_name: str, engine: str) -> str:
 
 
 class TokenAccumulator:
-    def __init__(self, node: str) -> None:
+    def __init__(self, node: str, *, cluster: str = DEFAULT_CLUSTER) -> None:
         self.node = node
+        self.cluster = cluster
         self._lock = threading.Lock()
-        self._buckets = HourlyBuckets(4, TokenRow)
+        self._buckets = HourlyBuckets(4, partial(TokenRow, cluster=cluster))
         self._baselines: dict[str, Baseline] = {}
         self._dirty_baselines: set[str] = set()
         self.resets = 0

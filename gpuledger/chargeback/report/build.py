@@ -15,8 +15,7 @@ Money, in the order the report shows it (see ``docs/chargeback.md``):
 - counterfactuals: the same allocated GPU-hours at the cheapest hyperscaler's and the
   cheapest specialist's on-demand rate for that model; billable tokens (the engine's count
   minus the agent's own probes) at the cheapest API price of the model's class;
-- savings = counterfactual − what the service is charged.
-"""
+- savings = counterfactual − what the service is charged."""
 
 from __future__ import annotations
 
@@ -33,6 +32,7 @@ from gpuledger.chargeback.ledger.model import (
     UsageGroup,
 )
 from gpuledger.chargeback.ledger.store.common import AuditableLedgerStore
+from gpuledger.chargeback.report.clusters import cluster_totals
 from gpuledger.chargeback.report.flags import (
     UNVALIDATED,
     Thresholds,
@@ -66,6 +66,7 @@ from gpuledger.chargeback.report.units import (
     TOKENS_PER_UNIT,
     sum_or_none,
 )
+from gpuledger.cluster import DEFAULT_CLUSTER
 
 
 class NoLedgerData(Exception):
@@ -146,6 +147,7 @@ def _model_line(card: RateCard, row: UsageGroup, kind: LineKind) -> ModelLine:
         total_cost_usd=internal,
         hyperscaler=_quote(card, model, hours, "hyperscaler") if priced_against_cloud else None,
         specialist=_quote(card, model, hours, "specialist") if priced_against_cloud else None,
+        cluster=row.cluster or DEFAULT_CLUSTER,
     )
 
 
@@ -162,22 +164,22 @@ def _with_share(line: ModelLine, share: float) -> ModelLine:
 def share_idle(
     lines: dict[tuple[str, str], list[ModelLine]], policy: IdlePolicy
 ) -> dict[tuple[str, str], list[ModelLine]]:
-    """Spread each GPU model's idle cost over the lines holding that model (``policy``
-    ``share-weighted``: by internal cost, ``share-even``: equally). A model nobody held
-    keeps its idle cost on the idle line. Returns new lines; the input is not changed."""
+    """Spread each (GPU model, cluster)'s idle cost over the lines holding it (``policy``
+    ``share-weighted``: by internal cost, ``share-even``: equally); one nobody held keeps
+    its idle cost on the idle line. Returns new lines; the input is not changed."""
     if policy == "separate":
         return lines
-    idle_cost: dict[str, float] = defaultdict(float)
-    takers: dict[str, list[tuple[tuple[str, str], int, float]]] = defaultdict(list)
+    idle_cost: dict[tuple[str, str], float] = defaultdict(float)
+    takers: dict[tuple[str, str], list[tuple[tuple[str, str], int, float]]] = defaultdict(list)
     for key, models in lines.items():
         for i, ml in enumerate(models):
             if ml.internal_cost_usd is None:
                 continue
             if key[1] == IDLE:
-                idle_cost[ml.gpu_model] += ml.internal_cost_usd
+                idle_cost[(ml.gpu_model, ml.cluster)] += ml.internal_cost_usd
             elif ml.allocated_gpu_hours > 0:
                 weight = ml.internal_cost_usd if policy == "share-weighted" else 1.0
-                takers[ml.gpu_model].append((key, i, weight))
+                takers[(ml.gpu_model, ml.cluster)].append((key, i, weight))
     out = {key: list(models) for key, models in lines.items()}
     for model, cost in idle_cost.items():
         group = takers.get(model, [])
@@ -190,7 +192,7 @@ def share_idle(
             if key[1] != IDLE:
                 continue
             for i, ml in enumerate(models):
-                if ml.gpu_model == model and ml.internal_cost_usd is not None:
+                if (ml.gpu_model, ml.cluster) == model and ml.internal_cost_usd is not None:
                     out[key][i] = _with_share(ml, -ml.internal_cost_usd)
     return out
 
@@ -303,7 +305,7 @@ def _service_line(
         service=service,
         kind=kind,
         gpu_models=tuple(sorted({m.gpu_model for m in models})),
-        models=tuple(sorted(models, key=lambda m: m.gpu_model)),
+        models=tuple(sorted(models, key=lambda m: (m.gpu_model, m.cluster))),
         allocated_gpu_hours=alloc,
         busy_gpu_hours=busy,
         utilization_ratio=busy / alloc if alloc > 0 else None,
@@ -470,7 +472,7 @@ def build_report(
     if end <= start:
         raise NoLedgerData(f"{month.label} has not started yet (now {now:%Y-%m-%d %H:%M} UTC)")
     step("GPU-seconds by service and GPU model")
-    usage = store.usage(start, end, ["namespace", "service", "gpu_model"])
+    usage = store.usage(start, end, ["namespace", "service", "gpu_model", "cluster"])
     if not any(r.allocated_gpu_seconds > 0 for r in usage):
         raise NoLedgerData(f"no GPU-seconds in {where} for {month.label}")
     step("tokens by served model")
@@ -576,6 +578,7 @@ def build_report(
         unpriced_gpu_models=dict(sorted(unpriced.items())),
         notes=tuple(_notes(lines, totals, unpriced, fleet_coverage, complete, opts)),
         headroom_policy=opts.headroom_policy,
+        clusters=cluster_totals(lines),
     )
 
 

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
@@ -19,8 +20,8 @@ from gpuledger.chargeback.report.build import BUILD_STEPS
 from gpuledger.chargeback.report.config import ReportConfig
 from gpuledger.chargeback.report.model import Report, TenantKind, TenantLine
 
-SummaryBy = Literal["service", "tenant", "cost-center"]
-SUMMARY_BY: tuple[SummaryBy, ...] = ("service", "tenant", "cost-center")
+SummaryBy = Literal["service", "tenant", "cost-center", "cluster"]
+SUMMARY_BY: tuple[SummaryBy, ...] = ("service", "tenant", "cost-center", "cluster")
 
 
 def progress_steps(cfg: ReportConfig) -> int:
@@ -209,6 +210,11 @@ def print_summary(result: Report, by: SummaryBy = "service") -> None:
         f"rate card {result.rate_card.version} ({result.rate_card.digest}), "
         f"idle policy {result.idle_policy}"
     )
+    if by == "cluster":
+        out.print(_cluster_table(result))
+        for note in result.notes:
+            out.print(f"  - {note}")
+        return
     if by == "tenant":
         tenants = _tenant_table(result)
         if tenants is None:
@@ -239,6 +245,29 @@ def print_summary(result: Report, by: SummaryBy = "service") -> None:
     out.print(Text(anomalies_summary(result)))
     for note in result.notes:
         out.print(f"  - {note}")
+
+
+def _cluster_table(result: Report) -> Table:
+    """Each cluster's subtotal (the lines of its GPUs, idle shared within it) and the
+    total they add up to."""
+    table = Table(show_header=True)
+    for col in ("cluster", "services", "GPU-hours", "busy", "cost"):
+        table.add_column(col, justify="left" if col == "cluster" else "right")
+
+    def usd(value: float | None) -> str:
+        return "unpriced" if value is None else f"${value:,.2f}"
+
+    for c in result.clusters:
+        table.add_row(
+            escape(c.cluster), str(c.services), f"{c.allocated_gpu_hours:,.1f}",
+            f"{c.busy_gpu_hours:,.1f}", usd(c.total_cost_usd),
+        )  # fmt: skip
+    t = result.totals
+    table.add_row(
+        "TOTAL", "", f"{t.allocated_gpu_hours:,.1f}", f"{t.busy_gpu_hours:,.1f}",
+        usd(t.total_cost_usd),
+    )  # fmt: skip
+    return table
 
 
 def findings_summary(result: Report) -> str:

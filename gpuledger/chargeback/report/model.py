@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from gpuledger.chargeback.anomalies.model import SpendAnomaly
 from gpuledger.chargeback.costcenters.config import UNASSIGNED
+from gpuledger.cluster import DEFAULT_CLUSTER
 
 if TYPE_CHECKING:
     # at run time the findings engine imports this module (Month): importing the
@@ -141,6 +142,26 @@ class ModelLine:
     total_cost_usd: float | None  # internal + idle share: what the line is charged
     hyperscaler: RentalQuote | None
     specialist: RentalQuote | None
+    cluster: str = DEFAULT_CLUSTER
+    """The cluster whose GPUs these are: a service that runs in two clusters has a line
+    per (GPU model, cluster), each priced alone and each sharing its own cluster's idle
+    capacity (issue 18)."""
+
+
+@dataclass(frozen=True, slots=True)
+class ClusterTotal:
+    """One cluster's part of the report: the sum of its GPUs' lines (every service's, its
+    idle and unattributed time), as charged after the idle policy. The clusters' totals
+    add up to the report's (idle capacity is shared within its own cluster)."""
+
+    cluster: str
+    allocated_gpu_hours: float
+    busy_gpu_hours: float
+    energy_kwh: float
+    internal_cost_usd: float | None  # None: a GPU model of the cluster has no TCO row
+    idle_share_usd: float
+    total_cost_usd: float | None
+    services: int  # service lines (not idle, not unattributed) holding its GPUs
 
 
 @dataclass(frozen=True, slots=True)
@@ -371,6 +392,8 @@ class Report:
     # so an empty tuple then means "not looked for", never "nothing found"
     findings: tuple[Finding, ...] = ()
     findings_computed: bool = False
+    clusters: tuple[ClusterTotal, ...] = ()
+    """The report grouped by cluster (issue 18), in name order."""
     # budget vs actual (chargeback/budgets): one line per configured budget, as of the
     # report's period end; budgets_configured False when no budget is configured
     budgets: tuple[BudgetLine, ...] = ()

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+from gpuledger.chargeback.report.clusters import by_gpu_model
 from gpuledger.chargeback.report.model import (
     ModelLine,
     ServiceLine,
@@ -150,7 +151,7 @@ def price_tenants(
     shares: Mapping[str, TenantShare],
     by_model: TenantModelTokens,
 ) -> tuple[TenantLine, ...]:
-    models = {m.gpu_model: m for m in line.models}
+    models = by_gpu_model(line.models)  # one per GPU model, whatever the clusters
     service_seconds = line.allocated_gpu_hours * SECONDS_PER_HOUR
     out: list[TenantLine] = []
     for share in shares.values():

@@ -18,6 +18,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from types import MappingProxyType
 from typing import NamedTuple
 
+from gpuledger.cluster import DEFAULT_CLUSTER
 from gpuledger.collectors.vllm.types import Histogram
 from gpuledger.schema import Kind, MetricSpec
 
@@ -38,9 +39,10 @@ def format_value(value: float) -> str:
 
 
 class Series(NamedTuple):
-    """One exported series of one render: the values of ``spec.labels`` in order (``node``
-    is the :class:`MetricSamples`' own) and its value; a histogram carries its buckets in
-    ``histogram`` (exactly as upstream exposed them) and its count in ``value``. (Not the
+    """One exported series of one render: the values of ``spec.labels`` in order
+    (``cluster`` and ``node`` are the :class:`MetricSamples`' own) and its value; a
+    histogram carries its buckets in ``histogram`` (exactly as upstream exposed them) and
+    its count in ``value``. (Not the
     parser's :class:`~gpuledger.collectors.textformat.parse.Sample`: that is one line read,
     this is one series to write.)"""
 
@@ -57,12 +59,17 @@ class MetricSamples:
     it, so the two can never disagree. Immutable.
     """
 
-    __slots__ = ("_families", "node")
+    __slots__ = ("_families", "cluster", "node")
 
     def __init__(
-        self, node: str, families: Mapping[str, tuple[MetricSpec, tuple[Series, ...]]]
+        self,
+        node: str,
+        families: Mapping[str, tuple[MetricSpec, tuple[Series, ...]]],
+        *,
+        cluster: str = DEFAULT_CLUSTER,
     ) -> None:
         self.node = node
+        self.cluster = cluster
         self._families = MappingProxyType(dict(families))
 
     def families(self) -> Iterator[tuple[MetricSpec, tuple[Series, ...]]]:
@@ -73,14 +80,15 @@ class MetricSamples:
         return () if entry is None else entry[1]
 
     def labels(self, sample: Series) -> dict[str, str]:
-        """``node`` plus the series' labels, as the exposition writes them."""
-        return dict(zip(sample.spec.all_labels, (self.node, *sample.labels), strict=True))
+        """``cluster`` and ``node`` plus the series' labels, as the exposition writes them."""
+        own = (self.cluster, self.node, *sample.labels)
+        return dict(zip(sample.spec.all_labels, own, strict=True))
 
     def render(self) -> bytes:
         """The Prometheus text format (0.0.4)."""
         # A device's label values recur on every one of its series: escape them once.
         label_text: dict[tuple[tuple[str, ...], tuple[str, ...]], str] = {}
-        node = self.node
+        cluster, node = self.cluster, self.node
         out: list[str] = []
         for spec, samples in self._families.values():
             out.append(f"# HELP {spec.name} {spec.help.translate(_HELP_ESCAPES)}\n")
@@ -90,7 +98,7 @@ class MetricSamples:
                 key = (names, labels)
                 text = label_text.get(key)
                 if text is None:
-                    pairs = zip(spec.all_labels, (node, *labels), strict=True)
+                    pairs = zip(spec.all_labels, (cluster, node, *labels), strict=True)
                     text = ",".join(f'{k}="{v.translate(_LABEL_ESCAPES)}"' for k, v in pairs)
                     label_text[key] = text
                 if hist is None:
@@ -111,8 +119,9 @@ class FamiliesBuilder:
     metric was first added, label arity checked on every add (a wrong label count is a
     bug in an export function, caught at its first render rather than by a scraper)."""
 
-    def __init__(self, node: str) -> None:
+    def __init__(self, node: str, *, cluster: str = DEFAULT_CLUSTER) -> None:
         self.node = node
+        self.cluster = cluster
         self._samples: dict[str, tuple[MetricSpec, list[Series]]] = {}
 
     def _list(self, spec: MetricSpec, labels: Sequence[str]) -> list[Series]:
@@ -136,5 +145,7 @@ class FamiliesBuilder:
 
     def build(self) -> MetricSamples:
         return MetricSamples(
-            self.node, {name: (spec, tuple(s)) for name, (spec, s) in self._samples.items()}
+            self.node,
+            {name: (spec, tuple(s)) for name, (spec, s) in self._samples.items()},
+            cluster=self.cluster,
         )

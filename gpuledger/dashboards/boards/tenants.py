@@ -119,7 +119,13 @@ def build() -> dashboard.Dashboard:
         cells,
         extra_variables=[
             label_variable(
-                "tenant", "Tenant", schema.TENANT_REQUESTS, "node", "namespace", "service"
+                "tenant",
+                "Tenant",
+                schema.TENANT_REQUESTS,
+                "cluster",
+                "node",
+                "namespace",
+                "service",
             )
         ],
     )

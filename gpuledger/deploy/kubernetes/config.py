@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from gpuledger.cluster import DEFAULT_CLUSTER
 from gpuledger.deploy.kubernetes.common import (
     API_TOKEN_SECRET,
     API_TOKEN_SECRET_KEY,
@@ -65,11 +66,18 @@ def _http(o: ManifestOptions) -> dict[str, Any]:
     }
 
 
+def _cluster(o: ManifestOptions) -> dict[str, str]:
+    """``cluster:`` when the config named one (left out for the default, so a single
+    cluster's manifests stay as they were)."""
+    return {} if o.cluster == DEFAULT_CLUSTER else {"cluster": o.cluster}
+
+
 def agent_config(o: ManifestOptions) -> dict[str, Any]:
     """The node agent's ``agent.yaml``. ``node_name`` is left out: the agent reads
     ``$NODE_NAME``, which the DaemonSet sets from ``spec.nodeName``."""
     return {
         "roles": ["node"],
+        **_cluster(o),
         "state_dir": STATE_DIR,
         "listen": {"host": "0.0.0.0", "port": PORT},
         "log": {"format": "json"},
@@ -98,6 +106,7 @@ def reporter_config(o: ManifestOptions) -> dict[str, Any]:
         report["rate_card"] = f"{CONFIG_DIR}/{RATE_CARD_KEY}"
     return {
         "roles": ["reporter"],
+        **_cluster(o),
         # Not a GPU node: the reporter's own series (build info, reporter runs) say so.
         "node_name": REPORTER,
         "state_dir": STATE_DIR,

@@ -12,6 +12,7 @@ from gpuledger.agent.config import AgentConfig
 from gpuledger.alerts.config import AlertsConfig
 from gpuledger.chargeback.report.config import ReportConfig
 from gpuledger.chargeback.report.ratecard import parse_rate_card
+from gpuledger.cluster import DEFAULT_CLUSTER, check_cluster_name
 
 DEFAULT_NAMESPACE = "gpuledger"
 DEFAULT_IMAGE = f"ghcr.io/gpuledger/gpuledger:{__version__}"
@@ -56,8 +57,11 @@ class ManifestOptions:
     alerts: AlertsConfig = field(default_factory=AlertsConfig)
     report: ReportConfig = field(default_factory=ReportConfig)
     rate_card_text: str | None = None
+    # the config's cluster: (issue 18), written into both configs when not the default
+    cluster: str = DEFAULT_CLUSTER
 
     def __post_init__(self) -> None:
+        check_cluster_name(self.cluster)
         for what, ns in (("namespace", self.namespace), ("dashboards namespace", self.ns_dash)):
             if len(ns) > 63 or not _DNS_LABEL.fullmatch(ns):
                 raise ValueError(f"{what} {ns!r}: must be a DNS label (a-z, 0-9, -)")
@@ -99,13 +103,15 @@ class ManifestOptions:
     @classmethod
     def from_config(cls, cfg: AgentConfig, **overrides: Any) -> ManifestOptions:
         """Options shaped by an agent config: its ``alerts:`` and ``report:`` sections, its
-        rate card (read now, embedded in the ConfigMap) and ``http.metrics_require_token``."""
+        rate card (read now, embedded in the ConfigMap), ``http.metrics_require_token`` and
+        its ``cluster``."""
         card = cfg.report.rate_card
         values: dict[str, Any] = {
             "alerts": cfg.alerts,
             "report": cfg.report,
             "rate_card_text": card.read_text(encoding="utf-8") if card is not None else None,
             "metrics_require_token": cfg.http.metrics_require_token,
+            "cluster": cfg.cluster,
         }
         if overrides.get("metrics_require_token"):
             overrides["metrics_require_token"] = True

@@ -163,3 +163,35 @@ def test_the_agent_path_records_through_spool_and_flush(
     assert ledger_store.cost_centers(_dt(H), _dt(H + HOUR)) == {("ml", "train"): "team-b"}
     assert {o.service for o in looked_up} == {"train", "serve"}  # never idle
     second.spool.close()
+
+
+def test_two_clusters_labels_are_kept_apart_and_read_fleet_wide(
+    ledger_store: AuditableLedgerStore,
+) -> None:
+    # Node names repeat across clusters; each cluster's row of the same (hour, node,
+    # namespace, service) is its own row, in one batch or two.
+    def row(hour: int, service: str, cost_center: str, cluster: str) -> CostCenterRow:
+        return CostCenterRow(hour, "gpu-1", "ml", service, cost_center, "pod_label", cluster)
+
+    ledger_store.upsert_cost_centers(
+        [
+            row(H, "train", "team-east", "east"),
+            row(H, "train", "team-west", "west"),  # same key but the cluster
+            row(H, "serve", "serve-east", "east"),
+            row(H + HOUR, "serve", "serve-west", "west"),  # later hour: wins fleet-wide
+            row(H, "only-west", "solo", "west"),
+        ]
+    )
+    december = (_dt(H), _dt(H + 31 * 24 * HOUR))
+    # Fleet-wide (namespace sameness: ml/train is one payer in every cluster): the
+    # latest hour in any cluster, a tie between clusters settled alphabetically.
+    assert ledger_store.cost_centers(*december) == {
+        ("ml", "train"): "team-east",
+        ("ml", "serve"): "serve-west",
+        ("ml", "only-west"): "solo",
+    }
+    # Nothing was merged across clusters: relabelling east's row leaves west's alone.
+    ledger_store.upsert_cost_centers([row(H, "train", "zz-east", "east")])
+    assert ledger_store.cost_centers(*december)[("ml", "train")] == "team-west"
+    ledger_store.upsert_cost_centers([row(H, "train", "aa-west", "west")])
+    assert ledger_store.cost_centers(*december)[("ml", "train")] == "aa-west"

@@ -94,10 +94,10 @@ class FlakyStore:
         self.real = open_store(url)
         self.down = False
 
-    def migrate(self) -> None:
+    def migrate(self, *, default_cluster: str = "default") -> None:
         if self.down:
             raise StoreError("store is down (test)")
-        self.real.migrate()
+        self.real.migrate(default_cluster=default_cluster)
 
     def upsert(self, usage: Sequence[UsageRow], coverage: Sequence[CoverageRow]) -> None:
         if self.down:

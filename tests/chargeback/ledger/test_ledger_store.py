@@ -553,9 +553,9 @@ def test_sqlite_migration_4_keeps_probe_records(tmp_path: Path) -> None:
 
     path = tmp_path / "v3.db"
     v3 = store_sqlite.SqliteLedgerStore(path)
-    full = store_sqlite.MIGRATIONS
+    full = store_sqlite.migrations
     try:
-        store_sqlite.MIGRATIONS = full[:3]
+        store_sqlite.migrations = lambda default_cluster: full(default_cluster)[:3]
         v3.migrate()
         assert v3.applied_versions() == [1, 2, 3]
         records = [
@@ -564,10 +564,17 @@ def test_sqlite_migration_4_keeps_probe_records(tmp_path: Path) -> None:
                         True, None, i % 2 == 0)
             for i in range(9)
         ]  # fmt: skip
-        v3.upsert_probes(records)
+        v3.close()
+        with sqlite3.connect(path) as conn:  # as the version-3 release wrote them
+            conn.executemany(
+                "INSERT INTO probe_results VALUES (" + ", ".join("?" * 18) + ")",
+                [(r.node, r.endpoint, r.started_unix, r.namespace, r.service, r.model_name,
+                  r.ok, r.reason, r.ttft_s, r.tpot_s, r.e2e_s, r.output_tokens_per_s,
+                  r.prompt_tokens, r.completion_tokens, r.tokens_counted,
+                  r.ttft_histogram_moved, r.ttft_agrees, 1) for r in records],
+            )  # fmt: skip
     finally:
-        store_sqlite.MIGRATIONS = full
-    v3.close()
+        store_sqlite.migrations = full
     with sqlite3.connect(path) as conn:
         before = sorted(conn.execute("SELECT * FROM probe_results").fetchall())
     ledger_store = store_sqlite.SqliteLedgerStore(path)
@@ -583,5 +590,7 @@ def test_sqlite_migration_4_keeps_probe_records(tmp_path: Path) -> None:
             "(SELECT name FROM pragma_index_list('probe_results') WHERE origin = 'pk'))"
         ).fetchone()
     assert len(after) == len(before) == 9
-    assert [r[:-1] for r in after] == [r[:-1] for r in before]  # all but updated_at
-    assert pk == "started_unix,node,endpoint"
+    # all but updated_at; migration 12 appended the cluster (the store's default)
+    assert [r[:-2] for r in after] == [r[:-1] for r in before]
+    assert {r[-1] for r in after} == {"default"}
+    assert pk == "started_unix,cluster,node,endpoint"

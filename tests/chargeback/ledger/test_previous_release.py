@@ -81,14 +81,25 @@ def test_migrate_takes_the_previous_ledger_to_the_current_version(tmp_path: Path
         after = _schema(path)
         store.migrate()
         assert store.applied_versions() == ALL_VERSIONS
-    # nothing the old release wrote changed or went away, but for the columns added
-    # since (migration 9: ledger_usage's peak_memory_bytes), appended after the last one
-    old_usage = next(e for e in before if e[1] == USAGE.store)
-    new_usage = next(e for e in after if e[1] == USAGE.store)
+    # every table the old release had is still there, laid out as before but for the
+    # columns added since, appended after its last one (migration 9: ledger_usage's
+    # peak_memory_bytes; migration 12: every table's cluster, which joined the key)
+    names = {name for _, name, _, _ in before}
+    assert names <= {name for _, name, _, _ in after}
     stamp = '"updated_at" INTEGER NOT NULL'
-    assert new_usage[3] == old_usage[3].replace(stamp, stamp + ', "peak_memory_bytes" REAL')
-    assert set(before) - {old_usage} <= set(after) - {new_usage}
-    added = sorted(name for _, name, _, _ in set(after) - set(before) - {new_usage})
+    for kind, name, _, sql_before in before:
+        if kind != "table" or name == "schema_migrations":
+            continue
+        sql_after = next(e[3] for e in after if e[1] == name)
+        assert "\"cluster\" TEXT NOT NULL DEFAULT 'default'" in sql_after
+        head = sql_before.split("PRIMARY KEY")[0].rstrip(" ,\n")
+        flat = " ".join(sql_after.split())
+        for line in head.split("\n")[1:]:
+            for col in line.strip().rstrip(",").split(", "):
+                assert " ".join(col.split()) in flat, (name, col)
+        if name == USAGE.store:
+            assert stamp + ', "peak_memory_bytes" REAL' in flat
+    added = sorted(name for _, name, _, _ in after if name not in names)
     added_tables = [
         "ledger_cost_centers",
         "ledger_deliveries",
@@ -100,8 +111,10 @@ def test_migrate_takes_the_previous_ledger_to_the_current_version(tmp_path: Path
     rows_after = _tables(path)
     declared = [t for t in added_tables if t != "ledger_deliveries"]  # a plain table
     assert [rows_after.pop(t) for t in declared] == [[], [], []]
-    # every old row is kept, with NULL (not measured) as its peak
+    # every old row is kept, with NULL (not measured) as its peak and the default cluster
     rows_before[USAGE.store] = sorted(([*r, None] for r in rows_before[USAGE.store]), key=repr)
+    rows_before = {t: sorted(([*r, "default"] for r in rows), key=repr)
+                   for t, rows in rows_before.items()}  # fmt: skip
     assert rows_after == {k: v for k, v in rows_before.items() if k not in added_tables}
     with sqlite3.connect(path) as conn:
         again = conn.execute("SELECT version, applied_at FROM schema_migrations").fetchall()
@@ -142,8 +155,14 @@ def test_report_of_the_previous_ledger_is_unchanged(tmp_path: Path) -> None:
     got_card, want_card = got.pop("rate_card"), want.pop("rate_card")
     assert got_card["digest"] == load_rate_card().digest != want_card["digest"]
     assert {**got_card, "digest": ""} == {**want_card, "digest": ""}
+    # issue 18 adds the clusters: one here, the cluster migration 12 gave the old rows,
+    # and every model line names it; the cluster's total is the report's
+    (cluster,) = got.pop("clusters")
+    assert (cluster["cluster"], cluster["total_cost_usd"]) == (
+        "default", got["totals"]["total_cost_usd"])  # fmt: skip
     flagged: dict[str, bool] = {}
     for line in got["lines"]:
+        assert {m.pop("cluster") for m in line["models"]} == {"default"}
         assert line.pop("tenants") == []
         assert line.pop("cost_center") == "__unassigned__"
         for key in ISSUE_16_KEYS:
@@ -181,7 +200,10 @@ def test_previous_spool_flushes_identically(tmp_path: Path) -> None:
         "probes": _plain(spool.pending_probes()),
         "storage": _plain(spool.pending_storage_samples()),
     }
-    # the old spool's usage rows come back with their peak not measured (None)
+    # every old spool row comes back in the spool's cluster (the agent's: "default" here),
+    # and its usage rows with their peak not measured (None)
+    for rows in pending.values():
+        assert [row.pop() for row in rows] == ["default"] * len(rows)
     assert [row.pop() for row in pending["usage"]] == [None] * len(usage)
     assert json.loads(json.dumps(pending)) == expected["pending"]
     assert spool.pending_count() + spool.pending_extra_count() == sum(map(len, pending.values()))
@@ -199,5 +221,7 @@ def test_previous_spool_flushes_identically(tmp_path: Path) -> None:
     assert tables.pop("ledger_tenant_tokens") == []  # added since; the old spool has none
     assert tables.pop("ledger_engine_time") == []
     assert tables.pop("ledger_cost_centers") == []
+    for rows in tables.values():  # flushed in the spool's cluster
+        assert [row.pop() for row in rows] == ["default"] * len(rows)
     assert [row.pop() for row in tables[USAGE.store]] == [None] * len(tables[USAGE.store])
     assert json.loads(json.dumps(tables)) == expected["tables"]

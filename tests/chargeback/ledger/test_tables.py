@@ -91,8 +91,14 @@ def _sqlite_schema(conn: sqlite3.Connection, names: list[str]) -> dict[str, obje
 
 
 def test_declared_keys_are_the_rows_keys() -> None:
+    """The table's key is the row's bucket key (within its cluster) with ``cluster``."""
     for table, row in SAMPLES:
-        assert table.key_values(row) == row.key
+        row = replace(row, cluster="east")
+        in_cluster = [v for c, v in zip(table.key, table.key_values(row), strict=True)
+                      if c.attr != "cluster"]  # fmt: skip
+        assert tuple(in_cluster) == row.key
+        assert table.by_attr["cluster"] in table.key
+        assert table.key_values(row)[[c.attr for c in table.key].index("cluster")] == "east"
         assert isinstance(row, table.row)
 
 
@@ -124,10 +130,12 @@ def test_roles_are_the_documented_semantics() -> None:
                                        "energy_joules")  # fmt: skip
     assert USAGE.names(Role.LABEL) == ("gpu_model", "mig_profile")
     assert PROBES.names(Role.VERDICT) == ("tokens_counted", "ttft_histogram_moved", "ttft_agrees")
-    assert STORAGE.names() == ("node", "database", "schema", "table_name", "ts", "bytes")
-    assert STORAGE.names(spool=True) == ("node", "database", "schema", "tbl", "ts_unix", "bytes")
-    assert TENANT_TOKENS.names(Role.KEY) == ("hour_start", "node", "namespace", "service",
-                                             "model_name", "tenant")  # fmt: skip
+    assert STORAGE.names() == ("cluster", "node", "database", "schema", "table_name", "ts",
+                               "bytes")  # fmt: skip
+    assert STORAGE.names(spool=True) == ("cluster", "node", "database", "schema", "tbl",
+                                         "ts_unix", "bytes")  # fmt: skip
+    assert TENANT_TOKENS.names(Role.KEY) == ("hour_start", "cluster", "node", "namespace",
+                                             "service", "model_name", "tenant")  # fmt: skip
     tenant_totals = ("requests", "prompt_tokens", "cached_prompt_tokens", "generation_tokens")
     assert TENANT_TOKENS.names(Role.TOTAL) == tenant_totals
     assert ENGINE_TIME.names(Role.KEY) == TOKENS.names(Role.KEY)
@@ -161,8 +169,9 @@ def test_sqlite_migrations_build_the_declared_schema(tmp_path: Path) -> None:
 def test_a_fresh_spool_has_the_previous_releases_schema(tmp_path: Path) -> None:
     """The spool's tables are derived now; in a new spool file every table the previous
     release had must be laid out exactly as that release laid it out (the format does not
-    change) but for the columns added since (``since``: spool_usage's peak_memory_bytes),
-    which come after its last column; the tables added since (tenant tokens, engine time
+    change) but for the columns added since (``since``: spool_usage's peak_memory_bytes,
+    every table's cluster), which come after its last column, and the key (which gained
+    cluster); the tables added since (tenant tokens, engine time
     and their counter baselines, when the tenant baselines were last seen) come on top.
     The old file, once opened, is laid out exactly as the new one."""
     old = tmp_path / "old.db"
@@ -176,14 +185,18 @@ def test_a_fresh_spool_has_the_previous_releases_schema(tmp_path: Path) -> None:
         assert [r[0] for r in b.execute(query)] == sorted([*names, *added])
         assert {t.spool for t in TABLES} <= {*names, *added}
         was, now = _sqlite_schema(a, names), _sqlite_schema(b, names)
-        old_usage, new_usage = was.pop(USAGE.spool), now.pop(USAGE.spool)
-        assert was == now
-        old_cols, new_cols = old_usage[0], new_usage[0]  # type: ignore[index]
-        assert new_cols[: len(old_cols)] == old_cols
-        assert new_cols[len(old_cols) :] == [
-            (len(old_cols), "peak_memory_bytes", "REAL", 0, None, 0, 0)
-        ]
-        assert new_usage[1:] == old_usage[1:]  # type: ignore[index]
+        for table in TABLES:
+            if table.spool not in was:
+                continue
+            old_cols, new_cols = was[table.spool][0], now[table.spool][0]  # type: ignore[index]
+            # the previous release's columns, in their places (the key positions aside:
+            # the key gained cluster, migration 12), then the columns added since
+            assert [c[:5] for c in new_cols[: len(old_cols)]] == [c[:5] for c in old_cols]
+            tail = [(c[1], c[2], c[3], c[4]) for c in new_cols[len(old_cols) :]]
+            peak = [("peak_memory_bytes", "REAL", 0, None)] if table is USAGE else []
+            assert tail == [*peak, ("cluster", "TEXT", 1, "'default'")]
+            key = [c[1] for c in sorted((c for c in new_cols if c[5]), key=lambda c: c[5])]
+            assert key == list(table.names(Role.KEY, spool=True))
     Spool(old).close()  # opening an old spool adds what it lacks, once
     Spool(old).close()
     with sqlite3.connect(old) as a, sqlite3.connect(tmp_path / "new.db") as b:
@@ -260,5 +273,6 @@ def test_both_backends_define_the_same_versions() -> None:
     pytest.importorskip("psycopg")
     from gpuledger.chargeback.ledger.store import postgres_migrations, sqlite_migrations
 
-    assert [v for v, _ in postgres_migrations.MIGRATIONS] == ALL_VERSIONS
-    assert [v for v, _ in sqlite_migrations.MIGRATIONS] == ALL_VERSIONS
+    # 12 (clusters) is built from the migrating agent's cluster: the lists' full form
+    assert [v for v, _ in postgres_migrations.migrations("default")] == ALL_VERSIONS
+    assert [v for v, _ in sqlite_migrations.migrations("default")] == ALL_VERSIONS

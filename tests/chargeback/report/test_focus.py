@@ -201,6 +201,7 @@ def test_prod_chat_on_h100(store: SqliteLedgerStore) -> None:
     assert r["x_PricingStatus"] == "priced"
     assert json.loads(r["Tags"]) == {
         "gpuledger/allocation": "allocated",
+        "gpuledger/cluster": "default",
         "gpuledger/cost-center": "__unassigned__",  # built without a cost-center map
         "gpuledger/gpu_class": "H100-80GB",
         "gpuledger/gpu_model": fx.H100,

@@ -142,6 +142,7 @@ def test_tenant_rows_carry_the_hand_computed_figures(rows: list[dict[str, str]])
         assert r["ResourceName"] == r["x_Service"]
     assert json.loads(a["Tags"]) == {
         "gpuledger/allocation": "allocated",
+        "gpuledger/cluster": "default",
         "gpuledger/cost-center": "__unassigned__",  # built without a cost-center map
         "gpuledger/gpu_class": "H100-80GB",
         "gpuledger/gpu_model": fx.H100,

@@ -169,6 +169,7 @@ def test_write_report_writes_the_tenants_file_with_the_csv(report: Report, tmp_p
         month / "chargeback-2026-10-findings.csv",
         month / "chargeback-2026-10-cost-centers.csv",
         month / "chargeback-2026-10-anomalies.csv",
+        month / "chargeback-2026-10-clusters.csv",
     ]
     assert (month / "chargeback-2026-10-tenants.csv").read_text() == tenants_csv(report)
     assert write_report(report, tmp_path / "j", formats=("json",)) == [

@@ -59,10 +59,11 @@ def test_gateway_source_end_to_end(tmp_path: Path) -> None:
         finally:
             agent.stop()
     node = cfg.node_name
-    collector_up = ("gpuledger_collector_up", frozenset({("node", node), ("collector", "gateway")}))
+    own = {("cluster", cfg.cluster), ("node", node)}
+    collector_up = ("gpuledger_collector_up", frozenset({*own, ("collector", "gateway")}))
     assert down[collector_up] == 0.0
     assert up[collector_up] == 1.0
-    labels = frozenset({("node", node), ("service", "chat-llama-70b"), ("namespace", "llm-prod"),
+    labels = frozenset({*own, ("service", "chat-llama-70b"), ("namespace", "llm-prod"),
                         ("model_name", "llama-70b"), ("tenant", "search/search-prod")})  # fmt: skip
     assert up[("gpuledger_tenant_prompt_tokens_total", labels)] == 3000
     assert up[("gpuledger_tenant_generation_tokens_total", labels)] == 600

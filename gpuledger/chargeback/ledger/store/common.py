@@ -73,7 +73,7 @@ PROBE_LATENCY_METRICS = ("ttft_s", "tpot_s", "e2e_s")
 QUANTILE_EPS = 1e-9
 """``CUME_DIST() >= q - eps``: k/N computed in floating point may land a hair below q."""
 
-SCHEMA_VERSION = 11
+SCHEMA_VERSION = 12
 """The newest migration version both backends define."""
 
 SECONDS_PER_HOUR = 3600.0

@@ -45,7 +45,7 @@ from gpuledger.chargeback.ledger.store.common import (
 )
 from gpuledger.chargeback.ledger.store.cost_centers import as_mapping
 from gpuledger.chargeback.ledger.store.postgres_cost_centers import postgres_latest
-from gpuledger.chargeback.ledger.store.postgres_migrations import MIGRATIONS
+from gpuledger.chargeback.ledger.store.postgres_migrations import migrations
 from gpuledger.chargeback.ledger.store.postgres_retention import retire_before
 from gpuledger.chargeback.ledger.store.postgres_rollup import drift, drift_bounds, usage_rollup
 from gpuledger.chargeback.ledger.store.postgres_sql import (
@@ -90,6 +90,7 @@ from gpuledger.chargeback.ledger.tables import (
     TokenRow,
     UsageRow,
 )
+from gpuledger.cluster import DEFAULT_CLUSTER
 from gpuledger.redact import safe_url, scrub
 
 log = logging.getLogger(__name__)
@@ -173,9 +174,12 @@ class PostgresLedgerStore(GroupedReads):
 
     # -- schema -------------------------------------------------------------------------
 
-    def migrate(self) -> None:
+    def migrate(self, *, default_cluster: str = DEFAULT_CLUSTER) -> None:
         """Apply the migrations not yet in ``schema_migrations``, in one transaction after
-        ``pg_advisory_xact_lock``: concurrent agents serialize, each version runs once."""
+        ``pg_advisory_xact_lock``: concurrent agents serialize, each version runs once.
+        Rows written before clusters existed get ``default_cluster`` (migration 12): the
+        first agent to upgrade names them, so the fleet's agents must agree on it (the
+        config's ``cluster`` of the cluster the ledger served until then)."""
         with self._connection("migration") as conn, conn.transaction():
             conn.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK_KEY,))
             # A migration that moves rows (7: monthly partitions) takes as long as the
@@ -193,7 +197,7 @@ class PostgresLedgerStore(GroupedReads):
                     sql.SQL("SELECT {v} FROM {t}").format(v=I("version"), t=I(MIGRATIONS_TABLE))
                 )
             }
-            for version, statements in MIGRATIONS:
+            for version, statements in migrations(default_cluster):
                 if version in applied:
                     continue
                 for stmt in statements:
@@ -580,11 +584,11 @@ class PostgresLedgerStore(GroupedReads):
         *,
         node: str | None = None,
     ) -> list[InvariantViolation]:
-        """``(hour, node)`` where Σ allocated over all services (incl. ``__idle__``) and
-        Σ observed seconds differ by more than ``rel_tol`` × the larger; a bucket present
-        on one side only counts as 0 on the other. Computed in SQL."""
+        """``(hour, cluster, node)`` where Σ allocated over all services (incl.
+        ``__idle__``) and Σ observed seconds differ by more than ``rel_tol`` × the larger; a
+        bucket present on one side only counts as 0 on the other. Computed in SQL."""
         where, params = self._range(start, end, node)
-        h, n = I("hour_start"), I("node")
+        h, n = I("hour_start"), sql.SQL("{}, {}").format(I("cluster"), I("node"))
         query = sql.SQL(
             "SELECT {iso} AS {hour}, {n}, SUM(a) AS {alloc}, SUM(o) AS {obs} FROM ("
             " SELECT {h}, {n}, {alloc} AS a, 0::double precision AS o FROM {usage} WHERE {w}"
@@ -592,12 +596,14 @@ class PostgresLedgerStore(GroupedReads):
             " SELECT {h}, {n}, 0::double precision AS a, {obs} AS o FROM {cov} WHERE {w}"
             ") AS sides GROUP BY {h}, {n}"
             " HAVING abs(SUM(a) - SUM(o)) > %s * GREATEST(abs(SUM(a)), abs(SUM(o)))"
-            ' ORDER BY {h}, {n} COLLATE "C"'
+            ' ORDER BY {h}, {c} COLLATE "C", {nn} COLLATE "C"'
         ).format(
             iso=iso_hour(h),
             hour=I("hour"),
             h=h,
             n=n,
+            c=I("cluster"),
+            nn=I("node"),
             alloc=I("allocated_gpu_seconds"),
             obs=I("observed_seconds"),
             usage=I(USAGE.store),

@@ -33,7 +33,7 @@ from psycopg import sql
 from gpuledger.chargeback.ledger.store.common import GROUP_COLUMNS, aware_utc
 from gpuledger.chargeback.ledger.store.postgres_sql import PARTITION_FUNCTION, I, cols
 from gpuledger.chargeback.ledger.store.retention import add_months, month_start
-from gpuledger.chargeback.ledger.tables import ROLLUPS, USAGE, Rollup
+from gpuledger.chargeback.ledger.tables import PROBE_ROLLUP, PROBES, ROLLUPS, USAGE, Rollup
 
 EVENTS = ("insert", "update", "delete")
 
@@ -226,6 +226,25 @@ def partition_function() -> sql.Composed:
     ).format(f=I(PARTITION_FUNCTION))
 
 
+ROLLUPS_V8: tuple[Rollup, ...] = (
+    Rollup(USAGE, store="ledger_usage_rollup", dims=("namespace", "service", "gpu_model")),
+    Rollup(
+        USAGE,
+        store="ledger_usage_month_rollup",
+        dims=("node", "gpu_uuid", "namespace", "service", "gpu_model"),
+        grain="month",
+    ),
+    Rollup(
+        PROBES,
+        store="probe_verdict_rollup",
+        dims=("namespace", "service", "model_name"),
+        measures=PROBE_ROLLUP.measures,
+    ),
+)
+"""The rollups as migration 8 created them, before migration 12 added ``cluster`` to
+each one's dims: a migration is history, so 8 builds these, never the newest ones."""
+
+
 def migration_8() -> list[sql.Composed]:
     """Rollups (issue 16): ``ledger_usage_rollup`` by (hour, namespace, service, GPU
     model), its triggers, and its backfill. The triggers come first: ``CREATE TRIGGER``
@@ -233,7 +252,7 @@ def migration_8() -> list[sql.Composed]:
     every row committed before it, and every write after it fires the triggers. Also
     replaces the month-partition function (see :func:`partition_function`)."""
     out: list[sql.Composed] = [partition_function()]
-    for rollup in ROLLUPS:
+    for rollup in ROLLUPS_V8:
         out += create_rollup(rollup)
         out += trigger_statements(rollup)
         out += backfill(rollup)

@@ -60,7 +60,7 @@ from gpuledger.chargeback.ledger.store.sqlite_ddl import (
     UPSERT_TOKENS,
     UPSERT_USAGE,
 )
-from gpuledger.chargeback.ledger.store.sqlite_migrations import MIGRATIONS
+from gpuledger.chargeback.ledger.store.sqlite_migrations import migrations
 from gpuledger.chargeback.ledger.tables import (
     COST_CENTERS,
     COVERAGE,
@@ -81,6 +81,7 @@ from gpuledger.chargeback.ledger.tables import (
     TokenRow,
     UsageRow,
 )
+from gpuledger.cluster import DEFAULT_CLUSTER
 
 _ISO_HOUR = "strftime('%Y-%m-%dT%H:%M:%SZ', {col}, 'unixepoch')"
 
@@ -125,10 +126,11 @@ class SqliteLedgerStore(GroupedReads):
 
     # -- schema -------------------------------------------------------------------------
 
-    def migrate(self) -> None:
+    def migrate(self, *, default_cluster: str = DEFAULT_CLUSTER) -> None:
         """Apply the migrations not yet recorded in ``schema_migrations``. ``BEGIN
         IMMEDIATE`` takes the database's write lock first, so two processes migrating at
-        once serialize and the second finds nothing left to do."""
+        once serialize and the second finds nothing left to do. Rows written before
+        clusters existed get ``default_cluster`` (migration 12)."""
         with self._lock:
             conn = self._live()
             try:
@@ -143,9 +145,10 @@ class SqliteLedgerStore(GroupedReads):
                         int(v)
                         for (v,) in conn.execute(f"SELECT version FROM {q(MIGRATIONS_TABLE)}")
                     }
-                    for version, statements in MIGRATIONS:
+                    for version, step in migrations(default_cluster):
                         if version in applied:
                             continue
+                        statements = step(conn) if callable(step) else step
                         for stmt in statements:
                             conn.execute(stmt)
                         conn.execute(
@@ -532,13 +535,13 @@ class SqliteLedgerStore(GroupedReads):
         *,
         node: str | None = None,
     ) -> list[InvariantViolation]:
-        """``(hour, node)`` where Σ allocated over all services (incl. ``__idle__``) and
-        Σ observed seconds differ by more than ``rel_tol`` × the larger; a bucket present
-        on one side only counts as 0 on the other. Computed in SQL."""
+        """``(hour, cluster, node)`` where Σ allocated over all services (incl.
+        ``__idle__``) and Σ observed seconds differ by more than ``rel_tol`` × the larger; a
+        bucket present on one side only counts as 0 on the other. Computed in SQL."""
         lo, hi = unix_seconds(start, "start"), unix_seconds(end, "end")
         node_filter = f" AND {q('node')} = ?" if node is not None else ""
         per_side: list[object] = [lo, hi] + ([node] if node is not None else [])
-        h, n = q("hour_start"), q("node")
+        h, n = q("hour_start"), f"{q('cluster')}, {q('node')}"
         sql = f"""
             SELECT {_ISO_HOUR.format(col=h)} AS {q("hour")}, {n},
                    TOTAL(a) AS {q("allocated_gpu_seconds")},

@@ -13,8 +13,12 @@ module growing.
 
 from __future__ import annotations
 
+import sqlite3
+from collections.abc import Callable
+
 from gpuledger.chargeback.ledger.sqlite_sql import cols, q
 from gpuledger.chargeback.ledger.store.deliveries_sql import sqlite_migration_11
+from gpuledger.cluster import sql_literal
 
 _cols = cols
 
@@ -250,3 +254,85 @@ MIGRATIONS += (
     ),
     (11, sqlite_migration_11()),  # the monthly report's delivery record (issue 18)
 )
+
+# -- migration 12: clusters (issue 18) -------------------------------------------------------
+
+V12_KEYS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("ledger_usage", ("hour_start", "cluster", "node", "gpu_uuid", "namespace", "service")),
+    ("ledger_coverage", ("hour_start", "cluster", "node", "gpu_uuid")),
+    ("ledger_tokens", ("hour_start", "cluster", "node", "namespace", "service", "model_name")),
+    ("probe_results", ("started_unix", "cluster", "node", "endpoint")),
+    ("storage_samples", ("cluster", "node", "database", "schema", "table_name", "ts")),
+    ("ledger_tenant_tokens",
+     ("hour_start", "cluster", "node", "namespace", "service", "model_name", "tenant")),
+    ("ledger_engine_time",
+     ("hour_start", "cluster", "node", "namespace", "service", "model_name")),
+    ("ledger_cost_centers", ("hour_start", "cluster", "node", "namespace", "service")),
+)  # fmt: skip
+"""Each table migration 12 rekeys, and its (physical) primary key from version 12 on."""
+
+Statements = tuple[str, ...] | Callable[[sqlite3.Connection], tuple[str, ...]]
+"""A migration's statements, or (12 only) a function of the database that returns them."""
+
+
+def _column_sql(name: str, type_: str, notnull: int, default: object) -> str:
+    out = f"{q(name)} {type_}"
+    if notnull:
+        out += " NOT NULL"
+    if default is not None:
+        out += f" DEFAULT {default}"
+    return out
+
+
+def migration_12(default_cluster: str) -> Callable[[sqlite3.Connection], tuple[str, ...]]:
+    """Clusters (issue 18): every table gains a ``cluster`` key column, appended after
+    its last column (where the declaration's DDL puts columns added later), holding
+    ``default_cluster`` on every row already there (the store's own cluster: a SQLite
+    ledger is one agent's). The key grows, and SQLite cannot change a WITHOUT ROWID
+    table's key in place, so each table is rebuilt as migration 4 did: created anew,
+    every row copied once (a longer key merges no two rows), the old table dropped, the
+    new one renamed and the old one's indexes created again.
+
+    The rebuilt table keeps the columns the database has (``PRAGMA table_xinfo``: names,
+    types, NOT NULL, defaults, in order), not a list written here, so a column another
+    migration of the same release added (10 and 11 were written in parallel) survives
+    it. The value enters as a checked literal (:func:`~gpuledger.cluster.sql_literal`):
+    the column's DDL default of a fresh ledger is ``'default'``, not the configured name."""
+    value = sql_literal(default_cluster)
+
+    def statements(conn: sqlite3.Connection) -> tuple[str, ...]:
+        out: list[str] = []
+        for name, key in V12_KEYS:
+            columns = [
+                (str(r[1]), str(r[2]), int(r[3]), r[4])
+                for r in conn.execute(f"PRAGMA table_xinfo({q(name)})")
+            ]
+            names = [c[0] for c in columns]
+            indexes = [
+                str(r[0])
+                for r in conn.execute(
+                    "SELECT sql FROM sqlite_master WHERE type = 'index' AND tbl_name = ?"
+                    " AND sql IS NOT NULL ORDER BY name",
+                    (name,),
+                )
+            ]
+            new = f"{name}_v12"
+            defs = [_column_sql(*c) for c in columns]
+            defs.append(f"{q('cluster')} TEXT NOT NULL DEFAULT 'default'")
+            out += [
+                f"CREATE TABLE {q(new)} ({', '.join(defs)}, "
+                f"PRIMARY KEY ({_cols(key)})) WITHOUT ROWID",
+                f"INSERT INTO {q(new)} ({_cols((*names, 'cluster'))}) "
+                f"SELECT {_cols(names)}, {value} FROM {q(name)}",
+                f"DROP TABLE {q(name)}",  # and its indexes, created again below
+                f"ALTER TABLE {q(new)} RENAME TO {q(name)}",
+                *indexes,
+            ]
+        return tuple(out)
+
+    return statements
+
+
+def migrations(default_cluster: str) -> tuple[tuple[int, Statements], ...]:
+    """Every migration in order; 12 gives existing rows ``default_cluster``."""
+    return (*MIGRATIONS, (12, migration_12(default_cluster)))

@@ -24,6 +24,7 @@ from typing import Literal
 
 from gpuledger.chargeback.report.model import Report
 from gpuledger.chargeback.report.writers.anomalies import anomalies_csv
+from gpuledger.chargeback.report.writers.clusters import clusters_csv
 from gpuledger.chargeback.report.writers.csv_json import (
     cost_centers_csv,
     coverage_csv,
@@ -48,6 +49,7 @@ CSV_COMPANIONS: dict[str, Callable[[Report], str]] = {
     "findings": findings_csv,
     "cost-centers": cost_centers_csv,  # issue 18: a subtotal per cost center
     "anomalies": anomalies_csv,
+    "clusters": clusters_csv,
 }
 """Files written beside ``chargeback-<YYYY-MM>.csv`` whenever the CSV is."""
 

@@ -123,6 +123,7 @@ CUSTOM_COLUMNS: tuple[str, ...] = (
     "x_SpecialistCost", "x_SpecialistBasis", "x_Validation", "x_CounterfactualFlagged",
     "x_RateCardVersion", "x_RateCardDigest", "x_PeriodComplete", "x_Tenant", "x_TenantKind",
     "x_RentalFlag", "x_TokenApiFlag", "x_LatencyFlag",  # issue 16: a flag per figure
+    "x_Cluster",  # issue 18: the cluster whose GPUs the row's time ran on
 )  # fmt: skip
 COLUMNS: tuple[str, ...] = FOCUS_COLUMNS + CUSTOM_COLUMNS
 """The FOCUS columns come first and the custom ones after them (ColumnHandling-A-012/013)."""
@@ -223,6 +224,7 @@ def _line_description(report: Report, line: ServiceLine, ml: ModelLine) -> str:
 def _tags(line: ServiceLine, ml: ModelLine, tenant: TenantLine | None) -> str:
     tags: dict[str, str | None] = {
         "allocation": _ALLOCATION[line.kind],
+        "cluster": ml.cluster,
         # who pays (issue 18): the tenant line's own, else the line's
         "cost-center": tenant.cost_center if tenant is not None else line.cost_center,
         "gpu_class": ml.gpu_class,
@@ -343,6 +345,7 @@ def _row(
         "x_RentalFlag": line.rental_flag,
         "x_TokenApiFlag": line.token_api_flag,
         "x_LatencyFlag": line.latency_flag,
+        "x_Cluster": ml.cluster,
     }
 
 
