@@ -250,7 +250,7 @@ def _rental_counterfactual(
         parts.append(f"{quote.provider} {quote.offering} ${quote.usd_per_gpu_hour:.2f}/GPU-h")
     if not parts:
         return None, "no allocated GPU-hours"
-    return total, "; ".join(parts)
+    return total, "; ".join(dict.fromkeys(parts))  # one per offering, not per cluster
 
 
 # -- the report ---------------------------------------------------------------------------

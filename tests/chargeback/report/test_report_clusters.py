@@ -81,6 +81,9 @@ def test_report_grouped_by_cluster(ledger_store: AuditableLedgerStore, idle_poli
     assert by_cluster["east"].total_cost_usd == pytest.approx(east_chat + shared)
     assert by_cluster["west"].total_cost_usd == pytest.approx(HOURS * _cost(1800.0, 1.8e6))
     assert chat.total_cost_usd == pytest.approx(east_chat + shared + HOURS * _cost(1800, 1.8e6))
+    # the rental counterfactual prices both clusters' hours and names its offering once
+    for basis in (chat.rental_hyperscaler_basis, chat.rental_specialist_basis):
+        assert basis.count("/GPU-h") == 1, basis
 
     doc = json.loads(report_json(report))
     assert [c["cluster"] for c in doc["clusters"]] == ["east", "west"]
