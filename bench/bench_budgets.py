@@ -47,7 +47,7 @@ from gpuledger.chargeback.budgets.config import parse_rows
 from gpuledger.chargeback.budgets.status import budget_report
 from gpuledger.chargeback.costcenters.config import CostCentersConfig
 from gpuledger.chargeback.costcenters.resolve import CostCenterMap
-from gpuledger.chargeback.forecast import series
+from gpuledger.chargeback.report import daily
 from gpuledger.chargeback.report.ratecard import load_rate_card
 
 TARGET_S = 2.0
@@ -226,12 +226,12 @@ def main(argv: list[str] | None = None) -> list[Row]:
 
         try:
             runs = _runs(store, 1 + args.repeat, refresh)
-            readers = series.READERS
-            series.READERS = 1  # the peer: the same refresh with the reads one at a time
+            readers = daily.READERS
+            daily.READERS = 1  # the peer: the same refresh with the reads one at a time
             try:
                 serial = _runs(store, args.repeat, refresh)
             finally:
-                series.READERS = readers
+                daily.READERS = readers
         finally:
             store.close()
     finally:
@@ -253,7 +253,7 @@ def main(argv: list[str] | None = None) -> list[Row]:
           f"{args.cost_centers} cost centers ({with_spend} with spend, from the recorded "
           f"labels); {len(budgets)} budgets {statuses}")  # fmt: skip
     print(f"refresh: cold {cold[0]:.3f} s; warm median of {len(warm)} {median:.3f} s "
-          f"({cold[2]} day reads, {series.READERS} at a time, {read:.3f} s summed); "
+          f"({cold[2]} day reads, {daily.READERS} at a time, {read:.3f} s summed); "
           f"target ≤ {TARGET_S:.0f} s")  # fmt: skip
     print(f"peer, same run: the reads one at a time, median of {len(serial)} "
           f"{serial_median:.3f} s")  # fmt: skip

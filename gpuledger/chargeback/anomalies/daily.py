@@ -1,9 +1,10 @@
 """The ledger's days, priced exactly as the monthly bill prices them.
 
-One grouped ``usage()`` read per UTC day (by namespace, service and GPU model: a few
-hundred groups a day, answered from PostgreSQL's hourly rollup), each group priced by
-the report's own ``_model_line`` and the idle policy applied by its ``share_idle``, so a
-day here and the month's bill add up the same way. A shared service's day is also split
+One grouped ``usage()`` read per UTC day, a few at a time (by namespace, service, GPU
+model and cluster: a few hundred groups a day, answered from PostgreSQL's hourly rollup),
+priced by ``report/daily.py`` -- the bill's own model line and its ``share_idle`` -- the
+one reading and pricing the forecast's daily series uses too, so a day here, a day of
+the forecast and the month's bill add up the same way. A shared service's day is also split
 among its tenants by the report's tenant split (``tenant_split.split_services`` over
 that day's hours), each tenant's GPU-seconds priced at the service's rate on each GPU
 model, as ``tenant_lines`` prices them.
@@ -17,19 +18,21 @@ GPU-hours are counted in ``unpriced_gpu_hours``), never priced at zero.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 
 from gpuledger.chargeback.attribution.claims import IDLE
+from gpuledger.chargeback.ledger.model import UsageGroup
 from gpuledger.chargeback.ledger.store.common import AuditableLedgerStore
-from gpuledger.chargeback.report.build import _kind, _model_line, share_idle
+from gpuledger.chargeback.report.daily import ServiceKey as ServiceKey
+from gpuledger.chargeback.report.daily import priced_lines
+from gpuledger.chargeback.report.daily import read_days as read_groups
 from gpuledger.chargeback.report.model import HeadroomPolicy, IdlePolicy, ModelLine
 from gpuledger.chargeback.report.ratecard import RateCard
 from gpuledger.chargeback.report.tenant_split import TokenWeights, split_services
 from gpuledger.chargeback.report.units import SECONDS_PER_HOUR
 
-ServiceKey = tuple[str, str]  # namespace, service
 IDLE_PART = "idle"
 BUSY_PART = "busy"
 
@@ -86,21 +89,19 @@ class Pricing:
     weights: TokenWeights = field(default_factory=TokenWeights)
 
 
-def read_day(
-    store: AuditableLedgerStore, pricing: Pricing, d: date
+def _service_days(
+    store: AuditableLedgerStore,
+    pricing: Pricing,
+    start: datetime,
+    rows: Sequence[UsageGroup],
 ) -> dict[ServiceKey, ServiceDay]:
-    """Every service's cost on day ``d``; empty when the ledger holds nothing that day."""
-    start = day_start(d)
+    """The services of the day starting at ``start``, from its groups (``report/daily``)."""
     end = start + timedelta(days=1)
-    lines: dict[ServiceKey, list[ModelLine]] = defaultdict(list)
-    for row in store.usage(start, end, ["namespace", "service", "gpu_model"]):
-        if row.allocated_gpu_seconds <= 0:
-            continue
-        key = (row.namespace or "", row.service or "")
-        lines[key].append(_model_line(pricing.card, row, _kind(key[1])))
+    lines = priced_lines(
+        pricing.card, [r for r in rows if r.allocated_gpu_seconds > 0], pricing.idle_policy
+    )
     if not lines:
         return {}
-    lines = share_idle(lines, pricing.idle_policy)
     out: dict[ServiceKey, ServiceDay] = {}
     for key, models in lines.items():
         day = out[key] = ServiceDay()
@@ -113,26 +114,39 @@ def read_day(
         shared = out.get(key)
         if shared is None:
             continue
-        rate = {
-            ml.gpu_model: ml.total_cost_usd / ml.allocated_gpu_hours
-            for ml in lines[key]
-            if ml.total_cost_usd is not None and ml.allocated_gpu_hours > 0
-        }
+        # the service's rate on each GPU model, over its clusters' lines of that model
+        usd: dict[str, float] = defaultdict(float)
+        hours: dict[str, float] = defaultdict(float)
+        for ml in lines[key]:
+            if ml.total_cost_usd is not None and ml.allocated_gpu_hours > 0:
+                usd[ml.gpu_model] += ml.total_cost_usd
+                hours[ml.gpu_model] += ml.allocated_gpu_hours
+        rate = {model: usd[model] / hours[model] for model in usd}
         for tenant, share in tenants.items():
-            usd = sum(
+            tenant_usd = sum(
                 seconds / SECONDS_PER_HOUR * rate[model]
                 for model, seconds in share.allocated_seconds.items()
                 if model in rate
             )
-            shared.by_tenant[tenant] = shared.by_tenant.get(tenant, 0.0) + usd
+            shared.by_tenant[tenant] = shared.by_tenant.get(tenant, 0.0) + tenant_usd
     return out
 
 
+def read_day(
+    store: AuditableLedgerStore, pricing: Pricing, d: date
+) -> dict[ServiceKey, ServiceDay]:
+    """Every service's cost on day ``d``; empty when the ledger holds nothing that day."""
+    return read_days(store, pricing, d, d + timedelta(days=1)).get(d, {})
+
+
 def read_days(store: AuditableLedgerStore, pricing: Pricing, first: date, end: date) -> DayCosts:
-    """Every day from ``first`` up to ``end`` (exclusive) the ledger holds anything for."""
+    """Every day from ``first`` up to ``end`` (exclusive) the ledger holds anything for:
+    the days' groups read a few at a time (``report/daily.read_days``), each day priced."""
+    starts = [day_start(d) for d in days(first, end)]
+    groups = read_groups(store, [(s, s + timedelta(days=1)) for s in starts])
     out: DayCosts = {}
-    for d in days(first, end):
-        services = read_day(store, pricing, d)
+    for start, rows in zip(starts, groups, strict=True):
+        services = _service_days(store, pricing, start, rows)
         if services:
-            out[d] = services
+            out[start.date()] = services
     return out

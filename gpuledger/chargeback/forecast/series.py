@@ -1,8 +1,9 @@
 """The ledger's daily cost series, priced exactly as the bill prices the month.
 
-One grouped read per UTC day of the history window: allocated/busy GPU-seconds and
-energy per (namespace, service, GPU model) over the day (on PostgreSQL the hourly rollup
-answers it; the day still under way is read to its last complete hour). Per day and not
+One grouped read per UTC day of the history window (``report/daily.py``, which the spend
+anomalies read through too): allocated/busy GPU-seconds and energy per (namespace,
+service, GPU model, cluster) over the day (on PostgreSQL the hourly rollup answers it;
+the day still under way is read to its last complete hour). Per day and not
 per hour because the groups are what costs: 1,000 GPUs' 400 services over 27 days are
 ~261 k hourly groups (7.6 s read, 2.4 s of Python at the bench) but ~11 k daily ones; the
 number of reads depends on the window, never on the number of budgets. Each UTC day's
@@ -19,22 +20,16 @@ beside it (``unpriced_gpu_hours``), as the report's totals do: never a silent ze
 
 from __future__ import annotations
 
-from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
-from typing import Any, cast
 
 from gpuledger.chargeback.ledger.model import LedgerStore, UsageGroup
-from gpuledger.chargeback.report.build import price_model_line, share_idle
-from gpuledger.chargeback.report.model import IdlePolicy, LineKind, ModelLine, Month
+from gpuledger.chargeback.report.daily import ServiceKey, day_ranges, priced_lines, read_days
+from gpuledger.chargeback.report.model import IdlePolicy, Month
 from gpuledger.chargeback.report.ratecard import RateCard
 
-Key = tuple[str, str]  # (namespace, service)
-GROUP_BY = ("namespace", "service", "gpu_model")
-_NO_QUOTES: LineKind = "idle"
-READERS = 3  # concurrent day reads
+Key = ServiceKey  # (namespace, service)
 
 
 @dataclass(slots=True)
@@ -47,61 +42,14 @@ class CostSeries:
     unpriced_gpu_hours: dict[Key, float] = field(default_factory=dict)
 
 
-class _MemoCard:
-    """The rate card with its per-GPU-model look-ups answered once per model: the bill's
-    pricing asks for a model's class (pattern matching), its cost-of-ownership row and
-    its cheapest rentals on every line, and a refresh prices the same few models for
-    every service and day (at 1,000 GPUs, 11 k lines: 1.9 s of 2.1 s was these
-    look-ups). Everything else is the card itself."""
-
-    _MEMO = frozenset({"gpu_class", "tco_for", "cheapest_rental"})
-
-    def __init__(self, card: RateCard) -> None:
-        self._card = card
-        self._cache: dict[tuple[str, tuple[object, ...]], object] = {}
-
-    def __getattr__(self, name: str) -> Any:
-        attr = getattr(self._card, name)
-        if name not in self._MEMO:
-            return attr
-
-        def memo(*args: object) -> object:
-            key = (name, args)
-            if key not in self._cache:
-                self._cache[key] = attr(*args)
-            return self._cache[key]
-
-        return memo
-
-
-def memo_card(card: RateCard) -> RateCard:
-    return cast(RateCard, _MemoCard(card))
-
-
-def _summed(rows: Iterable[UsageGroup]) -> dict[tuple[str, str, str], list[float]]:
-    out: dict[tuple[str, str, str], list[float]] = defaultdict(lambda: [0.0, 0.0, 0.0])
-    for r in rows:
-        s = out[(r.namespace or "", r.service or "", r.gpu_model or "")]
-        s[0] += r.allocated_gpu_seconds
-        s[1] += r.busy_gpu_seconds
-        s[2] += r.energy_joules
-    return out
-
-
 def price_groups(
     card: RateCard, rows: Iterable[UsageGroup], policy: IdlePolicy
 ) -> tuple[dict[Key, float], dict[Key, float]]:
     """Cost and unpriced GPU-hours per (namespace, service) of ``rows`` taken as one
-    period: the report's model lines, idle shared by ``policy``."""
-    lines: dict[Key, list[ModelLine]] = defaultdict(list)
-    for (ns, svc, model), (alloc, busy, energy) in _summed(rows).items():
-        group = UsageGroup(alloc, busy, energy, alloc / 3600.0, gpu_model=model)
-        # priced as an idle line: the same cost figures (a line's kind only decides
-        # whether cloud rental quotes are computed beside them), and a budget needs none
-        lines[(ns, svc)].append(price_model_line(card, group, _NO_QUOTES))
+    period: the report's model lines, idle shared by ``policy`` (``report/daily.py``)."""
     cost: dict[Key, float] = {}
     unpriced: dict[Key, float] = {}
-    for key, models in share_idle(lines, policy).items():
+    for key, models in priced_lines(card, rows, policy).items():
         cost[key] = sum(m.total_cost_usd or 0.0 for m in models)
         missing = sum(m.allocated_gpu_hours for m in models if m.total_cost_usd is None)
         if missing:
@@ -136,15 +84,8 @@ def read_series(
     """The series as of ``now`` (complete hours only) for ``month`` (default: now's),
     from one grouped read per day of the window."""
     end, month = as_of(now, month)
-    ranges: list[tuple[datetime, datetime]] = []
-    day = history_start(end, month, history_days)
-    while day < end:
-        ranges.append((day, min(day + timedelta(days=1), end)))
-        day = ranges[-1][1]
-    # a few reads at a time: on PostgreSQL each is a round trip and a short plan (the
-    # store's pool has 4 connections); SQLite's store serializes them under its lock
-    with ThreadPoolExecutor(READERS, thread_name_prefix="budget-read") as pool:
-        got = list(pool.map(lambda r: store.usage(r[0], r[1], GROUP_BY), ranges))
+    ranges = day_ranges(history_start(end, month, history_days), end)
+    got = read_days(store, ranges)
     by_day = {lo.date(): rows for (lo, _), rows in zip(ranges, got, strict=True)}
     return series_of(by_day, card, end, month=month, policy=policy)
 
@@ -157,10 +98,9 @@ def series_of(
     month: Month | None = None,
     policy: IdlePolicy,
 ) -> CostSeries:
-    """:func:`read_series` on the days already read (each day's groups by
-    :data:`GROUP_BY`; the day of ``now`` holds its complete hours)."""
+    """:func:`read_series` on the days already read (each day's groups by ``report/daily``'s
+    ``DAY_GROUP_BY``; the day of ``now`` holds its complete hours)."""
     end, month = as_of(now, month)
-    card = memo_card(card)
     today = end.date()
     out = CostSeries(today)
     this_month: list[UsageGroup] = []
