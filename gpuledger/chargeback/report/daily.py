@@ -25,7 +25,8 @@ from gpuledger.chargeback.report.ratecard import RateCard
 
 ServiceKey = tuple[str, str]  # (namespace, service)
 DAY_GROUP_BY = ("namespace", "service", "gpu_model", "cluster")
-READERS = 3  # concurrent day reads (the PostgreSQL store's pool has 4 connections)
+READERS = 3  # at most this many day reads at once, where the store gains from it
+# (``concurrent_reads``: PostgreSQL's pool, not SQLite's one locked connection)
 _NO_QUOTES: LineKind = "idle"  # the same cost figures; a line's kind only adds cloud quotes
 
 
@@ -45,9 +46,10 @@ def read_days(
     store: LedgerStore, ranges: Sequence[tuple[datetime, datetime]]
 ) -> list[list[UsageGroup]]:
     """Each range's groups by :data:`DAY_GROUP_BY`, in the order of ``ranges``."""
-    if not ranges:
-        return []
-    with ThreadPoolExecutor(min(READERS, len(ranges)), thread_name_prefix="day-read") as pool:
+    readers = min(READERS, getattr(store, "concurrent_reads", 1), len(ranges))
+    if readers <= 1:
+        return [list(store.usage(lo, hi, DAY_GROUP_BY)) for lo, hi in ranges]
+    with ThreadPoolExecutor(readers, thread_name_prefix="day-read") as pool:
         return list(pool.map(lambda r: list(store.usage(r[0], r[1], DAY_GROUP_BY)), ranges))
 
 

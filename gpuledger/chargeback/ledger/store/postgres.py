@@ -110,6 +110,8 @@ class PostgresLedgerStore(GroupedReads):
     so the first call after the database comes back works.
     """
 
+    concurrent_reads = 3  # reads that gain from running at once (a pool of 4 connections)
+
     def __init__(
         self,
         dsn: str,
