@@ -38,6 +38,7 @@ from pydantic_settings import (
 
 from gpuledger.agent.otel.config import OtelConfig
 from gpuledger.alerts.config import AlertsConfig
+from gpuledger.brief import brief
 from gpuledger.chargeback.attribution.resolver import AttributionConfig
 from gpuledger.chargeback.report.config import ReportConfig
 from gpuledger.cluster import DEFAULT_CLUSTER, check_cluster_name
@@ -421,7 +422,7 @@ def _file_settings(data: dict[Any, Any]) -> tuple[dict[str, Any], list[tuple[str
             try:
                 name = str(key)
             except ValueError:  # an int over 4300 digits (PyYAML reads 0x... of any length)
-                name = f"<an integer of {key.bit_length()} bits>"
+                name = brief(key)
             problems.append((name, f"a setting's name is text, not {type(key).__name__}"))
         elif key.lower() in AgentConfig.model_fields:
             problems.append((key, f"Extra inputs are not permitted (write {key.lower()})"))

@@ -132,13 +132,6 @@ def _service_days(
     return out
 
 
-def read_day(
-    store: AuditableLedgerStore, pricing: Pricing, d: date
-) -> dict[ServiceKey, ServiceDay]:
-    """Every service's cost on day ``d``; empty when the ledger holds nothing that day."""
-    return read_days(store, pricing, d, d + timedelta(days=1)).get(d, {})
-
-
 def read_days(store: AuditableLedgerStore, pricing: Pricing, first: date, end: date) -> DayCosts:
     """Every day from ``first`` up to ``end`` (exclusive) the ledger holds anything for:
     the days' groups read a few at a time (``report/daily.read_days``), each day priced."""
